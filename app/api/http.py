@@ -1,0 +1,125 @@
+"""HTTP plumbing shared by every REST handler: JSON in and out, auth, errors, logs.
+
+Domain errors become HTTP responses here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+
+from app.deps import Deps
+from app.errors import DomainError, Invalid, TooLarge
+from app.logs import Timer, log_request
+from app.services import accounts
+from app.validation import convert_query, decode
+
+T = TypeVar("T")
+log = logging.getLogger("parley.http")
+
+DEPS_KEY = web.AppKey("deps", Deps)
+USER_ID_KEY = web.RequestKey("user_id", str)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+DEFAULT_BODY_CAP = 64 * 1024
+
+_encoder = msgspec.json.Encoder()
+
+
+def deps_of(request: web.Request) -> Deps:
+    return request.app[DEPS_KEY]
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(data), status=status, content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None):
+    body = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return json_response({"error": body}, status=status, headers=headers)
+
+
+async def read_json(request: web.Request, struct_type: type[T], cap: int = DEFAULT_BODY_CAP) -> T:
+    """Read at most `cap` bytes of JSON body and decode it into `struct_type`."""
+    if request.content_length is not None and request.content_length > cap:
+        raise TooLarge(f"Body over {cap} bytes.")
+    ctype = request.content_type
+    if ctype not in ("application/json", "application/octet-stream", "text/plain") and request.can_read_body:
+        raise Invalid("Send JSON (Content-Type: application/json).")
+    body = await request.content.read(cap + 1)
+    if len(body) > cap:
+        raise TooLarge(f"Body over {cap} bytes.")
+    if not body:
+        body = b"{}"
+    return decode(struct_type, body)
+
+
+def query(request: web.Request, struct_type: type[T]) -> T:
+    return convert_query(struct_type, request.query)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def client_of(request: web.Request) -> accounts.Client:
+    return accounts.Client(ip=request.remote or "", device=request.headers.get("User-Agent", "")[:200])
+
+
+async def auth_of(request: web.Request) -> accounts.Auth:
+    auth = await accounts.authenticate(deps_of(request), bearer_token(request))
+    request[USER_ID_KEY] = auth.user_id
+    return auth
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else request.path
+
+
+@web.middleware
+async def error_and_log_middleware(request: web.Request, handler):
+    timer = Timer()
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    try:
+        response = await handler(request)
+    except DomainError as exc:
+        response = json_response({"error": exc.to_dict()}, status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {
+            404: "not_found", 405: "method_not_allowed", 413: "too_large", 401: "unauthorized",
+            403: "forbidden",
+        }.get(exc.status, "invalid")
+        response = error_response(exc.status, code, exc.reason)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+        response = error_response(500, "internal", "Something went wrong on our side.")
+    response.headers["X-Request-Id"] = request_id
+    log_request(
+        request_id=request_id,
+        user_id=request.get(USER_ID_KEY),
+        method=request.method,
+        route=_route_name(request),
+        status=response.status,
+        duration_ms=timer.ms(),
+    )
+    return response
+

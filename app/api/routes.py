@@ -1,0 +1,26 @@
+"""The one routes table. Paths under /api/v1 are the public REST contract."""
+
+from aiohttp import web
+
+from app.api import auth, health, users
+
+API = "/api/v1"
+
+ROUTES = [
+    web.get("/healthz", health.healthz),
+    web.get("/readyz", health.readyz),
+    # accounts
+    web.post(f"{API}/auth/register", auth.register),
+    web.post(f"{API}/auth/login", auth.login),
+    web.post(f"{API}/auth/codes", auth.request_code),
+    web.post(f"{API}/auth/login/code", auth.login_with_code),
+    web.post(f"{API}/auth/password/reset", auth.reset_password),
+    web.post(f"{API}/auth/refresh", auth.refresh),
+    web.post(f"{API}/auth/logout", auth.logout),
+    web.get(f"{API}/auth/sessions", auth.list_sessions),
+    web.delete(f"{API}/auth/sessions/{{session_id}}", auth.end_session),
+    web.get(f"{API}/me", users.get_me),
+    web.patch(f"{API}/me", users.patch_me),
+    web.get(f"{API}/users/search", users.search),
+    web.get(f"{API}/users/{{user_id}}", users.get_user),
+]

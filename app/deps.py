@@ -1,0 +1,25 @@
+"""What services are handed: settings and the small interfaces they act through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from app.fanout import Fanout, RecordingFanout
+from app.ratelimit import MemoryRateLimiter, RateLimiter
+from app.senders import CodeSender, build_senders
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    fanout: Fanout = field(default_factory=RecordingFanout)
+    limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
+    senders: dict[str, CodeSender] = field(default_factory=dict)
+    redis: object | None = None  # redis.asyncio.Redis when REDIS_URL is set
+    extras: dict = field(default_factory=dict)  # per-domain helpers (presence, storage…)
+
+    def __post_init__(self) -> None:
+        if not self.senders:
+            s = self.settings
+            self.senders = build_senders(s.smtp_url, s.smtp_from, s.sms_provider)

@@ -1,0 +1,79 @@
+"""Domain errors. Services raise these; transports map them in one place each
+(app/api/http.py for REST, app/realtime for Socket.IO acks).
+
+The `code` strings are part of the public contract: clients switch on them.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code = "error"
+    status = 400
+    default_message = "Request failed."
+
+    def __init__(self, message: str | None = None, *, details: dict | None = None, **kw):
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.details = details
+        # Extra response headers (e.g. Retry-After) for HTTP.
+        self.headers: dict[str, str] = kw.get("headers") or {}
+
+    def to_dict(self) -> dict:
+        body = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class Invalid(DomainError):
+    code, status, default_message = "invalid", 400, "The request is not valid."
+
+
+class Unauthorized(DomainError):
+    code, status, default_message = "unauthorized", 401, "Authentication required."
+
+
+class InvalidCredentials(DomainError):
+    code, status, default_message = "invalid_credentials", 401, "Wrong login or password."
+
+
+class InvalidCode(DomainError):
+    code, status, default_message = "invalid_code", 400, "The code is wrong or has expired."
+
+
+class Forbidden(DomainError):
+    code, status, default_message = "forbidden", 403, "You are not allowed to do that."
+
+
+class NotFound(DomainError):
+    code, status, default_message = "not_found", 404, "Not found."
+
+
+class Conflict(DomainError):
+    code, status, default_message = "conflict", 409, "Conflicts with existing data."
+
+
+class TooLarge(DomainError):
+    code, status, default_message = "too_large", 413, "The request is too large."
+
+
+class RateLimited(DomainError):
+    code, status, default_message = "rate_limited", 429, "Too many requests; slow down."
+
+    def __init__(self, retry_after: float, message: str | None = None):
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(
+            message, details={"retry_after": seconds}, headers={"Retry-After": str(seconds)}
+        )
+
+
+class Unavailable(DomainError):
+    code, status, default_message = "unavailable", 503, "Service temporarily unavailable."
+
+
+def conflict_on(field_name: str) -> Conflict:
+    """409 whose code names the duplicated field, e.g. `email_taken`."""
+    err = Conflict(f"That {field_name} is already in use.", details={"field": field_name})
+    err.code = f"{field_name}_taken"
+    return err

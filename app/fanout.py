@@ -1,0 +1,65 @@
+"""The one interface services emit through.
+
+Services never import socketio: they call `fanout.to_users(...)`. The server
+hands them a SocketIOFanout; tests can hand them a RecordingFanout and assert
+on what was sent. Rooms: `u:<user id>` holds every socket of a user,
+`s:<session id>` every socket of one signed-in session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+NAMESPACE = "/chat"
+
+
+def user_room(user_id) -> str:
+    return f"u:{user_id}"
+
+
+def session_room(session_id) -> str:
+    return f"s:{session_id}"
+
+
+class Fanout(Protocol):
+    async def to_users(self, user_ids: Iterable, event: str, data) -> None:
+        """Deliver one event to every connected device of these users, in one emit."""
+
+    async def disconnect_session(self, session_id) -> None:
+        """Drop every socket signed in with this session (logout, revoke)."""
+
+
+class RecordingFanout:
+    """Keeps what was emitted; for tests and for tools that run services offline."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[tuple[str, ...], str, object]] = []
+        self.disconnected: list[str] = []
+
+    async def to_users(self, user_ids, event, data) -> None:
+        self.sent.append((tuple(str(u) for u in user_ids), event, data))
+
+    async def disconnect_session(self, session_id) -> None:
+        self.disconnected.append(str(session_id))
+
+    def events(self, name: str) -> list:
+        return [data for _, ev, data in self.sent if ev == name]
+
+
+class SocketIOFanout:
+    def __init__(self, sio) -> None:
+        self.sio = sio
+
+    async def to_users(self, user_ids, event, data) -> None:
+        rooms = [user_room(u) for u in user_ids]
+        if not rooms:
+            return
+        # One emit for the whole list: with the Redis manager that is one publish.
+        await self.sio.emit(event, data, room=rooms if len(rooms) > 1 else rooms[0],
+                            namespace=NAMESPACE)
+
+    async def disconnect_session(self, session_id) -> None:
+        # The manager turns this into a disconnect on every process (see
+        # app/realtime/managers.py), so logout works whichever process holds the socket.
+        await self.sio.manager.disconnect_room(session_room(session_id), NAMESPACE)

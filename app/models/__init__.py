@@ -1,0 +1,9 @@
+"""Tortoise models: fields and indexes only; rules live in app/services.
+
+Each domain has its own module; MODEL_MODULES lists them for Tortoise.
+"""
+
+MODEL_MODULES = [
+    "app.models.accounts",
+    "app.models.messaging",
+]

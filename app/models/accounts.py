@@ -1,0 +1,72 @@
+from tortoise import fields
+from tortoise.models import Model
+
+
+class User(Model):
+    id = fields.UUIDField(primary_key=True)
+    username = fields.CharField(max_length=32, unique=True)
+    email = fields.CharField(max_length=254, null=True, unique=True)
+    phone = fields.CharField(max_length=20, null=True, unique=True)
+    password_hash = fields.CharField(max_length=255, null=True)
+    display_name = fields.CharField(max_length=64)
+    bio = fields.CharField(max_length=280, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_seen_at = fields.DatetimeField(null=True)
+    # Privacy settings (contacts issue); defaults follow WeChat.
+    allow_strangers = fields.BooleanField(default=False)
+    send_read_receipts = fields.BooleanField(default=True)
+    last_seen_visibility = fields.CharField(max_length=16, default="contacts")
+    discoverable_by_email = fields.BooleanField(default=True)
+    discoverable_by_phone = fields.BooleanField(default=True)
+    language = fields.CharField(max_length=16, default="")
+
+    class Meta:
+        table = "users"
+
+
+class AuthSession(Model):
+    """One signed-in device. Access tokens carry its id (`sid`) so revoking it
+    stops them at once."""
+
+    id = fields.UUIDField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="sessions", on_delete=fields.CASCADE)
+    device = fields.CharField(max_length=200, default="")
+    ip = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "auth_sessions"
+        indexes = (("user_id", "revoked_at"),)
+
+
+class RefreshToken(Model):
+    """Every refresh token ever issued, hashed. A token that was already
+    rotated and comes back means it leaked: the whole session is revoked."""
+
+    id = fields.BigIntField(primary_key=True)
+    session = fields.ForeignKeyField(
+        "models.AuthSession", related_name="refresh_tokens", on_delete=fields.CASCADE
+    )
+    token_hash = fields.CharField(max_length=64, unique=True)
+    expires_at = fields.DatetimeField()
+    rotated_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "refresh_tokens"
+
+
+class VerificationCode(Model):
+    id = fields.BigIntField(primary_key=True)
+    target = fields.CharField(max_length=254)  # normalised email or E.164 phone
+    purpose = fields.CharField(max_length=20)
+    code_hash = fields.CharField(max_length=64)
+    expires_at = fields.DatetimeField()
+    attempts = fields.SmallIntField(default=0)
+    consumed_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "verification_codes"
+        indexes = (("target", "purpose", "created_at"),)

@@ -1,0 +1,28 @@
+"""Socket.IO transport: namespace `/chat`. Parse, call a service, ack."""
+
+from __future__ import annotations
+
+import socketio
+
+from app import jsonfast
+from app.config import Settings
+from app.realtime.managers import LocalManager, RedisManager
+
+
+def build_sio(settings: Settings) -> socketio.AsyncServer:
+    if settings.redis_url:
+        manager = RedisManager(settings.redis_url, channel="parley")
+    else:
+        manager = LocalManager()
+    origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()] or None
+    return socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=manager,
+        json=jsonfast,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        cors_allowed_origins=origins,
+        max_http_buffer_size=256 * 1024,
+        logger=False,
+        engineio_logger=False,
+    )

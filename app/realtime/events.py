@@ -1,0 +1,1 @@
+"""Imports every module that registers Socket.IO events (keeps the list in one place)."""

@@ -1,0 +1,71 @@
+"""The application factory: `create_app(settings)` wires config, database,
+Socket.IO, routes and the web client together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from app import realtime
+from app.api.http import DEPS_KEY, error_and_log_middleware
+from app.api.routes import ROUTES
+from app.config import ROOT, Settings
+from app.db import init_db
+from app.deps import Deps
+from app.fanout import SocketIOFanout
+from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from app.realtime.chat import ChatNamespace
+
+log = logging.getLogger("parley")
+
+SIO_KEY = web.AppKey("sio", object)
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "static"
+
+# Importing these modules registers their Socket.IO events.
+import app.realtime.events  # noqa: E402,F401
+
+
+def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.Application:
+    """Build the aiohttp application. `generate_schemas` is for tests only:
+    real deployments get their schema from migrations (`python -m app migrate`)."""
+    app = web.Application(middlewares=[error_and_log_middleware], client_max_size=1024**2)
+    sio = realtime.build_sio(settings)
+    deps = Deps(settings=settings, fanout=SocketIOFanout(sio), limiter=MemoryRateLimiter())
+    app[DEPS_KEY] = deps
+    app[SIO_KEY] = sio
+    sio.register_namespace(ChatNamespace(deps))
+    sio.attach(app, socketio_path="socket.io")
+
+    app.router.add_routes(ROUTES)
+    if TEMPLATES.is_dir():
+        aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    if Path(STATIC).is_dir():
+        app.router.add_static("/static", STATIC, append_version=True)
+
+    async def database(app: web.Application):
+        ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)
+        yield
+        # Close on the context object itself: Tortoise keeps state per task and
+        # cleanup may run in another one.
+        await ctx.close_connections()
+
+    async def redis_client(app: web.Application):
+        if not settings.redis_url:
+            yield
+            return
+        import redis.asyncio as redis
+
+        client = redis.from_url(settings.redis_url)
+        deps.redis = client
+        deps.limiter = RedisRateLimiter(client)
+        yield
+        await client.aclose()
+
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(redis_client)
+    return app

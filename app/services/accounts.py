@@ -1,0 +1,382 @@
+"""Accounts, sign-in, sessions and profiles."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tortoise.exceptions import IntegrityError
+
+from app import security
+from app.deps import Deps
+from app.errors import (
+    Conflict,
+    Invalid,
+    InvalidCode,
+    InvalidCredentials,
+    NotFound,
+    Unauthorized,
+    conflict_on,
+)
+from app.models.accounts import AuthSession, RefreshToken, User
+from app.ratelimit import Limit
+from app.services import codes
+from app.services.identity import classify_login, normalise_email, normalise_phone, random_username
+from app.validation import DisplayName, Id, Password, Payload, Username
+
+
+class RegisterIn(Payload):
+    password: Password
+    display_name: DisplayName
+    email: str | None = None
+    phone: str | None = None
+    username: Username | None = None
+    code: str | None = None  # required when REQUIRE_VERIFICATION=true
+    device: str | None = None
+
+
+class LoginIn(Payload):
+    login: str
+    password: str
+    device: str | None = None
+
+
+class RefreshIn(Payload):
+    refresh_token: str
+
+
+class ProfilePatch(Payload):
+    display_name: DisplayName | None = None
+    username: Username | None = None
+    bio: str | None = None
+
+
+@dataclass
+class Client:
+    """Who is calling, as far as the transport knows: for sessions and throttling."""
+
+    ip: str = ""
+    device: str = ""
+
+
+@dataclass
+class Auth:
+    user: User
+    session: AuthSession
+
+    @property
+    def user_id(self) -> str:
+        return str(self.user.id)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- serialisation (shared by REST and Socket.IO) ---------------------------
+
+
+def public_user(user: User) -> dict:
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "display_name": user.display_name,
+        "bio": user.bio,
+    }
+
+
+def private_user(user: User) -> dict:
+    return {
+        **public_user(user),
+        "email": user.email,
+        "phone": user.phone,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+# --- registration and sign-in ------------------------------------------------
+
+
+async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
+    if not data.email and not data.phone:
+        raise Invalid("Give an email address or a phone number.", details={"field": "email"})
+    email = normalise_email(data.email) if data.email else None
+    phone = normalise_phone(data.phone) if data.phone else None
+    if deps.settings.require_verification:
+        if not data.code:
+            raise Invalid("A verification code is required.", details={"field": "code"})
+        channel, target = ("email", email) if email else ("phone", phone)
+        await codes.consume(deps, channel, target, "register", data.code)
+    for field_name, value in (("email", email), ("phone", phone), ("username", data.username)):
+        if value and await User.filter(**{field_name: value}).exists():
+            raise conflict_on(field_name)
+    display_name = data.display_name.strip()
+    if not display_name:
+        raise Invalid("Display name cannot be blank.", details={"field": "display_name"})
+    password_hash = security.hash_password(data.password)
+    for _attempt in range(5):
+        username = data.username or random_username()
+        try:
+            user = await User.create(
+                id=uuid.uuid4(),
+                username=username,
+                email=email,
+                phone=phone,
+                password_hash=password_hash,
+                display_name=display_name,
+            )
+            break
+        except IntegrityError:
+            # A concurrent sign-up took a value between the check and the insert.
+            for field_name, value in (("email", email), ("phone", phone), ("username", username)):
+                if value and await User.filter(**{field_name: value}).exists():
+                    if field_name == "username" and not data.username:
+                        break  # generated handle collided: try another
+                    raise conflict_on(field_name) from None
+            else:
+                raise Conflict() from None
+    else:
+        raise Conflict("Could not allocate a username; try again.")
+    return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
+
+
+async def find_by_login(login: str) -> User | None:
+    try:
+        kind, value = classify_login(login)
+    except Invalid:
+        return None
+    return await User.get_or_none(**{kind: value})
+
+
+async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
+    limit = Limit.parse(deps.settings.login_rate_limit)
+    await deps.limiter.hit(f"login:ip:{client.ip}", limit)
+    await deps.limiter.hit(f"login:acct:{data.login.strip().lower()}", limit)
+    user = await find_by_login(data.login)
+    # Unknown users are verified against a dummy hash: same answer, same cost.
+    ok, needs_rehash = security.verify_password(user.password_hash if user else None, data.password)
+    if not user or not ok:
+        raise InvalidCredentials()
+    if needs_rehash:
+        user.password_hash = security.hash_password(data.password)
+        await user.save(update_fields=["password_hash"])
+    return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
+
+
+async def login_with_code(deps: Deps, data: codes.CodeLoginIn, client: Client) -> dict:
+    channel, target = codes.target_of(data.email, data.phone)
+    await deps.limiter.hit(f"login:ip:{client.ip}", Limit.parse(deps.settings.login_rate_limit))
+    await codes.consume(deps, channel, target, "login", data.code)
+    user = await User.get_or_none(**{channel: target})
+    if user is None:
+        raise InvalidCredentials()
+    return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
+
+
+async def reset_password(deps: Deps, data: codes.PasswordResetIn, client: Client) -> None:
+    channel, target = codes.target_of(data.email, data.phone)
+    await deps.limiter.hit(f"login:ip:{client.ip}", Limit.parse(deps.settings.login_rate_limit))
+    await codes.consume(deps, channel, target, "reset_password", data.code)
+    user = await User.get_or_none(**{channel: target})
+    if user is None:
+        raise InvalidCode()
+    await set_password(deps, user, data.new_password)
+    await end_all_sessions(deps, user)
+
+
+async def issue_tokens(deps: Deps, user: User, client: Client) -> dict:
+    session = await AuthSession.create(
+        id=uuid.uuid4(), user=user, device=client.device[:200], ip=client.ip[:64]
+    )
+    refresh = await _new_refresh_token(deps, session)
+    return _token_response(deps, user, session, refresh)
+
+
+async def _new_refresh_token(deps: Deps, session: AuthSession) -> str:
+    token = security.new_refresh_token()
+    await RefreshToken.create(
+        session=session,
+        token_hash=security.token_digest(token),
+        expires_at=now() + timedelta(seconds=deps.settings.refresh_token_ttl),
+    )
+    return token
+
+
+def _token_response(deps: Deps, user: User, session: AuthSession, refresh: str) -> dict:
+    ttl = deps.settings.access_token_ttl
+    return {
+        "user": private_user(user),
+        "access_token": security.encode_access_token(
+            deps.settings.secret_key, str(user.id), str(session.id), ttl
+        ),
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+    }
+
+
+async def refresh(deps: Deps, data: RefreshIn) -> dict:
+    row = await RefreshToken.get_or_none(
+        token_hash=security.token_digest(data.refresh_token)
+    ).select_related("session", "session__user")
+    if row is None:
+        raise Unauthorized("Unknown refresh token.")
+    session = row.session
+    if session.revoked_at is not None:
+        raise Unauthorized("This session has ended; sign in again.")
+    # Only one caller can rotate a token; anyone else presenting it holds a copy.
+    rotated = await RefreshToken.filter(id=row.id, rotated_at=None).update(rotated_at=now())
+    if not rotated:
+        await _revoke(deps, session)
+        raise Unauthorized("Refresh token was already used; the session has been ended.")
+    if row.expires_at <= now():
+        await _revoke(deps, session)
+        raise Unauthorized("Refresh token expired; sign in again.")
+    session.last_used_at = now()
+    await session.save(update_fields=["last_used_at"])
+    token = await _new_refresh_token(deps, session)
+    return _token_response(deps, session.user, session, token)
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+async def authenticate(deps: Deps, token: str | None) -> Auth:
+    """Access token → Auth, checking the session still stands (revocation is immediate)."""
+    if not token:
+        raise Unauthorized()
+    claims = security.decode_access_token(deps.settings.secret_key, token)
+    if claims is None:
+        raise Unauthorized("Invalid or expired access token.")
+    try:
+        session_id = uuid.UUID(claims["sid"])
+    except ValueError:
+        raise Unauthorized("Invalid access token.") from None
+    session = await AuthSession.get_or_none(id=session_id).select_related("user")
+    if session is None or session.revoked_at is not None or str(session.user_id) != claims["sub"]:
+        raise Unauthorized("This session has ended; sign in again.")
+    # Keep "last used" roughly right without a write on every request.
+    if (now() - session.last_used_at).total_seconds() > 60:
+        session.last_used_at = now()
+        await session.save(update_fields=["last_used_at"])
+    return Auth(user=session.user, session=session)
+
+
+async def _revoke(deps: Deps, session: AuthSession) -> None:
+    await AuthSession.filter(id=session.id, revoked_at=None).update(revoked_at=now())
+    await deps.fanout.disconnect_session(session.id)
+
+
+async def logout(deps: Deps, auth: Auth) -> None:
+    await _revoke(deps, auth.session)
+
+
+async def list_sessions(deps: Deps, auth: Auth) -> list[dict]:
+    sessions = await AuthSession.filter(user_id=auth.user.id, revoked_at=None).order_by(
+        "-last_used_at"
+    )
+    return [
+        {
+            "id": str(s.id),
+            "device": s.device,
+            "ip": s.ip,
+            "created_at": s.created_at.isoformat(),
+            "last_used_at": s.last_used_at.isoformat(),
+            "current": s.id == auth.session.id,
+        }
+        for s in sessions
+    ]
+
+
+async def end_session(deps: Deps, auth: Auth, session_id: str) -> None:
+    session = await _own_session(auth, session_id)
+    await _revoke(deps, session)
+
+
+async def _own_session(auth: Auth, session_id: str) -> AuthSession:
+    try:
+        sid = uuid.UUID(session_id)
+    except ValueError:
+        raise NotFound("No such session.") from None
+    session = await AuthSession.get_or_none(id=sid, user_id=auth.user.id, revoked_at=None)
+    if session is None:
+        raise NotFound("No such session.")
+    return session
+
+
+async def end_all_sessions(deps: Deps, user: User) -> None:
+    """After a password reset every device must sign in again."""
+    for session in await AuthSession.filter(user_id=user.id, revoked_at=None):
+        await _revoke(deps, session)
+
+
+# --- profiles ----------------------------------------------------------------
+
+
+async def update_profile(deps: Deps, auth: Auth, data: ProfilePatch) -> dict:
+    user = auth.user
+    changed = []
+    if data.display_name is not None:
+        name = data.display_name.strip()
+        if not name:
+            raise Invalid("Display name cannot be blank.", details={"field": "display_name"})
+        user.display_name = name
+        changed.append("display_name")
+    if data.bio is not None:
+        if len(data.bio) > 280:
+            raise Invalid("Bio is at most 280 characters.", details={"field": "bio"})
+        user.bio = data.bio
+        changed.append("bio")
+    if data.username is not None and data.username != user.username:
+        if await User.filter(username=data.username).exists():
+            raise conflict_on("username")
+        user.username = data.username
+        changed.append("username")
+    if changed:
+        try:
+            await user.save(update_fields=changed)
+        except IntegrityError:
+            raise conflict_on("username") from None
+    return private_user(user)
+
+
+async def get_user(deps: Deps, auth: Auth, user_id: Id) -> dict:
+    return public_user(await user_by_id(user_id))
+
+
+async def user_by_id(user_id: str) -> User:
+    try:
+        uid = uuid.UUID(str(user_id))
+    except ValueError:
+        raise NotFound("No such user.") from None
+    user = await User.get_or_none(id=uid)
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
+async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
+    """Exact match only, on username, email or phone, so nobody can enumerate users.
+    Email/phone matches honour the person's discoverability settings."""
+    q = q.strip()
+    if not q or len(q) > 254:
+        return []
+    try:
+        kind, value = classify_login(q)
+    except Invalid:
+        return []
+    user = await User.get_or_none(**{kind: value})
+    if user is None:
+        return []
+    if kind == "email" and not user.discoverable_by_email and user.id != auth.user.id:
+        return []
+    if kind == "phone" and not user.discoverable_by_phone and user.id != auth.user.id:
+        return []
+    return [public_user(user)]
+
+
+async def set_password(deps: Deps, user: User, new_password: str) -> None:
+    user.password_hash = security.hash_password(new_password)
+    await user.save(update_fields=["password_hash"])
+

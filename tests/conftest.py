@@ -1,0 +1,117 @@
+"""Shared fixtures: a real database (SQLite file; PostgreSQL when
+TEST_DATABASE_URL is set), a real server on a real port, real clients.
+
+Every test that uses `app` runs once per database backend. A backend that is
+named but unreachable makes its tests fail, never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import asyncpg
+import pytest
+from tortoise import Tortoise
+
+from app.api.http import DEPS_KEY
+from app.config import load_settings
+from app.server import create_app
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+BACKENDS = ["sqlite"] + (["postgres"] if TEST_DATABASE_URL else [])
+
+
+def _pg_admin_dsn() -> str:
+    return TEST_DATABASE_URL.replace("postgres://", "postgresql://", 1)
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(_pg_admin_dsn(), timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """One throw-away PostgreSQL database per test run, dropped at the end."""
+    name = f"parley_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    base, _, _ = TEST_DATABASE_URL.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'parley.db'}"
+    return request.getfixturevalue("pg_database")
+
+
+def make_settings(database_url: str, tmp_path, **overrides):
+    base = dict(
+        database_url=database_url,
+        secret_key="test-secret-key-" + "x" * 40,
+        media_root=str(tmp_path / "media"),
+        # Generous limits so only the tests about throttling meet them.
+        login_rate_limit="1000/60",
+        code_rate_limit="1000/60",
+        send_rate_limit="10000/1",
+        presence_grace_seconds=0.3,
+    )
+    base.update(overrides)
+    return load_settings(environ={}, **base)
+
+
+@pytest.fixture
+def settings_overrides():
+    """Override in a test module (or with indirect parametrisation) to change settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url, tmp_path, settings_overrides):
+    return make_settings(database_url, tmp_path, **settings_overrides)
+
+
+async def _truncate_all() -> None:
+    conn = Tortoise.get_connection("default")
+    tables = [m._meta.db_table for app in Tortoise.apps.values() for m in app.values()]
+    if conn.capabilities.dialect == "postgres":
+        await conn.execute_script(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+
+
+@pytest.fixture
+async def app(settings):
+    return create_app(settings, generate_schemas=True)
+
+
+@pytest.fixture
+async def server(app, aiohttp_server):
+    srv = await aiohttp_server(app)
+    # PostgreSQL keeps one database for the run: start every test empty.
+    await _truncate_all()
+    return srv
+
+
+@pytest.fixture
+async def client(server, aiohttp_client):
+    return await aiohttp_client(server)
+
+
+@pytest.fixture
+def deps(server):
+    return server.app[DEPS_KEY]
+
+
+@pytest.fixture
+def base_url(server):
+    return f"http://{server.host}:{server.port}"
