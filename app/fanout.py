@@ -23,8 +23,9 @@ def session_room(session_id) -> str:
 
 
 class Fanout(Protocol):
-    async def to_users(self, user_ids: Iterable, event: str, data) -> None:
-        """Deliver one event to every connected device of these users, in one emit."""
+    async def to_users(self, user_ids: Iterable, event: str, data, skip: str | None = None) -> None:
+        """Deliver one event to every connected device of these users, in one emit.
+        `skip` is an opaque origin (the sending socket) that should not get an echo."""
 
     async def disconnect_session(self, session_id) -> None:
         """Drop every socket signed in with this session (logout, revoke)."""
@@ -37,7 +38,7 @@ class RecordingFanout:
         self.sent: list[tuple[tuple[str, ...], str, object]] = []
         self.disconnected: list[str] = []
 
-    async def to_users(self, user_ids, event, data) -> None:
+    async def to_users(self, user_ids, event, data, skip=None) -> None:
         self.sent.append((tuple(str(u) for u in user_ids), event, data))
 
     async def disconnect_session(self, session_id) -> None:
@@ -51,13 +52,13 @@ class SocketIOFanout:
     def __init__(self, sio) -> None:
         self.sio = sio
 
-    async def to_users(self, user_ids, event, data) -> None:
+    async def to_users(self, user_ids, event, data, skip=None) -> None:
         rooms = [user_room(u) for u in user_ids]
         if not rooms:
             return
         # One emit for the whole list: with the Redis manager that is one publish.
         await self.sio.emit(event, data, room=rooms if len(rooms) > 1 else rooms[0],
-                            namespace=NAMESPACE)
+                            skip_sid=skip, namespace=NAMESPACE)
 
     async def disconnect_session(self, session_id) -> None:
         # The manager turns this into a disconnect on every process (see

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, health, users
+from app.api import auth, conversations, health, users
 
 API = "/api/v1"
 
@@ -23,4 +23,10 @@ ROUTES = [
     web.patch(f"{API}/me", users.patch_me),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
+    # conversations and messages
+    web.post(f"{API}/conversations/direct", conversations.create_direct),
+    web.get(f"{API}/conversations", conversations.list_conversations),
+    web.get(f"{API}/conversations/{{conversation_id}}", conversations.get_conversation),
+    web.get(f"{API}/conversations/{{conversation_id}}/messages", conversations.list_messages),
+    web.post(f"{API}/conversations/{{conversation_id}}/messages", conversations.send_message),
 ]

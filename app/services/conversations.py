@@ -1,0 +1,206 @@
+"""Conversations and memberships: lookup, access checks, summaries, the chat list."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from app.deps import Deps
+from app.errors import Invalid, NotFound
+from app.models.accounts import User
+from app.models.messaging import Conversation, Membership, Message
+from app.services.accounts import public_user
+
+NO_SUCH_CONVERSATION = "No such conversation."
+
+
+def parse_uuid(value, what: str = "conversation") -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"No such {what}.") from None
+
+
+def direct_key(a, b) -> str:
+    x, y = sorted((str(a), str(b)))
+    return f"{x}:{y}"
+
+
+async def active_membership(conversation_id, user_id) -> Membership:
+    """The caller's current membership, with its conversation.
+
+    Non-members and unknown ids get the same NotFound, so nobody learns
+    whether a conversation they are not in exists.
+    """
+    cid = parse_uuid(conversation_id)
+    m = await Membership.get_or_none(
+        conversation_id=cid, user_id=user_id, left_at=None
+    ).select_related("conversation")
+    if m is None or m.conversation.dissolved_at is not None:
+        raise NotFound(NO_SUCH_CONVERSATION)
+    return m
+
+
+async def readable_membership(conversation_id, user_id) -> Membership:
+    """Like active_membership, but a member who left may still read what they saw."""
+    cid = parse_uuid(conversation_id)
+    m = await Membership.get_or_none(conversation_id=cid, user_id=user_id).select_related(
+        "conversation"
+    )
+    if m is None:
+        raise NotFound(NO_SUCH_CONVERSATION)
+    return m
+
+
+def visible_last_seq(m: Membership) -> int:
+    last = m.conversation.last_seq
+    return min(last, m.left_seq) if m.left_seq is not None else last
+
+
+async def member_ids(conversation_id) -> list[str]:
+    """Users who currently receive this conversation's events."""
+    rows = await Membership.filter(conversation_id=conversation_id, left_at=None).values_list(
+        "user_id", flat=True
+    )
+    return [str(r) for r in rows]
+
+
+async def get_or_create_direct(deps: Deps, user_id, peer_id) -> tuple[Conversation, bool]:
+    """The one direct conversation of two users; race-free through UNIQUE(direct_key)."""
+    if str(user_id) == str(peer_id):
+        raise Invalid("You cannot start a chat with yourself.", details={"field": "user_id"})
+    peer = await User.get_or_none(id=parse_uuid(peer_id, "user"))
+    if peer is None:
+        raise NotFound("No such user.")
+    key = direct_key(user_id, peer.id)
+    conv = await Conversation.get_or_none(direct_key=key)
+    if conv is not None:
+        return conv, False
+    try:
+        async with in_transaction() as conn:
+            conv = await Conversation.create(id=uuid.uuid4(), type="direct", direct_key=key,
+                                             using_db=conn)
+            await Membership.bulk_create(
+                [Membership(conversation=conv, user_id=u) for u in (user_id, peer.id)],
+                using_db=conn,
+            )
+    except IntegrityError:
+        return await Conversation.get(direct_key=key), False
+    return conv, True
+
+
+# --- summaries --------------------------------------------------------------
+
+
+async def unread_count(m: Membership, user_id) -> int:
+    """Messages from others after my read_seq (recalled and system lines excluded)."""
+    last = visible_last_seq(m)
+    if last <= m.read_seq:
+        return 0
+    return (
+        await Message.filter(
+            conversation_id=m.conversation_id, seq__gt=m.read_seq, seq__lte=last,
+            recalled_at=None,
+        )
+        .exclude(type="system")
+        .exclude(sender_id=user_id)
+        .count()
+    )
+
+
+async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[dict]:
+    """Chat-list entries for these memberships (conversation preloaded), batched."""
+    from app.services.messaging import serialize_messages
+
+    if not memberships:
+        return []
+    # Last visible message of each conversation, in one query.
+    wanted = Q()
+    any_wanted = False
+    for m in memberships:
+        last = visible_last_seq(m)
+        if last > 0:
+            wanted |= Q(conversation_id=m.conversation_id, seq=last)
+            any_wanted = True
+    last_by_conv = {}
+    if any_wanted:
+        rows = await Message.filter(wanted)
+        for msg, data in zip(rows, await serialize_messages(rows, user_id), strict=True):
+            last_by_conv[msg.conversation_id] = data
+    # Direct chats show the other person.
+    direct_ids = [m.conversation_id for m in memberships if m.conversation.type == "direct"]
+    peers = {}
+    if direct_ids:
+        for pm in await Membership.filter(conversation_id__in=direct_ids).exclude(
+            user_id=user_id
+        ).select_related("user"):
+            peers[pm.conversation_id] = public_user(pm.user)
+    out = []
+    for m in memberships:
+        out.append(summary(m, peers.get(m.conversation_id), last_by_conv.get(m.conversation_id),
+                           await unread_count(m, user_id)))
+    return out
+
+
+def summary(m: Membership, peer: dict | None, last_message: dict | None, unread: int) -> dict:
+    c = m.conversation
+    return {
+        "id": str(c.id),
+        "type": c.type,
+        "title": c.title if c.type == "group" else (peer or {}).get("display_name", ""),
+        "peer": peer,
+        "last_message": last_message,
+        "last_seq": visible_last_seq(m),
+        "read_seq": m.read_seq,
+        "unread_count": unread,
+        "muted": m.notifications_muted,
+        "role": m.role,
+        "left": m.left_at is not None,
+        "created_at": c.created_at.isoformat(),
+        "last_activity_at": activity(c).isoformat(),
+    }
+
+
+def activity(c: Conversation) -> datetime:
+    return c.last_message_at or c.created_at
+
+
+def _encode_cursor(c: Conversation) -> str:
+    raw = f"{activity(c).isoformat()}|{c.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, cid = raw.partition("|")
+        return datetime.fromisoformat(when).astimezone(UTC), str(uuid.UUID(cid))
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("Bad cursor.", details={"field": "cursor"}) from None
+
+
+async def list_conversations(deps: Deps, user_id, cursor: str | None, limit: int) -> dict:
+    """Mine, newest activity first, keyset-paginated on (activity, id)."""
+    memberships = await Membership.filter(user_id=user_id, left_at=None).select_related(
+        "conversation"
+    )
+    memberships = [m for m in memberships if m.conversation.dissolved_at is None]
+    memberships.sort(key=lambda m: (activity(m.conversation), str(m.conversation_id)),
+                     reverse=True)
+    if cursor:
+        after = _decode_cursor(cursor)
+        memberships = [m for m in memberships
+                       if (activity(m.conversation), str(m.conversation_id)) < after]
+    page = memberships[:limit]
+    next_cursor = _encode_cursor(page[-1].conversation) if len(memberships) > limit else None
+    return {"conversations": await summaries(deps, user_id, page), "next_cursor": next_cursor}
+
+
+async def conversation_for(deps: Deps, user_id, conversation_id) -> dict:
+    m = await active_membership(conversation_id, user_id)
+    return (await summaries(deps, user_id, [m]))[0]

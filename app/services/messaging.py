@@ -1,0 +1,402 @@
+"""Sending, reading and syncing messages: the delivery guarantees live here.
+
+- seq: allocated in the same transaction as the insert (app/services/sql.next_seq).
+- persist before ack: callers get the message only after commit.
+- idempotent: UNIQUE(sender, client_msg_id); a repeat returns the original, emits nothing.
+- fan-out: one emit to the members' user rooms, after commit.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from app.deps import Deps
+from app.errors import DomainError, Forbidden, Invalid, NotFound
+from app.models.messaging import HiddenMessage, Membership, Message
+from app.ratelimit import Limit
+from app.services import conversations as convs
+from app.services.sql import next_seq
+from app.validation import Id, Payload, convert
+
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+SeqValue = Annotated[int, msgspec.Meta(ge=0)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=200)]
+
+
+class SendIn(Payload):
+    conversation_id: Id
+    client_msg_id: ClientMsgId
+    type: Literal["text"] = "text"
+    text: str = ""
+    reply_to: Id | None = None
+
+
+class HistoryIn(Payload):
+    conversation_id: Id
+    before_seq: SeqValue | None = None
+    limit: PageLimit = 50
+
+
+class SyncIn(Payload):
+    cursors: dict[Id, SeqValue] = {}
+    limit: PageLimit = 100
+
+
+class ReadIn(Payload):
+    conversation_id: Id
+    seq: SeqValue
+
+
+class MessageRef(Payload):
+    message_id: Id
+
+
+class TypingIn(Payload):
+    conversation_id: Id
+    state: Literal["typing", "recording", "idle"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- serialisation ----------------------------------------------------------
+
+
+def _serialize(msg: Message, reply: Message | None) -> dict:
+    recalled = msg.recalled_at is not None
+    out = {
+        "id": str(msg.id),
+        "conversation_id": str(msg.conversation_id),
+        "seq": msg.seq,
+        "sender_id": str(msg.sender_id) if msg.sender_id else None,
+        "type": msg.type,
+        "text": "" if recalled else msg.text,
+        "client_msg_id": msg.client_msg_id,
+        "reply_to": str(msg.reply_to_id) if msg.reply_to_id else None,
+        "created_at": msg.created_at.isoformat(),
+        "recalled": recalled,
+    }
+    if reply is not None:
+        out["reply_preview"] = {
+            "id": str(reply.id),
+            "seq": reply.seq,
+            "sender_id": str(reply.sender_id) if reply.sender_id else None,
+            "type": reply.type,
+            "text": "" if reply.recalled_at else reply.text[:200],
+            "recalled": reply.recalled_at is not None,
+        }
+    if msg.data and not recalled:
+        # Extra typed data: system events, mentions, media (added by their issues).
+        for key in ("system", "mentions", "mention_all", "media"):
+            if key in msg.data:
+                out[key] = msg.data[key]
+    return out
+
+
+async def serialize_messages(rows: list[Message], viewer_id=None) -> list[dict]:
+    reply_ids = {m.reply_to_id for m in rows if m.reply_to_id}
+    replies = {}
+    if reply_ids:
+        replies = {r.id: r for r in await Message.filter(id__in=reply_ids)}
+    return [_serialize(m, replies.get(m.reply_to_id)) for m in rows]
+
+
+async def serialize_message(msg: Message) -> dict:
+    return (await serialize_messages([msg]))[0]
+
+
+# --- sending ----------------------------------------------------------------
+
+
+async def check_can_send(deps: Deps, m: Membership, user_id: str) -> None:
+    """Who may post here. Contact and group rules plug in below."""
+    if m.conversation.type == "direct":
+        from app.services import contacts
+
+        peer = await Membership.filter(conversation_id=m.conversation_id).exclude(
+            user_id=user_id
+        ).first()
+        if peer is not None:
+            await contacts.check_can_message(deps, user_id, str(peer.user_id))
+    else:
+        from app.services import groups
+
+        await groups.check_can_send(deps, m)
+
+
+def _clean_text(deps: Deps, data: SendIn) -> str:
+    text = data.text.strip()
+    if not text:
+        raise Invalid("Message text cannot be empty.", details={"field": "text"})
+    if len(text) > deps.settings.max_text_length:
+        raise Invalid(
+            f"Message text is limited to {deps.settings.max_text_length} characters.",
+            details={"field": "text"},
+        )
+    return text
+
+
+async def _existing(user_id: str, client_msg_id: str) -> Message | None:
+    return await Message.get_or_none(sender_id=user_id, client_msg_id=client_msg_id)
+
+
+async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None,
+                       extra: dict | None = None, text: str | None = None) -> dict:
+    """Persist, then fan out. Returns the stored message (the original on a repeat).
+
+    `extra` is typed data other domains attach (mentions, media); `text` lets
+    them bypass the text rule (a photo needs no caption). `origin` is the
+    sending socket, spared from the echo.
+    """
+    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
+    repeat = await _existing(user_id, data.client_msg_id)
+    if repeat is not None:
+        return await serialize_message(repeat)
+    m = await convs.active_membership(data.conversation_id, user_id)
+    if text is None:
+        text = _clean_text(deps, data)
+    reply_to_id = None
+    if data.reply_to is not None:
+        reply_to_id = await _reply_target(m, data.reply_to)
+    await check_can_send(deps, m, user_id)
+
+    created = now()
+    try:
+        async with in_transaction() as conn:
+            seq = await next_seq(conn, m.conversation_id, created)
+            if seq is None:
+                raise NotFound(convs.NO_SUCH_CONVERSATION)
+            msg = await Message.create(
+                conversation_id=m.conversation_id,
+                seq=seq,
+                sender_id=user_id,
+                client_msg_id=data.client_msg_id,
+                type=data.type,
+                text=text,
+                reply_to_id=reply_to_id,
+                data=extra or None,
+                created_at=created,
+                using_db=conn,
+            )
+            # Sending a message means I have read everything up to it.
+            await Membership.filter(id=m.id, read_seq__lt=seq).using_db(conn).update(read_seq=seq)
+    except IntegrityError:
+        # The same client_msg_id won a concurrent race (other device / retry).
+        repeat = await _existing(user_id, data.client_msg_id)
+        if repeat is None:
+            raise
+        return await serialize_message(repeat)
+    message = await serialize_message(msg)
+    await deps.fanout.to_users(await convs.member_ids(m.conversation_id), "message:new", message,
+                               skip=origin)
+    return message
+
+
+async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | None = None
+                            ) -> dict:
+    """The entry point both transports use: validate the raw payload, then send."""
+    return await send_message(deps, user_id, convert(SendIn, payload), origin=origin)
+
+
+async def _reply_target(m: Membership, reply_to: str) -> int:
+    try:
+        rid = int(reply_to)
+    except ValueError:
+        raise Invalid("reply_to is not a message id.", details={"field": "reply_to"}) from None
+    target = await Message.get_or_none(id=rid, conversation_id=m.conversation_id)
+    if target is None or target.seq <= m.visible_from_seq:
+        raise Invalid("reply_to is not a message of this conversation.",
+                      details={"field": "reply_to"})
+    return rid
+
+
+async def post_system_message(deps: Deps, conversation_id, actor_id, event: str,
+                              target_ids=(), **fields) -> dict:
+    """A timeline line for a group change, with its own seq (groups issue)."""
+    created = now()
+    async with in_transaction() as conn:
+        seq = await next_seq(conn, conversation_id, created)
+        if seq is None:
+            raise NotFound(convs.NO_SUCH_CONVERSATION)
+        system = {"event": event, "actor_id": str(actor_id) if actor_id else None,
+                  "target_ids": [str(t) for t in target_ids], **fields}
+        msg = await Message.create(conversation_id=conversation_id, seq=seq, sender_id=None,
+                                   type="system", data={"system": system}, created_at=created,
+                                   using_db=conn)
+    message = await serialize_message(msg)
+    await deps.fanout.to_users(await convs.member_ids(conversation_id), "message:new", message)
+    return message
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _visible(m: Membership, qs):
+    qs = qs.filter(conversation_id=m.conversation_id, seq__gt=m.visible_from_seq)
+    if m.left_seq is not None:
+        qs = qs.filter(seq__lte=m.left_seq)
+    return qs
+
+
+async def _page(m: Membership, user_id, *, after: int | None = None,
+                before: int | None = None, limit: int) -> tuple[list[dict], bool]:
+    """Messages visible to this member, ascending, minus the ones they deleted."""
+    qs = _visible(m, Message.all())
+    if after is not None:
+        qs = qs.filter(seq__gt=after).order_by("seq")
+    else:
+        if before is not None:
+            qs = qs.filter(seq__lt=before)
+        qs = qs.order_by("-seq")
+    rows = await qs.limit(limit + 1)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    if rows:
+        hidden = set(
+            await HiddenMessage.filter(
+                user_id=user_id, message_id__in=[r.id for r in rows]
+            ).values_list("message_id", flat=True)
+        )
+        rows = [r for r in rows if r.id not in hidden]
+    return await serialize_messages(rows, user_id), has_more
+
+
+async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
+    m = await convs.readable_membership(data.conversation_id, user_id)
+    messages, has_more = await _page(m, user_id, before=data.before_seq, limit=data.limit)
+    return {"messages": messages, "has_more": has_more}
+
+
+async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
+    """What changed since the client's cursors: missed messages in order, plus read state.
+
+    A conversation absent from `cursors` returns its summary and newest page.
+    """
+    memberships = await Membership.filter(user_id=user_id).select_related("conversation")
+    out = []
+    for m in memberships:
+        cid = str(m.conversation_id)
+        last = convs.visible_last_seq(m)
+        cursor = data.cursors.get(cid)
+        if cursor is None:
+            if m.left_at is not None:
+                continue  # left before this device knew it: nothing to show
+            messages, has_more = await _page(m, user_id, limit=data.limit)
+            entry = (await convs.summaries(deps, user_id, [m]))[0]
+        elif last > cursor:
+            messages, has_more = await _page(m, user_id, after=max(cursor, m.visible_from_seq),
+                                             limit=data.limit)
+            entry = {"id": cid, "last_seq": last, "read_seq": m.read_seq,
+                     "unread_count": await convs.unread_count(m, user_id),
+                     "left": m.left_at is not None}
+        else:
+            continue
+        entry["messages"] = messages
+        entry["has_more"] = has_more
+        out.append(entry)
+    return {"conversations": out}
+
+
+async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
+    m = await convs.readable_membership(data.conversation_id, user_id)
+    target = min(data.seq, convs.visible_last_seq(m))
+    moved = 0
+    if target > m.read_seq:
+        # Only forward: a stale device cannot move the mark back.
+        moved = await Membership.filter(id=m.id, read_seq__lt=target).update(read_seq=target)
+    fresh = await Membership.get(id=m.id).select_related("conversation", "user")
+    unread = await convs.unread_count(fresh, user_id)
+    if moved:
+        event = {"conversation_id": str(m.conversation_id), "user_id": str(user_id),
+                 "read_seq": fresh.read_seq}
+        if fresh.user.send_read_receipts:
+            recipients = await convs.member_ids(m.conversation_id)
+        else:
+            recipients = [str(user_id)]  # my own devices still clear their badge
+        await deps.fanout.to_users(recipients, "conversation:read", event)
+    return {"read_seq": fresh.read_seq, "unread_count": unread}
+
+
+# --- recall and delete ------------------------------------------------------
+
+
+class RecallExpired(DomainError):
+    code, status, default_message = "recall_expired", 403, "Too late to recall that message."
+
+
+async def _message_for(user_id: str, message_id: str) -> tuple[Message, Membership]:
+    try:
+        mid = int(message_id)
+    except ValueError:
+        raise NotFound("No such message.") from None
+    msg = await Message.get_or_none(id=mid)
+    if msg is None:
+        raise NotFound("No such message.")
+    m = await Membership.get_or_none(conversation_id=msg.conversation_id,
+                                     user_id=user_id).select_related("conversation")
+    if m is None or msg.seq <= m.visible_from_seq or (
+        m.left_seq is not None and msg.seq > m.left_seq
+    ):
+        raise NotFound("No such message.")
+    return msg, m
+
+
+async def recall(deps: Deps, user_id: str, data: MessageRef) -> None:
+    msg, m = await _message_for(user_id, data.message_id)
+    if str(msg.sender_id) != str(user_id) or msg.type == "system":
+        raise Forbidden("Only the sender can recall a message.")
+    if m.left_at is not None:
+        raise Forbidden("You are no longer in this conversation.")
+    window = timedelta(seconds=deps.settings.recall_window_seconds)
+    if now() - msg.created_at > window:
+        raise RecallExpired()
+    if msg.recalled_at is None:
+        await Message.filter(id=msg.id, recalled_at=None).update(recalled_at=now(), text="")
+        await deps.fanout.to_users(
+            await convs.member_ids(msg.conversation_id), "message:recalled",
+            {"conversation_id": str(msg.conversation_id), "message_id": str(msg.id),
+             "seq": msg.seq},
+        )
+
+
+async def delete_for_me(deps: Deps, user_id: str, data: MessageRef) -> None:
+    msg, _m = await _message_for(user_id, data.message_id)
+    try:
+        await HiddenMessage.create(user_id=user_id, message_id=msg.id,
+                                   conversation_id=msg.conversation_id)
+    except IntegrityError:
+        return  # already hidden: deleting twice is fine
+    await deps.fanout.to_users(
+        [user_id], "message:deleted",
+        {"conversation_id": str(msg.conversation_id), "message_id": str(msg.id)},
+    )
+
+
+# --- typing -----------------------------------------------------------------
+
+_typing_seen: dict[tuple[str, str], tuple[str, float]] = {}
+
+
+async def typing(deps: Deps, user_id: str, data: TypingIn) -> None:
+    m = await convs.active_membership(data.conversation_id, user_id)
+    key = (str(user_id), str(m.conversation_id))
+    now_s = time.monotonic()
+    last = _typing_seen.get(key)
+    # Throttled: the same state is repeated at most every TYPING_THROTTLE_SECONDS.
+    if last and last[0] == data.state and now_s - last[1] < deps.settings.typing_throttle_seconds:
+        return
+    _typing_seen[key] = (data.state, now_s)
+    if len(_typing_seen) > 100_000:
+        _typing_seen.clear()
+    others = [u for u in await convs.member_ids(m.conversation_id) if u != str(user_id)]
+    await deps.fanout.to_users(others, "typing", {"conversation_id": str(m.conversation_id),
+                                                  "user_id": str(user_id), "state": data.state})
