@@ -51,7 +51,12 @@ class SmtpSender:
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         starttls = query.get("starttls", ["auto"])[0]
-        self.start_tls = None if starttls == "auto" else starttls == "true"
+        if self.use_tls:
+            self.start_tls = False  # implicit TLS already; aiosmtplib refuses both
+        elif starttls == "auto":
+            self.start_tls = None  # upgrade when the server offers STARTTLS
+        else:
+            self.start_tls = starttls.lower() in {"1", "true", "yes", "on"}
         self.sender = sender
 
     async def send(self, target: str, purpose: str, code: str) -> None:

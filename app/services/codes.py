@@ -7,6 +7,7 @@ replaces the previous one.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -14,11 +15,13 @@ from tortoise.expressions import F
 
 from app import security
 from app.deps import Deps
-from app.errors import Invalid, InvalidCode
+from app.errors import Invalid, InvalidCode, Unavailable
 from app.models.accounts import VerificationCode
 from app.ratelimit import Limit
 from app.services.identity import normalise_email, normalise_phone
 from app.validation import Password, Payload
+
+log = logging.getLogger("parley.codes")
 
 Purpose = Literal["register", "login", "reset_password"]
 
@@ -69,7 +72,11 @@ async def request_code(deps: Deps, data: CodeRequestIn, client_ip: str) -> None:
     )
     # Whether the account exists or not, the answer is the same; only the
     # recipient learns anything.
-    await deps.senders[channel].send(target, data.purpose, code)
+    try:
+        await deps.senders[channel].send(target, data.purpose, code)
+    except Exception as exc:  # SMTP down, provider error: the client may retry
+        log.error("could not send %s code: %s", channel, type(exc).__name__)
+        raise Unavailable("Could not send the code right now; try again later.") from None
 
 
 async def consume(deps: Deps, channel: str, target: str, purpose: str, code: str) -> None:
@@ -82,12 +89,17 @@ async def consume(deps: Deps, channel: str, target: str, purpose: str, code: str
         .order_by("-created_at")
         .first()
     )
-    if row is None or row.attempts >= deps.settings.code_max_attempts:
+    if row is None:
+        raise InvalidCode()
+    # Spend one attempt before comparing, atomically: parallel guesses cannot
+    # exceed the budget, and once it is spent even the right code is refused.
+    counted = await VerificationCode.filter(
+        id=row.id, consumed_at=None, attempts__lt=deps.settings.code_max_attempts
+    ).update(attempts=F("attempts") + 1)
+    if not counted:
         raise InvalidCode()
     digest = security.code_digest(deps.settings.secret_key, target, purpose, code.strip())
     if not security.constant_time_equal(digest, row.code_hash):
-        # Counted atomically so parallel guesses cannot exceed the budget.
-        await VerificationCode.filter(id=row.id).update(attempts=F("attempts") + 1)
         raise InvalidCode()
     spent = await VerificationCode.filter(id=row.id, consumed_at=None).update(consumed_at=now)
     if not spent:
