@@ -22,7 +22,12 @@ from app.errors import (
 from app.models.accounts import AuthSession, RefreshToken, User
 from app.ratelimit import Limit
 from app.services import codes
-from app.services.identity import classify_login, normalise_email, normalise_phone, random_username
+from app.services.identity import (
+    login_candidates,
+    normalise_email,
+    normalise_phone,
+    random_username,
+)
 from app.validation import DisplayName, Id, Password, Payload, Username
 
 
@@ -142,18 +147,28 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
 
 
 async def find_by_login(login: str) -> User | None:
-    try:
-        kind, value = classify_login(login)
-    except Invalid:
-        return None
-    return await User.get_or_none(**{kind: value})
+    for kind, value in login_candidates(login):
+        user = await User.get_or_none(**{kind: value})
+        if user is not None:
+            return user
+    return None
+
+
+def _account_key(login: str) -> str:
+    """One throttling bucket per account however its login is spelt
+    ("+44 20 7946 0958" and "+442079460958" are the same phone)."""
+    candidates = login_candidates(login)
+    kind, value = candidates[0] if candidates else ("raw", login.strip().lower())
+    return f"{kind}:{value}"
 
 
 async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
     limit = Limit.parse(deps.settings.login_rate_limit)
     await deps.limiter.hit(f"login:ip:{client.ip}", limit)
-    await deps.limiter.hit(f"login:acct:{data.login.strip().lower()}", limit)
     user = await find_by_login(data.login)
+    # Per account, not per spelling: email, phone and username share one bucket.
+    account = f"user:{user.id}" if user else _account_key(data.login)
+    await deps.limiter.hit(f"login:acct:{account}", limit)
     # Unknown users are verified against a dummy hash: same answer, same cost.
     ok, needs_rehash = security.verify_password(user.password_hash if user else None, data.password)
     if not user or not ok:
@@ -164,9 +179,15 @@ async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
 
 
+async def _throttle_code_use(deps: Deps, client: Client, channel: str, target: str) -> None:
+    limit = Limit.parse(deps.settings.login_rate_limit)
+    await deps.limiter.hit(f"login:ip:{client.ip}", limit)
+    await deps.limiter.hit(f"login:acct:{channel}:{target}", limit)
+
+
 async def login_with_code(deps: Deps, data: codes.CodeLoginIn, client: Client) -> dict:
     channel, target = codes.target_of(data.email, data.phone)
-    await deps.limiter.hit(f"login:ip:{client.ip}", Limit.parse(deps.settings.login_rate_limit))
+    await _throttle_code_use(deps, client, channel, target)
     await codes.consume(deps, channel, target, "login", data.code)
     user = await User.get_or_none(**{channel: target})
     if user is None:
@@ -176,7 +197,7 @@ async def login_with_code(deps: Deps, data: codes.CodeLoginIn, client: Client) -
 
 async def reset_password(deps: Deps, data: codes.PasswordResetIn, client: Client) -> None:
     channel, target = codes.target_of(data.email, data.phone)
-    await deps.limiter.hit(f"login:ip:{client.ip}", Limit.parse(deps.settings.login_rate_limit))
+    await _throttle_code_use(deps, client, channel, target)
     await codes.consume(deps, channel, target, "reset_password", data.code)
     user = await User.get_or_none(**{channel: target})
     if user is None:
@@ -362,18 +383,18 @@ async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
     q = q.strip()
     if not q or len(q) > 254:
         return []
-    try:
-        kind, value = classify_login(q)
-    except Invalid:
-        return []
-    user = await User.get_or_none(**{kind: value})
-    if user is None:
-        return []
-    if kind == "email" and not user.discoverable_by_email and user.id != auth.user.id:
-        return []
-    if kind == "phone" and not user.discoverable_by_phone and user.id != auth.user.id:
-        return []
-    return [public_user(user)]
+    found: dict[str, dict] = {}
+    for kind, value in login_candidates(q):
+        user = await User.get_or_none(**{kind: value})
+        if user is None or str(user.id) in found:
+            continue
+        is_me = user.id == auth.user.id
+        if kind == "email" and not user.discoverable_by_email and not is_me:
+            continue
+        if kind == "phone" and not user.discoverable_by_phone and not is_me:
+            continue
+        found[str(user.id)] = public_user(user)
+    return list(found.values())
 
 
 async def set_password(deps: Deps, user: User, new_password: str) -> None:

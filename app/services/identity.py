@@ -46,5 +46,22 @@ def classify_login(raw: str) -> tuple[str, str]:
     return "username", value.lower()
 
 
+def login_candidates(raw: str) -> list[tuple[str, str]]:
+    """Every (field, normalised value) a free-form login or search term may mean.
+
+    Usernames may be all digits, so "12345678" is both a possible phone number
+    and a possible username; invalid readings are simply left out.
+    """
+    value = raw.strip()
+    out: list[tuple[str, str]] = []
+    try:
+        out.append(classify_login(value))
+    except Invalid:
+        pass
+    if "@" not in value and not value.startswith("+") and ("username", value.lower()) not in out:
+        out.append(("username", value.lower()))
+    return out
+
+
 def random_username() -> str:
     return "u_" + "".join(secrets.choice(_USERNAME_ALPHABET) for _ in range(10))
