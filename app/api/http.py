@@ -47,17 +47,35 @@ def error_response(status: int, code: str, message: str, details=None, headers=N
     return json_response({"error": body}, status=status, headers=headers)
 
 
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
 async def read_json(request: web.Request, struct_type: type[T], cap: int = DEFAULT_BODY_CAP) -> T:
-    """Read at most `cap` bytes of JSON body and decode it into `struct_type`."""
+    """Read at most `cap` bytes of JSON body and decode it into `struct_type`.
+
+    Only `application/json` (or `application/*+json`) is accepted when a body is
+    sent: `text/plain` would let any web page post here with a plain HTML form.
+    """
     if request.content_length is not None and request.content_length > cap:
-        raise TooLarge(f"Body over {cap} bytes.")
-    ctype = request.content_type
-    if ctype not in ("application/json", "application/octet-stream", "text/plain") and request.can_read_body:
+        raise TooLarge(f"Body over {cap} bytes.", details={"limit": cap})
+    if request.can_read_body and not _is_json(request.content_type):
         raise Invalid("Send JSON (Content-Type: application/json).")
-    body = await request.content.read(cap + 1)
-    if len(body) > cap:
-        raise TooLarge(f"Body over {cap} bytes.")
-    if not body:
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: loop to EOF.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(cap + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge(f"Body over {cap} bytes.", details={"limit": cap})
+    body = b"".join(chunks)
+    if not body.strip():
         body = b"{}"
     return decode(struct_type, body)
 
