@@ -1,0 +1,194 @@
+"""Every error is JSON `{"error": {"code", "message", "details"?}}`: never a 500
+for bad input, never a traceback in a body."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+
+from tests.factories import make_user
+
+API = "/api/v1"
+BODY = {"email": "a@example.org", "password": "correct horse battery", "display_name": "A"}
+
+
+async def assert_error(resp, status: int, code: str) -> dict:
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.content_type == "application/json", text
+    body = json.loads(text)
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) <= {"code", "message", "details"} and {"code", "message"} <= set(err), err
+    assert err["code"] == code, err
+    assert isinstance(err["message"], str) and err["message"]
+    assert "Traceback" not in text and 'File "' not in text
+    assert resp.headers.get("X-Request-Id")
+    return err
+
+
+async def test_malformed_json(client):
+    for raw in (b"{", b"{'a': 1}", b"nul", b"\xff\xfe", b'{"email": "a@example.org",}'):
+        r = await client.post(f"{API}/auth/register", data=raw,
+                              headers={"Content-Type": "application/json"})
+        await assert_error(r, 400, "invalid")
+
+
+async def test_wrong_shapes_and_types(client):
+    for body in ([], "text", 5, None, [BODY],
+                 {**BODY, "password": 12345678},
+                 {**BODY, "display_name": ["A"]},
+                 {**BODY, "email": {"x": 1}}):
+        r = await client.post(f"{API}/auth/register", json=body)
+        await assert_error(r, 400, "invalid")
+
+
+async def test_wrong_type_names_the_field(client):
+    r = await client.post(f"{API}/auth/login", json={"login": "x", "password": 5})
+    err = await assert_error(r, 400, "invalid")
+    assert err["details"] == {"field": "password"}
+
+
+async def test_unknown_fields_are_refused(client, deps):
+    r = await client.post(f"{API}/auth/register", json={**BODY, "is_admin": True})
+    err = await assert_error(r, 400, "invalid")
+    assert "is_admin" in err["message"]
+    p = await make_user(deps)
+    r = await client.patch(f"{API}/me", headers=p.headers, json={"id": str(uuid.uuid4())})
+    await assert_error(r, 400, "invalid")
+
+
+async def test_wrong_content_type(client):
+    raw = json.dumps(BODY).encode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                  "text/html", "application/xml"):
+        r = await client.post(f"{API}/auth/register", data=raw, headers={"Content-Type": ctype})
+        await assert_error(r, 400, "invalid")
+    # A form post, as a cross-site page could send.
+    r = await client.post(f"{API}/auth/login", data={"login": "x", "password": "y"})
+    await assert_error(r, 400, "invalid")
+    # charset parameters and +json types are fine.
+    r = await client.post(f"{API}/auth/register", data=raw,
+                          headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status == 201
+
+
+async def test_oversize_bodies_are_413(client):
+    big = {**BODY, "display_name": "x" * 9000}  # register caps bodies at 8 KiB
+    r = await client.post(f"{API}/auth/register", json=big)
+    err = await assert_error(r, 413, "too_large")
+    assert err["details"] == {"limit": 8 * 1024}
+
+    # Without Content-Length (chunked), the cap holds while reading.
+    async def chunks():
+        payload = json.dumps(big).encode()
+        for i in range(0, len(payload), 1000):
+            yield payload[i:i + 1000]
+
+    r = await client.post(f"{API}/auth/register", data=chunks(),
+                          headers={"Content-Type": "application/json"})
+    await assert_error(r, 413, "too_large")
+
+    # Smaller caps on smaller routes.
+    r = await client.post(f"{API}/auth/refresh", json={"refresh_token": "x" * 5000})
+    await assert_error(r, 413, "too_large")
+    # Beyond the server-wide limit too.
+    r = await client.post(f"{API}/auth/login", data=b"x" * (2 * 1024**2),
+                          headers={"Content-Type": "application/json"})
+    await assert_error(r, 413, "too_large")
+
+
+async def test_chunked_body_under_the_cap_is_read_whole(client):
+    payload = json.dumps({**BODY, "display_name": "y" * 60}).encode()
+
+    async def chunks():
+        for i in range(0, len(payload), 7):
+            yield payload[i:i + 7]
+
+    r = await client.post(f"{API}/auth/register", data=chunks(),
+                          headers={"Content-Type": "application/json"})
+    assert r.status == 201, await r.text()
+    assert (await r.json())["user"]["display_name"] == "y" * 60
+
+
+async def test_unknown_route_is_404_json(client):
+    for path in ("/nope", f"{API}/nope", f"{API}/users/a/b", "/api/v2/me"):
+        r = await client.get(path)
+        await assert_error(r, 404, "not_found")
+
+
+async def test_wrong_method_is_405_json(client):
+    r = await client.get(f"{API}/auth/login")
+    await assert_error(r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"]
+    r = await client.delete(f"{API}/me")
+    await assert_error(r, 405, "method_not_allowed")
+    assert {"GET", "PATCH"} <= {m.strip() for m in r.headers["Allow"].split(",")}
+
+
+def _b64(obj) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+async def test_bad_tokens_are_401_never_500(client, deps, settings):
+    p = await make_user(deps)
+    claims = jwt.decode(p.access_token, options={"verify_signature": False})
+    key = settings.secret_key
+    now = int(time.time())
+    tokens = [
+        "",
+        "a.b.c",
+        "." * 3,
+        "x" * 5000,
+        jwt.encode({**claims, "exp": now - 5}, key, algorithm="HS256"),
+        jwt.encode(claims, "another-secret-key-that-is-long-enough-1234", algorithm="HS256"),
+        jwt.encode(claims, None, algorithm="none"),
+        _b64({"alg": "none", "typ": "JWT"}) + "." + _b64(claims) + ".",
+        jwt.encode(claims, key, algorithm="HS512"),
+        jwt.encode({**claims, "sid": "not-a-uuid"}, key, algorithm="HS256"),
+        jwt.encode({**claims, "sid": 5}, key, algorithm="HS256"),
+        jwt.encode({**claims, "sid": str(uuid.uuid4())}, key, algorithm="HS256"),
+        jwt.encode({**claims, "sub": str(uuid.uuid4())}, key, algorithm="HS256"),
+        jwt.encode({k: v for k, v in claims.items() if k != "exp"}, key, algorithm="HS256"),
+        jwt.encode({k: v for k, v in claims.items() if k != "sid"}, key, algorithm="HS256"),
+        p.access_token + "x",
+    ]
+    for token in tokens:
+        r = await client.get(f"{API}/me", headers={"Authorization": f"Bearer {token}"})
+        await assert_error(r, 401, "unauthorized")
+    # The genuine token still works: the checks above are not blanket refusals.
+    r = await client.get(f"{API}/me", headers=p.headers)
+    assert r.status == 200
+
+
+async def test_handler_crash_is_500_internal_without_traceback(settings, aiohttp_client):
+    from app.server import create_app
+
+    app = create_app(settings, generate_schemas=True)
+
+    async def boom(request):
+        raise RuntimeError("secret internals: /etc/parley password=hunter2")
+
+    app.router.add_get("/boom", boom)
+    client = await aiohttp_client(app)
+    r = await client.get("/boom")
+    err = await assert_error(r, 500, "internal")
+    text = await r.text()
+    assert "hunter2" not in text and "RuntimeError" not in text and "internals" not in text
+    assert "details" not in err
+    # The server keeps serving.
+    r = await client.get("/healthz")
+    assert r.status == 200
+
+
+async def test_request_id_is_echoed(client):
+    r = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["X-Request-Id"] == "abc-123"
+    r = await client.get("/healthz")
+    assert len(r.headers["X-Request-Id"]) == 32
