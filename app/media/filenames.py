@@ -70,6 +70,7 @@ def safe_filename(name: str | None, *, max_length: int = MAX_FILENAME_LENGTH,
     if not s:
         return default
     stem, ext = _split_ext(s)
+    stem = stem.rstrip(" ") or stem
     if stem.lower() in _WINDOWS_RESERVED:
         stem = "_" + stem
     if len(stem) + len(ext) > max_length:
@@ -82,16 +83,19 @@ def safe_filename(name: str | None, *, max_length: int = MAX_FILENAME_LENGTH,
 
 def ascii_filename(name: str, *, default: str = DEFAULT_NAME) -> str:
     """ASCII fallback for the plain ``filename=`` parameter (quoted-string safe)."""
-    s = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    s = _ASCII_UNSAFE.sub("_", s)
-    s = _SPACES.sub(" ", s).strip().lstrip(". ")
-    stem, ext = _split_ext(s)
+
+    def fold(part: str) -> str:
+        part = unicodedata.normalize("NFKD", part).encode("ascii", "ignore").decode("ascii")
+        return _SPACES.sub(" ", _ASCII_UNSAFE.sub("_", part))
+
+    stem, ext = _split_ext(name)
+    stem, ext = fold(stem).strip().lstrip(". "), fold(ext).strip()
+    if ext and not ext[1:].strip("_"):
+        ext = ""
     if not stem.strip("_ "):
         # nothing recognisable left (e.g. a fully non-Latin name)
-        _, orig_ext = _split_ext(name)
-        ext = ext or _ASCII_UNSAFE.sub("", orig_ext)
-        return default + ext
-    return s
+        stem = default
+    return stem + ext
 
 
 def content_disposition(name: str | None, *, inline: bool = False) -> str:

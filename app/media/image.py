@@ -131,8 +131,9 @@ def _clean(img: Image.Image) -> tuple[Image.Image, bool]:
         img = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
     elif img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
-    # build a fresh image object so no info/exif/xmp can ride along
-    clean = Image.frombytes(img.mode, img.size, img.tobytes())
+    # a fresh image object: pixels only, so no info/exif/xmp/icc can ride along
+    clean = Image.new(img.mode, img.size)
+    clean.paste(img)
     return clean, alpha
 
 
@@ -143,20 +144,29 @@ def process_image(
     *,
     max_pixels: int,
     thumb_size: int = DEFAULT_THUMB_SIZE,
+    max_side: int | None = None,
 ) -> ImageResult:
     """Decode ``src_path``, write a clean re-encoded copy to ``out_path`` and a JPEG
     thumbnail to ``thumb_path`` (skipped if ``None``).
 
     Returns ``(width, height, mime)`` of the written image (after orientation), where
-    mime is ``image/png`` or ``image/jpeg``.
+    mime is ``image/png`` or ``image/jpeg``. ``max_side`` (optional) downscales the
+    stored image so its longest side is at most that many pixels.
+
+    Memory: roughly 2-3 decoded copies of the image at peak (≈ 3 bytes × pixels each),
+    so ``max_pixels`` also bounds memory per call.
 
     Raises :class:`InvalidMedia` (not an image / corrupt / unsupported format) or
     :class:`TooLarge` (more than ``max_pixels`` pixels).
     """
     with _open(src_path, max_pixels) as img:
         pixels = _decode(img)
+    # closing the source freed its pixel memory; only ``pixels`` is alive now
     check_pixels(pixels.size, max_pixels)
+    if max_side is not None and max(pixels.size) > max_side:
+        pixels.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     clean, alpha = _clean(pixels)
+    del pixels
     out_path = Path(out_path)
     if alpha:
         clean.save(out_path, format="PNG", optimize=False, compress_level=6)
@@ -199,9 +209,10 @@ async def process_image_async(
     *,
     max_pixels: int,
     thumb_size: int = DEFAULT_THUMB_SIZE,
+    max_side: int | None = None,
 ) -> ImageResult:
     """:func:`process_image` in a worker thread."""
     return await asyncio.to_thread(
         process_image, src_path, out_path, thumb_path,
-        max_pixels=max_pixels, thumb_size=thumb_size,
+        max_pixels=max_pixels, thumb_size=thumb_size, max_side=max_side,
     )

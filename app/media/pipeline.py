@@ -47,6 +47,7 @@ class MediaLimits:
     """Content limits (byte caps are enforced while streaming, not here)."""
 
     max_image_pixels: int = 50_000_000
+    max_image_side: int | None = None   # downscale stored images beyond this (px)
     max_voice_ms: int | None = 60_000
     max_video_ms: int | None = None
     max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
@@ -84,7 +85,8 @@ def process_upload_sync(src_path: str | os.PathLike, work_dir: str | os.PathLike
         tmp_out = work / "image.out"
         thumb = work / "thumb.jpg"
         w, h, mime = process_image(src, tmp_out, thumb, max_pixels=limits.max_image_pixels,
-                                   thumb_size=limits.thumb_size)
+                                   thumb_size=limits.thumb_size,
+                                   max_side=limits.max_image_side)
         out = tmp_out.rename(work / ("image" + extension_for(mime)))
         return ProcessedMedia("image", mime, out, out.stat().st_size, True, w, h,
                               thumb_path=thumb, sniffed=sniffed)
