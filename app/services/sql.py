@@ -31,7 +31,8 @@ async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> 
         sql = ('UPDATE "conversations" SET "last_seq" = "last_seq" + 1, "last_message_at" = ? '
                'WHERE "id" = ? RETURNING "last_seq"')
         params = [now.isoformat(), str(conversation_id)]
-    _, rows = await conn.execute_query(sql, params)
+    # execute_query_dict always fetches; asyncpg's execute_query drops RETURNING rows.
+    rows = await conn.execute_query_dict(sql, params)
     if not rows:
         return None
     return int(rows[0]["last_seq"])

@@ -1,0 +1,469 @@
+"""Messaging core over real sockets: delivery, idempotency, seq, sync, receipts, recall."""
+
+import asyncio
+import uuid
+
+from app.models.messaging import Message
+from app.services import conversations as convs
+from tests.factories import call, connect, make_user
+
+API = "/api/v1"
+
+
+async def chat_between(deps, a, b) -> str:
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return str(conv.id)
+
+
+def text(cid, body, cmid=None):
+    return {"conversation_id": cid, "client_msg_id": cmid or uuid.uuid4().hex,
+            "type": "text", "text": body}
+
+
+async def test_two_users_two_devices_each(deps, base_url):
+    alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    cid = await chat_between(deps, alice, bob)
+    a1, a2 = await connect(base_url, alice.access_token), await connect(base_url, alice.access_token)
+    b1, b2 = await connect(base_url, bob.access_token), await connect(base_url, bob.access_token)
+    try:
+        ack = await call(a1, "message:send", text(cid, "  hello bob  "))
+        assert ack["ok"] is True, ack
+        msg = ack["message"]
+        assert msg["seq"] == 1 and msg["text"] == "hello bob" and msg["sender_id"] == alice.user_id
+        assert set(msg) >= {"id", "conversation_id", "seq", "sender_id", "type", "text",
+                            "client_msg_id", "reply_to", "created_at", "recalled"}
+        # Every device of both users gets it, except the socket that sent it.
+        for sock in (a2, b1, b2):
+            got = await sock.log.wait_for("message:new")
+            assert got == [msg]
+        await asyncio.sleep(0.2)
+        assert a1.log.of("message:new") == []
+        # Bob answers from his phone; his laptop sees it too.
+        ack = await call(b2, "message:send", text(cid, "hi alice"))
+        assert ack["message"]["seq"] == 2
+        await b1.log.wait_for("message:new", 1, where=lambda m: m["seq"] == 2)
+        await a1.log.wait_for("message:new", 1, where=lambda m: m["seq"] == 2)
+    finally:
+        for s in (a1, a2, b1, b2):
+            await s.disconnect()
+
+
+async def test_lost_ack_retry_returns_same_message_and_emits_nothing_new(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a, b = await connect(base_url, alice.access_token), await connect(base_url, bob.access_token)
+    try:
+        payload = text(cid, "once only", "cm-1")
+        first = await call(a, "message:send", payload)
+        again = await call(a, "message:send", payload)
+        assert first == again and first["ok"]
+        # Another device of Alice retrying the same id gets the same message too.
+        a2 = await connect(base_url, alice.access_token)
+        third = await call(a2, "message:send", payload)
+        await a2.disconnect()
+        assert third == first
+        await b.log.wait_for("message:new")
+        await asyncio.sleep(0.3)
+        assert len(b.log.of("message:new")) == 1
+        assert await Message.filter(conversation_id=cid).count() == 1
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
+async def test_concurrent_duplicate_client_msg_id_gives_one_message(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    socks = [await connect(base_url, alice.access_token) for _ in range(3)]
+    try:
+        payload = text(cid, "race", "same-id")
+        acks = await asyncio.gather(*(call(s, "message:send", payload) for s in socks for _ in range(3)))
+        assert all(a["ok"] for a in acks)
+        assert len({a["message"]["id"] for a in acks}) == 1
+        assert await Message.filter(conversation_id=cid).count() == 1
+    finally:
+        for s in socks:
+            await s.disconnect()
+
+
+async def test_fifty_concurrent_senders_get_gapless_seq(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    socks = [await connect(base_url, (alice if i % 2 else bob).access_token) for i in range(10)]
+    try:
+        acks = await asyncio.gather(*(
+            call(socks[i % 10], "message:send", text(cid, f"m{i}")) for i in range(50)
+        ))
+        assert all(a["ok"] for a in acks), [a for a in acks if not a["ok"]][:1]
+        seqs = sorted(a["message"]["seq"] for a in acks)
+        assert seqs == list(range(1, 51))
+        stored = await Message.filter(conversation_id=cid).order_by("seq").values_list("seq", flat=True)
+        assert list(stored) == list(range(1, 51))
+    finally:
+        for s in socks:
+            await s.disconnect()
+
+
+async def test_offline_client_resyncs_exactly_the_missed_200(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    b = await connect(base_url, bob.access_token)
+    try:
+        for i in range(5):
+            await call(a, "message:send", text(cid, f"before {i}"))
+        await b.log.wait_for("message:new", 5)
+        cursor = max(m["seq"] for m in b.log.of("message:new"))
+        await b.disconnect()  # Bob goes offline
+        sent = []
+        for i in range(200):
+            sent.append((await call(a, "message:send", text(cid, f"missed {i}")))["message"])
+        b = await connect(base_url, bob.access_token)
+        got = []
+        after = cursor
+        while True:  # page through with has_more, as a client would
+            ack = await call(b, "sync", {"cursors": {cid: after}, "limit": 120})
+            assert ack["ok"]
+            [conv] = [c for c in ack["conversations"] if c["id"] == cid]
+            got += conv["messages"]
+            if not conv["has_more"]:
+                break
+            after = conv["messages"][-1]["seq"]
+        assert [m["id"] for m in got] == [m["id"] for m in sent]
+        assert [m["seq"] for m in got] == list(range(6, 206))
+        assert conv["last_seq"] == 205 and conv["unread_count"] == 205
+        # Nothing changed since: an up-to-date cursor returns nothing for it.
+        ack = await call(b, "sync", {"cursors": {cid: 205}})
+        assert [c for c in ack["conversations"] if c["id"] == cid] == []
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
+async def test_sync_without_cursor_returns_summary_and_newest_page(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    try:
+        for i in range(7):
+            await call(a, "message:send", text(cid, f"m{i}"))
+        ack = await call(a, "sync", {"limit": 5})
+        [conv] = ack["conversations"]
+        assert conv["id"] == cid and conv["type"] == "direct"
+        assert conv["peer"]["id"] == bob.user_id
+        assert [m["seq"] for m in conv["messages"]] == [3, 4, 5, 6, 7]
+        assert conv["has_more"] is True
+        assert conv["unread_count"] == 0  # my own messages are read
+    finally:
+        await a.disconnect()
+
+
+async def test_history_pages_backwards(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    try:
+        for i in range(12):
+            await call(a, "message:send", text(cid, f"m{i}"))
+        ack = await call(a, "history", {"conversation_id": cid, "limit": 5})
+        assert [m["seq"] for m in ack["messages"]] == [8, 9, 10, 11, 12] and ack["has_more"]
+        ack = await call(a, "history", {"conversation_id": cid, "before_seq": 3, "limit": 5})
+        assert [m["seq"] for m in ack["messages"]] == [1, 2] and not ack["has_more"]
+    finally:
+        await a.disconnect()
+
+
+async def test_read_receipts_and_unread_across_devices(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    b1, b2 = await connect(base_url, bob.access_token), await connect(base_url, bob.access_token)
+    try:
+        for i in range(3):
+            await call(a, "message:send", text(cid, f"m{i}"))
+        await b1.log.wait_for("message:new", 3)
+        ack = await call(b1, "sync", {"cursors": {cid: 0}})
+        assert ack["conversations"][0]["unread_count"] == 3
+        ack = await call(b1, "message:read", {"conversation_id": cid, "seq": 2})
+        assert ack == {"ok": True, "read_seq": 2, "unread_count": 1}
+        # Bob's other device clears its badge, Alice sees the receipt.
+        for sock in (b2, a):
+            [ev] = await sock.log.wait_for("conversation:read")
+            assert ev == {"conversation_id": cid, "user_id": bob.user_id, "read_seq": 2}
+        # Read state never moves back; a too-large seq is clamped.
+        ack = await call(b2, "message:read", {"conversation_id": cid, "seq": 1})
+        assert ack["read_seq"] == 2
+        ack = await call(b2, "message:read", {"conversation_id": cid, "seq": 999})
+        assert ack == {"ok": True, "read_seq": 3, "unread_count": 0}
+    finally:
+        for s in (a, b1, b2):
+            await s.disconnect()
+
+
+async def test_receipts_off_only_notifies_own_devices(deps, base_url):
+    from app.models.accounts import User
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    await User.filter(id=bob.user_id).update(send_read_receipts=False)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    b1, b2 = await connect(base_url, bob.access_token), await connect(base_url, bob.access_token)
+    try:
+        await call(a, "message:send", text(cid, "seen?"))
+        await b1.log.wait_for("message:new")
+        await call(b1, "message:read", {"conversation_id": cid, "seq": 1})
+        await b2.log.wait_for("conversation:read")
+        await asyncio.sleep(0.3)
+        assert a.log.of("conversation:read") == []
+    finally:
+        for s in (a, b1, b2):
+            await s.disconnect()
+
+
+async def test_recall_inside_and_outside_window(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a, b = await connect(base_url, alice.access_token), await connect(base_url, bob.access_token)
+    try:
+        msg = (await call(a, "message:send", text(cid, "oops")))["message"]
+        # Bob cannot recall Alice's message.
+        ack = await call(b, "message:recall", {"message_id": msg["id"]})
+        assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
+        assert (await call(a, "message:recall", {"message_id": msg["id"]})) == {"ok": True}
+        [ev] = await b.log.wait_for("message:recalled")
+        assert ev == {"conversation_id": cid, "message_id": msg["id"], "seq": msg["seq"]}
+        hist = await call(b, "history", {"conversation_id": cid})
+        [tomb] = hist["messages"]
+        assert tomb["recalled"] is True and tomb["text"] == ""
+        # An old message is past the window.
+        old = (await call(a, "message:send", text(cid, "old")))["message"]
+        from datetime import UTC, datetime, timedelta
+
+        await Message.filter(id=int(old["id"])).update(
+            created_at=datetime.now(UTC) - timedelta(seconds=deps.settings.recall_window_seconds + 5)
+        )
+        ack = await call(a, "message:recall", {"message_id": old["id"]})
+        assert ack["ok"] is False and ack["error"]["code"] == "recall_expired"
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
+async def test_delete_for_me_hides_on_my_devices_only(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a1, a2 = await connect(base_url, alice.access_token), await connect(base_url, alice.access_token)
+    b = await connect(base_url, bob.access_token)
+    try:
+        msg = (await call(b, "message:send", text(cid, "secret")))["message"]
+        assert (await call(a1, "message:delete", {"message_id": msg["id"]})) == {"ok": True}
+        for sock in (a1, a2):
+            [ev] = await sock.log.wait_for("message:deleted")
+            assert ev == {"conversation_id": cid, "message_id": msg["id"]}
+        assert (await call(a2, "history", {"conversation_id": cid}))["messages"] == []
+        assert len((await call(b, "history", {"conversation_id": cid}))["messages"]) == 1
+        await asyncio.sleep(0.2)
+        assert b.log.of("message:deleted") == []
+    finally:
+        for s in (a1, a2, b):
+            await s.disconnect()
+
+
+async def test_typing_reaches_others_throttled(deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a, b = await connect(base_url, alice.access_token), await connect(base_url, bob.access_token)
+    try:
+        for _ in range(5):
+            assert (await call(a, "typing", {"conversation_id": cid, "state": "typing"}))["ok"]
+        await call(a, "typing", {"conversation_id": cid, "state": "recording"})
+        evs = await b.log.wait_for("typing", 2)
+        assert [e["state"] for e in evs] == ["typing", "recording"]
+        assert evs[0] == {"conversation_id": cid, "user_id": alice.user_id, "state": "typing"}
+        await asyncio.sleep(0.2)
+        assert len(b.log.of("typing")) == 2 and a.log.of("typing") == []
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
+async def _refused_reason(base_url, token) -> str | None:
+    """Try to connect; return the connect_error message, or None if it connected."""
+    import socketio
+
+    sio = socketio.AsyncClient(reconnection=False)
+    reasons = []
+    sio.on("connect_error", lambda data: reasons.append(data), namespace="/chat")
+    try:
+        await sio.connect(base_url, namespaces=["/chat"], auth={"token": token} if token else None,
+                          transports=["websocket"], wait_timeout=3)
+        return None
+    except socketio.exceptions.ConnectionError:
+        data = reasons[0] if reasons else None
+        return data.get("message") if isinstance(data, dict) else data
+    finally:
+        await sio.disconnect()
+
+
+async def test_connect_refused_without_valid_token(base_url, deps, client):
+    p = await make_user(deps)
+    for token in (None, "garbage", p.refresh_token):
+        assert await _refused_reason(base_url, token) == "unauthorized"
+    # A revoked session is refused too, and its live sockets are dropped.
+    live = await connect(base_url, p.access_token)
+    r = await client.post(f"{API}/auth/logout", headers=p.headers)
+    assert r.status == 204
+    for _ in range(50):
+        if not live.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not live.connected
+    assert await _refused_reason(base_url, p.access_token) == "unauthorized"
+
+
+async def test_bad_input_and_non_members(deps, base_url):
+    alice, bob, eve = await make_user(deps), await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a, e = await connect(base_url, alice.access_token), await connect(base_url, eve.access_token)
+    try:
+        bad = [
+            ("message:send", None),
+            ("message:send", "text"),
+            ("message:send", [1, 2]),
+            ("message:send", {"conversation_id": cid}),
+            ("message:send", {**text(cid, "x"), "client_msg_id": "x" * 65}),
+            ("message:send", {**text(cid, "x"), "client_msg_id": 5}),
+            ("message:send", text(cid, "   ")),
+            ("message:send", text(cid, "x" * 16_001)),
+            ("message:send", {**text(cid, "x"), "type": "sticker"}),
+            ("message:send", {**text(cid, "x"), "unknown": 1}),
+            ("message:send", {**text(cid, "x"), "reply_to": "not-a-number"}),
+            ("sync", {"cursors": {cid: -1}}),
+            ("sync", {"cursors": [cid]}),
+            ("history", {"conversation_id": cid, "limit": 0}),
+            ("history", {"conversation_id": cid, "limit": 10_000}),
+            ("message:read", {"conversation_id": cid, "seq": "1"}),
+            ("typing", {"conversation_id": cid, "state": "dancing"}),
+            ("no:such:event", {}),
+        ]
+        for name, payload in bad:
+            ack = await call(a, name, payload)
+            assert ack["ok"] is False and ack["error"]["code"] == "invalid", (name, payload, ack)
+            assert ack["error"]["message"]
+        # Non-members: the same not_found for a real conversation and a made-up one.
+        for target in (cid, str(uuid.uuid4()), "garbage"):
+            for name, payload in (
+                ("message:send", text(target, "hi")),
+                ("history", {"conversation_id": target}),
+                ("message:read", {"conversation_id": target, "seq": 1}),
+                ("typing", {"conversation_id": target, "state": "typing"}),
+            ):
+                ack = await call(e, name, payload)
+                assert ack["ok"] is False and ack["error"]["code"] == "not_found", (name, ack)
+        msg = (await call(a, "message:send", text(cid, "mine")))["message"]
+        for name in ("message:recall", "message:delete"):
+            ack = await call(e, name, {"message_id": msg["id"]})
+            assert ack["error"]["code"] == "not_found"
+        # The exact limit passes.
+        assert (await call(a, "message:send", text(cid, "y" * 16_000)))["ok"]
+    finally:
+        await a.disconnect()
+        await e.disconnect()
+
+
+async def test_send_rate_limit(deps, base_url, settings):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    from app.ratelimit import MemoryRateLimiter
+
+    deps.settings = settings.with_(send_rate_limit="3/60")
+    deps.limiter = MemoryRateLimiter()
+    a = await connect(base_url, alice.access_token)
+    try:
+        acks = [await call(a, "message:send", text(cid, f"m{i}")) for i in range(4)]
+        assert [x["ok"] for x in acks] == [True, True, True, False]
+        assert acks[3]["error"]["code"] == "rate_limited"
+    finally:
+        await a.disconnect()
+
+
+# --- REST -------------------------------------------------------------------
+
+
+async def test_rest_direct_list_history_and_send(client, deps, base_url):
+    alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    r = await client.post(f"{API}/conversations/direct", json={"user_id": bob.user_id},
+                          headers=alice.headers)
+    assert r.status == 200
+    conv = (await r.json())["conversation"]
+    again = await client.post(f"{API}/conversations/direct", json={"user_id": alice.user_id},
+                              headers=bob.headers)
+    assert (await again.json())["conversation"]["id"] == conv["id"]
+    cid = conv["id"]
+    b = await connect(base_url, bob.access_token)
+    try:
+        body = {"client_msg_id": "rest-1", "type": "text", "text": "from a bot"}
+        r = await client.post(f"{API}/conversations/{cid}/messages", json=body, headers=alice.headers)
+        assert r.status == 201
+        msg = (await r.json())["message"]
+        assert msg["seq"] == 1
+        [live] = await b.log.wait_for("message:new")
+        assert live == msg
+        r = await client.post(f"{API}/conversations/{cid}/messages", json=body, headers=alice.headers)
+        assert (await r.json())["message"] == msg  # idempotent over HTTP too
+        r = await client.get(f"{API}/conversations", headers=bob.headers)
+        listing = await r.json()
+        [item] = listing["conversations"]
+        assert item["id"] == cid and item["unread_count"] == 1 and item["last_message"]["id"] == msg["id"]
+        assert item["peer"]["id"] == alice.user_id and item["title"] == "alice"
+        assert listing["next_cursor"] is None
+        r = await client.get(f"{API}/conversations/{cid}/messages?limit=10", headers=bob.headers)
+        assert (await r.json()) == {"messages": [msg], "has_more": False}
+    finally:
+        await b.disconnect()
+
+
+async def test_rest_conversation_list_is_newest_first_and_paginated(client, deps):
+    me = await make_user(deps)
+    peers = [await make_user(deps) for _ in range(5)]
+    cids = []
+    for p in peers:
+        cids.append(await chat_between(deps, me, p))
+    from app.services import messaging
+
+    # Activity order: peers[2] newest, then 0, 4, 1, 3
+    for i in (3, 1, 4, 0, 2):
+        await messaging.send_message(deps, me.user_id, messaging.SendIn(
+            conversation_id=cids[i], client_msg_id=uuid.uuid4().hex, text=f"to {i}"))
+    seen, cursor = [], None
+    while True:
+        url = f"{API}/conversations?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await (await client.get(url, headers=me.headers)).json()
+        seen += [c["id"] for c in page["conversations"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [cids[i] for i in (2, 0, 4, 1, 3)]
+
+
+async def test_rest_bad_input(client, deps):
+    alice, bob, eve = await make_user(deps), await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    cases = [
+        ("post", f"{API}/conversations/direct", {"user_id": alice.user_id}, alice, 400),
+        ("post", f"{API}/conversations/direct", {"user_id": str(uuid.uuid4())}, alice, 404),
+        ("post", f"{API}/conversations/direct", {}, alice, 400),
+        ("get", f"{API}/conversations?limit=0", None, alice, 400),
+        ("get", f"{API}/conversations?cursor=@@@", None, alice, 400),
+        ("get", f"{API}/conversations/{cid}/messages?limit=abc", None, alice, 400),
+        ("get", f"{API}/conversations/{cid}/messages", None, eve, 404),
+        ("post", f"{API}/conversations/{cid}/messages", {"client_msg_id": "x", "text": "hi"}, eve, 404),
+        ("post", f"{API}/conversations/{cid}/messages", {"text": "hi"}, alice, 400),
+        ("post", f"{API}/conversations/{cid}/messages", [1], alice, 400),
+    ]
+    for method, url, body, who, status in cases:
+        r = await getattr(client, method)(url, json=body, headers=who.headers)
+        assert r.status == status, (url, body, await r.text())
+        assert (await r.json())["error"]["code"]
+    r = await client.get(f"{API}/conversations")
+    assert r.status == 401
