@@ -7,7 +7,9 @@
   no partial object ever becomes visible.
 * Ranged reads are ``GetObject`` with a ``Range`` header, streamed in chunks.
 * One aiobotocore client is created lazily and reused; call :meth:`S3Storage.aclose`
-  (or use ``async with``) on shutdown.
+  (or use ``async with``) on shutdown. The client is bound to the event loop that first
+  used it: create one ``S3Storage`` per application/loop (e.g. in the app's cleanup
+  context), not a module-level singleton shared across loops.
 * ``key_prefix`` lets several deployments share a bucket; keys are validated before the
   prefix is added.
 """
