@@ -1,0 +1,253 @@
+"""scripts/bench — benchmark runner (issue 9).
+
+    python -m bench [--quick] [--targets l0,l1,p] [--scenarios s1,s2,s3] [...]
+
+Runs every (target, scenario) pair on a fresh server process pinned to one core, the
+generator pinned to another, writes bench-results/<timestamp>.json and latest.json and
+prints a table with ratios against L1 and L0 from the same invocation.  Exit status:
+0 = everything that ran completed with 0 lost; 1 = something lost, a target failed to
+start or a scenario crashed; 2 = bad usage.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from importlib.metadata import version
+
+from .scenarios import SCENARIOS, Config, NotApplicable
+from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
+
+DEFAULT_SCENARIOS = ("s1", "s2", "s3")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small scale, < 2 min (CI)")
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help=f"comma list of {', '.join(ALL_TARGETS)} (default %(default)s)")
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                   help=f"comma list of {', '.join(SCENARIOS)} (default %(default)s)")
+    p.add_argument("--pairs", type=int, help="S1 sender→receiver pairs (100; quick 50)")
+    p.add_argument("--idle", type=int, help="S3 idle connections (10000; quick 1000)")
+    p.add_argument("--group-size", type=int, help="S2 group members (500; quick 100)")
+    p.add_argument("--step-seconds", type=float, help="duration of one rate step (5; quick 1)")
+    p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
+    p.add_argument("--server-cpu", type=int, default=0, help="core for the server (%(default)s)")
+    p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")
+    p.add_argument("--out", default=str(ROOT / "bench-results"), help="results directory")
+    a = p.parse_args(argv)
+    a.targets = [t for t in a.targets.split(",") if t]
+    a.scenarios = [s for s in a.scenarios.split(",") if s]
+    bad = [t for t in a.targets if t not in ALL_TARGETS] + \
+          [s for s in a.scenarios if s not in SCENARIOS]
+    if bad:
+        p.error(f"unknown target/scenario: {', '.join(bad)}")
+    return a
+
+
+def make_config(a) -> Config:
+    cfg = Config.quick_config() if a.quick else Config()
+    for attr, val in (("pairs", a.pairs), ("idle_conns", a.idle), ("group_size", a.group_size),
+                      ("step_s", a.step_seconds)):
+        if val is not None:
+            setattr(cfg, attr, val)
+    cfg.p99_ms = a.p99_ms
+    cfg.group_senders = min(cfg.group_senders, cfg.group_size)
+    return cfg
+
+
+def pin_and_raise_limits(a) -> dict:
+    """Generator on its own core; server core handed to the targets. Raise RLIMIT_NOFILE
+    (10,000 idle clients = 10,000 fds here plus as many in the server)."""
+    cores = sorted(os.sched_getaffinity(0))
+    info = {"cores_available": len(cores)}
+    if len(cores) >= 2 and a.gen_cpu in cores and a.server_cpu in cores \
+            and a.gen_cpu != a.server_cpu:
+        os.sched_setaffinity(0, {a.gen_cpu})
+        info.update(server_cpu=a.server_cpu, gen_cpu=a.gen_cpu)
+    else:
+        info.update(server_cpu=None, gen_cpu=None, note="not pinned: need 2 distinct cores")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    info["nofile"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return info
+
+
+def machine_info() -> dict:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        pass
+    vers = {"python": platform.python_version()}
+    for pkg in ("aiohttp", "python-socketio", "python-engineio", "msgspec"):
+        try:
+            vers[pkg] = version(pkg)
+        except Exception:
+            vers[pkg] = None
+    try:
+        vers["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                      timeout=10).stdout.strip()
+        with open(PEER_DIR / "node_modules" / "socket.io" / "package.json") as f:
+            vers["socket.io (npm)"] = json.load(f)["version"]
+    except (OSError, subprocess.SubprocessError, KeyError, ValueError):
+        pass
+    return {"cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(), "versions": vers}
+
+
+async def run_all(a, cfg: Config, env: RunEnv) -> dict:
+    results: dict = {}
+    for key in a.targets:
+        target = ALL_TARGETS[key]()
+        tres = results[key] = {"title": target.title}
+        reason = target.available()
+        if reason:
+            log(f"== {key}: skipped — {reason}")
+            tres["skipped"] = reason
+            continue
+        try:
+            await target.prepare(env)
+        except Exception as exc:
+            log(f"== {key}: prepare failed: {exc}")
+            tres["error"] = f"prepare failed: {exc}"
+            continue
+        for sid in a.scenarios:
+            name, fn = SCENARIOS[sid]
+            if sid not in target.scenarios:
+                tres[sid] = {"skipped": f"{name} not defined for {key}"}
+                continue
+            log(f"== {key} {name}")
+            t0 = time.monotonic()
+            try:
+                await target.start(env)
+                tres[sid] = await fn(target, env, cfg, log)
+            except NotApplicable as exc:
+                tres[sid] = {"skipped": str(exc)}
+                log(f"    skipped: {exc}")
+            except Exception as exc:
+                tres[sid] = {"error": f"{type(exc).__name__}: {exc}"}
+                log(f"    ERROR: {exc}")
+                traceback.print_exc()
+            finally:
+                target.stop()
+            if isinstance(tres.get(sid), dict):
+                tres[sid]["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return results
+
+
+def total_lost(results) -> tuple[int, list[str]]:
+    """Sum of lost/unacked over every step of every scenario, plus failures."""
+    lost, problems = 0, []
+    for key, tres in results.items():
+        if "error" in tres:
+            problems.append(f"{key}: {tres['error']}")
+        for sid, r in tres.items():
+            if not isinstance(r, dict):
+                continue
+            if "error" in r:
+                problems.append(f"{key} {sid}: {r['error']}")
+            for step in r.get("steps", []):
+                lost += step["lost"] + step["unacked"]
+            if "steps" not in r and "lost" in r:
+                lost += r["lost"]
+    return lost, problems
+
+
+def _ratio(v, base):
+    return f"{v / base:.2f}x" if v and base else "-"
+
+
+def print_table(results, scenarios) -> None:
+    rows = [("scenario", "target", "value", "unit", "p99 ms", "gen CPU%", "srv CPU%",
+             "vs L1", "vs L0")]
+    for sid in scenarios:
+        base = {k: (results.get(k, {}).get(sid) or {}).get("value") for k in ("l0", "l1")}
+        for key, tres in results.items():
+            r = tres.get(sid)
+            if r is None and "skipped" in tres:
+                r = {"skipped": tres["skipped"]}
+            if not isinstance(r, dict):
+                continue
+            if "value" not in r:
+                rows.append((sid, key, "-", (r.get("skipped") or r.get("error") or "?")[:60],
+                             "", "", "", "", ""))
+                continue
+            at = r.get("at_max") or {}
+            p99 = (at.get("latency") or {}).get("p99_ms", "")
+            gen = at.get("gen_cpu_pct", r.get("gen_cpu_pct_idle", ""))
+            srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
+            unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn"}.get(sid, "")
+            v = r["value"]
+            rows.append((sid, key, f"{v:,.0f}" if sid != "s3" else f"{v:.1f}", unit,
+                         str(p99), str(gen), str(srv),
+                         _ratio(v, base["l1"]), _ratio(v, base["l0"])))
+            if sid == "s3":
+                rows[-1] = rows[-1][:4] + ("", str(gen), f"{srv} idle") + rows[-1][7:]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def main(argv=None) -> int:
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = make_config(a)
+    pin = pin_and_raise_limits(a)
+    env = RunEnv(server_cpu=pin.get("server_cpu"))
+    # SIGTERM → normal unwinding so every `finally` (and atexit) stops the servers
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.time()
+    log(f"bench: targets={a.targets} scenarios={a.scenarios} quick={a.quick} pin={pin}")
+    try:
+        results = asyncio.run(run_all(a, cfg, env))
+    except KeyboardInterrupt:
+        kill_all()
+        log("bench: interrupted")
+        return 130
+    finally:
+        kill_all()
+    lost, problems = total_lost(results)
+    doc = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "quick": a.quick,
+        "config": cfg.__dict__,
+        "machine": {**machine_info(), **pin},
+        "results": results,
+        "total_lost": lost,
+        "problems": problems,
+        "ok": lost == 0 and not problems,
+    }
+    os.makedirs(a.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    path = os.path.join(a.out, f"{stamp}{'-quick' if a.quick else ''}.json")
+    for p in (path, os.path.join(a.out, "latest.json")):
+        with open(p, "w") as f:
+            json.dump(doc, f, indent=1)
+    print()
+    print_table(results, a.scenarios)
+    print(f"\nresults: {path}  total lost: {lost}  elapsed: {doc['elapsed_s']}s")
+    for pr in problems:
+        print(f"problem: {pr}")
+    return 0 if doc["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
