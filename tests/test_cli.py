@@ -1,0 +1,148 @@
+"""The command line: `python -m app migrate` and `python -m app serve`, run as
+real subprocesses on a fresh SQLite file."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app.config import ROOT
+
+GENERATE = """
+import asyncio, sys
+from app.db import init_db
+
+async def main():
+    ctx = await init_db(sys.argv[1], generate_schemas=True)
+    await ctx.close_connections()
+
+asyncio.run(main())
+"""
+
+
+def env_for(database_url: str, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SMTP_"))}
+    env.update(DATABASE_URL=database_url, SECRET_KEY="cli-test-secret-" + "x" * 40, **extra)
+    return env
+
+
+def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def schema(path: Path) -> dict:
+    """{table: {column: (type, notnull, pk)}} plus unique/indexed column sets."""
+    con = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        out = {}
+        for t in tables:
+            cols = {r[1]: (r[2].upper(), bool(r[3]), bool(r[5]))
+                    for r in con.execute(f'PRAGMA table_info("{t}")')}
+            indexes = set()
+            for idx in con.execute(f'PRAGMA index_list("{t}")'):
+                cols_of = tuple(r[2] for r in con.execute(f'PRAGMA index_info("{idx[1]}")'))
+                indexes.add((cols_of, bool(idx[2])))  # (columns, unique)
+            out[t] = {"columns": cols, "indexes": indexes}
+        return out
+    finally:
+        con.close()
+
+
+def test_migrate_creates_the_tables_the_models_describe(tmp_path):
+    migrated = tmp_path / "migrated.db"
+    run(["-m", "app", "migrate"], env_for(f"sqlite://{migrated}"))
+    generated = tmp_path / "generated.db"
+    run(["-c", GENERATE, f"sqlite://{generated}"], env_for(f"sqlite://{generated}"))
+
+    got = schema(migrated)
+    want = schema(generated)
+    # The migration tool keeps its own bookkeeping table.
+    bookkeeping = set(got) - set(want)
+    assert all("migration" in t for t in bookkeeping), bookkeeping
+    for t in bookkeeping:
+        del got[t]
+    assert {"users", "auth_sessions", "refresh_tokens", "verification_codes"} <= set(got)
+    assert set(got) == set(want), (
+        f"only migrated: {sorted(set(got) - set(want))}, only in models: "
+        f"{sorted(set(want) - set(got))}; run `python -m app makemigrations`")
+    for table in want:
+        assert got[table]["columns"] == want[table]["columns"], (
+            f"columns of {table} differ from the models: run `python -m app makemigrations`")
+        assert got[table]["indexes"] == want[table]["indexes"], (
+            f"indexes of {table} differ from the models: run `python -m app makemigrations`")
+
+    # Running it again is a no-op, not an error.
+    run(["-m", "app", "migrate"], env_for(f"sqlite://{migrated}"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 (closed below)
+    db = f"sqlite://{tmp_path / 'serve.db'}"
+    run(["-m", "app", "migrate"], env_for(db))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env_for(db), stdout=log, stderr=subprocess.STDOUT,
+    )
+    yield proc, f"http://127.0.0.1:{port}", log
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_serve_answers_health_checks(serve):
+    proc, base, log = serve
+    deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
+    while True:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            status, body = get(f"{base}/healthz")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert (status, body) == (200, b'{"status":"ok"}')
+    status, body = get(f"{base}/readyz")
+    assert status == 200, body
+    status, body = get(f"{base}/api/v1/me")
+    assert status == 401 and b'"unauthorized"' in body
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0
+    output = Path(log.name).read_text()
+    # Logs are JSON lines; the request lines are there.
+    assert '"route":"/healthz"' in output
