@@ -29,12 +29,18 @@ SeqValue = Annotated[int, msgspec.Meta(ge=0)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
 
+MEDIA_TYPES = ("image", "voice", "video", "file")
+
+
 class SendIn(Payload):
     conversation_id: Id
     client_msg_id: ClientMsgId
-    type: Literal["text"] = "text"
-    text: str = ""
+    type: Literal["text", "image", "voice", "video", "file"] = "text"
+    text: str = ""  # the message, or the caption of an image/video
     reply_to: Id | None = None
+    media_id: Id | None = None
+    mentions: Annotated[list[Id], msgspec.Meta(max_length=100)] = []
+    mention_all: bool = False
 
 
 class HistoryIn(Payload):
@@ -143,25 +149,45 @@ def _clean_text(deps: Deps, data: SendIn) -> str:
     return text
 
 
+def _clean_caption(deps: Deps, data: SendIn) -> str:
+    caption = data.text.strip()
+    if caption and data.type not in ("image", "video"):
+        raise Invalid("Only images and videos take a caption.", details={"field": "text"})
+    if len(caption) > deps.settings.max_text_length:
+        raise Invalid("Caption too long.", details={"field": "text"})
+    return caption
+
+
 async def _existing(user_id: str, client_msg_id: str) -> Message | None:
     return await Message.get_or_none(sender_id=user_id, client_msg_id=client_msg_id)
 
 
-async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None,
-                       extra: dict | None = None, text: str | None = None) -> dict:
+async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None
+                       ) -> dict:
     """Persist, then fan out. Returns the stored message (the original on a repeat).
 
-    `extra` is typed data other domains attach (mentions, media); `text` lets
-    them bypass the text rule (a photo needs no caption). `origin` is the
-    sending socket, spared from the echo.
+    `origin` is the sending socket, spared from the echo.
     """
     await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
     repeat = await _existing(user_id, data.client_msg_id)
     if repeat is not None:
         return await serialize_message(repeat)
     m = await convs.active_membership(data.conversation_id, user_id)
-    if text is None:
+    # Typed data other domains attach: media snapshot, mentions.
+    extra: dict = {}
+    if data.type in MEDIA_TYPES:
+        from app.services import media
+
+        extra["media"] = await media.attach_to_message(deps, user_id, data)
+        text = _clean_caption(deps, data)
+    else:
+        if data.media_id is not None:
+            raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
         text = _clean_text(deps, data)
+    if data.mentions or data.mention_all:
+        from app.services import groups
+
+        extra.update(await groups.resolve_mentions(deps, m, data))
     reply_to_id = None
     if data.reply_to is not None:
         reply_to_id = await _reply_target(m, data.reply_to)
