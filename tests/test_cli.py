@@ -146,3 +146,35 @@ def test_serve_answers_health_checks(serve):
     output = Path(log.name).read_text()
     # Logs are JSON lines; the request lines are there.
     assert '"route":"/healthz"' in output
+
+
+DOCS = ROOT / "docs"
+
+
+def test_every_setting_is_documented():
+    from dataclasses import fields
+
+    from app.config import Settings
+
+    text = (DOCS / "configuration.md").read_text()
+    missing = [f.name.upper() for f in fields(Settings)
+               if f.name != "extra" and f"`{f.name.upper()}`" not in text]
+    assert missing == [], f"add to docs/configuration.md: {missing}"
+    for name in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
+        assert f"`{name}`" in text
+
+
+def test_account_routes_are_documented():
+    from app.api.routes import API, ROUTES
+
+    text = (DOCS / "api.md").read_text()
+    missing, checked = [], 0
+    for route in ROUTES:
+        if route.handler.__module__ not in ("app.api.auth", "app.api.users", "app.api.health"):
+            continue
+        path = route.path[len(API):] if route.path.startswith(API) else route.path
+        checked += 1
+        if f"`{route.method} {path}" not in text:
+            missing.append(f"{route.method} {path}")
+    assert checked >= 15
+    assert missing == [], f"add to docs/api.md: {missing}"
