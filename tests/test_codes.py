@@ -405,3 +405,16 @@ async def test_code_sending_is_limited_per_address(client, server, smtp):
     async with from_address(server, "127.0.0.2") as other:
         r = await other.post(f"{API}/auth/codes", json={"purpose": "login", "email": "u3@example.org"})
         assert r.status == 202
+
+
+def test_smtp_url_parsing():
+    from app.senders import SmtpSender
+
+    s = SmtpSender("smtp://us%40er:p%3Ass%2Fw@mail.example.org:587", "Parley <x@example.org>")
+    assert (s.host, s.port, s.username, s.password) == ("mail.example.org", 587, "us@er", "p:ss/w")
+    assert (s.use_tls, s.start_tls) == (False, None)  # STARTTLS when offered
+    s = SmtpSender("smtp://relay?starttls=false", "x@example.org")
+    assert (s.host, s.port, s.username, s.use_tls, s.start_tls) == ("relay", 25, None, False, False)
+    assert SmtpSender("smtp://relay?starttls=true", "x").start_tls is True
+    s = SmtpSender("smtps://mail.example.org?starttls=true", "x")
+    assert (s.port, s.use_tls, s.start_tls) == (465, True, False)
