@@ -77,3 +77,33 @@ def conflict_on(field_name: str) -> Conflict:
     err = Conflict(f"That {field_name} is already in use.", details={"field": field_name})
     err.code = f"{field_name}_taken"
     return err
+
+
+# --- contacts (issue #4) -------------------------------------------------------
+
+
+class NotContact(DomainError):
+    """The recipient does not have the sender as a contact (or refuses them for a
+    reason we do not reveal, such as a block)."""
+
+    code, status, default_message = "not_contact", 403, "You can only message your contacts."
+
+
+class RequestRefused(DomainError):
+    """A friend request that cannot be delivered. Deliberately says nothing about why."""
+
+    code, status, default_message = "request_refused", 403, "This person cannot receive your request."
+
+
+class RequestExpired(DomainError):
+    code, status, default_message = "request_expired", 410, "This request has expired."
+
+
+class AlreadyContact(DomainError):
+    code, status, default_message = "already_contact", 409, "You are already contacts."
+
+
+class YouBlocked(DomainError):
+    """The caller blocked the other person; only the caller's own choice is revealed."""
+
+    code, status, default_message = "blocked", 403, "You blocked this person; unblock them first."

@@ -91,3 +91,12 @@ async def connect(base_url: str, token: str, *, transports=("websocket",)) -> so
 
 async def call(sio: socketio.AsyncClient, event: str, data=None, timeout: float = 10.0):
     return await sio.call(event, data, namespace="/chat", timeout=timeout)
+
+
+async def make_contacts(deps, a: Person, b: Person) -> None:
+    """Make a and b mutual contacts through the real services (request, then accept)."""
+    from app.services import contacts
+
+    out = await contacts.send_request(deps, a.user_id, contacts.RequestIn(user_id=b.user_id))
+    if out["request"]["status"] == "pending":
+        await contacts.accept(deps, b.user_id, out["request"]["id"])

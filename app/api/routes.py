@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, conversations, health, users
+from app.api import auth, contacts, conversations, health, users
 
 API = "/api/v1"
 
@@ -20,6 +20,8 @@ ROUTES = [
     web.get(f"{API}/auth/sessions", auth.list_sessions),
     web.delete(f"{API}/auth/sessions/{{session_id}}", auth.end_session),
     web.get(f"{API}/me", users.get_me),
+    web.get(f"{API}/me/settings", contacts.get_settings),
+    web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
@@ -29,4 +31,15 @@ ROUTES = [
     web.get(f"{API}/conversations/{{conversation_id}}", conversations.get_conversation),
     web.get(f"{API}/conversations/{{conversation_id}}/messages", conversations.list_messages),
     web.post(f"{API}/conversations/{{conversation_id}}/messages", conversations.send_message),
+    # contacts, requests, blocks
+    web.get(f"{API}/contacts", contacts.list_contacts),
+    web.get(f"{API}/contacts/requests", contacts.list_requests),
+    web.post(f"{API}/contacts/requests", contacts.send_request),
+    web.post(f"{API}/contacts/requests/{{request_id}}/accept", contacts.accept_request),
+    web.post(f"{API}/contacts/requests/{{request_id}}/reject", contacts.reject_request),
+    web.patch(f"{API}/contacts/{{user_id}}", contacts.patch_contact),
+    web.delete(f"{API}/contacts/{{user_id}}", contacts.delete_contact),
+    web.get(f"{API}/blocks", contacts.list_blocks),
+    web.post(f"{API}/blocks", contacts.block),
+    web.delete(f"{API}/blocks/{{user_id}}", contacts.unblock),
 ]

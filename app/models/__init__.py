@@ -6,4 +6,5 @@ Each domain has its own module; MODEL_MODULES lists them for Tortoise.
 MODEL_MODULES = [
     "app.models.accounts",
     "app.models.messaging",
+    "app.models.contacts",
 ]

@@ -1,12 +1,448 @@
-"""Contacts, requests, blocks and privacy (issue #4 fills this in)."""
+"""Contacts, friend requests, blocks and privacy settings (WeChat-like).
+
+- You find someone by exact handle/email/phone (accounts.search_users), send a
+  request with a short greeting; once accepted you are each other's contacts
+  and share a direct conversation.
+- A contact is one row per side: deleting someone removes them from *my* list
+  only; they keep me, but their messages to me are refused until we are
+  contacts again.
+- Blocking keeps the contact (WeChat) but refuses their requests and messages
+  with the same answers anyone else would get, and hides my presence.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+from tortoise.exceptions import IntegrityError
+
 from app.deps import Deps
+from app.errors import (
+    AlreadyContact,
+    Conflict,
+    Invalid,
+    NotContact,
+    NotFound,
+    RequestExpired,
+    RequestRefused,
+    YouBlocked,
+)
+from app.models.accounts import User
+from app.models.contacts import Block, Contact, ContactRequest
+from app.services import conversations as convs
+from app.services import presence
+from app.services.accounts import public_user, user_by_id
+from app.validation import Id, Payload
+
+GREETING_MAX = 200
+REMARK_MAX = 64
+# A recipient with this many pending requests takes no more until they answer
+# some. Answered with the same generic refusal as a block.
+MAX_PENDING_INCOMING = 500
+
+Greeting = Annotated[str, msgspec.Meta(max_length=GREETING_MAX)]
+Remark = Annotated[str, msgspec.Meta(max_length=REMARK_MAX)]
+
+
+class RequestIn(Payload):
+    user_id: Id
+    message: Greeting = ""
+
+
+class ContactPatch(Payload):
+    remark: Remark
+
+
+class BlockIn(Payload):
+    user_id: Id
+
+
+class SettingsPatch(Payload):
+    allow_strangers: bool | None = None
+    send_read_receipts: bool | None = None
+    last_seen_visibility: Literal["everyone", "contacts", "nobody"] | None = None
+    discoverable_by_email: bool | None = None
+    discoverable_by_phone: bool | None = None
+
+
+SETTINGS_FIELDS = ("allow_strangers", "send_read_receipts", "last_seen_visibility",
+                   "discoverable_by_email", "discoverable_by_phone")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pending_key(from_id, to_id) -> str:
+    return f"{from_id}:{to_id}"
+
+
+def _is_expired(r: ContactRequest) -> bool:
+    return r.status == "pending" and r.expires_at <= now()
+
+
+# --- serialisation -----------------------------------------------------------
+
+
+def request_out(r: ContactRequest) -> dict:
+    """`from_user` / `to_user` must be fetched (select_related)."""
+    return {
+        "id": str(r.id),
+        "from_user": public_user(r.from_user),
+        "to_user": public_user(r.to_user),
+        "message": r.message,
+        "status": "expired" if _is_expired(r) else r.status,
+        "created_at": r.created_at.isoformat(),
+        "expires_at": r.expires_at.isoformat(),
+    }
+
+
+async def contacts_out(deps: Deps, viewer_id, rows: list[Contact]) -> list[dict]:
+    """`contact` must be fetched. Presence is null when the person hides it from me."""
+    seen = await presence.presence_for(deps, viewer_id, [c.contact for c in rows])
+    return [
+        {
+            "user": public_user(c.contact),
+            "remark": c.remark,
+            "created_at": c.created_at.isoformat(),
+            "presence": seen.get(str(c.contact_id)),
+        }
+        for c in rows
+    ]
+
+
+async def contact_out(deps: Deps, owner_id, contact_id) -> dict:
+    row = await Contact.get(owner_id=owner_id, contact_id=contact_id).select_related("contact")
+    return (await contacts_out(deps, owner_id, [row]))[0]
+
+
+async def _request(rid) -> ContactRequest:
+    return await ContactRequest.get(id=rid).select_related("from_user", "to_user")
+
+
+# --- small queries ------------------------------------------------------------
+
+
+async def has_blocked(blocker_id, blocked_id) -> bool:
+    return await Block.exists(blocker_id=blocker_id, blocked_id=blocked_id)
+
+
+async def has_contact(owner_id, contact_id) -> bool:
+    return await Contact.exists(owner_id=owner_id, contact_id=contact_id)
+
+
+async def _peer(me_id: str, user_id: str) -> User:
+    peer = await user_by_id(user_id)
+    if str(peer.id) == str(me_id):
+        raise Invalid("That is you.", details={"field": "user_id"})
+    return peer
+
+
+async def _add_contact(owner_id, contact_id) -> None:
+    try:
+        await Contact.get_or_create(owner_id=owner_id, contact_id=contact_id)
+    except IntegrityError:
+        pass  # a concurrent accept added it
+
+
+async def _expire_pending(user_id) -> None:
+    """Close lapsed pending requests to or from this user (frees their pending_key)."""
+    for field_name in ("from_user_id", "to_user_id"):
+        await ContactRequest.filter(
+            **{field_name: user_id}, status="pending", expires_at__lte=now()
+        ).update(status="expired", pending_key=None)
+
+
+# --- the messaging hook ---------------------------------------------------------
 
 
 async def check_can_message(deps: Deps, sender_id: str, recipient_id: str) -> None:
     """Raise when sender may not send a direct message to recipient.
 
-    Until contact rules exist, anyone who shares a direct conversation may write.
+    The sender must be in the recipient's contacts unless the recipient allows
+    strangers. A block by the recipient gets the same `not_contact` answer as
+    being removed from their list, so it is never revealed.
     """
+    if await has_blocked(sender_id, recipient_id):
+        raise YouBlocked("You blocked this person; unblock them to send messages.")
+    if await has_blocked(recipient_id, sender_id):
+        raise NotContact()
+    if await has_contact(recipient_id, sender_id):
+        return
+    recipient = await User.get_or_none(id=recipient_id)
+    if recipient is None or not recipient.allow_strangers:
+        raise NotContact()
+
+
+# --- requests -------------------------------------------------------------------
+
+
+async def send_request(deps: Deps, me_id: str, data: RequestIn) -> dict:
+    """Returns {request} (pending), or {request, contact, conversation} when the
+    request was accepted on the spot (they had requested me too, or they still
+    have me as a contact after I removed them)."""
+    peer = await _peer(me_id, data.user_id)
+    greeting = data.message.strip()
+    if await has_blocked(me_id, peer.id):
+        raise YouBlocked()
+    if await has_blocked(peer.id, me_id):
+        raise RequestRefused()
+    mine, theirs = await has_contact(me_id, peer.id), await has_contact(peer.id, me_id)
+    if mine and theirs:
+        raise AlreadyContact()
+    await _expire_pending(me_id)
+    reverse = await ContactRequest.get_or_none(pending_key=_pending_key(peer.id, me_id))
+    if reverse is not None and await _accept_pair(deps, reverse):
+        # They asked me first: asking back accepts both.
+        return await _record_accepted(deps, me_id, peer, greeting)
+    if theirs:
+        # They kept me after I removed them: their consent stands.
+        return await _record_accepted(deps, me_id, peer, greeting)
+    if await ContactRequest.filter(to_user_id=peer.id, status="pending",
+                                   expires_at__gt=now()).count() >= MAX_PENDING_INCOMING:
+        raise RequestRefused()
+
+    key = _pending_key(me_id, peer.id)
+    expires = now() + timedelta(days=deps.settings.contact_request_ttl_days)
+    updated = await ContactRequest.filter(pending_key=key).update(message=greeting,
+                                                                  expires_at=expires)
+    if not updated:
+        try:
+            await ContactRequest.create(from_user_id=me_id, to_user_id=peer.id,
+                                              message=greeting, pending_key=key,
+                                              expires_at=expires)
+        except IntegrityError:
+            # Sent twice at once from two devices: keep one request, newest greeting.
+            await ContactRequest.filter(pending_key=key).update(message=greeting,
+                                                                expires_at=expires)
+    row = await ContactRequest.get(pending_key=key).select_related("from_user", "to_user")
+    # Both asked at the same moment: the later one sees the other and accepts both.
+    reverse = await ContactRequest.get_or_none(pending_key=_pending_key(peer.id, me_id))
+    if reverse is not None and not _is_expired(reverse) and await _accept_pair(deps, reverse):
+        return await _record_accepted(deps, me_id, peer, greeting)
+    out = request_out(row)
+    await deps.fanout.to_users([peer.id], "contact:request", {"request": out})
+    return {"request": out}
+
+
+async def _record_accepted(deps: Deps, me_id: str, peer: User, greeting: str) -> dict:
+    """My own request, accepted at once; we become contacts both ways."""
+    key = _pending_key(me_id, peer.id)
+    fields = dict(status="accepted", pending_key=None, responded_at=now(), message=greeting)
+    row = await ContactRequest.get_or_none(pending_key=key)
+    if row is not None:
+        await ContactRequest.filter(id=row.id).update(**fields)
+        rid = row.id
+    else:
+        rid = (await ContactRequest.create(from_user_id=me_id, to_user_id=peer.id,
+                                           expires_at=now(), **fields)).id
+    await _add_contact(me_id, peer.id)
+    await _add_contact(peer.id, me_id)
+    return await _tell_requester(deps, await _request(rid))
+
+
+async def _accept_pair(deps: Deps, r: ContactRequest) -> bool:
+    """Mark a pending request accepted (once) and befriend; tell its requester."""
+    if _is_expired(r):
+        return False
+    won = await ContactRequest.filter(id=r.id, status="pending").update(
+        status="accepted", pending_key=None, responded_at=now())
+    if not won:
+        return False
+    await _add_contact(r.from_user_id, r.to_user_id)
+    await _add_contact(r.to_user_id, r.from_user_id)
+    await _tell_requester(deps, await _request(r.id))
+    return True
+
+
+async def _tell_requester(deps: Deps, r: ContactRequest) -> dict:
+    """contact:accepted to the requester's devices; returns the requester's view."""
+    requester, other = str(r.from_user_id), str(r.to_user_id)
+    conv, _ = await convs.get_or_create_direct(deps, requester, other)
+    view = {
+        "request": request_out(r),
+        "contact": await contact_out(deps, requester, other),
+        "conversation": await convs.conversation_for(deps, requester, conv.id),
+    }
+    await deps.fanout.to_users([requester], "contact:accepted", view)
+    return view
+
+
+def _parse_request_id(request_id) -> int:
+    try:
+        return int(str(request_id))
+    except ValueError:
+        raise NotFound("No such request.") from None
+
+
+async def _incoming(me_id: str, request_id) -> ContactRequest:
+    """A request sent to me. Unknown ids and other people's requests look the same."""
+    r = await ContactRequest.get_or_none(
+        id=_parse_request_id(request_id), to_user_id=me_id
+    ).select_related("from_user", "to_user")
+    if r is None:
+        raise NotFound("No such request.")
+    return r
+
+
+async def accept(deps: Deps, me_id: str, request_id) -> dict:
+    """→ {request, contact, conversation}: the new contact and our direct chat."""
+    r = await _incoming(me_id, request_id)
+    if r.status == "pending":
+        if _is_expired(r):
+            raise RequestExpired()
+        won = await ContactRequest.filter(id=r.id, status="pending").update(
+            status="accepted", pending_key=None, responded_at=now())
+        if won:
+            await _add_contact(me_id, r.from_user_id)
+            await _add_contact(r.from_user_id, me_id)
+            # Any request of mine the other way is settled too.
+            await ContactRequest.filter(
+                pending_key=_pending_key(me_id, r.from_user_id)
+            ).update(status="accepted", pending_key=None, responded_at=now())
+            await _tell_requester(deps, await _request(r.id))
+        r = await _request(r.id)
+    if r.status == "expired":
+        raise RequestExpired()
+    if r.status != "accepted":
+        raise Conflict(f"This request was already {r.status}.")
+    # Accepted (now or before: accepting twice is harmless).
+    if not await has_contact(me_id, r.from_user_id):
+        raise Conflict("This request was accepted, but you have removed the contact since.")
+    conv, _ = await convs.get_or_create_direct(deps, me_id, r.from_user_id)
+    return {
+        "request": request_out(r),
+        "contact": await contact_out(deps, me_id, r.from_user_id),
+        "conversation": await convs.conversation_for(deps, me_id, conv.id),
+    }
+
+
+async def reject(deps: Deps, me_id: str, request_id) -> dict:
+    """The requester is not told (WeChat); their request simply never turns into a contact."""
+    r = await _incoming(me_id, request_id)
+    if r.status == "pending" and _is_expired(r):
+        raise RequestExpired()
+    if r.status == "pending":
+        await ContactRequest.filter(id=r.id, status="pending").update(
+            status="rejected", pending_key=None, responded_at=now())
+        r = await _request(r.id)
+    if r.status == "expired":
+        raise RequestExpired()
+    if r.status != "rejected":
+        raise Conflict(f"This request was already {r.status}.")
+    return {"request": request_out(r)}
+
+
+async def list_requests(deps: Deps, me_id: str) -> dict:
+    """Pending, unexpired requests, newest first. Requests from people I blocked are hidden."""
+    await _expire_pending(me_id)
+    blocked = set(await Block.filter(blocker_id=me_id).values_list("blocked_id", flat=True))
+    incoming = await ContactRequest.filter(to_user_id=me_id, status="pending").order_by(
+        "-id").select_related("from_user", "to_user")
+    outgoing = await ContactRequest.filter(from_user_id=me_id, status="pending").order_by(
+        "-id").select_related("from_user", "to_user")
+    return {"incoming": [request_out(r) for r in incoming if r.from_user_id not in blocked],
+            "outgoing": [request_out(r) for r in outgoing]}
+
+
+# --- contacts ---------------------------------------------------------------------
+
+
+def _sort_name(row: Contact) -> str:
+    return (row.remark or row.contact.display_name).casefold()
+
+
+async def list_contacts(deps: Deps, me_id: str) -> list[dict]:
+    rows = await Contact.filter(owner_id=me_id).select_related("contact")
+    rows.sort(key=lambda c: (_sort_name(c), str(c.contact_id)))
+    return await contacts_out(deps, me_id, rows)
+
+
+async def _my_contact(me_id: str, user_id: str) -> Contact:
+    try:
+        uid = uuid.UUID(str(user_id))
+    except ValueError:
+        raise NotFound("No such contact.") from None
+    row = await Contact.get_or_none(owner_id=me_id, contact_id=uid).select_related("contact")
+    if row is None:
+        raise NotFound("No such contact.")
+    return row
+
+
+async def set_remark(deps: Deps, me_id: str, user_id: str, data: ContactPatch) -> dict:
+    row = await _my_contact(me_id, user_id)
+    row.remark = data.remark.strip()
+    await row.save(update_fields=["remark"])
+    out = (await contacts_out(deps, me_id, [row]))[0]
+    await deps.fanout.to_users([me_id], "contact:updated", {"contact": out})
+    return out
+
+
+async def remove_contact(deps: Deps, me_id: str, user_id: str) -> None:
+    """One-sided: they keep me, but I no longer accept their messages."""
+    row = await _my_contact(me_id, user_id)
+    await Contact.filter(id=row.id).delete()
+    await deps.fanout.to_users([me_id], "contact:removed", {"user_id": str(row.contact_id)})
+
+
+# --- blocks -------------------------------------------------------------------------
+
+
+def _block_out(b: Block) -> dict:
+    return {"user": public_user(b.blocked), "created_at": b.created_at.isoformat()}
+
+
+async def block(deps: Deps, me_id: str, data: BlockIn) -> tuple[dict, bool]:
+    """→ (block, created). Keeps the contact (WeChat); their pending requests to me
+    are rejected. They are not told."""
+    peer = await _peer(me_id, data.user_id)
+    created = False
+    try:
+        _, created = await Block.get_or_create(blocker_id=me_id, blocked_id=peer.id)
+    except IntegrityError:
+        pass
+    await ContactRequest.filter(pending_key=_pending_key(peer.id, me_id)).update(
+        status="rejected", pending_key=None, responded_at=now())
+    row = await Block.get(blocker_id=me_id, blocked_id=peer.id).select_related("blocked")
+    return _block_out(row), created
+
+
+async def unblock(deps: Deps, me_id: str, user_id: str) -> None:
+    try:
+        uid = uuid.UUID(str(user_id))
+    except ValueError:
+        raise NotFound("No such block.") from None
+    if not await Block.filter(blocker_id=me_id, blocked_id=uid).delete():
+        raise NotFound("No such block.")
+
+
+async def list_blocks(deps: Deps, me_id: str) -> list[dict]:
+    rows = await Block.filter(blocker_id=me_id).order_by("-created_at", "-id").select_related(
+        "blocked")
+    return [_block_out(b) for b in rows]
+
+
+# --- privacy settings ----------------------------------------------------------------
+
+
+def settings_out(user: User) -> dict:
+    return {name: getattr(user, name) for name in SETTINGS_FIELDS}
+
+
+async def get_settings(deps: Deps, user: User) -> dict:
+    return settings_out(user)
+
+
+async def update_settings(deps: Deps, user: User, data: SettingsPatch) -> dict:
+    changed = []
+    for name in SETTINGS_FIELDS:
+        value = getattr(data, name)
+        if value is not None and value != getattr(user, name):
+            setattr(user, name, value)
+            changed.append(name)
+    if changed:
+        await user.save(update_fields=changed)
+    return settings_out(user)
