@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.fanout import Fanout, RecordingFanout
+from app.presence import PresenceTracker, build_presence
 from app.ratelimit import MemoryRateLimiter, RateLimiter
 from app.senders import CodeSender, build_senders
 
@@ -18,8 +19,12 @@ class Deps:
     senders: dict[str, CodeSender] = field(default_factory=dict)
     redis: object | None = None  # redis.asyncio.Redis when REDIS_URL is set
     extras: dict = field(default_factory=dict)  # per-domain helpers (presence, storage…)
+    # Who is online; in memory unless create_app swaps in the Redis-backed store.
+    presence: PresenceTracker | None = None
 
     def __post_init__(self) -> None:
+        if self.presence is None:
+            self.presence = build_presence(self.settings)
         if not self.senders:
             s = self.settings
             self.senders = build_senders(s.smtp_url, s.smtp_from, s.sms_provider)

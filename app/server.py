@@ -17,6 +17,7 @@ from app.config import ROOT, Settings
 from app.db import init_db
 from app.deps import Deps
 from app.fanout import SocketIOFanout
+from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
 
@@ -66,6 +67,14 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         yield
         await client.aclose()
 
+    async def presence(app: web.Application):
+        # After redis_client: shared through Redis when REDIS_URL is set.
+        deps.presence = build_presence(settings, deps.redis)
+        await deps.presence.start()
+        yield
+        await deps.presence.close()
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(redis_client)
+    app.cleanup_ctx.append(presence)
     return app

@@ -1,3 +1,6 @@
 """Imports every module that registers Socket.IO events (keeps the list in one place)."""
 
-from app.realtime import messaging  # noqa: F401
+from app.realtime import (
+    contacts,  # noqa: F401
+    messaging,  # noqa: F401
+)
