@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.services import conversations as convs
-from tests.factories import call, connect, make_user
+from tests.factories import call, connect, make_contacts, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "interop" / "chat_client.mjs"
@@ -35,6 +35,7 @@ async def read_json_line(proc) -> dict:
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_official_client_sends_with_ack_and_receives(deps, base_url, transport):
     alice, bob = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, alice, bob)
     conv, _ = await convs.get_or_create_direct(deps, alice.user_id, bob.user_id)
     cid = str(conv.id)
     # Bob (Python client) receives what Node-Alice sends.

@@ -5,12 +5,14 @@ import uuid
 
 from app.models.messaging import Message
 from app.services import conversations as convs
-from tests.factories import call, connect, make_user
+from tests.factories import call, connect, make_contacts, make_user
 
 API = "/api/v1"
 
 
 async def chat_between(deps, a, b) -> str:
+    """A direct chat between two contacts (direct messages need contacts)."""
+    await make_contacts(deps, a, b)
     conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
     return str(conv.id)
 
@@ -392,6 +394,7 @@ async def test_send_rate_limit(deps, base_url, settings):
 
 async def test_rest_direct_list_history_and_send(client, deps, base_url):
     alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    await make_contacts(deps, alice, bob)
     r = await client.post(f"{API}/conversations/direct", json={"user_id": bob.user_id},
                           headers=alice.headers)
     assert r.status == 200
