@@ -1,0 +1,266 @@
+"""Presence: the stores (memory; Redis when TEST_REDIS_URL is set — unreachable
+means fail), the per-process tracker with its reload grace period, and the
+`presence` events seen by contacts across several devices and processes."""
+
+import asyncio
+import os
+import time
+import uuid
+
+import pytest
+import redis.asyncio as redis
+
+from app.presence import MemoryPresence, PresenceTracker, RedisPresence
+from tests.factories import connect, make_contacts, make_user
+
+API = "/api/v1"
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+STORES = ["memory"] + (["redis"] if TEST_REDIS_URL else [])
+needs_redis = pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL not set")
+
+
+@pytest.fixture
+async def redis_client():
+    client = redis.from_url(TEST_REDIS_URL)
+    await client.ping()  # unreachable: the test fails here, it does not skip
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix():
+    return f"parley:test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture(params=STORES)
+async def make_store(request, prefix):
+    """Factory of stores that share state the way processes would."""
+    if request.param == "memory":
+        shared = MemoryPresence()
+        yield lambda proc=None: shared
+        return
+    client = redis.from_url(TEST_REDIS_URL)
+    await client.ping()  # unreachable: the test fails here, it does not skip
+    yield lambda proc=None: RedisPresence(client, proc_id=proc, prefix=prefix)
+    await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")] or ["-"])
+    await client.aclose()
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_store_mark_unmark_online(make_store):
+    store = make_store("p1")
+    a, b, c = uid(), uid(), uid()
+    assert await store.online([a, b, c]) == set()
+    await store.mark([a, b])
+    assert await store.online([a, b, c]) == {a, b}
+    await store.unmark([a])
+    assert await store.online([a, b, c]) == {b}
+    assert await store.online([]) == set()
+
+
+@needs_redis
+async def test_redis_store_is_shared_between_processes(redis_client, prefix):
+    p1 = RedisPresence(redis_client, proc_id="p1", prefix=prefix)
+    p2 = RedisPresence(redis_client, proc_id="p2", prefix=prefix)
+    u = uid()
+    await p1.mark([u])
+    await p2.mark([u])
+    assert await p2.online([u]) == {u}
+    await p1.unmark([u])
+    assert await p1.online([u]) == {u}  # p2 still holds a socket
+    await p2.unmark([u])
+    assert await p1.online([u]) == set()
+
+
+@needs_redis
+async def test_redis_entries_of_a_crashed_process_lapse(redis_client, prefix):
+    crashed = RedisPresence(redis_client, proc_id="crashed", prefix=prefix, ttl=30)
+    u = uid()
+    await crashed.mark([u])
+    # The key itself carries a TTL, so nothing is left behind for good.
+    assert 0 < await redis_client.ttl(f"{prefix}{u}") <= 30
+    now_view = RedisPresence(redis_client, proc_id="alive", prefix=prefix)
+    assert await now_view.online([u]) == {u}
+    # Seen from a moment past the TTL without a heartbeat, the user is offline.
+    later = RedisPresence(redis_client, proc_id="alive", prefix=prefix,
+                          clock=lambda: time.time() + 31)
+    assert await later.online([u]) == set()
+    # A live process keeps its entries fresh with the heartbeat.
+    await crashed.mark([u])
+    assert await now_view.online([u]) == {u}
+
+
+class Offline:
+    def __init__(self):
+        self.users: list[str] = []
+        self.event = asyncio.Event()
+
+    async def __call__(self, user_id):
+        self.users.append(user_id)
+        self.event.set()
+
+
+async def test_tracker_counts_devices_and_grace_covers_a_reload(make_store):
+    tracker = PresenceTracker(make_store("p1"), grace=60)
+    offline = Offline()
+    u = uid()
+    try:
+        assert await tracker.connect(u) is True   # came online
+        assert await tracker.connect(u) is False  # a second device
+        tracker.disconnect(u, offline)
+        assert tracker.local[u] == 1 and u not in tracker._timers
+        tracker.disconnect(u, offline)             # last device gone: grace starts
+        assert u in tracker._timers
+        assert await tracker.online([u]) == {u}   # still online during the grace
+        assert await tracker.connect(u) is False  # the reload came back in time
+        assert u not in tracker._timers
+        assert offline.users == []
+    finally:
+        await tracker.close()
+    assert await tracker.store.online([u]) == set()  # close() forgets its users
+
+
+async def test_tracker_goes_offline_after_the_grace(make_store):
+    tracker = PresenceTracker(make_store("p1"), grace=0.05)
+    offline = Offline()
+    u = uid()
+    try:
+        assert await tracker.connect(u) is True
+        tracker.disconnect(u, offline)
+        await asyncio.wait_for(offline.event.wait(), 5)
+        assert offline.users == [u]
+        assert await tracker.online([u]) == set()
+        assert await tracker.connect(u) is True  # a later visit is "online" again
+    finally:
+        await tracker.close()
+
+
+@needs_redis
+async def test_trackers_on_two_processes(redis_client, prefix):
+    one = PresenceTracker(RedisPresence(redis_client, proc_id="one", prefix=prefix), grace=0.05)
+    two = PresenceTracker(RedisPresence(redis_client, proc_id="two", prefix=prefix), grace=0.05)
+    offline = Offline()
+    u = uid()
+    try:
+        assert await one.connect(u) is True
+        assert await two.connect(u) is False  # already online through process one
+        one.disconnect(u, offline)
+        await asyncio.gather(*one._timers.values())
+        assert offline.users == []            # process two still holds a socket
+        two.disconnect(u, offline)
+        await asyncio.wait_for(offline.event.wait(), 5)
+        assert offline.users == [u]
+    finally:
+        await one.close()
+        await two.close()
+
+
+# --- end to end: real server, real clients ------------------------------------------
+
+
+async def until(predicate, what: str):
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def contact_presence(client, viewer, subject):
+    r = await client.get(f"{API}/contacts", headers=viewer.headers)
+    rows = {c["user"]["id"]: c for c in (await r.json())["contacts"]}
+    return rows[subject.user_id]["presence"]
+
+
+async def marker(client, deps, sender, watcher_sock, watcher):
+    """An event that reaches the watcher after everything sent to them before."""
+    r = await client.post(f"{API}/contacts/requests", json={"user_id": watcher.user_id},
+                          headers=sender.headers)
+    assert r.status == 201
+    await watcher_sock.log.wait_for("contact:request")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"presence_grace_seconds": 60}])
+async def test_two_devices_and_a_page_reload_do_not_flap(client, deps, base_url):
+    alice, bob, other = await make_user(deps), await make_user(deps), await make_user(deps)
+    await make_contacts(deps, alice, bob)
+    watcher = await connect(base_url, alice.access_token)
+    phone = laptop = reloaded = None
+    try:
+        phone = await connect(base_url, bob.access_token)
+        (online,) = await watcher.log.wait_for("presence")
+        assert online == {"user_id": bob.user_id, "online": True, "last_seen": None}
+        laptop = await connect(base_url, bob.access_token)
+        await until(lambda: deps.presence.local.get(bob.user_id) == 2, "second device counted")
+
+        await phone.disconnect()
+        await until(lambda: deps.presence.local.get(bob.user_id) == 1, "phone gone")
+        assert bob.user_id not in deps.presence._timers  # the laptop keeps him online
+
+        await laptop.disconnect()  # a page reload: gone for a moment...
+        await until(lambda: bob.user_id in deps.presence._timers, "grace period started")
+        assert (await contact_presence(client, alice, bob))["online"] is True
+        reloaded = await connect(base_url, bob.access_token)  # ...and back
+        await until(lambda: deps.presence.local.get(bob.user_id) == 1, "reload counted")
+        assert bob.user_id not in deps.presence._timers
+
+        await marker(client, deps, other, watcher, alice)
+        assert watcher.log.of("presence") == [online]  # one "online", no flapping
+        assert await contact_presence(client, alice, bob) == {"online": True, "last_seen": None}
+    finally:
+        for sock in (watcher, phone, laptop, reloaded):
+            if sock is not None and sock.connected:
+                await sock.disconnect()
+
+
+async def test_offline_after_the_last_device_and_the_grace(client, deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, alice, bob)
+    watcher = await connect(base_url, alice.access_token)
+    try:
+        assert await contact_presence(client, alice, bob) == {"online": False,
+                                                              "last_seen": None}
+        one = await connect(base_url, bob.access_token)
+        two = await connect(base_url, bob.access_token)
+        await watcher.log.wait_for("presence")
+        await one.disconnect()
+        await two.disconnect()
+        events = await watcher.log.wait_for("presence", count=2)
+        assert [e["online"] for e in events] == [True, False]
+        assert events[1]["user_id"] == bob.user_id and events[1]["last_seen"]
+        assert await contact_presence(client, alice, bob) == {
+            "online": False, "last_seen": events[1]["last_seen"]}
+    finally:
+        await watcher.disconnect()
+
+
+@needs_redis
+@pytest.mark.parametrize("settings_overrides", [{"redis_url": TEST_REDIS_URL}])
+async def test_presence_through_redis_with_another_process(client, deps, base_url):
+    """The server keeps presence in Redis; a second process (a RedisPresence of
+    its own) holding one of Bob's sockets keeps him online here."""
+    assert isinstance(deps.presence.store, RedisPresence)
+    alice, bob, other = await make_user(deps), await make_user(deps), await make_user(deps)
+    await make_contacts(deps, alice, bob)
+    elsewhere = RedisPresence(deps.redis, proc_id=f"elsewhere-{uuid.uuid4().hex}")
+    watcher = await connect(base_url, alice.access_token)
+    try:
+        await elsewhere.mark([bob.user_id])
+        assert (await contact_presence(client, alice, bob))["online"] is True
+        here = await connect(base_url, bob.access_token)
+        await until(lambda: deps.presence.local.get(bob.user_id) == 1, "bob counted")
+        await here.disconnect()
+        await until(lambda: bob.user_id not in deps.presence.local
+                    and bob.user_id not in deps.presence._timers, "grace finished")
+        await marker(client, deps, other, watcher, alice)
+        # Online elsewhere the whole time: no event either way.
+        assert watcher.log.of("presence") == []
+        assert (await contact_presence(client, alice, bob))["online"] is True
+        # The other process stops (it clears its entries, or they lapse after a crash).
+        await elsewhere.unmark([bob.user_id])
+        assert (await contact_presence(client, alice, bob))["online"] is False
+    finally:
+        await watcher.disconnect()
