@@ -352,3 +352,27 @@ async def test_ttl_is_configurable(client, deps):
     created = datetime.fromisoformat(req["created_at"])
     expires = datetime.fromisoformat(req["expires_at"])
     assert round((expires - created).total_seconds() / 86400) == 3
+
+
+async def test_concurrent_requests_settle_cleanly(client, deps):
+    import asyncio
+
+    from app.models.contacts import ContactRequest
+
+    alice, bob, carol = await make_user(deps), await make_user(deps), await make_user(deps)
+    # The same request twice at once (two devices): one pending request.
+    r1, r2 = await asyncio.gather(request(client, alice, bob.user_id, "one"),
+                                  request(client, alice, bob.user_id, "two"))
+    assert (r1.status, r2.status) == (201, 201)
+    incoming = (await requests_of(client, bob))["incoming"]
+    assert len(incoming) == 1 and incoming[0]["message"] in {"one", "two"}
+    # Two people asking each other at the same moment end up contacts, nothing pending.
+    r1, r2 = await asyncio.gather(request(client, alice, carol.user_id),
+                                  request(client, carol, alice.user_id))
+    assert (r1.status, r2.status) == (201, 201)
+    assert [c["user"]["id"] for c in await contacts_of(client, carol)] == [alice.user_id]
+    assert carol.user_id in [c["user"]["id"] for c in await contacts_of(client, alice)]
+    assert (await requests_of(client, carol)) == {"incoming": [], "outgoing": []}
+    between = await ContactRequest.filter(from_user_id__in=[alice.user_id, carol.user_id],
+                                          to_user_id__in=[alice.user_id, carol.user_id])
+    assert sorted(r.status for r in between) == ["accepted", "accepted"]

@@ -222,20 +222,23 @@ async def send_request(deps: Deps, me_id: str, data: RequestIn) -> dict:
     # Both asked at the same moment: the later one sees the other and accepts both.
     reverse = await ContactRequest.get_or_none(pending_key=_pending_key(peer.id, me_id))
     if reverse is not None and not _is_expired(reverse) and await _accept_pair(deps, reverse):
-        return await _record_accepted(deps, me_id, peer, greeting)
+        return await _record_accepted(deps, me_id, peer, greeting, row_id=row.id)
     out = request_out(row)
     await deps.fanout.to_users([peer.id], "contact:request", {"request": out})
     return {"request": out}
 
 
-async def _record_accepted(deps: Deps, me_id: str, peer: User, greeting: str) -> dict:
-    """My own request, accepted at once; we become contacts both ways."""
-    key = _pending_key(me_id, peer.id)
+async def _record_accepted(deps: Deps, me_id: str, peer: User, greeting: str,
+                           row_id: int | None = None) -> dict:
+    """My own request (`row_id`, else my pending one, else a new row), accepted at
+    once; we become contacts both ways."""
     fields = dict(status="accepted", pending_key=None, responded_at=now(), message=greeting)
-    row = await ContactRequest.get_or_none(pending_key=key)
-    if row is not None:
-        await ContactRequest.filter(id=row.id).update(**fields)
-        rid = row.id
+    if row_id is None:
+        row = await ContactRequest.get_or_none(pending_key=_pending_key(me_id, peer.id))
+        row_id = row.id if row is not None else None
+    if row_id is not None:
+        await ContactRequest.filter(id=row_id).update(**fields)
+        rid = row_id
     else:
         rid = (await ContactRequest.create(from_user_id=me_id, to_user_id=peer.id,
                                            expires_at=now(), **fields)).id
