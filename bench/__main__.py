@@ -177,7 +177,7 @@ def _ratio(v, base):
 
 def print_table(results, scenarios) -> None:
     rows = [("scenario", "target", "value", "unit", "p99 ms", "gen CPU%", "srv CPU%",
-             "vs L1", "vs L0")]
+             "other CPU%", "vs L1", "vs L0")]
     for sid in scenarios:
         base = {k: (results.get(k, {}).get(sid) or {}).get("value") for k in ("l0", "l1")}
         for key, tres in results.items():
@@ -188,7 +188,7 @@ def print_table(results, scenarios) -> None:
                 continue
             if "value" not in r:
                 rows.append((sid, key, "-", (r.get("skipped") or r.get("error") or "?")[:60],
-                             "", "", "", "", ""))
+                             "", "", "", "", "", ""))
                 continue
             at = r.get("at_max") or {}
             p99 = (at.get("latency") or {}).get("p99_ms", "")
@@ -196,11 +196,13 @@ def print_table(results, scenarios) -> None:
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
             unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn"}.get(sid, "")
             v = r["value"]
+            other = at.get("other_cpu_pct", "")
+            if v is None:
+                rows.append((sid, key, "none passed", unit, "", "", "", "", "", ""))
+                continue
             rows.append((sid, key, f"{v:,.0f}" if sid != "s3" else f"{v:.1f}", unit,
-                         str(p99), str(gen), str(srv),
-                         _ratio(v, base["l1"]), _ratio(v, base["l0"])))
-            if sid == "s3":
-                rows[-1] = rows[-1][:4] + ("", str(gen), f"{srv} idle") + rows[-1][7:]
+                         str(p99), str(gen), str(srv) + (" idle" if sid == "s3" else ""),
+                         str(other), _ratio(v, base["l1"]), _ratio(v, base["l0"])))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

@@ -15,6 +15,7 @@ from .eio_client import close_all, open_many
 from .stats import CpuMeter, Recorder, now_us, percentiles, proc_rss_kb
 
 TICK_US = 1000
+NOISE_PCT = 25.0  # CPU% used by *other* processes above which a step is "noisy"
 
 
 class NotApplicable(Exception):
@@ -35,13 +36,17 @@ class Config:
     max_rate: float = 400_000.0
     max_steps: int = 14
     tolerance: float = 0.08  # stop bisecting when (fail - pass) / pass <= tolerance
-    idle_measure_s: float = 10.0
+    # ≥ one Engine.IO ping interval (25 s in python-engineio and Node), so server pings
+    # are part of "idle"; a 10 s window right after connecting would contain none.
+    idle_measure_s: float = 30.0
     settle_s: float = 2.0
     connect_concurrency: int = 200
+    noise_retries: int = 6  # re-runs of failing steps spoilt by other jobs (per search)
+    quiet_wait_s: float = 20.0  # max wait for a quiet machine before a re-run
 
     @classmethod
     def quick_config(cls) -> "Config":
-        return cls(quick=True, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
+        return cls(quick=True, noise_retries=1, quiet_wait_s=3.0, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
                    step_s=1.0, s1_start_rate=2000.0, s2_start_rate=20.0, max_steps=5,
                    tolerance=0.5, idle_measure_s=2.0, settle_s=0.5)
 
@@ -141,19 +146,47 @@ async def _wait_server_idle(pid: int, limit_s: float = 20.0) -> None:
             return
 
 
+async def wait_quiet(limit_s: float, threshold: float = NOISE_PCT) -> float:
+    """Wait (bounded) until the rest of the machine uses < threshold % CPU; returns the
+    last reading.  On a shared box other jobs otherwise steal the pinned cores."""
+    deadline = time.monotonic() + limit_s
+    other = 0.0
+    while time.monotonic() < deadline:
+        m = CpuMeter(None)
+        await asyncio.sleep(0.5)
+        other = m.read()["other_cpu_pct"]
+        if other < threshold:
+            break
+    return other
+
+
 async def search_rate(senders, fanout, cfg: Config, rec, pid, start_rate, log) -> dict:
-    """Doubling, then bisection: highest offered rate with p99 ≤ cfg.p99_ms, 0 lost."""
+    """Doubling, then bisection: highest offered rate with p99 ≤ cfg.p99_ms, 0 lost.
+
+    A failing step during which other processes used ≥ NOISE_PCT % CPU is re-run (after
+    waiting for a quieter machine, bounded) up to ``cfg.noise_retries`` times in total;
+    the discarded attempt stays in ``steps`` with ``"retried": true``."""
     steps = []
     best = None  # highest passing rate
     fail = None  # lowest failing rate
     rate = start_rate
-    for _ in range(cfg.max_steps):
+    retries = 0
+    for _ in range(cfg.max_steps + cfg.noise_retries):
         r = await run_step(senders, fanout, rate, cfg.step_s, rec, pid, cfg.p99_ms)
         steps.append(r)
-        log(f"    {rate:>10.0f}/s  p50={r['latency']['p50_ms']} p99={r['latency']['p99_ms']}ms lost={r['lost']} "
-            f"unacked={r['unacked']} gen={r['gen_cpu_pct']}% srv={r.get('server_cpu_pct')}% "
-            f"other={r.get('other_cpu_pct')}% "
-            f"{'PASS' if r['pass'] else 'fail'}")
+        noisy = (r.get("other_cpu_pct") or 0) >= NOISE_PCT
+        log(f"    {rate:>10.0f}/s  p50={r['latency']['p50_ms']} p99={r['latency']['p99_ms']}ms "
+            f"lost={r['lost']} unacked={r['unacked']} gen={r['gen_cpu_pct']}% "
+            f"srv={r.get('server_cpu_pct')}% other={r.get('other_cpu_pct')}% "
+            f"{'PASS' if r['pass'] else 'fail'}{' (noisy)' if noisy else ''}")
+        if not r["pass"] and noisy and retries < cfg.noise_retries:
+            retries += 1
+            r["retried"] = True
+            await _wait_server_idle(pid)
+            await wait_quiet(cfg.quiet_wait_s)
+            continue
+        if len([s for s in steps if not s.get("retried")]) > cfg.max_steps:
+            break
         if r["pass"]:
             best = rate if best is None else max(best, rate)
         else:
@@ -203,6 +236,7 @@ async def s1_one_to_one(target, env, cfg: Config, log) -> dict:
         senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
         # warm-up (not reported): JIT/caches/allocators of the server settle
         await run_step(senders, 1, min(cfg.s1_start_rate, 1000), 0.5, rec, target.pid, 1e9)
+        await wait_quiet(cfg.quiet_wait_s)
         res = await search_rate(senders, 1, cfg, rec, target.pid, cfg.s1_start_rate, log)
     finally:
         await close_all(clients)
@@ -222,6 +256,7 @@ async def s2_group(target, env, cfg: Config, log) -> dict:
     try:
         senders = _templates(target, clients, [(i, "g") for i in range(cfg.group_senders)])
         await run_step(senders, g, cfg.s2_start_rate, 0.5, rec, target.pid, 1e9)
+        await wait_quiet(cfg.quiet_wait_s)
         res = await search_rate(senders, g, cfg, rec, target.pid, cfg.s2_start_rate, log)
     finally:
         await close_all(clients)
