@@ -126,6 +126,7 @@ class PresenceTracker:
         self._timers: dict[str, asyncio.Task] = {}
         self._expiring: set[str] = set()  # timers past the grace, telling the store
         self._beat: asyncio.Task | None = None
+        self._closed = False
 
     async def start(self) -> None:
         if self.store.heartbeat_interval and self._beat is None:
@@ -133,6 +134,7 @@ class PresenceTracker:
 
     async def close(self) -> None:
         """Stop timers and heartbeat; forget this process's users in the store."""
+        self._closed = True
         tasks = [t for t in (self._beat, *self._timers.values()) if t is not None]
         for t in tasks:
             t.cancel()
@@ -175,7 +177,7 @@ class PresenceTracker:
             self.local[user_id] = count
             return
         self.local.pop(user_id, None)
-        if user_id not in self._timers:
+        if user_id not in self._timers and not self._closed:
             self._timers[user_id] = asyncio.create_task(self._expire(user_id, on_offline))
 
     async def _expire(self, user_id: str, on_offline: OnOffline) -> None:
