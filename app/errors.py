@@ -107,3 +107,17 @@ class YouBlocked(DomainError):
     """The caller blocked the other person; only the caller's own choice is revealed."""
 
     code, status, default_message = "blocked", 403, "You blocked this person; unblock them first."
+
+
+# --- groups (issue #5) -----------------------------------------------------------
+
+
+class GroupFull(DomainError):
+    code, status, default_message = "group_full", 409, "The group is full."
+
+
+class InviteExpired(DomainError):
+    """An invite link that existed but can no longer be used (expired, used up,
+    revoked, or its group was dissolved)."""
+
+    code, status, default_message = "invite_expired", 410, "This invite link is no longer valid."

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, health, users
+from app.api import auth, contacts, conversations, groups, health, users
 
 API = "/api/v1"
 
@@ -42,4 +42,18 @@ ROUTES = [
     web.get(f"{API}/blocks", contacts.list_blocks),
     web.post(f"{API}/blocks", contacts.block),
     web.delete(f"{API}/blocks/{{user_id}}", contacts.unblock),
+    # groups: the fixed paths come before /groups/{group_id}
+    web.post(f"{API}/groups", groups.create_group),
+    web.post(f"{API}/groups/join", groups.join),
+    web.get(f"{API}/groups/invites/{{token}}", groups.preview_invite),
+    web.get(f"{API}/groups/{{group_id}}", groups.get_group),
+    web.patch(f"{API}/groups/{{group_id}}", groups.patch_group),
+    web.delete(f"{API}/groups/{{group_id}}", groups.dissolve_group),
+    web.post(f"{API}/groups/{{group_id}}/members", groups.add_members),
+    web.patch(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.patch_member),
+    web.delete(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.remove_member),
+    web.post(f"{API}/groups/{{group_id}}/transfer", groups.transfer),
+    web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
+    web.get(f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
+            groups.readers),
 ]

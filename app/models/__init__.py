@@ -7,4 +7,5 @@ MODEL_MODULES = [
     "app.models.accounts",
     "app.models.messaging",
     "app.models.contacts",
+    "app.models.groups",
 ]

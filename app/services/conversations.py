@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from app.deps import Deps
 from app.errors import Invalid, NotFound
 from app.models.accounts import User
+from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services.accounts import public_user
 
@@ -62,12 +65,74 @@ def visible_last_seq(m: Membership) -> int:
     return min(last, m.left_seq) if m.left_seq is not None else last
 
 
-async def member_ids(conversation_id) -> list[str]:
-    """Users who currently receive this conversation's events."""
-    rows = await Membership.filter(conversation_id=conversation_id, left_at=None).values_list(
+# --- who receives a conversation's events ------------------------------------
+#
+# Group member lists are cached per process, keyed by the conversation's
+# `updated_at`, which every membership change moves forward *in the same
+# transaction* (bump_members_version). Callers ask after their own commit, so a
+# removal committed before a message got its seq is always seen, on every
+# process: checking the cache costs one primary-key lookup instead of reading
+# up to MAX_GROUP_MEMBERS rows, and a stale list is never used. Direct chats
+# never change members and are not cached (their lookup is two rows).
+
+MEMBER_CACHE_SIZE = 10_000
+_member_cache: OrderedDict[str, tuple[datetime, tuple[str, ...]]] = OrderedDict()
+_direct_ids: set[str] = set()  # conversation type never changes
+
+
+async def _load_members(cid) -> list[str]:
+    rows = await Membership.filter(conversation_id=cid, left_at=None).values_list(
         "user_id", flat=True
     )
     return [str(r) for r in rows]
+
+
+async def member_ids(conversation_id) -> list[str]:
+    """Users who currently receive this conversation's events."""
+    key = str(conversation_id)
+    if key in _direct_ids:
+        return await _load_members(conversation_id)
+    head = await Conversation.filter(id=conversation_id).values_list("type", "updated_at")
+    if not head:
+        return []
+    ctype, version = head[0]
+    if ctype != "group":
+        if len(_direct_ids) < MEMBER_CACHE_SIZE * 10:
+            _direct_ids.add(key)
+        return await _load_members(conversation_id)
+    hit = _member_cache.get(key)
+    if hit is not None and hit[0] == version:
+        _member_cache.move_to_end(key)
+        return list(hit[1])
+    # One statement, one snapshot: the list and the version it belongs to.
+    rows = await Membership.filter(conversation_id=conversation_id, left_at=None).values_list(
+        "user_id", "conversation__updated_at"
+    )
+    ids = tuple(str(u) for u, _v in rows)
+    if rows:
+        _member_cache[key] = (rows[0][1], ids)
+        _member_cache.move_to_end(key)
+        while len(_member_cache) > MEMBER_CACHE_SIZE:
+            _member_cache.popitem(last=False)
+    else:
+        _member_cache.pop(key, None)
+    return list(ids)
+
+
+async def bump_members_version(conn, conversation_id, when: datetime) -> None:
+    """Call inside the transaction of any membership change of a group.
+
+    Moves `updated_at` strictly forward (even within one clock tick), which
+    invalidates every process's cached member list for this conversation.
+    Call it after the conversation row is locked (e.g. after next_seq).
+    """
+    current = await Conversation.filter(id=conversation_id).using_db(conn).values_list(
+        "updated_at", flat=True
+    )
+    new = when
+    if current and current[0] is not None and current[0] >= when:
+        new = current[0] + timedelta(microseconds=1)
+    await Conversation.filter(id=conversation_id).using_db(conn).update(updated_at=new)
 
 
 async def get_or_create_direct(deps: Deps, user_id, peer_id) -> tuple[Conversation, bool]:
@@ -113,6 +178,31 @@ async def unread_count(m: Membership, user_id) -> int:
     )
 
 
+async def mention_counts(user_id, memberships: list[Membership]) -> dict:
+    """Unread messages that mention me or @all, per group conversation, in one query."""
+    wanted = Q()
+    any_wanted = False
+    for m in memberships:
+        last = visible_last_seq(m)
+        if m.conversation.type == "group" and last > m.read_seq:
+            wanted |= Q(conversation_id=m.conversation_id, seq__gt=m.read_seq, seq__lte=last)
+            any_wanted = True
+    if not any_wanted:
+        return {}
+    rows = (
+        await MessageMention.filter(wanted)
+        .filter(Q(user_id=user_id) | Q(user_id=None), message__recalled_at=None)
+        .annotate(n=Count("id"))
+        .group_by("conversation_id")
+        .values_list("conversation_id", "n")
+    )
+    return {str(cid): n for cid, n in rows}
+
+
+async def mention_count(m: Membership, user_id) -> int:
+    return (await mention_counts(user_id, [m])).get(str(m.conversation_id), 0)
+
+
 async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[dict]:
     """Chat-list entries for these memberships (conversation preloaded), batched."""
     from app.services.messaging import serialize_messages
@@ -130,7 +220,7 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
     last_by_conv = {}
     if any_wanted:
         rows = await Message.filter(wanted)
-        for msg, data in zip(rows, await serialize_messages(rows, user_id), strict=True):
+        for msg, data in zip(rows, await serialize_messages(rows, user_id, deps), strict=True):
             last_by_conv[msg.conversation_id] = data
     # Direct chats show the other person.
     direct_ids = [m.conversation_id for m in memberships if m.conversation.type == "direct"]
@@ -140,14 +230,17 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
             user_id=user_id
         ).select_related("user"):
             peers[pm.conversation_id] = public_user(pm.user)
+    mentions = await mention_counts(user_id, memberships)
     out = []
     for m in memberships:
         out.append(summary(m, peers.get(m.conversation_id), last_by_conv.get(m.conversation_id),
-                           await unread_count(m, user_id)))
+                           await unread_count(m, user_id),
+                           mentions.get(str(m.conversation_id), 0)))
     return out
 
 
-def summary(m: Membership, peer: dict | None, last_message: dict | None, unread: int) -> dict:
+def summary(m: Membership, peer: dict | None, last_message: dict | None, unread: int,
+            mention_count: int = 0) -> dict:
     c = m.conversation
     return {
         "id": str(c.id),
@@ -158,6 +251,7 @@ def summary(m: Membership, peer: dict | None, last_message: dict | None, unread:
         "last_seq": visible_last_seq(m),
         "read_seq": m.read_seq,
         "unread_count": unread,
+        "mention_count": mention_count,  # unread messages mentioning me or @all ("[@me]")
         "muted": m.notifications_muted,
         "role": m.role,
         "left": m.left_at is not None,

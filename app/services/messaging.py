@@ -323,6 +323,7 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
                                              limit=data.limit)
             entry = {"id": cid, "last_seq": last, "read_seq": m.read_seq,
                      "unread_count": await convs.unread_count(m, user_id),
+                     "mention_count": await convs.mention_count(m, user_id),
                      "left": m.left_at is not None}
         else:
             continue
