@@ -1,9 +1,10 @@
-"""Command line: `python -m app serve|migrate|makemigrations|demo`."""
+"""Command line: `python -m app serve|cluster|migrate|makemigrations|demo`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from aiohttp import web
@@ -18,6 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    cl = sub.add_parser("cluster", help="run N workers behind nginx (see docs/deployment.md)")
+    cl.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    cl.add_argument("--port", type=int, help="where nginx listens (default: PORT)")
+    cl.add_argument("--base-port", type=int, help="first worker port (default: port + 1)")
+    cl.add_argument("--host", help="where nginx listens (default: HOST)")
+    cl.add_argument("--run-dir", help="nginx config, pid and logs (default: a temp dir)")
+    cl.add_argument("--no-nginx", action="store_true", help="workers only (own balancer)")
     sub.add_parser("migrate", help="apply database migrations")
     mk = sub.add_parser("makemigrations", help="write a migration for model changes")
     mk.add_argument("--name", default=None)
@@ -32,8 +40,26 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host or settings.host
         port = args.port or settings.port
         print(f"Parley on http://{host}:{port}", file=sys.stderr, flush=True)
-        web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None)
+        # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
+        # then give the last requests 10 more seconds.
+        web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None,
+                    shutdown_timeout=10)
         return 0
+    if args.command == "cluster":
+        from pathlib import Path
+
+        from app.cluster import Cluster
+
+        if not settings.redis_url:
+            print("cluster: set REDIS_URL (and a shared DATABASE_URL, e.g. PostgreSQL): "
+                  "workers exchange events through Redis", file=sys.stderr)
+            return 2
+        host = args.host or settings.host
+        port = args.port or settings.port
+        base = args.base_port or port + 1
+        listen = None if args.no_nginx else f"{host}:{port}"
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        return Cluster(args.workers, base, listen, host=settings.host, run_dir=run_dir).run()
     if args.command == "migrate":
         from app.db import migrate
 

@@ -8,10 +8,13 @@ on what was sent. Rooms: `u:<user id>` holds every socket of a user,
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
 NAMESPACE = "/chat"
+log = logging.getLogger("parley.fanout")
 
 
 def user_room(user_id) -> str:
@@ -49,18 +52,40 @@ class RecordingFanout:
 
 
 class SocketIOFanout:
-    def __init__(self, sio) -> None:
+    """Emits through python-socketio; with REDIS_URL, through Redis to every process.
+
+    Fan-out runs after a commit, so it must never fail the request or hold its
+    ack for long: an emit that raises or outlasts `timeout` is logged, counted
+    (parley_fanout_errors) and dropped. Clients then catch up with `sync`.
+    """
+
+    def __init__(self, sio, metrics=None, timeout: float = 3.0) -> None:
         self.sio = sio
+        self.metrics = metrics
+        self.timeout = timeout
+
+    async def _guarded(self, what: str, coro) -> None:
+        try:
+            await asyncio.wait_for(coro, self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.fanout_errors.inc()
+            log.warning("fanout %s failed: %s", what, type(exc).__name__,
+                        exc_info=not isinstance(exc, (TimeoutError, ConnectionError, OSError)))
 
     async def to_users(self, user_ids, event, data, skip=None) -> None:
         rooms = [user_room(u) for u in user_ids]
         if not rooms:
             return
         # One emit for the whole list: with the Redis manager that is one publish.
-        await self.sio.emit(event, data, room=rooms if len(rooms) > 1 else rooms[0],
-                            skip_sid=skip, namespace=NAMESPACE)
+        await self._guarded(event, self.sio.emit(
+            event, data, room=rooms if len(rooms) > 1 else rooms[0], skip_sid=skip,
+            namespace=NAMESPACE))
 
     async def disconnect_session(self, session_id) -> None:
         # The manager turns this into a disconnect on every process (see
         # app/realtime/managers.py), so logout works whichever process holds the socket.
-        await self.sio.manager.disconnect_room(session_room(session_id), NAMESPACE)
+        await self._guarded("disconnect_session", self.sio.manager.disconnect_room(
+            session_room(session_id), NAMESPACE))

@@ -17,6 +17,7 @@ from app.config import ROOT, Settings
 from app.db import init_db
 from app.deps import Deps
 from app.fanout import SocketIOFanout
+from app.metrics import METRICS_KEY, Metrics
 from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
@@ -35,11 +36,14 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     """Build the aiohttp application. `generate_schemas` is for tests only:
     real deployments get their schema from migrations (`python -m app migrate`)."""
     app = web.Application(middlewares=[error_and_log_middleware], client_max_size=1024**2)
-    sio = realtime.build_sio(settings)
-    deps = Deps(settings=settings, fanout=SocketIOFanout(sio), limiter=MemoryRateLimiter())
+    metrics = app[METRICS_KEY] = Metrics()  # per app: tests build many
+    sio = realtime.build_sio(settings, metrics)
+    deps = Deps(settings=settings, fanout=SocketIOFanout(sio, metrics),
+                limiter=MemoryRateLimiter())
     app[DEPS_KEY] = deps
     app[SIO_KEY] = sio
-    sio.register_namespace(ChatNamespace(deps))
+    chat = ChatNamespace(deps, metrics)
+    sio.register_namespace(chat)
     sio.attach(app, socketio_path="socket.io")
 
     app.router.add_routes(ROUTES)
@@ -61,9 +65,10 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
             return
         import redis.asyncio as redis
 
-        client = redis.from_url(settings.redis_url)
+        # Short timeouts: a hung Redis must not hold requests (callers fail open).
+        client = redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
         deps.redis = client
-        deps.limiter = RedisRateLimiter(client)
+        deps.limiter = RedisRateLimiter(client, metrics=metrics)
         yield
         await client.aclose()
 
@@ -74,7 +79,23 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         yield
         await deps.presence.close()
 
+    async def realtime_manager(app: web.Application):
+        # Subscribe to Redis at start-up, not at the first client (python-socketio's
+        # lazy default), so no publish is missed; stop the listener at the end.
+        if not sio.manager_initialized:
+            sio.manager_initialized = True
+            sio.manager.initialize()
+        yield
+        await sio.manager.close()
+
+    async def drain(app: web.Application):
+        # SIGTERM: aiohttp stops accepting, then runs on_shutdown: finish in-flight
+        # events, then close the sockets so clients reconnect to another process.
+        await chat.drain()
+
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)
+    app.cleanup_ctx.append(realtime_manager)
+    app.on_shutdown.append(drain)
     return app

@@ -3,12 +3,14 @@
 from aiohttp import web
 
 from app.api import auth, contacts, conversations, groups, health, users
+from app.metrics import metrics_endpoint
 
 API = "/api/v1"
 
 ROUTES = [
     web.get("/healthz", health.healthz),
     web.get("/readyz", health.readyz),
+    web.get("/metrics", metrics_endpoint),
     # accounts
     web.post(f"{API}/auth/register", auth.register),
     web.post(f"{API}/auth/login", auth.login),

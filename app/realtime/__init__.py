@@ -9,11 +9,12 @@ from app.config import Settings
 from app.realtime.managers import LocalManager, RedisManager
 
 
-def build_sio(settings: Settings) -> socketio.AsyncServer:
+def build_sio(settings: Settings, metrics=None) -> socketio.AsyncServer:
     if settings.redis_url:
-        manager = RedisManager(settings.redis_url, channel="parley")
+        manager = RedisManager(settings.redis_url, channel="parley", metrics=metrics)
     else:
         manager = LocalManager()
+        manager.metrics = metrics
     origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()] or None
     return socketio.AsyncServer(
         async_mode="aiohttp",

@@ -7,16 +7,19 @@ Domain errors become acks here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import socketio
 
 from app.deps import Deps
-from app.errors import DomainError, Invalid, Unauthorized
+from app.errors import DomainError, Invalid, Unauthorized, Unavailable
 from app.fanout import NAMESPACE, session_room, user_room
 from app.logs import Timer, log_event
+from app.metrics import Metrics
 from app.services import accounts
 
 log = logging.getLogger("parley.realtime")
@@ -56,11 +59,32 @@ def error_ack(exc: DomainError) -> dict:
     return {"ok": False, "error": exc.to_dict()}
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """The database (or the way to it) failed, as opposed to a bug or bad input."""
+    from tortoise import exceptions as orm
+
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if type(e) in (orm.OperationalError, orm.DBConnectionError,
+                       orm.TransactionManagementError):
+            return True
+        if isinstance(e, (ConnectionError, OSError, TimeoutError)):
+            return True
+        if type(e).__module__.split(".")[0] in ("asyncpg", "sqlite3", "aiosqlite"):
+            return True
+    return False
+
+
 class ChatNamespace(socketio.AsyncNamespace):
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, metrics: Metrics | None = None) -> None:
         super().__init__(NAMESPACE)
         self.deps = deps
+        self.metrics = metrics or Metrics()
         self.conns: dict[str, Conn] = {}
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def trigger_event(self, event_name, *args):
         if event_name == "connect":
@@ -81,6 +105,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id), auth=a)
         self.conns[sid] = conn
+        self.metrics.connected_sockets.inc()
         await self.enter_room(sid, user_room(conn.user_id))
         await self.enter_room(sid, session_room(conn.session_id))
         for hook in ON_CONNECT:
@@ -92,6 +117,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
+        self.metrics.connected_sockets.dec()
         for hook in ON_DISCONNECT:
             try:
                 await hook(self.deps, conn)
@@ -101,8 +127,12 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     async def dispatch(self, sid: str, name: str, payload) -> dict:
         timer = Timer()
+        started = time.perf_counter()
         conn = self.conns.get(sid)
         handler = EVENTS.get(name)
+        self.inflight += 1
+        self._idle.clear()
+        self.metrics.inflight_events.inc()
         try:
             if conn is None:
                 raise Unauthorized()
@@ -111,11 +141,49 @@ class ChatNamespace(socketio.AsyncNamespace):
             result = await handler(self.deps, conn, payload)
         except DomainError as exc:
             result = error_ack(exc)
-        except Exception:
-            log.exception("event handler failed", extra={"fields": {"event": str(name)[:64]}})
-            result = {"ok": False, "error": {"code": "internal",
-                                             "message": "Something went wrong on our side."}}
+        except Exception as exc:
+            if is_database_error(exc):
+                # Nothing was acked as stored: the client retries with the same
+                # client_msg_id and gets the original if it did commit.
+                self.metrics.database_errors.inc()
+                log.warning("event failed: database unavailable (%s)", type(exc).__name__,
+                            extra={"fields": {"event": str(name)[:64]}})
+                result = error_ack(Unavailable("The database is unavailable; retry shortly."))
+            else:
+                log.exception("event handler failed",
+                              extra={"fields": {"event": str(name)[:64]}})
+                result = {"ok": False, "error": {"code": "internal",
+                                                 "message": "Something went wrong on our side."}}
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight_events.dec()
+            if self.inflight == 0:
+                self._idle.set()
+        if handler is not None:
+            self.metrics.ack_seconds.labels(event=name).observe(time.perf_counter() - started)
+        if result.get("ok"):
+            if name == "message:send":
+                self.metrics.messages_sent.inc()
+        else:
+            self.metrics.event_errors.labels(code=str(result["error"]["code"])[:32]).inc()
         log_event(event=str(name)[:64], sid=sid, user_id=conn.user_id if conn else None,
                   status="ok" if result.get("ok") else result["error"]["code"],
                   duration_ms=timer.ms())
         return result
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown: let in-flight events finish and ack, then close every
+        socket at the Engine.IO level so clients reconnect (through the balancer,
+        to another process) instead of treating it as a server-side kick."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d events still running after %.0f s", self.inflight, timeout)
+        eio = self.server.eio
+        if eio.sockets:
+            await eio.disconnect()
+        try:
+            # Events that slipped in just before the sockets closed.
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            pass

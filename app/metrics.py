@@ -1,0 +1,70 @@
+"""Per-process Prometheus metrics, served at GET /metrics.
+
+Each application gets its own CollectorRegistry (tests build many apps in one
+process; the global registry would refuse duplicate names). Every process of a
+cluster is scraped on its own port: the numbers are per process, Prometheus
+sums them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+# Ack latency: loopback sends take a few ms, a loaded PostgreSQL tens of ms.
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connected_sockets = Gauge(
+            "parley_connected_sockets", "Authenticated /chat sockets on this process.",
+            registry=r)
+        self.inflight_events = Gauge(
+            "parley_inflight_events", "Socket.IO events being handled right now.", registry=r)
+        self.messages_sent = Counter(
+            "parley_messages_sent", "message:send acked ok (idempotent repeats included).",
+            registry=r)
+        self.messages_delivered = Counter(
+            "parley_messages_delivered",
+            "message:new events handed to sockets on this process.", registry=r)
+        self.ack_seconds = Histogram(
+            "parley_ack_seconds", "Time from receiving an event to its ack.", ["event"],
+            buckets=ACK_BUCKETS, registry=r)
+        self.event_errors = Counter(
+            "parley_event_errors", "Events acked with ok:false, by error code.", ["code"],
+            registry=r)
+        self.database_errors = Counter(
+            "parley_database_errors", "Events that failed because the database did.",
+            registry=r)
+        self.fanout_errors = Counter(
+            "parley_fanout_errors", "Emits after a commit that failed or timed out "
+            "(the ack still goes out; clients catch up with sync).", registry=r)
+        self.redis_publish_failures = Counter(
+            "parley_redis_publish_failures",
+            "Socket.IO messages not published to Redis (other processes missed them).",
+            registry=r)
+        self.redis_subscribed = Gauge(
+            "parley_redis_subscribed", "1 while this process listens on the Redis channel.",
+            registry=r)
+        self.redis_resubscribes = Counter(
+            "parley_redis_resubscribes", "Times the Redis listener came back after a gap.",
+            registry=r)
+        self.ratelimit_fallbacks = Counter(
+            "parley_ratelimit_fallbacks",
+            "Rate-limit checks answered in memory because Redis was unreachable.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """GET /metrics (Prometheus text format). Keep it off the public front:
+    deploy/nginx.conf.template denies it; scrape each worker's own port."""
+    body = request.app[METRICS_KEY].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
