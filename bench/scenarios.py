@@ -46,7 +46,7 @@ class Config:
 
     @classmethod
     def quick_config(cls) -> "Config":
-        return cls(quick=True, noise_retries=1, quiet_wait_s=3.0, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
+        return cls(quick=True, noise_retries=0, quiet_wait_s=1.0, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
                    step_s=1.0, s1_start_rate=2000.0, s2_start_rate=20.0, max_steps=5,
                    tolerance=0.5, idle_measure_s=2.0, settle_s=0.5)
 
