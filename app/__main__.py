@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     mk = sub.add_parser("makemigrations", help="write a migration for model changes")
     mk.add_argument("--name", default=None)
+    sub.add_parser("demo", help="create demo accounts, contacts, a group and history")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--name", args.name] if args.name else []
         sys.argv = ["tortoise", "-c", "app.tortoise_cli.TORTOISE_ORM", "makemigrations", *extra]
         return tortoise_main() or 0
+    if args.command == "demo":
+        from app import demo
+
+        print(demo.instructions(settings, asyncio.run(demo.run(settings))), flush=True)
+        return 0
     return 2
 
 

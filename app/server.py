@@ -13,6 +13,7 @@ from aiohttp import web
 from app import realtime
 from app.api.http import DEPS_KEY, error_and_log_middleware
 from app.api.routes import ROUTES
+from app.api.web import web_headers_middleware
 from app.config import ROOT, Settings
 from app.db import init_db
 from app.deps import Deps
@@ -35,7 +36,8 @@ import app.realtime.events  # noqa: E402,F401
 def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.Application:
     """Build the aiohttp application. `generate_schemas` is for tests only:
     real deployments get their schema from migrations (`python -m app migrate`)."""
-    app = web.Application(middlewares=[error_and_log_middleware], client_max_size=1024**2)
+    app = web.Application(middlewares=[web_headers_middleware, error_and_log_middleware],
+                          client_max_size=1024**2)
     metrics = app[METRICS_KEY] = Metrics()  # per app: tests build many
     sio = realtime.build_sio(settings, metrics)
     deps = Deps(settings=settings, fanout=SocketIOFanout(sio, metrics),

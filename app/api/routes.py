@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from app.api import auth, contacts, conversations, groups, health, users
+from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
 API = "/api/v1"
@@ -58,4 +59,9 @@ ROUTES = [
     web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
     web.get(f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
             groups.readers),
+    # the web client (kept last: nothing above depends on it)
+    web.get("/", web_client.index),
+    web.get(web_client.VENDOR_PATH, web_client.vendor_socketio),
+    web.get("/qr.svg", web_client.qr_svg),
+    web.get("/join/{token}", web_client.index),  # group invite links open the client
 ]

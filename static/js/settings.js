@@ -1,0 +1,107 @@
+// Settings: profile, privacy, language, notifications, devices, sign out.
+import { h, clear, icon, avatar, toast } from "./dom.js";
+import { t, lang, setLanguage, LANGUAGES } from "./i18n.js";
+import { api } from "./api.js";
+import { S, go, errorText, backButton, renderNav, signOut, relabel, shortTime } from "./app.js";
+
+const SECTIONS = [
+  ["profile", "user"], ["privacy", "shield"], ["notifications", "bell"], ["language", "globe"], ["devices", "devices"],
+];
+
+export function renderMenu(list) {
+  const items = [
+    h("a", { class: `me-card${S.route.id === "profile" ? " active" : ""}`, href: "#/settings/profile" }, avatar(S.me.display_name, S.me.id),
+      h("div", {}, h("div", { class: "title" }, S.me.display_name), h("div", { class: "muted" }, `@${S.me.username}`))),
+  ];
+  for (const [id, ico] of SECTIONS) {
+    items.push(h("a", { class: `menu-item${S.route.id === id ? " active" : ""}`, href: `#/settings/${id}`, dataset: { section: id } }, icon(ico, "icon small"), t(id)));
+  }
+  items.push(h("button", { class: "menu-item danger-text", type: "button", "data-action": "sign-out", onclick: () => signOut() }, icon("logout", "icon small"), t("signOut")));
+  clear(list, items);
+}
+
+function pane(title, ...body) {
+  return h("div", { class: "pane" },
+    h("header", { class: "chat-header" }, backButton("#/settings"), h("div", { class: "chat-title" }, h("h2", {}, title))),
+    h("div", { class: "pane-body narrow" }, ...body));
+}
+
+export function renderMain(main, route) {
+  const id = route.id || (matchMedia("(max-width: 760px)").matches ? null : "profile");
+  if (!id) return clear(main);
+  if (id === "profile") return profile(main);
+  if (id === "privacy") return privacy(main);
+  if (id === "language") return language(main);
+  if (id === "devices") return devices(main);
+  if (id === "notifications") return notifications(main);
+  return clear(main);
+}
+
+function profile(main) {
+  const me = S.me;
+  const name = h("input", { class: "input", name: "display_name", value: me.display_name, maxlength: "64", required: true });
+  const username = h("input", { class: "input", name: "username", value: me.username, pattern: "[a-z0-9_]{3,32}" });
+  const bio = h("textarea", { class: "input", name: "bio", maxlength: "280", rows: "3" });
+  bio.value = me.bio || "";
+  const form = h("form", { class: "settings-form", "data-form": "profile" },
+    h("label", { class: "field" }, h("span", {}, t("displayName")), name),
+    h("label", { class: "field" }, h("span", {}, t("username")), username),
+    h("label", { class: "field" }, h("span", {}, t("bio")), bio),
+    h("div", { class: "muted small" }, [me.email, me.phone].filter(Boolean).join(" · ")),
+    h("button", { class: "primary", type: "submit" }, t("save")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const { user } = await api("PATCH", "/me", { display_name: name.value.trim(), username: username.value.trim(), bio: bio.value });
+      S.me = user;
+      renderNav(); toast(t("saved"));
+    } catch (err) { toast(errorText(err)); }
+  });
+  clear(main, pane(t("profile"), h("div", { class: "profile-head" }, avatar(me.display_name, me.id, "large"), h("h2", {}, me.display_name)), form));
+}
+
+async function privacy(main) {
+  let s;
+  try { ({ settings: s } = await api("GET", "/me/settings")); } catch (err) { return toast(errorText(err)); }
+  const save = async (patch) => {
+    try { ({ settings: s } = await api("PATCH", "/me/settings", patch)); toast(t("saved")); } catch (err) { toast(errorText(err)); }
+  };
+  const toggle = (key) => h("label", { class: "switch-row" }, h("span", {}, t(key.replace(/_([a-z])/g, (_, c) => c.toUpperCase()))),
+    h("input", { type: "checkbox", name: key, checked: s[key], onchange: (e) => save({ [key]: e.target.checked }) }));
+  const vis = h("select", { class: "input", name: "last_seen_visibility", onchange: (e) => save({ last_seen_visibility: e.target.value }) },
+    [["everyone", "everyone"], ["contacts", "myContacts"], ["nobody", "nobody"]].map(([v, k]) => h("option", { value: v, selected: s.last_seen_visibility === v }, t(k))));
+  clear(main, pane(t("privacy"),
+    toggle("allow_strangers"), toggle("send_read_receipts"),
+    h("label", { class: "field" }, h("span", {}, t("lastSeenVisibility")), vis),
+    toggle("discoverable_by_email"), toggle("discoverable_by_phone")));
+}
+
+function language(main) {
+  clear(main, pane(t("language"),
+    Object.entries(LANGUAGES).map(([code, name]) => h("label", { class: "switch-row" }, h("span", {}, name),
+      h("input", { type: "radio", name: "lang", value: code, checked: code === lang(), onchange: () => { setLanguage(code); relabel(); } })))));
+}
+
+function notifications(main) {
+  const supported = "Notification" in window;
+  const state = supported ? Notification.permission : "denied";
+  const body = state === "granted" ? h("p", {}, icon("check", "icon small"), " ", t("notificationsOn"))
+    : state === "denied" ? h("p", { class: "muted" }, t("notificationsBlocked"))
+      : h("button", { class: "primary", type: "button", onclick: () => Notification.requestPermission().then(() => notifications(main)) }, t("enableNotifications"));
+  clear(main, pane(t("notifications"), body));
+}
+
+async function devices(main) {
+  let sessions;
+  try { ({ sessions } = await api("GET", "/auth/sessions")); } catch (err) { return toast(errorText(err)); }
+  clear(main, pane(t("devices"), sessions.map((s) => h("div", { class: "person-card", dataset: { session: s.id } },
+    h("div", { class: "avatar small tile" }, icon("devices", "icon")),
+    h("div", { class: "person-info" }, h("div", { class: "title" }, s.device || "—"),
+      h("div", { class: "muted" }, s.current ? t("thisDevice") : t("lastActive", { time: shortTime(s.last_used_at) }), s.ip ? ` · ${s.ip}` : "")),
+    s.current ? h("span", { class: "tag green" }, t("thisDevice"))
+      : h("button", { class: "secondary", type: "button", "data-action": "end-session", onclick: async () => {
+        try { await api("DELETE", `/auth/sessions/${encodeURIComponent(s.id)}`); devices(main); } catch (err) { toast(errorText(err)); }
+      } }, t("endSession"))))));
+}
+
+export { go };
