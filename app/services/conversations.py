@@ -225,17 +225,22 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
     # Direct chats show the other person.
     direct_ids = [m.conversation_id for m in memberships if m.conversation.type == "direct"]
     peers = {}
+    peer_reads: dict = {}
     if direct_ids:
         for pm in await Membership.filter(conversation_id__in=direct_ids).exclude(
             user_id=user_id
         ).select_related("user"):
             peers[pm.conversation_id] = public_user(pm.user)
+            # The peer's read mark ("Read" under my messages) unless they hide receipts.
+            peer_reads[pm.conversation_id] = pm.read_seq if pm.user.send_read_receipts else None
     mentions = await mention_counts(user_id, memberships)
     out = []
     for m in memberships:
         out.append(summary(m, peers.get(m.conversation_id), last_by_conv.get(m.conversation_id),
                            await unread_count(m, user_id),
                            mentions.get(str(m.conversation_id), 0)))
+        if m.conversation.type == "direct":
+            out[-1]["peer_read_seq"] = peer_reads.get(m.conversation_id)
     return out
 
 
