@@ -8,4 +8,5 @@ MODEL_MODULES = [
     "app.models.messaging",
     "app.models.contacts",
     "app.models.groups",
+    "app.models.media",
 ]
