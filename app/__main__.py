@@ -1,4 +1,4 @@
-"""Command line: `python -m app serve|cluster|migrate|makemigrations|demo`."""
+"""Command line: `python -m app serve|cluster|migrate|makemigrations|cleanup-media|demo`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     mk = sub.add_parser("makemigrations", help="write a migration for model changes")
     mk.add_argument("--name", default=None)
     sub.add_parser("demo", help="create demo accounts, contacts, a group and history")
+    sub.add_parser("cleanup-media", help="delete uploads never attached to a message")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -65,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         from app.db import migrate
 
         asyncio.run(migrate(settings.database_url))
+        return 0
+    if args.command == "cleanup-media":
+        from app.services.media import cleanup_media_once
+
+        deleted = asyncio.run(cleanup_media_once(settings))
+        print(f"deleted {deleted} orphan media", file=sys.stderr)
         return 0
     if args.command == "makemigrations":
         from tortoise.cli.cli import main as tortoise_main

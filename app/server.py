@@ -81,6 +81,13 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         yield
         await deps.presence.close()
 
+    async def media_storage(app: web.Application):
+        # Storage backend in deps.extras["storage"], plus the orphan-media sweep.
+        from app.services.media import media_runtime
+
+        async with media_runtime(deps):
+            yield
+
     async def realtime_manager(app: web.Application):
         # Subscribe to Redis at start-up, not at the first client (python-socketio's
         # lazy default), so no publish is missed; stop the listener at the end.
@@ -98,6 +105,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)
+    app.cleanup_ctx.append(media_storage)
     app.cleanup_ctx.append(realtime_manager)
     app.on_shutdown.append(drain)
     return app

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, users
+from app.api import auth, contacts, conversations, groups, health, media, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -59,6 +59,11 @@ ROUTES = [
     web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
     web.get(f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
             groups.readers),
+    # media
+    web.post(f"{API}/media", media.upload),
+    web.get(f"{API}/media/{{media_id}}", media.get_media),
+    web.get(f"{API}/media/{{media_id}}/content", media.content),
+    web.get(f"{API}/media/{{media_id}}/thumbnail", media.thumbnail),
     # the web client (kept last: nothing above depends on it)
     web.get("/", web_client.index),
     web.get(web_client.VENDOR_PATH, web_client.vendor_socketio),

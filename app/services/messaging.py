@@ -75,7 +75,7 @@ def now() -> datetime:
 # --- serialisation ----------------------------------------------------------
 
 
-def _serialize(msg: Message, reply: Message | None) -> dict:
+def _serialize(msg: Message, reply: Message | None, deps: Deps | None = None) -> dict:
     recalled = msg.recalled_at is not None
     out = {
         "id": str(msg.id),
@@ -103,19 +103,25 @@ def _serialize(msg: Message, reply: Message | None) -> dict:
         for key in ("system", "mentions", "mention_all", "media"):
             if key in msg.data:
                 out[key] = msg.data[key]
+        if "media" in msg.data:
+            from app.services import media
+
+            # Links are signed per read, never stored with the message.
+            out["media"] = media.public_media(msg.data["media"], deps)
     return out
 
 
-async def serialize_messages(rows: list[Message], viewer_id=None) -> list[dict]:
+async def serialize_messages(rows: list[Message], viewer_id=None, deps: Deps | None = None
+                             ) -> list[dict]:
     reply_ids = {m.reply_to_id for m in rows if m.reply_to_id}
     replies = {}
     if reply_ids:
         replies = {r.id: r for r in await Message.filter(id__in=reply_ids)}
-    return [_serialize(m, replies.get(m.reply_to_id)) for m in rows]
+    return [_serialize(m, replies.get(m.reply_to_id), deps) for m in rows]
 
 
-async def serialize_message(msg: Message) -> dict:
-    return (await serialize_messages([msg]))[0]
+async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
+    return (await serialize_messages([msg], deps=deps))[0]
 
 
 # --- sending ----------------------------------------------------------------
@@ -171,7 +177,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
     await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
     repeat = await _existing(user_id, data.client_msg_id)
     if repeat is not None:
-        return await serialize_message(repeat)
+        return await serialize_message(repeat, deps)
     m = await convs.active_membership(data.conversation_id, user_id)
     # Typed data other domains attach: media snapshot, mentions.
     extra: dict = {}
@@ -218,8 +224,8 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         repeat = await _existing(user_id, data.client_msg_id)
         if repeat is None:
             raise
-        return await serialize_message(repeat)
-    message = await serialize_message(msg)
+        return await serialize_message(repeat, deps)
+    message = await serialize_message(msg, deps)
     await deps.fanout.to_users(await convs.member_ids(m.conversation_id), "message:new", message,
                                skip=origin)
     return message
@@ -272,7 +278,8 @@ def _visible(m: Membership, qs):
 
 
 async def _page(m: Membership, user_id, *, after: int | None = None,
-                before: int | None = None, limit: int) -> tuple[list[dict], bool]:
+                before: int | None = None, limit: int, deps: Deps | None = None
+                ) -> tuple[list[dict], bool]:
     """Messages visible to this member, ascending, minus the ones they deleted."""
     qs = _visible(m, Message.all())
     if after is not None:
@@ -293,12 +300,13 @@ async def _page(m: Membership, user_id, *, after: int | None = None,
             ).values_list("message_id", flat=True)
         )
         rows = [r for r in rows if r.id not in hidden]
-    return await serialize_messages(rows, user_id), has_more
+    return await serialize_messages(rows, user_id, deps), has_more
 
 
 async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     m = await convs.readable_membership(data.conversation_id, user_id)
-    messages, has_more = await _page(m, user_id, before=data.before_seq, limit=data.limit)
+    messages, has_more = await _page(m, user_id, before=data.before_seq, limit=data.limit,
+                                     deps=deps)
     return {"messages": messages, "has_more": has_more}
 
 
@@ -316,11 +324,11 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
         if cursor is None:
             if m.left_at is not None:
                 continue  # left before this device knew it: nothing to show
-            messages, has_more = await _page(m, user_id, limit=data.limit)
+            messages, has_more = await _page(m, user_id, limit=data.limit, deps=deps)
             entry = (await convs.summaries(deps, user_id, [m]))[0]
         elif last > cursor:
             messages, has_more = await _page(m, user_id, after=max(cursor, m.visible_from_seq),
-                                             limit=data.limit)
+                                             limit=data.limit, deps=deps)
             entry = {"id": cid, "last_seq": last, "read_seq": m.read_seq,
                      "unread_count": await convs.unread_count(m, user_id),
                      "mention_count": await convs.mention_count(m, user_id),
