@@ -99,6 +99,10 @@ def stored_files(settings) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and ".spool" not in p.parts]
 
 
+def inside_media_root(settings, path: Path) -> bool:
+    return path.resolve().is_relative_to(Path(settings.media_root).resolve())
+
+
 def spool_leftovers(settings) -> list[Path]:
     spool = Path(settings.media_root) / ".spool"
     return list(spool.rglob("*")) if spool.exists() else []
@@ -240,7 +244,7 @@ async def test_file_end_to_end_is_an_attachment_with_a_safe_name(deps, client, t
     # Stored under a server-generated key: the user's name went nowhere near the disk.
     files = stored_files(settings)
     assert len(files) == 1 and "passwd" not in str(files[0])
-    assert files[0].resolve().is_relative_to(Path(settings.media_root).resolve())
+    assert inside_media_root(settings, files[0])
     assert files[0].read_bytes() == original
     assert not list(Path(settings.media_root).parent.rglob("passwd*"))
     assert spool_leftovers(settings) == []
