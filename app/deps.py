@@ -9,6 +9,7 @@ from app.fanout import Fanout, RecordingFanout
 from app.presence import PresenceTracker, build_presence
 from app.ratelimit import MemoryRateLimiter, RateLimiter
 from app.senders import CodeSender, build_senders
+from app.services.message_writer import MessageWriter
 
 
 @dataclass
@@ -19,6 +20,8 @@ class Deps:
     senders: dict[str, CodeSender] = field(default_factory=dict)
     redis: object | None = None  # redis.asyncio.Redis when REDIS_URL is set
     extras: dict = field(default_factory=dict)  # per-domain helpers (presence, storage…)
+    # Group-commits new messages (app/services/message_writer.py).
+    writer: MessageWriter = field(default_factory=MessageWriter)
     # Who is online; in memory unless create_app swaps in the Redis-backed store.
     presence: PresenceTracker | None = None
 

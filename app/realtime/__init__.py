@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import socketio
-
 from app import jsonfast
 from app.config import Settings
+from app.realtime.engine import AsyncServer
 from app.realtime.managers import LocalManager, RedisManager
 
 
-def build_sio(settings: Settings, metrics=None) -> socketio.AsyncServer:
+def build_sio(settings: Settings, metrics=None) -> AsyncServer:
     if settings.redis_url:
         manager = RedisManager(settings.redis_url, channel="parley", metrics=metrics)
     else:
         manager = LocalManager()
         manager.metrics = metrics
     origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()] or None
-    return socketio.AsyncServer(
+    return AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         json=jsonfast,

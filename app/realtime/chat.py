@@ -180,8 +180,11 @@ class ChatNamespace(socketio.AsyncNamespace):
         except TimeoutError:
             log.warning("shutdown: %d events still running after %.0f s", self.inflight, timeout)
         eio = self.server.eio
-        if eio.sockets:
-            await eio.disconnect()
+        reason = eio.reason.SERVER_DISCONNECT
+        for sock in list(eio.sockets.values()):
+            # wait=False: a long-polling client that is already gone would never
+            # collect its CLOSE packet, and waiting for it would hang shutdown.
+            await sock.close(wait=False, reason=reason)
         try:
             # Events that slipped in just before the sockets closed.
             await asyncio.wait_for(self._idle.wait(), timeout)

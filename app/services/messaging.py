@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -21,6 +22,7 @@ from app.errors import DomainError, Forbidden, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
+from app.services.message_writer import NewMessage, UnknownConversation
 from app.services.sql import next_seq
 from app.validation import Id, Payload, convert
 
@@ -174,10 +176,47 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
 
     `origin` is the sending socket, spared from the echo.
     """
-    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
-    repeat = await _existing(user_id, data.client_msg_id)
-    if repeat is not None:
+    try:
+        m, text, extra, reply_to_id = await _checked_send(deps, user_id, data)
+    except DomainError:
+        # A retry of a message that was stored before (lost ack) gets the
+        # original, even if it would not pass the checks any more.
+        repeat = await _existing(user_id, data.client_msg_id)
+        if repeat is None:
+            raise
         return await serialize_message(repeat, deps)
+    created = now()
+    try:
+        written = await deps.writer.write(NewMessage(
+            conversation_id=m.conversation_id,
+            sender_id=uuid.UUID(str(user_id)),
+            client_msg_id=data.client_msg_id,
+            type=data.type,
+            text=text,
+            reply_to_id=reply_to_id,
+            data=extra or None,
+            created_at=created,
+            # Sending a message means I have read everything up to it.
+            membership_id=m.id,
+            mentions=[None] if extra.get("mention_all") else list(extra.get("mentions") or ()),
+        ))
+    except UnknownConversation:
+        raise NotFound(convs.NO_SUCH_CONVERSATION) from None
+    if not written.new:
+        # The same client_msg_id was stored first (retry, other device, race).
+        return await serialize_message(await Message.get(id=written.id), deps)
+    msg = Message(id=written.id, conversation_id=m.conversation_id, seq=written.seq,
+                  sender_id=user_id, client_msg_id=data.client_msg_id, type=data.type,
+                  text=text, reply_to_id=reply_to_id, data=extra or None, created_at=created)
+    message = await serialize_message(msg, deps)
+    await deps.fanout.to_users(await convs.member_ids(m.conversation_id), "message:new", message,
+                               skip=origin)
+    return message
+
+
+async def _checked_send(deps: Deps, user_id: str, data: SendIn):
+    """Every rule a send must pass; returns what the writer needs."""
+    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
     m = await convs.active_membership(data.conversation_id, user_id)
     # Typed data other domains attach: media snapshot, mentions.
     extra: dict = {}
@@ -198,37 +237,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
     if data.reply_to is not None:
         reply_to_id = await _reply_target(m, data.reply_to)
     await check_can_send(deps, m, user_id)
-
-    created = now()
-    try:
-        async with in_transaction() as conn:
-            seq = await next_seq(conn, m.conversation_id, created)
-            if seq is None:
-                raise NotFound(convs.NO_SUCH_CONVERSATION)
-            msg = await Message.create(
-                conversation_id=m.conversation_id,
-                seq=seq,
-                sender_id=user_id,
-                client_msg_id=data.client_msg_id,
-                type=data.type,
-                text=text,
-                reply_to_id=reply_to_id,
-                data=extra or None,
-                created_at=created,
-                using_db=conn,
-            )
-            # Sending a message means I have read everything up to it.
-            await Membership.filter(id=m.id, read_seq__lt=seq).using_db(conn).update(read_seq=seq)
-    except IntegrityError:
-        # The same client_msg_id won a concurrent race (other device / retry).
-        repeat = await _existing(user_id, data.client_msg_id)
-        if repeat is None:
-            raise
-        return await serialize_message(repeat, deps)
-    message = await serialize_message(msg, deps)
-    await deps.fanout.to_users(await convs.member_ids(m.conversation_id), "message:new", message,
-                               skip=origin)
-    return message
+    return m, text, extra, reply_to_id
 
 
 async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | None = None
