@@ -84,10 +84,11 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
 
     async def media_storage(app: web.Application):
         # Storage backend in deps.extras["storage"], plus the orphan-media sweep.
-        from app.services.media import media_runtime
+        from app.services import media
 
-        async with media_runtime(deps):
-            yield
+        await media.start_runtime(deps)
+        yield
+        await media.stop_runtime(deps)
 
     async def realtime_manager(app: web.Application):
         # Subscribe to Redis at start-up, not at the first client (python-socketio's

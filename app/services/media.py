@@ -92,7 +92,7 @@ def now() -> datetime:
 def storage_of(deps: Deps) -> Storage:
     storage = deps.extras.get("storage")
     if storage is None:
-        raise RuntimeError("media storage is not configured (see media_runtime)")
+        raise RuntimeError("media storage is not configured (see start_runtime)")
     return storage
 
 
@@ -105,20 +105,25 @@ def sweep_interval(settings: Settings) -> float:
     return float(max(60, min(3600, settings.orphan_media_ttl // 4)))
 
 
-@contextlib.asynccontextmanager
-async def media_runtime(deps: Deps):
-    """Storage in deps.extras["storage"] plus the periodic orphan sweep, for the
-    lifetime of the application."""
+async def start_runtime(deps: Deps) -> Storage:
+    """Storage in deps.extras["storage"] plus the periodic orphan sweep; undo with
+    stop_runtime. (Plain start/stop rather than a context manager: an app whose
+    clean-up never runs is then simply dropped, with nothing awaited at GC time.)"""
     storage = build_storage(deps.settings)
     deps.extras["storage"] = storage
-    task = asyncio.create_task(_sweep_forever(deps, sweep_interval(deps.settings)))
-    try:
-        yield storage
-    finally:
+    deps.extras["media_sweeper"] = asyncio.create_task(
+        _sweep_forever(deps, sweep_interval(deps.settings)))
+    return storage
+
+
+async def stop_runtime(deps: Deps) -> None:
+    task = deps.extras.pop("media_sweeper", None)
+    if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        deps.extras.pop("storage", None)
+    storage = deps.extras.pop("storage", None)
+    if storage is not None:
         await storage.aclose()
 
 
