@@ -5,8 +5,8 @@ from tortoise.models import Model
 
 
 class Media(Model):
-    """One stored upload. Bytes live in the storage backend under `storage_key`
-    (server-generated); `name` is the sanitised user file name, metadata only."""
+    # One stored upload. Bytes live in the storage backend under `storage_key`
+    # (server-generated); `name` is the sanitised user file name, metadata only.
 
     id = fields.UUIDField(primary_key=True)
     uploader = fields.ForeignKeyField(
@@ -34,9 +34,9 @@ class Media(Model):
 
 
 class MediaAttachment(Model):
-    """A message send that carried the media. Points at the message through its
-    idempotency key (sender, client_msg_id), which is UNIQUE on messages, because
-    the message row does not exist yet when the attachment is checked."""
+    # A message send that carried the media. Points at the message through its
+    # idempotency key (sender, client_msg_id), which is UNIQUE on messages, because
+    # the message row does not exist yet when the attachment is checked.
 
     id = fields.BigIntField(primary_key=True)
     media = fields.ForeignKeyField(
