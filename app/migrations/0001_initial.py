@@ -1,12 +1,11 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from uuid import uuid4
-
-from tortoise import fields, migrations
 from tortoise.fields.base import OnDelete
+from uuid import uuid4
+from tortoise import fields
 from tortoise.indexes import Index
-from tortoise.migrations import operations as ops
-
 
 class Migration(migrations.Migration):
     initial = True
@@ -64,7 +63,98 @@ class Migration(migrations.Migration):
                 ('last_used_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'auth_sessions', 'app': 'models', 'indexes': [Index(fields=['user_id', 'revoked_at'])], 'pk_attr': 'id', 'table_description': 'One signed-in device. Access tokens carry its id (`sid`) so revoking it'},
+            options={'table': 'auth_sessions', 'app': 'models', 'indexes': [Index(fields=['user_id', 'revoked_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Block',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('blocker', fields.ForeignKeyField('models.User', source_field='blocker_id', db_constraint=True, to_field='id', related_name='blocks', on_delete=OnDelete.CASCADE)),
+                ('blocked', fields.ForeignKeyField('models.User', source_field='blocked_id', db_constraint=True, to_field='id', related_name='blocked_by', on_delete=OnDelete.CASCADE)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'blocks', 'app': 'models', 'unique_together': (('blocker', 'blocked'),), 'indexes': [Index(fields=['blocked_id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Contact',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('owner', fields.ForeignKeyField('models.User', source_field='owner_id', db_constraint=True, to_field='id', related_name='contacts', on_delete=OnDelete.CASCADE)),
+                ('contact', fields.ForeignKeyField('models.User', source_field='contact_id', db_constraint=True, to_field='id', related_name='contact_of', on_delete=OnDelete.CASCADE)),
+                ('remark', fields.CharField(default='', max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'contacts', 'app': 'models', 'unique_together': (('owner', 'contact'),), 'indexes': [Index(fields=['contact_id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ContactRequest',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('from_user', fields.ForeignKeyField('models.User', source_field='from_user_id', db_constraint=True, to_field='id', related_name='contact_requests_sent', on_delete=OnDelete.CASCADE)),
+                ('to_user', fields.ForeignKeyField('models.User', source_field='to_user_id', db_constraint=True, to_field='id', related_name='contact_requests_received', on_delete=OnDelete.CASCADE)),
+                ('message', fields.CharField(default='', max_length=200)),
+                ('status', fields.CharField(default='pending', max_length=10)),
+                ('pending_key', fields.CharField(null=True, unique=True, max_length=80)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('responded_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'contact_requests', 'app': 'models', 'indexes': [Index(fields=['to_user_id', 'status']), Index(fields=['from_user_id', 'status'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='GroupInvite',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('token', fields.CharField(unique=True, max_length=64)),
+                ('conversation', fields.ForeignKeyField('models.Conversation', source_field='conversation_id', db_constraint=True, to_field='id', related_name='invites', on_delete=OnDelete.CASCADE)),
+                ('created_by', fields.ForeignKeyField('models.User', source_field='created_by_id', db_constraint=True, to_field='id', related_name='group_invites', on_delete=OnDelete.CASCADE)),
+                ('max_uses', fields.IntField(null=True)),
+                ('uses', fields.IntField(default=0)),
+                ('expires_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'group_invites', 'app': 'models', 'indexes': [Index(fields=['conversation_id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Media',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('uploader', fields.ForeignKeyField('models.User', source_field='uploader_id', null=True, db_constraint=True, to_field='id', related_name='media', on_delete=OnDelete.SET_NULL)),
+                ('kind', fields.CharField(max_length=8)),
+                ('mime', fields.CharField(max_length=128)),
+                ('size', fields.BigIntField()),
+                ('name', fields.CharField(max_length=255)),
+                ('storage_key', fields.CharField(max_length=512)),
+                ('thumb_key', fields.CharField(null=True, max_length=512)),
+                ('inline', fields.BooleanField(default=False)),
+                ('width', fields.IntField(null=True)),
+                ('height', fields.IntField(null=True)),
+                ('duration_ms', fields.IntField(null=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('last_attached_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('kept', fields.BooleanField(default=False)),
+            ],
+            options={'table': 'media', 'app': 'models', 'indexes': [Index(fields=['kept', 'created_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='MediaAttachment',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('media', fields.ForeignKeyField('models.Media', source_field='media_id', db_constraint=True, to_field='id', related_name='attachments', on_delete=OnDelete.CASCADE)),
+                ('conversation_id', fields.UUIDField()),
+                ('sender_id', fields.UUIDField()),
+                ('client_msg_id', fields.CharField(max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'media_attachments', 'app': 'models', 'unique_together': (('media', 'sender_id', 'client_msg_id'),), 'indexes': [Index(fields=['media_id', 'conversation_id'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -112,7 +202,19 @@ class Migration(migrations.Migration):
                 ('message', fields.ForeignKeyField('models.Message', source_field='message_id', db_constraint=True, to_field='id', related_name='hidden_by', on_delete=OnDelete.CASCADE)),
                 ('conversation_id', fields.UUIDField()),
             ],
-            options={'table': 'hidden_messages', 'app': 'models', 'unique_together': (('user', 'message'),), 'indexes': [Index(fields=['user_id', 'conversation_id'])], 'pk_attr': 'id', 'table_description': '"Delete for me": the message stays for everyone else.'},
+            options={'table': 'hidden_messages', 'app': 'models', 'unique_together': (('user', 'message'),), 'indexes': [Index(fields=['user_id', 'conversation_id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='MessageMention',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('message', fields.ForeignKeyField('models.Message', source_field='message_id', db_constraint=True, to_field='id', related_name='mention_rows', on_delete=OnDelete.CASCADE)),
+                ('conversation_id', fields.UUIDField()),
+                ('seq', fields.BigIntField()),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', null=True, db_constraint=True, to_field='id', related_name='mentioned_in', on_delete=OnDelete.CASCADE)),
+            ],
+            options={'table': 'message_mentions', 'app': 'models', 'indexes': [Index(fields=['conversation_id', 'user_id', 'seq'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -124,7 +226,7 @@ class Migration(migrations.Migration):
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('rotated_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'refresh_tokens', 'app': 'models', 'pk_attr': 'id', 'table_description': 'Every refresh token ever issued, hashed. A token that was already'},
+            options={'table': 'refresh_tokens', 'app': 'models', 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

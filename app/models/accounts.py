@@ -25,8 +25,8 @@ class User(Model):
 
 
 class AuthSession(Model):
-    """One signed-in device. Access tokens carry its id (`sid`) so revoking it
-    stops them at once."""
+    # One signed-in device. Access tokens carry its id (`sid`) so revoking it
+    # stops them at once.
 
     id = fields.UUIDField(primary_key=True)
     user = fields.ForeignKeyField("models.User", related_name="sessions", on_delete=fields.CASCADE)
@@ -42,8 +42,8 @@ class AuthSession(Model):
 
 
 class RefreshToken(Model):
-    """Every refresh token ever issued, hashed. A token that was already
-    rotated and comes back means it leaked: the whole session is revoked."""
+    # Every refresh token ever issued, hashed. A token that was already
+    # rotated and comes back means it leaked: the whole session is revoked.
 
     id = fields.BigIntField(primary_key=True)
     session = fields.ForeignKeyField(

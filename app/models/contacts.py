@@ -5,7 +5,7 @@ from tortoise.models import Model
 
 
 class ContactRequest(Model):
-    """A friend request with its greeting. Expiry is computed from `expires_at`."""
+    # A friend request with its greeting. Expiry is computed from `expires_at`.
 
     id = fields.BigIntField(primary_key=True)
     from_user = fields.ForeignKeyField(
@@ -30,8 +30,8 @@ class ContactRequest(Model):
 
 
 class Contact(Model):
-    """One side of a friendship: `owner` has `contact` in their list. Deleting is
-    one-sided (WeChat): the other row may stay."""
+    # One side of a friendship: `owner` has `contact` in their list. Deleting is
+    # one-sided (WeChat): the other row may stay.
 
     id = fields.BigIntField(primary_key=True)
     owner = fields.ForeignKeyField("models.User", related_name="contacts", on_delete=fields.CASCADE)

@@ -8,7 +8,7 @@ from tortoise.models import Model
 
 
 class GroupInvite(Model):
-    """A join link. Usable while not revoked, not expired and `uses < max_uses`."""
+    # A join link. Usable while not revoked, not expired and `uses < max_uses`.
 
     id = fields.BigIntField(primary_key=True)
     token = fields.CharField(max_length=64, unique=True)
@@ -30,11 +30,10 @@ class GroupInvite(Model):
 
 
 class MessageMention(Model):
-    """One row per (message, mentioned user); `user` is NULL for @all.
-
-    Written in the same transaction as the message, so "mentions of me after my
-    read_seq" is one indexed count.
-    """
+    # One row per (message, mentioned user); `user` is NULL for @all.
+    #
+    # Written in the same transaction as the message, so "mentions of me after my
+    # read_seq" is one indexed count.
 
     id = fields.BigIntField(primary_key=True)
     message = fields.ForeignKeyField(

@@ -68,7 +68,7 @@ class Message(Model):
 
 
 class HiddenMessage(Model):
-    """"Delete for me": the message stays for everyone else."""
+    # "Delete for me": the message stays for everyone else.
 
     id = fields.BigIntField(primary_key=True)
     user = fields.ForeignKeyField("models.User", related_name="hidden_messages", on_delete=fields.CASCADE)
