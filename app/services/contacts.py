@@ -166,15 +166,26 @@ async def check_can_message(deps: Deps, sender_id: str, recipient_id: str) -> No
     strangers. A block by the recipient gets the same `not_contact` answer as
     being removed from their list, so it is never revealed.
     """
-    if await has_blocked(sender_id, recipient_id):
-        raise YouBlocked("You blocked this person; unblock them to send messages.")
-    if await has_blocked(recipient_id, sender_id):
-        raise NotContact()
-    if await has_contact(recipient_id, sender_id):
-        return
     recipient = await User.get_or_none(id=recipient_id)
-    if recipient is None or not recipient.allow_strangers:
+    direct_send_verdict(
+        i_blocked=await has_blocked(sender_id, recipient_id),
+        they_blocked=await has_blocked(recipient_id, sender_id),
+        they_have_me=await has_contact(recipient_id, sender_id),
+        they_allow_strangers=recipient is not None and recipient.allow_strangers,
+    )
+
+
+def direct_send_verdict(*, i_blocked: bool, they_blocked: bool, they_have_me: bool,
+                        they_allow_strangers: bool) -> None:
+    """The direct-message rule on facts already fetched (the send path gets them
+    in one query with the membership: conversations.send_context)."""
+    if i_blocked:
+        raise YouBlocked("You blocked this person; unblock them to send messages.")
+    if they_blocked:
         raise NotContact()
+    if they_have_me or they_allow_strangers:
+        return
+    raise NotContact()
 
 
 # --- requests -------------------------------------------------------------------

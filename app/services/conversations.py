@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
@@ -18,6 +20,7 @@ from app.models.accounts import User
 from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services.accounts import public_user
+from app.services.sql import send_context_row
 
 NO_SUCH_CONVERSATION = "No such conversation."
 
@@ -47,6 +50,49 @@ async def active_membership(conversation_id, user_id) -> Membership:
     if m is None or m.conversation.dissolved_at is not None:
         raise NotFound(NO_SUCH_CONVERSATION)
     return m
+
+
+@dataclass
+class SendContext:
+    """The sender's membership (with its conversation) and, for a direct chat,
+    the facts the contact rules need."""
+
+    membership: Membership
+    peer_id: str | None = None
+    i_blocked: bool = False
+    they_blocked: bool = False
+    they_have_me: bool = False
+    peer_allows_strangers: bool = False
+
+
+def _as_datetime(value):
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)  # SQLite hands back text
+
+
+async def send_context(conversation_id, user_id) -> SendContext:
+    """active_membership plus the direct-chat facts, in one query (hot path)."""
+    cid = parse_uuid(conversation_id)
+    uid = parse_uuid(user_id, "user")
+    row = await send_context_row(Tortoise.get_connection("default"), cid, uid)
+    if row is None or row["dissolved_at"] is not None:
+        raise NotFound(NO_SUCH_CONVERSATION)
+    conv = Conversation(id=cid, type=row["type"],
+                        only_admins_can_send=bool(row["only_admins_can_send"]))
+    m = Membership(id=row["mid"], conversation_id=cid, user_id=uid, role=row["role"],
+                   visible_from_seq=row["visible_from_seq"], read_seq=row["read_seq"],
+                   muted_until=_as_datetime(row["muted_until"]))
+    m.conversation = conv
+    peer = row["peer_id"]
+    return SendContext(
+        membership=m,
+        peer_id=str(peer) if peer is not None else None,
+        i_blocked=bool(row["i_blocked"]),
+        they_blocked=bool(row["they_blocked"]),
+        they_have_me=bool(row["they_have_me"]),
+        peer_allows_strangers=bool(row["peer_allows_strangers"]),
+    )
 
 
 async def readable_membership(conversation_id, user_id) -> Membership:

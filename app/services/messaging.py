@@ -129,20 +129,20 @@ async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
 # --- sending ----------------------------------------------------------------
 
 
-async def check_can_send(deps: Deps, m: Membership, user_id: str) -> None:
-    """Who may post here. Contact and group rules plug in below."""
-    if m.conversation.type == "direct":
+async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
+    """Who may post here: the contact rules (direct) or the group rules."""
+    if ctx.membership.conversation.type == "direct":
         from app.services import contacts
 
-        peer = await Membership.filter(conversation_id=m.conversation_id).exclude(
-            user_id=user_id
-        ).first()
-        if peer is not None:
-            await contacts.check_can_message(deps, user_id, str(peer.user_id))
+        if ctx.peer_id is not None:
+            contacts.direct_send_verdict(
+                i_blocked=ctx.i_blocked, they_blocked=ctx.they_blocked,
+                they_have_me=ctx.they_have_me, they_allow_strangers=ctx.peer_allows_strangers,
+            )
     else:
         from app.services import groups
 
-        await groups.check_can_send(deps, m)
+        await groups.check_can_send(deps, ctx.membership)
 
 
 def _clean_text(deps: Deps, data: SendIn) -> str:
@@ -177,7 +177,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
     `origin` is the sending socket, spared from the echo.
     """
     try:
-        m, text, extra, reply_to_id = await _checked_send(deps, user_id, data)
+        ctx, text, extra, reply_to_id = await _checked_send(deps, user_id, data)
     except DomainError:
         # A retry of a message that was stored before (lost ack) gets the
         # original, even if it would not pass the checks any more.
@@ -186,6 +186,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
             raise
         return await serialize_message(repeat, deps)
     created = now()
+    m = ctx.membership
     try:
         written = await deps.writer.write(NewMessage(
             conversation_id=m.conversation_id,
@@ -209,15 +210,19 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
                   sender_id=user_id, client_msg_id=data.client_msg_id, type=data.type,
                   text=text, reply_to_id=reply_to_id, data=extra or None, created_at=created)
     message = await serialize_message(msg, deps)
-    await deps.fanout.to_users(await convs.member_ids(m.conversation_id), "message:new", message,
-                               skip=origin)
+    if ctx.peer_id is not None:  # a direct chat: the two of us, no lookup needed
+        recipients = [str(user_id), ctx.peer_id]
+    else:
+        recipients = await convs.member_ids(m.conversation_id)
+    await deps.fanout.to_users(recipients, "message:new", message, skip=origin)
     return message
 
 
 async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     """Every rule a send must pass; returns what the writer needs."""
     await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
-    m = await convs.active_membership(data.conversation_id, user_id)
+    ctx = await convs.send_context(data.conversation_id, user_id)
+    m = ctx.membership
     # Typed data other domains attach: media snapshot, mentions.
     extra: dict = {}
     if data.type in MEDIA_TYPES:
@@ -236,8 +241,8 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     reply_to_id = None
     if data.reply_to is not None:
         reply_to_id = await _reply_target(m, data.reply_to)
-    await check_can_send(deps, m, user_id)
-    return m, text, extra, reply_to_id
+    await check_can_send(deps, ctx)
+    return ctx, text, extra, reply_to_id
 
 
 async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | None = None

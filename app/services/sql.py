@@ -36,3 +36,36 @@ async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> 
     if not rows:
         return None
     return int(rows[0]["last_seq"])
+
+
+_SEND_CONTEXT = (
+    'SELECT m."id" AS mid, m."role", m."visible_from_seq", m."muted_until", m."read_seq", '
+    'c."type", c."dissolved_at", c."only_admins_can_send", p."user_id" AS peer_id, '
+    'EXISTS(SELECT 1 FROM "blocks" b WHERE b."blocker_id" = m."user_id" '
+    'AND b."blocked_id" = p."user_id") AS i_blocked, '
+    'EXISTS(SELECT 1 FROM "blocks" b WHERE b."blocker_id" = p."user_id" '
+    'AND b."blocked_id" = m."user_id") AS they_blocked, '
+    'EXISTS(SELECT 1 FROM "contacts" k WHERE k."owner_id" = p."user_id" '
+    'AND k."contact_id" = m."user_id") AS they_have_me, '
+    'u."allow_strangers" AS peer_allows_strangers '
+    'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
+    'LEFT JOIN "memberships" p ON c."type" = \'direct\' '
+    'AND p."conversation_id" = m."conversation_id" AND p."user_id" <> m."user_id" '
+    'LEFT JOIN "users" u ON u."id" = p."user_id" '
+    'WHERE m."conversation_id" = {0} AND m."user_id" = {1} AND m."left_at" IS NULL'
+)
+_SEND_CONTEXT_PG = _SEND_CONTEXT.format("$1", "$2")
+_SEND_CONTEXT_SQLITE = _SEND_CONTEXT.format("?", "?")
+
+
+async def send_context_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
+                           user_id: uuid.UUID) -> dict | None:
+    """Everything a send is judged on, in one round trip: the sender's
+    membership, the conversation's flags and, for a direct chat, the peer and
+    the contact/block facts between the two (see services.messaging)."""
+    if is_postgres(conn):
+        rows = await conn.execute_query_dict(_SEND_CONTEXT_PG, [conversation_id, user_id])
+    else:
+        rows = await conn.execute_query_dict(_SEND_CONTEXT_SQLITE,
+                                             [str(conversation_id), str(user_id)])
+    return rows[0] if rows else None
