@@ -68,5 +68,8 @@ async def migrate(database_url: str) -> None:
     from tortoise.migrations.api.migrate import migrate as run_migrations
 
     _ensure_sqlite_dir(database_url)
-    await run_migrations(config=tortoise_config(database_url))
-    await Tortoise.close_connections()
+    try:
+        await run_migrations(config=tortoise_config(database_url))
+    finally:
+        # Also on failure: an open aiosqlite thread would keep the process alive.
+        await Tortoise.close_connections()

@@ -7,7 +7,7 @@ cd "$ROOT"
 PY="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.parley-installed"
-want="$(cat requirements.lock pyproject.toml package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)"
+want="$( (cat requirements.lock pyproject.toml package-lock.json 2>/dev/null || true) | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "parley: creating $VENV" >&2
   "$PY" -m venv "$VENV"
