@@ -233,6 +233,8 @@ async function connectSocket() {
     runSync();
     retryFailedAfterReconnect();
   });
+  // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
+  socket.on("resync", () => runSync());
   socket.on("disconnect", (reason) => {
     S.connected = false;
     renderBanner();
