@@ -426,6 +426,29 @@ async def test_rest_direct_list_history_and_send(client, deps, base_url):
         await b.disconnect()
 
 
+async def test_new_direct_chat_appears_live_in_both_lists(client, deps, base_url):
+    alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    await make_contacts(deps, alice, bob)  # accepting creates the chat…
+    a = await connect(base_url, alice.access_token)
+    b = await connect(base_url, bob.access_token)
+    try:
+        carol = await make_user(deps, "carol")
+        await make_contacts(deps, alice, carol)
+        [ev] = await a.log.wait_for("conversation:updated",
+                                    where=lambda c: (c.get("peer") or {}).get("id") == carol.user_id)
+        assert ev["type"] == "direct" and ev["title"] == "carol" and ev["last_seq"] == 0
+        # …and asking again for the same chat changes nothing and tells no one.
+        r = await client.post(f"{API}/conversations/direct", json={"user_id": carol.user_id},
+                              headers=alice.headers)
+        assert (await r.json())["conversation"]["id"] == ev["id"]
+        await asyncio.sleep(0.2)
+        assert len([c for c in a.log.of("conversation:updated") if c["id"] == ev["id"]]) == 1
+        assert b.log.of("conversation:updated") == []
+    finally:
+        await a.disconnect()
+        await b.disconnect()
+
+
 async def test_rest_conversation_list_is_newest_first_and_paginated(client, deps):
     me = await make_user(deps)
     peers = [await make_user(deps) for _ in range(5)]

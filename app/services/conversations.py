@@ -202,6 +202,10 @@ async def get_or_create_direct(deps: Deps, user_id, peer_id) -> tuple[Conversati
             )
     except IntegrityError:
         return await Conversation.get(direct_key=key), False
+    # Both people's chat lists learn of it, each with their own view (title, peer).
+    for uid in (str(user_id), str(peer.id)):
+        await deps.fanout.to_users([uid], "conversation:updated",
+                                   await conversation_for(deps, uid, conv.id))
     return conv, True
 
 
