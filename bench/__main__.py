@@ -23,9 +23,10 @@ import traceback
 from importlib.metadata import version
 
 from .scenarios import SCENARIOS, Config, NotApplicable
-from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
+from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all  # noqa: I001
+from .parley import drop_pg_databases
 
-DEFAULT_SCENARIOS = ("s1", "s2", "s3")
+DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
 
 
 def log(msg: str) -> None:
@@ -44,6 +45,11 @@ def parse_args(argv):
     p.add_argument("--idle", type=int, help="S3 idle connections (10000; quick 1000)")
     p.add_argument("--group-size", type=int, help="S2 group members (500; quick 100)")
     p.add_argument("--step-seconds", type=float, help="duration of one rate step (5; quick 1)")
+    p.add_argument("--history-messages", type=int,
+                   help="S4 seeded messages (1,000,000; quick 50,000)")
+    p.add_argument("--storm-clients", type=int, help="S5 clients (5000; quick 500)")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="py-spy the Parley server in S1 near its limit (default: on, quick off)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
     p.add_argument("--server-cpu", type=int, default=0, help="core for the server (%(default)s)")
     p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")
@@ -61,11 +67,14 @@ def parse_args(argv):
 def make_config(a) -> Config:
     cfg = Config.quick_config() if a.quick else Config()
     for attr, val in (("pairs", a.pairs), ("idle_conns", a.idle), ("group_size", a.group_size),
-                      ("step_s", a.step_seconds)):
+                      ("step_s", a.step_seconds), ("history_messages", a.history_messages),
+                      ("storm_clients", a.storm_clients), ("profile", a.profile)):
         if val is not None:
             setattr(cfg, attr, val)
     cfg.p99_ms = a.p99_ms
     cfg.group_senders = min(cfg.group_senders, cfg.group_size)
+    cfg.storm_feeders = max(1, min(cfg.storm_feeders, cfg.storm_clients))
+    cfg.profile_dir = os.path.join(a.out, "profiles")
     return cfg
 
 
@@ -98,7 +107,8 @@ def machine_info() -> dict:
     except OSError:
         pass
     vers = {"python": platform.python_version()}
-    for pkg in ("aiohttp", "python-socketio", "python-engineio", "msgspec"):
+    for pkg in ("aiohttp", "python-socketio", "python-engineio", "msgspec", "tortoise-orm",
+                "asyncpg", "redis"):
         try:
             vers[pkg] = version(pkg)
         except Exception:
@@ -194,11 +204,18 @@ def print_table(results, scenarios) -> None:
             p99 = (at.get("latency") or {}).get("p99_ms", "")
             gen = at.get("gen_cpu_pct", r.get("gen_cpu_pct_idle", ""))
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
-            unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn"}.get(sid, "")
+            unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn", "s4": "ms p99/page",
+                    "s5": "s catch-up"}.get(sid, "")
             v = r["value"]
             other = at.get("other_cpu_pct", "")
             if v is None:
                 rows.append((sid, key, "none passed", unit, "", "", "", "", "", ""))
+                continue
+            if sid in ("s4", "s5"):
+                p99 = (r.get("socketio") or {}).get("p99_ms", "") if sid == "s4" else ""
+                srv = r.get("server_cpu_pct", r.get("server_cpu_pct_storm", ""))
+                rows.append((sid, key, f"{v:.2f}", unit, str(p99), str(r.get("gen_cpu_pct", "")),
+                             str(srv), str(r.get("other_cpu_pct", "")), "", ""))
                 continue
             rows.append((sid, key, f"{v:,.0f}" if sid != "s3" else f"{v:.1f}", unit,
                          str(p99), str(gen), str(srv) + (" idle" if sid == "s3" else ""),
@@ -225,6 +242,7 @@ def main(argv=None) -> int:
         return 130
     finally:
         kill_all()
+        drop_pg_databases()
     lost, problems = total_lost(results)
     doc = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -192,7 +192,8 @@ async def open_client(proto, host, port, idx, user, group, rec, connect_timeout:
 
 
 async def open_many(proto, host, port, specs, rec, *, concurrency=100, connect_timeout=15.0):
-    """Open one client per (user, group) spec with bounded concurrency.
+    """Open one client per (user, group) spec with bounded concurrency.  ``port`` is an
+    int or a callable ``(idx, user) -> port`` (multi-process targets).
 
     Returns (clients in spec order — None where the connect failed, list of errors)."""
     sem = asyncio.Semaphore(concurrency)
@@ -201,7 +202,8 @@ async def open_many(proto, host, port, specs, rec, *, concurrency=100, connect_t
     async def one(i, user, group):
         async with sem:
             try:
-                return await open_client(proto, host, port, i, user, group, rec, connect_timeout)
+                p = port(i, user) if callable(port) else port
+                return await open_client(proto, host, p, i, user, group, rec, connect_timeout)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 errors.append(f"{user}: {type(exc).__name__}: {exc}")
                 return None

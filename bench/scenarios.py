@@ -8,10 +8,16 @@ falling behind shows up as latency instead of silently lowering the offered rate
 
 import asyncio
 import gc
+import os
+import random
+import shutil
+import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
-from .eio_client import close_all, open_many
+from .eio_client import PAD, close_all, open_client, open_many
 from .stats import CpuMeter, Recorder, now_us, percentiles, proc_rss_kb
 
 TICK_US = 1000
@@ -43,12 +49,30 @@ class Config:
     connect_concurrency: int = 200
     noise_retries: int = 6  # re-runs of failing steps spoilt by other jobs (per search)
     quiet_wait_s: float = 20.0  # max wait for a quiet machine before a re-run
+    # S4 history (Parley): seeded messages, concurrent closed-loop clients, duration
+    history_messages: int = 1_000_000
+    history_clients: int = 8
+    history_s: float = 5.0
+    history_rest: int = 200  # sequential REST GETs after the Socket.IO loop
+    # S5 reconnect storm (Parley): clients, feeder users (stay connected and send),
+    # messages per conversation before / while away / during the storm, back-off jitter
+    storm_clients: int = 5000
+    storm_feeders: int = 50
+    storm_before: int = 1
+    storm_away: int = 2
+    storm_during: int = 1
+    storm_jitter_s: float = 3.0
+    storm_limit_s: float = 60.0
+    profile: bool = True  # py-spy the Parley server in S1 near its limit
+    profile_dir: str = ""
 
     @classmethod
     def quick_config(cls) -> "Config":
         return cls(quick=True, noise_retries=0, quiet_wait_s=1.0, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
                    step_s=1.0, s1_start_rate=2000.0, s2_start_rate=20.0, max_steps=5,
-                   tolerance=0.5, idle_measure_s=2.0, settle_s=0.5)
+                   tolerance=0.5, idle_measure_s=2.0, settle_s=0.5,
+                   history_messages=50_000, history_clients=4, history_s=2.0, history_rest=50,
+                   storm_clients=500, storm_feeders=10, storm_limit_s=30.0, profile=False)
 
 
 # -- one constant-rate step ------------------------------------------------------------------
@@ -115,7 +139,13 @@ async def _run_step(senders, fanout, rate, duration, rec, pid, p99_ms) -> dict:
     lat = percentiles(rec.lat)
     ack = percentiles(rec.ack_lat)
     ok = lost == 0 and unacked == 0 and lat["p99_ms"] is not None and lat["p99_ms"] <= p99_ms
+    extra = {}
+    if rec.nacked:
+        extra.update(nacked=rec.nacked, first_nack=rec.first_nack)
+    if rec.last is not None:
+        extra["last_recipient_latency"] = percentiles(list(rec.last.values()))
     return {
+        **extra,
         "offered_rate": round(rate, 1),
         "achieved_send_rate": round(sent / max(send_wall, 1e-6), 1),
         "sent": sent,
@@ -175,7 +205,9 @@ async def search_rate(senders, fanout, cfg: Config, rec, pid, start_rate, log) -
         r = await run_step(senders, fanout, rate, cfg.step_s, rec, pid, cfg.p99_ms)
         steps.append(r)
         noisy = (r.get("other_cpu_pct") or 0) >= NOISE_PCT
+        lastp = (r.get("last_recipient_latency") or {}).get("p99_ms")
         log(f"    {rate:>10.0f}/s  p50={r['latency']['p50_ms']} p99={r['latency']['p99_ms']}ms "
+            + (f"last-recipient p99={lastp}ms " if lastp is not None else "") +
             f"lost={r['lost']} unacked={r['unacked']} gen={r['gen_cpu_pct']}% "
             f"srv={r.get('server_cpu_pct')}% other={r.get('other_cpu_pct')}% "
             f"{'PASS' if r['pass'] else 'fail'}{' (noisy)' if noisy else ''}")
@@ -214,9 +246,9 @@ def _templates(target, clients, routes):
     return [(clients[i], proto.template(i, clients[i].user, to)) for i, to in routes]
 
 
-async def _connect(target, env, cfg, specs, rec):
-    await target.provision(env, specs)
-    clients, errors = await open_many(target.protocol, env.host, target.port, specs, rec,
+async def _connect(target, env, cfg, specs, rec, **links):
+    await target.provision(env, specs, **links)
+    clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
                                       concurrency=cfg.connect_concurrency)
     if errors:
         await close_all(clients)
@@ -231,17 +263,97 @@ async def s1_one_to_one(target, env, cfg: Config, log) -> dict:
     n = cfg.pairs
     specs = [(f"u{i}", None) for i in range(2 * n)]
     rec = Recorder()
-    clients = await _connect(target, env, cfg, specs, rec)
+    clients = await _connect(target, env, cfg, specs, rec,
+                             pairs=[(f"u{i}", f"u{n + i}") for i in range(n)])
+    prof = None
     try:
         senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
         # warm-up (not reported): JIT/caches/allocators of the server settle
-        await run_step(senders, 1, min(cfg.s1_start_rate, 1000), 0.5, rec, target.pid, 1e9)
+        await run_step(senders, 1, min(cfg.s1_start_rate, 1000), 0.5, rec, target.pids, 1e9)
         await wait_quiet(cfg.quiet_wait_s)
-        res = await search_rate(senders, 1, cfg, rec, target.pid, cfg.s1_start_rate, log)
+        res = await search_rate(senders, 1, cfg, rec, target.pids, cfg.s1_start_rate, log)
+        if cfg.profile and hasattr(target, "protocol") and target.key.startswith("parley"):
+            prof = await profile_step(target, senders, rec, cfg, res, log)
     finally:
         await close_all(clients)
-    return {"metric": f"msg/s at p99<={cfg.p99_ms:g}ms, 0 lost", "value": res["max_rate"],
-            "pairs": n, **res}
+    out = {"metric": f"msg/s at p99<={cfg.p99_ms:g}ms, 0 lost", "value": res["max_rate"],
+           "pairs": n, **res}
+    if prof:
+        out["profile"] = prof
+    return out
+
+
+# -- py-spy profile of the server near its S1 limit --------------------------------------
+def _pyspy() -> str | None:
+    here = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def summarize_folded(path: str, top: int = 25) -> dict:
+    """py-spy ``-f raw`` (folded stacks "f1;f2;… count") → top frames by inclusive and
+    self share of the samples (line numbers dropped, each function once per stack)."""
+    incl: Counter = Counter()
+    selfc: Counter = Counter()
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, cnt = line.rstrip("\n").rpartition(" ")
+            if not stack or not cnt.isdigit():
+                continue
+            c = int(cnt)
+            total += c
+            frames = []
+            for fr in stack.split(";"):
+                name = fr.split(" (", 1)[0]
+                loc = fr.split(" (", 1)[1].rstrip(")") if " (" in fr else ""
+                mod = loc.rsplit(":", 1)[0]
+                for cut in ("site-packages/", "/work/main/", "lib/python3.11/"):
+                    if cut in mod:
+                        mod = mod.split(cut, 1)[1]
+                frames.append(f"{name} ({mod})")
+            for fr in set(frames):
+                incl[fr] += c
+            if frames:
+                selfc[frames[-1]] += c
+    pct = (lambda v: round(100 * v / total, 1)) if total else (lambda v: 0)
+    return {"samples": total,
+            "inclusive": [(k, pct(v)) for k, v in incl.most_common(top)],
+            "self": [(k, pct(v)) for k, v in selfc.most_common(top)]}
+
+
+async def profile_step(target, senders, rec, cfg, res, log) -> dict | None:
+    """One extra step at ~90 % of the found limit while py-spy samples the (first)
+    server process for 5 s at 500 Hz; the folded stacks go to bench-results/profiles/."""
+    exe = _pyspy()
+    if not exe:
+        return {"skipped": "py-spy not found"}
+    rate = 0.9 * (res["max_rate"] or cfg.s1_start_rate / 2)
+    out_dir = Path(cfg.profile_dir or "bench-results/profiles")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{target.key}-s1-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    argv = [exe, "record", "-p", str(target.pids[0]), "-f", "raw", "-r", "500", "-d", "5",
+            "-o", str(path)]
+    await _wait_server_idle(target.pids)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await asyncio.sleep(0.5)
+        step = await run_step(senders, 1, rate, 6.0, rec, target.pids, 1e9)
+        for _ in range(100):  # ≤ 10 s for py-spy to finish writing
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+    if not path.exists():
+        return {"skipped": f"py-spy wrote nothing: {proc.stderr.read().decode()[-300:]}"}
+    summary = summarize_folded(str(path))
+    log(f"    profile at {rate:.0f}/s ({summary['samples']} samples) → {path}")
+    for name, p in summary["inclusive"][:12]:
+        log(f"      {p:5.1f}%  {name}")
+    return {"rate": round(rate), "file": str(path), "server_cpu_pct": step.get("server_cpu_pct"),
+            "latency": step["latency"], "lost": step["lost"], **summary}
 
 
 # -- S2 group fan-out -----------------------------------------------------------------------
@@ -251,25 +363,35 @@ async def s2_group(target, env, cfg: Config, log) -> dict:
     server delivers rate×G frames/s."""
     g = cfg.group_size
     specs = [(f"m{i}", "g") for i in range(g)]
-    rec = Recorder()
-    clients = await _connect(target, env, cfg, specs, rec)
+    rec = Recorder(track_last=True)
+    clients = await _connect(target, env, cfg, specs, rec, groups={"g": [u for u, _ in specs]})
+    # Parley spares the sending socket the echo (it gets the message in its ack)
+    fan = g if getattr(target, "echo_to_sender", True) else g - 1
     try:
         senders = _templates(target, clients, [(i, "g") for i in range(cfg.group_senders)])
-        await run_step(senders, g, cfg.s2_start_rate, 0.5, rec, target.pid, 1e9)
+        await run_step(senders, fan, cfg.s2_start_rate, 0.5, rec, target.pids, 1e9)
         await wait_quiet(cfg.quiet_wait_s)
-        res = await search_rate(senders, g, cfg, rec, target.pid, cfg.s2_start_rate, log)
+        res = await search_rate(senders, fan, cfg, rec, target.pids, cfg.s2_start_rate, log)
     finally:
         await close_all(clients)
     value = res["max_rate"]
+    at20 = next((st for st in res["steps"] if st["offered_rate"] == 20.0 and not st.get("retried")),
+                None)
     return {"metric": f"group msg/s at p99<={cfg.p99_ms:g}ms, 0 lost", "value": value,
-            "deliveries_per_s": value * g if value else None, "group_size": g, **res}
+            "deliveries_per_s": value * fan if value else None, "group_size": g,
+            "recipients_per_msg": fan,
+            "at_20_per_s": None if at20 is None else {
+                "deliveries_per_s": 20 * fan, "p99_ms": at20["latency"]["p99_ms"],
+                "last_recipient_p99_ms": (at20.get("last_recipient_latency") or {}).get("p99_ms"),
+                "lost": at20["lost"], "server_cpu_pct": at20.get("server_cpu_pct")},
+            **res}
 
 
 # -- S3 idle connections --------------------------------------------------------------------
 async def s3_idle(target, env, cfg: Config, log) -> dict:
     """K idle connected clients: server RSS per connection and idle CPU%."""
     k = cfg.idle_conns
-    pid = target.pid
+    pid = target.pids
     await asyncio.sleep(cfg.settle_s)
     rss0 = proc_rss_kb(pid)
     rec = Recorder()
@@ -296,15 +418,250 @@ async def s3_idle(target, env, cfg: Config, log) -> dict:
             "lost": k - alive}  # a dropped idle connection counts as lost
 
 
-# -- Parley-only, pending -------------------------------------------------------------------
+# -- Parley-only ---------------------------------------------------------------------------
+def _needs_parley(target, what: str) -> None:
+    if not hasattr(target.protocol, "convs"):
+        raise NotApplicable(f"{what} is Parley-only (needs message storage)")
+
+
 async def s4_history(target, env, cfg, log) -> dict:
-    """History page latency on a 1M-message conversation: needs storage → Parley-only."""
-    raise NotApplicable("S4 is Parley-only, pending (needs message storage)")
+    """History pages on a conversation seeded with M messages: ``history`` {conversation_id,
+    before_seq: random, limit: 50} in a closed loop from C concurrent clients for T s,
+    then a few sequential REST ``GET …/messages?before_seq=&limit=50``.  A page that is
+    not ok or has the wrong number of messages counts as lost."""
+    _needs_parley(target, "S4")
+    m, c = cfg.history_messages, cfg.history_clients
+    specs = [(f"h{i}", None) for i in range(c)]
+    rec = Recorder()
+    t0 = time.monotonic()
+    clients = await _connect(target, env, cfg, specs, rec,
+                             groups={"hist": [u for u, _ in specs]}, messages={"hist": (m, "h0")})
+    seed_s = round(time.monotonic() - t0, 2)
+    cid = target.protocol.convs["hist"]
+    bad: list[str] = []
+    rnd = random.Random(42)
+
+    async def page(client) -> int:
+        before = rnd.randint(2, m + 1)
+        t = now_us()
+        r = await client.call("history", {"conversation_id": cid, "before_seq": before,
+                                          "limit": 50})
+        lat = now_us() - t
+        want = min(50, before - 1)
+        if not r.get("ok") or len(r["messages"]) != want or \
+                r["messages"][-1]["seq"] != before - 1:
+            bad.append(str(r)[:200])
+        return lat
+
+    try:
+        for cl in clients:  # warm-up, not reported
+            for _ in range(5):
+                await page(cl)
+        lats: list[int] = []
+        meter = CpuMeter(target.pids)
+        end = time.monotonic() + cfg.history_s
+
+        async def loop(cl):
+            for _ in range(1_000_000):
+                if time.monotonic() >= end:
+                    return
+                lats.append(await page(cl))
+
+        await asyncio.gather(*(loop(cl) for cl in clients))
+        cpu = meter.read()
+        wall = cfg.history_s
+    finally:
+        await close_all(clients)
+    sio = percentiles(lats)
+    rest = await _rest_history(env, target, cid, m, cfg.history_rest, rnd, bad)
+    log(f"    {m:,} msgs seeded in {seed_s}s; socket.io history p50={sio['p50_ms']} "
+        f"p99={sio['p99_ms']}ms ({len(lats) / wall:.0f} pages/s, {c} clients, srv "
+        f"{cpu.get('server_cpu_pct')}%); REST p50={rest['p50_ms']} p99={rest['p99_ms']}ms; "
+        f"bad pages {len(bad)}")
+    return {"metric": "history page p99 ms (Socket.IO, closed loop)", "value": sio["p99_ms"],
+            "messages": m, "clients": c, "seed_s": seed_s, "seed_detail": target.seed_seconds,
+            "socketio": sio, "pages_per_s": round(len(lats) / wall, 1), **cpu,
+            "rest_sequential": rest, "target_p99_ms": 10.0,
+            "pass": sio["p99_ms"] is not None and sio["p99_ms"] <= 10.0,
+            "lost": len(bad), "first_bad": bad[:3]}
+
+
+async def _rest_history(env, target, cid, m, count, rnd, bad) -> dict:
+    import aiohttp
+
+    token = target.protocol.tokens["h0"]
+    url = f"http://{env.host}:{target.port}/api/v1/conversations/{cid}/messages"
+    lats = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for _ in range(count):
+            before = rnd.randint(2, m + 1)
+            t = now_us()
+            async with http.get(url, params={"before_seq": before, "limit": 50},
+                                timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                body = await resp.json()
+            lats.append(now_us() - t)
+            if resp.status != 200 or len(body.get("messages", ())) != min(50, before - 1):
+                bad.append(f"REST {resp.status} {str(body)[:150]}")
+    return percentiles(lats)
 
 
 async def s5_reconnect_storm(target, env, cfg, log) -> dict:
-    """Reconnect storm with missed-message catch-up: needs sessions/sync → Parley-only."""
-    raise NotApplicable("S5 is Parley-only, pending (needs resume/sync semantics)")
+    """N clients, each in a direct conversation with one of F *feeder* users (feeders stay
+    connected and do all the sending, acked).  Traffic while connected; then every client
+    disconnects at once; feeders send ``storm_away`` more per conversation; clients come
+    back after a uniform 0–J s back-off (while feeders send ``storm_during`` more) and
+    call ``sync`` with the last seq they hold (repeating while ``has_more``).  Reported:
+    time from the first reconnect until every client holds every seq 1..last of its
+    conversation; lost = seqs missing after that (bounded by ``storm_limit_s``)."""
+    _needs_parley(target, "S5")
+    n, nf = cfg.storm_clients, cfg.storm_feeders
+    feeders = [(f"f{i}", None) for i in range(nf)]
+    users = [(f"c{i}", None) for i in range(n)]
+    pairs = [(f"f{i % nf}", f"c{i}") for i in range(n)]
+    rec = Recorder()
+    proto = target.protocol
+    t0 = time.monotonic()
+    await target.provision(env, feeders + users, pairs=pairs)
+    seed_s = time.monotonic() - t0
+    fcl, errors = await open_many(proto, env.host, target.port_for, feeders, rec,
+                                  concurrency=cfg.connect_concurrency)
+    ccl, errors2 = await open_many(proto, env.host, target.port_for, users, rec,
+                                   concurrency=cfg.connect_concurrency)
+    errors += errors2
+    if errors:
+        await close_all(fcl + ccl)
+        raise RuntimeError(f"{len(errors)} clients failed to connect, first: {errors[0]}")
+    conv = [proto.conv_for(f, c) for f, c in pairs]
+    final = [0] * n  # highest acked seq per conversation
+    nack: list[str] = []
+    for cl in ccl:
+        cl.seqs = {}
+    sem = asyncio.Semaphore(64)
+
+    async def send(i: int, phase: str, k: int) -> None:
+        f = fcl[i % nf]
+        async with sem:
+            r = await f.call("message:send", {
+                "conversation_id": conv[i], "client_msg_id": f"s5-{phase}-{i}-{k}",
+                "type": "text", "text": f"{i % nf} 9{phase == 'b' and 1 or 2} {k} {now_us()} {PAD}"})
+        if r.get("ok"):
+            final[i] = max(final[i], r["message"]["seq"])
+        else:
+            nack.append(str(r)[:200])
+
+    async def send_all(phase: str, per_conv: int, spread_s: float = 0.0) -> float:
+        ts = time.monotonic()
+        jobs = []
+        for k in range(per_conv):
+            for i in range(n):
+                if spread_s:
+                    jobs.append(_later(rnd.uniform(0, spread_s), send(i, phase, k)))
+                else:
+                    jobs.append(send(i, phase, k))
+        await asyncio.gather(*jobs)
+        return time.monotonic() - ts
+
+    rnd = random.Random(7)
+    caught_up = time.monotonic()
+    try:
+        before_s = await send_all("b", cfg.storm_before)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(
+                cl.last_seq.get(conv[i], 0) < final[i] for i, cl in enumerate(ccl)):
+            await asyncio.sleep(0.05)
+        live_missing = sum(1 for i, cl in enumerate(ccl) if cl.last_seq.get(conv[i], 0) < final[i])
+        # -- everyone drops at once
+        for cl in ccl:
+            cl.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(not cl.closed for cl in ccl):
+            await asyncio.sleep(0.05)
+        away_s = await send_all("a", cfg.storm_away)
+        # -- reconnect storm
+        storm0 = time.monotonic()
+        done_at = [None] * n
+        fails: list[str] = []
+        syncs = [0]
+
+        async def come_back(i: int) -> None:
+            old = ccl[i]
+            await asyncio.sleep(rnd.uniform(0, cfg.storm_jitter_s))
+            for attempt in range(5):
+                try:
+                    cl = await open_client(proto, env.host, target.port_for(i, old.user), i,
+                                           old.user, None, rec, 15.0)
+                    break
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    if attempt == 4:
+                        fails.append(f"{old.user}: {type(exc).__name__}: {exc}")
+                        return
+                    await asyncio.sleep(0.5 * 2 ** attempt * rnd.random())
+            cl.seqs, cl.last_seq = old.seqs, old.last_seq
+            ccl[i] = cl
+            cid = conv[i]
+            for _ in range(1000):  # pages of 200
+                r = await cl.call("sync", {"cursors": {cid: cl.last_seq.get(cid, 0)}, "limit": 200},
+                                  timeout=30)
+                syncs[0] += 1
+                if not r.get("ok"):
+                    fails.append(f"{old.user}: sync {str(r)[:150]}")
+                    return
+                more = False
+                for c in r["conversations"]:
+                    for msg in c["messages"]:
+                        cl.note_seq(c["id"], msg["seq"])
+                    more |= bool(c.get("has_more"))
+                if not more:
+                    break
+            # live messages (storm_during) keep arriving: done when every seq is here
+            while time.monotonic() - storm0 < cfg.storm_limit_s:
+                if final_known.is_set() and len(cl.seqs.get(cid, ())) >= final[i]:
+                    done_at[i] = time.monotonic()
+                    return
+                await asyncio.sleep(0.05)
+
+        final_known = asyncio.Event()
+
+        async def during() -> float:
+            took = await send_all("d", cfg.storm_during, spread_s=cfg.storm_jitter_s)
+            final_known.set()
+            return took
+
+        meter = CpuMeter(target.pids)
+        res = await asyncio.gather(during(), *(come_back(i) for i in range(n)))
+        cpu = meter.read()
+        during_s = res[0]
+        caught_up = time.monotonic()
+    finally:
+        await close_all(fcl + ccl)
+    missing = 0
+    for i, cl in enumerate(ccl):
+        have = (cl.seqs or {}).get(conv[i], set())
+        missing += sum(1 for q in range(1, final[i] + 1) if q not in have)
+    done = [d - storm0 for d in done_at if d is not None]
+    total = n * (cfg.storm_before + cfg.storm_away + cfg.storm_during)
+    value = round(max(done), 2) if len(done) == n else None
+    log(f"    {n} clients/{nf} feeders, seeded in {seed_s:.1f}s; sent {total} "
+        f"(before {before_s:.1f}s, away {away_s:.1f}s, during {during_s:.1f}s); "
+        f"all caught up in {value}s after the storm began ({len(done)}/{n} done, "
+        f"{syncs[0]} sync calls); missing {missing}, nacked {len(nack)}, failed {len(fails)}")
+    return {"metric": "s until every client caught up (from first reconnect)", "value": value,
+            "clients": n, "feeders": nf, "jitter_s": cfg.storm_jitter_s,
+            "messages_sent": total, "send_s": {"before": round(before_s, 2),
+                                               "away": round(away_s, 2),
+                                               "during": round(during_s, 2)},
+            "live_missing_before_storm": live_missing,
+            "client_done_s": percentiles([int(d * 1e6) for d in done]),
+            "sync_calls": syncs[0], "server_cpu_pct_storm": cpu.get("server_cpu_pct"),
+            "storm_wall_s": round(caught_up - storm0, 2), "target_s": 15.0,
+            "pass": value is not None and value <= 15.0,
+            "lost": missing + len(nack) + len(fails) + (n - len(done)),
+            "nacked": nack[:3], "failures": fails[:3], "seed_s": round(seed_s, 2)}
+
+
+async def _later(delay: float, coro):
+    await asyncio.sleep(delay)
+    return await coro
 
 
 SCENARIOS = {

@@ -22,7 +22,8 @@ class Recorder:
     from an earlier step are counted as ``late`` instead of polluting this one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, track_last: bool = False) -> None:
+        self.track_last = track_last
         self.step = -1
         self.new_step()
 
@@ -37,13 +38,23 @@ class Recorder:
         self.stray_acks = 0  # acks for nothing pending (earlier step or duplicated)
         self.undecodable = 0
         self.disconnects = 0
+        self.nacked = 0  # acks that said {"ok": false} (Parley: error code in first_nack)
+        self.first_nack = None
         self._streams: dict[int, list] = {}
+        # S2: latency of the *last* recipient of each message (src, n) → max latency µs
+        self.last: dict[int, int] | None = {} if self.track_last else None
 
     def on_msg(self, dst: int, src: int, s: int, n: int, ts: int) -> None:
         if s != self.step:
             self.late += 1
             return
-        self.lat.append(time.monotonic_ns() // 1000 - ts)
+        lat = time.monotonic_ns() // 1000 - ts
+        self.lat.append(lat)
+        last = self.last
+        if last is not None:
+            k = (src << 32) | n
+            if lat > last.get(k, -1):
+                last[k] = lat
         key = (src << 20) | dst
         st = self._streams.get(key)
         if st is None:
@@ -87,8 +98,10 @@ def percentiles(values: list[int]) -> dict:
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime+stime of the whole process (all threads), in seconds."""
+def proc_cpu_seconds(pid) -> float:
+    """utime+stime of the whole process (all threads), in seconds; a list of pids: sum."""
+    if isinstance(pid, (list, tuple)):
+        return sum(proc_cpu_seconds(p) for p in pid)
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # the command name may contain spaces: fields start after the closing parenthesis
@@ -96,7 +109,9 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def proc_rss_kb(pid: int) -> int:
+def proc_rss_kb(pid) -> int:
+    if isinstance(pid, (list, tuple)):
+        return sum(proc_rss_kb(p) for p in pid)
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):

@@ -96,13 +96,24 @@ class Target:
     async def prepare(self, env: RunEnv) -> None:
         pass
 
-    async def provision(self, env: RunEnv, specs: list[tuple[str, str | None]]) -> None:
-        pass
+    async def provision(self, env: RunEnv, specs: list[tuple[str, str | None]],
+                        **links) -> None:
+        """``links`` (Parley): ``pairs=[(a, b)]`` direct conversations, ``groups={name:
+        [members]}``, ``messages={conversation: (count, sender)}`` pre-seeded history."""
 
     # -- generic ------------------------------------------------------------------------
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process whose CPU/RSS counts as "the server" (one for most targets)."""
+        return [self.proc.pid]
+
+    def port_for(self, idx: int, user: str) -> int:
+        """Which server port client ``idx`` connects to (multi-process targets)."""
+        return self.port
 
     async def start(self, env: RunEnv) -> str:
         """Start the server; return its base URL once the port accepts connections."""
@@ -126,10 +137,11 @@ class Target:
         raise RuntimeError(f"{self.key} did not listen within {env.start_timeout:.0f}s")
 
     @staticmethod
-    def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+    def _spawn(argv: list[str], log_path: Path, extra_env: dict | None = None
+               ) -> subprocess.Popen:
         # Popen only forks/execs (fast); own session so the whole tree can be killed
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        penv = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        penv = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(extra_env or {}))
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=penv, start_new_session=True)
@@ -191,26 +203,11 @@ class PeerTarget(Target):
         return ["node", str(PEER_DIR / "server.js"), str(port)]
 
 
-class ParleyTarget(Target):
-    """Placeholder — Parley targets: to be added when messaging lands.
+def _all_targets() -> dict:
+    from .parley import PARLEY_TARGETS
 
-    Expected shape (see docs/benchmarks.md, "Plugging in Parley"):
-    ``command`` runs ``python -m app serve`` on the port with a throw-away database;
-    ``provision`` creates one account per user and a conversation per (sender, receiver)
-    pair or group, and stores tokens; ``protocol`` is a ``SocketIOProtocol`` subclass with
-    namespace/event names of Parley, ``auth`` returning the user's token, ``data_template``
-    producing a ``message:send`` payload that carries ``f s n ts`` (e.g. in the body), and
-    ``extract`` parsing them back from ``message:new``.  Adds s4 (history) and s5
-    (reconnect storm) to ``scenarios``.
-    """
-
-    key = "parley"
-    title = "Parley (pending)"
-    scenarios = ("s1", "s2", "s3", "s4", "s5")
-
-    def available(self):
-        return "Parley targets: to be added when messaging lands"
+    return {t.key: t for t in (L0Target, L1Target, PeerTarget, *PARLEY_TARGETS)}
 
 
-ALL_TARGETS = {t.key: t for t in (L0Target, L1Target, PeerTarget, ParleyTarget)}
-DEFAULT_TARGETS = ("l0", "l1", "p")
+ALL_TARGETS = _all_targets()
+DEFAULT_TARGETS = ("l0", "l1", "p", "parley-sqlite", "parley-pg", "parley-redis2")

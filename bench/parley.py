@@ -1,0 +1,380 @@
+"""Parley targets: the real server (``python -m app serve``) on SQLite, PostgreSQL, and
+two processes on PostgreSQL + Redis.
+
+* ``ParleyProtocol`` — the ``/chat`` Socket.IO adaptor: ``auth={"token": …}``,
+  ``message:send`` {conversation_id, client_msg_id "<src>-<step>-<n>", type "text",
+  text "<src> <step> <n> <ts> <pad>"}, receives ``message:new`` and parses the four
+  numbers back out of ``text``.  Acks carrying ``"ok":false`` are counted as ``nacked``.
+  ``ParleyClient.call(event, data)`` does request/ack round trips (``sync``, ``history``).
+* Databases: a migrated *template* is made once per run (``prepare``); every scenario
+  gets a fresh copy (SQLite: file copy; PostgreSQL: ``CREATE DATABASE … TEMPLATE``),
+  dropped after the scenario.  ``provision`` seeds accounts, sessions, contacts and
+  conversations straight into the database (``bench/parley_seed.py``, own process) and
+  issues access tokens for the sessions — no REST, no argon2.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import msgspec
+
+from .eio_client import PAD, SocketIOClient, SocketIOProtocol
+from .parley_seed import pair_key
+from .targets import ROOT, Target, _kill_tree, free_port
+from .ws import frame
+
+SECRET_KEY = "parley-bench-" + "k" * 48  # fixed: tokens are minted by the seeding step
+PG_ADMIN = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-v",
+            "ON_ERROR_STOP=1", "-c"]
+PG_URL = "postgres://postgres@127.0.0.1:5432/{}"
+
+
+class ParleyMsg(msgspec.Struct):
+    conversation_id: str
+    seq: int
+    text: str
+
+
+_new_msg = msgspec.json.Decoder(tuple[str, ParleyMsg]).decode
+
+
+class ParleyClient(SocketIOClient):
+    """SocketIOClient for /chat: message:new → Recorder; acks → pending sends or calls."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.calls: dict[int, asyncio.Future] = {}
+        self.seqs: dict[str, set[int]] | None = None  # S5: every seq seen per conversation
+        self.last_seq: dict[str, int] = {}
+
+    def send_msg(self, tmpl: bytes, step: int, n: int, ts: int) -> None:
+        self.ack_id = aid = self.ack_id + 1
+        self.pending[aid] = ts
+        self.transport.write(frame(tmpl % (aid, step, n, step, n, ts)))
+
+    def on_text(self, p: bytes) -> None:
+        if p[:2] not in (b"42", b"43"):
+            super().on_text(p)  # pings, connect, errors, disconnect
+            return
+        body = p[2:]
+        if body[:1] == b"/":
+            body = body[body.index(b",") + 1 :]
+        if p[1] == 0x32:  # EVENT
+            if not body.startswith(b'["message:new"'):
+                return  # presence, conversation:updated, read marks …
+            try:
+                _, m = _new_msg(body)
+                src, s, n, ts, _rest = m.text.split(" ", 4)
+                got = (int(src), int(s), int(n), int(ts))
+            except (msgspec.DecodeError, ValueError):
+                self.rec.undecodable += 1
+                return
+            self.note_seq(m.conversation_id, m.seq)
+            self.rec.on_msg(self.idx, *got)
+            return
+        i = body.index(b"[")  # ACK <id>[…]
+        aid = int(body[:i])
+        fut = self.calls.pop(aid, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(body[i:])
+            return
+        if body[i : i + 12] == b'[{"ok":false':
+            self.rec.nacked += 1
+            if self.rec.first_nack is None:
+                self.rec.first_nack = body[i : i + 200].decode(errors="replace")
+        self.rec.on_ack(self.pending, aid)
+
+    def note_seq(self, cid: str, seq: int) -> None:
+        if seq > self.last_seq.get(cid, 0):
+            self.last_seq[cid] = seq
+        if self.seqs is not None:
+            self.seqs.setdefault(cid, set()).add(seq)
+
+    async def call(self, event: str, data, timeout: float = 15.0):
+        """Emit with an ack id and return the decoded first ack argument."""
+        self.ack_id = aid = self.ack_id + 1
+        fut = asyncio.get_running_loop().create_future()
+        self.calls[aid] = fut
+        ns = self.proto.namespace.encode()
+        self.send(b"42" + ns + b",%d" % aid + msgspec.json.encode([event, data]))
+        try:
+            async with asyncio.timeout(timeout):
+                body = await fut
+        finally:
+            self.calls.pop(aid, None)
+        return msgspec.json.decode(body)[0]
+
+
+class ParleyProtocol(SocketIOProtocol):
+    client_class = ParleyClient
+
+    def __init__(self) -> None:
+        super().__init__(namespace="/chat", send_event="message:send",
+                         recv_event="message:new", name="parley")
+        self.tokens: dict[str, str] = {}
+        self.user_ids: dict[str, str] = {}
+        self.convs: dict[str, str] = {}  # pair_key(a, b) or group name → conversation id
+
+    def auth(self, user, group):
+        return {"token": self.tokens[user]}
+
+    def conv_for(self, src_user: str, to: str) -> str:
+        return self.convs[to] if to in self.convs else self.convs[pair_key(src_user, to)]
+
+    def data_template(self, src_idx, src_user, to) -> bytes:
+        # five slots, filled by ParleyClient.send_msg: step, n (client_msg_id), step, n, ts
+        return (b'{"conversation_id":"%s","client_msg_id":"%d-%%d-%%d","type":"text",'
+                b'"text":"%d %%d %%d %%d %s"}'
+                % (self.conv_for(src_user, to).encode(), src_idx, src_idx, PAD.encode()))
+
+
+# -- targets ---------------------------------------------------------------------------
+def _psql(sql: str, timeout: float = 60) -> None:
+    subprocess.run([*PG_ADMIN, sql], check=True, capture_output=True, timeout=timeout)
+
+
+def _pg_available() -> str | None:
+    if not shutil.which("psql"):
+        return "psql not found"
+    try:
+        _psql("SELECT 1", timeout=10)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return f"PostgreSQL at 127.0.0.1:5432 not reachable ({type(exc).__name__})"
+    return None
+
+
+_pg_databases: set[str] = set()
+
+
+def drop_pg_databases() -> None:
+    for name in list(_pg_databases):
+        try:
+            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except (subprocess.SubprocessError, OSError):
+            pass
+        _pg_databases.discard(name)
+
+
+class ParleyTarget(Target):
+    """One ``python -m app serve`` on a fresh SQLite database."""
+
+    key = "parley-sqlite"
+    title = "Parley (python -m app serve), SQLite"
+    scenarios = ("s1", "s2", "s3", "s4", "s5")
+    echo_to_sender = False  # the sender gets its message in the ack, not as message:new
+    n_procs = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol = ParleyProtocol()
+        self.procs: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+        self.home: dict[str, int] = {}
+        self.db_url: str | None = None
+        self.tmp = None
+        self.seed_seconds: dict = {}
+
+    # -- database ---------------------------------------------------------------------
+    def _env(self, db_url: str) -> dict:
+        return {"DATABASE_URL": db_url, "SECRET_KEY": SECRET_KEY, "LOG_LEVEL": "WARNING",
+                "SEND_RATE_LIMIT": "1000000/1", "LOGIN_RATE_LIMIT": "1000000/1",
+                "REDIS_URL": "", "MEDIA_ROOT": os.path.join(self.tmp.name, "media")}
+
+    async def _run(self, argv, env, timeout=300.0, stdin: bytes | None = None) -> bytes:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate(stdin)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RuntimeError(f"{argv[2:4]} timed out after {timeout:.0f}s") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[1:4])} failed ({proc.returncode}): "
+                               f"{err.decode(errors='replace')[-800:]}")
+        return out
+
+    async def _migrate(self, db_url: str) -> None:
+        await self._run([sys.executable, "-m", "app", "migrate"], self._env(db_url), 120)
+
+    async def prepare(self, env) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="parley-bench-")
+        self.template = os.path.join(self.tmp.name, "template.db")
+        await self._migrate(f"sqlite://{self.template}")
+
+    def new_database(self, n: int) -> str:
+        path = os.path.join(self.tmp.name, f"bench{n}.db")
+        shutil.copyfile(self.template, path)
+        return f"sqlite://{path}"
+
+    def drop_database(self) -> None:
+        if self.db_url and self.db_url.startswith("sqlite://"):
+            base = self.db_url[len("sqlite://") :]
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(base + suffix)
+                except FileNotFoundError:
+                    pass
+        self.db_url = None
+
+    # -- processes ----------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def port_for(self, idx: int, user: str) -> int:
+        return self.home.get(user) or self.ports[idx % len(self.ports)]
+
+    def _server_env(self) -> dict:
+        return self._env(self.db_url)
+
+    async def start(self, env) -> str:
+        self._starts = getattr(self, "_starts", 0) + 1
+        self.db_url = self.new_database(self._starts)
+        self.home = {}
+        self.ports = [free_port() for _ in range(self.n_procs)]
+        self.port = self.ports[0]
+        extra = self._server_env()
+        for i, port in enumerate(self.ports):
+            argv = [sys.executable, "-m", "app", "serve", "--host", env.host, "--port", str(port)]
+            if env.server_cpu is not None and shutil.which("taskset"):
+                argv = ["taskset", "-c", str(env.server_cpu), *argv]
+            self.procs.append(self._spawn(argv, env.log_dir / f"{self.key}-{i}.log", extra))
+        deadline = time.monotonic() + env.start_timeout
+        for i, port in enumerate(self.ports):
+            await self._wait_port(env, self.procs[i], port, deadline)
+        return f"http://{env.host}:{self.port}"
+
+    async def _wait_port(self, env, proc, port, deadline) -> None:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.key} exited with {proc.returncode}; see "
+                                   f"{env.log_dir}/{self.key}-*.log")
+            try:
+                _, w = await asyncio.open_connection(env.host, port)
+                w.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.key} did not listen on {port} within {env.start_timeout:.0f}s")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            _kill_tree(p)
+        self.procs = []
+        self.drop_database()
+
+    # -- seeding ------------------------------------------------------------------------
+    async def provision(self, env, specs, pairs=(), groups=None, messages=None) -> None:
+        """Seed users for every spec, a direct conversation per pair (contacts both ways),
+        the groups (creator = first member, everyone its contact), optional history."""
+        users = [u for u, _ in specs]
+        groups = dict(groups or {})
+        spec = {"database_url": self.db_url, "secret_key": SECRET_KEY, "token_ttl": 7200,
+                "users": users, "pairs": [list(p) for p in pairs], "groups": groups,
+                "messages": messages or {}}
+        out = json.loads(await self._run([sys.executable, "-m", "bench.parley_seed"], {},
+                                         600, json.dumps(spec).encode()))
+        self.protocol.tokens = out["tokens"]
+        self.protocol.user_ids = out["users"]
+        self.protocol.convs = out["convs"]
+        self.seed_seconds = out["seconds"]
+        self.assign_homes(users, pairs)
+
+    def assign_homes(self, users, pairs) -> None:
+        if len(self.ports) < 2:
+            return
+        # senders on the first process, receivers on the second; the rest alternate
+        for a, b in pairs:
+            self.home.setdefault(a, self.ports[0])
+            self.home.setdefault(b, self.ports[1])
+        for i, u in enumerate(users):
+            self.home.setdefault(u, self.ports[i % len(self.ports)])
+
+
+class ParleyPgTarget(ParleyTarget):
+    key = "parley-pg"
+    title = "Parley (python -m app serve), PostgreSQL"
+
+    def available(self):
+        return _pg_available()
+
+    async def prepare(self, env) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="parley-bench-")
+        self.prefix = f"parley_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.template = f"{self.prefix}_{self.key.replace('-', '_')}_tmpl"
+        _pg_databases.add(self.template)
+        _psql(f'CREATE DATABASE "{self.template}"')
+        await self._migrate(PG_URL.format(self.template))
+
+    def new_database(self, n: int) -> str:
+        name = f"{self.prefix}_{n}"
+        _pg_databases.add(name)
+        _psql(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return PG_URL.format(name)
+
+    def drop_database(self) -> None:
+        if self.db_url:
+            name = self.db_url.rsplit("/", 1)[1]
+            try:
+                _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except (subprocess.SubprocessError, OSError):
+                pass
+            _pg_databases.discard(name)
+        self.db_url = None
+
+
+class ParleyRedis2Target(ParleyPgTarget):
+    """Two Parley processes on one PostgreSQL database and a private Redis (own
+    redis-server on a free port, fresh per scenario).  Both app processes *and* that
+    redis-server are pinned to the server core; CPU and RSS are the sum of the three.
+    Pairs: sender on process 0, receiver on process 1; other clients alternate."""
+
+    key = "parley-redis2"
+    title = "Parley x2 processes, PostgreSQL + Redis"
+    n_procs = 2
+
+    def available(self):
+        if not shutil.which("redis-server"):
+            return "redis-server not found"
+        return _pg_available()
+
+    def _server_env(self) -> dict:
+        return {**self._env(self.db_url), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0"}
+
+    async def start(self, env) -> str:
+        self.redis_port = free_port()
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+                "--save", "", "--appendonly", "no"]
+        if env.server_cpu is not None and shutil.which("taskset"):
+            argv = ["taskset", "-c", str(env.server_cpu), *argv]
+        self.redis = self._spawn(argv, env.log_dir / f"{self.key}-redis.log")
+        await self._wait_port(env, self.redis, self.redis_port, time.monotonic() + 10)
+        url = await super().start(env)
+        self.procs.append(self.redis)  # CPU/RSS accounting: the app processes + redis
+        return url
+
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    def stop(self) -> None:
+        super().stop()
+        self.redis = None
+
+
+PARLEY_TARGETS = (ParleyTarget, ParleyPgTarget, ParleyRedis2Target)
