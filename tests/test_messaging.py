@@ -493,3 +493,26 @@ async def test_rest_bad_input(client, deps):
         assert (await r.json())["error"]["code"]
     r = await client.get(f"{API}/conversations")
     assert r.status == 401
+
+
+async def test_mute_a_chat_for_myself(client, deps, base_url):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a2 = await connect(base_url, alice.access_token)
+    try:
+        r = await client.patch(f"{API}/conversations/{cid}", json={"muted": True},
+                               headers=alice.headers)
+        assert r.status == 200 and (await r.json())["conversation"]["muted"] is True
+        [ev] = await a2.log.wait_for("conversation:updated", where=lambda c: c["id"] == cid)
+        assert ev["muted"] is True
+        r = await client.get(f"{API}/conversations/{cid}", headers=bob.headers)
+        assert (await r.json())["conversation"]["muted"] is False  # only mine
+        for body, status in (({"muted": "yes"}, 400), ({"pinned": True}, 400)):
+            r = await client.patch(f"{API}/conversations/{cid}", json=body, headers=alice.headers)
+            assert r.status == status
+        eve = await make_user(deps)
+        r = await client.patch(f"{API}/conversations/{cid}", json={"muted": True},
+                               headers=eve.headers)
+        assert r.status == 404
+    finally:
+        await a2.disconnect()

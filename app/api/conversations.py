@@ -45,6 +45,14 @@ async def get_conversation(request: web.Request) -> web.Response:
     return json_response({"conversation": conv})
 
 
+async def patch_conversation(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    data = await read_json(request, convs.ConversationPatch, cap=4 * 1024)
+    conv = await convs.update_my_settings(deps_of(request), auth.user_id,
+                                          request.match_info["conversation_id"], data)
+    return json_response({"conversation": conv})
+
+
 async def list_messages(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     q = query(request, HistoryQuery)

@@ -32,6 +32,7 @@ ROUTES = [
     web.post(f"{API}/conversations/direct", conversations.create_direct),
     web.get(f"{API}/conversations", conversations.list_conversations),
     web.get(f"{API}/conversations/{{conversation_id}}", conversations.get_conversation),
+    web.patch(f"{API}/conversations/{{conversation_id}}", conversations.patch_conversation),
     web.get(f"{API}/conversations/{{conversation_id}}/messages", conversations.list_messages),
     web.post(f"{API}/conversations/{{conversation_id}}/messages", conversations.send_message),
     # contacts, requests, blocks

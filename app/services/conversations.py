@@ -21,6 +21,7 @@ from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services.accounts import public_user
 from app.services.sql import send_context_row
+from app.validation import Payload
 
 NO_SUCH_CONVERSATION = "No such conversation."
 
@@ -353,3 +354,18 @@ async def list_conversations(deps: Deps, user_id, cursor: str | None, limit: int
 async def conversation_for(deps: Deps, user_id, conversation_id) -> dict:
     m = await active_membership(conversation_id, user_id)
     return (await summaries(deps, user_id, [m]))[0]
+
+
+class ConversationPatch(Payload):
+    muted: bool | None = None
+
+
+async def update_my_settings(deps: Deps, user_id, conversation_id,
+                             data: ConversationPatch) -> dict:
+    """My own settings of a chat ("mute notifications"); my devices follow along."""
+    m = await active_membership(conversation_id, user_id)
+    if data.muted is not None and data.muted != m.notifications_muted:
+        await Membership.filter(id=m.id).update(notifications_muted=data.muted)
+    summary = await conversation_for(deps, user_id, m.conversation_id)
+    await deps.fanout.to_users([str(user_id)], "conversation:updated", summary)
+    return summary
