@@ -209,6 +209,13 @@ async def test_two_people_chat_in_real_browsers(browser, base_url, deps):
                      await alice.locator(".chat-item .preview").first.text_content())
     await shot(alice, "04-chat")
 
+    # --- mute this chat for me (all my devices follow; the server keeps it) -------------------
+    await bob.click("[data-action=toggle-mute]")
+    await bob.locator("[data-action=toggle-mute][aria-pressed=true]").wait_for()
+    await bob.locator(".chat-item .muted-ico").wait_for()
+    await bob.click("[data-action=toggle-mute]")
+    await bob.locator("[data-action=toggle-mute][aria-pressed=false]").wait_for()
+
     # --- recall ----------------------------------------------------------------------------
     await send_text(alice, "oops, wrong chat")
     await bubble(bob, "oops, wrong chat").wait_for()

@@ -794,12 +794,29 @@ export function renderChatHeader() {
   const info = conv.type === "group" && CONFIG.groups
     ? h("button", { class: "icon-btn", title: t("groupInfo"), "aria-label": t("groupInfo"), "data-action": "group-info", onclick: () => go(`#/chats/${encodeURIComponent(conv.id)}/info`) }, icon("more"))
     : null;
+  const muteLabel = t(conv.muted ? "unmuteChat" : "muteChat");
+  const mute = h("button", {
+    class: `icon-btn${conv.muted ? " on" : ""}`, title: muteLabel, "aria-label": muteLabel,
+    "aria-pressed": conv.muted ? "true" : "false", "data-action": "toggle-mute",
+    onclick: () => toggleMute(conv),
+  }, icon("bell"));
   clear(c.header,
     backButton("#/chats"),
     h("div", { class: "chat-title" },
       h("h2", {}, convTitle(conv)),
       h("div", { class: `chat-sub${typers.length ? " typing" : ""}` }, sub)),
-    info);
+    mute, info);
+}
+
+async function toggleMute(conv) {
+  try {
+    const { conversation } = await api("PATCH", `/conversations/${encodeURIComponent(conv.id)}`, { muted: !conv.muted });
+    conv.muted = conversation.muted;
+    renderChatHeader();
+    renderList();
+  } catch (err) {
+    toast(err.message || String(err));
+  }
 }
 
 export function rerenderChat(forceBottom = false) {
