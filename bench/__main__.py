@@ -27,6 +27,8 @@ from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_
 from .parley import drop_pg_databases
 
 DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
+# CI smoke run (< 2 min): L1 (the ratio base) and Parley; L0/P only in full runs or on request
+QUICK_TARGETS = ("l1", "parley-sqlite", "parley-pg", "parley-redis2")
 
 
 def log(msg: str) -> None:
@@ -37,10 +39,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small scale, < 2 min (CI)")
-    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                   help=f"comma list of {', '.join(ALL_TARGETS)} (default %(default)s)")
-    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
-                   help=f"comma list of {', '.join(SCENARIOS)} (default %(default)s)")
+    p.add_argument("--targets", default=None,
+                   help=f"comma list of {', '.join(ALL_TARGETS)} (default "
+                        f"{','.join(DEFAULT_TARGETS)}; --quick: {','.join(QUICK_TARGETS)})")
+    p.add_argument("--scenarios", default=None,
+                   help=f"comma list of {', '.join(SCENARIOS)} (default all)")
     p.add_argument("--pairs", type=int, help="S1 sender→receiver pairs (100; quick 50)")
     p.add_argument("--idle", type=int, help="S3 idle connections (10000; quick 1000)")
     p.add_argument("--group-size", type=int, help="S2 group members (500; quick 100)")
@@ -55,8 +58,11 @@ def parse_args(argv):
     p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")
     p.add_argument("--out", default=str(ROOT / "bench-results"), help="results directory")
     a = p.parse_args(argv)
+    a.scenarios_given = a.scenarios is not None
+    if a.targets is None:
+        a.targets = ",".join(QUICK_TARGETS if a.quick else DEFAULT_TARGETS)
     a.targets = [t for t in a.targets.split(",") if t]
-    a.scenarios = [s for s in a.scenarios.split(",") if s]
+    a.scenarios = [s for s in (a.scenarios or ",".join(DEFAULT_SCENARIOS)).split(",") if s]
     bad = [t for t in a.targets if t not in ALL_TARGETS] + \
           [s for s in a.scenarios if s not in SCENARIOS]
     if bad:
@@ -125,24 +131,41 @@ def machine_info() -> dict:
 
 async def run_all(a, cfg: Config, env: RunEnv) -> dict:
     results: dict = {}
-    for key in a.targets:
-        target = ALL_TARGETS[key]()
-        tres = results[key] = {"title": target.title}
+    targets = {key: ALL_TARGETS[key]() for key in a.targets}
+    ready: dict = {}
+
+    async def prepare(key, target):
+        # all targets prepare at once (migrations, npm): they are independent
+        try:
+            await target.prepare(env)
+            ready[key] = None
+        except Exception as exc:
+            ready[key] = exc
+
+    runnable = {}
+    for key, target in targets.items():
+        results[key] = {"title": target.title}
         reason = target.available()
         if reason:
             log(f"== {key}: skipped — {reason}")
-            tres["skipped"] = reason
-            continue
-        try:
-            await target.prepare(env)
-        except Exception as exc:
-            log(f"== {key}: prepare failed: {exc}")
-            tres["error"] = f"prepare failed: {exc}"
+            results[key]["skipped"] = reason
+        else:
+            runnable[key] = target
+    await asyncio.gather(*(prepare(k, t) for k, t in runnable.items()))
+    for key, target in runnable.items():
+        tres = results[key]
+        if ready[key] is not None:
+            log(f"== {key}: prepare failed: {ready[key]}")
+            tres["error"] = f"prepare failed: {ready[key]}"
             continue
         for sid in a.scenarios:
             name, fn = SCENARIOS[sid]
             if sid not in target.scenarios:
                 tres[sid] = {"skipped": f"{name} not defined for {key}"}
+                continue
+            qs = getattr(target, "quick_scenarios", None)
+            if a.quick and qs is not None and sid not in qs and not a.scenarios_given:
+                tres[sid] = {"skipped": f"not in --quick for {key} (run it with --scenarios)"}
                 continue
             log(f"== {key} {name}")
             t0 = time.monotonic()

@@ -68,11 +68,13 @@ class Config:
 
     @classmethod
     def quick_config(cls) -> "Config":
-        return cls(quick=True, noise_retries=0, quiet_wait_s=1.0, pairs=50, idle_conns=1000, group_size=100, group_senders=2,
-                   step_s=1.0, s1_start_rate=2000.0, s2_start_rate=20.0, max_steps=5,
-                   tolerance=0.5, idle_measure_s=2.0, settle_s=0.5,
-                   history_messages=50_000, history_clients=4, history_s=2.0, history_rest=50,
-                   storm_clients=500, storm_feeders=10, storm_limit_s=30.0, profile=False)
+        return cls(quick=True, noise_retries=0, quiet_wait_s=1.0, pairs=50, idle_conns=1000,
+                   group_size=100, group_senders=2,
+                   step_s=1.0, s1_start_rate=2000.0, s2_start_rate=20.0, max_steps=2,
+                   tolerance=0.5, idle_measure_s=1.0, settle_s=0.3,
+                   history_messages=50_000, history_clients=4, history_s=1.0, history_rest=30,
+                   storm_clients=500, storm_feeders=10, storm_jitter_s=1.5, storm_limit_s=30.0,
+                   profile=False)
 
 
 # -- one constant-rate step ------------------------------------------------------------------
@@ -142,6 +144,9 @@ async def _run_step(senders, fanout, rate, duration, rec, pid, p99_ms) -> dict:
     extra = {}
     if rec.nacked:
         extra.update(nacked=rec.nacked, first_nack=rec.first_nack)
+    for k in ("resyncs", "gap_syncs", "recovered", "sync_errors", "out_of_order"):
+        if getattr(rec, k, 0):
+            extra[k] = getattr(rec, k)
     if rec.last is not None:
         extra["last_recipient_latency"] = percentiles(list(rec.last.values()))
     return {
@@ -209,6 +214,8 @@ async def search_rate(senders, fanout, cfg: Config, rec, pid, start_rate, log) -
         log(f"    {rate:>10.0f}/s  p50={r['latency']['p50_ms']} p99={r['latency']['p99_ms']}ms "
             + (f"last-recipient p99={lastp}ms " if lastp is not None else "") +
             f"lost={r['lost']} unacked={r['unacked']} gen={r['gen_cpu_pct']}% "
+            + "".join(f"{k}={r[k]} " for k in ("resyncs", "gap_syncs", "recovered",
+                                               "out_of_order", "nacked") if r.get(k)) +
             f"srv={r.get('server_cpu_pct')}% other={r.get('other_cpu_pct')}% "
             f"{'PASS' if r['pass'] else 'fail'}{' (noisy)' if noisy else ''}")
         if not r["pass"] and noisy and retries < cfg.noise_retries:
@@ -240,6 +247,13 @@ async def search_rate(senders, fanout, cfg: Config, rec, pid, start_rate, log) -
     return {"max_rate": best, "first_fail_rate": fail, "at_max": best_step, "steps": steps}
 
 
+def _start_rate(target, cfg, sid: str, default: float) -> float:
+    """Targets may start the search elsewhere (``start_rates`` / ``quick_start_rates``):
+    Parley's quick run stays below its limit (CI: complete, lose nothing)."""
+    rates = getattr(target, "quick_start_rates" if cfg.quick else "start_rates", None) or {}
+    return rates.get(sid, default)
+
+
 def _templates(target, clients, routes):
     """routes: [(sender index, destination name)] → [(client, pre-encoded template)]."""
     proto = target.protocol
@@ -269,9 +283,11 @@ async def s1_one_to_one(target, env, cfg: Config, log) -> dict:
     try:
         senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
         # warm-up (not reported): JIT/caches/allocators of the server settle
-        await run_step(senders, 1, min(cfg.s1_start_rate, 1000), 0.5, rec, target.pids, 1e9)
+        await run_step(senders, 1, min(_start_rate(target, cfg, "s1", cfg.s1_start_rate), 1000),
+                       0.5, rec, target.pids, 1e9)
         await wait_quiet(cfg.quiet_wait_s)
-        res = await search_rate(senders, 1, cfg, rec, target.pids, cfg.s1_start_rate, log)
+        start = _start_rate(target, cfg, "s1", cfg.s1_start_rate)
+        res = await search_rate(senders, 1, cfg, rec, target.pids, start, log)
         if cfg.profile and hasattr(target, "protocol") and target.key.startswith("parley"):
             prof = await profile_step(target, senders, rec, cfg, res, log)
     finally:
@@ -371,7 +387,8 @@ async def s2_group(target, env, cfg: Config, log) -> dict:
         senders = _templates(target, clients, [(i, "g") for i in range(cfg.group_senders)])
         await run_step(senders, fan, cfg.s2_start_rate, 0.5, rec, target.pids, 1e9)
         await wait_quiet(cfg.quiet_wait_s)
-        res = await search_rate(senders, fan, cfg, rec, target.pids, cfg.s2_start_rate, log)
+        res = await search_rate(senders, fan, cfg, rec, target.pids,
+                                _start_rate(target, cfg, "s2", cfg.s2_start_rate), log)
     finally:
         await close_all(clients)
     value = res["max_rate"]
@@ -605,11 +622,11 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
                         fails.append(f"{old.user}: {type(exc).__name__}: {exc}")
                         return
                     await asyncio.sleep(0.5 * 2 ** attempt * rnd.random())
-            cl.seqs, cl.last_seq = old.seqs, old.last_seq
+            cl.seqs, cl.last_seq, cl.hw, cl.above = old.seqs, old.last_seq, old.hw, old.above
             ccl[i] = cl
             cid = conv[i]
             for _ in range(1000):  # pages of 200
-                r = await cl.call("sync", {"cursors": {cid: cl.last_seq.get(cid, 0)}, "limit": 200},
+                r = await cl.call("sync", {"cursors": {cid: cl.hw.get(cid, 0)}, "limit": 200},
                                   timeout=30)
                 syncs[0] += 1
                 if not r.get("ok"):

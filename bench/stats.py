@@ -40,6 +40,11 @@ class Recorder:
         self.disconnects = 0
         self.nacked = 0  # acks that said {"ok": false} (Parley: error code in first_nack)
         self.first_nack = None
+        self.resyncs = 0  # Parley `resync` events received (live feed had a gap)
+        self.gap_syncs = 0  # syncs started because a message:new skipped a seq
+        self.recovered = 0  # deliveries that arrived through `sync`, not live
+        self.sync_errors = 0
+        self.out_of_order = 0  # message:new with a seq below one already seen
         self._streams: dict[int, list] = {}
         # S2: latency of the *last* recipient of each message (src, n) → max latency µs
         self.last: dict[int, int] | None = {} if self.track_last else None
