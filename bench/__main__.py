@@ -23,8 +23,7 @@ import traceback
 from importlib.metadata import version
 
 from .scenarios import SCENARIOS, Config, NotApplicable
-from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all  # noqa: I001
-from .parley import drop_pg_databases
+from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
 
 DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
 # CI smoke run (< 2 min): L1 (the ratio base) and Parley; L0/P only in full runs or on request
@@ -264,6 +263,8 @@ def main(argv=None) -> int:
         log("bench: interrupted")
         return 130
     finally:
+        from .parley import drop_pg_databases  # after .targets (which registers it)
+
         kill_all()
         drop_pg_databases()
     lost, problems = total_lost(results)

@@ -317,6 +317,11 @@ class ParleyTarget(Target):
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    @property
+    def app_pids(self) -> list[int]:
+        """Only our own processes (S3 memory: database backends are not per-connection)."""
+        return [p.pid for p in self.procs]
+
     def port_for(self, idx: int, user: str) -> int:
         return self.home.get(user) or self.ports[idx % len(self.ports)]
 
@@ -418,6 +423,26 @@ class ParleyPgTarget(ParleyTarget):
                 pass
             _pg_databases.discard(name)
         self.db_url = None
+
+
+    @property
+    def pids(self) -> list[int]:
+        """The app process(es) plus the PostgreSQL backends serving our database: the
+        database works for Parley, so its CPU is the server's too (it may exceed 100 %:
+        backends are not pinned).  Refreshed at most every 2 s (one psql call)."""
+        now = time.monotonic()
+        if self.db_url and now - getattr(self, "_pg_pids_at", 0) > 2:
+            self._pg_pids_at = now
+            name = self.db_url.rsplit("/", 1)[1]
+            try:
+                out = subprocess.run(
+                    [*PG_ADMIN[:-1], "-At", "-c", "SELECT pid FROM pg_stat_activity "
+                     f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"],
+                    capture_output=True, text=True, timeout=5, check=True).stdout
+                self._pg_pids = [int(x) for x in out.split()]
+            except (subprocess.SubprocessError, OSError, ValueError):
+                self._pg_pids = []
+        return [p.pid for p in self.procs] + list(getattr(self, "_pg_pids", []))
 
 
 class ParleyRedis2Target(ParleyPgTarget):

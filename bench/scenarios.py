@@ -8,7 +8,6 @@ falling behind shows up as latency instead of silently lowering the offered rate
 
 import asyncio
 import gc
-import os
 import random
 import shutil
 import subprocess
@@ -305,18 +304,27 @@ def _pyspy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
+# Leaf frames that are a thread *waiting* although py-spy samples them as active:
+# aiosqlite's worker blocked in queue.get (its real work shows as child frames).
+IDLE_LEAVES = ("_connection_worker_thread (aiosqlite/core.py:59)",)
+
+
 def summarize_folded(path: str, top: int = 25) -> dict:
     """py-spy ``-f raw`` (folded stacks "f1;f2;… count") → top frames by inclusive and
     self share of the samples (line numbers dropped, each function once per stack)."""
     incl: Counter = Counter()
     selfc: Counter = Counter()
-    total = 0
+    total = idle_samples = 0
     with open(path) as f:
         for line in f:
             stack, _, cnt = line.rstrip("\n").rpartition(" ")
             if not stack or not cnt.isdigit():
                 continue
             c = int(cnt)
+            leaf = stack.rsplit(";", 1)[-1]
+            if any(leaf.startswith(idle) for idle in IDLE_LEAVES):
+                idle_samples += c
+                continue
             total += c
             frames = []
             for fr in stack.split(";"):
@@ -332,7 +340,7 @@ def summarize_folded(path: str, top: int = 25) -> dict:
             if frames:
                 selfc[frames[-1]] += c
     pct = (lambda v: round(100 * v / total, 1)) if total else (lambda v: 0)
-    return {"samples": total,
+    return {"samples": total, "idle_samples_dropped": idle_samples,
             "inclusive": [(k, pct(v)) for k, v in incl.most_common(top)],
             "self": [(k, pct(v)) for k, v in selfc.most_common(top)]}
 
@@ -345,12 +353,13 @@ async def profile_step(target, senders, rec, cfg, res, log) -> dict | None:
         return {"skipped": "py-spy not found"}
     rate = 0.9 * (res["max_rate"] or cfg.s1_start_rate / 2)
     out_dir = Path(cfg.profile_dir or "bench-results/profiles")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the step
     path = out_dir / f"{target.key}-s1-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     argv = [exe, "record", "-p", str(target.pids[0]), "-f", "raw", "-r", "500", "-d", "5",
             "-o", str(path)]
     await _wait_server_idle(target.pids)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Popen only forks/execs; polled below without blocking the loop
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
     try:
         await asyncio.sleep(0.5)
         step = await run_step(senders, 1, rate, 6.0, rec, target.pids, 1e9)
@@ -408,7 +417,7 @@ async def s2_group(target, env, cfg: Config, log) -> dict:
 async def s3_idle(target, env, cfg: Config, log) -> dict:
     """K idle connected clients: server RSS per connection and idle CPU%."""
     k = cfg.idle_conns
-    pid = target.pids
+    pid = getattr(target, "app_pids", None) or target.pids
     await asyncio.sleep(cfg.settle_s)
     rss0 = proc_rss_kb(pid)
     rec = Recorder()
@@ -592,7 +601,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
     try:
         before_s = await send_all("b", cfg.storm_before)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 - polling, bounded
                 cl.last_seq.get(conv[i], 0) < final[i] for i, cl in enumerate(ccl)):
             await asyncio.sleep(0.05)
         live_missing = sum(1 for i, cl in enumerate(ccl) if cl.last_seq.get(conv[i], 0) < final[i])
@@ -600,7 +609,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
         for cl in ccl:
             cl.close()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(not cl.closed for cl in ccl):
+        while time.monotonic() < deadline and any(not cl.closed for cl in ccl):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         away_s = await send_all("a", cfg.storm_away)
         # -- reconnect storm

@@ -114,6 +114,19 @@ def proc_cpu_seconds(pid) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def _as_list(pid) -> list:
+    if not pid:
+        return []
+    return list(pid) if isinstance(pid, (list, tuple)) else [pid]
+
+
+def _cpu_or_none(pid) -> float | None:
+    try:
+        return proc_cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def proc_rss_kb(pid) -> int:
     if isinstance(pid, (list, tuple)):
         return sum(proc_rss_kb(p) for p in pid)
@@ -141,7 +154,9 @@ class CpuMeter:
         self.pid = pid
         self.t0 = time.monotonic()
         self.g0 = time.process_time()
-        self.s0 = proc_cpu_seconds(pid) if pid else 0.0
+        # per pid, so a process that comes or goes mid-window (a database backend)
+        # never makes the sum jump
+        self.s0 = {p: _cpu_or_none(p) for p in _as_list(pid)}
         self.sys0 = system_busy_seconds()
 
     def read(self) -> dict:
@@ -150,11 +165,13 @@ class CpuMeter:
         srv = 0.0
         out = {"gen_cpu_pct": round(100 * gen / wall, 1)}
         if self.pid:
-            try:
-                srv = proc_cpu_seconds(self.pid) - self.s0
-                out["server_cpu_pct"] = round(100 * srv / wall, 1)
-            except OSError:
-                out["server_cpu_pct"] = None
+            seen = 0
+            for p, c0 in self.s0.items():
+                c1 = _cpu_or_none(p)
+                if c0 is not None and c1 is not None:
+                    srv += c1 - c0
+                    seen += 1
+            out["server_cpu_pct"] = round(100 * srv / wall, 1) if seen else None
         other = system_busy_seconds() - self.sys0 - gen - srv
         out["other_cpu_pct"] = round(max(0.0, 100 * other / wall), 1)
         return out
