@@ -575,10 +575,17 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
 
     async def send(i: int, phase: str, k: int) -> None:
         f = fcl[i % nf]
+        t = time.monotonic()
         async with sem:
-            r = await f.call("message:send", {
-                "conversation_id": conv[i], "client_msg_id": f"s5-{phase}-{i}-{k}",
-                "type": "text", "text": f"{i % nf} 9{phase == 'b' and 1 or 2} {k} {now_us()} {PAD}"})
+            try:
+                r = await f.call("message:send", {
+                    "conversation_id": conv[i], "client_msg_id": f"s5-{phase}-{i}-{k}",
+                    "type": "text",
+                    "text": f"{i % nf} 9{phase == 'b' and 1 or 2} {k} {now_us()} {PAD}"},
+                    timeout=30)
+            except TimeoutError:
+                r = {"ok": False, "error": f"no ack in 30 s (phase {phase}, waited "
+                                           f"{time.monotonic() - t:.1f}s incl. queue)"}
         if r.get("ok"):
             final[i] = max(final[i], r["message"]["seq"])
         else:
