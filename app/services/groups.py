@@ -4,7 +4,7 @@ announcement, invite links, mentions and read lists.
 Rules that hold everywhere below:
 
 - Every change is a `system` message written **in the same transaction** as the
-  change, with its own seq (same shape as messaging.post_system_message:
+  change, with its own seq (the `system` field of the Message object:
   `data.system = {event, actor_id, target_ids, ...}`). Offline members learn
   it through `sync`.
 - A member who leaves or is removed gets `left_seq` = the seq of that line:

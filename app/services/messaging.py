@@ -1,6 +1,6 @@
 """Sending, reading and syncing messages: the delivery guarantees live here.
 
-- seq: allocated in the same transaction as the insert (app/services/sql.next_seq).
+- seq: allocated in the same transaction as the insert (app/services/message_writer.py).
 - persist before ack: callers get the message only after commit.
 - idempotent: UNIQUE(sender, client_msg_id); a repeat returns the original, emits nothing.
 - fan-out: one emit to the members' user rooms, after commit.
@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 
 import msgspec
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from app.deps import Deps
 from app.errors import DomainError, Forbidden, Invalid, NotFound
@@ -23,7 +22,6 @@ from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services.message_writer import NewMessage, UnknownConversation
-from app.services.sql import next_seq
 from app.validation import Id, Payload, convert
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -261,24 +259,6 @@ async def _reply_target(m: Membership, reply_to: str) -> int:
         raise Invalid("reply_to is not a message of this conversation.",
                       details={"field": "reply_to"})
     return rid
-
-
-async def post_system_message(deps: Deps, conversation_id, actor_id, event: str,
-                              target_ids=(), **fields) -> dict:
-    """A timeline line for a group change, with its own seq (groups issue)."""
-    created = now()
-    async with in_transaction() as conn:
-        seq = await next_seq(conn, conversation_id, created)
-        if seq is None:
-            raise NotFound(convs.NO_SUCH_CONVERSATION)
-        system = {"event": event, "actor_id": str(actor_id) if actor_id else None,
-                  "target_ids": [str(t) for t in target_ids], **fields}
-        msg = await Message.create(conversation_id=conversation_id, seq=seq, sender_id=None,
-                                   type="system", data={"system": system}, created_at=created,
-                                   using_db=conn)
-    message = await serialize_message(msg)
-    await deps.fanout.to_users(await convs.member_ids(conversation_id), "message:new", message)
-    return message
 
 
 # --- reading ----------------------------------------------------------------

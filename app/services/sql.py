@@ -11,11 +11,6 @@ def is_postgres(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
 
 
-def uuid_param(conn: BaseDBAsyncClient, value: uuid.UUID):
-    # SQLite stores Tortoise UUIDs as text; asyncpg wants the uuid object.
-    return value if is_postgres(conn) else str(value)
-
-
 async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> int | None:
     """Allocate the conversation's next seq inside the caller's transaction.
 
@@ -30,7 +25,7 @@ async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> 
     else:
         sql = ('UPDATE "conversations" SET "last_seq" = "last_seq" + 1, "last_message_at" = ? '
                'WHERE "id" = ? RETURNING "last_seq"')
-        params = [now.isoformat(), str(conversation_id)]
+        params = [str(now), str(conversation_id)]  # Tortoise's SQLite timestamp format
     # execute_query_dict always fetches; asyncpg's execute_query drops RETURNING rows.
     rows = await conn.execute_query_dict(sql, params)
     if not rows:
