@@ -5,6 +5,7 @@ from aiohttp import web
 
 from app.api.http import auth_of, deps_of, json_response, query, read_json
 from app.services import conversations as convs
+from app.services import history as reading
 from app.services import messaging
 from app.validation import Id, Payload
 
@@ -56,9 +57,9 @@ async def patch_conversation(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     q = query(request, HistoryQuery)
-    data = messaging.HistoryIn(conversation_id=request.match_info["conversation_id"],
-                               before_seq=q.before_seq, limit=q.limit)
-    return json_response(await messaging.history(deps_of(request), auth.user_id, data))
+    data = reading.HistoryIn(conversation_id=request.match_info["conversation_id"],
+                             before_seq=q.before_seq, limit=q.limit)
+    return json_response(await reading.history(deps_of(request), auth.user_id, data))
 
 
 async def send_message(request: web.Request) -> web.Response:

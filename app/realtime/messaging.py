@@ -1,6 +1,7 @@
 """Socket.IO events of the messaging core: parse, call the service, ack."""
 
 from app.realtime.chat import Conn, event, ok
+from app.services import history as reading
 from app.services import messaging
 from app.validation import convert
 
@@ -13,12 +14,12 @@ async def send(deps, conn: Conn, payload):
 
 @event("sync")
 async def sync(deps, conn: Conn, payload):
-    return ok(**await messaging.sync(deps, conn.user_id, convert(messaging.SyncIn, payload)))
+    return ok(**await reading.sync(deps, conn.user_id, convert(reading.SyncIn, payload)))
 
 
 @event("history")
 async def history(deps, conn: Conn, payload):
-    return ok(**await messaging.history(deps, conn.user_id, convert(messaging.HistoryIn, payload)))
+    return ok(**await reading.history(deps, conn.user_id, convert(reading.HistoryIn, payload)))
 
 
 @event("message:read")

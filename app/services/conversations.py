@@ -256,7 +256,7 @@ async def mention_count(m: Membership, user_id) -> int:
 
 async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[dict]:
     """Chat-list entries for these memberships (conversation preloaded), batched."""
-    from app.services.messaging import serialize_messages
+    from app.services.history import serialize_messages
 
     if not memberships:
         return []
