@@ -69,7 +69,12 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         import redis.asyncio as redis
 
         # Short timeouts: a hung Redis must not hold requests (callers fail open).
-        client = redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        # A blocking pool: under load callers wait briefly for a connection
+        # instead of failing with MaxConnectionsError (redis-py's default pool).
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=1,
+            socket_connect_timeout=1, socket_timeout=2)
+        client = redis.Redis.from_pool(pool)  # closes the pool with the client
         deps.redis = client
         deps.limiter = RedisRateLimiter(client, metrics=metrics)
         yield

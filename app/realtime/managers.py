@@ -15,10 +15,11 @@ Redis outages. python-socketio's AsyncRedisManager (5.18.1) was read and tried:
   minute's outage up to a minute later; and nobody tells the clients that they
   missed events in between.
 So RedisManager overrides the two pub/sub extension points (`_publish`,
-`_listen`): publishing is bounded by a short timeout and a circuit breaker,
-failures are counted and logged and never raised; listening reconnects with a
-backoff capped at 2 s; and after any gap the affected clients get a `resync`
-event so they run `sync` and fetch what they missed from the database.
+`_listen`): emits are queued to one publisher task that pipelines them over a
+single connection (bounded queue and timeout; failures are counted and logged,
+never raised); listening reconnects with a backoff capped at 2 s; and after any
+gap the affected clients get a `resync` event so they run `sync` and fetch what
+they missed from the database.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 import socketio
 
@@ -72,16 +74,23 @@ class LocalManager(socketio.AsyncManager):
 
 class RedisManager(socketio.AsyncRedisManager):
     def __init__(self, url: str, channel: str = "parley", *, metrics=None,
-                 publish_timeout: float = 1.0, breaker_seconds: float = 0.5,
-                 max_backoff: float = 2.0) -> None:
+                 publish_timeout: float = 1.0, max_backoff: float = 2.0,
+                 outbox_size: int = 20_000, batch_size: int = 256,
+                 resync_interval: float = 1.0) -> None:
         super().__init__(url, channel=channel)
         self.metrics = metrics
         self.publish_timeout = publish_timeout
-        self.breaker_seconds = breaker_seconds
         self.max_backoff = max_backoff
-        self._pub = None  # redis.asyncio.Redis used for PUBLISH only
-        self._down_until = 0.0  # circuit breaker: skip publishing until then
-        self._publish_failed = False
+        self.outbox_size = outbox_size
+        self.batch_size = batch_size
+        self.resync_interval = resync_interval
+        self._pub = None  # redis.asyncio.Redis on one connection, PUBLISH only
+        self._outbox: deque[str] = deque()  # encoded messages, in emit order
+        self._wakeup = asyncio.Event()
+        self._publisher: asyncio.Task | None = None
+        self._down = False  # the last publish failed; drop until Redis answers again
+        self._gap = False  # something was not published: other processes need a resync
+        self._last_resync = 0.0
         self._last_error_log = 0.0
         self.subscribed = asyncio.Event()
 
@@ -108,48 +117,120 @@ class RedisManager(socketio.AsyncRedisManager):
         await super()._handle_emit(message)
 
     # --- publishing --------------------------------------------------------
+    #
+    # One publisher task per process owns one Redis connection and sends what
+    # emits queued in pipelined batches. An emit never waits for Redis (the ack
+    # of a committed message is not held by it), messages leave in emit order
+    # (a conversation's events stay in seq order), and load cannot exhaust a
+    # connection pool: redis-py's pool raised MaxConnectionsError at ~100
+    # concurrent publishes, which dropped live events under load (issue 7).
+    # Whatever cannot be published (Redis down, outbox full) is counted, and the
+    # other processes' clients get a `resync` as soon as Redis answers again —
+    # from this task, so it goes out even if nobody sends anything afterwards.
 
-    def _note_failure(self, what: str, exc: BaseException | None) -> None:
+    def _note_failure(self, what: str, exc: BaseException | None, n: int = 1) -> None:
+        self._gap = True
         if self.metrics is not None:
-            self.metrics.redis_publish_failures.inc()
+            self.metrics.redis_publish_failures.inc(n)
         now = time.monotonic()
         if now - self._last_error_log >= 5:  # one line per 5 s, not one per message
             self._last_error_log = now
             log.warning("redis publish failed (%s): %s; other processes miss live events "
                         "until Redis is back, their clients catch up with sync", what,
-                        type(exc).__name__ if exc else "circuit open")
+                        type(exc).__name__ if exc else "unavailable")
 
     async def _publish(self, data):
-        """Never raises, never blocks longer than `publish_timeout`."""
-        now = time.monotonic()
-        if now < self._down_until:
-            self._publish_failed = True
+        """Queue for the publisher task. Never raises, never waits for Redis."""
+        if self._down:
             self._note_failure("skipped", None)
-            return None
-        try:
-            if self._pub is None:
-                self._pub = self._client(socket_timeout=self.publish_timeout)
-            result = await asyncio.wait_for(
-                self._pub.publish(self.channel, self.json.dumps(data)), self.publish_timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._down_until = time.monotonic() + self.breaker_seconds
-            self._publish_failed = True
-            self._note_failure("error", exc)
-            return None
-        if self._publish_failed:
-            # Back after failures: everyone may have missed something we sent.
-            self._publish_failed = False
-            log.warning("redis publish recovered; asking every client to resync")
-            asyncio.ensure_future(self._broadcast_resync())
-        return result
+            return
+        if len(self._outbox) >= self.outbox_size:
+            self._note_failure("outbox full", None)
+            return
+        self._outbox.append(self.json.dumps(data))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.ensure_future(self._run_publisher())
+        self._wakeup.set()
 
-    async def _broadcast_resync(self) -> None:
-        try:
-            await self.emit(RESYNC_EVENT, {"reason": "redis"}, namespace=NAMESPACE)
-        except Exception:
-            log.exception("could not broadcast resync")
+    def _resync_message(self) -> str:
+        # Published only: this process's own clients got every event directly.
+        return self.json.dumps({"method": "emit", "event": RESYNC_EVENT,
+                                "data": [{"reason": "redis"}], "binary": False,
+                                "namespace": NAMESPACE, "room": None, "skip_sid": None,
+                                "callback": None, "host_id": self.host_id})
+
+    async def _send(self, batch: list[str]) -> None:
+        if self._pub is None:
+            self._pub = self._client(socket_timeout=self.publish_timeout,
+                                     single_connection_client=True)
+        if len(batch) == 1:
+            coro = self._pub.publish(self.channel, batch[0])
+        else:
+            pipe = self._pub.pipeline(transaction=False)
+            for item in batch:
+                pipe.publish(self.channel, item)
+            coro = pipe.execute()
+        await asyncio.wait_for(coro, self.publish_timeout)
+
+    async def _drop_connection(self) -> None:
+        pub, self._pub = self._pub, None
+        if pub is not None:
+            try:
+                await asyncio.wait_for(pub.aclose(), 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass
+
+    async def _run_publisher(self) -> None:
+        backoff = 0.1
+        while True:
+            if self._down:
+                # Probe until Redis answers; then the resync below goes out.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                try:
+                    await self._send([self._resync_message()])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    await self._drop_connection()
+                    continue
+                self._down, self._gap, backoff = False, False, 0.1
+                self._last_resync = time.monotonic()
+                log.warning("redis publish recovered; other processes' clients resync")
+                continue
+            if self._gap and not self._outbox:
+                # Outbox overflowed while Redis was up: resync, at most once per interval.
+                wait = self._last_resync + self.resync_interval - time.monotonic()
+                if wait > 0:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), wait)
+                    except TimeoutError:
+                        pass
+                    continue
+                self._outbox.append(self._resync_message())
+                self._gap = False
+                self._last_resync = time.monotonic()
+            if not self._outbox:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            n = min(len(self._outbox), self.batch_size)
+            batch = [self._outbox.popleft() for _ in range(n)]
+            try:
+                await self._send(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Drop what is queued too: it is all in the database, and the
+                # clients that missed it get a resync once Redis is back.
+                lost = n + len(self._outbox)
+                self._outbox.clear()
+                self._down = True
+                self._note_failure("error", exc, lost)
+                await self._drop_connection()
 
     # --- listening ---------------------------------------------------------
 
@@ -200,13 +281,15 @@ class RedisManager(socketio.AsyncRedisManager):
 
     async def close(self) -> None:
         """Stop the listener and drop the publishing connection (app cleanup)."""
-        thread = getattr(self, "thread", None)
-        if thread is not None:
-            thread.cancel()
-            await asyncio.gather(thread, return_exceptions=True)
-        if self._pub is not None:
-            try:
-                await self._pub.aclose()
-            except Exception:
-                pass
-            self._pub = None
+        if self._publisher is not None and not self._down and self._outbox:
+            # Let what is queued go out (bounded) before closing.
+            self._wakeup.set()
+            for _ in range(20):
+                if not self._outbox:
+                    break
+                await asyncio.sleep(0.05)
+        for task in (getattr(self, "thread", None), self._publisher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self._drop_connection()
