@@ -229,6 +229,44 @@ async def unread_count(m: Membership, user_id) -> int:
     )
 
 
+async def unread_counts(user_id, memberships: list[Membership]) -> dict:
+    """unread_count of each membership (conversation preloaded), batched:
+    {conversation id: count}, only for conversations with something unread.
+
+    One COUNT per conversation glued with UNION ALL (100 per statement), so every
+    term keeps its own index range on (conversation_id, seq)."""
+    todo = [(str(m.conversation_id), m.read_seq, visible_last_seq(m)) for m in memberships]
+    todo = [t for t in todo if t[2] > t[1]]
+    if not todo:
+        return {}
+    conn = Tortoise.get_connection("default")
+    pg = conn.capabilities.dialect == "postgres"
+    uid = parse_uuid(user_id, "user")
+    out = {}
+    for start in range(0, len(todo), 100):
+        chunk = todo[start:start + 100]
+        terms = []
+        params: list = []
+        for i, (cid, read_seq, last) in enumerate(chunk):
+            if pg:
+                c, lo, hi, u = (f"${4 * i + j}" for j in range(1, 5))
+                c, u = f"{c}::uuid", f"{u}::uuid"
+                params += [uuid.UUID(cid), read_seq, last, uid]
+            else:
+                c = lo = hi = u = "?"
+                params += [cid, read_seq, last, str(uid)]
+            # The same filter as unread_count (NOT … = : a NULL sender does not count).
+            terms.append(
+                f'SELECT {i} AS k, COUNT(*) AS n FROM "messages" WHERE "conversation_id" = {c} '
+                f'AND "seq" > {lo} AND "seq" <= {hi} AND "recalled_at" IS NULL '
+                f'AND NOT "type" = \'system\' AND NOT "sender_id" = {u}'
+            )
+        _n, rows = await conn.execute_query(" UNION ALL ".join(terms), params)
+        for k, n in rows:
+            out[chunk[k][0]] = n
+    return out
+
+
 async def mention_counts(user_id, memberships: list[Membership]) -> dict:
     """Unread messages that mention me or @all, per group conversation, in one query."""
     wanted = Q()
@@ -285,11 +323,12 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
             # The peer's read mark ("Read" under my messages) unless they hide receipts.
             peer_reads[pm.conversation_id] = pm.read_seq if pm.user.send_read_receipts else None
     mentions = await mention_counts(user_id, memberships)
+    unread = await unread_counts(user_id, memberships)
     out = []
     for m in memberships:
+        cid = str(m.conversation_id)
         out.append(summary(m, peers.get(m.conversation_id), last_by_conv.get(m.conversation_id),
-                           await unread_count(m, user_id),
-                           mentions.get(str(m.conversation_id), 0)))
+                           unread.get(cid, 0), mentions.get(cid, 0)))
         if m.conversation.type == "direct":
             out[-1]["peer_read_seq"] = peer_reads.get(m.conversation_id)
     return out

@@ -5,12 +5,16 @@ The REST route and the socket `history` / `sync` events all come through here.
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, NamedTuple
 
 import msgspec
+from tortoise import Tortoise
 
 from app.deps import Deps
-from app.models.messaging import HiddenMessage, Membership, Message
+from app.errors import NotFound
+from app.models.messaging import Membership, Message
 from app.services import conversations as convs
 from app.validation import Id, Payload
 
@@ -31,51 +35,92 @@ class SyncIn(Payload):
 
 
 # --- serialisation ----------------------------------------------------------
+#
+# One serialiser for every message a client sees (history, sync, summaries, the
+# send path), working on plain rows: history pages come straight from the
+# connection as tuples, so no Tortoise model is built per message. Model objects
+# (the send path, summaries) are turned into the same row shape first.
+#
+# Row shape (ROW_COLUMNS): the message, then its reply target (all None without one).
+ROW_COLUMNS = (
+    'm."id", m."conversation_id", m."seq", m."sender_id", m."type", m."text", '
+    'm."client_msg_id", m."reply_to_id", m."data", m."created_at", m."recalled_at", '
+    'r."id" AS r_id, r."seq" AS r_seq, r."sender_id" AS r_sender_id, r."type" AS r_type, '
+    'r."text" AS r_text, r."recalled_at" AS r_recalled_at'
+)
+_EXTRA_KEYS = ("system", "mentions", "mention_all", "media")
+_json_decode = msgspec.json.decode
 
 
-def _serialize(msg: Message, reply: Message | None, deps: Deps | None = None) -> dict:
-    recalled = msg.recalled_at is not None
+def _iso(value) -> str:
+    """A stored timestamp as Tortoise hands it out (aware, UTC), in ISO 8601."""
+    if value.__class__ is str:  # SQLite keeps text
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat()
+
+
+def _serialize_row(row, deps: Deps | None) -> dict:
+    (mid, cid, seq, sender, mtype, text, client_msg_id, reply_to, data, created, recalled_at,
+     rid, rseq, rsender, rtype, rtext, rrecalled_at) = row
+    recalled = recalled_at is not None
     out = {
-        "id": str(msg.id),
-        "conversation_id": str(msg.conversation_id),
-        "seq": msg.seq,
-        "sender_id": str(msg.sender_id) if msg.sender_id else None,
-        "type": msg.type,
-        "text": "" if recalled else msg.text,
-        "client_msg_id": msg.client_msg_id,
-        "reply_to": str(msg.reply_to_id) if msg.reply_to_id else None,
-        "created_at": msg.created_at.isoformat(),
+        "id": str(mid),
+        "conversation_id": str(cid),
+        "seq": seq,
+        "sender_id": str(sender) if sender else None,
+        "type": mtype,
+        "text": "" if recalled else text,
+        "client_msg_id": client_msg_id,
+        "reply_to": str(reply_to) if reply_to else None,
+        "created_at": _iso(created),
         "recalled": recalled,
     }
-    if reply is not None:
+    if rid is not None:
         out["reply_preview"] = {
-            "id": str(reply.id),
-            "seq": reply.seq,
-            "sender_id": str(reply.sender_id) if reply.sender_id else None,
-            "type": reply.type,
-            "text": "" if reply.recalled_at else reply.text[:200],
-            "recalled": reply.recalled_at is not None,
+            "id": str(rid),
+            "seq": rseq,
+            "sender_id": str(rsender) if rsender else None,
+            "type": rtype,
+            "text": "" if rrecalled_at else rtext[:200],
+            "recalled": rrecalled_at is not None,
         }
-    if msg.data and not recalled:
-        # Extra typed data: system events, mentions, media (added by their issues).
-        for key in ("system", "mentions", "mention_all", "media"):
-            if key in msg.data:
-                out[key] = msg.data[key]
-        if "media" in msg.data:
-            from app.services import media
+    if data is not None and not recalled:
+        if data.__class__ is str:  # JSON text from the connection
+            data = _json_decode(data)
+        if data:
+            # Extra typed data: system events, mentions, media (added by their issues).
+            for key in _EXTRA_KEYS:
+                if key in data:
+                    out[key] = data[key]
+            if "media" in data:
+                from app.services import media
 
-            # Links are signed per read, never stored with the message.
-            out["media"] = media.public_media(msg.data["media"], deps)
+                # Links are signed per read, never stored with the message.
+                out["media"] = media.public_media(data["media"], deps)
     return out
+
+
+def _model_row(msg: Message, reply: Message | None) -> tuple:
+    head = (msg.id, msg.conversation_id, msg.seq, msg.sender_id, msg.type, msg.text,
+            msg.client_msg_id, msg.reply_to_id, msg.data, msg.created_at, msg.recalled_at)
+    if reply is None:
+        return head + (None,) * 6
+    return head + (reply.id, reply.seq, reply.sender_id, reply.type, reply.text,
+                   reply.recalled_at)
 
 
 async def serialize_messages(rows: list[Message], viewer_id=None, deps: Deps | None = None
                              ) -> list[dict]:
+    """Message model objects → what clients get (reply previews in one query)."""
     reply_ids = {m.reply_to_id for m in rows if m.reply_to_id}
     replies = {}
     if reply_ids:
         replies = {r.id: r for r in await Message.filter(id__in=reply_ids)}
-    return [_serialize(m, replies.get(m.reply_to_id), deps) for m in rows]
+    return [_serialize_row(_model_row(m, replies.get(m.reply_to_id)), deps) for m in rows]
 
 
 async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
@@ -83,45 +128,137 @@ async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
 
 
 # --- reading ----------------------------------------------------------------
+#
+# A page is one statement: the reader's membership (visibility window
+# (visible_from_seq, left_seq]), the messages in it minus the ones the reader
+# hid (NOT EXISTS on the hidden_messages unique index), and each message's
+# reply target (LEFT JOIN), newest-first or oldest-first, limit + 1 rows to
+# learn `has_more`. Several pages (sync) go out as one UNION ALL.
+
+_MAX_SEQ = 2**63 - 1
+_SYNC_CHUNK = 100  # pages per statement (SQLite caps compound SELECTs at 500 terms)
 
 
-def _visible(m: Membership, qs):
-    qs = qs.filter(conversation_id=m.conversation_id, seq__gt=m.visible_from_seq)
-    if m.left_seq is not None:
-        qs = qs.filter(seq__lte=m.left_seq)
-    return qs
+def _page_sql(pg: bool, n: int, desc: bool) -> str:
+    """The page statement for parameters $n…$n+4 (SQLite: ?n…): conversation, user,
+    lower bound (exclusive), upper bound (inclusive), limit.
+
+    The reader's window comes from scalar subqueries on the membership (evaluated
+    once, then used as the index range on (conversation_id, seq)); a joined
+    membership row made PostgreSQL walk the index and filter instead. Not a
+    member: the bounds are NULL and the page is empty."""
+    c, u, lo, hi, lim = ((f"${i}" if pg else f"?{i}") for i in range(n, n + 5))
+    if pg:
+        c, u = f"{c}::uuid", f"{u}::uuid"
+    greatest, least = ("GREATEST", "LEAST") if pg else ("MAX", "MIN")
+    member = f'FROM "memberships" mb WHERE mb."conversation_id" = {c} AND mb."user_id" = {u}'
+    return (
+        f'SELECT {ROW_COLUMNS} FROM "messages" m '
+        'LEFT JOIN "messages" r ON r."id" = m."reply_to_id" '
+        f'WHERE m."conversation_id" = {c} '
+        f'AND m."seq" > (SELECT {greatest}(mb."visible_from_seq", {lo}) {member}) '
+        f'AND m."seq" <= (SELECT {least}(COALESCE(mb."left_seq", {_MAX_SEQ}), {hi}) {member}) '
+        'AND NOT EXISTS (SELECT 1 FROM "hidden_messages" h '
+        f'WHERE h."user_id" = {u} AND h."message_id" = m."id") '
+        f'ORDER BY m."seq" {"DESC" if desc else "ASC"} LIMIT {lim}'
+    )
 
 
-async def _page(m: Membership, user_id, *, after: int | None = None,
-                before: int | None = None, limit: int, deps: Deps | None = None
-                ) -> tuple[list[dict], bool]:
-    """Messages visible to this member, ascending, minus the ones they deleted."""
-    qs = _visible(m, Message.all())
-    if after is not None:
-        qs = qs.filter(seq__gt=after).order_by("seq")
-    else:
-        if before is not None:
-            qs = qs.filter(seq__lt=before)
-        qs = qs.order_by("-seq")
-    rows = await qs.limit(limit + 1)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    if after is None:
+_SQL_CACHE: dict = {}
+
+
+def _pages_sql(pg: bool, shapes: tuple[bool, ...]) -> str:
+    """One statement for pages of the given directions (True: newest first)."""
+    key = (pg, shapes)
+    sql = _SQL_CACHE.get(key)
+    if sql is None:
+        if len(shapes) == 1:
+            sql = _page_sql(pg, 1, shapes[0])
+        else:
+            # Each page keeps its own ORDER BY / LIMIT inside a derived table.
+            sql = " UNION ALL ".join(
+                f"SELECT * FROM ({_page_sql(pg, 1 + 5 * i, desc)}) AS p{i}"
+                for i, desc in enumerate(shapes))
+        if len(_SQL_CACHE) < 512:
+            _SQL_CACHE[key] = sql
+    return sql
+
+
+def _db():
+    conn = Tortoise.get_connection("default")
+    return conn, conn.capabilities.dialect == "postgres"
+
+
+def _uuid_param(pg: bool, value: uuid.UUID):
+    return value if pg else str(value)
+
+
+class PageSpec(NamedTuple):
+    conversation_id: uuid.UUID
+    after: int | None = None   # ascending from here (exclusive)
+    before: int | None = None  # descending from here (exclusive); both None: newest
+    limit: int = 50
+
+
+async def _fetch_pages(user_id: uuid.UUID, specs: list[PageSpec]) -> list[list]:
+    """Raw rows per spec (in the spec's own order: newest first unless `after`)."""
+    if not specs:
+        return []
+    conn, pg = _db()
+    uid = _uuid_param(pg, user_id)
+    out: list[list] = []
+    for start in range(0, len(specs), _SYNC_CHUNK):
+        chunk = specs[start:start + _SYNC_CHUNK]
+        params: list = []
+        shapes = []
+        for s in chunk:
+            desc = s.after is None
+            shapes.append(desc)
+            lo = s.after if s.after is not None else 0
+            hi = s.before - 1 if s.before is not None else _MAX_SEQ
+            params += [_uuid_param(pg, s.conversation_id), uid, lo, hi, s.limit + 1]
+        _n, rows = await conn.execute_query(_pages_sql(pg, tuple(shapes)), params)
+        if len(chunk) == 1:
+            out.append(list(rows))
+            continue
+        by_conv: dict[str, list] = {str(s.conversation_id): [] for s in chunk}
+        for row in rows:
+            by_conv[str(row[1])].append(row)
+        for s in chunk:  # UNION ALL promises no order: restore each page's own
+            page = by_conv[str(s.conversation_id)]
+            page.sort(key=_seq_of, reverse=s.after is None)
+            out.append(page)
+    return out
+
+
+def _seq_of(row) -> int:
+    return row[2]
+
+
+def _finish(rows: list, spec: PageSpec, deps: Deps | None) -> tuple[list[dict], bool]:
+    has_more = len(rows) > spec.limit
+    rows = rows[:spec.limit]
+    if spec.after is None:
         rows.reverse()
-    if rows:
-        hidden = set(
-            await HiddenMessage.filter(
-                user_id=user_id, message_id__in=[r.id for r in rows]
-            ).values_list("message_id", flat=True)
-        )
-        rows = [r for r in rows if r.id not in hidden]
-    return await serialize_messages(rows, user_id, deps), has_more
+    return [_serialize_row(r, deps) for r in rows], has_more
+
+
+async def _is_reader(conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return await Membership.filter(conversation_id=conversation_id, user_id=user_id).exists()
 
 
 async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
-    m = await convs.readable_membership(data.conversation_id, user_id)
-    messages, has_more = await _page(m, user_id, before=data.before_seq, limit=data.limit,
-                                     deps=deps)
+    """The page before `before_seq` (the newest without), ascending.
+
+    One statement in the common case; an empty page costs one more to tell
+    "nothing there" from "not a member" (NotFound)."""
+    cid = convs.parse_uuid(data.conversation_id)
+    uid = convs.parse_uuid(user_id, "user")
+    spec = PageSpec(cid, before=data.before_seq, limit=data.limit)
+    rows = (await _fetch_pages(uid, [spec]))[0]
+    if not rows and not await _is_reader(cid, uid):
+        raise NotFound(convs.NO_SUCH_CONVERSATION)
+    messages, has_more = _finish(rows, spec, deps)
     return {"messages": messages, "has_more": has_more}
 
 
@@ -129,28 +266,43 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     """What changed since the client's cursors: missed messages in order, plus read state.
 
     A conversation absent from `cursors` returns its summary and newest page.
+    A constant number of statements however many conversations the user has:
+    memberships, every page (UNION ALL, in chunks), unread and mention counts,
+    and the summaries of the conversations the device did not know.
     """
-    memberships = await Membership.filter(user_id=user_id).select_related("conversation")
-    out = []
+    uid = convs.parse_uuid(user_id, "user")
+    memberships = await Membership.filter(user_id=uid).select_related("conversation")
+    wanted: list[tuple[Membership, PageSpec, bool]] = []  # (m, page, is new to the device)
     for m in memberships:
-        cid = str(m.conversation_id)
-        last = convs.visible_last_seq(m)
-        cursor = data.cursors.get(cid)
+        cursor = data.cursors.get(str(m.conversation_id))
         if cursor is None:
             if m.left_at is not None:
                 continue  # left before this device knew it: nothing to show
-            messages, has_more = await _page(m, user_id, limit=data.limit, deps=deps)
-            entry = (await convs.summaries(deps, user_id, [m]))[0]
-        elif last > cursor:
-            messages, has_more = await _page(m, user_id, after=max(cursor, m.visible_from_seq),
-                                             limit=data.limit, deps=deps)
-            entry = {"id": cid, "last_seq": last, "read_seq": m.read_seq,
-                     "unread_count": await convs.unread_count(m, user_id),
-                     "mention_count": await convs.mention_count(m, user_id),
-                     "left": m.left_at is not None}
+            wanted.append((m, PageSpec(m.conversation_id, limit=data.limit), True))
+        elif convs.visible_last_seq(m) > cursor:
+            wanted.append((m, PageSpec(m.conversation_id, after=cursor, limit=data.limit),
+                           False))
+    if not wanted:
+        return {"conversations": []}
+    pages = await _fetch_pages(uid, [spec for _m, spec, _new in wanted])
+    new = [m for m, _spec, is_new in wanted if is_new]
+    known = [m for m, _spec, is_new in wanted if not is_new]
+    summaries = {}
+    if new:
+        for entry in await convs.summaries(deps, uid, new):
+            summaries[entry["id"]] = entry
+    unread = await convs.unread_counts(uid, known)
+    mentions = await convs.mention_counts(uid, known)
+    out = []
+    for (m, spec, is_new), rows in zip(wanted, pages, strict=True):
+        cid = str(m.conversation_id)
+        if is_new:
+            entry = summaries[cid]
         else:
-            continue
-        entry["messages"] = messages
-        entry["has_more"] = has_more
+            entry = {"id": cid, "last_seq": convs.visible_last_seq(m), "read_seq": m.read_seq,
+                     "unread_count": unread.get(cid, 0),
+                     "mention_count": mentions.get(cid, 0),
+                     "left": m.left_at is not None}
+        entry["messages"], entry["has_more"] = _finish(rows, spec, deps)
         out.append(entry)
     return {"conversations": out}

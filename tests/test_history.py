@@ -1,0 +1,271 @@
+"""The read path (app/services/history.py): raw-row pages, batched sync, batched counts.
+
+History pages are built from plain rows in one statement; everything here checks
+they say exactly what the model-based serialiser (the send path) says, in the
+same key order, on SQLite and PostgreSQL.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from app.errors import NotFound
+from app.models.groups import MessageMention
+from app.models.messaging import Conversation, HiddenMessage, Membership, Message
+from app.services import conversations as convs
+from app.services import groups
+from app.services import history as reading
+from tests.factories import make_contacts, make_user
+
+MEDIA = {"id": str(uuid.UUID(int=7)), "kind": "image", "mime": "image/png", "size": 1234,
+         "name": "a.png", "width": 10, "height": 20, "duration_ms": None}
+
+
+async def direct(deps, a, b) -> uuid.UUID:
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return conv.id
+
+
+async def put(cid, seq: int, sender, *, type="text", text=None, reply_to=None, data=None,
+              recalled=False, created=None) -> Message:
+    """A stored message, written directly (the writer is not under test here)."""
+    msg = await Message.create(
+        conversation_id=cid, seq=seq, sender_id=sender, client_msg_id=f"c{seq}-{uuid.uuid4().hex}",
+        type=type, text=f"text {seq}" if text is None else text, reply_to_id=reply_to,
+        data=data, recalled_at=datetime.now(UTC) if recalled else None,
+        created_at=created or datetime(2026, 11, 27, 12, 0, seq % 60, 1000 * seq, tzinfo=UTC),
+    )
+    await Conversation.filter(id=cid).update(last_seq=seq)
+    return msg
+
+
+def encoded(obj) -> bytes:
+    return msgspec.json.encode(obj)  # key order included: byte-for-byte
+
+
+def reference_serialize(msg: Message, reply: Message | None, deps) -> dict:
+    """The model-based serialiser the read path replaced, kept as the spec."""
+    from app.services import media
+
+    recalled = msg.recalled_at is not None
+    out = {
+        "id": str(msg.id),
+        "conversation_id": str(msg.conversation_id),
+        "seq": msg.seq,
+        "sender_id": str(msg.sender_id) if msg.sender_id else None,
+        "type": msg.type,
+        "text": "" if recalled else msg.text,
+        "client_msg_id": msg.client_msg_id,
+        "reply_to": str(msg.reply_to_id) if msg.reply_to_id else None,
+        "created_at": msg.created_at.isoformat(),
+        "recalled": recalled,
+    }
+    if reply is not None:
+        out["reply_preview"] = {
+            "id": str(reply.id),
+            "seq": reply.seq,
+            "sender_id": str(reply.sender_id) if reply.sender_id else None,
+            "type": reply.type,
+            "text": "" if reply.recalled_at else reply.text[:200],
+            "recalled": reply.recalled_at is not None,
+        }
+    if msg.data and not recalled:
+        for key in ("system", "mentions", "mention_all", "media"):
+            if key in msg.data:
+                out[key] = msg.data[key]
+        if "media" in msg.data:
+            out["media"] = media.public_media(msg.data["media"], deps)
+    return out
+
+
+async def test_page_rows_serialise_exactly_like_models(deps):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await direct(deps, alice, bob)
+    first = await put(cid, 1, alice.user_id, text="x" * 300)
+    await put(cid, 2, bob.user_id, reply_to=first.id)
+    gone = await put(cid, 3, alice.user_id, recalled=True, data={"mentions": [bob.user_id]})
+    await put(cid, 4, bob.user_id, reply_to=gone.id)
+    await put(cid, 5, None, type="system", text="", data={"system": {"event": "created"}})
+    await put(cid, 6, alice.user_id, type="image", text="caption", data={"media": MEDIA})
+    await put(cid, 7, alice.user_id, data={"mentions": [bob.user_id], "mention_all": True})
+    await put(cid, 8, bob.user_id, data={})
+    await put(cid, 9, bob.user_id, created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+    page = await reading.history(deps, bob.user_id, reading.HistoryIn(conversation_id=str(cid)))
+    models = await Message.filter(conversation_id=cid).order_by("seq")
+    expected = await reading.serialize_messages(models, bob.user_id, deps)
+    assert encoded(page["messages"]) == encoded(expected)
+    by_id = {m.id: m for m in models}
+    spec = [reference_serialize(m, by_id.get(m.reply_to_id), deps) for m in models]
+    assert encoded(page["messages"]) == encoded(spec)
+    assert page["has_more"] is False
+
+    by_seq = {m["seq"]: m for m in page["messages"]}
+    assert list(by_seq[1]) == ["id", "conversation_id", "seq", "sender_id", "type", "text",
+                               "client_msg_id", "reply_to", "created_at", "recalled"]
+    assert by_seq[1]["conversation_id"] == str(cid) and by_seq[1]["sender_id"] == alice.user_id
+    assert by_seq[2]["reply_preview"] == {"id": str(first.id), "seq": 1,
+                                          "sender_id": alice.user_id, "type": "text",
+                                          "text": "x" * 200, "recalled": False}
+    assert by_seq[3]["text"] == "" and by_seq[3]["recalled"] is True and "mentions" not in by_seq[3]
+    assert by_seq[4]["reply_preview"]["text"] == "" and by_seq[4]["reply_preview"]["recalled"]
+    assert by_seq[5]["sender_id"] is None and by_seq[5]["system"] == {"event": "created"}
+    media = by_seq[6]["media"]
+    assert media["id"] == MEDIA["id"] and media["url"] and media["thumbnail_url"]  # signed
+    assert by_seq[7]["mentions"] == [bob.user_id] and by_seq[7]["mention_all"] is True
+    assert "mentions" not in by_seq[8]
+    assert by_seq[9]["created_at"] == "2026-01-02T03:04:05+00:00"
+    assert by_seq[1]["created_at"] == datetime(2026, 11, 27, 12, 0, 1, 1000,
+                                               tzinfo=UTC).isoformat()
+
+
+async def test_hidden_messages_are_filtered_inside_the_page(deps):
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await direct(deps, alice, bob)
+    msgs = [await put(cid, s, alice.user_id) for s in range(1, 11)]
+    for m in msgs[6:9]:  # bob hides 7, 8, 9
+        await HiddenMessage.create(user_id=bob.user_id, message_id=m.id, conversation_id=cid)
+
+    page = await reading.history(deps, bob.user_id,
+                                 reading.HistoryIn(conversation_id=str(cid), limit=4))
+    # A full page of what bob can see, not a short one with holes.
+    assert [m["seq"] for m in page["messages"]] == [4, 5, 6, 10] and page["has_more"]
+    page = await reading.history(deps, bob.user_id, reading.HistoryIn(
+        conversation_id=str(cid), before_seq=4, limit=3))
+    assert [m["seq"] for m in page["messages"]] == [1, 2, 3] and not page["has_more"]
+    # Alice hid nothing.
+    page = await reading.history(deps, alice.user_id,
+                                 reading.HistoryIn(conversation_id=str(cid), limit=4))
+    assert [m["seq"] for m in page["messages"]] == [7, 8, 9, 10]
+    # Right below hidden ones: the page skips them.
+    page = await reading.history(deps, bob.user_id, reading.HistoryIn(
+        conversation_id=str(cid), before_seq=10, limit=3))
+    assert [m["seq"] for m in page["messages"]] == [4, 5, 6] and page["has_more"]
+    got = await reading.sync(deps, bob.user_id, reading.SyncIn(cursors={str(cid): 6}, limit=2))
+    [conv] = got["conversations"]
+    assert [m["seq"] for m in conv["messages"]] == [10] and conv["has_more"] is False
+
+
+async def test_visibility_window_and_strangers(deps):
+    alice, bob, eve = await make_user(deps), await make_user(deps), await make_user(deps)
+    cid = await direct(deps, alice, bob)
+    for s in range(1, 11):
+        await put(cid, s, alice.user_id)
+    await Membership.filter(conversation_id=cid, user_id=bob.user_id).update(
+        visible_from_seq=2, left_seq=8, left_at=datetime.now(UTC))
+    page = await reading.history(deps, bob.user_id,
+                                 reading.HistoryIn(conversation_id=str(cid), limit=50))
+    assert [m["seq"] for m in page["messages"]] == [3, 4, 5, 6, 7, 8]
+    page = await reading.history(deps, bob.user_id, reading.HistoryIn(
+        conversation_id=str(cid), before_seq=3))
+    assert page == {"messages": [], "has_more": False}  # a member: empty, not NotFound
+    got = await reading.sync(deps, bob.user_id, reading.SyncIn(cursors={str(cid): 0}))
+    [conv] = got["conversations"]
+    assert [m["seq"] for m in conv["messages"]] == [3, 4, 5, 6, 7, 8]
+    assert conv["last_seq"] == 8 and conv["left"] is True
+    for who, conversation_id in ((eve, str(cid)), (bob, "not-a-uuid"),
+                                 (bob, str(uuid.uuid4()))):
+        with pytest.raises(NotFound):
+            await reading.history(deps, who.user_id,
+                                  reading.HistoryIn(conversation_id=conversation_id))
+
+
+async def test_unread_counts_match_unread_count(deps):
+    alice, bob, carol = await make_user(deps), await make_user(deps), await make_user(deps)
+    c1 = await direct(deps, alice, bob)
+    c2 = await direct(deps, alice, carol)
+    c3 = await direct(deps, bob, carol)  # not alice's
+    await put(c1, 1, alice.user_id)
+    await put(c1, 2, bob.user_id)
+    await put(c1, 3, None, type="system", text="")
+    await put(c1, 4, bob.user_id, recalled=True)
+    await put(c1, 5, None)  # sender deleted: not counted, as unread_count says
+    await put(c1, 6, bob.user_id)
+    await put(c2, 1, carol.user_id)
+    await put(c3, 1, bob.user_id)
+    await Membership.filter(conversation_id=c2, user_id=alice.user_id).update(read_seq=1)
+    ms = await Membership.filter(user_id=alice.user_id).select_related("conversation")
+    batched = await convs.unread_counts(alice.user_id, ms)
+    single = {str(m.conversation_id): await convs.unread_count(m, alice.user_id) for m in ms}
+    assert single == {str(c1): 2, str(c2): 0}
+    assert batched == {str(c1): 2}  # nothing unread: left out
+    assert await convs.unread_counts(alice.user_id, []) == {}
+
+
+async def test_sync_many_conversations_matches_one_by_one(deps):
+    """A user with many chats: one batched sync says what per-chat reads say."""
+    me = await make_user(deps)
+    others = [await make_user(deps) for _ in range(12)]
+    cids = [await direct(deps, me, o) for o in others]
+    for i, (cid, o) in enumerate(zip(cids, others, strict=True)):
+        for s in range(1, 4 + i):
+            await put(cid, s, o.user_id if s % 2 else me.user_id)
+    # A group with a mention of me, unknown to the device.
+    await make_contacts(deps, others[0], others[1])
+    g = await groups.create_group(deps, others[0].user_id, groups.CreateIn(
+        name="g", member_ids=[me.user_id, others[1].user_id]))
+    g = g.get("conversation", g)
+    gid = uuid.UUID(g["id"])
+    base = (await Conversation.get(id=gid)).last_seq
+    await put(gid, base + 1, others[0].user_id, data={"mentions": [me.user_id]})
+    msg = await Message.get(conversation_id=gid, seq=base + 1)
+    await MessageMention.create(message_id=msg.id, conversation_id=gid, user_id=me.user_id,
+                                seq=base + 1)
+    cursors = {str(cids[i]): 2 for i in range(0, 8)}  # 8 known chats, behind by a few
+    cursors[str(cids[8])] = 100  # up to date (unchanged): left out
+    # cids[9:] and the group: unknown to the device
+    got = await reading.sync(deps, me.user_id, reading.SyncIn(cursors=cursors, limit=3))
+    by_id = {c["id"]: c for c in got["conversations"]}
+    assert str(cids[8]) not in by_id and len(by_id) == 12
+    ms = {str(m.conversation_id): m for m in
+          await Membership.filter(user_id=me.user_id).select_related("conversation")}
+    for cid, conv in by_id.items():
+        m = ms[cid]
+        assert conv["unread_count"] == await convs.unread_count(m, me.user_id)
+        assert conv["mention_count"] == await convs.mention_count(m, me.user_id)
+        if cid in cursors:
+            assert set(conv) == {"id", "last_seq", "read_seq", "unread_count", "mention_count",
+                                 "left", "messages", "has_more"}
+            seqs = [s for s in range(3, convs.visible_last_seq(m) + 1)]
+            assert [x["seq"] for x in conv["messages"]] == seqs[:3]
+            assert conv["has_more"] == (len(seqs) > 3)
+        else:
+            expected = (await convs.summaries(deps, me.user_id, [m]))[0]
+            assert {k: conv[k] for k in expected} == expected
+            page = await reading.history(deps, me.user_id,
+                                         reading.HistoryIn(conversation_id=cid, limit=3))
+            assert encoded(conv["messages"]) == encoded(page["messages"])
+            assert conv["has_more"] == page["has_more"]
+    assert by_id[g["id"]]["mention_count"] == 1
+    assert await reading.sync(deps, me.user_id, reading.SyncIn(
+        cursors={c: 10**6 for c in ms})) == {"conversations": []}
+
+
+async def test_sync_pages_more_than_one_statement_of_conversations(deps, monkeypatch):
+    monkeypatch.setattr(reading, "_SYNC_CHUNK", 2)  # several UNION ALL statements
+    me = await make_user(deps)
+    others = [await make_user(deps) for _ in range(5)]
+    cids = [await direct(deps, me, o) for o in others]
+    for i, cid in enumerate(cids):
+        for s in range(1, 3 + i):
+            await put(cid, s, others[i].user_id)
+    got = await reading.sync(deps, me.user_id, reading.SyncIn(
+        cursors={str(c): 1 for c in cids}, limit=200))
+    by_id = {c["id"]: c for c in got["conversations"]}
+    for i, cid in enumerate(cids):
+        conv = by_id[str(cid)]
+        assert [m["seq"] for m in conv["messages"]] == list(range(2, 3 + i))
+        assert conv["unread_count"] == 2 + i  # nothing read yet
+        assert conv["has_more"] is False
+
+
+async def test_created_at_text_as_sqlite_stores_it():
+    # Tortoise writes str(datetime) into SQLite; asyncpg hands back datetimes.
+    when = datetime(2026, 11, 27, 21, 0, 0, 123456, tzinfo=UTC)
+    for value in (str(when), when.isoformat(), when, when.replace(tzinfo=None),
+                  when.astimezone(__import__("datetime").timezone(timedelta(hours=2)))):
+        assert reading._iso(value) == when.isoformat()
+    assert reading._iso("2026-11-27 21:00:00+00:00") == "2026-11-27T21:00:00+00:00"
