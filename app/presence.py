@@ -108,7 +108,8 @@ class RedisPresence:
         return {u for u, n in zip(user_ids, counts, strict=True) if n}
 
 
-OnOffline = Callable[[str], Awaitable[None]]
+# Called with every user of one sweep who went offline (a batch, in disconnect order).
+OnOffline = Callable[[list[str]], Awaitable[None]]
 
 
 class PresenceTracker:
@@ -116,15 +117,27 @@ class PresenceTracker:
 
     `connect` says whether the user has just come online (nobody anywhere held a
     socket of theirs). `disconnect` of the last local socket starts a grace
-    timer; only if no socket came back anywhere by then is `on_offline` called.
+    period; only if no socket came back anywhere by then is `on_offline` called.
+
+    Grace periods are not one task each: `_timers` maps user → deadline (insertion
+    order is deadline order, the grace being constant) and one sweeper task wakes
+    at the earliest deadline and handles every user due by then together — one
+    store round trip and one `on_offline` call per batch. A reconnect storm of
+    thousands of sockets costs a few batched calls instead of thousands of tasks,
+    each with its own store and database round trips. A user stays in `_timers`
+    until their offline handling has finished.
     """
+
+    SWEEP_BATCH = 1000  # users per store call / on_offline call
 
     def __init__(self, store: PresenceStore, grace: float) -> None:
         self.store = store
         self.grace = grace
         self.local: dict[str, int] = {}
-        self._timers: dict[str, asyncio.Task] = {}
-        self._expiring: set[str] = set()  # timers past the grace, telling the store
+        self._timers: dict[str, tuple[float, OnOffline]] = {}
+        self._expiring: dict[str, asyncio.Future] = {}  # being told to store / contacts
+        self._sweeper: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
         self._beat: asyncio.Task | None = None
         self._closed = False
 
@@ -135,12 +148,12 @@ class PresenceTracker:
     async def close(self) -> None:
         """Stop timers and heartbeat; forget this process's users in the store."""
         self._closed = True
-        tasks = [t for t in (self._beat, *self._timers.values()) if t is not None]
+        tasks = [t for t in (self._beat, self._sweeper) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         users = list(self.local) + list(self._timers)
-        self._beat = None
+        self._beat = self._sweeper = None
         self._timers.clear()
         self.local.clear()
         try:
@@ -157,15 +170,14 @@ class PresenceTracker:
         self.local[user_id] = count + 1
         if count:
             return False
-        timer = self._timers.get(user_id)
-        if timer is not None:
-            if user_id not in self._expiring:
+        if user_id in self._timers:
+            done = self._expiring.get(user_id)
+            if done is None:
                 # Back within the grace period: still marked, nobody was told.
-                self._timers.pop(user_id, None)
-                timer.cancel()
+                del self._timers[user_id]
                 return False
-            # The timer is already telling the store / the contacts: let it finish.
-            await asyncio.gather(timer, return_exceptions=True)
+            # The sweep is already telling the store / the contacts: let it finish.
+            await asyncio.shield(done)
         was_online = user_id in await self.store.online([user_id])
         await self.store.mark([user_id])
         return not was_online
@@ -177,32 +189,61 @@ class PresenceTracker:
             self.local[user_id] = count
             return
         self.local.pop(user_id, None)
-        if user_id not in self._timers and not self._closed:
-            self._timers[user_id] = asyncio.create_task(self._expire(user_id, on_offline))
+        if user_id in self._timers or self._closed:
+            return
+        self._timers[user_id] = (time.monotonic() + self.grace, on_offline)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep())
 
-    async def _expire(self, user_id: str, on_offline: OnOffline) -> None:
+    async def _sweep(self) -> None:
+        while self._timers and not self._closed:
+            now = time.monotonic()
+            due: list[tuple[str, OnOffline]] = []
+            for user_id, (deadline, on_offline) in self._timers.items():
+                if user_id in self._expiring:
+                    continue
+                if deadline > now or len(due) >= self.SWEEP_BATCH:
+                    break
+                due.append((user_id, on_offline))
+            if not due:
+                waiting = [d for u, (d, _cb) in self._timers.items() if u not in self._expiring]
+                if not waiting:
+                    return
+                await asyncio.sleep(max(0.0, min(waiting) - now))
+                continue
+            await self._expire(due)
+
+    async def _expire(self, due: list[tuple[str, OnOffline]]) -> None:
+        done = asyncio.get_running_loop().create_future()
+        users = [u for u, _cb in due]
+        for u in users:
+            self._expiring[u] = done
         try:
-            await asyncio.sleep(self.grace)
-            if self.local.get(user_id):
-                return
-            self._expiring.add(user_id)
-            await self.store.unmark([user_id])
-            if user_id not in await self.store.online([user_id]):
-                await on_offline(user_id)
-        except asyncio.CancelledError:
-            raise
+            gone = [u for u in users if not self.local.get(u)]
+            await self.store.unmark(gone)
+            still = await self.store.online(gone)
+            by_callback: dict[OnOffline, list[str]] = {}
+            for u, cb in due:
+                if u in gone and u not in still:
+                    by_callback.setdefault(cb, []).append(u)
+            for cb, offline in by_callback.items():
+                try:
+                    await cb(offline)
+                except Exception:
+                    log.exception("presence offline handling failed")
         except Exception:
             log.exception("presence offline handling failed")
         finally:
-            self._expiring.discard(user_id)
-            if self._timers.get(user_id) is asyncio.current_task():
-                del self._timers[user_id]
+            for u in users:
+                self._expiring.pop(u, None)
+                self._timers.pop(u, None)
+            done.set_result(None)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.store.heartbeat_interval)
             # Users inside their grace period are still marked: keep them alive too.
-            users = set(self.local) | (set(self._timers) - self._expiring)
+            users = set(self.local) | (set(self._timers) - set(self._expiring))
             try:
                 await self.store.mark(users)
             except Exception:

@@ -96,10 +96,12 @@ async def test_redis_entries_of_a_crashed_process_lapse(redis_client, prefix):
 class Offline:
     def __init__(self):
         self.users: list[str] = []
+        self.calls = 0
         self.event = asyncio.Event()
 
-    async def __call__(self, user_id):
-        self.users.append(user_id)
+    async def __call__(self, user_ids):
+        self.calls += 1
+        self.users.extend(user_ids)
         self.event.set()
 
 
@@ -138,6 +140,75 @@ async def test_tracker_goes_offline_after_the_grace(make_store):
         await tracker.close()
 
 
+async def test_tracker_handles_a_storm_of_disconnects_in_batches(make_store):
+    """Thousands of sockets dropping at once: one sweep, one on_offline call for
+    everyone due, no task per user; the ones who came back are left out."""
+    tracker = PresenceTracker(make_store("p1"), grace=0.2)
+    offline = Offline()
+    users = [uid() for _ in range(1500)]
+    try:
+        for u in users:
+            assert await tracker.connect(u) is True
+        for u in users:
+            tracker.disconnect(u, offline)
+        assert len(tracker._timers) == len(users)
+        back = users[::3]
+        for u in back:
+            assert await tracker.connect(u) is False  # within the grace: nobody told
+        await until(lambda: not tracker._timers, "every grace period over")
+        gone = [u for u in users if u not in set(back)]
+        assert offline.users == gone  # in disconnect order
+        assert offline.calls <= 2  # SWEEP_BATCH users per call
+        assert await tracker.online(users) == set(back)
+        # Came back while the sweep was telling the store: waits, then is online.
+        tracker.disconnect(back[0], offline)
+        await until(lambda: back[0] in tracker._expiring or not tracker._timers, "sweep")
+        assert await tracker.connect(back[0]) is True
+    finally:
+        await tracker.close()
+
+
+async def reference_watchers(subject) -> list[str]:
+    """The one-subject-at-a-time rule the batched lookup replaced, kept as the spec."""
+    from app.models.contacts import Block, Contact
+
+    if subject.last_seen_visibility == "nobody":
+        return []
+    have_me = {str(u) for u in await Contact.filter(contact_id=subject.id).values_list(
+        "owner_id", flat=True)}
+    if subject.last_seen_visibility != "everyone":
+        mine = {str(u) for u in await Contact.filter(owner_id=subject.id).values_list(
+            "contact_id", flat=True)}
+        have_me &= mine
+    if have_me:
+        blocked = {str(u) for u in await Block.filter(blocker_id=subject.id).values_list(
+            "blocked_id", flat=True)}
+        have_me -= blocked
+    return sorted(have_me)
+
+
+async def test_watchers_of_many_match_one_by_one(deps):
+    from app.models.accounts import User
+    from app.models.contacts import Block
+    from app.services import presence
+
+    people = [await make_user(deps) for _ in range(6)]
+    a, b, c, d, e, f = people
+    for x, y in ((a, b), (a, c), (a, d), (b, c), (e, f)):
+        await make_contacts(deps, x, y)  # both ways
+    await make_contacts(deps, f, a)
+    await User.filter(id=b.user_id).update(last_seen_visibility="contacts")
+    await User.filter(id=e.user_id).update(last_seen_visibility="nobody")
+    await Block.create(blocker_id=a.user_id, blocked_id=d.user_id)
+    subjects = await User.filter(id__in=[p.user_id for p in people])
+    batched = await presence.watchers_of(subjects)
+    for s in subjects:
+        assert batched[str(s.id)] == await reference_watchers(s)
+        assert await presence.watchers(s) == batched[str(s.id)]
+    assert batched[a.user_id] == sorted([b.user_id, c.user_id, f.user_id])  # d is blocked
+    assert batched[e.user_id] == []
+
+
 @needs_redis
 async def test_trackers_on_two_processes(redis_client, prefix):
     one = PresenceTracker(RedisPresence(redis_client, proc_id="one", prefix=prefix), grace=0.05)
@@ -148,7 +219,7 @@ async def test_trackers_on_two_processes(redis_client, prefix):
         assert await one.connect(u) is True
         assert await two.connect(u) is False  # already online through process one
         one.disconnect(u, offline)
-        await asyncio.gather(*one._timers.values())
+        await until(lambda: u not in one._timers, "grace over on process one")
         assert offline.users == []            # process two still holds a socket
         two.disconnect(u, offline)
         await asyncio.wait_for(offline.event.wait(), 5)

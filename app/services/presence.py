@@ -11,6 +11,7 @@ Someone the subject blocked never sees it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -55,42 +56,139 @@ async def presence_for(deps: Deps, viewer_id, subjects: list[User]) -> dict[str,
 
 async def watchers(subject: User) -> list[str]:
     """Users who get `presence` events about `subject`."""
-    if subject.last_seen_visibility == "nobody":
-        return []
-    have_me = {str(u) for u in await Contact.filter(contact_id=subject.id).values_list(
-        "owner_id", flat=True)}
-    if subject.last_seen_visibility != "everyone":
-        mine = {str(u) for u in await Contact.filter(owner_id=subject.id).values_list(
-            "contact_id", flat=True)}
-        have_me &= mine
-    if have_me:
-        blocked = {str(u) for u in await Block.filter(blocker_id=subject.id).values_list(
-            "blocked_id", flat=True)}
-        have_me -= blocked
-    return sorted(have_me)
+    return (await watchers_of([subject]))[str(subject.id)]
 
 
-async def _announce(deps: Deps, user_id: str, online: bool, last_seen: datetime | None) -> None:
-    subject = await User.get_or_none(id=user_id)
-    if subject is None:
-        return
-    to = await watchers(subject)
-    if to:
-        await deps.fanout.to_users(to, "presence", {
-            "user_id": str(user_id), "online": online,
-            "last_seen": last_seen.isoformat() if last_seen else None,
-        })
+_IN_CHUNK = 500  # ids per IN (…) list
+
+
+def _chunks(items: list, n: int = _IN_CHUNK):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+async def watchers_of(subjects) -> dict[str, list[str]]:
+    """`watchers` of many subjects in three queries per 500 subjects (not three each).
+
+    `subjects`: User objects or (id, last_seen_visibility) pairs."""
+    vis = {}
+    for s in subjects:
+        uid, v = (str(s.id), s.last_seen_visibility) if isinstance(s, User) else (str(s[0]), s[1])
+        vis[uid] = v
+    out: dict[str, list[str]] = {u: [] for u in vis}
+    shown = [u for u, v in vis.items() if v != "nobody"]
+    for chunk in _chunks(shown):
+        have_me: dict[str, set[str]] = {u: set() for u in chunk}
+        for subject, owner in await Contact.filter(contact_id__in=chunk).values_list(
+                "contact_id", "owner_id"):
+            have_me[str(subject)].add(str(owner))
+        picky = [u for u in chunk if vis[u] != "everyone" and have_me[u]]
+        if picky:
+            mine: dict[str, set[str]] = {u: set() for u in picky}
+            for owner, contact in await Contact.filter(owner_id__in=picky).values_list(
+                    "owner_id", "contact_id"):
+                mine[str(owner)].add(str(contact))
+            for u in picky:
+                have_me[u] &= mine[u]
+        told = [u for u in chunk if have_me[u]]
+        if told:
+            for blocker, blocked in await Block.filter(blocker_id__in=told).values_list(
+                    "blocker_id", "blocked_id"):
+                have_me[str(blocker)].discard(str(blocked))
+        for u in chunk:
+            out[u] = sorted(have_me[u])
+    return out
+
+
+Change = tuple[str, bool, datetime | None]  # (user id, online, last seen)
+
+
+async def _announce_many(deps: Deps, changes: list[Change]) -> None:
+    """`presence` events for these changes, in order, to each subject's watchers."""
+    ids = list(dict.fromkeys(u for u, _on, _seen in changes))
+    subjects = []
+    for chunk in _chunks(ids):
+        subjects += await User.filter(id__in=chunk).values_list("id", "last_seen_visibility")
+    to = await watchers_of(subjects)
+    for user_id, online, last_seen in changes:
+        who = to.get(str(user_id))
+        if who:
+            await deps.fanout.to_users(who, "presence", {
+                "user_id": str(user_id), "online": online,
+                "last_seen": last_seen.isoformat() if last_seen else None,
+            })
+
+
+class Announcer:
+    """Presence changes of one process, announced in arrival order and in batches.
+
+    While one batch is being looked up and sent, the changes that come in are
+    queued and go out together next: a burst of thousands of (re)connects costs
+    a handful of queries, not several per user, and never a task per user."""
+
+    BATCH = 2000
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.queue: list[tuple[Change, asyncio.Future | None]] = []
+        self.task: asyncio.Task | None = None
+
+    def add(self, changes: list[Change], *, wait: bool = False) -> asyncio.Future | None:
+        done = asyncio.get_running_loop().create_future() if wait else None
+        for i, change in enumerate(changes):
+            self.queue.append((change, done if i == len(changes) - 1 else None))
+        if not changes and done is not None:
+            done.set_result(None)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        return done
+
+    async def _run(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue[:self.BATCH], self.queue[self.BATCH:]
+            try:
+                await _announce_many(self.deps, [c for c, _f in batch])
+            except Exception:
+                log.exception("presence announcement failed")
+            finally:
+                for _c, f in batch:
+                    if f is not None and not f.done():
+                        f.set_result(None)
+
+
+def announcer(deps: Deps) -> Announcer:
+    a = deps.extras.get("presence_announcer")
+    if a is None:
+        a = deps.extras["presence_announcer"] = Announcer(deps)
+    return a
+
+
+class _WentOffline:
+    """The tracker's offline callback for one Deps (equal per Deps, so a sweep
+    hands it every user who went offline at once)."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _WentOffline) and other.deps is self.deps
+
+    def __hash__(self) -> int:
+        return id(self.deps)
+
+    async def __call__(self, user_ids: list[str]) -> None:
+        seen = datetime.now(UTC)
+        for chunk in _chunks(user_ids):
+            await User.filter(id__in=chunk).update(last_seen_at=seen)
+        done = announcer(self.deps).add([(u, False, seen) for u in user_ids], wait=True)
+        await done
 
 
 async def user_connected(deps: Deps, user_id: str) -> None:
     if await deps.presence.connect(user_id):
-        await _announce(deps, user_id, True, None)
+        # Queued, not awaited: the connect does not wait for the contacts' events.
+        announcer(deps).add([(str(user_id), True, None)])
 
 
 async def user_disconnected(deps: Deps, user_id: str) -> None:
-    async def went_offline(uid: str) -> None:
-        seen = datetime.now(UTC)
-        await User.filter(id=uid).update(last_seen_at=seen)
-        await _announce(deps, uid, False, seen)
-
-    deps.presence.disconnect(user_id, went_offline)
+    deps.presence.disconnect(user_id, _WentOffline(deps))
