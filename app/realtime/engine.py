@@ -1,51 +1,188 @@
-"""A leaner Engine.IO WebSocket path, plugged in through python-socketio's
-own extension point (`AsyncServer._engineio_server_class`).
+"""A leaner Engine.IO transport, plugged in through python-socketio's and
+python-engineio's own extension points: `AsyncServer._engineio_server_class`,
+the engine's socket table (every socket becomes a `FastSocket`), its
+`_service_task` and its async-driver table (`_async["websocket"]`).
 
-python-engineio's WebSocket handler spends most of its per-packet time on
-machinery rather than work: every received frame gets a fresh task plus an
-`asyncio.wait_for` (for the ping timeout), and every sent packet goes through
-a queue to a writer task that wakes up once per packet. For a chat server that
-doubles the CPU cost of a message.
+Measured costs this removes (py-spy; see the commit messages):
 
-FastSocket keeps the protocol and the library's socket object, and changes
-only the WebSocket transport loop:
-- frames are read in a plain loop (dead peers are still found: the engine's
-  service task checks ping timeouts and closing the socket ends the loop);
-- packets are written straight to the WebSocket instead of via queue + task.
-Long-polling, and upgrades from polling to WebSocket, keep the library's code.
+- Per packet: python-engineio reads every frame through a fresh task plus
+  `asyncio.wait_for`, and writes every packet through a queue to a writer
+  task. Here frames are read in a plain loop and packets are written straight
+  to the transport: `FastSocket.send` never awaits. A recipient whose socket
+  buffer is full therefore cannot stall a fan-out to everyone else; a socket
+  whose unsent data exceeds `MAX_WRITE_BUFFER` is aborted instead (a slow
+  consumer reconnects and catches up with `sync`).
+- Idle: python-engineio keeps one sleeping task per socket for its next ping
+  and a service task that visits every socket with its own `wait_for` (two
+  tasks per socket per ping interval). Here one timer wheel (`_PingWheel`,
+  half-second slots) sends every ping and finds every missed pong; the
+  service task only sweeps closed sockets.
+- Memory: the per-socket `asyncio.Queue` (four deques, ~3 KB) is only needed
+  by long-polling; a socket on the pure WebSocket transport drops it.
+
+The protocol is unchanged: `pingInterval`/`pingTimeout` in the handshake, a
+PING every interval after the last PONG, and a socket closed with reason
+`PING_TIMEOUT` when no PONG came back within `ping_timeout`. Long-polling and
+upgrades from polling to WebSocket keep the library's own code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import math
+import struct
+import time
 
 import engineio
 import socketio
-from engineio import exceptions, packet
+from aiohttp import WSMsgType
+from aiohttp.web import WebSocketResponse
+from engineio import packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
+
+from app.realtime.packets import FastPacket
 
 log = logging.getLogger("parley.engine")
 
+# Unsent bytes a socket may hold in its transport before it is aborted as a
+# slow consumer (a few thousand chat events; the client resyncs on reconnect).
+MAX_WRITE_BUFFER = 1024 * 1024
+TICK = 0.5  # timer-wheel slot, seconds
+
+_PACK2 = struct.Struct("!BBH").pack
+_PACK8 = struct.Struct("!BBQ").pack
+_PING_FRAME = b"\x81\x012"  # FIN + text, length 1, Engine.IO PING "2"
+_PING_PKT = packet.Packet(packet.PING)
+_TASKS: set[asyncio.Task] = set()  # strong references to fire-and-forget tasks
+
+
+def ws_frame(data: str | bytes) -> bytes:
+    """One unmasked, uncompressed RFC 6455 frame (server → client)."""
+    if isinstance(data, str):
+        data = data.encode()
+        op = 0x81
+    else:
+        op = 0x82
+    n = len(data)
+    if n < 126:
+        return bytes((op, n)) + data
+    if n < 65536:
+        return _PACK2(op, 126, n) + data
+    return _PACK8(op, 127, n) + data
+
+
+def _spawn(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+class _NoQueue:
+    """Stands in for the per-socket asyncio.Queue once a socket is on the pure
+    WebSocket transport, where nothing is queued (sends go straight out)."""
+
+    __slots__ = ()
+
+    def empty(self):
+        return True
+
+    def qsize(self):
+        return 0
+
+    def put_nowait(self, item):
+        pass
+
+    async def put(self, item):
+        pass
+
+    def get_nowait(self):
+        raise asyncio.QueueEmpty
+
+    async def get(self):  # pragma: no cover - only long-polling reads the queue
+        raise asyncio.QueueEmpty
+
+    def task_done(self):
+        pass
+
+    async def join(self):
+        pass
+
+
+_NO_QUEUE = _NoQueue()
+
+
+class FastWebSocket(eio_aiohttp.WebSocket):
+    """engineio's aiohttp WebSocket wrapper without permessage-deflate (zlib per
+    recipient on every fan-out; Node's socket.io disables it by default too) and
+    with a synchronous, non-blocking `write`."""
+
+    transport = None
+
+    async def __call__(self, environ):
+        request = environ["aiohttp.request"]
+        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
+                                       compress=False)
+        await self._sock.prepare(request)
+        self.transport = request.transport
+        await self.handler(self)
+        return self._sock
+
+    def write(self, frame: bytes) -> bool:
+        """Queue one encoded frame on the transport; never waits. False when the
+        connection is gone, or was just aborted because it is not reading."""
+        t = self.transport
+        if t is None or self._sock.closed or t.is_closing():
+            return False
+        t.write(frame)
+        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("engine.io: aborting a connection with %d unsent bytes (slow consumer)",
+                        t.get_write_buffer_size())
+            t.abort()  # the read loop sees the connection end and closes the socket
+            return False
+        return True
+
 
 class FastSocket(AsyncSocket):
-    _wsock = None  # engineio's aiohttp WebSocket wrapper, once on a pure WebSocket
+    _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
 
     async def send(self, pkt):
-        ws = self._wsock
+        ws = self._ws
         if ws is None or self.upgrading:
             return await super().send(pkt)
-        if not await self.check_ping_timeout():
-            return
-        try:
-            await ws.send(pkt.encode())
-        except Exception:  # peer gone mid-write: the read loop ends the socket
-            self._wsock = None
+        frame = getattr(pkt, "ws_frame", None)
+        if frame is None:
+            # A fan-out sends one packet object to every recipient: frame it once.
+            frame = pkt.ws_frame = ws_frame(pkt.encode())
+        ws.write(frame)
+
+    def schedule_ping(self):
+        # Same rule as the library: only after the previous ping was answered.
+        if self.last_ping:
+            self.last_ping = None
+            self.server._wheel.add(self, self.server.ping_interval, None)
+
+    def send_ping(self) -> None:
+        self.last_ping = time.time()
+        ws = self._ws
+        if ws is not None and not self.upgrading:
+            ws.write(_PING_FRAME)
+        else:
+            self.queue.put_nowait(_PING_PKT)  # long-polling / upgrading: the queue
+
+    async def receive(self, pkt):
+        if pkt.packet_type == packet.PONG:
+            self.schedule_ping()
+        else:
+            await super().receive(pkt)
 
     async def close(self, wait=True, abort=False, reason=None):
-        ws = self._wsock
+        ws = self._ws
         await super().close(wait=wait, abort=abort, reason=reason)
         if ws is not None:
-            self._wsock = None
+            self._ws = None
             await ws.close()  # unblocks the read loop
 
     async def _websocket_handler(self, ws):
@@ -57,31 +194,111 @@ class FastSocket(AsyncSocket):
         # Packets queued before the transport existed (the OPEN packet).
         while not self.queue.empty():
             pending = self.queue.get_nowait()
-            self.queue.task_done()
             if pending is not None:
-                await ws.send(pending.encode())
-        self._wsock = ws
-        max_size = self.server.max_http_buffer_size
+                ws.write(ws_frame(pending.encode()))
+        self.queue = _NO_QUEUE
+        self._ws = ws
+        on_message = self.server.handlers.get("message")
+        if not asyncio.iscoroutinefunction(on_message):
+            on_message = None  # not python-socketio's: every packet takes the library path
+        sid = self.sid
+        sock = ws._sock
         try:
             while not self.closed:
-                try:
-                    data = await ws.wait()
-                except Exception:
-                    break
-                if not data or len(data) > max_size:
-                    break
+                msg = await sock.receive()
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    data = msg.data
+                    # Socket.IO over Engine.IO: "4" + a packet that starts with a
+                    # digit is a MESSAGE whose data is the rest, exactly as
+                    # engineio's Packet decodes it (its JSON attempt refuses a
+                    # leading digit). PONG needs no Packet either.
+                    if on_message is not None and data[:1] == "4" and data[1:2].isdigit():
+                        try:
+                            await on_message(sid, data[1:])
+                        except Exception:
+                            log.exception("engine.io message handler error")
+                        continue
+                    if data == "3":
+                        self.schedule_ping()
+                        continue
+                elif kind is WSMsgType.BINARY:
+                    data = msg.data
+                elif kind is WSMsgType.PING or kind is WSMsgType.PONG:
+                    continue
+                else:
+                    break  # CLOSE / CLOSING / CLOSED / ERROR
                 try:
                     await self.receive(packet.Packet(encoded_packet=data))
-                except exceptions.UnknownPacketError:
+                except engineio.exceptions.UnknownPacketError:
                     pass
-                except exceptions.SocketIsClosedError:
+                except engineio.exceptions.SocketIsClosedError:
                     break
                 except Exception:
                     log.exception("engine.io receive error")
         finally:
-            self._wsock = None
+            self._ws = None
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             await ws.close()
+
+
+class _PingWheel:
+    """Every ping and every pong deadline of the server on one timer wheel.
+
+    An entry is (socket, stamp): stamp None means "send the next PING"; a float
+    is the `last_ping` of a PING already sent, and if the socket still has that
+    same `last_ping` when the slot comes due, no PONG arrived in time."""
+
+    def __init__(self, server: FastEngineServer) -> None:
+        self.server = server
+        self.slots: dict[int, list] = {}
+        self.cursor: int | None = None
+        self.task: asyncio.Task | None = None
+
+    def add(self, sock, delay: float, stamp) -> None:
+        slot = math.ceil((asyncio.get_running_loop().time() + delay) / TICK)
+        bucket = self.slots.get(slot)
+        if bucket is None:
+            self.slots[slot] = [(sock, stamp)]
+        else:
+            bucket.append((sock, stamp))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.cursor = math.floor(loop.time() / TICK)
+        while True:
+            await asyncio.sleep((self.cursor + 1) * TICK - loop.time())
+            now = math.floor(loop.time() / TICK)
+            while self.cursor < now:
+                self.cursor += 1
+                bucket = self.slots.pop(self.cursor, None)
+                if bucket:
+                    try:
+                        self._fire(bucket)
+                    except Exception:  # pragma: no cover - never let the wheel die
+                        log.exception("engine.io ping wheel")
+
+    def _fire(self, bucket) -> None:
+        server = self.server
+        timeout = server.ping_timeout
+        for sock, stamp in bucket:
+            if sock.closed or sock.closing:
+                continue
+            if stamp is None:
+                if sock.last_ping is None:
+                    sock.send_ping()
+                    self.add(sock, timeout, sock.last_ping)
+            elif sock.last_ping == stamp:
+                # Same reason and the same CLOSE packet as the library's check.
+                _spawn(sock.close(wait=False, abort=False, reason=server.reason.PING_TIMEOUT))
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        self.slots.clear()
 
 
 class _SocketTable(dict):
@@ -94,12 +311,63 @@ class _SocketTable(dict):
         super().__setitem__(sid, sock)
 
 
+_gc_frozen = False
+
+
+# Young-generation threshold (CPython's default is 700 allocations). A group
+# fan-out allocates a few objects per recipient that all die within the emit;
+# with 700, collections ran mid-fan-out and promoted them, and the promoted
+# garbage kept triggering full collections every few seconds.
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+async def _tune_gc(app) -> None:
+    """Once per process, after start-up: start-up objects (modules, ORM metadata,
+    templates) live for the whole process, so they are moved out of the
+    collector's reach (`gc.freeze`); full collections walked them every time
+    (90–230 ms pauses in S2 that held every delivery behind them)."""
+    global _gc_frozen
+    if not _gc_frozen:
+        _gc_frozen = True
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+
+
 class FastEngineServer(engineio.AsyncServer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sockets = _SocketTable()
+        self._wheel = _PingWheel(self)
+        if self._async.get("websocket") is eio_aiohttp.WebSocket:
+            self._async = dict(self._async, websocket=FastWebSocket)
+
+    def attach(self, app, engineio_path="engine.io"):
+        super().attach(app, engineio_path)
+        app.on_startup.append(_tune_gc)  # runs after the cleanup contexts started
+
+    async def _service_task(self):
+        """Pings and timeouts live on the wheel; this only forgets closed sockets
+        (those that never come back to be looked up), once per ping timeout."""
+        self.service_task_event = self.create_event()
+        while True:
+            try:
+                await asyncio.wait_for(self.service_task_event.wait(), self.ping_timeout)
+                break
+            except TimeoutError:
+                pass
+            for sid in [sid for sid, s in self.sockets.items() if s.closed]:
+                self.sockets.pop(sid, None)
+
+    async def shutdown(self):
+        self._wheel.stop()
+        await super().shutdown()
 
 
 class AsyncServer(socketio.AsyncServer):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("serializer", FastPacket)
+        super().__init__(*args, **kwargs)
+
     def _engineio_server_class(self):
         return FastEngineServer

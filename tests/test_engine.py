@@ -1,0 +1,221 @@
+"""The Engine.IO / Socket.IO transport (app/realtime/engine.py, app/realtime/packets.py)
+against the real app on a real port: the ping wheel (pings, pongs, dead peers),
+long-polling and polling→WebSocket upgrades, binary packets both ways, slow
+consumers, and the packet class's binary check."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+
+import aiohttp
+import pytest
+from socketio.packet import Packet
+
+from app.realtime import engine
+from app.realtime.chat import EVENTS
+from app.realtime.packets import FastPacket, has_binary
+from app.server import SIO_KEY
+from tests.factories import call, connect, make_user
+
+EIO_WS = "/socket.io/?EIO=4&transport=websocket"
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"ping_interval": 1, "ping_timeout": 1}
+
+
+@pytest.fixture
+def sio(server):
+    return server.app[SIO_KEY]
+
+
+async def _text(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> str:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    return msg.data
+
+
+async def _open_raw(session: aiohttp.ClientSession, base_url: str):
+    ws = await session.ws_connect(base_url + EIO_WS)
+    opened = await _text(ws)
+    assert opened[0] == "0"
+    return ws, json.loads(opened[1:])
+
+
+async def test_handshake_announces_ping_settings_and_socket_is_fast(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        assert hello["pingInterval"] == 1000 and hello["pingTimeout"] == 1000
+        assert hello["upgrades"] == []
+        sock = sio.eio.sockets[hello["sid"]]
+        assert type(sock) is engine.FastSocket
+        assert sock.queue is engine._NO_QUEUE  # the per-socket asyncio.Queue is gone
+        await ws.close()
+
+
+async def test_pings_keep_coming_while_pongs_answer(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        for _ in range(3):
+            assert await _text(ws) == "2"
+            await ws.send_str("3")
+        assert hello["sid"] in sio.eio.sockets
+        assert not sio.eio.sockets[hello["sid"]].closed
+        await ws.close()
+
+
+async def test_peer_that_stops_answering_is_closed_with_ping_timeout(sio, base_url):
+    reasons = []
+    # Listen on the Engine.IO layer (after python-socketio's own handler).
+    original = sio.eio.handlers["disconnect"]
+
+    async def disconnect(sid, reason):
+        reasons.append(reason)
+        return await original(sid, reason)
+
+    sio.eio.handlers["disconnect"] = disconnect
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        assert await _text(ws) == "2"  # and no PONG
+        assert await _text(ws) == "1"  # CLOSE packet, as python-engineio sends it
+        msg = await ws.receive(timeout=10)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert reasons == [sio.eio.reason.PING_TIMEOUT]
+    for _ in range(100):
+        if hello["sid"] not in sio.eio.sockets:
+            break
+        await asyncio.sleep(0.05)
+    assert hello["sid"] not in sio.eio.sockets
+
+
+async def test_unsolicited_pong_does_not_double_the_pings(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        for _ in range(5):
+            await ws.send_str("3")  # PONG without a PING: ignored, as in the library
+        sock = sio.eio.sockets[hello["sid"]]
+        pending = sum(1 for slot in sio.eio._wheel.slots.values() for s, _ in slot if s is sock)
+        assert pending == 1
+        await ws.close()
+
+
+@pytest.mark.parametrize("transports", [("polling",), ("polling", "websocket")])
+async def test_polling_and_upgrade_survive_several_ping_cycles(deps, base_url, sio, transports):
+    alice = await make_user(deps)
+    c = await connect(base_url, alice.access_token, transports=transports)
+    try:
+        assert c.transport() == transports[-1]
+        await asyncio.sleep(3.5)  # three ping intervals: pings must be answered
+        assert c.connected
+        sid = c.get_sid("/chat")
+        await sio.emit("probe", {"n": 1}, to=sid, namespace="/chat")
+        [got] = await c.log.wait_for("probe")
+        assert got == {"n": 1}
+    finally:
+        await c.disconnect()
+
+
+async def test_server_emits_bytes_as_binary_attachments(deps, base_url, sio):
+    alice = await make_user(deps)
+    c = await connect(base_url, alice.access_token)
+    try:
+        sid = c.get_sid("/chat")
+        payload = {"name": "blob", "data": b"\x00\x01binary\xff", "nested": [{"b": bytearray(b"x")}]}
+        await sio.emit("blob", payload, to=sid, namespace="/chat")
+        [got] = await c.log.wait_for("blob")
+        assert got == {"name": "blob", "data": b"\x00\x01binary\xff", "nested": [{"b": b"x"}]}
+        # and a JSON-only emit right after is a plain EVENT again
+        await sio.emit("plain", {"n": 2}, to=sid, namespace="/chat")
+        assert (await c.log.wait_for("plain")) == [{"n": 2}]
+    finally:
+        await c.disconnect()
+
+
+async def test_client_binary_event_and_binary_ack(deps, base_url, monkeypatch):
+    seen = []
+
+    async def echo(deps, conn, payload):
+        seen.append(payload)
+        return {"ok": True, "echo": payload}
+
+    monkeypatch.setitem(EVENTS, "engine-test:echo", echo)
+    alice = await make_user(deps)
+    c = await connect(base_url, alice.access_token)
+    try:
+        # BINARY_EVENT in (placeholder + attachment frame), BINARY_ACK out.
+        ack = await call(c, "engine-test:echo", {"raw": b"\x00\xfe", "n": 1})
+        assert seen == [{"raw": b"\x00\xfe", "n": 1}]
+        assert ack == {"ok": True, "echo": {"raw": b"\x00\xfe", "n": 1}}
+        # and a JSON-only call right after takes the text path
+        assert (await call(c, "engine-test:echo", {"n": 2}))["echo"] == {"n": 2}
+    finally:
+        await c.disconnect()
+
+
+async def test_slow_consumer_is_dropped_and_does_not_stall_others(deps, base_url, sio,
+                                                                 monkeypatch):
+    monkeypatch.setattr(engine, "MAX_WRITE_BUFFER", 256 * 1024)
+    alice, bob = await make_user(deps), await make_user(deps)
+    fast = await connect(base_url, bob.access_token)
+    slow_session = aiohttp.ClientSession()
+    try:
+        # A raw client that completes the Socket.IO handshake and then never reads:
+        # aiohttp stops reading its socket once 64 KiB are buffered.
+        ws = await slow_session.ws_connect(base_url + EIO_WS, max_msg_size=0)
+        assert (await _text(ws))[0] == "0"
+        await ws.send_str("40/chat," + json.dumps({"token": alice.access_token}))
+        connected = await _text(ws)
+        assert connected.startswith("40/chat,"), connected
+        slow_sid = json.loads(connected[len("40/chat,"):])["sid"]
+        fast_sid = fast.get_sid("/chat")
+        big = "x" * 200_000
+        for i in range(200):  # 40 MB: more than any socket buffer
+            await asyncio.wait_for(
+                sio.emit("big", {"i": i, "pad": big}, to=[slow_sid, fast_sid], namespace="/chat"),
+                10)  # an emit never waits for a reader
+            if not sio.manager.is_connected(slow_sid, "/chat"):
+                break
+        for _ in range(200):
+            if not sio.manager.is_connected(slow_sid, "/chat"):
+                break
+            await asyncio.sleep(0.05)
+        assert not sio.manager.is_connected(slow_sid, "/chat")
+        await sio.emit("after", {"ok": 1}, to=fast_sid, namespace="/chat")
+        assert (await fast.log.wait_for("after", timeout=30)) == [{"ok": 1}]
+        assert fast.connected
+    finally:
+        await fast.disconnect()
+        await slow_session.close()
+
+
+async def test_gc_is_tuned_once_after_startup(server):
+    assert gc.get_threshold() == engine.GC_THRESHOLDS
+    assert gc.get_freeze_count() > 0
+
+
+@pytest.mark.parametrize("data", [
+    None, 1, 1.5, True, "s", b"b", bytearray(b"b"), memoryview(b"m"), (b"in a tuple",),
+    [], {}, ["ev", {"a": 1, "b": [1, 2, {"c": None}]}], ["ev", {"a": [{"b": b"x"}]}],
+    {"k": bytearray(b"y")}, [[[[b"deep"]]]], [{"t": (1, b"tuple")}],
+])
+def test_has_binary_matches_the_library(data):
+    assert has_binary(data) is Packet.data_is_binary(data)
+
+
+def test_fast_packet_encodes_like_the_library():
+    for data in (["ev", {"a": 1}], ["ev", {"b": b"\x01"}, [b"\x02"]]):
+        for kind in (2, 3):
+            ours = FastPacket(kind, data=data, namespace="/chat", id=7)
+            theirs = Packet(kind, data=data, namespace="/chat", id=7)
+            assert ours.packet_type == theirs.packet_type
+            assert ours.encode() == theirs.encode()
+
+
+def test_ws_frame_lengths():
+    assert engine.ws_frame("2") == b"\x81\x012"
+    assert engine.ws_frame(b"\x01") == b"\x82\x01\x01"
+    assert engine.ws_frame("x" * 126)[:4] == b"\x81\x7e\x00\x7e"
+    assert engine.ws_frame("x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
