@@ -516,3 +516,122 @@ async def test_mute_a_chat_for_myself(client, deps, base_url):
         assert r.status == 404
     finally:
         await a2.disconnect()
+
+
+# --- the send path: judged in the writer, emitted in seq order ---------------
+
+
+class SlowFirstFanout:
+    """Records message:new seqs in the order they are handed over; the emit of
+    lower seqs takes longer, so without ordering later messages overtake them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.order: list[int] = []
+        self.recipients: dict[int, tuple] = {}
+
+    async def to_users(self, user_ids, event, data, skip=None) -> None:
+        if event != "message:new":
+            return
+        await asyncio.sleep(0.005 * (self.n - data["seq"]))
+        self.order.append(data["seq"])
+        self.recipients[data["seq"]] = tuple(sorted(str(u) for u in user_ids))
+
+    async def disconnect_session(self, session_id) -> None:
+        pass
+
+
+async def test_message_new_of_a_conversation_is_emitted_in_seq_order(deps):
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    n = 20
+    fanout, saved = SlowFirstFanout(n + 1), deps.fanout
+    deps.fanout = fanout
+    try:
+        # All queued before the writer runs: one batch, seqs 1..n in this order.
+        acks = await asyncio.gather(*(
+            messaging.send_from_payload(deps, (alice, bob)[i % 2].user_id, text(cid, f"m{i}"))
+            for i in range(n)))
+    finally:
+        deps.fanout = saved
+    assert sorted(a["seq"] for a in acks) == list(range(1, n + 1))
+    assert fanout.order == list(range(1, n + 1))
+    assert set(fanout.recipients.values()) == {tuple(sorted([alice.user_id, bob.user_id]))}
+
+
+async def test_refused_sends_spend_no_seq_and_repeats_still_get_the_original(deps):
+    from app.errors import DomainError
+    from app.services import contacts, messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    first = await messaging.send_from_payload(deps, alice.user_id, text(cid, "one", "cm-a"))
+    await contacts.block(deps, bob.user_id, contacts.BlockIn(user_id=alice.user_id))
+    # Refused in the same batch as a repeat of the stored message.
+    results = await asyncio.gather(
+        messaging.send_from_payload(deps, alice.user_id, text(cid, "two")),
+        messaging.send_from_payload(deps, alice.user_id, text(cid, "one", "cm-a")),
+        return_exceptions=True)
+    assert isinstance(results[0], DomainError) and results[0].code == "not_contact", results
+    assert results[1] == first
+    await contacts.unblock(deps, bob.user_id, alice.user_id)
+    again = await messaging.send_from_payload(deps, alice.user_id, text(cid, "three"))
+    assert again["seq"] == 2  # nothing was spent on the refused one
+    assert await Message.filter(conversation_id=cid).count() == 2
+
+
+async def test_new_message_equals_its_stored_rendering(deps):
+    """The ack is built without reading the message back; it must equal what
+    history renders from the stored row (text, reply preview, mentions)."""
+    from app.services import groups, messaging
+
+    owner = await make_user(deps)
+    bob = await make_user(deps)
+    await make_contacts(deps, owner, bob)
+    group = await groups.create_group(deps, owner.user_id,
+                                      groups.CreateIn(name="g", member_ids=[bob.user_id]))
+    cid = group["id"]
+    plain = await messaging.send_from_payload(deps, owner.user_id, text(cid, "  hello  "))
+    reply = await messaging.send_from_payload(
+        deps, bob.user_id, {**text(cid, "re @owner"), "reply_to": plain["id"],
+                            "mentions": [owner.user_id]})
+    everyone = await messaging.send_from_payload(
+        deps, owner.user_id, {**text(cid, "@all"), "mention_all": True})
+    page = await messaging.history(deps, owner.user_id,
+                                   messaging.HistoryIn(conversation_id=cid, limit=10))
+    stored = {m["id"]: m for m in page["messages"]}
+    for sent in (plain, reply, everyone):
+        assert sent == stored[sent["id"]]
+    assert reply["reply_preview"]["id"] == plain["id"] and reply["mentions"] == [owner.user_id]
+
+
+async def test_group_recipients_are_the_members_when_the_seq_was_taken(deps):
+    """The writer reads the member list under the conversation's lock, or takes
+    the cached one only at exactly the version it read: a stale cache entry
+    (another process changed the group) is never used."""
+    from app.services import groups, member_cache, messaging
+
+    owner, bob, carol = await make_user(deps), await make_user(deps), await make_user(deps)
+    await make_contacts(deps, owner, bob)
+    await make_contacts(deps, owner, carol)
+    group = await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name="g", member_ids=[bob.user_id, carol.user_id]))
+    cid = group["id"]
+    fanout, saved = SlowFirstFanout(0), deps.fanout
+    deps.fanout = fanout
+    try:
+        m1 = await messaging.send_from_payload(deps, owner.user_id, text(cid, "all three"))
+        stale = member_cache._member_cache[cid]
+        await groups.remove_member(deps, owner.user_id, cid, bob.user_id)
+        member_cache._member_cache[cid] = stale  # as if this process heard nothing
+        m2 = await messaging.send_from_payload(deps, owner.user_id, text(cid, "without bob"))
+        m3 = await messaging.send_from_payload(deps, carol.user_id, text(cid, "cached now"))
+    finally:
+        deps.fanout = saved
+    three = tuple(sorted([owner.user_id, bob.user_id, carol.user_id]))
+    two = tuple(sorted([owner.user_id, carol.user_id]))
+    assert fanout.recipients[m1["seq"]] == three
+    assert fanout.recipients[m2["seq"]] == two
+    assert fanout.recipients[m3["seq"]] == two

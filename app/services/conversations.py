@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tortoise import Tortoise
@@ -19,6 +17,7 @@ from app.errors import Invalid, NotFound
 from app.models.accounts import User
 from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
+from app.services import member_cache
 from app.services.accounts import public_user
 from app.services.sql import send_context_row
 from app.validation import Payload
@@ -53,17 +52,53 @@ async def active_membership(conversation_id, user_id) -> Membership:
     return m
 
 
-@dataclass
 class SendContext:
-    """The sender's membership (with its conversation) and, for a direct chat,
-    the facts the contact rules need."""
+    """What a send is judged on: one row of sql.send_context_row / the writer's
+    batched check (column names there), read as plain values. `membership` (a
+    Membership with its Conversation) is built only when asked for: the group
+    rules, mentions and replies need it, a direct text message does not."""
 
-    membership: Membership
-    peer_id: str | None = None
-    i_blocked: bool = False
-    they_blocked: bool = False
-    they_have_me: bool = False
-    peer_allows_strangers: bool = False
+    __slots__ = ("conversation_id", "user_id", "row", "conversation_type", "peer_id",
+                 "_membership")
+
+    def __init__(self, conversation_id: uuid.UUID, user_id: uuid.UUID, row) -> None:
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.row = row
+        self.conversation_type = row["type"]
+        peer = row["peer_id"]
+        self.peer_id = str(peer) if peer is not None else None
+        self._membership: Membership | None = None
+
+    @property
+    def i_blocked(self) -> bool:
+        return bool(self.row["i_blocked"])
+
+    @property
+    def they_blocked(self) -> bool:
+        return bool(self.row["they_blocked"])
+
+    @property
+    def they_have_me(self) -> bool:
+        return bool(self.row["they_have_me"])
+
+    @property
+    def peer_allows_strangers(self) -> bool:
+        return bool(self.row["peer_allows_strangers"])
+
+    @property
+    def membership(self) -> Membership:
+        if self._membership is None:
+            row = self.row
+            conv = Conversation(id=self.conversation_id, type=row["type"],
+                                only_admins_can_send=bool(row["only_admins_can_send"]))
+            m = Membership(id=row["mid"], conversation_id=self.conversation_id,
+                           user_id=self.user_id, role=row["role"],
+                           visible_from_seq=row["visible_from_seq"], read_seq=row["read_seq"],
+                           muted_until=_as_datetime(row["muted_until"]))
+            m.conversation = conv
+            self._membership = m
+        return self._membership
 
 
 def _as_datetime(value):
@@ -72,28 +107,19 @@ def _as_datetime(value):
     return datetime.fromisoformat(value)  # SQLite hands back text
 
 
+def send_context_from_row(conversation_id: uuid.UUID, user_id: uuid.UUID, row) -> SendContext:
+    """A SendContext of a fetched row; NotFound unless an active member of a live one."""
+    if row is None or row["mid"] is None or row["dissolved_at"] is not None:
+        raise NotFound(NO_SUCH_CONVERSATION)
+    return SendContext(conversation_id, user_id, row)
+
+
 async def send_context(conversation_id, user_id) -> SendContext:
-    """active_membership plus the direct-chat facts, in one query (hot path)."""
+    """active_membership plus the direct-chat facts, in one query."""
     cid = parse_uuid(conversation_id)
     uid = parse_uuid(user_id, "user")
     row = await send_context_row(Tortoise.get_connection("default"), cid, uid)
-    if row is None or row["dissolved_at"] is not None:
-        raise NotFound(NO_SUCH_CONVERSATION)
-    conv = Conversation(id=cid, type=row["type"],
-                        only_admins_can_send=bool(row["only_admins_can_send"]))
-    m = Membership(id=row["mid"], conversation_id=cid, user_id=uid, role=row["role"],
-                   visible_from_seq=row["visible_from_seq"], read_seq=row["read_seq"],
-                   muted_until=_as_datetime(row["muted_until"]))
-    m.conversation = conv
-    peer = row["peer_id"]
-    return SendContext(
-        membership=m,
-        peer_id=str(peer) if peer is not None else None,
-        i_blocked=bool(row["i_blocked"]),
-        they_blocked=bool(row["they_blocked"]),
-        they_have_me=bool(row["they_have_me"]),
-        peer_allows_strangers=bool(row["peer_allows_strangers"]),
-    )
+    return send_context_from_row(cid, uid, row)
 
 
 async def readable_membership(conversation_id, user_id) -> Membership:
@@ -114,16 +140,18 @@ def visible_last_seq(m: Membership) -> int:
 
 # --- who receives a conversation's events ------------------------------------
 #
-# Group member lists are cached per process, keyed by the conversation's
-# `updated_at`, which every membership change moves forward *in the same
-# transaction* (bump_members_version). Callers ask after their own commit, so a
-# removal committed before a message got its seq is always seen, on every
-# process: checking the cache costs one primary-key lookup instead of reading
-# up to MAX_GROUP_MEMBERS rows, and a stale list is never used. Direct chats
-# never change members and are not cached (their lookup is two rows).
+# Group member lists are cached per process (app/services/member_cache.py), keyed
+# by the conversation's `updated_at`, which every membership change moves forward
+# *in the same transaction* (bump_members_version). Callers ask after their own
+# commit, so a removal committed before a message got its seq is always seen, on
+# every process: checking the cache costs one primary-key lookup instead of
+# reading up to MAX_GROUP_MEMBERS rows, and a stale list is never used. Direct
+# chats never change members and are not cached (their lookup is two rows).
+# New messages get their recipients from the message writer instead, read under
+# the conversation's lock in the transaction that gives them their seq.
 
-MEMBER_CACHE_SIZE = 10_000
-_member_cache: OrderedDict[str, tuple[datetime, tuple[str, ...]]] = OrderedDict()
+MEMBER_CACHE_SIZE = member_cache.MEMBER_CACHE_SIZE
+_member_cache = member_cache._member_cache  # the same dict (tests poke at it)
 _direct_ids: set[str] = set()  # conversation type never changes
 
 
@@ -147,22 +175,15 @@ async def member_ids(conversation_id) -> list[str]:
         if len(_direct_ids) < MEMBER_CACHE_SIZE * 10:
             _direct_ids.add(key)
         return await _load_members(conversation_id)
-    hit = _member_cache.get(key)
-    if hit is not None and hit[0] == version:
-        _member_cache.move_to_end(key)
-        return list(hit[1])
+    hit = member_cache.get(key, version)
+    if hit is not None:
+        return list(hit)
     # One statement, one snapshot: the list and the version it belongs to.
     rows = await Membership.filter(conversation_id=conversation_id, left_at=None).values_list(
         "user_id", "conversation__updated_at"
     )
     ids = tuple(str(u) for u, _v in rows)
-    if rows:
-        _member_cache[key] = (rows[0][1], ids)
-        _member_cache.move_to_end(key)
-        while len(_member_cache) > MEMBER_CACHE_SIZE:
-            _member_cache.popitem(last=False)
-    else:
-        _member_cache.pop(key, None)
+    member_cache.put(key, rows[0][1] if rows else None, ids)
     return list(ids)
 
 

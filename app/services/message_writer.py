@@ -13,6 +13,18 @@ up while the previous batch was being written, in one transaction:
   (SQLite), and every caller's future resolves only after COMMIT: persist
   before ack holds for each message of the batch.
 
+- sends that carry a `judge` are checked inside that transaction, on facts
+  read after the batch's conversations are locked (one statement per batch):
+  membership, group settings, blocks, contacts, privacy. A change committed
+  before a message got its seq is honoured by it, on every process, and a
+  refused send spends no seq;
+- the recipients of a judged send are the members at the moment it got its
+  seq (group lists come from a version-checked cache, or are read in the same
+  transaction);
+- `ordered` sends get a Turn: their place in the conversation's emit order, so
+  the events of one conversation leave this process in seq order whatever
+  order the senders' coroutines resume in.
+
 Nothing waits on a timer: under light load a batch holds one message and the
 latency is that of a single transaction.
 """
@@ -24,15 +36,33 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
+from app.services import member_cache
+from app.services.sql import (
+    LOCK_CONVERSATIONS_PG,
+    MEMBERS_PG,
+    MEMBERS_SQLITE,
+    SEND_CHECK_SQLITE,
+    SEND_CHECKS_PG,
+)
+
 log = logging.getLogger("parley.writer")
 
 MAX_BATCH = 256
+# How long an emit waits for the previous message of its conversation to be
+# emitted (a safety net: every Turn is released, normally within milliseconds).
+TURN_PATIENCE = 10.0
+
+# judge(item, facts) raises to refuse a send; facts is the row of
+# sql.SEND_CHECKS_* (mid None: the sender is no active member). It runs inside
+# the writer's transaction, on the event loop: it must not touch the database.
+Judge = Callable[["NewMessage", Mapping], Awaitable[None]]
 
 
 @dataclass
@@ -49,6 +79,11 @@ class NewMessage:
     membership_id: int | None = None
     # Users mentioned (None stands for @all); stored as message_mentions rows.
     mentions: list = field(default_factory=list)
+    # Check the send in the batch's transaction (see Judge). A judged send's
+    # membership_id comes from the facts.
+    judge: Judge | None = None
+    # Give the stored message a Turn in its conversation's emit order.
+    ordered: bool = False
 
 
 @dataclass
@@ -56,6 +91,62 @@ class Written:
     id: int
     seq: int
     new: bool  # False: the (sender, client_msg_id) was already stored
+    # New judged sends: who receives it (user ids), as of the moment it got its seq.
+    recipients: tuple[str, ...] | None = None
+    # New `ordered` sends: emit through it (Turn.wait, emit, Turn.release).
+    turn: Turn | None = None
+
+
+class Turn:
+    """One message's place in its conversation's emit order.
+
+    Reserved by the writer in seq order, synchronously, when the batch commits.
+    The sender emits after `await turn.wait()` (every earlier message of the
+    conversation has been emitted, or given up on) and must `release()` it in
+    any case, also on failure: the next message waits for it.
+    """
+
+    __slots__ = ("_order", "_key", "_prev", "_done")
+
+    def __init__(self, order: EmitOrder, key, prev: asyncio.Future | None,
+                 done: asyncio.Future) -> None:
+        self._order = order
+        self._key = key
+        self._prev = prev
+        self._done = done
+
+    async def wait(self) -> None:
+        prev = self._prev
+        self._prev = None
+        if prev is not None and not prev.done():
+            # asyncio.wait: our cancellation must not cancel the other's future.
+            done, _ = await asyncio.wait((prev,), timeout=TURN_PATIENCE)
+            if not done:
+                log.warning("emit order: gave up waiting for the previous message of %s",
+                            self._key)
+
+    def release(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+        self._order.forget(self._key, self._done)
+
+
+class EmitOrder:
+    """Per-conversation chains of Turns; only the newest Turn of each
+    conversation is remembered, and only until it is released."""
+
+    def __init__(self) -> None:
+        self._tails: dict = {}
+
+    def reserve(self, key) -> Turn:
+        done = asyncio.get_running_loop().create_future()
+        prev = self._tails.get(key)
+        self._tails[key] = done
+        return Turn(self, key, prev, done)
+
+    def forget(self, key, done: asyncio.Future) -> None:
+        if self._tails.get(key) is done:
+            del self._tails[key]
 
 
 class UnknownConversation(Exception):
@@ -74,6 +165,7 @@ class MessageWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
+        self.order = EmitOrder()
 
     async def write(self, msg: NewMessage) -> Written:
         if self._closed:
@@ -83,7 +175,16 @@ class MessageWriter:
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((msg, fut))
         self._wakeup.set()
-        return await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # Cancelled after the result was set: nobody will emit through its
+            # Turn, so hand it on now.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                turn = fut.result().turn
+                if turn is not None:
+                    turn.release()
+            raise
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -118,12 +219,15 @@ class MessageWriter:
                     results.append(exc)
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure
             results = [exc] * len(items)
-        for (_, fut), result in zip(batch, results, strict=True):
+        for (item, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
             if isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
+                if item.ordered and result.new:
+                    # In batch order, which is seq order within a conversation.
+                    result.turn = self.order.reserve(item.conversation_id)
                 fut.set_result(result)
 
 
@@ -134,10 +238,100 @@ async def write_batch(items: list[NewMessage]) -> list[Written | Exception]:
     return await _write_sqlite(conn, items)
 
 
-def _plan(items, existing: dict, last_seqs: dict) -> tuple[list, list]:
-    """Seq for each new item; answers for duplicates. `last_seqs` maps
-    conversation → its last_seq after this batch's increment."""
-    counts = defaultdict(int)
+# --- the parts both backends share -------------------------------------------
+
+
+def _checked(items) -> list[int]:
+    """Items the check statement is run for: judged or deduplicated ones."""
+    return [i for i, it in enumerate(items) if it.judge is not None or _dedupe_key(it)]
+
+
+def _read_checks(items, rows) -> tuple[dict, dict]:
+    """Rows of the check statement → (existing messages by dedupe key, facts by item)."""
+    existing = {}
+    facts = {}
+    for row in rows:
+        i = row["i"]
+        if row["dup_id"] is not None:
+            existing[_dedupe_key(items[i])] = (row["dup_id"], row["dup_seq"])
+        facts[i] = row
+    return existing, facts
+
+
+async def _judge(items, existing: dict, facts: dict) -> dict:
+    """{item index: exception} for the judged sends that are refused. A repeat of a
+    stored message is not judged: it gets the original, as it would have anyway."""
+    rejected = {}
+    for i, item in enumerate(items):
+        if item.judge is None:
+            continue
+        key = _dedupe_key(item)
+        if key and key in existing:
+            continue
+        row = facts[i]
+        try:
+            await item.judge(item, row)
+        except Exception as exc:  # noqa: BLE001 - that caller's answer
+            rejected[i] = exc
+            continue
+        item.membership_id = row["mid"]
+    return rejected
+
+
+def _group_versions(items, existing, rejected, facts) -> dict:
+    """Group conversations of judged new sends → their member-list version."""
+    out = {}
+    for i, item in enumerate(items):
+        if item.judge is None or i in rejected:
+            continue
+        key = _dedupe_key(item)
+        if key and key in existing:
+            continue
+        row = facts[i]
+        if row["type"] == "group":
+            out[item.conversation_id] = member_cache.as_version(row["members_version"])
+    return out
+
+
+def _cached_members(versions: dict) -> tuple[dict, list]:
+    """(lists cached at exactly these versions, conversations to read in the transaction)."""
+    have = {}
+    load = []
+    for cid, version in versions.items():
+        ids = member_cache.get(cid, version)
+        if ids is None:
+            load.append(cid)
+        else:
+            have[cid] = ids
+    return have, load
+
+
+def _recipients(items, facts, seqs, versions, have, loaded) -> dict:
+    """{item index: recipients} for the judged sends stored now. Groups: the list
+    read in this transaction, or the one cached at exactly the version read under
+    the conversation's lock."""
+    for cid, ids in loaded.items():
+        member_cache.put(cid, versions[cid], ids)
+    have = {**have, **loaded}
+    out = {}
+    for i in seqs:
+        item = items[i]
+        if item.judge is None:
+            continue
+        row = facts[i]
+        if row["type"] == "group":
+            out[i] = have[item.conversation_id]
+        elif row["peer_id"] is not None:  # a direct chat: the two of us
+            out[i] = (str(item.sender_id), str(row["peer_id"]))
+        else:
+            out[i] = (str(item.sender_id),)
+    return out
+
+
+def _plan(items, existing: dict, last_seqs: dict, rejected: dict) -> tuple[list, dict]:
+    """Seq for each new item; answers for duplicates and refused sends.
+    `last_seqs` maps conversation → its last_seq after this batch's increment."""
+    counts = _counts(items, existing, rejected)
     results: list = [None] * len(items)
     first_of: dict = {}
     fresh = []
@@ -149,9 +343,11 @@ def _plan(items, existing: dict, last_seqs: dict) -> tuple[list, list]:
         if key and key in first_of:
             results[i] = ("same_as", first_of[key])
             continue
+        if i in rejected:
+            results[i] = rejected[i]
+            continue
         if key:
             first_of[key] = i
-        counts[item.conversation_id] += 1
         fresh.append(i)
     seqs = {}
     next_by_conv = {cid: last_seqs[cid] - n + 1 for cid, n in counts.items() if cid in last_seqs}
@@ -165,12 +361,15 @@ def _plan(items, existing: dict, last_seqs: dict) -> tuple[list, list]:
     return results, seqs
 
 
-def _counts(items, existing) -> dict:
+def _counts(items, existing, rejected) -> dict:
+    """New messages per conversation (the same walk as _plan)."""
     counts = defaultdict(int)
     seen = set()
-    for item in items:
+    for i, item in enumerate(items):
         key = _dedupe_key(item)
         if key and (key in existing or key in seen):
+            continue
+        if i in rejected:
             continue
         if key:
             seen.add(key)
@@ -178,13 +377,13 @@ def _counts(items, existing) -> dict:
     return counts
 
 
-def _finish(items, results, seqs, ids) -> list:
+def _finish(results, seqs, ids, recipients) -> list:
     out = []
     for i, r in enumerate(results):
         if isinstance(r, Exception):
             out.append(r)
         elif r is None:
-            out.append(Written(id=ids[i], seq=seqs[i], new=True))
+            out.append(Written(id=ids[i], seq=seqs[i], new=True, recipients=recipients.get(i)))
         elif r[0] == "existing":
             out.append(Written(id=r[1][0], seq=r[1][1], new=False))
         else:  # same client_msg_id twice in one batch: the first one wins
@@ -193,37 +392,71 @@ def _finish(items, results, seqs, ids) -> list:
     return out
 
 
-# --- SQLite: the whole batch in one hop to the connection's thread ----------
+# --- SQLite: the batch in one hop to the connection's thread (two when judged) ---
 
 
 async def _write_sqlite(client, items: list[NewMessage]) -> list:
     # Tortoise serialises use of its one aiosqlite connection with a lock; we
-    # hold it and run the batch as one function on aiosqlite's thread, instead
-    # of paying a thread hop (and an event-loop turn) per statement.
+    # hold it and run the batch as functions on aiosqlite's thread, instead of
+    # paying a thread hop (and an event-loop turn) per statement. BEGIN
+    # IMMEDIATE takes SQLite's write lock first, so the checks read the latest
+    # committed state and nothing commits between them and the writes.
     async with client.acquire_connection() as aioconn:
-        return await aioconn._execute(_sqlite_batch, aioconn._conn, items)
+        run, db = aioconn._execute, aioconn._conn
+        if not any(it.judge is not None for it in items):
+            return await run(_sqlite_batch, db, items)
+        existing, facts = await run(_sqlite_begin, db, items)
+        try:
+            rejected = await _judge(items, existing, facts)
+            versions = _group_versions(items, existing, rejected, facts)
+            have, load = _cached_members(versions)
+        except BaseException:
+            await run(_sqlite_rollback, db)
+            raise
+        results, seqs, ids, loaded = await run(_sqlite_write, db, items, existing, rejected,
+                                               load)
+        return _finish(results, seqs, ids,
+                       _recipients(items, facts, seqs, versions, have, loaded))
 
 
 def _ts(value: datetime) -> str:
     return str(value)  # Tortoise's own text format for SQLite timestamps
 
 
-def _sqlite_batch(db, items: list[NewMessage]) -> list:
-    import sqlite3
+def _sqlite_rollback(db) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
+
+def _sqlite_begin(db, items: list[NewMessage]) -> tuple[dict, dict]:
     db.execute("BEGIN IMMEDIATE")
     try:
-        existing = {}
-        for item in items:
-            key = _dedupe_key(item)
-            if key and key not in existing:
-                row = db.execute(
-                    'SELECT "id", "seq" FROM "messages" WHERE "sender_id" = ? AND "client_msg_id" = ?',
-                    key,
-                ).fetchone()
-                if row:
-                    existing[key] = (row[0], row[1])
-        counts = _counts(items, existing)
+        rows = []
+        for i in _checked(items):
+            item = items[i]
+            cur = db.execute(SEND_CHECK_SQLITE, (
+                i, str(item.conversation_id),
+                str(item.sender_id) if item.sender_id else None, item.client_msg_id))
+            names = [d[0] for d in cur.description]
+            rows += [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return _read_checks(items, rows)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _sqlite_batch(db, items: list[NewMessage]) -> list:
+    existing, _facts = _sqlite_begin(db, items)
+    results, seqs, ids, _loaded = _sqlite_write(db, items, existing, {}, [])
+    return _finish(results, seqs, ids, {})
+
+
+def _sqlite_write(db, items, existing, rejected, load) -> tuple:
+    """The rest of the transaction _sqlite_begin opened, then COMMIT."""
+    import sqlite3
+
+    try:
+        counts = _counts(items, existing, rejected)
         last_seqs = {}
         for cid, n in counts.items():
             newest = max(i.created_at for i in items if i.conversation_id == cid)
@@ -234,7 +467,7 @@ def _sqlite_batch(db, items: list[NewMessage]) -> list:
             ).fetchone()
             if row:
                 last_seqs[cid] = row[0]
-        results, seqs = _plan(items, existing, last_seqs)
+        results, seqs = _plan(items, existing, last_seqs, rejected)
         ids = {}
         for i, seq in seqs.items():
             item = items[i]
@@ -258,6 +491,8 @@ def _sqlite_batch(db, items: list[NewMessage]) -> list:
                     (ids[i], str(item.conversation_id), seq,
                      str(user_id) if user_id is not None else None),
                 )
+        loaded = {cid: tuple(r[0] for r in db.execute(MEMBERS_SQLITE, (str(cid),)))
+                  for cid in load}
         db.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
         db.execute("ROLLBACK")
@@ -265,10 +500,10 @@ def _sqlite_batch(db, items: list[NewMessage]) -> list:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return _finish(items, results, seqs, ids)
+    return results, seqs, ids, loaded
 
 
-# --- PostgreSQL: four statements per batch, whatever its size ---------------
+# --- PostgreSQL: a handful of statements per batch, whatever its size --------
 
 
 async def _write_postgres(client, items: list[NewMessage]) -> list:
@@ -277,17 +512,23 @@ async def _write_postgres(client, items: list[NewMessage]) -> list:
 
     try:
         async with in_transaction() as conn:
-            keyed = [(i, _dedupe_key(it)) for i, it in enumerate(items) if _dedupe_key(it)]
-            existing = {}
-            if keyed:
-                rows = await conn.execute_query_dict(
-                    'SELECT m."id", m."seq", m."sender_id"::text AS s, m."client_msg_id" AS c '
-                    'FROM "messages" m JOIN unnest($1::uuid[], $2::text[]) AS k(s, c) '
-                    'ON m."sender_id" = k.s AND m."client_msg_id" = k.c',
-                    [[uuid.UUID(k[0]) for _, k in keyed], [k[1] for _, k in keyed]],
-                )
-                existing = {(r["s"], r["c"]): (r["id"], r["seq"]) for r in rows}
-            counts = _counts(items, existing)
+            if any(it.judge is not None for it in items):
+                await conn.execute_query(
+                    LOCK_CONVERSATIONS_PG, [sorted({it.conversation_id for it in items})])
+            existing, facts = {}, {}
+            checked = _checked(items)
+            if checked:
+                rows = await conn.execute_query_dict(SEND_CHECKS_PG, [
+                    checked,
+                    [items[i].conversation_id for i in checked],
+                    [items[i].sender_id for i in checked],
+                    [items[i].client_msg_id for i in checked],
+                ])
+                existing, facts = _read_checks(items, rows)
+            rejected = await _judge(items, existing, facts)
+            versions = _group_versions(items, existing, rejected, facts)
+            have, load = _cached_members(versions)
+            counts = _counts(items, existing, rejected)
             last_seqs = {}
             if counts:
                 # Sorted ids: concurrent batches lock conversation rows in one order.
@@ -305,7 +546,7 @@ async def _write_postgres(client, items: list[NewMessage]) -> list:
                     [cids, [counts[c] for c in cids], [newest[c] for c in cids]],
                 )
                 last_seqs = {r["id"]: r["last_seq"] for r in rows}
-            results, seqs = _plan(items, existing, last_seqs)
+            results, seqs = _plan(items, existing, last_seqs, rejected)
             ids = {}
             order = sorted(seqs)
             if order:
@@ -352,6 +593,11 @@ async def _write_postgres(client, items: list[NewMessage]) -> list:
                          [m[2] for m in mentions],
                          [uuid.UUID(str(m[3])) if m[3] is not None else None for m in mentions]],
                     )
+            loaded: dict = {}
+            if load:
+                for r in await conn.execute_query_dict(MEMBERS_PG, [load]):
+                    loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
+                loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
     except asyncpg.UniqueViolationError as exc:
         raise IntegrityError(exc) from exc
-    return _finish(items, results, seqs, ids)
+    return _finish(results, seqs, ids, _recipients(items, facts, seqs, versions, have, loaded))

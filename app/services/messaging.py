@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Literal
 
 import msgspec
@@ -26,6 +27,7 @@ from app.services import conversations as convs
 from app.services.history import (  # noqa: F401
     HistoryIn,
     SyncIn,
+    _serialize_row,  # the one serialiser (send path too)
     history,
     serialize_message,
     serialize_messages,
@@ -71,11 +73,19 @@ def now() -> datetime:
 
 
 # --- sending ----------------------------------------------------------------
+#
+# The hot path (a text message, no reply, no mentions) reads nothing before the
+# write: the writer judges the send inside its transaction (_judge, on facts read
+# under the conversation's lock, batched with the other sends of that batch),
+# returns the recipients as of the message's seq, and hands out a Turn so the
+# events of a conversation leave this process in seq order. Media, mentions and
+# replies need the membership first (send_context), and are judged again by the
+# writer like every other send.
 
 
 async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
     """Who may post here: the contact rules (direct) or the group rules."""
-    if ctx.membership.conversation.type == "direct":
+    if ctx.conversation_type == "direct":
         from app.services import contacts
 
         if ctx.peer_id is not None:
@@ -87,6 +97,12 @@ async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
         from app.services import groups
 
         await groups.check_can_send(deps, ctx.membership)
+
+
+async def _judge(deps: Deps, item: NewMessage, facts) -> None:
+    """The writer's in-transaction check of one send (message_writer.Judge)."""
+    ctx = convs.send_context_from_row(item.conversation_id, item.sender_id, facts)
+    await check_can_send(deps, ctx)
 
 
 def _clean_text(deps: Deps, data: SendIn) -> str:
@@ -114,6 +130,31 @@ async def _existing(user_id: str, client_msg_id: str) -> Message | None:
     return await Message.get_or_none(sender_id=user_id, client_msg_id=client_msg_id)
 
 
+_limits: dict[str, Limit] = {}
+
+
+def _send_limit(deps: Deps) -> Limit:
+    spec = deps.settings.send_rate_limit
+    limit = _limits.get(spec)
+    if limit is None:
+        limit = _limits[spec] = Limit.parse(spec)
+    return limit
+
+
+def _new_message(written, user_id: uuid.UUID, data: SendIn, text: str, extra: dict,
+                 reply: Message | None, created: datetime, deps: Deps) -> dict:
+    """The message just stored, as clients get it, without reading it back:
+    the same row shape and serialiser as history (services.history)."""
+    row = (written.id, data.conversation_id, written.seq, user_id, data.type, text,
+           data.client_msg_id, reply.id if reply is not None else None, extra or None,
+           created, None)
+    if reply is None:
+        row += (None,) * 6
+    else:
+        row += (reply.id, reply.seq, reply.sender_id, reply.type, reply.text, reply.recalled_at)
+    return _serialize_row(row, deps)
+
+
 async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None
                        ) -> dict:
     """Persist, then fan out. Returns the stored message (the original on a repeat).
@@ -121,7 +162,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
     `origin` is the sending socket, spared from the echo.
     """
     try:
-        ctx, text, extra, reply_to_id = await _checked_send(deps, user_id, data)
+        cid, uid, text, extra, reply = await _checked_send(deps, user_id, data)
     except DomainError:
         # A retry of a message that was stored before (lost ack) gets the
         # original, even if it would not pass the checks any more.
@@ -130,45 +171,54 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
             raise
         return await serialize_message(repeat, deps)
     created = now()
-    m = ctx.membership
     try:
         written = await deps.writer.write(NewMessage(
-            conversation_id=m.conversation_id,
-            sender_id=uuid.UUID(str(user_id)),
+            conversation_id=cid,
+            sender_id=uid,
             client_msg_id=data.client_msg_id,
             type=data.type,
             text=text,
-            reply_to_id=reply_to_id,
+            reply_to_id=reply.id if reply is not None else None,
             data=extra or None,
             created_at=created,
-            # Sending a message means I have read everything up to it.
-            membership_id=m.id,
+            # Sending a message means I have read everything up to it (the
+            # writer moves the read mark of the membership it judged).
             mentions=[None] if extra.get("mention_all") else list(extra.get("mentions") or ()),
+            judge=partial(_judge, deps),
+            ordered=True,
         ))
     except UnknownConversation:
         raise NotFound(convs.NO_SUCH_CONVERSATION) from None
     if not written.new:
-        # The same client_msg_id was stored first (retry, other device, race).
+        # The same client_msg_id was stored first (retry, other device, race):
+        # the writer answered before judging, so a retry gets the original.
         return await serialize_message(await Message.get(id=written.id), deps)
-    msg = Message(id=written.id, conversation_id=m.conversation_id, seq=written.seq,
-                  sender_id=user_id, client_msg_id=data.client_msg_id, type=data.type,
-                  text=text, reply_to_id=reply_to_id, data=extra or None, created_at=created)
-    message = await serialize_message(msg, deps)
-    if ctx.peer_id is not None:  # a direct chat: the two of us, no lookup needed
-        recipients = [str(user_id), ctx.peer_id]
-    else:
-        recipients = await convs.member_ids(m.conversation_id)
-    await deps.fanout.to_users(recipients, "message:new", message, skip=origin)
+    turn = written.turn
+    try:
+        message = _new_message(written, uid, data, text, extra, reply, created, deps)
+        await turn.wait()  # every earlier message of this conversation went out first
+        await deps.fanout.to_users(written.recipients, "message:new", message, skip=origin)
+    finally:
+        turn.release()
     return message
 
 
 async def _checked_send(deps: Deps, user_id: str, data: SendIn):
-    """Every rule a send must pass; returns what the writer needs."""
-    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
-    ctx = await convs.send_context(data.conversation_id, user_id)
+    """The rules a send must pass before the writer (which judges membership,
+    contacts and group rules in its transaction); returns what the writer needs."""
+    await deps.limiter.hit(f"send:{user_id}", _send_limit(deps))
+    cid = convs.parse_uuid(data.conversation_id)
+    uid = convs.parse_uuid(user_id, "user")
+    extra: dict = {}
+    if data.type == "text" and data.reply_to is None and not data.mentions \
+            and not data.mention_all:
+        if data.media_id is not None:
+            raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
+        return cid, uid, _clean_text(deps, data), extra, None
+    # Media, mentions and replies are checked against the membership first.
+    ctx = await convs.send_context(cid, uid)
     m = ctx.membership
     # Typed data other domains attach: media snapshot, mentions.
-    extra: dict = {}
     if data.type in MEDIA_TYPES:
         from app.services import media
 
@@ -182,11 +232,11 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
         from app.services import groups
 
         extra.update(await groups.resolve_mentions(deps, m, data))
-    reply_to_id = None
+    reply = None
     if data.reply_to is not None:
-        reply_to_id = await _reply_target(m, data.reply_to)
+        reply = await _reply_target(m, data.reply_to)
     await check_can_send(deps, ctx)
-    return ctx, text, extra, reply_to_id
+    return cid, uid, text, extra, reply
 
 
 async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | None = None
@@ -195,7 +245,7 @@ async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | 
     return await send_message(deps, user_id, convert(SendIn, payload), origin=origin)
 
 
-async def _reply_target(m: Membership, reply_to: str) -> int:
+async def _reply_target(m: Membership, reply_to: str) -> Message:
     try:
         rid = int(reply_to)
     except ValueError:
@@ -204,7 +254,7 @@ async def _reply_target(m: Membership, reply_to: str) -> int:
     if target is None or target.seq <= m.visible_from_seq:
         raise Invalid("reply_to is not a message of this conversation.",
                       details={"field": "reply_to"})
-    return rid
+    return target
 
 
 async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:

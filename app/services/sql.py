@@ -33,20 +33,31 @@ async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> 
     return int(rows[0]["last_seq"])
 
 
-_SEND_CONTEXT = (
-    'SELECT m."id" AS mid, m."role", m."visible_from_seq", m."muted_until", m."read_seq", '
-    'c."type", c."dissolved_at", c."only_admins_can_send", p."user_id" AS peer_id, '
+# What a send is judged on: the sender's membership (m), the conversation's flags
+# and member-list version (c), and for a direct chat the peer (p, u) and the
+# contact/block facts between the two. Shared by the single lookup below and the
+# writer's batched check (send_checks_sql).
+_FACTS_COLUMNS = (
+    'm."id" AS mid, m."role", m."visible_from_seq", m."muted_until", m."read_seq", '
+    'c."type", c."dissolved_at", c."only_admins_can_send", c."updated_at" AS members_version, '
+    'p."user_id" AS peer_id, '
     'EXISTS(SELECT 1 FROM "blocks" b WHERE b."blocker_id" = m."user_id" '
     'AND b."blocked_id" = p."user_id") AS i_blocked, '
     'EXISTS(SELECT 1 FROM "blocks" b WHERE b."blocker_id" = p."user_id" '
     'AND b."blocked_id" = m."user_id") AS they_blocked, '
     'EXISTS(SELECT 1 FROM "contacts" k WHERE k."owner_id" = p."user_id" '
     'AND k."contact_id" = m."user_id") AS they_have_me, '
-    'u."allow_strangers" AS peer_allows_strangers '
-    'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
+    'u."allow_strangers" AS peer_allows_strangers'
+)
+_PEER_JOINS = (
     'LEFT JOIN "memberships" p ON c."type" = \'direct\' '
     'AND p."conversation_id" = m."conversation_id" AND p."user_id" <> m."user_id" '
-    'LEFT JOIN "users" u ON u."id" = p."user_id" '
+    'LEFT JOIN "users" u ON u."id" = p."user_id"'
+)
+_SEND_CONTEXT = (
+    f'SELECT {_FACTS_COLUMNS} '
+    'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
+    f'{_PEER_JOINS} '
     'WHERE m."conversation_id" = {0} AND m."user_id" = {1} AND m."left_at" IS NULL'
 )
 _SEND_CONTEXT_PG = _SEND_CONTEXT.format("$1", "$2")
@@ -64,3 +75,43 @@ async def send_context_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
         rows = await conn.execute_query_dict(_SEND_CONTEXT_SQLITE,
                                              [str(conversation_id), str(user_id)])
     return rows[0] if rows else None
+
+
+# --- the writer's batched check ---------------------------------------------
+#
+# One row per queued send q(i, cid, uid, cmid): the message already stored under
+# (sender, client_msg_id) if any (dup_id, dup_seq), and the send facts above
+# (all NULL when the sender is no active member). Every join is a LEFT JOIN on a
+# unique key, so each q yields exactly one row.
+
+_SEND_CHECKS_FROM = (
+    'LEFT JOIN "messages" d ON d."sender_id" = q.uid AND d."client_msg_id" = q.cmid '
+    'LEFT JOIN "memberships" m ON m."conversation_id" = q.cid AND m."user_id" = q.uid '
+    'AND m."left_at" IS NULL '
+    'LEFT JOIN "conversations" c ON c."id" = m."conversation_id" '
+    f'{_PEER_JOINS}'
+)
+SEND_CHECKS_PG = (
+    f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, {_FACTS_COLUMNS} '
+    'FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[]) AS q(i, cid, uid, cmid) '
+    f'{_SEND_CHECKS_FROM}'
+)
+SEND_CHECK_SQLITE = (
+    f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, {_FACTS_COLUMNS} '
+    'FROM (SELECT ? AS i, ? AS cid, ? AS uid, ? AS cmid) AS q '
+    f'{_SEND_CHECKS_FROM}'
+)
+# Taken first in the writer's transaction (PostgreSQL), in one order for every
+# writer: every membership or settings change of a group locks its conversation
+# row first, so the checks that follow (a new statement, a new READ COMMITTED
+# snapshot) see everything committed before this batch gets its seqs.
+LOCK_CONVERSATIONS_PG = (
+    'SELECT 1 FROM "conversations" WHERE "id" = ANY($1::uuid[]) ORDER BY "id" FOR UPDATE'
+)
+MEMBERS_PG = (
+    'SELECT "conversation_id", "user_id" FROM "memberships" '
+    'WHERE "conversation_id" = ANY($1::uuid[]) AND "left_at" IS NULL'
+)
+MEMBERS_SQLITE = (
+    'SELECT "user_id" FROM "memberships" WHERE "conversation_id" = ? AND "left_at" IS NULL'
+)
