@@ -64,13 +64,44 @@ class MemoryRateLimiter:
         self._next_sweep = now + 60
 
 
-class RedisRateLimiter:
-    """Same fixed windows, counted in Redis with INCR + EXPIRE (atomic in a pipeline).
+# Counts a batch of hits in one round trip: KEYS are the counters, ARGV holds
+# (hits, window in ms) per key. Per key: INCRBY, and the window's expiry set if
+# the key has none (it started now); returns (new total, remaining ms) per key.
+_HITS_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local total = redis.call('INCRBY', key, tonumber(ARGV[2 * i - 1]))
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    ttl = tonumber(ARGV[2 * i])
+    redis.call('PEXPIRE', key, ttl)
+  end
+  out[2 * i - 1] = total
+  out[2 * i] = ttl
+end
+return out
+"""
 
-    Fails open: when Redis errs or answers slower than `timeout`, the check is
-    made by an in-memory limiter of this process instead, and Redis is left
-    alone for `retry_after` seconds. A Redis outage must not turn into failed
-    sends; the limits are per process (looser) until Redis is back.
+
+class _RedisDown(Exception):
+    """A batch could not be counted in Redis: its hits are counted in memory."""
+
+
+class RedisRateLimiter:
+    """Same fixed windows, counted in Redis, shared by every process.
+
+    Hits are counted in batches, like the message writer commits: every hit
+    that arrives while a batch is on its way to Redis joins the next one, and
+    a batch is one script call (INCRBY + expiry per key, atomic in Redis). The
+    n hits of one key in a batch get the totals T-n+1 … T in arrival order,
+    exactly what n INCRs would have given them, so the limit is as exact as
+    with a round trip per hit, at one round trip per batch.
+
+    Fails open: when Redis errs or answers slower than `timeout`, the hits of
+    that batch are checked by an in-memory limiter of this process instead,
+    and Redis is left alone for `retry_after` seconds. A Redis outage must not
+    turn into failed sends; the limits are per process (looser) until Redis is
+    back.
     """
 
     def __init__(self, redis, prefix: str = "parley:rl:", *, timeout: float = 0.5,
@@ -83,40 +114,84 @@ class RedisRateLimiter:
         self.fallback = MemoryRateLimiter()
         self._down_until = 0.0
         self._last_log = 0.0
+        # Redis key → (window in ms, futures of the hits waiting for their count)
+        self._pending: dict[str, tuple[int, list[asyncio.Future]]] = {}
+        self._flusher: asyncio.Task | None = None
+        self._script = redis.register_script(_HITS_SCRIPT)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        """Leave Redis alone for a while; log (at most every 5 s)."""
+        now = time.monotonic()
+        self._down_until = now + self.retry_after
+        if now - self._last_log >= 5:
+            self._last_log = now
+            log.warning("rate limiter: Redis unavailable (%s); counting in memory",
+                        type(exc).__name__)
 
     def _failed(self, exc: BaseException | None) -> None:
-        now = time.monotonic()
         if exc is not None:
-            self._down_until = now + self.retry_after
-            if now - self._last_log >= 5:
-                self._last_log = now
-                log.warning("rate limiter: Redis unavailable (%s); counting in memory",
-                            type(exc).__name__)
+            self._mark_down(exc)
         if self.metrics is not None:
             self.metrics.ratelimit_fallbacks.inc()
-
-    async def _count(self, k: str, limit: Limit) -> tuple[int, int]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(k)
-            pipe.expire(k, max(1, int(limit.per_seconds + 0.999)), nx=True)
-            pipe.pttl(k)
-            count, _, pttl = await pipe.execute()
-        return count, pttl
 
     async def hit(self, key: str, limit: Limit) -> None:
         if time.monotonic() < self._down_until:
             self._failed(None)
             return await self.fallback.hit(key, limit)
+        k = self.prefix + key
+        fut = asyncio.get_running_loop().create_future()
+        entry = self._pending.get(k)
+        if entry is None:
+            entry = self._pending[k] = (max(1, int(limit.per_seconds + 0.999)) * 1000, [])
+        entry[1].append(fut)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_all(), name="parley-ratelimit")
         try:
-            count, pttl = await asyncio.wait_for(self._count(self.prefix + key, limit),
-                                                 self.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._failed(exc)
+            count, pttl = await fut
+        except _RedisDown:
+            self._failed(None)
             return await self.fallback.hit(key, limit)
         if count > limit.count:
             raise RateLimited(retry_after=max(pttl, 0) / 1000)
+
+    async def _flush_all(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                await self._flush(batch)
+        finally:
+            self._flusher = None
+
+    async def _flush(self, batch: dict[str, tuple[int, list[asyncio.Future]]]) -> None:
+        keys = list(batch)
+        try:
+            if time.monotonic() < self._down_until:
+                raise _RedisDown()  # the previous batch just failed: don't wait again
+            args: list[int] = []
+            for k in keys:
+                window, futs = batch[k]
+                args += (len(futs), window)
+            out = await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - every hit of the batch falls back
+            if not isinstance(exc, _RedisDown):
+                self._mark_down(exc)
+            for _, futs in batch.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(_RedisDown())
+            return
+        except BaseException:
+            for _, futs in batch.values():
+                for f in futs:
+                    f.cancel()
+            raise
+        for i, k in enumerate(keys):
+            total, pttl = int(out[2 * i]), int(out[2 * i + 1])
+            futs = batch[k][1]
+            first = total - len(futs) + 1
+            for j, f in enumerate(futs):
+                if not f.done():
+                    f.set_result((first + j, pttl))
 
     async def reset(self, key: str) -> None:
         await self.fallback.reset(key)
