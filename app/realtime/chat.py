@@ -18,7 +18,7 @@ import socketio
 from app.deps import Deps
 from app.errors import DomainError, Invalid, Unauthorized, Unavailable
 from app.fanout import NAMESPACE, session_room, user_room
-from app.logs import Timer, log_event
+from app.logs import Timer, event_log, log_event
 from app.metrics import Metrics
 from app.services import accounts
 
@@ -126,13 +126,13 @@ class ChatNamespace(socketio.AsyncNamespace):
         log_event(event="disconnect", sid=sid, user_id=conn.user_id, status="ok")
 
     async def dispatch(self, sid: str, name: str, payload) -> dict:
-        timer = Timer()
         started = time.perf_counter()
         conn = self.conns.get(sid)
         handler = EVENTS.get(name)
         self.inflight += 1
         self._idle.clear()
-        self.metrics.inflight_events.inc()
+        metrics = self.metrics
+        metrics.inflight_events.inc()
         try:
             if conn is None:
                 raise Unauthorized()
@@ -145,7 +145,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             if is_database_error(exc):
                 # Nothing was acked as stored: the client retries with the same
                 # client_msg_id and gets the original if it did commit.
-                self.metrics.database_errors.inc()
+                metrics.database_errors.inc()
                 log.warning("event failed: database unavailable (%s)", type(exc).__name__,
                             extra={"fields": {"event": str(name)[:64]}})
                 result = error_ack(Unavailable("The database is unavailable; retry shortly."))
@@ -156,19 +156,30 @@ class ChatNamespace(socketio.AsyncNamespace):
                                                  "message": "Something went wrong on our side."}}
         finally:
             self.inflight -= 1
-            self.metrics.inflight_events.dec()
+            metrics.inflight_events.dec()
             if self.inflight == 0:
                 self._idle.set()
+        elapsed = time.perf_counter() - started
+        ok = result.get("ok")
         if handler is not None:
-            self.metrics.ack_seconds.labels(event=name).observe(time.perf_counter() - started)
-        if result.get("ok"):
+            # One histogram child per event name (a known handler: bounded),
+            # looked up once instead of labels() on every event.
+            children = getattr(self, "_ack_children", None)
+            if children is None:
+                children = self._ack_children = {}
+            child = children.get(name)
+            if child is None:
+                child = children[name] = metrics.ack_seconds.labels(event=name)
+            child.observe(elapsed)
+        if ok:
             if name == "message:send":
-                self.metrics.messages_sent.inc()
+                metrics.messages_sent.inc()
         else:
-            self.metrics.event_errors.labels(code=str(result["error"]["code"])[:32]).inc()
-        log_event(event=str(name)[:64], sid=sid, user_id=conn.user_id if conn else None,
-                  status="ok" if result.get("ok") else result["error"]["code"],
-                  duration_ms=timer.ms())
+            metrics.event_errors.labels(code=str(result["error"]["code"])[:32]).inc()
+        if event_log.isEnabledFor(logging.INFO):  # skip building the fields when off
+            log_event(event=str(name)[:64], sid=sid, user_id=conn.user_id if conn else None,
+                      status="ok" if ok else result["error"]["code"],
+                      duration_ms=round(elapsed * 1000, 2))
         return result
 
     async def drain(self, timeout: float = 10.0) -> None:
