@@ -102,6 +102,22 @@ async def test_unsolicited_pong_does_not_double_the_pings(sio, base_url):
         await ws.close()
 
 
+async def test_wheel_task_ends_when_no_socket_is_left(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, _ = await _open_raw(session, base_url)
+        assert sio.eio._wheel.task is not None
+        await ws.close()
+    for _ in range(200):
+        if sio.eio._wheel.task is None:
+            break
+        await asyncio.sleep(0.05)
+    assert sio.eio._wheel.task is None and not sio.eio._wheel.slots
+    async with aiohttp.ClientSession() as session:  # and starts again
+        ws, _ = await _open_raw(session, base_url)
+        assert await _text(ws) == "2"
+        await ws.close()
+
+
 @pytest.mark.parametrize("transports", [("polling",), ("polling", "websocket")])
 async def test_polling_and_upgrade_survive_several_ping_cycles(deps, base_url, sio, transports):
     alice = await make_user(deps)

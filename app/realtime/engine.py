@@ -33,6 +33,7 @@ import gc
 import logging
 import math
 import struct
+import sys
 import time
 
 import engineio
@@ -72,6 +73,13 @@ def ws_frame(data: str | bytes) -> bytes:
     if n < 65536:
         return _PACK2(op, 126, n) + data
     return _PACK8(op, 127, n) + data
+
+
+def _translate_request(request):
+    """engineio's environ, with its `HTTP_*` keys interned: python-socketio keeps
+    every connection's environ, and each built its own copies of the same keys."""
+    environ = eio_aiohttp.translate_request(request)
+    return {sys.intern(k): v for k, v in environ.items()}
 
 
 def _spawn(coro) -> None:
@@ -279,6 +287,9 @@ class _PingWheel:
                         self._fire(bucket)
                     except Exception:  # pragma: no cover - never let the wheel die
                         log.exception("engine.io ping wheel")
+            if not self.slots:  # no sockets left: no task either (add() restarts it)
+                self.task = None
+                return
 
     def _fire(self, bucket) -> None:
         server = self.server
@@ -340,7 +351,8 @@ class FastEngineServer(engineio.AsyncServer):
         self.sockets = _SocketTable()
         self._wheel = _PingWheel(self)
         if self._async.get("websocket") is eio_aiohttp.WebSocket:
-            self._async = dict(self._async, websocket=FastWebSocket)
+            self._async = dict(self._async, websocket=FastWebSocket,
+                               translate_request=_translate_request)
 
     def attach(self, app, engineio_path="engine.io"):
         super().attach(app, engineio_path)
