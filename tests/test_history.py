@@ -269,3 +269,22 @@ async def test_created_at_text_as_sqlite_stores_it():
                   when.astimezone(__import__("datetime").timezone(timedelta(hours=2)))):
         assert reading._iso(value) == when.isoformat()
     assert reading._iso("2026-11-27 21:00:00+00:00") == "2026-11-27T21:00:00+00:00"
+
+
+async def test_memberships_of_equals_the_orm_lookup(deps):
+    me, a, b = await make_user(deps), await make_user(deps), await make_user(deps)
+    for other in (a, b):
+        await direct(deps, me, other)
+    await Membership.filter(user_id=me.user_id).limit(1).update(
+        left_seq=3, left_at=datetime.now(UTC), muted_until=datetime.now(UTC))
+    fast = await reading.memberships_of(uuid.UUID(me.user_id))
+    orm = await Membership.filter(user_id=me.user_id).select_related("conversation")
+    assert len(fast) == len(orm) == 2
+    orm = {m.id: m for m in orm}
+    for m in fast:
+        o = orm[m.id]
+        for f in m._meta.db_fields:
+            assert getattr(m, f) == getattr(o, f), f
+        for f in m.conversation._meta.db_fields:
+            assert getattr(m.conversation, f) == getattr(o.conversation, f), f
+        assert convs.visible_last_seq(m) == convs.visible_last_seq(o)
