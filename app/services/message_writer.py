@@ -35,7 +35,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +83,15 @@ class NewMessage:
     judge: Judge | None = None
     # Give the stored message a Turn in its conversation's emit order.
     ordered: bool = False
+    # Derived once (the writer needs them several times per item).
+    cid_text: str = field(init=False, repr=False, compare=False)
+    sender_text: str | None = field(init=False, repr=False, compare=False)
+    dedupe_key: tuple[str, str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.cid_text = str(self.conversation_id)
+        self.sender_text = str(self.sender_id) if self.sender_id else None
+        self.dedupe_key = _dedupe_key(self)
 
 
 @dataclass
@@ -153,7 +161,7 @@ class UnknownConversation(Exception):
     pass
 
 
-def _dedupe_key(m: NewMessage):
+def _dedupe_key(m: NewMessage) -> tuple[str, str] | None:
     return (str(m.sender_id), m.client_msg_id) if m.sender_id and m.client_msg_id else None
 
 
@@ -243,7 +251,7 @@ async def write_batch(items: list[NewMessage]) -> list[Written | Exception]:
 
 def _checked(items) -> list[int]:
     """Items the check statement is run for: judged or deduplicated ones."""
-    return [i for i, it in enumerate(items) if it.judge is not None or _dedupe_key(it)]
+    return [i for i, it in enumerate(items) if it.judge is not None or it.dedupe_key]
 
 
 def _read_checks(items, rows) -> tuple[dict, dict]:
@@ -253,7 +261,7 @@ def _read_checks(items, rows) -> tuple[dict, dict]:
     for row in rows:
         i = row["i"]
         if row["dup_id"] is not None:
-            existing[_dedupe_key(items[i])] = (row["dup_id"], row["dup_seq"])
+            existing[items[i].dedupe_key] = (row["dup_id"], row["dup_seq"])
         facts[i] = row
     return existing, facts
 
@@ -263,10 +271,7 @@ async def _judge(items, existing: dict, facts: dict) -> dict:
     stored message is not judged: it gets the original, as it would have anyway."""
     rejected = {}
     for i, item in enumerate(items):
-        if item.judge is None:
-            continue
-        key = _dedupe_key(item)
-        if key and key in existing:
+        if item.judge is None or (item.dedupe_key and item.dedupe_key in existing):
             continue
         row = facts[i]
         try:
@@ -282,10 +287,8 @@ def _group_versions(items, existing, rejected, facts) -> dict:
     """Group conversations of judged new sends → their member-list version."""
     out = {}
     for i, item in enumerate(items):
-        if item.judge is None or i in rejected:
-            continue
-        key = _dedupe_key(item)
-        if key and key in existing:
+        if item.judge is None or i in rejected or (item.dedupe_key and
+                                                   item.dedupe_key in existing):
             continue
         row = facts[i]
         if row["type"] == "group":
@@ -322,59 +325,65 @@ def _recipients(items, facts, seqs, versions, have, loaded) -> dict:
         if row["type"] == "group":
             out[i] = have[item.conversation_id]
         elif row["peer_id"] is not None:  # a direct chat: the two of us
-            out[i] = (str(item.sender_id), str(row["peer_id"]))
+            out[i] = (item.sender_text, str(row["peer_id"]))
         else:
-            out[i] = (str(item.sender_id),)
+            out[i] = (item.sender_text,)
     return out
 
 
-def _plan(items, existing: dict, last_seqs: dict, rejected: dict) -> tuple[list, dict]:
-    """Seq for each new item; answers for duplicates and refused sends.
-    `last_seqs` maps conversation → its last_seq after this batch's increment."""
-    counts = _counts(items, existing, rejected)
-    results: list = [None] * len(items)
-    first_of: dict = {}
-    fresh = []
-    for i, item in enumerate(items):
-        key = _dedupe_key(item)
-        if key and key in existing:
-            results[i] = ("existing", existing[key])
-            continue
-        if key and key in first_of:
-            results[i] = ("same_as", first_of[key])
-            continue
-        if i in rejected:
-            results[i] = rejected[i]
-            continue
-        if key:
-            first_of[key] = i
-        fresh.append(i)
-    seqs = {}
-    next_by_conv = {cid: last_seqs[cid] - n + 1 for cid, n in counts.items() if cid in last_seqs}
-    for i in fresh:
-        cid = items[i].conversation_id
-        if cid not in next_by_conv:
-            results[i] = UnknownConversation(str(cid))
-            continue
-        seqs[i] = next_by_conv[cid]
-        next_by_conv[cid] += 1
-    return results, seqs
+class _Plan:
+    """Which items become new messages, and the answers for the others.
 
+    results[i]: None (new), ("existing", (id, seq)), ("same_as", index of the
+    first item with that client_msg_id in this batch) or an exception. `counts`
+    and `newest` per conversation are what the seq UPDATE needs."""
 
-def _counts(items, existing, rejected) -> dict:
-    """New messages per conversation (the same walk as _plan)."""
-    counts = defaultdict(int)
-    seen = set()
-    for i, item in enumerate(items):
-        key = _dedupe_key(item)
-        if key and (key in existing or key in seen):
-            continue
-        if i in rejected:
-            continue
-        if key:
-            seen.add(key)
-        counts[item.conversation_id] += 1
-    return counts
+    __slots__ = ("results", "fresh", "counts", "newest")
+
+    def __init__(self, items, existing: dict, rejected: dict) -> None:
+        results: list = [None] * len(items)
+        first_of: dict = {}
+        fresh = []
+        counts: dict = {}
+        newest: dict = {}
+        for i, item in enumerate(items):
+            key = item.dedupe_key
+            if key:
+                if key in existing:
+                    results[i] = ("existing", existing[key])
+                    continue
+                if key in first_of:
+                    results[i] = ("same_as", first_of[key])
+                    continue
+            if i in rejected:
+                results[i] = rejected[i]
+                continue
+            if key:
+                first_of[key] = i
+            fresh.append(i)
+            cid = item.conversation_id
+            counts[cid] = counts.get(cid, 0) + 1
+            at = newest.get(cid)
+            if at is None or item.created_at > at:
+                newest[cid] = item.created_at
+        self.results, self.fresh, self.counts, self.newest = results, fresh, counts, newest
+
+    def assign(self, items, last_seqs: dict) -> dict:
+        """Seqs of the new items, from each conversation's last_seq after this
+        batch's increment; items of an unknown conversation fail."""
+        seqs = {}
+        results = self.results
+        next_by_conv = {cid: last_seqs[cid] - n + 1 for cid, n in self.counts.items()
+                        if cid in last_seqs}
+        for i in self.fresh:
+            cid = items[i].conversation_id
+            nxt = next_by_conv.get(cid)
+            if nxt is None:
+                results[i] = UnknownConversation(str(cid))
+                continue
+            seqs[i] = nxt
+            next_by_conv[cid] = nxt + 1
+        return seqs
 
 
 def _finish(results, seqs, ids, recipients) -> list:
@@ -434,9 +443,8 @@ def _sqlite_begin(db, items: list[NewMessage]) -> tuple[dict, dict]:
         rows = []
         for i in _checked(items):
             item = items[i]
-            cur = db.execute(SEND_CHECK_SQLITE, (
-                i, str(item.conversation_id),
-                str(item.sender_id) if item.sender_id else None, item.client_msg_id))
+            cur = db.execute(SEND_CHECK_SQLITE,
+                             (i, item.cid_text, item.sender_text, item.client_msg_id))
             names = [d[0] for d in cur.description]
             rows += [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         return _read_checks(items, rows)
@@ -456,18 +464,18 @@ def _sqlite_write(db, items, existing, rejected, load) -> tuple:
     import sqlite3
 
     try:
-        counts = _counts(items, existing, rejected)
+        plan = _Plan(items, existing, rejected)
         last_seqs = {}
-        for cid, n in counts.items():
-            newest = max(i.created_at for i in items if i.conversation_id == cid)
+        for cid, n in plan.counts.items():
             row = db.execute(
                 'UPDATE "conversations" SET "last_seq" = "last_seq" + ?, "last_message_at" = ? '
                 'WHERE "id" = ? RETURNING "last_seq"',
-                (n, _ts(newest), str(cid)),
+                (n, _ts(plan.newest[cid]), str(cid)),
             ).fetchone()
             if row:
                 last_seqs[cid] = row[0]
-        results, seqs = _plan(items, existing, last_seqs, rejected)
+        seqs = plan.assign(items, last_seqs)
+        results = plan.results
         ids = {}
         for i, seq in seqs.items():
             item = items[i]
@@ -477,8 +485,7 @@ def _sqlite_write(db, items, existing, rejected, load) -> tuple:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, item.client_msg_id, item.type, item.text, item.reply_to_id,
                  json.dumps(item.data) if item.data is not None else None,
-                 _ts(item.created_at), str(item.conversation_id),
-                 str(item.sender_id) if item.sender_id else None),
+                 _ts(item.created_at), item.cid_text, item.sender_text),
             )
             ids[i] = cur.lastrowid
             if item.membership_id is not None:
@@ -488,8 +495,7 @@ def _sqlite_write(db, items, existing, rejected, load) -> tuple:
                 db.execute(
                     'INSERT INTO "message_mentions" ("message_id", "conversation_id", "seq", "user_id") '
                     "VALUES (?, ?, ?, ?)",
-                    (ids[i], str(item.conversation_id), seq,
-                     str(user_id) if user_id is not None else None),
+                    (ids[i], item.cid_text, seq, str(user_id) if user_id is not None else None),
                 )
         loaded = {cid: tuple(r[0] for r in db.execute(MEMBERS_SQLITE, (str(cid),)))
                   for cid in load}
@@ -528,16 +534,12 @@ async def _write_postgres(client, items: list[NewMessage]) -> list:
             rejected = await _judge(items, existing, facts)
             versions = _group_versions(items, existing, rejected, facts)
             have, load = _cached_members(versions)
-            counts = _counts(items, existing, rejected)
+            plan = _Plan(items, existing, rejected)
+            counts, newest = plan.counts, plan.newest
             last_seqs = {}
             if counts:
                 # Sorted ids: concurrent batches lock conversation rows in one order.
                 cids = sorted(counts)
-                newest = {}
-                for it in items:
-                    if it.conversation_id in counts:
-                        newest[it.conversation_id] = max(newest.get(it.conversation_id, it.created_at),
-                                                         it.created_at)
                 rows = await conn.execute_query_dict(
                     'UPDATE "conversations" c SET "last_seq" = c."last_seq" + v.n, '
                     '"last_message_at" = v.at '
@@ -546,7 +548,8 @@ async def _write_postgres(client, items: list[NewMessage]) -> list:
                     [cids, [counts[c] for c in cids], [newest[c] for c in cids]],
                 )
                 last_seqs = {r["id"]: r["last_seq"] for r in rows}
-            results, seqs = _plan(items, existing, last_seqs, rejected)
+            seqs = plan.assign(items, last_seqs)
+            results = plan.results
             ids = {}
             order = sorted(seqs)
             if order:
