@@ -213,7 +213,10 @@ class FastSocket(AsyncSocket):
         sock = ws._sock
         try:
             while not self.closed:
-                msg = await sock.receive()
+                try:
+                    msg = await sock.receive()
+                except Exception:  # connection torn down under us
+                    break
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
                     data = msg.data
