@@ -147,6 +147,15 @@ async def test_hidden_messages_are_filtered_inside_the_page(deps):
     got = await reading.sync(deps, bob.user_id, reading.SyncIn(cursors={str(cid): 6}, limit=2))
     [conv] = got["conversations"]
     assert [m["seq"] for m in conv["messages"]] == [10] and conv["has_more"] is False
+    m = await Membership.get(conversation_id=cid, user_id=bob.user_id).select_related(
+        "conversation")
+    assert conv["unread_count"] == await convs.unread_count(m, bob.user_id) == 10
+    # Everything after the cursor hidden: an empty page, the count still right.
+    await HiddenMessage.create(user_id=bob.user_id, message_id=msgs[9].id, conversation_id=cid)
+    got = await reading.sync(deps, bob.user_id, reading.SyncIn(cursors={str(cid): 6}))
+    [conv] = got["conversations"]
+    assert conv["messages"] == [] and conv["has_more"] is False
+    assert conv["unread_count"] == 10  # hiding is not reading
 
 
 async def test_visibility_window_and_strangers(deps):
@@ -269,6 +278,13 @@ async def test_created_at_text_as_sqlite_stores_it():
                   when.astimezone(__import__("datetime").timezone(timedelta(hours=2)))):
         assert reading._iso(value) == when.isoformat()
     assert reading._iso("2026-11-27 21:00:00+00:00") == "2026-11-27T21:00:00+00:00"
+    for text in ("2026-11-27 21:00:00.000000+00:00", "2026-11-27 21:00:00.5+00:00",
+                 "2026-11-27T21:00:00.123456+00:00", "2026-11-27 23:00:00.123456+02:00",
+                 "2026-11-27 21:00:00.123456", "2026-11-27T21:00:00Z"):
+        expected = datetime.fromisoformat(text)
+        expected = (expected.replace(tzinfo=UTC) if expected.tzinfo is None
+                    else expected.astimezone(UTC))
+        assert reading._iso(text) == expected.isoformat(), text
 
 
 async def test_memberships_of_equals_the_orm_lookup(deps):

@@ -54,7 +54,13 @@ _json_decode = msgspec.json.decode
 
 def _iso(value) -> str:
     """A stored timestamp as Tortoise hands it out (aware, UTC), in ISO 8601."""
-    if value.__class__ is str:  # SQLite keeps text
+    if value.__class__ is str:  # SQLite keeps text: Tortoise writes str(aware UTC datetime)
+        n = len(value)
+        if value.endswith("+00:00") and (
+                (n == 25 and value[19] == "+")
+                or (n == 32 and value[19] == "." and value[20:26] != "000000")):
+            # Already what isoformat() gives, give or take the separator.
+            return value if value[10] == "T" else f"{value[:10]}T{value[11:]}"
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
@@ -65,7 +71,7 @@ def _iso(value) -> str:
 
 def _serialize_row(row, deps: Deps | None) -> dict:
     (mid, cid, seq, sender, mtype, text, client_msg_id, reply_to, data, created, recalled_at,
-     rid, rseq, rsender, rtype, rtext, rrecalled_at) = row
+     rid, rseq, rsender, rtype, rtext, rrecalled_at, *_extra) = row
     recalled = recalled_at is not None
     out = {
         "id": str(mid),
@@ -139,21 +145,29 @@ _MAX_SEQ = 2**63 - 1
 _SYNC_CHUNK = 100  # pages per statement (SQLite caps compound SELECTs at 500 terms)
 
 
-def _page_sql(pg: bool, n: int, desc: bool) -> str:
+def _page_sql(pg: bool, n: int, desc: bool, counted: bool = False) -> str:
     """The page statement for parameters $n…$n+4 (SQLite: ?n…): conversation, user,
-    lower bound (exclusive), upper bound (inclusive), limit.
+    lower bound (exclusive), upper bound (inclusive), limit; `counted` adds two,
+    a seq range (exclusive, inclusive) whose unread messages (conversations.
+    unread_count's rule) come back in the extra last column of every row.
 
     The reader's window comes from scalar subqueries on the membership (evaluated
     once, then used as the index range on (conversation_id, seq)); a joined
     membership row made PostgreSQL walk the index and filter instead. Not a
     member: the bounds are NULL and the page is empty."""
-    c, u, lo, hi, lim = ((f"${i}" if pg else f"?{i}") for i in range(n, n + 5))
+    c, u, lo, hi, lim, rlo, rhi = ((f"${i}" if pg else f"?{i}") for i in range(n, n + 7))
     if pg:
         c, u = f"{c}::uuid", f"{u}::uuid"
     greatest, least = ("GREATEST", "LEAST") if pg else ("MAX", "MIN")
     member = f'FROM "memberships" mb WHERE mb."conversation_id" = {c} AND mb."user_id" = {u}'
+    unread = "CAST(NULL AS BIGINT)"
+    if counted:
+        # Not correlated with the row: computed once per statement.
+        unread = (f'(SELECT COUNT(*) FROM "messages" x WHERE x."conversation_id" = {c} '
+                  f'AND x."seq" > {rlo} AND x."seq" <= {rhi} AND x."recalled_at" IS NULL '
+                  f'AND NOT x."type" = \'system\' AND NOT x."sender_id" = {u})')
     return (
-        f'SELECT {ROW_COLUMNS} FROM "messages" m '
+        f'SELECT {ROW_COLUMNS}, {unread} AS unread FROM "messages" m '
         'LEFT JOIN "messages" r ON r."id" = m."reply_to_id" '
         f'WHERE m."conversation_id" = {c} '
         f'AND m."seq" > (SELECT {greatest}(mb."visible_from_seq", {lo}) {member}) '
@@ -167,18 +181,20 @@ def _page_sql(pg: bool, n: int, desc: bool) -> str:
 _SQL_CACHE: dict = {}
 
 
-def _pages_sql(pg: bool, shapes: tuple[bool, ...]) -> str:
-    """One statement for pages of the given directions (True: newest first)."""
+def _pages_sql(pg: bool, shapes: tuple[tuple[bool, bool], ...]) -> str:
+    """One statement for pages of the given shapes: (newest first, counted)."""
     key = (pg, shapes)
     sql = _SQL_CACHE.get(key)
     if sql is None:
         if len(shapes) == 1:
-            sql = _page_sql(pg, 1, shapes[0])
+            sql = _page_sql(pg, 1, *shapes[0])
         else:
             # Each page keeps its own ORDER BY / LIMIT inside a derived table.
-            sql = " UNION ALL ".join(
-                f"SELECT * FROM ({_page_sql(pg, 1 + 5 * i, desc)}) AS p{i}"
-                for i, desc in enumerate(shapes))
+            terms, n = [], 1
+            for i, (desc, counted) in enumerate(shapes):
+                terms.append(f"SELECT * FROM ({_page_sql(pg, n, desc, counted)}) AS p{i}")
+                n += 7 if counted else 5
+            sql = " UNION ALL ".join(terms)
         if len(_SQL_CACHE) < 512:
             _SQL_CACHE[key] = sql
     return sql
@@ -198,6 +214,7 @@ class PageSpec(NamedTuple):
     after: int | None = None   # ascending from here (exclusive)
     before: int | None = None  # descending from here (exclusive); both None: newest
     limit: int = 50
+    unread: tuple[int, int] | None = None  # also count unread in (read_seq, last]
 
 
 async def _fetch_pages(user_id: uuid.UUID, specs: list[PageSpec]) -> list[list]:
@@ -213,10 +230,12 @@ async def _fetch_pages(user_id: uuid.UUID, specs: list[PageSpec]) -> list[list]:
         shapes = []
         for s in chunk:
             desc = s.after is None
-            shapes.append(desc)
+            shapes.append((desc, s.unread is not None))
             lo = s.after if s.after is not None else 0
             hi = s.before - 1 if s.before is not None else _MAX_SEQ
             params += [_uuid_param(pg, s.conversation_id), uid, lo, hi, s.limit + 1]
+            if s.unread is not None:
+                params += s.unread
         _n, rows = await conn.execute_query(_pages_sql(pg, tuple(shapes)), params)
         if len(chunk) == 1:
             out.append(list(rows))
@@ -314,9 +333,11 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
             if m.left_at is not None:
                 continue  # left before this device knew it: nothing to show
             wanted.append((m, PageSpec(m.conversation_id, limit=data.limit), True))
-        elif convs.visible_last_seq(m) > cursor:
-            wanted.append((m, PageSpec(m.conversation_id, after=cursor, limit=data.limit),
-                           False))
+        elif (last := convs.visible_last_seq(m)) > cursor:
+            # The unread count rides along in the page statement (one round trip).
+            unread = (m.read_seq, last) if last > m.read_seq else None
+            wanted.append((m, PageSpec(m.conversation_id, after=cursor, limit=data.limit,
+                                       unread=unread), False))
     if not wanted:
         return {"conversations": []}
     pages = await _fetch_pages(uid, [spec for _m, spec, _new in wanted])
@@ -326,7 +347,16 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     if new:
         for entry in await convs.summaries(deps, uid, new):
             summaries[entry["id"]] = entry
-    unread = await convs.unread_counts(uid, known)
+    unread = {}
+    uncounted = []
+    for (m, spec, is_new), rows in zip(wanted, pages, strict=True):
+        if is_new or spec.unread is None:
+            continue
+        if rows:
+            unread[str(m.conversation_id)] = rows[0][-1]
+        else:  # nothing visible came back (all hidden): count on its own
+            uncounted.append(m)
+    unread.update(await convs.unread_counts(uid, uncounted))
     mentions = await convs.mention_counts(uid, known)
     out = []
     for (m, spec, is_new), rows in zip(wanted, pages, strict=True):
