@@ -32,6 +32,7 @@ from collections import deque
 import socketio
 
 from app.fanout import NAMESPACE
+from app.realtime.rooms import SidRoomIndex
 
 KICK_EVENT = "__parley_disconnect_room__"
 # Server → client: "you may have missed live events; run sync".
@@ -56,7 +57,7 @@ def _count_delivery(manager, event, namespace, room, skip_sid) -> None:
         metrics.messages_delivered.inc(n)
 
 
-class LocalManager(socketio.AsyncManager):
+class LocalManager(SidRoomIndex, socketio.AsyncManager):
     metrics = None
 
     async def disconnect_room(self, room: str, namespace: str) -> None:
@@ -72,7 +73,7 @@ class LocalManager(socketio.AsyncManager):
         pass
 
 
-class RedisManager(socketio.AsyncRedisManager):
+class RedisManager(SidRoomIndex, socketio.AsyncRedisManager):
     def __init__(self, url: str, channel: str = "parley", *, metrics=None,
                  publish_timeout: float = 1.0, max_backoff: float = 2.0,
                  outbox_size: int = 20_000, batch_size: int = 256,
