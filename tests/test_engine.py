@@ -118,6 +118,24 @@ async def test_wheel_task_ends_when_no_socket_is_left(sio, base_url):
         await ws.close()
 
 
+async def test_send_now_writes_on_websocket_and_declines_otherwise(deps, sio, base_url):
+    from engineio.packet import MESSAGE
+    from engineio.packet import Packet as EioPacket
+
+    assert sio.eio.send_now("no-such-sid", EioPacket(MESSAGE, data="x")) is False
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        assert sio.eio.send_now(hello["sid"], EioPacket(MESSAGE, data="hello")) is True
+        assert await _text(ws) == "4hello"
+        await ws.close()
+    alice = await make_user(deps)
+    c = await connect(base_url, alice.access_token, transports=("polling",))
+    try:
+        assert sio.eio.send_now(c.eio.sid, EioPacket(MESSAGE, data="x")) is False
+    finally:
+        await c.disconnect()
+
+
 @pytest.mark.parametrize("transports", [("polling",), ("polling", "websocket")])
 async def test_polling_and_upgrade_survive_several_ping_cycles(deps, base_url, sio, transports):
     alice = await make_user(deps)

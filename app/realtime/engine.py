@@ -378,6 +378,25 @@ class FastEngineServer(engineio.AsyncServer):
         self._wheel.stop()
         await super().shutdown()
 
+    def send_now(self, sid, pkt) -> bool:
+        """Write an Engine.IO packet to a socket on the pure WebSocket transport
+        synchronously (no task, no coroutine). False when that is not possible —
+        unknown or closed sid, long-polling, mid-upgrade — and the caller must use
+        `await send_packet(...)`, which does what the library does in those cases.
+
+        For fan-out loops: `for sid in ...: send_now(sid, pkt) or <task for send_packet>`."""
+        sock = self.sockets.get(sid)
+        if sock is None or sock.closed or sock.upgrading:
+            return False
+        ws = getattr(sock, "_ws", None)
+        if ws is None:
+            return False
+        frame = getattr(pkt, "ws_frame", None)
+        if frame is None:
+            frame = pkt.ws_frame = ws_frame(pkt.encode())
+        ws.write(frame)
+        return True
+
 
 class AsyncServer(socketio.AsyncServer):
     def __init__(self, *args, **kwargs):
@@ -386,3 +405,19 @@ class AsyncServer(socketio.AsyncServer):
 
     def _engineio_server_class(self):
         return FastEngineServer
+
+    # python-socketio's per-recipient send path is three coroutines deep
+    # (_send_eio_packet -> eio.send_packet -> socket.send) and acks go through
+    # one more (_send_packet -> eio.send); on the WebSocket transport the write
+    # is synchronous, so these call it directly and fall back to the library.
+
+    async def _send_eio_packet(self, eio_sid, eio_pkt):
+        if not self.eio.send_now(eio_sid, eio_pkt):
+            await self.eio.send_packet(eio_sid, eio_pkt)
+
+    async def _send_packet(self, eio_sid, pkt):
+        encoded = pkt.encode()
+        for ep in encoded if isinstance(encoded, list) else (encoded,):
+            eio_pkt = packet.Packet(packet.MESSAGE, data=ep)
+            if not self.eio.send_now(eio_sid, eio_pkt):
+                await self.eio.send_packet(eio_sid, eio_pkt)
