@@ -44,11 +44,12 @@ from tortoise.exceptions import IntegrityError
 
 from app.services import member_cache
 from app.services.sql import (
-    LOCK_CONVERSATIONS_PG,
     MEMBERS_PG,
     MEMBERS_SQLITE,
     SEND_CHECK_SQLITE,
     SEND_CHECKS_PG,
+    WRITE_BATCH_PG,
+    begin_and_lock_pg,
 )
 
 log = logging.getLogger("parley.writer")
@@ -206,15 +207,42 @@ class MessageWriter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._commit(batch)
+                await self._burst()
             if self._closed and not self._queue:
                 return
 
-    async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]]) -> None:
+    def _take(self) -> list[tuple[NewMessage, asyncio.Future]]:
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return batch
+
+    async def _burst(self) -> None:
+        """Write batches until the queue is empty. PostgreSQL: on one pooled
+        connection held for the whole burst (no pool acquire, release and
+        connection reset per batch); a broken one is given back at once."""
+        client = Tortoise.get_connection("default")
+        if client.capabilities.dialect != "postgres":
+            while self._queue:
+                await self._commit(self._take(), None)
+            return
+        holder = client.acquire_connection()
+        try:
+            con = await holder.__aenter__()
+        except Exception as exc:  # noqa: BLE001 - the database is unreachable
+            self._resolve(self._take(), None, exc)
+            return
+        try:
+            while self._queue and not con.is_closed():
+                await self._commit(self._take(), con)
+        finally:
+            try:
+                await holder.__aexit__(None, None, None)
+            except Exception:  # noqa: BLE001 - the pool discards it
+                log.warning("message writer: could not release its connection", exc_info=True)
+
+    async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
         items = [m for m, _ in batch]
         try:
-            results = await write_batch(items)
+            results = await write_batch(items, con)
         except IntegrityError:
             # A concurrent writer (another process) stored one of these
             # client_msg_ids first. Retry one by one so only that one answers
@@ -222,11 +250,16 @@ class MessageWriter:
             results = []
             for item in items:
                 try:
-                    results += await write_batch([item])
+                    results += await write_batch([item], con)
                 except Exception as exc:  # noqa: BLE001 - handed to that caller
                     results.append(exc)
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure
             results = [exc] * len(items)
+        self._resolve(batch, results)
+
+    def _resolve(self, batch, results: list | None, exc: BaseException | None = None) -> None:
+        if results is None:
+            results = [exc] * len(batch)
         for (item, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
@@ -239,11 +272,16 @@ class MessageWriter:
                 fut.set_result(result)
 
 
-async def write_batch(items: list[NewMessage]) -> list[Written | Exception]:
-    conn = Tortoise.get_connection("default")
-    if conn.capabilities.dialect == "postgres":
-        return await _write_postgres(conn, items)
-    return await _write_sqlite(conn, items)
+async def write_batch(items: list[NewMessage], con=None) -> list[Written | Exception]:
+    """Write one batch. `con`: a pooled asyncpg connection to use (PostgreSQL);
+    without one, one is taken from the pool for this batch."""
+    client = Tortoise.get_connection("default")
+    if client.capabilities.dialect != "postgres":
+        return await _write_sqlite(client, items)
+    if con is not None:
+        return await _write_postgres(con, items)
+    async with client.acquire_connection() as con:
+        return await _write_postgres(con, items)
 
 
 # --- the parts both backends share -------------------------------------------
@@ -509,98 +547,75 @@ def _sqlite_write(db, items, existing, rejected, load) -> tuple:
     return results, seqs, ids, loaded
 
 
-# --- PostgreSQL: a handful of statements per batch, whatever its size --------
+# --- PostgreSQL: four round trips per batch, whatever its size --------------
+#
+# BEGIN + lock the conversations (one simple-protocol script), the checks (one
+# statement, which also reads the locked last_seqs), every write (one statement
+# of data-modifying CTEs), COMMIT. Each round trip is a socket write and a
+# wake-up of the backend: on a busy one-core server they cost more than the SQL.
 
 
-async def _write_postgres(client, items: list[NewMessage]) -> list:
+async def _write_postgres(con, items: list[NewMessage]) -> list:
     import asyncpg
-    from tortoise.transactions import in_transaction
 
     try:
-        async with in_transaction() as conn:
-            if any(it.judge is not None for it in items):
-                await conn.execute_query(
-                    LOCK_CONVERSATIONS_PG, [sorted({it.conversation_id for it in items})])
-            existing, facts = {}, {}
-            checked = _checked(items)
-            if checked:
-                rows = await conn.execute_query_dict(SEND_CHECKS_PG, [
-                    checked,
-                    [items[i].conversation_id for i in checked],
-                    [items[i].sender_id for i in checked],
-                    [items[i].client_msg_id for i in checked],
-                ])
-                existing, facts = _read_checks(items, rows)
-            rejected = await _judge(items, existing, facts)
-            versions = _group_versions(items, existing, rejected, facts)
-            have, load = _cached_members(versions)
-            plan = _Plan(items, existing, rejected)
-            counts, newest = plan.counts, plan.newest
-            last_seqs = {}
-            if counts:
-                # Sorted ids: concurrent batches lock conversation rows in one order.
-                cids = sorted(counts)
-                rows = await conn.execute_query_dict(
-                    'UPDATE "conversations" c SET "last_seq" = c."last_seq" + v.n, '
-                    '"last_message_at" = v.at '
-                    "FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS v(id, n, at) "
-                    'WHERE c."id" = v.id RETURNING c."id", c."last_seq"',
-                    [cids, [counts[c] for c in cids], [newest[c] for c in cids]],
-                )
-                last_seqs = {r["id"]: r["last_seq"] for r in rows}
-            seqs = plan.assign(items, last_seqs)
-            results = plan.results
-            ids = {}
-            order = sorted(seqs)
-            if order:
-                rows = await conn.execute_query_dict(
-                    'INSERT INTO "messages" ("seq", "client_msg_id", "type", "text", "reply_to_id", '
-                    '"data", "created_at", "conversation_id", "sender_id") '
-                    "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
-                    "$5::bigint[], $6::jsonb[], $7::timestamptz[], $8::uuid[], $9::uuid[]) "
-                    'RETURNING "id", "conversation_id", "seq"',
-                    [
-                        [seqs[i] for i in order],
-                        [items[i].client_msg_id for i in order],
-                        [items[i].type for i in order],
-                        [items[i].text for i in order],
-                        [items[i].reply_to_id for i in order],
-                        [json.dumps(items[i].data) if items[i].data is not None else None
-                         for i in order],
-                        [items[i].created_at for i in order],
-                        [items[i].conversation_id for i in order],
-                        [items[i].sender_id for i in order],
-                    ],
-                )
-                by_pos = {(r["conversation_id"], r["seq"]): r["id"] for r in rows}
-                for i in order:
-                    ids[i] = by_pos[(items[i].conversation_id, seqs[i])]
-                marks = [(items[i].membership_id, seqs[i]) for i in order
-                         if items[i].membership_id is not None]
-                if marks:
-                    await conn.execute_query_dict(
-                        'UPDATE "memberships" mb SET "read_seq" = v.seq '
-                        "FROM (SELECT id, max(seq) AS seq FROM unnest($1::bigint[], $2::bigint[]) "
-                        "AS t(id, seq) GROUP BY id) v "
-                        'WHERE mb."id" = v.id AND mb."read_seq" < v.seq',
-                        [[m for m, _ in marks], [s for _, s in marks]],
-                    )
-                mentions = [(ids[i], items[i].conversation_id, seqs[i], u)
-                            for i in order for u in items[i].mentions]
-                if mentions:
-                    await conn.execute_query_dict(
-                        'INSERT INTO "message_mentions" ("message_id", "conversation_id", "seq", '
-                        '"user_id") SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], '
-                        "$4::uuid[])",
-                        [[m[0] for m in mentions], [m[1] for m in mentions],
-                         [m[2] for m in mentions],
-                         [uuid.UUID(str(m[3])) if m[3] is not None else None for m in mentions]],
-                    )
-            loaded: dict = {}
-            if load:
-                for r in await conn.execute_query_dict(MEMBERS_PG, [load]):
-                    loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
-                loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
-    except asyncpg.UniqueViolationError as exc:
-        raise IntegrityError(exc) from exc
-    return _finish(results, seqs, ids, _recipients(items, facts, seqs, versions, have, loaded))
+        await con.execute(begin_and_lock_pg(it.conversation_id for it in items))
+        idx = list(range(len(items)))
+        rows = await con.fetch(SEND_CHECKS_PG, idx, [it.conversation_id for it in items],
+                               [it.sender_id for it in items],
+                               [it.client_msg_id for it in items])
+        existing, facts = _read_checks(items, rows)
+        current = {items[r["i"]].conversation_id: r["conv_last_seq"] for r in rows
+                   if r["conv_last_seq"] is not None}
+        rejected = await _judge(items, existing, facts)
+        versions = _group_versions(items, existing, rejected, facts)
+        have, load = _cached_members(versions)
+        plan = _Plan(items, existing, rejected)
+        counts = plan.counts
+        last = {cid: current[cid] + n for cid, n in counts.items() if cid in current}
+        seqs = plan.assign(items, last)
+        ids = {}
+        order = sorted(seqs)
+        if order:
+            cids = sorted(last)
+            marks = [(items[i].membership_id, seqs[i]) for i in order
+                     if items[i].membership_id is not None]
+            mentions = [(items[i].conversation_id, seqs[i],
+                         uuid.UUID(str(u)) if u is not None else None)
+                        for i in order for u in items[i].mentions]
+            written = await con.fetch(
+                WRITE_BATCH_PG,
+                cids, [last[c] for c in cids], [plan.newest[c] for c in cids],
+                [m for m, _ in marks], [s for _, s in marks],
+                [seqs[i] for i in order],
+                [items[i].client_msg_id for i in order],
+                [items[i].type for i in order],
+                [items[i].text for i in order],
+                [items[i].reply_to_id for i in order],
+                [json.dumps(items[i].data) if items[i].data is not None else None
+                 for i in order],
+                [items[i].created_at for i in order],
+                [items[i].conversation_id for i in order],
+                [items[i].sender_id for i in order],
+                [m[0] for m in mentions], [m[1] for m in mentions], [m[2] for m in mentions],
+            )
+            by_pos = {(r["conversation_id"], r["seq"]): r["id"] for r in written}
+            for i in order:
+                ids[i] = by_pos[(items[i].conversation_id, seqs[i])]
+        loaded: dict = {}
+        if load:
+            for r in await con.fetch(MEMBERS_PG, load):
+                loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
+            loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
+        await con.execute("COMMIT")
+    except BaseException as exc:
+        if not con.is_closed():
+            try:
+                await con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection is gone; the pool drops it
+                pass
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise IntegrityError(exc) from exc
+        raise
+    return _finish(plan.results, seqs, ids,
+                   _recipients(items, facts, seqs, versions, have, loaded))

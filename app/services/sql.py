@@ -91,9 +91,13 @@ _SEND_CHECKS_FROM = (
     'LEFT JOIN "conversations" c ON c."id" = m."conversation_id" '
     f'{_PEER_JOINS}'
 )
+# PostgreSQL also reads each conversation's last_seq (cl): the rows are locked
+# by begin_and_lock_pg's statement before this one, so it is final until COMMIT.
 SEND_CHECKS_PG = (
-    f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, {_FACTS_COLUMNS} '
+    f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, cl."last_seq" AS conv_last_seq, '
+    f'{_FACTS_COLUMNS} '
     'FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[]) AS q(i, cid, uid, cmid) '
+    'LEFT JOIN "conversations" cl ON cl."id" = q.cid '
     f'{_SEND_CHECKS_FROM}'
 )
 SEND_CHECK_SQLITE = (
@@ -101,12 +105,50 @@ SEND_CHECK_SQLITE = (
     'FROM (SELECT ? AS i, ? AS cid, ? AS uid, ? AS cmid) AS q '
     f'{_SEND_CHECKS_FROM}'
 )
-# Taken first in the writer's transaction (PostgreSQL), in one order for every
-# writer: every membership or settings change of a group locks its conversation
-# row first, so the checks that follow (a new statement, a new READ COMMITTED
-# snapshot) see everything committed before this batch gets its seqs.
-LOCK_CONVERSATIONS_PG = (
-    'SELECT 1 FROM "conversations" WHERE "id" = ANY($1::uuid[]) ORDER BY "id" FOR UPDATE'
+
+
+def begin_and_lock_pg(conversation_ids) -> str:
+    """BEGIN, then lock these conversation rows in id order: one simple-protocol
+    round trip (it takes no parameters, so the ids are written in as literals;
+    they go through uuid.UUID, which only ever prints hex digits and dashes).
+
+    Taken first in the writer's transaction, in one order for every writer:
+    every membership or settings change of a group locks its conversation row
+    first, so the checks that follow (a new statement, a new READ COMMITTED
+    snapshot) see everything committed before this batch gets its seqs.
+    """
+    ids = sorted({str(uuid.UUID(str(c))) for c in conversation_ids})
+    listed = ", ".join(f"'{c}'" for c in ids)
+    return ('BEGIN; SELECT 1 FROM "conversations" '
+            f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE')
+
+
+# A batch's writes in one statement (PostgreSQL), seqs computed by the writer
+# from the locked last_seq: the conversations' new last_seq, the senders' read
+# marks, the messages, and their mentions (joined to the inserted rows by
+# (conversation, seq)). Returns the new messages' ids.
+WRITE_BATCH_PG = (
+    'WITH conv AS ('
+    '  UPDATE "conversations" c SET "last_seq" = v.last, "last_message_at" = v.at'
+    '  FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS v(id, last, at)'
+    '  WHERE c."id" = v.id'
+    '), marks AS ('
+    '  UPDATE "memberships" mb SET "read_seq" = v.seq'
+    '  FROM (SELECT id, max(seq) AS seq FROM unnest($4::bigint[], $5::bigint[]) AS t(id, seq)'
+    '        GROUP BY id) v'
+    '  WHERE mb."id" = v.id AND mb."read_seq" < v.seq'
+    '), ins AS ('
+    '  INSERT INTO "messages" ("seq", "client_msg_id", "type", "text", "reply_to_id", "data",'
+    '    "created_at", "conversation_id", "sender_id")'
+    '  SELECT * FROM unnest($6::bigint[], $7::text[], $8::text[], $9::text[], $10::bigint[],'
+    '    $11::jsonb[], $12::timestamptz[], $13::uuid[], $14::uuid[])'
+    '  RETURNING "id", "conversation_id", "seq"'
+    '), mentions AS ('
+    '  INSERT INTO "message_mentions" ("message_id", "conversation_id", "seq", "user_id")'
+    '  SELECT ins."id", ins."conversation_id", ins."seq", t.uid'
+    '  FROM unnest($15::uuid[], $16::bigint[], $17::uuid[]) AS t(cid, seq, uid)'
+    '  JOIN ins ON ins."conversation_id" = t.cid AND ins."seq" = t.seq'
+    ') SELECT "id", "conversation_id", "seq" FROM ins'
 )
 MEMBERS_PG = (
     'SELECT "conversation_id", "user_id" FROM "memberships" '
