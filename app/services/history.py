@@ -321,8 +321,10 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
 
     A conversation absent from `cursors` returns its summary and newest page.
     A constant number of statements however many conversations the user has:
-    memberships, every page (UNION ALL, in chunks), unread and mention counts,
-    and the summaries of the conversations the device did not know.
+    memberships, then every page with its unread count (UNION ALL, 100 pages per
+    statement), mention counts (groups only) and the summaries of the
+    conversations the device did not know. A reconnecting client whose chats
+    are all known: two statements.
     """
     uid = convs.parse_uuid(user_id, "user")
     memberships = await memberships_of(uid)
