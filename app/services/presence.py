@@ -110,13 +110,22 @@ async def _announce_many(deps: Deps, changes: list[Change]) -> None:
     for chunk in _chunks(ids):
         subjects += await User.filter(id__in=chunk).values_list("id", "last_seen_visibility")
     to = await watchers_of(subjects)
+    failed = 0
     for user_id, online, last_seen in changes:
         who = to.get(str(user_id))
-        if who:
+        if not who:
+            continue
+        try:
             await deps.fanout.to_users(who, "presence", {
                 "user_id": str(user_id), "online": online,
                 "last_seen": last_seen.isoformat() if last_seen else None,
             })
+        except Exception:  # one failed emit does not cost the others theirs
+            failed += 1
+            if failed == 1:
+                log.exception("presence event failed")
+    if failed > 1:
+        log.warning("%d more presence events failed in this batch", failed - 1)
 
 
 class Announcer:
