@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
 
@@ -15,6 +16,33 @@ def normalise_db_url(url: str) -> str:
     return url
 
 
+# asyncpg pool size when DATABASE_URL does not say (`?maxsize=N`): Tortoise's
+# default of 5 made sends, reads and (re)connect storms queue for connections.
+PG_POOL_SIZE = 20
+
+
+class _LeanConnection(asyncpg.connection.Connection):
+    """asyncpg runs a reset statement (advisory unlock, CLOSE ALL, UNLISTEN, RESET
+    ALL) each time a connection goes back to the pool: a round trip per query
+    through Tortoise. Parley never sets session state (no SET, LISTEN, advisory
+    locks or cursors outside a transaction), so there is nothing to reset; an
+    open transaction is still rolled back by asyncpg before that step."""
+
+    def get_reset_query(self):
+        return ""
+
+
+def _connection_config(url: str):
+    if not url.startswith("postgres://"):
+        return url
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    config = expand_db_url(url)
+    config["credentials"].setdefault("maxsize", PG_POOL_SIZE)
+    config["credentials"]["connection_class"] = _LeanConnection
+    return config
+
+
 def tortoise_config(database_url: str) -> dict:
     url = normalise_db_url(database_url)
     if url.startswith("sqlite://") and "journal_mode" not in url:
@@ -22,7 +50,7 @@ def tortoise_config(database_url: str) -> dict:
         sep = "&" if "?" in url else "?"
         url = f"{url}{sep}journal_mode=WAL&synchronous=NORMAL"
     return {
-        "connections": {"default": url},
+        "connections": {"default": _connection_config(url)},
         "apps": {
             "models": {
                 "models": MODEL_MODULES,
