@@ -635,3 +635,12 @@ async def test_group_recipients_are_the_members_when_the_seq_was_taken(deps):
     assert fanout.recipients[m1["seq"]] == three
     assert fanout.recipients[m2["seq"]] == two
     assert fanout.recipients[m3["seq"]] == two
+
+
+async def test_ack_names_the_conversation_canonically(deps):
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    sent = await messaging.send_from_payload(deps, alice.user_id, text(cid.upper(), "hi"))
+    assert sent["conversation_id"] == cid and sent["sender_id"] == alice.user_id

@@ -84,7 +84,11 @@ def now() -> datetime:
 
 
 async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
-    """Who may post here: the contact rules (direct) or the group rules."""
+    """Who may post here: the contact rules (direct) or the group rules.
+
+    Also runs inside the message writer's transaction (_judge), on SQLite while
+    the writer holds the one connection: it must decide on the facts in `ctx`
+    and never query the database (that would wait for the writer forever)."""
     if ctx.conversation_type == "direct":
         from app.services import contacts
 
@@ -141,11 +145,11 @@ def _send_limit(deps: Deps) -> Limit:
     return limit
 
 
-def _new_message(written, user_id: uuid.UUID, data: SendIn, text: str, extra: dict,
-                 reply: Message | None, created: datetime, deps: Deps) -> dict:
+def _new_message(written, cid: uuid.UUID, user_id: uuid.UUID, data: SendIn, text: str,
+                 extra: dict, reply: Message | None, created: datetime, deps: Deps) -> dict:
     """The message just stored, as clients get it, without reading it back:
     the same row shape and serialiser as history (services.history)."""
-    row = (written.id, data.conversation_id, written.seq, user_id, data.type, text,
+    row = (written.id, cid, written.seq, user_id, data.type, text,
            data.client_msg_id, reply.id if reply is not None else None, extra or None,
            created, None)
     if reply is None:
@@ -195,7 +199,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         return await serialize_message(await Message.get(id=written.id), deps)
     turn = written.turn
     try:
-        message = _new_message(written, uid, data, text, extra, reply, created, deps)
+        message = _new_message(written, cid, uid, data, text, extra, reply, created, deps)
         await turn.wait()  # every earlier message of this conversation went out first
         await deps.fanout.to_users(written.recipients, "message:new", message, skip=origin)
     finally:
