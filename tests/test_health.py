@@ -48,3 +48,36 @@ async def test_readyz_with_redis(client):
     r = await client.get("/readyz")
     assert r.status == 200, await r.text()
     assert await r.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_metrics_count_sockets_sends_and_deliveries(client, deps, base_url):
+    from app.services import conversations as convs
+    from tests.factories import call, connect, make_contacts, make_user
+
+    alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    await make_contacts(deps, alice, bob)
+    conv, _ = await convs.get_or_create_direct(deps, alice.user_id, bob.user_id)
+    a1, a2 = await connect(base_url, alice.access_token), await connect(base_url, alice.access_token)
+    b1 = await connect(base_url, bob.access_token)
+    try:
+        ack = await call(a1, "message:send", {"conversation_id": str(conv.id),
+                                              "client_msg_id": "m1", "text": "hi"})
+        assert ack["ok"], ack
+        await b1.log.wait_for("message:new")
+        await a2.log.wait_for("message:new")
+        body = await (await client.get("/metrics")).text()
+        assert metric(body, "parley_connected_sockets") == 3
+        assert metric(body, "parley_messages_sent_total") == 1
+        # Bob's socket and Alice's other device; never the sending socket.
+        assert metric(body, "parley_messages_delivered_total") == 2
+        assert 'parley_ack_seconds_count{event="message:send"} 1.0' in body
+    finally:
+        for s in (a1, a2, b1):
+            await s.disconnect()
