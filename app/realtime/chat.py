@@ -25,14 +25,14 @@ from app.services import accounts
 log = logging.getLogger("parley.realtime")
 
 
-@dataclass
+@dataclass(slots=True)
 class Conn:
-    """What we know about one connected socket."""
+    """What we know about one connected socket (kept small: one per connection,
+    for the connection's lifetime — no ORM objects)."""
 
     sid: str
     user_id: str
     session_id: str
-    auth: accounts.Auth
 
 
 Handler = Callable[[Deps, Conn, object], Awaitable[dict]]
@@ -103,7 +103,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         except Unauthorized:
             log_event(event="connect", sid=sid, status="unauthorized", duration_ms=timer.ms())
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
-        conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id), auth=a)
+        conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id))
         self.conns[sid] = conn
         self.metrics.connected_sockets.inc()
         await self.enter_room(sid, user_room(conn.user_id))
