@@ -650,8 +650,9 @@ async def join(deps: Deps, user_id: str, data: JoinIn) -> dict:
 # --- hooks called by messaging ---------------------------------------------------------
 
 
-async def check_can_send(deps: Deps, membership: Membership) -> None:
-    """Raise when this member may not post in the group (muted, admins-only)."""
+def check_can_send(deps: Deps, membership: Membership) -> None:
+    """Raise when this member may not post in the group (muted, admins-only).
+    Synchronous on purpose: it runs inside the message writer's transaction."""
     m = membership
     if m.conversation.type != "group":
         return

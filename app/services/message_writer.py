@@ -35,7 +35,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -61,8 +61,9 @@ TURN_PATIENCE = 10.0
 
 # judge(item, facts) raises to refuse a send; facts is the row of
 # sql.SEND_CHECKS_* (mid None: the sender is no active member). It runs inside
-# the writer's transaction, on the event loop: it must not touch the database.
-Judge = Callable[["NewMessage", Mapping], Awaitable[None]]
+# the writer's transaction, so it is a plain function: it cannot await, so it
+# cannot touch the database (on SQLite that would wait for the writer forever).
+Judge = Callable[["NewMessage", Mapping], None]
 
 
 @dataclass
@@ -304,7 +305,7 @@ def _read_checks(items, rows) -> tuple[dict, dict]:
     return existing, facts
 
 
-async def _judge(items, existing: dict, facts: dict) -> dict:
+def _judge(items, existing: dict, facts: dict) -> dict:
     """{item index: exception} for the judged sends that are refused. A repeat of a
     stored message is not judged: it gets the original, as it would have anyway."""
     rejected = {}
@@ -313,7 +314,7 @@ async def _judge(items, existing: dict, facts: dict) -> dict:
             continue
         row = facts[i]
         try:
-            await item.judge(item, row)
+            item.judge(item, row)
         except Exception as exc:  # noqa: BLE001 - that caller's answer
             rejected[i] = exc
             continue
@@ -454,7 +455,7 @@ async def _write_sqlite(client, items: list[NewMessage]) -> list:
             return await run(_sqlite_batch, db, items)
         existing, facts = await run(_sqlite_begin, db, items)
         try:
-            rejected = await _judge(items, existing, facts)
+            rejected = _judge(items, existing, facts)
             versions = _group_versions(items, existing, rejected, facts)
             have, load = _cached_members(versions)
         except BaseException:
@@ -567,7 +568,7 @@ async def _write_postgres(con, items: list[NewMessage]) -> list:
         existing, facts = _read_checks(items, rows)
         current = {items[r["i"]].conversation_id: r["conv_last_seq"] for r in rows
                    if r["conv_last_seq"] is not None}
-        rejected = await _judge(items, existing, facts)
+        rejected = _judge(items, existing, facts)
         versions = _group_versions(items, existing, rejected, facts)
         have, load = _cached_members(versions)
         plan = _Plan(items, existing, rejected)

@@ -83,12 +83,12 @@ def now() -> datetime:
 # writer like every other send.
 
 
-async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
+def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
     """Who may post here: the contact rules (direct) or the group rules.
 
     Also runs inside the message writer's transaction (_judge), on SQLite while
-    the writer holds the one connection: it must decide on the facts in `ctx`
-    and never query the database (that would wait for the writer forever)."""
+    the writer holds the one connection: it decides on the facts in `ctx` and is
+    synchronous all the way down, so it cannot query the database."""
     if ctx.conversation_type == "direct":
         from app.services import contacts
 
@@ -100,13 +100,13 @@ async def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
     else:
         from app.services import groups
 
-        await groups.check_can_send(deps, ctx.membership)
+        groups.check_can_send(deps, ctx.membership)
 
 
-async def _judge(deps: Deps, item: NewMessage, facts) -> None:
+def _judge(deps: Deps, item: NewMessage, facts) -> None:
     """The writer's in-transaction check of one send (message_writer.Judge)."""
     ctx = convs.send_context_from_row(item.conversation_id, item.sender_id, facts)
-    await check_can_send(deps, ctx)
+    check_can_send(deps, ctx)
 
 
 def _clean_text(deps: Deps, data: SendIn) -> str:
@@ -239,7 +239,7 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     reply = None
     if data.reply_to is not None:
         reply = await _reply_target(m, data.reply_to)
-    await check_can_send(deps, ctx)
+    check_can_send(deps, ctx)
     return cid, uid, text, extra, reply
 
 
