@@ -131,9 +131,9 @@ def machine_info() -> dict:
 async def settle_disk() -> float:
     """Flush what earlier scenarios wrote before the next one starts.
 
-    Seeding S4 writes hundreds of MB (1M rows) that the kernel writes back
-    later, while the next scenario runs; its database commits (fsync) then
-    stall behind that writeback. `sync` waits until it is on disk. Returns the
+    Seeding S4 writes hundreds of MB (1M rows) that the kernel may still be
+    writing back while the next scenario runs, whose commits wait for fsync;
+    `sync` waits until it is on disk. Returns the
     seconds it took (in the JSON as `disk_settle_s`)."""
     t0 = time.monotonic()
     await asyncio.to_thread(os.sync)
