@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
 from app import security
@@ -29,6 +28,7 @@ from app.services.identity import (
     normalise_phone,
     random_username,
 )
+from app.services.sql import select_joined
 from app.validation import DisplayName, Id, Password, Payload, Username
 
 
@@ -285,37 +285,10 @@ async def authenticate(deps: Deps, token: str | None) -> Auth:
     return Auth(user=session.user, session=session)
 
 
-def _db_columns(model) -> list[str]:
-    meta = model._meta
-    return [key for key, _name, _field in
-            (*meta.db_native_fields, *meta.db_default_fields, *meta.db_complex_fields)]
-
-
-_AUTH_SQL: dict[bool, str] = {}
-
-
 async def _session_with_user(session_id: uuid.UUID) -> AuthSession | None:
-    """The session and its user in one statement, built straight from the row.
-
-    What `AuthSession.get_or_none(id=…).select_related("user")` returns, without
-    building the query each time: every socket connect and REST call comes here."""
-    conn = Tortoise.get_connection("default")
-    pg = conn.capabilities.dialect == "postgres"
-    s_cols, u_cols = _db_columns(AuthSession), _db_columns(User)
-    sql = _AUTH_SQL.get(pg)
-    if sql is None:
-        cols = [f's."{c}"' for c in s_cols] + [f'u."{c}"' for c in u_cols]
-        sql = _AUTH_SQL[pg] = (
-            f'SELECT {", ".join(cols)} FROM "{AuthSession._meta.db_table}" s '
-            f'JOIN "{User._meta.db_table}" u ON u."id" = s."user_id" '
-            f'WHERE s."id" = {"$1" if pg else "?"}')
-    _n, rows = await conn.execute_query(sql, [session_id if pg else str(session_id)])
-    if not rows:
-        return None
-    row = tuple(rows[0])
-    session = AuthSession._init_from_db(**dict(zip(s_cols, row[:len(s_cols)], strict=True)))
-    session.user = User._init_from_db(**dict(zip(u_cols, row[len(s_cols):], strict=True)))
-    return session
+    # Every socket connect and REST call comes here: one cached statement.
+    found = await select_joined(AuthSession, "user", "id", session_id)
+    return found[0] if found else None
 
 
 async def _revoke(deps: Deps, session: AuthSession) -> None:

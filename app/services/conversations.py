@@ -19,7 +19,7 @@ from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services import member_cache
 from app.services.accounts import public_user
-from app.services.sql import send_context_row
+from app.services.sql import is_postgres, send_context_row
 from app.validation import Payload
 
 NO_SUCH_CONVERSATION = "No such conversation."
@@ -261,7 +261,7 @@ async def unread_counts(user_id, memberships: list[Membership]) -> dict:
     if not todo:
         return {}
     conn = Tortoise.get_connection("default")
-    pg = conn.capabilities.dialect == "postgres"
+    pg = is_postgres(conn)
     uid = parse_uuid(user_id, "user")
     out = {}
     for start in range(0, len(todo), 100):

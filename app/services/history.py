@@ -14,8 +14,9 @@ from tortoise import Tortoise
 
 from app.deps import Deps
 from app.errors import NotFound
-from app.models.messaging import Conversation, Membership, Message
+from app.models.messaging import Membership, Message
 from app.services import conversations as convs
+from app.services.sql import is_postgres, select_joined
 from app.validation import Id, Payload
 
 SeqValue = Annotated[int, msgspec.Meta(ge=0)]
@@ -202,7 +203,7 @@ def _pages_sql(pg: bool, shapes: tuple[tuple[bool, bool], ...]) -> str:
 
 def _db():
     conn = Tortoise.get_connection("default")
-    return conn, conn.capabilities.dialect == "postgres"
+    return conn, is_postgres(conn)
 
 
 def _uuid_param(pg: bool, value: uuid.UUID):
@@ -281,39 +282,11 @@ async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     return {"messages": messages, "has_more": has_more}
 
 
-def _db_columns(model) -> list[str]:
-    meta = model._meta
-    return [key for key, _name, _field in
-            (*meta.db_native_fields, *meta.db_default_fields, *meta.db_complex_fields)]
-
-
-_MEMBERSHIPS_SQL: dict[bool, str] = {}
-
-
 async def memberships_of(user_id: uuid.UUID) -> list[Membership]:
-    """Every membership of the user with its conversation (what
-    `Membership.filter(user_id=…).select_related("conversation")` returns), from
-    one prepared statement: sync runs on every reconnect, and building the
-    ORM query cost more than running it."""
-    conn, pg = _db()
-    m_cols, c_cols = _db_columns(Membership), _db_columns(Conversation)
-    sql = _MEMBERSHIPS_SQL.get(pg)
-    if sql is None:
-        cols = [f'm."{c}"' for c in m_cols] + [f'c."{c}"' for c in c_cols]
-        sql = _MEMBERSHIPS_SQL[pg] = (
-            f'SELECT {", ".join(cols)} FROM "memberships" m '
-            'JOIN "conversations" c ON c."id" = m."conversation_id" '
-            f'WHERE m."user_id" = {"$1::uuid" if pg else "?"} ORDER BY m."id"')
-    _n, rows = await conn.execute_query(sql, [_uuid_param(pg, user_id)])
-    out = []
-    split = len(m_cols)
-    for row in rows:
-        row = tuple(row)
-        m = Membership._init_from_db(**dict(zip(m_cols, row[:split], strict=True)))
-        m.conversation = Conversation._init_from_db(**dict(zip(c_cols, row[split:],
-                                                               strict=True)))
-        out.append(m)
-    return out
+    """Every membership of the user with its conversation; sync runs on every
+    reconnect, so from one cached statement (sql.select_joined)."""
+    return await select_joined(Membership, "conversation", "user_id", user_id,
+                               order_by="id")
 
 
 async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:

@@ -50,6 +50,7 @@ from app.services.sql import (
     SEND_CHECKS_PG,
     WRITE_BATCH_PG,
     begin_and_lock_pg,
+    is_postgres,
 )
 
 log = logging.getLogger("parley.writer")
@@ -221,7 +222,7 @@ class MessageWriter:
         connection held for the whole burst (no pool acquire, release and
         connection reset per batch); a broken one is given back at once."""
         client = Tortoise.get_connection("default")
-        if client.capabilities.dialect != "postgres":
+        if not is_postgres(client):
             while self._queue:
                 await self._commit(self._take(), None)
             return
@@ -277,7 +278,7 @@ async def write_batch(items: list[NewMessage], con=None) -> list[Written | Excep
     """Write one batch. `con`: a pooled asyncpg connection to use (PostgreSQL);
     without one, one is taken from the pool for this batch."""
     client = Tortoise.get_connection("default")
-    if client.capabilities.dialect != "postgres":
+    if not is_postgres(client):
         return await _write_sqlite(client, items)
     if con is not None:
         return await _write_postgres(con, items)
