@@ -156,15 +156,22 @@ class FastWebSocket(eio_aiohttp.WebSocket):
 class FastSocket(AsyncSocket):
     _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
 
-    async def send(self, pkt):
+    def send_now(self, pkt) -> bool:
+        """Write the packet on the pure WebSocket transport, synchronously; False
+        when not on it (long-polling, mid-upgrade): use the library's `send`."""
         ws = self._ws
         if ws is None or self.upgrading:
-            return await super().send(pkt)
+            return False
         frame = getattr(pkt, "ws_frame", None)
         if frame is None:
             # A fan-out sends one packet object to every recipient: frame it once.
             frame = pkt.ws_frame = ws_frame(pkt.encode())
         ws.write(frame)
+        return True
+
+    async def send(self, pkt):
+        if not self.send_now(pkt):
+            return await super().send(pkt)
 
     def schedule_ping(self):
         # Same rule as the library: only after the previous ping was answered.
@@ -386,16 +393,9 @@ class FastEngineServer(engineio.AsyncServer):
 
         For fan-out loops: `for sid in ...: send_now(sid, pkt) or <task for send_packet>`."""
         sock = self.sockets.get(sid)
-        if sock is None or sock.closed or sock.upgrading:
+        if sock is None or sock.closed or not isinstance(sock, FastSocket):
             return False
-        ws = getattr(sock, "_ws", None)
-        if ws is None:
-            return False
-        frame = getattr(pkt, "ws_frame", None)
-        if frame is None:
-            frame = pkt.ws_frame = ws_frame(pkt.encode())
-        ws.write(frame)
-        return True
+        return sock.send_now(pkt)
 
 
 class AsyncServer(socketio.AsyncServer):

@@ -19,7 +19,7 @@ from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services import member_cache
 from app.services.accounts import public_user
-from app.services.sql import is_postgres, send_context_row
+from app.services.sql import as_datetime, is_postgres, send_context_row
 from app.validation import Payload
 
 NO_SUCH_CONVERSATION = "No such conversation."
@@ -95,16 +95,10 @@ class SendContext:
             m = Membership(id=row["mid"], conversation_id=self.conversation_id,
                            user_id=self.user_id, role=row["role"],
                            visible_from_seq=row["visible_from_seq"], read_seq=row["read_seq"],
-                           muted_until=_as_datetime(row["muted_until"]))
+                           muted_until=as_datetime(row["muted_until"]))
             m.conversation = conv
             self._membership = m
         return self._membership
-
-
-def _as_datetime(value):
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)  # SQLite hands back text
 
 
 def send_context_from_row(conversation_id: uuid.UUID, user_id: uuid.UUID, row) -> SendContext:

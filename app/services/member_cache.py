@@ -9,8 +9,7 @@ database. So a list is never used after a change committed anywhere (another
 process included) became visible to the caller: the version it read differs and
 the list is reloaded. No cross-process invalidation message is needed.
 
-No imports from the rest of the app: the message writer and
-services.conversations both use it.
+The message writer and services.conversations both use it.
 """
 
 from __future__ import annotations
@@ -18,17 +17,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import datetime
 
+from app.services.sql import as_datetime
+
 MEMBER_CACHE_SIZE = 10_000
 
 # conversation id (str) → (version, member user ids)
 _member_cache: OrderedDict[str, tuple[datetime, tuple[str, ...]]] = OrderedDict()
 
 
-def as_version(value) -> datetime | None:
-    """A version as read from either backend (SQLite hands back text)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
+# A version as read from either backend (SQLite hands back text).
+as_version = as_datetime
 
 
 def get(conversation_id, version) -> tuple[str, ...] | None:

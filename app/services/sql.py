@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -10,6 +11,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 def is_postgres(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
+
+
+def as_datetime(value):
+    """A timestamp column as read from either backend (SQLite hands back text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
 
 
 def model_columns(model) -> list[str]:
