@@ -8,6 +8,7 @@ limiter shares counts between processes and lets a dead process's counts expire.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Limit:
     per_seconds: float
 
     @classmethod
+    @functools.lru_cache(maxsize=64)  # parsed on every send: settings hold the text
     def parse(cls, spec: str) -> Limit:
         """'10/60' means 10 events per 60 seconds."""
         count, _, per = spec.partition("/")

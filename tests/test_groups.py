@@ -13,7 +13,7 @@ from app.models.contacts import Contact
 from app.models.groups import GroupInvite
 from app.models.messaging import Message
 from app.services import conversations as convs
-from app.services import groups, messaging
+from app.services import groups, history, messaging
 from tests.factories import call, connect, make_contacts, make_user
 
 API = "/api/v1"
@@ -64,8 +64,8 @@ async def send(deps, who, cid, body="hi", **extra):
 
 
 async def timeline(deps, who, cid) -> list[dict]:
-    return (await messaging.history(deps, who.user_id,
-                                    messaging.HistoryIn(conversation_id=cid, limit=200)))["messages"]
+    return (await history.history(deps, who.user_id,
+                                    history.HistoryIn(conversation_id=cid, limit=200)))["messages"]
 
 
 def events(msgs) -> list[str]:
@@ -262,7 +262,7 @@ async def test_add_members_rules_and_new_member_history(client, deps, base_url):
     assert "before dave" not in [m["text"] for m in dave_view]
     assert dave_view[0]["system"]["event"] == "member_added"
     # Sync without cursor gives a joiner the same window.
-    got = await messaging.sync(deps, erin.user_id, messaging.SyncIn())
+    got = await history.sync(deps, erin.user_id, history.SyncIn())
     entry = next(c for c in got["conversations"] if c["id"] == cid)
     assert [m["seq"] for m in entry["messages"]] == [line["seq"]]
     # Bad input / outsiders.
@@ -306,7 +306,7 @@ async def test_kick_rules_and_removal_takes_effect_on_next_message(client, deps,
         seen = await timeline(deps, bob, cid)
         assert seen[-1]["seq"] == removed[0]["seq"]
         assert "after bob" not in [m["text"] for m in seen]
-        got = await messaging.sync(deps, bob.user_id, messaging.SyncIn(cursors={cid: first["seq"]}))
+        got = await history.sync(deps, bob.user_id, history.SyncIn(cursors={cid: first["seq"]}))
         entry = next(x for x in got["conversations"] if x["id"] == cid)
         assert entry["left"] is True and entry["last_seq"] == removed[0]["seq"]
         assert [m["seq"] for m in entry["messages"]] == [removed[0]["seq"]]
@@ -619,7 +619,7 @@ async def test_history_before_and_after_join_and_after_leave_and_rejoin(deps):
         "created", "m1", "member_added", "m2", "member_left", "m3"]
     assert texts(await timeline(deps, carol, cid)) == ["member_added", "m2", "member_left"]
     # History paging by seq stays inside the window.
-    page = await messaging.history(deps, carol.user_id, messaging.HistoryIn(
+    page = await history.history(deps, carol.user_id, history.HistoryIn(
         conversation_id=cid, before_seq=3, limit=10))
     assert page["messages"] == []
     # Re-joining opens a new window: what happened while away stays hidden.
@@ -696,7 +696,7 @@ async def test_mentions_validation_storage_and_counts(client, deps, base_url):
     assert body["conversations"][0]["mention_count"] == 0
     assert body["conversations"][0]["unread_count"] == 0
     # Sync entries carry it too.
-    got = await messaging.sync(deps, bob.user_id, messaging.SyncIn(cursors={cid: 1}))
+    got = await history.sync(deps, bob.user_id, history.SyncIn(cursors={cid: 1}))
     assert next(x for x in got["conversations"] if x["id"] == cid)["mention_count"] == 2
     # History shows the stored mention data.
     msgs = await timeline(deps, bob, cid)

@@ -5,6 +5,7 @@ import uuid
 
 from app.models.messaging import Message
 from app.services import conversations as convs
+from app.services import history
 from tests.factories import call, connect, make_contacts, make_user
 
 API = "/api/v1"
@@ -599,8 +600,8 @@ async def test_new_message_equals_its_stored_rendering(deps):
                             "mentions": [owner.user_id]})
     everyone = await messaging.send_from_payload(
         deps, owner.user_id, {**text(cid, "@all"), "mention_all": True})
-    page = await messaging.history(deps, owner.user_id,
-                                   messaging.HistoryIn(conversation_id=cid, limit=10))
+    page = await history.history(deps, owner.user_id,
+                                   history.HistoryIn(conversation_id=cid, limit=10))
     stored = {m["id"]: m for m in page["messages"]}
     for sent in (plain, reply, everyone):
         assert sent == stored[sent["id"]]

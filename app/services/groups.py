@@ -268,11 +268,11 @@ async def _publish(deps: Deps, cid, lines: list[Message], *, also=(), personal=(
     (e.g. everybody added by one line), so it gets one summary in one emit. The
     other members get the shared part of the entry, in one emit.
     """
-    from app.services import messaging
+    from app.services import history
 
     members = await convs.member_ids(cid)
     recipients = list(dict.fromkeys([*members, *(str(u) for u in also)]))
-    serialized = await messaging.serialize_messages(lines) if lines else []
+    serialized = await history.serialize_messages(lines) if lines else []
     for msg in serialized:
         await deps.fanout.to_users(recipients, "message:new", msg)
     conv = await Conversation.get(id=cid)

@@ -70,7 +70,7 @@ def _iso(value) -> str:
     return value.isoformat()
 
 
-def _serialize_row(row, deps: Deps | None) -> dict:
+def serialize_row(row, deps: Deps | None) -> dict:
     (mid, cid, seq, sender, mtype, text, client_msg_id, reply_to, data, created, recalled_at,
      rid, rseq, rsender, rtype, rtext, rrecalled_at, *_extra) = row
     recalled = recalled_at is not None
@@ -127,7 +127,7 @@ async def serialize_messages(rows: list[Message], viewer_id=None, deps: Deps | N
     replies = {}
     if reply_ids:
         replies = {r.id: r for r in await Message.filter(id__in=reply_ids)}
-    return [_serialize_row(_model_row(m, replies.get(m.reply_to_id)), deps) for m in rows]
+    return [serialize_row(_model_row(m, replies.get(m.reply_to_id)), deps) for m in rows]
 
 
 async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
@@ -260,7 +260,7 @@ def _finish(rows: list, spec: PageSpec, deps: Deps | None) -> tuple[list[dict], 
     rows = rows[:spec.limit]
     if spec.after is None:
         rows.reverse()
-    return [_serialize_row(r, deps) for r in rows], has_more
+    return [serialize_row(r, deps) for r in rows], has_more
 
 
 async def _is_reader(conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:

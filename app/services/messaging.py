@@ -23,16 +23,8 @@ from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
 
-# The reading half lives in app/services/history.py; re-exported for older callers.
-from app.services.history import (  # noqa: F401
-    HistoryIn,
-    SyncIn,
-    _serialize_row,  # the one serialiser (send path too)
-    history,
-    serialize_message,
-    serialize_messages,
-    sync,
-)
+# The reading half (history, sync, the one serialiser) is app/services/history.py.
+from app.services.history import serialize_message, serialize_row
 from app.services.message_writer import NewMessage, UnknownConversation
 from app.validation import Id, Payload, convert
 
@@ -134,17 +126,6 @@ async def _existing(user_id: str, client_msg_id: str) -> Message | None:
     return await Message.get_or_none(sender_id=user_id, client_msg_id=client_msg_id)
 
 
-_limits: dict[str, Limit] = {}
-
-
-def _send_limit(deps: Deps) -> Limit:
-    spec = deps.settings.send_rate_limit
-    limit = _limits.get(spec)
-    if limit is None:
-        limit = _limits[spec] = Limit.parse(spec)
-    return limit
-
-
 def _new_message(written, cid: uuid.UUID, user_id: uuid.UUID, data: SendIn, text: str,
                  extra: dict, reply: Message | None, created: datetime, deps: Deps) -> dict:
     """The message just stored, as clients get it, without reading it back:
@@ -156,7 +137,7 @@ def _new_message(written, cid: uuid.UUID, user_id: uuid.UUID, data: SendIn, text
         row += (None,) * 6
     else:
         row += (reply.id, reply.seq, reply.sender_id, reply.type, reply.text, reply.recalled_at)
-    return _serialize_row(row, deps)
+    return serialize_row(row, deps)
 
 
 async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None
@@ -210,7 +191,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
 async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     """The rules a send must pass before the writer (which judges membership,
     contacts and group rules in its transaction); returns what the writer needs."""
-    await deps.limiter.hit(f"send:{user_id}", _send_limit(deps))
+    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
     cid = convs.parse_uuid(data.conversation_id)
     uid = convs.parse_uuid(user_id, "user")
     extra: dict = {}
