@@ -4,6 +4,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+
 from app.models.messaging import Conversation, Message
 from app.services.message_writer import MessageWriter, NewMessage, UnknownConversation
 from tests.factories import make_user
@@ -71,3 +73,27 @@ async def test_stored_rows_read_back_through_the_orm(deps):
     assert msg.text == "hello ünïcode" and msg.data == item.data and msg.seq == 1
     assert str(msg.sender_id) == a.user_id and msg.created_at.tzinfo is not None
     assert abs((msg.created_at - item.created_at).total_seconds()) < 1e-3
+
+
+async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
+    """A generic plan cached while `messages` was small would scan the whole table
+    for every dedupe lookup from then on (sql.begin_and_lock_pg)."""
+    from tortoise import Tortoise
+
+    from app.services.message_writer import write_batch
+    from app.services.sql import SEND_CHECKS_PG, WRITE_BATCH_PG, is_postgres
+
+    client = Tortoise.get_connection("default")
+    if not is_postgres(client):
+        pytest.skip("PostgreSQL's plan cache")
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    async with client.acquire_connection() as con:
+        for i in range(8):  # PostgreSQL considers a generic plan from the 6th run on
+            [w] = await write_batch([new(conv.id, a.user_id, f"p{i}")], con)
+            assert w.new and w.seq == i + 1
+        rows = await con.fetch("SELECT statement, generic_plans, custom_plans "
+                               "FROM pg_prepared_statements")
+    plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in rows}
+    assert plans[SEND_CHECKS_PG] == (0, 8)
+    assert plans[WRITE_BATCH_PG] == (0, 8)
