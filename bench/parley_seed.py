@@ -100,6 +100,12 @@ async def seed(spec: dict) -> dict:
             await _bulk_messages(ctx, spec["database_url"], conv_ids[key], uid[sender],
                                  int(count), now)
         timings["messages"] = round(time.monotonic() - t0, 2)
+        # A running database has statistics (autovacuum's ANALYZE); a freshly seeded one
+        # would otherwise be planned from default guesses (PostgreSQL joined every
+        # membership of the database per message batch that way).
+        from tortoise import Tortoise
+
+        await Tortoise.get_connection("default").execute_script("ANALYZE")
     finally:
         await ctx.close_connections()
 
