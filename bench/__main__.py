@@ -277,10 +277,12 @@ def main(argv=None) -> int:
         log("bench: interrupted")
         return 130
     finally:
-        from .parley import drop_pg_databases  # after .targets (which registers it)
+        from .parley import drop_pg_databases, pg_placement, restore_postgres
 
         kill_all()
         drop_pg_databases()
+        restore_postgres()
+        pin.update(pg_placement)
     lost, problems = total_lost(results)
     doc = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -14,6 +14,7 @@ two processes on PostgreSQL + Redis.
 """
 
 import asyncio
+import atexit
 import json
 import os
 import shutil
@@ -228,6 +229,84 @@ def _pg_available() -> str | None:
     return None
 
 
+# -- PostgreSQL placement ----------------------------------------------------------------
+# Left alone, the kernel wakes a PostgreSQL backend on the core of whoever woke it
+# (wake-affine): the writer's backend then runs on the *server* core and takes CPU from the
+# pinned app, so "Parley on one core" would silently be "Parley and its database on one
+# core" — in production the database is another machine. While Parley targets run, the
+# local PostgreSQL server's processes are restricted to the other cores (the postmaster
+# too: backends forked later inherit it); the original masks are restored afterwards.
+# Their CPU still counts as server CPU (ParleyPgTarget.pids).
+_pg_saved_affinity: dict[int, set[int]] = {}
+pg_placement: dict = {}
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _postgres_tree() -> list[int]:
+    """The local PostgreSQL postmaster and its children (needs /proc and a local server)."""
+    out = subprocess.run([*PG_ADMIN[:-1], "-At", "-c",
+                          "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    master = _ppid(int(out.split()[0]))
+    tree = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _ppid(int(entry)) == master:
+                    tree.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return tree
+
+
+def keep_postgres_off(server_cpu: int | None) -> dict:
+    """Restrict the local PostgreSQL server to every core but ``server_cpu`` (once per run)."""
+    if pg_placement or server_cpu is None:
+        return pg_placement
+    try:
+        tree = _postgres_tree()
+        cores = os.sched_getaffinity(tree[0]) - {server_cpu}
+        if not cores:
+            raise OSError("no core left besides the server's")
+        for pid in tree:
+            _pg_saved_affinity[pid] = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, cores)
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
+        restore_postgres()
+        pg_placement.update(postgres_cpus=None,
+                            note=f"PostgreSQL not moved off the server core ({exc!r})")
+    else:
+        pg_placement.update(postgres_cpus=sorted(cores), postgres_processes=len(tree))
+    return pg_placement
+
+
+def restore_postgres() -> None:
+    """Give the PostgreSQL processes back their original cores (children forked meanwhile
+    get the postmaster's)."""
+    if not _pg_saved_affinity:
+        return
+    master = next(iter(_pg_saved_affinity))
+    original = _pg_saved_affinity[master]
+    pids = set(_pg_saved_affinity)
+    try:
+        pids.update(_postgres_tree())
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        pass
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, _pg_saved_affinity.get(pid, original))
+        except OSError:
+            pass  # gone
+    _pg_saved_affinity.clear()
+
+
+atexit.register(restore_postgres)
+
+
 _pg_databases: set[str] = set()
 
 
@@ -401,6 +480,7 @@ class ParleyPgTarget(ParleyTarget):
         return _pg_available()
 
     async def prepare(self, env) -> None:
+        keep_postgres_off(env.server_cpu)
         self.tmp = tempfile.TemporaryDirectory(prefix="parley-bench-")
         self.prefix = f"parley_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.template = f"{self.prefix}_{self.key.replace('-', '_')}_tmpl"
