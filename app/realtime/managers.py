@@ -39,6 +39,8 @@ from app.realtime.rooms import SidRoomIndex
 KICK_EVENT = "__parley_disconnect_room__"
 # Server → client: "you may have missed live events; run sync".
 RESYNC_EVENT = "resync"
+# Longest an emit waits for packets queued to long-polling sockets (seconds).
+FALLBACK_PATIENCE = 3.0
 
 log = logging.getLogger("parley.realtime")
 
@@ -95,7 +97,9 @@ class DirectEmit(socketio.AsyncManager):
         if delivered and event == "message:new" and self.metrics is not None:
             self.metrics.messages_delivered.inc(delivered)
         if fallback:
-            await asyncio.wait(fallback)
+            # Long-polling sockets: queued for their next poll. Bounded, so an emit
+            # never holds a sender's ack (app/fanout.py relies on that).
+            await asyncio.wait(fallback, timeout=FALLBACK_PATIENCE)
 
 
 class LocalManager(SidRoomIndex, DirectEmit):
