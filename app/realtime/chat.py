@@ -85,6 +85,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Read when scraped: no gauge update (and its lock) twice per event.
+        self.metrics.inflight_events.set_function(lambda: self.inflight)
 
     async def trigger_event(self, event_name, *args):
         if event_name == "connect":
@@ -132,7 +134,6 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.inflight += 1
         self._idle.clear()
         metrics = self.metrics
-        metrics.inflight_events.inc()
         try:
             if conn is None:
                 raise Unauthorized()
@@ -156,7 +157,6 @@ class ChatNamespace(socketio.AsyncNamespace):
                                                  "message": "Something went wrong on our side."}}
         finally:
             self.inflight -= 1
-            metrics.inflight_events.dec()
             if self.inflight == 0:
                 self._idle.set()
         elapsed = time.perf_counter() - started
