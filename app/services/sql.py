@@ -169,7 +169,8 @@ def begin_and_lock_pg(conversation_ids) -> str:
     first, so the checks that follow (a new statement, a new READ COMMITTED
     snapshot) see everything committed before this batch gets its seqs.
     """
-    ids = sorted({str(uuid.UUID(str(c))) for c in conversation_ids})
+    ids = sorted({str(c if type(c) is uuid.UUID else uuid.UUID(str(c)))
+                  for c in set(conversation_ids)})
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_custom_plan: the batch statements are prepared once per connection,
     # and PostgreSQL may switch a prepared statement to a cached generic plan
