@@ -81,3 +81,15 @@ async def test_metrics_count_sockets_sends_and_deliveries(client, deps, base_url
     finally:
         for s in (a1, a2, b1):
             await s.disconnect()
+
+
+async def test_in_flight_events_are_read_when_scraped():
+    from prometheus_client import generate_latest
+
+    from app.metrics import Metrics
+    from app.realtime.chat import ChatNamespace
+
+    metrics = Metrics()
+    ns = ChatNamespace(None, metrics)
+    ns.inflight = 3
+    assert b"parley_inflight_events 3.0" in generate_latest(metrics.registry)
