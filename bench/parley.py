@@ -272,8 +272,12 @@ def keep_postgres_off(server_cpu: int | None) -> dict:
         cores = os.sched_getaffinity(tree[0]) - {server_cpu}
         if not cores:
             raise OSError("no core left besides the server's")
+        everywhere = set(range(os.cpu_count() or 1))
         for pid in tree:
-            _pg_saved_affinity[pid] = os.sched_getaffinity(pid)
+            saved = os.sched_getaffinity(pid)
+            # Already restricted the same way: another bench run is moving it; give it
+            # back to every core afterwards rather than keep that run's restriction.
+            _pg_saved_affinity[pid] = everywhere if saved == cores else saved
             os.sched_setaffinity(pid, cores)
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
         restore_postgres()
