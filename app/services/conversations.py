@@ -70,21 +70,13 @@ class SendContext:
         self.peer_id = str(peer) if peer is not None else None
         self._membership: Membership | None = None
 
-    @property
-    def i_blocked(self) -> bool:
-        return bool(self.row["i_blocked"])
-
-    @property
-    def they_blocked(self) -> bool:
-        return bool(self.row["they_blocked"])
-
-    @property
-    def they_have_me(self) -> bool:
-        return bool(self.row["they_have_me"])
-
-    @property
-    def peer_allows_strangers(self) -> bool:
-        return bool(self.row["peer_allows_strangers"])
+    def contact_facts(self) -> dict:
+        """Direct chats: the block/contact/privacy facts between the two, as
+        contacts.direct_send_verdict takes them."""
+        row = self.row
+        return {"i_blocked": bool(row["i_blocked"]), "they_blocked": bool(row["they_blocked"]),
+                "they_have_me": bool(row["they_have_me"]),
+                "they_allow_strangers": bool(row["peer_allows_strangers"])}
 
     @property
     def membership(self) -> Membership:

@@ -85,10 +85,7 @@ def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
         from app.services import contacts
 
         if ctx.peer_id is not None:
-            contacts.direct_send_verdict(
-                i_blocked=ctx.i_blocked, they_blocked=ctx.they_blocked,
-                they_have_me=ctx.they_have_me, they_allow_strangers=ctx.peer_allows_strangers,
-            )
+            contacts.direct_send_verdict(**ctx.contact_facts())
     else:
         from app.services import groups
 
