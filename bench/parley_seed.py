@@ -33,6 +33,8 @@ def pair_key(a: str, b: str) -> str:
 
 
 async def seed(spec: dict) -> dict:
+    from tortoise import Tortoise
+
     from app.db import init_db
     from app.models.accounts import AuthSession, User
     from app.models.contacts import Contact
@@ -100,11 +102,9 @@ async def seed(spec: dict) -> dict:
             await _bulk_messages(ctx, spec["database_url"], conv_ids[key], uid[sender],
                                  int(count), now)
         timings["messages"] = round(time.monotonic() - t0, 2)
-        # A running database has statistics (autovacuum's ANALYZE); a freshly seeded one
-        # would otherwise be planned from default guesses (PostgreSQL joined every
-        # membership of the database per message batch that way).
-        from tortoise import Tortoise
-
+        # A running database has statistics (autovacuum's ANALYZE), the bulk history
+        # included; a freshly seeded one would otherwise be planned from default guesses
+        # (PostgreSQL joined every membership of the database per message batch that way).
         await Tortoise.get_connection("default").execute_script("ANALYZE")
     finally:
         await ctx.close_connections()
@@ -135,7 +135,6 @@ async def _bulk_messages(ctx, url: str, cid: str, sender: uuid.UUID, count: int,
                      for i in range(1, count + 1)))
                 db.execute('UPDATE "conversations" SET "last_seq"=?, "last_message_at"=? '
                            'WHERE "id"=?', (count, ts, cid))
-            db.execute("ANALYZE")
         finally:
             db.close()
         return
@@ -151,7 +150,6 @@ async def _bulk_messages(ctx, url: str, cid: str, sender: uuid.UUID, count: int,
                 now, uuid.UUID(cid), sender, count)
             await pg.execute('UPDATE "conversations" SET "last_seq"=$1, "last_message_at"=$2 '
                              'WHERE "id"=$3', count, now, uuid.UUID(cid))
-        await pg.execute('ANALYZE "messages"')
     finally:
         await pg.close()
 
