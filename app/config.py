@@ -80,6 +80,13 @@ class Settings:
     ping_interval: int = 25
     ping_timeout: int = 20
     cors_allowed_origins: str = ""
+    # What one connection may cost (app/realtime/limits.py)
+    socket_max_inflight: int = 8  # events of one socket handled at once
+    socket_event_rate: str = "100/5"  # token bucket: count held, refilled count/seconds
+    socket_flood_disconnect: int = 200  # refused events within 10 s that drop the socket
+    # Sends waiting for the message writer, per process; more get a `busy` ack
+    max_pending_sends: int = 5000
+    writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:

@@ -60,6 +60,7 @@ def make_settings(database_url: str, tmp_path, **overrides):
         secret_key="test-secret-key-" + "x" * 40,
         media_root=str(tmp_path / "media"),
         # Generous limits so only the tests about throttling meet them.
+        socket_event_rate="1000000/1",
         login_rate_limit="1000/60",
         code_rate_limit="1000/60",
         send_rate_limit="10000/1",

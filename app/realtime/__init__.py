@@ -5,6 +5,7 @@ from __future__ import annotations
 from app import jsonfast
 from app.config import Settings
 from app.realtime.engine import AsyncServer
+from app.realtime.limits import ConnectionLimits
 from app.realtime.managers import LocalManager, RedisManager
 
 
@@ -25,4 +26,6 @@ def build_sio(settings: Settings, metrics=None) -> AsyncServer:
         max_http_buffer_size=256 * 1024,
         logger=False,
         engineio_logger=False,
+        limits=ConnectionLimits.from_settings(settings),
+        metrics=metrics,
     )

@@ -43,7 +43,9 @@ from aiohttp.web import WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
+from socketio import packet as sio_packet
 
+from app.realtime.limits import ConnectionLimits, EventBudget, rate_limited_ack
 from app.realtime.packets import FastPacket
 
 log = logging.getLogger("parley.engine")
@@ -155,6 +157,8 @@ class FastWebSocket(eio_aiohttp.WebSocket):
 
 class FastSocket(AsyncSocket):
     _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
+    # This connection's event limits (app/realtime/limits.py), made at its first event.
+    budget: EventBudget | None = None
 
     def send_now(self, pkt) -> bool:
         """Write the packet on the pure WebSocket transport, synchronously; False
@@ -222,7 +226,9 @@ class FastSocket(AsyncSocket):
             while not self.closed:
                 try:
                     msg = await sock.receive()
-                except Exception:  # connection torn down under us
+                except Exception as exc:  # connection torn down under us
+                    log.debug("engine.io read ended: %s", type(exc).__name__,
+                              extra={"fields": {"sid": sid}})
                     break
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
@@ -235,7 +241,17 @@ class FastSocket(AsyncSocket):
                         try:
                             await on_message(sid, data[1:])
                         except Exception:
-                            log.exception("engine.io message handler error")
+                            log.exception("engine.io message handler error",
+                                          extra={"fields": {"sid": sid}})
+                        budget = self.budget
+                        if budget is not None and budget.full:
+                            # Backpressure: read nothing more from this socket until
+                            # one of its events is done.
+                            await budget.wait_for_room()
+                        elif budget is not None and budget.tokens < 1.0:
+                            # Over its rate: refusals are cheap but not free, so let
+                            # other sockets run between them.
+                            await asyncio.sleep(0)
                         continue
                     if data == "3":
                         self.schedule_ping()
@@ -249,7 +265,8 @@ class FastSocket(AsyncSocket):
                 try:
                     await self.receive(packet.Packet(encoded_packet=data))
                 except engineio.exceptions.UnknownPacketError:
-                    pass
+                    log.info("engine.io: unknown packet ignored",
+                             extra={"fields": {"sid": sid, "head": repr(data[:16])}})
                 except engineio.exceptions.SocketIsClosedError:
                     break
                 except Exception:
@@ -399,9 +416,71 @@ class FastEngineServer(engineio.AsyncServer):
 
 
 class AsyncServer(socketio.AsyncServer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, limits: ConnectionLimits | None = None, metrics=None, **kwargs):
         kwargs.setdefault("serializer", FastPacket)
         super().__init__(*args, **kwargs)
+        self.limits = limits or ConnectionLimits()
+        self.metrics = metrics
+        self._refused_counter = None
+
+    async def _handle_event(self, eio_sid, namespace, id, data):
+        """python-socketio's dispatch of one client event, with the connection's
+        limits checked first: a refused event costs its ack and nothing else (no
+        task, no handler, no database)."""
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        now = time.monotonic()
+        budget = getattr(sock, "budget", None)
+        if budget is None:
+            budget = sock.budget = EventBudget(self.limits, now)
+        if budget.dropped:
+            return
+        retry_after = budget.take(now)
+        if retry_after:
+            self._refuse(sock, budget, sid, eio_sid, namespace, id, retry_after, now)
+            return
+        task = asyncio.ensure_future(
+            self._handle_event_internal(self, sid, eio_sid, data, namespace, id))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+        task.add_done_callback(budget.done)
+
+    def _refuse(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
+        if budget.refused == 0 or budget.refused % 100 == 0:
+            # Once per episode (and every hundredth), not once per event.
+            log.warning("connection over its event limit; refusing events",
+                        extra={"fields": {"sid": sid, "refused": budget.refused + 1}})
+        drop = budget.refuse(now)
+        counter = self._refused_counter
+        if counter is None and self.metrics is not None:
+            counter = self._refused_counter = self.metrics.event_errors.labels(
+                code="rate_limited")
+        if counter is not None:
+            counter.inc()
+        if id is not None:
+            pkt = self.packet_class(sio_packet.ACK, namespace=namespace, id=id,
+                                    data=[rate_limited_ack(retry_after)])
+            eio_pkt = packet.Packet(packet.MESSAGE, data=pkt.encode())
+            if not self.eio.send_now(eio_sid, eio_pkt):
+                _spawn(self.eio.send_packet(eio_sid, eio_pkt))
+        if drop:
+            budget.dropped = True
+            log.warning("disconnecting a connection that keeps flooding",
+                        extra={"fields": {"sid": sid, "refused": budget.refused}})
+            _spawn(self._drop(sock, sid, namespace))
+
+    async def _drop(self, sock, sid, namespace) -> None:
+        # The namespace DISCONNECT tells the client it was the server's decision
+        # (socket.io clients do not reconnect by themselves after it).
+        try:
+            await self.disconnect(sid, namespace=namespace)
+        finally:
+            await sock.close(wait=False, abort=True)
 
     def _engineio_server_class(self):
         return FastEngineServer
