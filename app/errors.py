@@ -72,6 +72,19 @@ class Unavailable(DomainError):
     code, status, default_message = "unavailable", 503, "Service temporarily unavailable."
 
 
+class Busy(DomainError):
+    """Too much work queued (e.g. sends waiting for the message writer): nothing
+    was done; retry after `retry_after` seconds (same client_msg_id)."""
+
+    code, status, default_message = "busy", 503, "The server is busy; retry shortly."
+
+    def __init__(self, retry_after: float = 1, message: str | None = None):
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(
+            message, details={"retry_after": seconds}, headers={"Retry-After": str(seconds)}
+        )
+
+
 def conflict_on(field_name: str) -> Conflict:
     """409 whose code names the duplicated field, e.g. `email_taken`."""
     err = Conflict(f"That {field_name} is already in use.", details={"field": field_name})

@@ -56,6 +56,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
 
     async def database(app: web.Application):
         ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)
+        deps.writer.start(settings)  # supervised: restarts itself if its task dies
         yield
         await deps.writer.close()  # commit what is queued before the database goes
         # Close on the context object itself: Tortoise keeps state per task and

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.errors import Unavailable
 from app.models.messaging import Conversation, Message
 from app.services.message_writer import MessageWriter, NewMessage, UnknownConversation
 from tests.factories import make_user
@@ -97,3 +98,178 @@ async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
     plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in rows}
     assert plans[SEND_CHECKS_PG] == (0, 8)
     assert plans[WRITE_BATCH_PG] == (0, 8)
+
+
+# --- supervision, bounded queue, shutdown ---------------------------------------------
+
+
+async def _send_until_stored(sio, cid, cmid, text, codes) -> dict:
+    """A client's send loop: retry `unavailable` / `busy` with the same client_msg_id."""
+    from tests.factories import call
+
+    for _ in range(50):
+        ack = await call(sio, "message:send", {"conversation_id": cid, "client_msg_id": cmid,
+                                               "text": text}, timeout=10)
+        if ack["ok"]:
+            return ack["message"]
+        codes[ack["error"]["code"]] += 1
+        assert ack["error"]["code"] in ("unavailable", "busy"), ack
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{cmid} never stored")
+
+
+async def _check_stored_exactly(cid, acked: list[dict]) -> None:
+    rows = await Message.filter(conversation_id=cid).order_by("seq").values_list(
+        "id", "seq", "client_msg_id", "text")
+    assert [r[1] for r in rows] == list(range(1, len(rows) + 1))  # gapless
+    assert len({r[2] for r in rows}) == len(rows) == len(acked)  # nothing doubled
+    stored = {r[2]: r for r in rows}
+    for m in acked:  # nothing acked is lost, and the ack told the truth
+        assert stored[m["client_msg_id"]] == (int(m["id"]), m["seq"], m["client_msg_id"],
+                                              m["text"])
+
+
+async def _direct_chat(deps, a, b) -> str:
+    from app.services import conversations as convs
+    from tests.factories import make_contacts
+
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return str(conv.id)
+
+
+async def test_writer_killed_mid_burst_loses_nothing_doubles_nothing_hangs_nothing(
+        deps, base_url, caplog):
+    from collections import Counter
+
+    from tests.factories import connect
+
+    a, b = await make_user(deps), await make_user(deps)
+    cid = await _direct_chat(deps, a, b)
+    socks = [await connect(base_url, a.access_token) for _ in range(4)]
+    writer = deps.writer
+    codes: Counter = Counter()
+
+    async def killer():
+        kills = 0
+        while kills < 3:
+            await asyncio.sleep(0)
+            if writer._current and writer._task is not None:  # mid-batch
+                writer._task.cancel()
+                kills += 1
+                await asyncio.sleep(0.02)
+        return kills
+
+    try:
+        kill = asyncio.ensure_future(killer())
+        acked = await asyncio.wait_for(asyncio.gather(*(
+            _send_until_stored(socks[i % 4], cid, f"k{i}", f"text {i}", codes)
+            for i in range(300))), 60)
+        assert await asyncio.wait_for(kill, 10) == 3
+    finally:
+        for s in socks:
+            await s.disconnect()
+    assert writer.restarts >= 3
+    assert codes["unavailable"] >= 1  # a kill did hit sends in flight
+    await _check_stored_exactly(cid, acked)
+    assert "message writer task died (cancelled)" in caplog.text
+
+
+async def test_writer_crash_is_logged_and_a_fresh_writer_takes_the_queue(deps, caplog):
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    writer = MessageWriter()
+    original = writer._take
+    crashes = []
+
+    def take_or_crash():
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("bug in the writer")
+        return original()
+
+    writer._take = take_or_crash
+    try:
+        results = await asyncio.wait_for(asyncio.gather(
+            *(writer.write(new(conv.id, a.user_id, f"c{i}")) for i in range(20))), 10)
+    finally:
+        await writer.close()
+    assert [r.seq for r in sorted(results, key=lambda r: r.seq)] == list(range(1, 21))
+    assert writer.restarts == 1
+    died = [r for r in caplog.records if "message writer task died" in r.getMessage()]
+    assert len(died) == 1 and died[0].exc_info and "bug in the writer" in caplog.text
+
+
+@pytest.fixture
+def held_writes(monkeypatch):
+    """Every batch waits for `release` before it is written (a stalled database)."""
+    from app.services import message_writer
+
+    release = asyncio.Event()
+    real = message_writer.write_batch
+
+    async def held(items, con=None):
+        await release.wait()
+        return await real(items, con)
+
+    monkeypatch.setattr(message_writer, "write_batch", held)
+    return release
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_pending_sends": 5}])
+async def test_sends_beyond_max_pending_get_busy_at_once_and_succeed_on_retry(
+        deps, base_url, held_writes, settings_overrides):
+    from collections import Counter
+
+    from tests.factories import call, connect
+
+    a, b = await make_user(deps), await make_user(deps)
+    cid = await _direct_chat(deps, a, b)
+    sio = await connect(base_url, a.access_token)
+    try:
+        first = [asyncio.ensure_future(call(sio, "message:send", {
+            "conversation_id": cid, "client_msg_id": f"b{i}", "text": f"t{i}"}))
+            for i in range(12)]
+        done, _ = await asyncio.wait(first, timeout=1.0)  # the busy ones, at once
+        busy = [t.result() for t in done]
+        assert busy and all(not r["ok"] and r["error"]["code"] == "busy" and
+                            r["error"]["details"]["retry_after"] >= 1 for r in busy)
+        assert deps.writer.pending <= 5  # the queue never grows beyond MAX_PENDING_SENDS
+        held_writes.set()
+        results = await asyncio.gather(*first)
+        retry = [i for i, r in enumerate(results) if not r["ok"]]
+        assert len(retry) == len(busy)
+        codes: Counter = Counter()
+        acked = [r["message"] for r in results if r["ok"]] + [
+            await _send_until_stored(sio, cid, f"b{i}", f"t{i}", codes) for i in retry]
+    finally:
+        await sio.disconnect()
+    await _check_stored_exactly(cid, acked)
+    assert len(acked) == 12
+
+
+async def test_shutdown_drains_within_its_timeout_and_answers_the_rest(deps, held_writes):
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    writer = MessageWriter()
+    sends = [asyncio.ensure_future(writer.write(new(conv.id, a.user_id, f"s{i}")))
+             for i in range(5)]
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    await writer.close(timeout=0.3)
+    assert asyncio.get_running_loop().time() - started < 2
+    results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 2)
+    assert all(isinstance(r, Unavailable) for r in results), results
+    with pytest.raises(Unavailable):
+        await writer.write(new(conv.id, a.user_id, "late"))
+
+
+async def test_shutdown_finishes_what_is_queued(deps):
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    writer = MessageWriter()
+    sends = [asyncio.ensure_future(writer.write(new(conv.id, a.user_id, f"q{i}")))
+             for i in range(50)]
+    await asyncio.sleep(0)
+    await writer.close(timeout=10)
+    assert sorted(r.seq for r in await asyncio.gather(*sends)) == list(range(1, 51))

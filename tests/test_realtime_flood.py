@@ -194,3 +194,31 @@ async def test_a_flooding_socket_does_not_delay_other_users(deps, base_url, sett
     else:
         assert f.connections == 1
         assert f.acks["rate_limited"] > 1000  # kept connected, and refused all along
+
+
+async def test_a_burst_is_served_in_turn_never_more_than_max_inflight_at_once(
+        deps, base_url, settings, monkeypatch):
+    """Over SOCKET_MAX_INFLIGHT the socket is simply not read: a burst is served
+    in turn, nothing refused, and at no time more events running than the limit."""
+    from app.realtime.chat import EVENTS
+
+    running = 0
+    most = 0
+
+    async def slow(deps, conn, payload):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return {"ok": True, "n": payload["n"]}
+
+    monkeypatch.setitem(EVENTS, "test:slow", slow)
+    user = await make_user(deps)
+    sio = await connect(base_url, user.access_token)
+    try:
+        acks = await asyncio.gather(*(call(sio, "test:slow", {"n": i}) for i in range(40)))
+    finally:
+        await sio.disconnect()
+    assert [a["n"] for a in acks if a["ok"]] == list(range(40))
+    assert most == settings.socket_max_inflight

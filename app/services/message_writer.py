@@ -27,6 +27,15 @@ up while the previous batch was being written, in one transaction:
 
 Nothing waits on a timer: under light load a batch holds one message and the
 latency is that of a single transaction.
+
+The writer task is supervised: if it ever ends while not closed (a bug, a
+cancellation), the sends of the batch it was writing fail with `Unavailable`
+(their transaction may or may not have committed: the client retries with
+the same client_msg_id and gets the original if it did), a fresh task takes
+over the queue, and later sends never wait on a dead task. The queue is
+bounded (`MAX_PENDING_SENDS`): beyond it a send fails at once with `Busy`.
+`close()` drains the queue for at most `WRITER_DRAIN_SECONDS`, then fails
+what is left with `Unavailable`.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from datetime import datetime
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
+from app.errors import Busy, Unavailable
 from app.services import member_cache
 from app.services.sql import (
     MEMBERS_PG,
@@ -171,18 +181,36 @@ def _dedupe_key(m: NewMessage) -> tuple[str, str] | None:
 class MessageWriter:
     """Queues NewMessages and writes them in batches; one per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = 5000, drain_seconds: float = 10.0) -> None:
         self._queue: list[tuple[NewMessage, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closed = False
+        # The batch being written: what a dying task leaves unanswered.
+        self._current: list[tuple[NewMessage, asyncio.Future]] = []
+        self.max_pending = max_pending
+        self.drain_seconds = drain_seconds
+        self.restarts = 0
         self.order = EmitOrder()
+
+    def start(self, settings=None) -> None:
+        """Start the writer task (the app factory calls this at start-up; a
+        write starts it too), taking its limits from the settings."""
+        if settings is not None:
+            self.max_pending = settings.max_pending_sends
+            self.drain_seconds = settings.writer_drain_seconds
+        self._ensure_running()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
     async def write(self, msg: NewMessage) -> Written:
         if self._closed:
-            raise RuntimeError("message writer is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="parley-message-writer")
+            raise Unavailable("The server is shutting down; retry shortly.")
+        if len(self._queue) >= self.max_pending:
+            raise Busy()
+        self._ensure_running()
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((msg, fut))
         self._wakeup.set()
@@ -197,21 +225,72 @@ class MessageWriter:
                     turn.release()
             raise
 
-    async def close(self) -> None:
-        """Finish what is queued, then stop."""
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="parley-message-writer")
+            self._task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task) -> None:
+        """The writer task ended: fine after close(); otherwise answer what it was
+        writing and start a fresh task for the queue."""
+        if task is not self._task:
+            return
+        failure = None if task.cancelled() else task.exception()
+        if not task.cancelled() and failure is None and self._closed:
+            return
+        lost = self._fail(self._current)
+        self._current = []
+        self._task = None
+        log.error("message writer task died (%s); %d sends in progress answered "
+                  "'unavailable', %d queued go to a fresh writer",
+                  "cancelled" if failure is None else type(failure).__name__, lost,
+                  len(self._queue), exc_info=failure)
+        if self._closed:
+            self._fail(self._queue)
+            self._queue = []
+            return
+        self.restarts += 1
+        if self._queue:
+            self._ensure_running()
+
+    @staticmethod
+    def _fail(batch) -> int:
+        n = 0
+        for _item, fut in batch:
+            if not fut.done():
+                fut.set_exception(Unavailable("The message was not confirmed; retry it "
+                                              "with the same client_msg_id."))
+                n += 1
+        return n
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Finish what is queued (for at most `timeout` seconds, default
+        drain_seconds), then stop; sends still unwritten get Unavailable."""
         self._closed = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        task = self._task
+        if task is not None and not task.done():
+            limit = self.drain_seconds if timeout is None else timeout
+            done, _ = await asyncio.wait([task], timeout=limit)
+            if not done:
+                log.warning("message writer: %d sends still queued after %.1f s of "
+                            "shutdown; answering them 'unavailable'", len(self._queue), limit)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._fail(self._current)
+        self._fail(self._queue)
+        self._current, self._queue = [], []
 
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            # Queue first: a fresh task takes over what its predecessor left.
             while self._queue:
                 await self._burst()
-            if self._closed and not self._queue:
+            if self._closed:
                 return
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     def _take(self) -> list[tuple[NewMessage, asyncio.Future]]:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -243,6 +322,7 @@ class MessageWriter:
 
     async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
         items = [m for m, _ in batch]
+        self._current = batch
         try:
             results = await write_batch(items, con)
         except IntegrityError:
@@ -258,6 +338,7 @@ class MessageWriter:
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure
             results = [exc] * len(items)
         self._resolve(batch, results)
+        self._current = []
 
     def _resolve(self, batch, results: list | None, exc: BaseException | None = None) -> None:
         if results is None:
@@ -452,18 +533,21 @@ async def _write_sqlite(client, items: list[NewMessage]) -> list:
     # committed state and nothing commits between them and the writes.
     async with client.acquire_connection() as aioconn:
         run, db = aioconn._execute, aioconn._conn
-        if not any(it.judge is not None for it in items):
-            return await run(_sqlite_batch, db, items)
-        existing, facts = await run(_sqlite_begin, db, items)
         try:
+            if not any(it.judge is not None for it in items):
+                return await run(_sqlite_batch, db, items)
+            existing, facts = await run(_sqlite_begin, db, items)
             rejected = _judge(items, existing, facts)
             versions = _group_versions(items, existing, rejected, facts)
             have, load = _cached_members(versions)
+            results, seqs, ids, loaded = await run(_sqlite_write, db, items, existing,
+                                                   rejected, load)
         except BaseException:
+            # Also when cancelled: the function we were awaiting still runs on the
+            # connection's thread (it may have just sent BEGIN); this one runs after
+            # it, so the shared connection is never left inside our transaction.
             await run(_sqlite_rollback, db)
             raise
-        results, seqs, ids, loaded = await run(_sqlite_write, db, items, existing, rejected,
-                                               load)
         return _finish(results, seqs, ids,
                        _recipients(items, facts, seqs, versions, have, loaded))
 
@@ -614,8 +698,9 @@ async def _write_postgres(con, items: list[NewMessage]) -> list:
         if not con.is_closed():
             try:
                 await con.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001 - the connection is gone; the pool drops it
-                pass
+            except Exception as rollback_exc:  # noqa: BLE001 - the pool drops the connection
+                log.warning("message writer: ROLLBACK failed (%s) after %s",
+                            type(rollback_exc).__name__, type(exc).__name__)
         if isinstance(exc, asyncpg.UniqueViolationError):
             raise IntegrityError(exc) from exc
         raise
