@@ -241,6 +241,9 @@ async def _reply_target(m: Membership, reply_to: str) -> Message:
 
 async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
     m = await convs.readable_membership(data.conversation_id, user_id)
+    if m.left_at is not None:
+        # Left or removed: refused like a stranger (no receipt reaches the group).
+        raise NotFound(convs.NO_SUCH_CONVERSATION)
     target = min(data.seq, convs.visible_last_seq(m))
     moved = 0
     if target > m.read_seq:
@@ -274,21 +277,19 @@ async def _message_for(user_id: str, message_id: str) -> tuple[Message, Membersh
     msg = await Message.get_or_none(id=mid)
     if msg is None:
         raise NotFound("No such message.")
-    m = await Membership.get_or_none(conversation_id=msg.conversation_id,
-                                     user_id=user_id).select_related("conversation")
-    if m is None or msg.seq <= m.visible_from_seq or (
-        m.left_seq is not None and msg.seq > m.left_seq
-    ):
+    # Only current members act on messages: someone who left or was removed is
+    # answered like a stranger.
+    m = await Membership.get_or_none(conversation_id=msg.conversation_id, user_id=user_id,
+                                     left_at=None).select_related("conversation")
+    if m is None or msg.seq <= m.visible_from_seq:
         raise NotFound("No such message.")
     return msg, m
 
 
 async def recall(deps: Deps, user_id: str, data: MessageRef) -> None:
-    msg, m = await _message_for(user_id, data.message_id)
+    msg, _m = await _message_for(user_id, data.message_id)
     if str(msg.sender_id) != str(user_id) or msg.type == "system":
         raise Forbidden("Only the sender can recall a message.")
-    if m.left_at is not None:
-        raise Forbidden("You are no longer in this conversation.")
     window = timedelta(seconds=deps.settings.recall_window_seconds)
     if now() - msg.created_at > window:
         raise RecallExpired()
