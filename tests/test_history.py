@@ -15,7 +15,7 @@ from app.errors import NotFound
 from app.models.groups import MessageMention
 from app.models.messaging import Conversation, HiddenMessage, Membership, Message
 from app.services import conversations as convs
-from app.services import groups
+from app.services import groups, messaging
 from app.services import history as reading
 from tests.factories import make_contacts, make_user
 
@@ -250,7 +250,7 @@ async def test_sync_many_conversations_matches_one_by_one(deps):
             assert conv["has_more"] == page["has_more"]
     assert by_id[g["id"]]["mention_count"] == 1
     assert await reading.sync(deps, me.user_id, reading.SyncIn(
-        cursors={c: 10**6 for c in ms})) == {"conversations": []}
+        cursors={c: 10**6 for c in ms})) == {"conversations": [], "next_cursor": None}
 
 
 async def test_sync_pages_more_than_one_statement_of_conversations(deps, monkeypatch):
@@ -304,3 +304,79 @@ async def test_memberships_of_equals_the_orm_lookup(deps):
         for f in m.conversation._meta.db_fields:
             assert getattr(m.conversation, f) == getattr(o.conversation, f), f
         assert convs.visible_last_seq(m) == convs.visible_last_seq(o)
+
+
+# --- sync pages across conversations ----------------------------------------------
+
+
+async def _sync_all(deps, user_id, cursors: dict, page: int) -> list[list[str]]:
+    """Follow next_cursor to the end; the conversation ids of each page."""
+    pages, cursor = [], None
+    for _ in range(100):
+        out = await reading.sync(deps, user_id, reading.SyncIn(
+            cursors=cursors, cursor=cursor, conversation_limit=page, limit=5))
+        assert len(out["conversations"]) <= page
+        pages.append([c["id"] for c in out["conversations"]])
+        cursor = out["next_cursor"]
+        if cursor is None:
+            return pages
+    raise AssertionError("sync never ended")
+
+
+async def test_sync_pages_across_many_conversations_without_gaps_or_repeats(deps):
+    owner, friend = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, owner, friend)
+    created = [(await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name=f"g{i}", member_ids=[friend.user_id])))["id"] for i in range(61)]
+    conv, _ = await convs.get_or_create_direct(deps, owner.user_id, friend.user_id)
+    everything = set(created) | {str(conv.id)}
+
+    # A new device: every conversation once, with its summary, page after page.
+    pages = await _sync_all(deps, owner.user_id, {}, 25)
+    assert [len(p) for p in pages] == [25, 25, 12]
+    flat = [cid for p in pages for cid in p]
+    assert len(flat) == len(set(flat)) and set(flat) == everything
+
+    # Known everywhere, then news in some: exactly those, each once.
+    cursors = {cid: (await Conversation.get(id=cid)).last_seq for cid in everything}
+    changed = created[::3]
+    for cid in changed:
+        await messaging.send_from_payload(deps, owner.user_id, {
+            "conversation_id": cid, "client_msg_id": f"n-{cid}", "text": "news"})
+    pages = await _sync_all(deps, owner.user_id, cursors, 7)
+    flat = [cid for p in pages for cid in p]
+    assert sorted(flat) == sorted(changed) and all(len(p) == 7 for p in pages[:-1])
+
+    # A conversation that appears while a client pages is on a later page, not lost.
+    first = await reading.sync(deps, owner.user_id, reading.SyncIn(conversation_limit=25))
+    late = (await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name="late", member_ids=[friend.user_id])))["id"]
+    rest, cursor = [], first["next_cursor"]
+    while cursor:
+        out = await reading.sync(deps, owner.user_id, reading.SyncIn(cursor=cursor,
+                                                                     conversation_limit=25))
+        rest += [c["id"] for c in out["conversations"]]
+        cursor = out["next_cursor"]
+    seen = [c["id"] for c in first["conversations"]] + rest
+    assert sorted(seen) == sorted(everything | {late})
+
+
+async def test_sync_without_a_cursor_still_answers_with_the_first_page(deps, base_url):
+    """Old clients send no cursor and no conversation_limit: the first page, plus a cursor."""
+    from tests.factories import call, connect
+
+    owner, friend = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, owner, friend)
+    for i in range(52):
+        await groups.create_group(deps, owner.user_id, groups.CreateIn(
+            name=f"g{i}", member_ids=[friend.user_id]))
+    sio = await connect(base_url, owner.access_token)
+    try:
+        ack = await call(sio, "sync", {"cursors": {}, "limit": 200})
+        assert ack["ok"] and len(ack["conversations"]) == 50 and ack["next_cursor"]
+        more = await call(sio, "sync", {"cursors": {}, "cursor": ack["next_cursor"]})
+        assert len(more["conversations"]) == 3 and more["next_cursor"] is None
+        bad = await call(sio, "sync", {"cursors": {}, "cursor": "not-a-cursor"})
+        assert bad["error"]["code"] == "invalid" and bad["error"]["details"]["field"] == "cursor"
+    finally:
+        await sio.disconnect()

@@ -5,6 +5,7 @@ The REST route and the socket `history` / `sync` events all come through here.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, NamedTuple
@@ -13,7 +14,7 @@ import msgspec
 from tortoise import Tortoise
 
 from app.deps import Deps
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.models.messaging import Membership, Message
 from app.services import conversations as convs
 from app.services.sql import is_postgres, select_joined
@@ -29,9 +30,15 @@ class HistoryIn(Payload):
     limit: PageLimit = 50
 
 
+SyncPageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
 class SyncIn(Payload):
     cursors: dict[Id, SeqValue] = {}
     limit: PageLimit = 100
+    # Paging across conversations: `next_cursor` of the previous answer.
+    cursor: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    conversation_limit: SyncPageSize = 50
 
 
 
@@ -293,6 +300,8 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     """What changed since the client's cursors: missed messages in order, plus read state.
 
     A conversation absent from `cursors` returns its summary and newest page.
+    At most `conversation_limit` conversations per answer, in membership order;
+    `next_cursor` (None at the end) asks for the next page.
     A constant number of statements however many conversations the user has:
     memberships, then every page with its unread count (UNION ALL, 100 pages per
     statement), mention counts (groups only) and the summaries of the
@@ -300,21 +309,31 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     are all known: two statements.
     """
     uid = convs.parse_uuid(user_id, "user")
-    memberships = await memberships_of(uid)
+    after = _decode_sync_cursor(data.cursor) if data.cursor else 0
+    memberships = await memberships_of(uid)  # ordered by membership id
     wanted: list[tuple[Membership, PageSpec, bool]] = []  # (m, page, is new to the device)
+    next_cursor = None
     for m in memberships:
+        if m.id <= after:
+            continue  # returned by an earlier page
         cursor = data.cursors.get(str(m.conversation_id))
         if cursor is None:
             if m.left_at is not None:
                 continue  # left before this device knew it: nothing to show
-            wanted.append((m, PageSpec(m.conversation_id, limit=data.limit), True))
+            spec = PageSpec(m.conversation_id, limit=data.limit)
         elif (last := convs.visible_last_seq(m)) > cursor:
             # The unread count rides along in the page statement (one round trip).
             unread = (m.read_seq, last) if last > m.read_seq else None
-            wanted.append((m, PageSpec(m.conversation_id, after=cursor, limit=data.limit,
-                                       unread=unread), False))
+            spec = PageSpec(m.conversation_id, after=cursor, limit=data.limit, unread=unread)
+        else:
+            continue
+        if len(wanted) == data.conversation_limit:
+            # More to come: the next page starts after the last one returned.
+            next_cursor = _encode_sync_cursor(wanted[-1][0].id)
+            break
+        wanted.append((m, spec, cursor is None))
     if not wanted:
-        return {"conversations": []}
+        return {"conversations": [], "next_cursor": None}
     pages = await _fetch_pages(uid, [spec for _m, spec, _new in wanted])
     new = [m for m, _spec, is_new in wanted if is_new]
     known = [m for m, _spec, is_new in wanted if not is_new]
@@ -345,4 +364,23 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
                      "left": m.left_at is not None}
         entry["messages"], entry["has_more"] = _finish(rows, spec, deps)
         out.append(entry)
-    return {"conversations": out}
+    return {"conversations": out, "next_cursor": next_cursor}
+
+
+# A sync page ends after a membership (memberships are visited in id order, so a
+# conversation joined while a client pages shows up on a later page, never in a
+# gap). Opaque to clients.
+
+
+def _encode_sync_cursor(membership_id: int) -> str:
+    return base64.urlsafe_b64encode(f"s{membership_id}".encode()).decode().rstrip("=")
+
+
+def _decode_sync_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw[:1] != "s" or not raw[1:].isdigit():
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("Bad cursor.", details={"field": "cursor"}) from None
