@@ -152,3 +152,39 @@ async def test_an_overflowing_outbox_is_followed_by_a_resync():
     finally:
         await listener.close()
         await manager.close()
+
+
+async def test_bad_published_messages_are_logged_with_context_not_swallowed(caplog):
+    """Undecodable messages on the channel and a failing delivery are each logged
+    once, with what they were; the listener carries on."""
+    manager, _metrics = await make_manager(TEST_REDIS_URL)
+    raw = aioredis.from_url(TEST_REDIS_URL)
+    delivered = []
+
+    async def handle_emit(_self, message):  # the delivery of one message fails, later ones work
+        if message.get("event") == "boom":
+            raise RuntimeError("delivery bug")
+        delivered.append(message["event"])
+
+    socketio.AsyncRedisManager._handle_emit, original = (
+        handle_emit, socketio.AsyncRedisManager._handle_emit)
+    try:
+        await raw.publish(manager.channel, b"\xff not json")
+        await raw.publish(manager.channel, json.dumps({"method": "emit", "event": "boom",
+                                                       "room": "r1", "host_id": "other"}))
+        await raw.publish(manager.channel, json.dumps({"method": "emit", "event": "fine",
+                                                       "host_id": "other"}))
+        for _ in range(100):
+            if delivered:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        socketio.AsyncRedisManager._handle_emit = original
+        await raw.aclose()
+        await manager.close()
+    assert delivered == ["fine"]
+    undecodable = [r for r in caplog.records if "undecodable" in r.getMessage()]
+    assert len(undecodable) == 1 and manager.channel in undecodable[0].getMessage()
+    failed = [r for r in caplog.records if "delivering a published event failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info
+    assert failed[0].fields == {"event": "boom", "room": "r1"}

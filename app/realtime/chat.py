@@ -124,7 +124,9 @@ class ChatNamespace(socketio.AsyncNamespace):
             try:
                 await hook(self.deps, conn)
             except Exception:
-                log.exception("disconnect hook failed")
+                log.exception("disconnect hook failed",
+                              extra={"fields": {"hook": getattr(hook, "__name__", "?"),
+                                                "sid": sid, "user_id": conn.user_id}})
         log_event(event="disconnect", sid=sid, user_id=conn.user_id, status="ok")
 
     async def dispatch(self, sid: str, name: str, payload) -> dict:
@@ -200,4 +202,5 @@ class ChatNamespace(socketio.AsyncNamespace):
             # Events that slipped in just before the sockets closed.
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
-            pass
+            log.warning("shutdown: %d late events still running after %.0f s; leaving them",
+                        self.inflight, timeout)

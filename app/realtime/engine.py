@@ -226,9 +226,10 @@ class FastSocket(AsyncSocket):
             while not self.closed:
                 try:
                     msg = await sock.receive()
-                except Exception as exc:  # connection torn down under us
-                    log.debug("engine.io read ended: %s", type(exc).__name__,
-                              extra={"fields": {"sid": sid}})
+                except Exception:  # torn down under us (aiohttp reports a normal end
+                    # as a CLOSE/ERROR message, so this is unexpected): say so once.
+                    log.warning("engine.io: reading a WebSocket failed; closing it",
+                                exc_info=True, extra={"fields": {"sid": sid}})
                     break
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
@@ -270,7 +271,7 @@ class FastSocket(AsyncSocket):
                 except engineio.exceptions.SocketIsClosedError:
                     break
                 except Exception:
-                    log.exception("engine.io receive error")
+                    log.exception("engine.io receive error", extra={"fields": {"sid": sid}})
         finally:
             self._ws = None
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)

@@ -51,6 +51,20 @@ async def _disconnect_local(manager, namespace: str, room: str) -> None:
         await manager.server.disconnect(sid, namespace=namespace, ignore_queue=True)
 
 
+def _log_death(task: asyncio.Task) -> None:
+    """Done callback of a background task that should only end by cancellation:
+    anything else is logged once (the next emit starts a new one)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("realtime task %s died", task.get_name(), exc_info=task.exception())
+
+
+def _log_failed_sends(tasks) -> None:
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        log.warning("emit: %d of %d long-polling deliveries failed (%s)", len(failed),
+                    len(tasks), type(failed[0].exception()).__name__)
+
+
 class DirectEmit(socketio.AsyncManager):
     """Local delivery of one emit without a task per recipient.
 
@@ -99,7 +113,8 @@ class DirectEmit(socketio.AsyncManager):
         if fallback:
             # Long-polling sockets: queued for their next poll. Bounded, so an emit
             # never holds a sender's ack (app/fanout.py relies on that).
-            await asyncio.wait(fallback, timeout=FALLBACK_PATIENCE)
+            done, _ = await asyncio.wait(fallback, timeout=FALLBACK_PATIENCE)
+            _log_failed_sends(done)
 
 
 class LocalManager(SidRoomIndex, DirectEmit):
@@ -149,10 +164,20 @@ class RedisManager(SidRoomIndex, socketio.AsyncRedisManager, DirectEmit):
         await self.emit(KICK_EVENT, None, namespace=namespace, room=room)
 
     async def _handle_emit(self, message):
-        if message.get("event") == KICK_EVENT:
-            await _disconnect_local(self, message.get("namespace") or "/", message.get("room"))
-            return
-        await super()._handle_emit(message)
+        try:
+            if message.get("event") == KICK_EVENT:
+                await _disconnect_local(self, message.get("namespace") or "/",
+                                        message.get("room"))
+                return
+            await super()._handle_emit(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Logged here, with what it was, rather than by the library's listener
+            # loop (its own logger and handler, outside our log format).
+            log.exception("redis: delivering a published event failed",
+                          extra={"fields": {"event": str(message.get("event"))[:64],
+                                            "room": str(message.get("room"))[:80]}})
 
     # --- publishing --------------------------------------------------------
     #
@@ -188,6 +213,7 @@ class RedisManager(SidRoomIndex, socketio.AsyncRedisManager, DirectEmit):
         self._outbox.append(self.json.dumps(data))
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.ensure_future(self._run_publisher())
+            self._publisher.add_done_callback(_log_death)
         self._wakeup.set()
 
     def _resync_message(self) -> str:
@@ -217,8 +243,10 @@ class RedisManager(SidRoomIndex, socketio.AsyncRedisManager, DirectEmit):
                 await asyncio.wait_for(pub.aclose(), 1)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                pass
+            except Exception as exc:
+                # Already broken (that is why it is dropped): note it, carry on.
+                log.info("redis: closing the publish connection failed (%s)",
+                         type(exc).__name__)
 
     async def _run_publisher(self) -> None:
         backoff = 0.1
@@ -296,7 +324,9 @@ class RedisManager(SidRoomIndex, socketio.AsyncRedisManager, DirectEmit):
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg and msg.get("type") == "message":
-                        yield msg["data"]
+                        data = self._decode(msg["data"])
+                        if data is not None:
+                            yield data
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -312,10 +342,25 @@ class RedisManager(SidRoomIndex, socketio.AsyncRedisManager, DirectEmit):
                         await asyncio.wait_for(closer(), 1)
                     except asyncio.CancelledError:
                         raise
-                    except Exception:
-                        pass
+                    except Exception as exc:
+                        log.info("redis: closing the listener connection failed (%s)",
+                                 type(exc).__name__)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _decode(self, raw) -> dict | None:
+        """One published message as the library's listener takes it (a dict); the
+        library would drop an undecodable one without a word."""
+        try:
+            data = self.json.loads(raw)
+        except Exception as exc:  # noqa: BLE001 - not ours or corrupted: logged, skipped
+            log.warning("redis: skipped an undecodable message on %r (%s, %d bytes)",
+                        self.channel, type(exc).__name__, len(raw or b""))
+            return None
+        if not isinstance(data, dict):
+            log.warning("redis: skipped a message on %r that is not an object", self.channel)
+            return None
+        return data
 
     async def close(self) -> None:
         """Stop the listener and drop the publishing connection (app cleanup)."""
