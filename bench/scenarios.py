@@ -8,6 +8,7 @@ falling behind shows up as latency instead of silently lowering the offered rate
 
 import asyncio
 import gc
+import json
 import random
 import shutil
 import subprocess
@@ -63,6 +64,10 @@ class Config:
     storm_jitter_s: float = 3.0
     storm_limit_s: float = 60.0
     profile: bool = True  # py-spy the Parley server in S1 near its limit
+    # S6 flood (Parley): victim pairs, their total constant rate (msg/s), seconds per phase
+    flood_pairs: int = 20
+    flood_victim_rate: float = 200.0
+    flood_s: float = 5.0
     profile_dir: str = ""
 
     @classmethod
@@ -73,7 +78,7 @@ class Config:
                    tolerance=0.5, idle_measure_s=1.0, settle_s=0.3,
                    history_messages=50_000, history_clients=4, history_s=1.0, history_rest=30,
                    storm_clients=500, storm_feeders=10, storm_jitter_s=1.5, storm_limit_s=30.0,
-                   profile=False)
+                   profile=False, flood_pairs=10, flood_victim_rate=100.0, flood_s=3.0)
 
 
 # -- one constant-rate step ------------------------------------------------------------------
@@ -701,6 +706,131 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
             "nacked": nack[:3], "failures": fails[:3], "seed_s": round(seed_s, 2)}
 
 
+# -- S6 flood ------------------------------------------------------------------------------
+FLOOD_BURST = 100  # events per burst
+FLOOD_EVERY_S = 0.01  # one burst every 10 ms: 10,000 events/s
+
+
+class Flooder:
+    """One signed-in client writing event frames as fast as the attack asks (``typing``
+    and ``message:send``, alternating, all valid), counting its acks by outcome, and
+    reconnecting whenever the server drops it (a persistent attacker)."""
+
+    def __init__(self, url: str, token: str, cid: str) -> None:
+        self.url, self.token, self.cid = url, token, cid
+        self.acks: Counter = Counter()
+        self.sent = 0
+        self.connections = 0
+        self.ws = None
+        self._readers: list = []
+
+    async def _open(self, session) -> None:
+        self.connections += 1
+        self.ws = ws = await session.ws_connect(self.url + "/socket.io/?EIO=4&transport=websocket")
+        await ws.receive_str(timeout=10)  # Engine.IO OPEN
+        await ws.send_str("40/chat," + json.dumps({"token": self.token}))
+        while not (await ws.receive_str(timeout=10)).startswith("40/chat,"):
+            pass
+        self._readers.append(asyncio.ensure_future(self._read(ws)))
+
+    async def _read(self, ws) -> None:
+        import aiohttp
+
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            d = msg.data
+            if d == "2":
+                await ws.send_str("3")
+            elif d.startswith("43/chat,"):
+                if '"ok":true' in d[:40]:
+                    self.acks["ok"] += 1
+                else:
+                    i = d.find('"code":"')
+                    self.acks[d[i + 8:d.index('"', i + 8)] if i > 0 else "?"] += 1
+
+    async def run(self, seconds: float) -> None:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        typing = json.dumps(["typing", {"conversation_id": self.cid, "state": "typing"}])
+        send = json.dumps(["message:send", {"conversation_id": self.cid,
+                                            "client_msg_id": "flood-#", "text": "flood"}])
+        async with aiohttp.ClientSession() as session:
+            end = loop.time() + seconds
+            while loop.time() < end:
+                try:
+                    if self.ws is None or self.ws.closed:
+                        await self._open(session)
+                    for _ in range(FLOOD_BURST):
+                        n = self.sent = self.sent + 1
+                        await self.ws.send_str(f"42/chat,{n}" + (send.replace("#", str(n)) if n % 2 else typing))
+                except (aiohttp.ClientError, ConnectionError, RuntimeError, TimeoutError):
+                    pass  # dropped mid-burst: reconnect at the next one
+                await asyncio.sleep(FLOOD_EVERY_S)
+            if self.ws is not None:
+                await self.ws.close()
+            if self._readers:
+                await asyncio.wait(self._readers, timeout=2)
+
+
+async def s6_flood(target, env, cfg, log) -> dict:
+    """One flooding connection must not delay other users.  P pairs send at a constant
+    total rate (every message acked) for T s alone, then T s more while one more client
+    sends 100 events every 10 ms (`typing` / `message:send`, all valid) and reconnects
+    whenever it is dropped.  Reported: the victims' ack p99 without and with the flooder,
+    and what the flooder got (acks by outcome, connections).  Runs with the shipped
+    per-connection limits (the other scenarios raise them)."""
+    _needs_parley(target, "S6")
+    n = cfg.flood_pairs
+    specs = [(f"v{i}", None) for i in range(2 * n)]
+    rec = Recorder()
+    # The flooder and its peer are seeded too, but connect on their own (Flooder).
+    await target.provision(env, specs + [("flooder", None), ("fpeer", None)],
+                           pairs=[(f"v{i}", f"v{n + i}") for i in range(n)]
+                           + [("flooder", "fpeer")])
+    clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
+                                      concurrency=cfg.connect_concurrency)
+    if errors:
+        await close_all(clients)
+        raise RuntimeError(f"{len(errors)} of {len(specs)} clients failed to connect, "
+                           f"first: {errors[0]}")
+    proto = target.protocol
+    flooder = Flooder(f"http://{env.host}:{target.port}", proto.tokens["flooder"],
+                      proto.conv_for("flooder", "fpeer"))
+    try:
+        senders = _templates(target, clients, [(i, f"v{n + i}") for i in range(n)])
+        await run_step(senders, 1, cfg.flood_victim_rate, 0.5, rec, target.pids, 1e9)  # warm-up
+        alone = await run_step(senders, 1, cfg.flood_victim_rate, cfg.flood_s, rec,
+                               target.pids, 1e9)
+        flood = asyncio.ensure_future(flooder.run(cfg.flood_s + 0.5))
+        await asyncio.sleep(0.5)  # the flood is on before the victims' step starts
+        flooded = await run_step(senders, 1, cfg.flood_victim_rate, cfg.flood_s, rec,
+                                 target.pids, 1e9)
+        await flood
+    finally:
+        await close_all(clients)
+    without = alone["ack_latency"]["p99_ms"]
+    with_ = flooded["ack_latency"]["p99_ms"]
+    lost = alone["lost"] + alone["unacked"] + flooded["lost"] + flooded["unacked"]
+    throttled = flooder.acks.get("rate_limited", 0) > 0 or flooder.connections > 1
+    log(f"    victims {n} pairs at {cfg.flood_victim_rate:g} msg/s: ack p99 {without} ms alone, "
+        f"{with_} ms with a flooder ({flooder.sent} events, acks {dict(flooder.acks)}, "
+        f"{flooder.connections} connections); srv {flooded.get('server_cpu_pct')}%")
+    return {"metric": "victim ack p99 ms with one flooding connection", "value": with_,
+            "victim_ack_p99_ms_alone": without, "victim_ack_p99_ms_flooded": with_,
+            "ratio_flooded_vs_alone": round(with_ / without, 2) if with_ and without else None,
+            "pairs": n, "victim_rate": cfg.flood_victim_rate, "seconds": cfg.flood_s,
+            "alone": alone, "flooded": flooded,
+            "flooder": {"events_sent": flooder.sent, "acks": dict(flooder.acks),
+                        "connections": flooder.connections},
+            "server_cpu_pct": flooded.get("server_cpu_pct"),
+            "gen_cpu_pct": flooded.get("gen_cpu_pct"),
+            "other_cpu_pct": flooded.get("other_cpu_pct"),
+            "pass": lost == 0 and with_ is not None and with_ <= 100.0 and throttled,
+            "lost": lost}
+
+
 async def _later(delay: float, coro):
     await asyncio.sleep(delay)
     return await coro
@@ -712,4 +842,5 @@ SCENARIOS = {
     "s3": ("S3 idle connections", s3_idle),
     "s4": ("S4 history page", s4_history),
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
+    "s6": ("S6 flood", s6_flood),
 }
