@@ -83,7 +83,7 @@ class Settings:
     # What one connection may cost (app/realtime/limits.py)
     socket_max_inflight: int = 8  # events of one socket handled at once
     socket_event_rate: str = "100/5"  # token bucket: count held, refilled count/seconds
-    socket_flood_disconnect: int = 200  # refused events within 10 s that drop the socket
+    socket_flood_disconnect: int = 100  # refused events within 10 s that drop the socket
     # Sends waiting for the message writer, per process; more get a `busy` ack
     max_pending_sends: int = 5000
     writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends

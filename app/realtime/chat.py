@@ -107,6 +107,9 @@ class ChatNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id))
         self.conns[sid] = conn
+        bind = getattr(self.server, "bind_user_budget", None)
+        if bind is not None:  # from now on the socket spends its user's event budget
+            bind(self.server.manager.eio_sid_from_sid(sid, NAMESPACE), conn.user_id)
         self.metrics.connected_sockets.inc()
         await self.enter_room(sid, user_room(conn.user_id))
         await self.enter_room(sid, session_room(conn.session_id))

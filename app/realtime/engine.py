@@ -45,7 +45,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
-from app.realtime.limits import ConnectionLimits, EventBudget, rate_limited_ack
+from app.realtime.limits import FLOOD_HOLD, ConnectionLimits, EventBudget, rate_limited_ack
 from app.realtime.packets import FastPacket
 
 log = logging.getLogger("parley.engine")
@@ -157,8 +157,11 @@ class FastWebSocket(eio_aiohttp.WebSocket):
 
 class FastSocket(AsyncSocket):
     _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
-    # This connection's event limits (app/realtime/limits.py), made at its first event.
+    # The budget this connection's events spend (app/realtime/limits.py): its own
+    # until it authenticates, then its user's.
     budget: EventBudget | None = None
+    # The task disconnecting it for flooding: nothing more is read or handled.
+    flood_dropped: asyncio.Task | None = None
 
     def send_now(self, pkt) -> bool:
         """Write the packet on the pure WebSocket transport, synchronously; False
@@ -245,14 +248,18 @@ class FastSocket(AsyncSocket):
                             log.exception("engine.io message handler error",
                                           extra={"fields": {"sid": sid}})
                         budget = self.budget
-                        if budget is not None and budget.full:
-                            # Backpressure: read nothing more from this socket until
-                            # one of its events is done.
-                            await budget.wait_for_room()
-                        elif budget is not None and budget.tokens < 1.0:
-                            # Over its rate: refusals are cheap but not free, so let
-                            # other sockets run between them.
-                            await asyncio.sleep(0)
+                        if budget is not None:
+                            # Backpressure (app/realtime/limits.py): read nothing more
+                            # from this socket until one of its events is done, or,
+                            # after a refusal, until its bucket holds a token again.
+                            if budget.full:
+                                await budget.wait_for_room()
+                            elif budget.throttled:
+                                await asyncio.sleep(budget.refill_delay(time.monotonic()))
+                        if self.flood_dropped is not None:
+                            # Being dropped (AsyncServer._drop tells the client why
+                            # first): read nothing more meanwhile.
+                            await asyncio.wait((self.flood_dropped,))
                         continue
                     if data == "3":
                         self.schedule_ping()
@@ -423,6 +430,26 @@ class AsyncServer(socketio.AsyncServer):
         self.limits = limits or ConnectionLimits()
         self.metrics = metrics
         self._refused_counter = None
+        # Signed-in users' budgets, shared by their connections on this process and
+        # kept after the last one closes until they are as good as new (a client
+        # that reconnects does not get a fresh budget).
+        self._user_budgets: dict[str, EventBudget] = {}
+        self._next_sweep = 0.0
+
+    def bind_user_budget(self, eio_sid, user_id: str) -> None:
+        """After authentication: the connection spends its user's budget from now on."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 60
+            self._user_budgets = {u: b for u, b in self._user_budgets.items()
+                                  if not b.as_good_as_new(now)}
+        budget = self._user_budgets.get(user_id)
+        if budget is None:
+            budget = self._user_budgets[user_id] = EventBudget(self.limits, now)
+        sock.budget = budget
 
     async def _handle_event(self, eio_sid, namespace, id, data):
         """python-socketio's dispatch of one client event, with the connection's
@@ -435,12 +462,10 @@ class AsyncServer(socketio.AsyncServer):
         sock = self.eio.sockets.get(eio_sid)
         if sock is None:
             return
-        now = time.monotonic()
-        budget = getattr(sock, "budget", None)
-        if budget is None:
-            budget = sock.budget = EventBudget(self.limits, now)
-        if budget.dropped:
+        if getattr(sock, "flood_dropped", None) is not None:
             return
+        now = time.monotonic()
+        budget = self._budget(sock, now)
         retry_after = budget.take(now)
         if retry_after:
             self._refuse(sock, budget, sid, eio_sid, namespace, id, retry_after, now)
@@ -451,12 +476,35 @@ class AsyncServer(socketio.AsyncServer):
         task.add_done_callback(_TASKS.discard)
         task.add_done_callback(budget.done)
 
+    def _budget(self, sock, now: float) -> EventBudget:
+        budget = getattr(sock, "budget", None)
+        if budget is None:
+            budget = sock.budget = EventBudget(self.limits, now)
+        return budget
+
+    async def _handle_connect(self, eio_sid, namespace, data):
+        """A namespace CONNECT authenticates (a database read): it spends a token of
+        the connection's bucket like an event, so repeating it is no way around."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None:
+            if getattr(sock, "flood_dropped", None) is not None:
+                return
+            now = time.monotonic()
+            budget = self._budget(sock, now)
+            if budget.spend(now):
+                self._refuse(sock, budget, None, eio_sid, namespace or "/", None, 1.0, now)
+                pkt = self.packet_class(sio_packet.CONNECT_ERROR, data={
+                    "message": "rate_limited"}, namespace=namespace or "/")
+                await self._send_packet(eio_sid, pkt)
+                return
+        return await super()._handle_connect(eio_sid, namespace, data)
+
     def _refuse(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
-        if budget.refused == 0 or budget.refused % 100 == 0:
-            # Once per episode (and every hundredth), not once per event.
-            log.warning("connection over its event limit; refusing events",
-                        extra={"fields": {"sid": sid, "refused": budget.refused + 1}})
         drop = budget.refuse(now)
+        if budget.refused == 1:
+            # Once per 10 s window of refusals, not once per event.
+            log.warning("connection over its event limit; refusing events",
+                        extra={"fields": {"sid": sid or eio_sid}})
         counter = self._refused_counter
         if counter is None and self.metrics is not None:
             counter = self._refused_counter = self.metrics.event_errors.labels(
@@ -470,16 +518,22 @@ class AsyncServer(socketio.AsyncServer):
             if not self.eio.send_now(eio_sid, eio_pkt):
                 _spawn(self.eio.send_packet(eio_sid, eio_pkt))
         if drop:
-            budget.dropped = True
             log.warning("disconnecting a connection that keeps flooding",
-                        extra={"fields": {"sid": sid, "refused": budget.refused}})
-            _spawn(self._drop(sock, sid, namespace))
+                        extra={"fields": {"sid": sid or eio_sid, "refused": budget.refused}})
+            sock.flood_dropped = task = asyncio.ensure_future(self._drop(sock, sid, namespace))
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
 
     async def _drop(self, sock, sid, namespace) -> None:
-        # The namespace DISCONNECT tells the client it was the server's decision
+        # Held first, unread (it costs nothing: its frames wait in its own TCP
+        # buffers), so a flooder that reconnects at once can do so only once per
+        # FLOOD_HOLD instead of making us authenticate it in a loop. Then the
+        # namespace DISCONNECT tells the client it was the server's decision
         # (socket.io clients do not reconnect by themselves after it).
         try:
-            await self.disconnect(sid, namespace=namespace)
+            await asyncio.sleep(FLOOD_HOLD)
+            if sid is not None and not sock.closed:
+                await self.disconnect(sid, namespace=namespace)
         finally:
             await sock.close(wait=False, abort=True)
 
