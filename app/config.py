@@ -82,7 +82,7 @@ class Settings:
     cors_allowed_origins: str = ""
     # What one connection may cost (app/realtime/limits.py)
     socket_max_inflight: int = 8  # events of one socket handled at once
-    socket_event_rate: str = "100/5"  # token bucket: count held, refilled count/seconds
+    socket_event_rate: str = "200/5"  # token bucket: count held, refilled count/seconds
     socket_flood_disconnect: int = 100  # refused events within 10 s that drop the socket
     # Sends waiting for the message writer, per process; more get a `busy` ack
     max_pending_sends: int = 5000

@@ -151,7 +151,7 @@ def worker_env(database_url: str, redis_url: str, tmp: Path, **extra) -> dict:
     env.update(
         DATABASE_URL=database_url, REDIS_URL=redis_url, SECRET_KEY=SECRET,
         MEDIA_ROOT=str(tmp / "media"), LOG_LEVEL="WARNING",
-        SEND_RATE_LIMIT="100000/1", LOGIN_RATE_LIMIT="1000/60",
+        SEND_RATE_LIMIT="100000/1", SOCKET_EVENT_RATE="1000000/1", LOGIN_RATE_LIMIT="1000/60",
         PRESENCE_GRACE_SECONDS="0.3", PYTHONUNBUFFERED="1",
     )
     env.update({k: str(v) for k, v in extra.items()})

@@ -48,8 +48,8 @@ FLOOD_HOLD = 5.0  # seconds a connection being dropped for flooding is held, unr
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     max_inflight: int = 8
-    burst: float = 100.0  # tokens the bucket holds
-    per_second: float = 20.0  # refill rate
+    burst: float = 200.0  # tokens the bucket holds
+    per_second: float = 40.0  # refill rate
     flood_disconnect: int = 100  # refused events within FLOOD_WINDOW; 0: never
 
     @classmethod
