@@ -45,7 +45,13 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
-from app.realtime.limits import FLOOD_HOLD, ConnectionLimits, EventBudget, rate_limited_ack
+from app.realtime.limits import (
+    FLOOD_HOLD,
+    MAX_WAITING,
+    ConnectionLimits,
+    EventBudget,
+    rate_limited_ack,
+)
 from app.realtime.packets import FastPacket
 
 log = logging.getLogger("parley.engine")
@@ -248,14 +254,12 @@ class FastSocket(AsyncSocket):
                             log.exception("engine.io message handler error",
                                           extra={"fields": {"sid": sid}})
                         budget = self.budget
-                        if budget is not None:
-                            # Backpressure (app/realtime/limits.py): read nothing more
-                            # from this socket until one of its events is done, or,
-                            # after a refusal, until its bucket holds a token again.
-                            if budget.full:
-                                await budget.wait_for_room()
-                            elif budget.throttled:
-                                await asyncio.sleep(budget.refill_delay(time.monotonic()))
+                        if budget is not None and budget.throttled:
+                            # Backpressure (app/realtime/limits.py): after a refusal,
+                            # read nothing more until the bucket holds a token again.
+                            # (At SOCKET_MAX_INFLIGHT, AsyncServer._handle_event holds
+                            # this loop instead.)
+                            await asyncio.sleep(budget.refill_delay(time.monotonic()))
                         if self.flood_dropped is not None:
                             # Being dropped (AsyncServer._drop tells the client why
                             # first): read nothing more meanwhile.
@@ -466,6 +470,20 @@ class AsyncServer(socketio.AsyncServer):
             return
         now = time.monotonic()
         budget = self._budget(sock, now)
+        if budget.full:
+            # Wait for room before anything is done for this event. On a WebSocket
+            # this holds the socket's read loop: nothing more is read meanwhile.
+            if budget.waiting >= MAX_WAITING:
+                self._refuse(sock, budget, sid, eio_sid, namespace, id, 1.0, now)
+                return
+            budget.waiting += 1
+            try:
+                await budget.wait_for_room()
+            finally:
+                budget.waiting -= 1
+            if sock.flood_dropped is not None:
+                return
+            now = time.monotonic()
         retry_after = budget.take(now)
         if retry_after:
             self._refuse(sock, budget, sid, eio_sid, namespace, id, retry_after, now)

@@ -9,12 +9,14 @@ client→server event, before python-socketio creates the event's task, looks
 up a handler or touches the database (a namespace CONNECT, which authenticates,
 spends a token of the same bucket):
 
-- **In flight** (`SOCKET_MAX_INFLIGHT`): events being handled at once. On
-  the WebSocket transport the read loop stops reading the socket while its
-  budget is at the limit, so a burst is served in turn (nothing is refused)
-  and a flooder's frames wait in its own TCP buffers, not in our memory or
-  our task list. Long-polling cannot be paused: an event over the limit
-  there is refused like one over the rate.
+- **In flight** (`SOCKET_MAX_INFLIGHT`): events being handled at once. An
+  event that finds its budget at the limit waits for room before anything
+  is done for it; on the WebSocket transport that wait is in the socket's
+  read loop, so nothing more is read meanwhile: a burst is served in turn
+  (nothing is refused) and a flooder's frames wait in its own TCP buffers,
+  not in our memory or our task list. (Long-polling hands each packet to a
+  task of its own: beyond MAX_WAITING waiting events, more are refused like
+  events over the rate.)
 - **Rate** (`SOCKET_EVENT_RATE`, "count/seconds"): a token bucket holding
   `count` events, refilled at count/seconds per second. An event without a
   token is refused at once with a `rate_limited` ack carrying
@@ -43,6 +45,7 @@ from app.errors import RateLimited
 
 FLOOD_WINDOW = 10.0  # seconds over which refused events are counted
 FLOOD_HOLD = 5.0  # seconds a connection being dropped for flooding is held, unread
+MAX_WAITING = 64  # events of one budget waiting for room; beyond, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ class EventBudget:
     """One budget's counters (referenced by the Engine.IO sockets that spend it)."""
 
     __slots__ = ("limits", "inflight", "tokens", "stamp", "refused", "window_start",
-                 "resume", "throttled")
+                 "resume", "throttled", "waiting")
 
     def __init__(self, limits: ConnectionLimits, now: float) -> None:
         self.limits = limits
@@ -78,16 +81,16 @@ class EventBudget:
         self.stamp = now
         self.refused = 0  # refusals in the current FLOOD_WINDOW
         self.window_start = now
-        self.resume: asyncio.Event | None = None  # set while a read loop waits for room
+        self.resume: asyncio.Event | None = None  # set while events wait for room
+        self.waiting = 0  # events waiting for room
         # The last event was refused for want of a token: the read loops of its
         # sockets pause until one is back (refill_delay).
         self.throttled = False
 
     def take(self, now: float) -> float:
         """0.0 when the event may run (one token spent, one more in flight);
-        otherwise the seconds after which it would be accepted."""
-        if self.inflight >= self.limits.max_inflight:
-            return 1.0  # long-polling only: WebSocket reads pause before this
+        otherwise the seconds after which it would be accepted. Call it when
+        not `full` (after wait_for_room)."""
         wait = self.spend(now)
         if not wait:
             self.inflight += 1
