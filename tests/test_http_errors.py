@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 
@@ -192,3 +193,110 @@ async def test_request_id_is_echoed(client):
     assert r.headers["X-Request-Id"] == "abc-123"
     r = await client.get("/healthz")
     assert len(r.headers["X-Request-Id"]) == 32
+
+
+# --- hostile input: each gets 400 invalid, and the log has no traceback -------
+
+DEEP = 10_000
+BIG = 10**30  # beyond 64 bits
+
+
+def assert_no_traceback(caplog) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [(r.name, r.getMessage()) for r in bad]
+
+
+async def _direct_chat(deps):
+    from app.services import conversations as convs
+    from tests.factories import make_contacts
+
+    a, b = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return a, b, str(conv.id)
+
+
+async def test_deeply_nested_json_is_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    # Login decodes straight into its struct (and caps bodies at 8 KiB).
+    for raw in (b"[" * 3000 + b"]" * 3000, b'{"login": ' + b"[" * 3000 + b"]" * 3000 + b"}"):
+        r = await client.post(f"{API}/auth/login", data=raw,
+                              headers={"Content-Type": "application/json"})
+        await assert_error(r, 400, "invalid")
+    # Sending reads a free-form body (an object) first.
+    for raw in (b'{"text": ' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}",
+                b'{"mentions": ' + b"[" * DEEP + b"]" * DEEP + b"}"):
+        r = await client.post(f"{API}/conversations/{cid}/messages", data=raw,
+                              headers={**p.headers, "Content-Type": "application/json"})
+        err = await assert_error(r, 400, "invalid")
+        assert "nested too deeply" in err["message"], err
+    assert_no_traceback(caplog)
+
+
+async def test_invalid_utf8_in_json_is_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    for raw in (b'{"login": "\xff\xfe", "password": "x"}',
+                b'{"login": "a\xed\xa0\x80b", "password": "x"}',  # an encoded surrogate
+                b'{"\xc3": 1}'):
+        r = await client.post(f"{API}/auth/login", data=raw,
+                              headers={"Content-Type": "application/json"})
+        err = await assert_error(r, 400, "invalid")
+        assert "utf-8" in err["message"].lower(), err
+    r = await client.post(f"{API}/conversations/{cid}/messages",
+                          data=b'{"client_msg_id": "x", "text": "\xc3\x28"}',
+                          headers={**p.headers, "Content-Type": "application/json"})
+    await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)
+
+
+async def test_integers_beyond_64_bits_are_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    urls = [
+        f"{API}/conversations/{cid}/messages?before_seq={BIG}",
+        f"{API}/conversations/{cid}/messages?before_seq={2**63}",
+        f"{API}/conversations/{cid}/messages?limit={BIG}",
+        f"{API}/conversations/{cid}/messages/{BIG}/readers",
+    ]
+    for url in urls:
+        r = await client.get(url, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    sends = [{"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": str(BIG)},
+             {"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": BIG},
+             {"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": str(2**63)}]
+    for body in sends:
+        r = await client.post(f"{API}/conversations/{cid}/messages", json=body, headers=p.headers)
+        err = await assert_error(r, 400, "invalid")
+        assert err.get("details", {}).get("field") == "reply_to", err
+    for action in ("accept", "reject"):
+        r = await client.post(f"{API}/contacts/requests/{BIG}/{action}", headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    # The largest 64-bit id is well-formed: it is simply not there.
+    r = await client.get(f"{API}/conversations/{cid}/messages/{2**63 - 1}/readers",
+                         headers=p.headers)
+    await assert_error(r, 404, "not_found")
+    assert_no_traceback(caplog)
+
+
+def _multipart(filename_bytes: bytes, boundary: str = "parleyboundary") -> bytes:
+    return (b"--" + boundary.encode() + b"\r\n"
+            b'Content-Disposition: form-data; name="file"; filename="' + filename_bytes + b'"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+            b"hello\r\n--" + boundary.encode() + b"--\r\n")
+
+
+async def test_control_characters_in_multipart_filename(client, deps, caplog):
+    p = await make_user(deps)
+    headers = {**p.headers, "Content-Type": "multipart/form-data; boundary=parleyboundary"}
+    names = [b"a\x00b.txt", b"\x01\x02\x1f.txt", b"x\x7f\x1b[31m.txt", b"\x00", b"\xff\xfe.txt",
+             b"evil\xe2\x80\xaetxt.exe", b"a\tb\x0bc.txt"]
+    for raw in names:
+        r = await client.post(f"{API}/media", data=_multipart(raw), headers=headers)
+        text = await r.text()
+        assert r.status in (201, 400), (raw, r.status, text)
+        if r.status == 201:
+            name = json.loads(text)["media"]["name"]
+            assert name and not any(ord(c) < 32 or ord(c) == 0x7F or 0x202A <= ord(c) <= 0x202E
+                                    for c in name), (raw, name)
+        else:
+            await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)

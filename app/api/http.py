@@ -10,7 +10,7 @@ import uuid
 from typing import TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from app.deps import Deps
 from app.errors import DomainError, Invalid, TooLarge
@@ -127,6 +127,11 @@ async def error_and_log_middleware(request: web.Request, handler):
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
+    except http_exceptions.HttpProcessingError as exc:
+        # Raised while a handler parses the request itself, e.g. the headers of a
+        # multipart part (a NUL or a bare CR in a file name): the client's fault.
+        reason = str(getattr(exc, "message", "") or "").splitlines()[0][:200]
+        response = error_response(400, "invalid", f"Malformed request: {reason or 'bad syntax'}.")
     except Exception:
         log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
         response = error_response(500, "internal", "Something went wrong on our side.")

@@ -35,7 +35,7 @@ from app.models.contacts import Block, Contact, ContactRequest
 from app.services import conversations as convs
 from app.services import presence
 from app.services.accounts import public_user, user_by_id
-from app.validation import Id, Payload
+from app.validation import Id, Payload, int_id
 
 GREETING_MAX = 200
 REMARK_MAX = 64
@@ -286,10 +286,10 @@ async def _tell_requester(deps: Deps, r: ContactRequest) -> dict:
 
 
 def _parse_request_id(request_id) -> int:
-    try:
-        return int(str(request_id))
-    except ValueError:
-        raise NotFound("No such request.") from None
+    rid = int_id(request_id, "request_id")
+    if rid is None:
+        raise NotFound("No such request.")
+    return rid
 
 
 async def _incoming(me_id: str, request_id) -> ContactRequest:

@@ -39,7 +39,7 @@ from app.models.messaging import Conversation, Membership, Message
 from app.services import conversations as convs
 from app.services.accounts import public_user
 from app.services.sql import next_seq
-from app.validation import Id, Payload
+from app.validation import Id, Payload, int_id
 
 RANK = {"owner": 2, "admin": 1, "member": 0}
 NO_SUCH_GROUP = "No such group."
@@ -690,10 +690,9 @@ async def readers(deps: Deps, user_id: str, conversation_id, message_id: str) ->
     in the chat when it was sent. People who turned read receipts off always
     count as not read."""
     m = await convs.active_membership(conversation_id, user_id)
-    try:
-        mid = int(message_id)
-    except ValueError:
-        raise NotFound("No such message.") from None
+    mid = int_id(message_id, "message_id")
+    if mid is None:
+        raise NotFound("No such message.")
     msg = await Message.get_or_none(id=mid, conversation_id=m.conversation_id)
     if msg is None or msg.seq <= m.visible_from_seq:
         raise NotFound("No such message.")
