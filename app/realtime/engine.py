@@ -44,7 +44,7 @@ from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
-from app.realtime.packets import FastPacket
+from app.realtime.packets import FastPacket, PacketGuard
 
 log = logging.getLogger("parley.engine")
 
@@ -247,7 +247,14 @@ class FastSocket(AsyncSocket):
                 else:
                     break  # CLOSE / CLOSING / CLOSED / ERROR
                 try:
-                    await self.receive(packet.Packet(encoded_packet=data))
+                    pkt = packet.Packet(encoded_packet=data)
+                except (ValueError, IndexError):
+                    # Not an Engine.IO packet at all: the peer does not speak the
+                    # protocol, so end the connection as engine.io does ("parse error").
+                    log.info("engine.io: malformed packet, closing the connection")
+                    break
+                try:
+                    await self.receive(pkt)
                 except engineio.exceptions.UnknownPacketError:
                     pass
                 except engineio.exceptions.SocketIsClosedError:
@@ -398,7 +405,7 @@ class FastEngineServer(engineio.AsyncServer):
         return sock.send_now(pkt)
 
 
-class AsyncServer(socketio.AsyncServer):
+class AsyncServer(PacketGuard, socketio.AsyncServer):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("serializer", FastPacket)
         super().__init__(*args, **kwargs)
