@@ -39,7 +39,7 @@ from app.models.messaging import Conversation, Membership, Message
 from app.services import conversations as convs
 from app.services.accounts import public_user
 from app.services.sql import next_seq
-from app.validation import Id, Payload, int_id
+from app.validation import Id, Payload, clean_name, int_id
 
 RANK = {"owner": 2, "admin": 1, "member": 0}
 NO_SUCH_GROUP = "No such group."
@@ -293,9 +293,7 @@ async def _publish(deps: Deps, cid, lines: list[Message], *, also=(), personal=(
 
 async def create_group(deps: Deps, user_id: str, data: CreateIn) -> dict:
     """The creator becomes owner; everyone else must be one of their contacts."""
-    name = data.name.strip()
-    if not name:
-        raise Invalid("The group needs a name.", details={"field": "name"})
+    name = clean_name(data.name, "name", "The group name")
     ids = _dedupe(data.member_ids, exclude=[user_id])
     if not ids:
         raise Invalid("Add at least one other member.", details={"field": "member_ids"})
@@ -354,9 +352,7 @@ async def update_group(deps: Deps, user_id: str, conversation_id, data: PatchIn)
             _require_admin(actor, "change the group's settings")
             changes: dict = {}
             if data.name is not None:
-                name = data.name.strip()
-                if not name:
-                    raise Invalid("The group needs a name.", details={"field": "name"})
+                name = clean_name(data.name, "name", "The group name")
                 if name != conv.title:
                     changes["title"] = name
                     lines.append(await _line(conn, cid, user_id, "renamed", name=name))

@@ -26,7 +26,7 @@ from app.services import conversations as convs
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
 from app.services.history import serialize_message, serialize_row
 from app.services.message_writer import NewMessage, UnknownConversation
-from app.validation import Id, Payload, Seq, convert, int_id
+from app.validation import Id, Payload, Seq, convert, int_id, is_blank
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 SeqValue = Seq
@@ -100,7 +100,7 @@ def _judge(deps: Deps, item: NewMessage, facts) -> None:
 
 def _clean_text(deps: Deps, data: SendIn) -> str:
     text = data.text.strip()
-    if not text:
+    if is_blank(text):
         raise Invalid("Message text cannot be empty.", details={"field": "text"})
     if len(text) > deps.settings.max_text_length:
         raise Invalid(
@@ -112,6 +112,8 @@ def _clean_text(deps: Deps, data: SendIn) -> str:
 
 def _clean_caption(deps: Deps, data: SendIn) -> str:
     caption = data.text.strip()
+    if is_blank(caption):
+        caption = ""
     if caption and data.type not in ("image", "video"):
         raise Invalid("Only images and videos take a caption.", details={"field": "text"})
     if len(caption) > deps.settings.max_text_length:
