@@ -45,6 +45,7 @@ RANK = {"owner": 2, "admin": 1, "member": 0}
 NO_SUCH_GROUP = "No such group."
 READERS_LIST_LIMIT = 100  # groups larger than this get read counts only
 DEFAULT_INVITE_TTL = 7 * 24 * 3600
+INVITE_TOKEN_MAX = 64  # GroupInvite.token
 
 GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AnnouncementText = Annotated[str, msgspec.Meta(max_length=2000)]
@@ -590,6 +591,8 @@ def _check_usable(inv: GroupInvite) -> None:
 
 
 async def _invite(token: str) -> GroupInvite:
+    if len(token) > INVITE_TOKEN_MAX:  # the ORM refuses to even look one up
+        raise NotFound("No such invite.")
     inv = await GroupInvite.get_or_none(token=token).select_related("conversation")
     if inv is None:
         raise NotFound("No such invite.")
