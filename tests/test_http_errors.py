@@ -300,3 +300,40 @@ async def test_control_characters_in_multipart_filename(client, deps, caplog):
         else:
             await assert_error(r, 400, "invalid")
     assert_no_traceback(caplog)
+
+
+async def test_nul_in_path_or_query(client, deps, caplog):
+    p = await make_user(deps)
+    for url in (f"{API}/users/search?q=a%00b", f"{API}/media/x/content?exp=1%00&sig=x",
+                f"{API}/conversations?cursor=%00"):
+        r = await client.get(url, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    # In the path it is a malformed id: 404 like the others.
+    for url in (f"{API}/groups/invites/a%00b", f"{API}/users/%00",
+                f"{API}/contacts/requests/1%00/accept"):
+        r = await client.request("POST" if url.endswith("accept") else "GET", url,
+                                 headers=p.headers)
+        await assert_error(r, 404, "not_found")
+    assert_no_traceback(caplog)
+
+
+async def test_search_and_login_with_terms_no_username_can_be(client, deps, caplog):
+    """A search or login term that cannot be a username is not looked up as one
+    (the ORM refused over-long values with an exception: 500)."""
+    p = await make_user(deps)
+    for q in ("𝐓𝐡𝐞 𝐪𝐮𝐢𝐜𝐤 𝐛𝐫𝐨𝐰𝐧 𝐟𝐨𝐱 𝐣𝐮𝐦𝐩𝐬 𝐨𝐯𝐞𝐫 𝐭𝐡𝐞 𝐥𝐚𝐳𝐲 𝐝𝐨𝐠", "a" * 200, "李" * 40):
+        r = await client.get(f"{API}/users/search", params={"q": q}, headers=p.headers)
+        assert r.status == 200 and (await r.json())["users"] == [], await r.text()
+        r = await client.post(f"{API}/auth/login", json={"login": q, "password": "x" * 8})
+        await assert_error(r, 401, "invalid_credentials")
+    r = await client.get(f"{API}/users/search", params={"q": p.username}, headers=p.headers)
+    assert [u["id"] for u in (await r.json())["users"]] == [p.user_id]
+
+
+async def test_overlong_invite_token_is_not_found(client, deps, caplog):
+    p = await make_user(deps)
+    r = await client.get(f"{API}/groups/invites/{'a' * 300}", headers=p.headers)
+    await assert_error(r, 404, "not_found")
+    r = await client.post(f"{API}/groups/join", json={"token": "a" * 300}, headers=p.headers)
+    await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)

@@ -13,10 +13,10 @@ import msgspec
 from aiohttp import http_exceptions, web
 
 from app.deps import Deps
-from app.errors import DomainError, Invalid, TooLarge
+from app.errors import DomainError, Invalid, NotFound, TooLarge
 from app.logs import Timer, log_request
 from app.services import accounts
-from app.validation import convert_query, decode
+from app.validation import HAS_NUL, convert_query, decode
 
 T = TypeVar("T")
 log = logging.getLogger("parley.http")
@@ -113,6 +113,13 @@ async def error_and_log_middleware(request: web.Request, handler):
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
     request[REQUEST_ID_KEY] = request_id
     try:
+        # No id, name or search term holds a NUL, and PostgreSQL cannot even
+        # compare text with one: refused here for every route at once (both are
+        # decoded). In the path it names nothing: 404, like any malformed id.
+        if "\x00" in request.path:
+            raise NotFound()
+        if "\x00" in request.query_string:
+            raise Invalid(HAS_NUL)
         response = await handler(request)
     except DomainError as exc:
         response = json_response({"error": exc.to_dict()}, status=exc.status, headers=exc.headers)
