@@ -188,3 +188,40 @@ async def test_integers_beyond_64_bits_over_the_socket(deps, base_url, caplog):
     finally:
         await c.disconnect()
     assert_no_traceback(caplog)
+
+
+async def test_long_polling_garbage_gets_no_traceback(deps, base_url, caplog):
+    p = await make_user(deps)
+    url = base_url + "/socket.io/?EIO=4&transport=polling"
+
+    async def session_sid(session) -> str:
+        async with session.get(url) as r:
+            sid = json.loads((await r.text())[1:])["sid"]
+        poll = f"{url}&sid={sid}"
+        async with session.post(poll, data="40/chat," + json.dumps({"token": p.access_token})) as r:
+            assert r.status == 200
+        async with session.get(poll) as r:
+            assert "40/chat," in await r.text()
+        return poll
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=8)) as session:
+        # Malformed Socket.IO packets in a well-formed payload: answered like on WebSocket.
+        poll = await session_sid(session)
+        for body in ('42/chat,5["sync"', '42/chat,6[]\x1e42/chat,7["disconnect"]',
+                     "4" + "[" * 5000):
+            async with session.post(poll, data=body) as r:
+                assert r.status == 200, (body[:20], r.status)
+        got = ""
+        for _ in range(5):
+            async with session.get(poll) as r:
+                got += await r.text()
+            if all(f"43/chat,{i}[" in got for i in (5, 6, 7)):
+                break
+        for i in (5, 6, 7):
+            assert f'43/chat,{i}[{{"ok":false,"error":{{"code":"invalid"' in got, got[:500]
+        # A body that is not an Engine.IO payload at all ends the session: 400.
+        for body in ("\x1e\x1e", "x"):
+            poll = await session_sid(session)
+            async with session.post(poll, data=body) as r:
+                assert r.status == 400, (body, r.status)
+    assert_no_traceback(caplog)

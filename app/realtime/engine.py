@@ -193,6 +193,20 @@ class FastSocket(AsyncSocket):
         else:
             await super().receive(pkt)
 
+    async def handle_post_request(self, environ):
+        try:
+            return await super().handle_post_request(environ)
+        except (ValueError, IndexError):
+            # A long-polling body that is not an Engine.IO payload: end the
+            # session (400) as a malformed WebSocket frame does, without the
+            # library's traceback.
+            log.info("engine.io: malformed long-polling payload, closing the connection")
+            # Closed here without waiting: the library's close would wait for
+            # the client's next GET to collect the CLOSE packet.
+            await self.close(wait=False, abort=True,
+                             reason=self.server.reason.TRANSPORT_ERROR)
+            raise engineio.exceptions.EngineIOError() from None
+
     async def close(self, wait=True, abort=False, reason=None):
         ws = self._ws
         await super().close(wait=wait, abort=abort, reason=reason)
