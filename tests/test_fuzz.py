@@ -34,8 +34,8 @@ from app.services import conversations as convs
 from app.services import groups, history, messaging
 from tests.factories import call, connect, make_contacts, make_user
 
-REST_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
-SOCKET_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or 60
+REST_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+SOCKET_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or 150
 SEED = int(os.environ.get("FUZZ_SEED", "20261204"))
 # A long run may take a while: scale pytest-timeout with it.
 pytestmark = pytest.mark.timeout(120 + 2 * max(REST_EXAMPLES, SOCKET_EXAMPLES))
@@ -69,6 +69,8 @@ async def _world(deps):
         name="fuzz", member_ids=[friend.user_id, other.user_id]))
     ids = {"conversation_id": [str(conv.id), g["id"]], "user_id": [friend.user_id, other.user_id],
            "message_id": [], "media_id": []}
+    invite = await groups.create_invite(deps, me.user_id, g["id"], groups.InviteIn())
+    ids["token"] = [invite["token"]]
     for cid in ids["conversation_id"]:
         m = await messaging.send_from_payload(deps, me.user_id, {
             "conversation_id": cid, "client_msg_id": uuid.uuid4().hex, "text": "hello"})
@@ -87,7 +89,7 @@ HOSTILE_JSON = [*HUGE_INTS, 1e308, -1e308, [], {}, True, None, "", *HOSTILE_STRI
 # --- REST ---------------------------------------------------------------------------
 
 
-def _fuzz_rest(base_url: str, headers: dict, examples: int) -> tuple[int, list]:
+def _fuzz_rest(base_url: str, headers: dict, ids: dict, examples: int) -> tuple[int, list]:
     schema = schemathesis.openapi.from_dict(build())
     ops = [r.ok() for r in schema.get_all_operations()]
     ops.sort(key=lambda op: (op.method.upper(), op.path) in LAST)
@@ -102,10 +104,16 @@ def _fuzz_rest(base_url: str, headers: dict, examples: int) -> tuple[int, list]:
 
         @seed(SEED)
         @_settings(examples)
-        @given(case=strategy)
-        def run(case):
+        @given(case=strategy, real=st.data())
+        def run(case, real):
             nonlocal count
             count += 1
+            # Half the time, point the path at things that exist (the chats, the
+            # group, the messages, the people of _world) so handlers get past 404.
+            for name in list(case.path_parameters or {}):
+                pool = ids.get(name) or (ids["conversation_id"] if name == "group_id" else None)
+                if pool and real.draw(st.booleans()):
+                    case.path_parameters[name] = real.draw(st.sampled_from(pool))
             r = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
             statuses[r.status_code] += 1
             if r.status_code >= 500:
@@ -186,9 +194,9 @@ def build_ops() -> list:
 
 
 async def test_rest_api_fuzz(deps, base_url, caplog):
-    me, _ids = await _world(deps)
+    me, ids = await _world(deps)
     headers = {"Authorization": f"Bearer {me.access_token}"}
-    count, failures = await asyncio.to_thread(_fuzz_rest, base_url, headers, REST_EXAMPLES)
+    count, failures = await asyncio.to_thread(_fuzz_rest, base_url, headers, ids, REST_EXAMPLES)
     print(f"\nREST fuzz: {count} cases")
     assert count >= len(build_ops()) * min(REST_EXAMPLES, 2)
     assert not failures, failures[:5]
