@@ -225,3 +225,21 @@ async def test_long_polling_garbage_gets_no_traceback(deps, base_url, caplog):
             async with session.post(poll, data=body) as r:
                 assert r.status == 400, (body, r.status)
     assert_no_traceback(caplog)
+
+
+async def test_invalid_utf8_text_frame_closes_quietly(deps, base_url, caplog):
+    p = await make_user(deps)
+    async with aiohttp.ClientSession() as session:
+        raw = await RawChat.open(session, base_url, p.access_token)
+        # aiohttp's client only sends valid text: write the frame below its API.
+        await raw.ws._writer.send_frame(b'42/chat,1["sync",{"a":"\xff\xfe"}]',
+                                        aiohttp.WSMsgType.TEXT)
+        msg = await raw.ws.receive(timeout=5)
+        while msg.type == aiohttp.WSMsgType.TEXT:
+            msg = await raw.ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+        # The server goes on serving everyone else.
+        again = await RawChat.open(session, base_url, p.access_token)
+        await again.still_works()
+        await again.ws.close()
+    assert_no_traceback(caplog)
