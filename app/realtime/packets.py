@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from socketio import packet
 
 from app import jsonfast
@@ -71,7 +72,7 @@ class FastPacket(packet.Packet):
 # `[["x"]]` is looked up as an unhashable event name, a client may emit the
 # reserved `connect`/`disconnect` events into the namespace's own handlers,
 # and a BINARY_EVENT announcing a million attachments makes the server keep
-# every binary frame that follows. Each ended in a traceback or worse. The
+# every binary frame that follows. Each would end in a traceback or worse. The
 # guard below checks each packet once, before any of that code runs: a bad
 # EVENT that asked for an ack gets the same `invalid` ack a bad payload gets;
 # anything else that is malformed is dropped with one log line.
@@ -117,9 +118,11 @@ def decode_incoming(packet_class, data):
     pkt.attachments = []
     try:
         pkt.attachment_count = packet.Packet.decode(pkt, data) or 0
-    except (ValueError, TypeError, RecursionError) as exc:
-        reason = str(exc) if isinstance(exc, ValueError) else "Malformed JSON."
-        raise MalformedPacket(f"Malformed packet: {reason}", pkt.namespace, pkt.id) from None
+    except msgspec.DecodeError as exc:  # from jsonfast: already a readable reason
+        raise MalformedPacket(str(exc), pkt.namespace, pkt.id) from None
+    except (ValueError, TypeError, RecursionError) as exc:  # the header
+        raise MalformedPacket(f"Malformed packet: {str(exc)[:120] or type(exc).__name__}",
+                              pkt.namespace, pkt.id) from None
     kind = pkt.packet_type
     if kind in (packet.BINARY_EVENT, packet.BINARY_ACK):
         if pkt.attachment_count > MAX_ATTACHMENTS or pkt.attachment_count < 1:
