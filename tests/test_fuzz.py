@@ -231,7 +231,8 @@ def _from_type(t, name: str, ids: dict):
     if isinstance(t, mi.StrType):
         pool = ids.get(name) or (ids["message_id"] if name == "reply_to" else None)
         text = st.one_of(st.text(max_size=t.max_length or 40), st.sampled_from(HOSTILE_STRINGS))
-        return st.one_of(st.sampled_from(pool), text) if pool else text
+        # Mostly real ids, so the services behind the validation get exercised too.
+        return st.one_of(st.sampled_from(pool), st.sampled_from(pool), text) if pool else text
     if isinstance(t, mi.IntType):
         lo = t.ge if t.ge is not None else -5
         hi = t.le if t.le is not None else 10**6
