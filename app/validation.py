@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -118,6 +119,17 @@ def convert_query(struct_type: type[T], query) -> T:
         return msgspec.convert(args, type=struct_type, strict=False)
     except msgspec.ValidationError as exc:
         raise _invalid(exc) from None
+
+
+def representable_in_utc(when) -> None:
+    """For a struct's `__post_init__`: an aware time a client sent must still be a
+    date once converted to UTC (year 1 at +14:00 is not), or the database
+    driver fails on it. msgspec turns the ValueError into a ValidationError."""
+    if when is not None and not isinstance(when, msgspec.UnsetType):
+        try:
+            when.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("Time out of range (years 1 to 9999 in UTC)") from None
 
 
 def int_id(value, field: str) -> int | None:

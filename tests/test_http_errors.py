@@ -337,3 +337,24 @@ async def test_overlong_invite_token_is_not_found(client, deps, caplog):
     r = await client.post(f"{API}/groups/join", json={"token": "a" * 300}, headers=p.headers)
     await assert_error(r, 400, "invalid")
     assert_no_traceback(caplog)
+
+
+async def test_times_at_the_edge_of_the_calendar(client, deps, caplog):
+    """Year 1 at +14:00 is before year 1 in UTC: converting it overflows."""
+    from app.services import groups
+
+    p, friend, _cid = await _direct_chat(deps)
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        cursor = base64.urlsafe_b64encode(f"{when}|{uuid.uuid4()}".encode()).decode()
+        r = await client.get(f"{API}/conversations", params={"cursor": cursor}, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    g = await groups.create_group(deps, p.user_id,
+                                  groups.CreateIn(name="g", member_ids=[friend.user_id]))
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                 "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        r = await client.patch(f"{API}/groups/{g['id']}/members/{friend.user_id}",
+                               json={"muted_until": when}, headers=p.headers)
+        assert r.status in (200, 400), (when, r.status, await r.text())
+        if "14:00" in when:  # not a date in UTC
+            await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)

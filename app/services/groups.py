@@ -39,7 +39,7 @@ from app.models.messaging import Conversation, Membership, Message
 from app.services import conversations as convs
 from app.services.accounts import public_user
 from app.services.sql import next_seq
-from app.validation import Id, Payload, clean_name, int_id
+from app.validation import Id, Payload, clean_name, int_id, representable_in_utc
 
 RANK = {"owner": 2, "admin": 1, "member": 0}
 NO_SUCH_GROUP = "No such group."
@@ -73,6 +73,9 @@ class MemberPatch(Payload):
     role: Literal["admin", "member"] | None = None
     # Absent: unchanged; null: unmute; a time: muted until then.
     muted_until: AwareTime | None | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self):
+        representable_in_utc(self.muted_until)
 
 
 class TransferIn(Payload):
