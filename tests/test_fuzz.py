@@ -71,6 +71,7 @@ async def _world(deps):
            "message_id": [], "media_id": []}
     invite = await groups.create_invite(deps, me.user_id, g["id"], groups.InviteIn())
     ids["token"] = [invite["token"]]
+    ids["group_id"] = [g["id"]]
     for cid in ids["conversation_id"]:
         m = await messaging.send_from_payload(deps, me.user_id, {
             "conversation_id": cid, "client_msg_id": uuid.uuid4().hex, "text": "hello"})
@@ -81,7 +82,8 @@ async def _world(deps):
 HUGE_INTS = [2**63 - 1, 2**63, 2**64, 10**30, -(2**63) - 1, -(10**30)]
 HOSTILE_STRINGS = ["9" * 30, str(2**63), str(2**63 - 1), "-1", "0", "\u0000", "a\u0000b",
                    "\u3164", "\u200b\ufeff", "\u202eevil", "%", "..", "a" * 300, "null",
-                   "' OR 1=1 --", "{}", "1e400", "NaN", "\u0663", "\U0001f600", " "]
+                   "' OR 1=1 --", "{}", "1e400", "NaN", "\u0663", "\U0001f600", " ",
+                   "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 HOSTILE_JSON = [*HUGE_INTS, 1e308, -1e308, [], {}, True, None, "", *HOSTILE_STRINGS,
                 {"a": [[[[[[[[]]]]]]]]}, [[[]]] * 3]
 
