@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 
@@ -192,3 +193,168 @@ async def test_request_id_is_echoed(client):
     assert r.headers["X-Request-Id"] == "abc-123"
     r = await client.get("/healthz")
     assert len(r.headers["X-Request-Id"]) == 32
+
+
+# --- hostile input: each gets 400 invalid, and the log has no traceback -------
+
+DEEP = 10_000
+BIG = 10**30  # beyond 64 bits
+
+
+def assert_no_traceback(caplog) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [(r.name, r.getMessage()) for r in bad]
+
+
+async def _direct_chat(deps):
+    from app.services import conversations as convs
+    from tests.factories import make_contacts
+
+    a, b = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return a, b, str(conv.id)
+
+
+async def test_deeply_nested_json_is_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    # Login decodes straight into its struct (and caps bodies at 8 KiB).
+    for raw in (b"[" * 3000 + b"]" * 3000, b'{"login": ' + b"[" * 3000 + b"]" * 3000 + b"}"):
+        r = await client.post(f"{API}/auth/login", data=raw,
+                              headers={"Content-Type": "application/json"})
+        await assert_error(r, 400, "invalid")
+    # Sending reads a free-form body (an object) first.
+    for raw in (b'{"text": ' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}",
+                b'{"mentions": ' + b"[" * DEEP + b"]" * DEEP + b"}"):
+        r = await client.post(f"{API}/conversations/{cid}/messages", data=raw,
+                              headers={**p.headers, "Content-Type": "application/json"})
+        err = await assert_error(r, 400, "invalid")
+        assert "nested too deeply" in err["message"], err
+    assert_no_traceback(caplog)
+
+
+async def test_invalid_utf8_in_json_is_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    for raw in (b'{"login": "\xff\xfe", "password": "x"}',
+                b'{"login": "a\xed\xa0\x80b", "password": "x"}',  # an encoded surrogate
+                b'{"\xc3": 1}'):
+        r = await client.post(f"{API}/auth/login", data=raw,
+                              headers={"Content-Type": "application/json"})
+        err = await assert_error(r, 400, "invalid")
+        assert "utf-8" in err["message"].lower(), err
+    r = await client.post(f"{API}/conversations/{cid}/messages",
+                          data=b'{"client_msg_id": "x", "text": "\xc3\x28"}',
+                          headers={**p.headers, "Content-Type": "application/json"})
+    await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)
+
+
+async def test_integers_beyond_64_bits_are_invalid(client, deps, caplog):
+    p, _b, cid = await _direct_chat(deps)
+    urls = [
+        f"{API}/conversations/{cid}/messages?before_seq={BIG}",
+        f"{API}/conversations/{cid}/messages?before_seq={2**63}",
+        f"{API}/conversations/{cid}/messages?limit={BIG}",
+        f"{API}/conversations/{cid}/messages/{BIG}/readers",
+    ]
+    for url in urls:
+        r = await client.get(url, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    sends = [{"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": str(BIG)},
+             {"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": BIG},
+             {"client_msg_id": uuid.uuid4().hex, "text": "hi", "reply_to": str(2**63)}]
+    for body in sends:
+        r = await client.post(f"{API}/conversations/{cid}/messages", json=body, headers=p.headers)
+        err = await assert_error(r, 400, "invalid")
+        assert err.get("details", {}).get("field") == "reply_to", err
+    for action in ("accept", "reject"):
+        r = await client.post(f"{API}/contacts/requests/{BIG}/{action}", headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    # The largest 64-bit id is well-formed: it is simply not there.
+    r = await client.get(f"{API}/conversations/{cid}/messages/{2**63 - 1}/readers",
+                         headers=p.headers)
+    await assert_error(r, 404, "not_found")
+    assert_no_traceback(caplog)
+
+
+def _multipart(filename_bytes: bytes, boundary: str = "parleyboundary") -> bytes:
+    return (b"--" + boundary.encode() + b"\r\n"
+            b'Content-Disposition: form-data; name="file"; filename="' + filename_bytes + b'"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+            b"hello\r\n--" + boundary.encode() + b"--\r\n")
+
+
+async def test_control_characters_in_multipart_filename(client, deps, caplog):
+    p = await make_user(deps)
+    headers = {**p.headers, "Content-Type": "multipart/form-data; boundary=parleyboundary"}
+    names = [b"a\x00b.txt", b"\x01\x02\x1f.txt", b"x\x7f\x1b[31m.txt", b"\x00", b"\xff\xfe.txt",
+             b"evil\xe2\x80\xaetxt.exe", b"a\tb\x0bc.txt"]
+    for raw in names:
+        r = await client.post(f"{API}/media", data=_multipart(raw), headers=headers)
+        text = await r.text()
+        assert r.status in (201, 400), (raw, r.status, text)
+        if r.status == 201:
+            name = json.loads(text)["media"]["name"]
+            assert name and not any(ord(c) < 32 or ord(c) == 0x7F or 0x202A <= ord(c) <= 0x202E
+                                    for c in name), (raw, name)
+        else:
+            await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)
+
+
+async def test_nul_in_path_or_query(client, deps, caplog):
+    p = await make_user(deps)
+    for url in (f"{API}/users/search?q=a%00b", f"{API}/media/x/content?exp=1%00&sig=x",
+                f"{API}/conversations?cursor=%00"):
+        r = await client.get(url, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    # In the path it is a malformed id: 404 like the others.
+    for url in (f"{API}/groups/invites/a%00b", f"{API}/users/%00",
+                f"{API}/contacts/requests/1%00/accept"):
+        r = await client.request("POST" if url.endswith("accept") else "GET", url,
+                                 headers=p.headers)
+        await assert_error(r, 404, "not_found")
+    assert_no_traceback(caplog)
+
+
+async def test_search_and_login_with_terms_no_username_can_be(client, deps, caplog):
+    """A search or login term that cannot be a username is not looked up as one
+    (the ORM refused over-long values with an exception: 500)."""
+    p = await make_user(deps)
+    for q in ("𝐓𝐡𝐞 𝐪𝐮𝐢𝐜𝐤 𝐛𝐫𝐨𝐰𝐧 𝐟𝐨𝐱 𝐣𝐮𝐦𝐩𝐬 𝐨𝐯𝐞𝐫 𝐭𝐡𝐞 𝐥𝐚𝐳𝐲 𝐝𝐨𝐠", "a" * 200, "李" * 40):
+        r = await client.get(f"{API}/users/search", params={"q": q}, headers=p.headers)
+        assert r.status == 200 and (await r.json())["users"] == [], await r.text()
+        r = await client.post(f"{API}/auth/login", json={"login": q, "password": "x" * 8})
+        await assert_error(r, 401, "invalid_credentials")
+    r = await client.get(f"{API}/users/search", params={"q": p.username}, headers=p.headers)
+    assert [u["id"] for u in (await r.json())["users"]] == [p.user_id]
+
+
+async def test_overlong_invite_token_is_not_found(client, deps, caplog):
+    p = await make_user(deps)
+    r = await client.get(f"{API}/groups/invites/{'a' * 300}", headers=p.headers)
+    await assert_error(r, 404, "not_found")
+    r = await client.post(f"{API}/groups/join", json={"token": "a" * 300}, headers=p.headers)
+    await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)
+
+
+async def test_times_at_the_edge_of_the_calendar(client, deps, caplog):
+    """Year 1 at +14:00 is before year 1 in UTC: converting it overflows."""
+    from app.services import groups
+
+    p, friend, _cid = await _direct_chat(deps)
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        cursor = base64.urlsafe_b64encode(f"{when}|{uuid.uuid4()}".encode()).decode()
+        r = await client.get(f"{API}/conversations", params={"cursor": cursor}, headers=p.headers)
+        await assert_error(r, 400, "invalid")
+    g = await groups.create_group(deps, p.user_id,
+                                  groups.CreateIn(name="g", member_ids=[friend.user_id]))
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                 "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        r = await client.patch(f"{API}/groups/{g['id']}/members/{friend.user_id}",
+                               json={"muted_until": when}, headers=p.headers)
+        assert r.status in (200, 400), (when, r.status, await r.text())
+        if "14:00" in when:  # not a date in UTC
+            await assert_error(r, 400, "invalid")
+    assert_no_traceback(caplog)

@@ -7,7 +7,7 @@ from app.api.http import auth_of, deps_of, json_response, query, read_json
 from app.services import conversations as convs
 from app.services import history as reading
 from app.services import messaging
-from app.validation import Id, Payload
+from app.validation import Id, Payload, Seq
 
 
 class DirectIn(Payload):
@@ -20,7 +20,7 @@ class ListQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
-    before_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    before_seq: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
 
 

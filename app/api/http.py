@@ -10,13 +10,13 @@ import uuid
 from typing import TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from app.deps import Deps
-from app.errors import DomainError, Invalid, TooLarge
+from app.errors import DomainError, Invalid, NotFound, TooLarge
 from app.logs import Timer, log_request
 from app.services import accounts
-from app.validation import convert_query, decode
+from app.validation import HAS_NUL, convert_query, decode
 
 T = TypeVar("T")
 log = logging.getLogger("parley.http")
@@ -113,6 +113,13 @@ async def error_and_log_middleware(request: web.Request, handler):
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
     request[REQUEST_ID_KEY] = request_id
     try:
+        # No id, name or search term holds a NUL, and PostgreSQL cannot even
+        # compare text with one: refused here for every route at once (both are
+        # decoded). In the path it names nothing: 404, like any malformed id.
+        if "\x00" in request.path:
+            raise NotFound()
+        if "\x00" in request.query_string:
+            raise Invalid(HAS_NUL)
         response = await handler(request)
     except DomainError as exc:
         response = json_response({"error": exc.to_dict()}, status=exc.status, headers=exc.headers)
@@ -127,6 +134,11 @@ async def error_and_log_middleware(request: web.Request, handler):
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
+    except http_exceptions.HttpProcessingError as exc:
+        # Raised while a handler parses the request itself, e.g. the headers of a
+        # multipart part (a NUL or a bare CR in a file name): the client's fault.
+        reason = str(getattr(exc, "message", "") or "").splitlines()[0][:200]
+        response = error_response(400, "invalid", f"Malformed request: {reason or 'bad syntax'}.")
     except Exception:
         log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
         response = error_response(500, "internal", "Something went wrong on our side.")

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, users
+from app.api import auth, contacts, conversations, groups, health, media, openapi, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -12,6 +12,7 @@ ROUTES = [
     web.get("/healthz", health.healthz),
     web.get("/readyz", health.readyz),
     web.get("/metrics", metrics_endpoint),
+    web.get(f"{API}/openapi.json", openapi.openapi_json),
     # accounts
     web.post(f"{API}/auth/register", auth.register),
     web.post(f"{API}/auth/login", auth.login),

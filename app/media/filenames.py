@@ -15,6 +15,8 @@ import re
 import unicodedata
 from urllib.parse import quote
 
+from app.validation import is_blank, strip_invisible
+
 DEFAULT_NAME = "file"
 MAX_FILENAME_LENGTH = 180  # characters
 
@@ -55,8 +57,10 @@ def safe_filename(name: str | None, *, max_length: int = MAX_FILENAME_LENGTH,
     """Return a display/download-safe version of a user-supplied file name.
 
     Keeps Unicode (NFC-normalised) but removes directory parts (``/`` and ``\\``),
-    control and bidi-override characters, characters reserved on Windows, leading dots
-    (no hidden files, no ``..``) and trailing dots/spaces; collapses whitespace; limits
+    control and bidi-override characters, invisible characters at either end (a
+    name of only fillers or zero-width spaces becomes ``default``), characters
+    reserved on Windows, leading dots (no hidden files, no ``..``) and trailing
+    dots/spaces; collapses whitespace; limits
     the length to ``max_length`` characters while keeping the extension. Never empty.
     """
     if not name:
@@ -66,11 +70,15 @@ def safe_filename(name: str | None, *, max_length: int = MAX_FILENAME_LENGTH,
     s = _drop_unsafe_chars(s)
     s = _RESERVED_CHARS.sub("_", s)
     s = _SPACES.sub(" ", s).strip()
-    s = s.lstrip(". ").rstrip(". ")
-    if not s:
+    stem, ext = _split_ext(s)
+    if is_blank(stem) and not is_blank(ext[1:]):
+        # Nothing visible before the extension (Hangul fillers, zero-width spaces).
+        s = default + ext
+    s = strip_invisible(s).lstrip(". ").rstrip(". ")
+    if is_blank(s):
         return default
     stem, ext = _split_ext(s)
-    stem = stem.rstrip(" ") or stem
+    stem = strip_invisible(stem) or stem
     if stem.lower() in _WINDOWS_RESERVED:
         stem = "_" + stem
     if len(stem) + len(ext) > max_length:

@@ -52,7 +52,7 @@ from app.realtime.limits import (
     EventBudget,
     rate_limited_ack,
 )
-from app.realtime.packets import FastPacket
+from app.realtime.packets import FastPacket, PacketGuard
 
 log = logging.getLogger("parley.engine")
 
@@ -206,6 +206,20 @@ class FastSocket(AsyncSocket):
         else:
             await super().receive(pkt)
 
+    async def handle_post_request(self, environ):
+        try:
+            return await super().handle_post_request(environ)
+        except (ValueError, IndexError):
+            # A long-polling body that is not an Engine.IO payload: end the
+            # session (400) as a malformed WebSocket frame does, without the
+            # library's traceback.
+            log.info("engine.io: malformed long-polling payload, closing the connection")
+            # Closed here without waiting: the library's close would wait for
+            # the client's next GET to collect the CLOSE packet.
+            await self.close(wait=False, abort=True,
+                             reason=self.server.reason.TRANSPORT_ERROR)
+            raise engineio.exceptions.EngineIOError() from None
+
     async def close(self, wait=True, abort=False, reason=None):
         ws = self._ws
         await super().close(wait=wait, abort=abort, reason=reason)
@@ -275,7 +289,14 @@ class FastSocket(AsyncSocket):
                 else:
                     break  # CLOSE / CLOSING / CLOSED / ERROR
                 try:
-                    await self.receive(packet.Packet(encoded_packet=data))
+                    pkt = packet.Packet(encoded_packet=data)
+                except (ValueError, IndexError):
+                    # Not an Engine.IO packet at all: the peer does not speak the
+                    # protocol, so end the connection as engine.io does ("parse error").
+                    log.info("engine.io: malformed packet, closing the connection")
+                    break
+                try:
+                    await self.receive(pkt)
                 except engineio.exceptions.UnknownPacketError:
                     log.info("engine.io: unknown packet ignored",
                              extra={"fields": {"sid": sid, "head": repr(data[:16])}})
@@ -427,7 +448,7 @@ class FastEngineServer(engineio.AsyncServer):
         return sock.send_now(pkt)
 
 
-class AsyncServer(socketio.AsyncServer):
+class AsyncServer(PacketGuard, socketio.AsyncServer):
     def __init__(self, *args, limits: ConnectionLimits | None = None, metrics=None, **kwargs):
         kwargs.setdefault("serializer", FastPacket)
         super().__init__(*args, **kwargs)
@@ -474,7 +495,7 @@ class AsyncServer(socketio.AsyncServer):
             # Wait for room before anything is done for this event. On a WebSocket
             # this holds the socket's read loop: nothing more is read meanwhile.
             if budget.waiting >= MAX_WAITING:
-                self._refuse(sock, budget, sid, eio_sid, namespace, id, 1.0, now)
+                self._refuse_over_limit(sock, budget, sid, eio_sid, namespace, id, 1.0, now)
                 return
             budget.waiting += 1
             try:
@@ -486,7 +507,7 @@ class AsyncServer(socketio.AsyncServer):
             now = time.monotonic()
         retry_after = budget.take(now)
         if retry_after:
-            self._refuse(sock, budget, sid, eio_sid, namespace, id, retry_after, now)
+            self._refuse_over_limit(sock, budget, sid, eio_sid, namespace, id, retry_after, now)
             return
         task = asyncio.ensure_future(
             self._handle_event_internal(self, sid, eio_sid, data, namespace, id))
@@ -510,14 +531,14 @@ class AsyncServer(socketio.AsyncServer):
             now = time.monotonic()
             budget = self._budget(sock, now)
             if budget.spend(now):
-                self._refuse(sock, budget, None, eio_sid, namespace or "/", None, 1.0, now)
+                self._refuse_over_limit(sock, budget, None, eio_sid, namespace or "/", None, 1.0, now)
                 pkt = self.packet_class(sio_packet.CONNECT_ERROR, data={
                     "message": "rate_limited"}, namespace=namespace or "/")
                 await self._send_packet(eio_sid, pkt)
                 return
         return await super()._handle_connect(eio_sid, namespace, data)
 
-    def _refuse(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
+    def _refuse_over_limit(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
         drop = budget.refuse(now)
         if budget.refused == 1:
             # Once per 10 s window of refusals, not once per event.

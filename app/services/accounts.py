@@ -29,7 +29,7 @@ from app.services.identity import (
     random_username,
 )
 from app.services.sql import select_joined
-from app.validation import DisplayName, Id, Password, Payload, Username
+from app.validation import DisplayName, Id, Password, Payload, Username, clean_name
 
 
 class RegisterIn(Payload):
@@ -117,9 +117,7 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
     for field_name, value in (("email", email), ("phone", phone), ("username", data.username)):
         if value and await User.filter(**{field_name: value}).exists():
             raise conflict_on(field_name)
-    display_name = data.display_name.strip()
-    if not display_name:
-        raise Invalid("Display name cannot be blank.", details={"field": "display_name"})
+    display_name = clean_name(data.display_name, "display_name")
     password_hash = security.hash_password(data.password)
     for _attempt in range(5):
         username = data.username or random_username()
@@ -346,9 +344,7 @@ async def update_profile(deps: Deps, auth: Auth, data: ProfilePatch) -> dict:
     user = auth.user
     changed = []
     if data.display_name is not None:
-        name = data.display_name.strip()
-        if not name:
-            raise Invalid("Display name cannot be blank.", details={"field": "display_name"})
+        name = clean_name(data.display_name, "display_name")
         user.display_name = name
         changed.append("display_name")
     if data.bio is not None:

@@ -35,7 +35,7 @@ from app.models.contacts import Block, Contact, ContactRequest
 from app.services import conversations as convs
 from app.services import presence
 from app.services.accounts import public_user, user_by_id
-from app.validation import Id, Payload
+from app.validation import Id, Payload, clean_optional_name, int_id
 
 GREETING_MAX = 200
 REMARK_MAX = 64
@@ -286,10 +286,10 @@ async def _tell_requester(deps: Deps, r: ContactRequest) -> dict:
 
 
 def _parse_request_id(request_id) -> int:
-    try:
-        return int(str(request_id))
-    except ValueError:
-        raise NotFound("No such request.") from None
+    rid = int_id(request_id, "request_id")
+    if rid is None:
+        raise NotFound("No such request.")
+    return rid
 
 
 async def _incoming(me_id: str, request_id) -> ContactRequest:
@@ -388,7 +388,7 @@ async def _my_contact(me_id: str, user_id: str) -> Contact:
 
 async def set_remark(deps: Deps, me_id: str, user_id: str, data: ContactPatch) -> dict:
     row = await _my_contact(me_id, user_id)
-    row.remark = data.remark.strip()
+    row.remark = clean_optional_name(data.remark, "remark")
     await row.save(update_fields=["remark"])
     out = (await contacts_out(deps, me_id, [row]))[0]
     await deps.fanout.to_users([me_id], "contact:updated", {"contact": out})

@@ -376,7 +376,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, cid = raw.partition("|")
         return datetime.fromisoformat(when).astimezone(UTC), str(uuid.UUID(cid))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, OverflowError):  # OverflowError: a time zone past year 1 or 9999
         raise Invalid("Bad cursor.", details={"field": "cursor"}) from None
 
 

@@ -39,12 +39,13 @@ from app.models.messaging import Conversation, Membership, Message
 from app.services import conversations as convs
 from app.services.accounts import public_user
 from app.services.sql import next_seq
-from app.validation import Id, Payload
+from app.validation import Id, Payload, clean_name, int_id, representable_in_utc
 
 RANK = {"owner": 2, "admin": 1, "member": 0}
 NO_SUCH_GROUP = "No such group."
 READERS_LIST_LIMIT = 100  # groups larger than this get read counts only
 DEFAULT_INVITE_TTL = 7 * 24 * 3600
+INVITE_TOKEN_MAX = 64  # GroupInvite.token
 
 GroupName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AnnouncementText = Annotated[str, msgspec.Meta(max_length=2000)]
@@ -72,6 +73,9 @@ class MemberPatch(Payload):
     role: Literal["admin", "member"] | None = None
     # Absent: unchanged; null: unmute; a time: muted until then.
     muted_until: AwareTime | None | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self):
+        representable_in_utc(self.muted_until)
 
 
 class TransferIn(Payload):
@@ -293,9 +297,7 @@ async def _publish(deps: Deps, cid, lines: list[Message], *, also=(), personal=(
 
 async def create_group(deps: Deps, user_id: str, data: CreateIn) -> dict:
     """The creator becomes owner; everyone else must be one of their contacts."""
-    name = data.name.strip()
-    if not name:
-        raise Invalid("The group needs a name.", details={"field": "name"})
+    name = clean_name(data.name, "name", "The group name")
     ids = _dedupe(data.member_ids, exclude=[user_id])
     if not ids:
         raise Invalid("Add at least one other member.", details={"field": "member_ids"})
@@ -354,9 +356,7 @@ async def update_group(deps: Deps, user_id: str, conversation_id, data: PatchIn)
             _require_admin(actor, "change the group's settings")
             changes: dict = {}
             if data.name is not None:
-                name = data.name.strip()
-                if not name:
-                    raise Invalid("The group needs a name.", details={"field": "name"})
+                name = clean_name(data.name, "name", "The group name")
                 if name != conv.title:
                     changes["title"] = name
                     lines.append(await _line(conn, cid, user_id, "renamed", name=name))
@@ -594,6 +594,8 @@ def _check_usable(inv: GroupInvite) -> None:
 
 
 async def _invite(token: str) -> GroupInvite:
+    if len(token) > INVITE_TOKEN_MAX:  # the ORM refuses to even look one up
+        raise NotFound("No such invite.")
     inv = await GroupInvite.get_or_none(token=token).select_related("conversation")
     if inv is None:
         raise NotFound("No such invite.")
@@ -690,10 +692,9 @@ async def readers(deps: Deps, user_id: str, conversation_id, message_id: str) ->
     in the chat when it was sent. People who turned read receipts off always
     count as not read."""
     m = await convs.active_membership(conversation_id, user_id)
-    try:
-        mid = int(message_id)
-    except ValueError:
-        raise NotFound("No such message.") from None
+    mid = int_id(message_id, "message_id")
+    if mid is None:
+        raise NotFound("No such message.")
     msg = await Message.get_or_none(id=mid, conversation_id=m.conversation_id)
     if msg is None or msg.seq <= m.visible_from_seq:
         raise NotFound("No such message.")

@@ -18,9 +18,9 @@ from app.errors import Invalid, NotFound
 from app.models.messaging import Membership, Message
 from app.services import conversations as convs
 from app.services.sql import is_postgres, select_joined
-from app.validation import Id, Payload
+from app.validation import Id, Payload, Seq
 
-SeqValue = Annotated[int, msgspec.Meta(ge=0)]
+SeqValue = Seq
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
 

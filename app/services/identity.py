@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 
@@ -11,6 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 from app.errors import Invalid
 
 _USERNAME_ALPHABET = string.ascii_lowercase + string.digits
+_USERNAME_RE = re.compile(r"^[a-z0-9_]{3,32}$")  # app.validation.Username
 
 
 def normalise_email(raw: str) -> str:
@@ -58,9 +60,12 @@ def login_candidates(raw: str) -> list[tuple[str, str]]:
         out.append(classify_login(value))
     except Invalid:
         pass
-    if "@" not in value and not value.startswith("+") and ("username", value.lower()) not in out:
-        out.append(("username", value.lower()))
-    return out
+    username = value.lower()
+    if "@" not in value and not value.startswith("+") and ("username", username) not in out \
+            and _USERNAME_RE.match(username):
+        # Only what could be a username (the Username pattern) is looked up as one.
+        out.append(("username", username))
+    return [(kind, v) for kind, v in out if kind != "username" or _USERNAME_RE.match(v)]
 
 
 def random_username() -> str:

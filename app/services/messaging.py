@@ -26,10 +26,10 @@ from app.services import conversations as convs
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
 from app.services.history import serialize_message, serialize_row
 from app.services.message_writer import NewMessage, UnknownConversation
-from app.validation import Id, Payload, convert
+from app.validation import Id, Payload, Seq, convert, int_id, is_blank
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-SeqValue = Annotated[int, msgspec.Meta(ge=0)]
+SeqValue = Seq
 
 
 MEDIA_TYPES = ("image", "voice", "video", "file")
@@ -100,7 +100,7 @@ def _judge(deps: Deps, item: NewMessage, facts) -> None:
 
 def _clean_text(deps: Deps, data: SendIn) -> str:
     text = data.text.strip()
-    if not text:
+    if is_blank(text):
         raise Invalid("Message text cannot be empty.", details={"field": "text"})
     if len(text) > deps.settings.max_text_length:
         raise Invalid(
@@ -112,6 +112,8 @@ def _clean_text(deps: Deps, data: SendIn) -> str:
 
 def _clean_caption(deps: Deps, data: SendIn) -> str:
     caption = data.text.strip()
+    if is_blank(caption):
+        caption = ""
     if caption and data.type not in ("image", "video"):
         raise Invalid("Only images and videos take a caption.", details={"field": "text"})
     if len(caption) > deps.settings.max_text_length:
@@ -228,10 +230,9 @@ async def send_from_payload(deps: Deps, user_id: str, payload, *, origin: str | 
 
 
 async def _reply_target(m: Membership, reply_to: str) -> Message:
-    try:
-        rid = int(reply_to)
-    except ValueError:
-        raise Invalid("reply_to is not a message id.", details={"field": "reply_to"}) from None
+    rid = int_id(reply_to, "reply_to")
+    if rid is None:
+        raise Invalid("reply_to is not a message id.", details={"field": "reply_to"})
     target = await Message.get_or_none(id=rid, conversation_id=m.conversation_id)
     if target is None or target.seq <= m.visible_from_seq:
         raise Invalid("reply_to is not a message of this conversation.",
@@ -270,10 +271,9 @@ class RecallExpired(DomainError):
 
 
 async def _message_for(user_id: str, message_id: str) -> tuple[Message, Membership]:
-    try:
-        mid = int(message_id)
-    except ValueError:
-        raise NotFound("No such message.") from None
+    mid = int_id(message_id, "message_id")
+    if mid is None:
+        raise NotFound("No such message.")
     msg = await Message.get_or_none(id=mid)
     if msg is None:
         raise NotFound("No such message.")
