@@ -120,7 +120,7 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
     display_name = data.display_name.strip()
     if not display_name:
         raise Invalid("Display name cannot be blank.", details={"field": "display_name"})
-    password_hash = security.hash_password(data.password)
+    password_hash = await security.hash_password_async(data.password)
     for _attempt in range(5):
         username = data.username or random_username()
         try:
@@ -171,11 +171,12 @@ async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
     account = f"user:{user.id}" if user else _account_key(data.login)
     await deps.limiter.hit(f"login:acct:{account}", limit)
     # Unknown users are verified against a dummy hash: same answer, same cost.
-    ok, needs_rehash = security.verify_password(user.password_hash if user else None, data.password)
+    ok, needs_rehash = await security.verify_password_async(
+        user.password_hash if user else None, data.password)
     if not user or not ok:
         raise InvalidCredentials()
     if needs_rehash:
-        user.password_hash = security.hash_password(data.password)
+        user.password_hash = await security.hash_password_async(data.password)
         await user.save(update_fields=["password_hash"])
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
 
@@ -405,6 +406,6 @@ async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
 
 
 async def set_password(deps: Deps, user: User, new_password: str) -> None:
-    user.password_hash = security.hash_password(new_password)
+    user.password_hash = await security.hash_password_async(new_password)
     await user.save(update_fields=["password_hash"])
 
