@@ -4,6 +4,7 @@ import time
 import uuid
 
 import jwt
+import pytest
 
 from app.models.accounts import AuthSession
 from app.services import accounts
@@ -279,3 +280,41 @@ async def test_healthz_is_served_while_a_burst_of_hashes_runs(client, monkeypatc
     answers = await asyncio.gather(*burst)
     assert [a.status for a in answers] == [201] * 10 + [401] * 10
     assert state["peak"] <= security.HASH_WORKERS
+
+
+# --- sign-up limits ----------------------------------------------------------------
+
+
+async def _limited(r, window: int) -> None:
+    body = await r.json()
+    assert r.status == 429, body
+    assert body["error"]["code"] == "rate_limited"
+    retry = int(r.headers["Retry-After"])
+    assert 0 < retry <= window and body["error"]["details"]["retry_after"] == retry
+
+
+@pytest.mark.parametrize("settings_overrides", [{"register_rate_limit": "3/3600"}])
+async def test_register_rate_limit_per_address(client, deps):
+    for i in range(3):
+        assert (await register(client, email=f"r{i}@example.org")).status == 201
+    await _limited(await register(client, email="r3@example.org"), 3600)
+    # Another address still signs up (its own bucket).
+    data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                               email="other@example.org")
+    out = await accounts.register(deps, data, accounts.Client(ip="203.0.113.9"))
+    assert out["user"]["email"] == "other@example.org"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"register_global_rate_limit": "2/3600"}])
+async def test_register_global_ceiling_across_addresses(client, deps):
+    from app.errors import RateLimited
+
+    for i in range(2):
+        data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                                   email=f"g{i}@example.org")
+        await accounts.register(deps, data, accounts.Client(ip=f"203.0.113.{i}"))
+    data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                               email="g9@example.org")
+    with pytest.raises(RateLimited):
+        await accounts.register(deps, data, accounts.Client(ip="198.51.100.7"))
+    await _limited(await register(client, email="g10@example.org"), 3600)

@@ -408,3 +408,17 @@ async def test_accept_is_atomic_when_a_write_fails(client, deps, monkeypatch):
     assert out["request"]["status"] == "accepted"
     assert await Contact.filter(owner_id=alice.user_id, contact_id=bob.user_id).exists()
     assert await Contact.filter(owner_id=bob.user_id, contact_id=alice.user_id).exists()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"contact_request_rate_limit": "2/86400"}])
+async def test_contact_requests_per_user_per_day(client, deps):
+    alice = await make_user(deps)
+    others = [await make_user(deps) for _ in range(3)]
+    for p in others[:2]:
+        assert (await request(client, alice, p.user_id)).status == 201
+    r = await request(client, alice, others[2].user_id)
+    body = await r.json()
+    assert r.status == 429 and body["error"]["code"] == "rate_limited"
+    assert 0 < int(r.headers["Retry-After"]) <= 86400
+    # Someone else's budget is their own.
+    assert (await request(client, others[2], alice.user_id)).status == 201

@@ -598,3 +598,45 @@ class TestS3Backend:
         assert not await storage.exists(row.thumb_key)
         resp = await client.get(f"{API}/media/{m['id']}/content", headers=bob.headers)
         assert resp.status == 200 and await resp.read() == voice
+
+
+# --- per-user upload limits and quota ---------------------------------------------------
+
+
+async def _rate_limited(resp, window: int) -> None:
+    body = await resp.json()
+    assert resp.status == 429, body
+    assert body["error"]["code"] == "rate_limited"
+    assert 0 < int(resp.headers["Retry-After"]) <= window
+
+
+@pytest.mark.parametrize("settings_overrides", [{"upload_rate_limit": "2/86400"}])
+async def test_uploads_per_day_are_counted(deps, client):
+    alice, bob = await make_user(deps), await make_user(deps)
+    for _ in range(2):
+        await uploaded(client, alice, b"plain text file\n", name="a.txt")
+    await _rate_limited(await upload(client, alice, b"third\n", name="c.txt"), 86400)
+    await uploaded(client, bob, b"bob's own budget\n", name="b.txt")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"upload_bytes_per_day": 10_000}])
+async def test_upload_bytes_per_day_are_counted(deps, client):
+    alice = await make_user(deps)
+    await uploaded(client, alice, b"x" * 6000, name="a.txt")
+    await _rate_limited(await upload(client, alice, b"y" * 6000, name="b.txt"), 86400)
+    # The refused upload was not kept.
+    assert await Media.filter(uploader_id=alice.user_id).count() == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"media_quota_bytes": 10_000}])
+async def test_stored_bytes_quota(deps, client):
+    alice = await make_user(deps)
+    first = await uploaded(client, alice, b"x" * 6000, name="a.txt")
+    await _rate_limited(await upload(client, alice, b"y" * 6000, name="b.txt"), 10**6)
+    await uploaded(client, alice, b"z" * 3000, name="c.txt")  # still fits
+    # Full: refused before the body is read.
+    await _rate_limited(await upload(client, alice, b"w" * 2000, name="d.txt"), 10**6)
+    assert await Media.filter(uploader_id=alice.user_id).count() == 2
+    # Space comes back when an upload is deleted (the orphan sweep).
+    await Media.filter(id=first["id"]).delete()
+    await uploaded(client, alice, b"v" * 2000, name="e.txt")

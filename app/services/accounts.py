@@ -105,6 +105,11 @@ def private_user(user: User) -> dict:
 
 
 async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
+    # Counted before any work: per address, then against the server-wide ceiling
+    # (which a spread-out botnet meets instead).
+    s = deps.settings
+    await deps.limiter.hit(f"register:ip:{client.ip}", Limit.parse(s.register_rate_limit))
+    await deps.limiter.hit("register:all", Limit.parse(s.register_global_rate_limit))
     if not data.email and not data.phone:
         raise Invalid("Give an email address or a phone number.", details={"field": "email"})
     email = normalise_email(data.email) if data.email else None

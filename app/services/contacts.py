@@ -33,6 +33,7 @@ from app.errors import (
 )
 from app.models.accounts import User
 from app.models.contacts import Block, Contact, ContactRequest
+from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services import presence
 from app.services.accounts import public_user, user_by_id
@@ -206,6 +207,8 @@ async def send_request(deps: Deps, me_id: str, data: RequestIn) -> dict:
     """Returns {request} (pending), or {request, contact, conversation} when the
     request was accepted on the spot (they had requested me too, or they still
     have me as a contact after I removed them)."""
+    await deps.limiter.hit(f"contact_request:{me_id}",
+                           Limit.parse(deps.settings.contact_request_rate_limit))
     peer = await _peer(me_id, data.user_id)
     greeting = data.message.strip()
     if await has_blocked(me_id, peer.id):

@@ -44,10 +44,11 @@ from pathlib import Path
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.functions import Sum
 
 from app.config import Settings
 from app.deps import Deps
-from app.errors import DomainError, Forbidden, Invalid, NotFound, Unauthorized
+from app.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from app.media import (
     KINDS,
     SNIFF_BYTES,
@@ -63,6 +64,7 @@ from app.media import (
 )
 from app.models.media import Media, MediaAttachment
 from app.models.messaging import Membership, Message
+from app.ratelimit import Limit
 from app.storage import RangeStream, Storage, derive_key, new_key, storage_from_url
 
 log = logging.getLogger("parley.media")
@@ -375,6 +377,8 @@ async def upload(deps: Deps, user_id: str, chunks: AsyncIterator[bytes], *,
     s = deps.settings
     declared = _declared(declared_kind)
     check_length(s, declared, content_length)
+    await deps.limiter.hit(f"upload:{user_id}", Limit.parse(s.upload_rate_limit))
+    await _check_quota(deps, user_id, 0)  # already full: refused before reading
     meter = _Meter(cap_for(s, declared) if declared else largest_cap(s))
     it = chunks.__aiter__()
     head = bytearray()
@@ -402,21 +406,22 @@ async def upload(deps: Deps, user_id: str, chunks: AsyncIterator[bytes], *,
 
     storage = storage_of(deps)
     if kind == "file":
-        media = await _store_file(storage, user_id, body(), sniffed.mime, meter, filename)
+        media = await _store_file(deps, storage, user_id, body(), sniffed.mime, meter,
+                                  filename)
     else:
         media = await _store_processed(deps, storage, user_id, body(), declared, meter,
                                        filename)
     return public_media(snapshot(media), deps)
 
 
-async def _store_file(storage: Storage, user_id, body, mime: str, meter: _Meter,
+async def _store_file(deps: Deps, storage: Storage, user_id, body, mime: str, meter: _Meter,
                       filename: str | None) -> Media:
     """A document: streamed straight into storage, untouched, always an attachment."""
     key = new_key(extension_for(mime))
     async with storage.open_writer(key, max_size=meter.cap, content_type=mime) as w:
         async for chunk in body:
             await w.write(chunk)
-    return await _create_row(storage, [key], user_id=user_id, kind="file", mime=mime,
+    return await _create_row(deps, storage, [key], user_id=user_id, kind="file", mime=mime,
                              size=w.size, name=_display_name(filename, "file", mime),
                              storage_key=key, inline=False)
 
@@ -448,7 +453,7 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
             await _delete_objects(storage, stored)
             raise
         return await _create_row(
-            storage, stored, user_id=user_id, kind=result.kind, mime=result.mime,
+            deps, storage, stored, user_id=user_id, kind=result.kind, mime=result.mime,
             size=result.size, name=_display_name(filename, result.kind, result.mime),
             storage_key=key, thumb_key=thumb_key, inline=result.inline, width=result.width,
             height=result.height, duration_ms=result.duration_ms)
@@ -471,8 +476,35 @@ async def _spool(body: AsyncIterator[bytes], path: Path) -> None:
         await asyncio.to_thread(f.close)
 
 
-async def _create_row(storage: Storage, keys: list[str], **fields) -> Media:
+async def _stored_bytes(user_id) -> int:
+    rows = await Media.filter(uploader_id=user_id).annotate(total=Sum("size")).values("total")
+    return int((rows[0]["total"] if rows else 0) or 0)
+
+
+async def _check_quota(deps: Deps, user_id, adding: int) -> None:
+    """MEDIA_QUOTA_BYTES: what the user's uploads still stored add up to. Uploads
+    running at the same moment can pass it together by at most their own size."""
+    quota = deps.settings.media_quota_bytes
+    if quota <= 0:
+        return
+    used = await _stored_bytes(user_id)
+    if used + adding > quota or (adding == 0 and used >= quota):
+        # Space comes back when unsent uploads are swept (ORPHAN_MEDIA_TTL).
+        raise RateLimited(
+            retry_after=deps.settings.orphan_media_ttl,
+            message="Your media storage quota is used up.")
+
+
+async def _charge(deps: Deps, user_id, size: int) -> None:
+    """The day's upload bytes and the stored-bytes quota, once the size is known."""
+    await deps.limiter.hit(f"upload_bytes:{user_id}",
+                           Limit(deps.settings.upload_bytes_per_day, 86400), cost=size)
+    await _check_quota(deps, user_id, size)
+
+
+async def _create_row(deps: Deps, storage: Storage, keys: list[str], **fields) -> Media:
     try:
+        await _charge(deps, fields["user_id"], fields["size"])
         return await Media.create(id=uuid.uuid4(), uploader_id=fields.pop("user_id"),
                                   **fields)
     except BaseException:
