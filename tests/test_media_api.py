@@ -447,9 +447,12 @@ async def test_downloads_need_membership_or_a_valid_link(deps, client, settings,
     assert resp.status == 403
     resp = await client.get(url.replace("exp=", "exp=9"))
     assert resp.status == 403
+    # A link names its user: Alice's link does not pass as Carol's.
+    resp = await client.get(url.replace(f"u={alice.user_id}", f"u={carol.user_id}"))
+    assert resp.status == 403
     # A correctly signed but expired link.
     past = int(time.time()) - 5
-    expired = media_service.signed_url(settings, m["id"], "content", exp=past)
+    expired = media_service.signed_url(settings, m["id"], "content", alice.user_id, exp=past)
     resp = await client.get(expired)
     assert resp.status == 403 and await error_code(resp) == "link_expired"
     # Unknown ids look the same as forbidden ones.
@@ -640,3 +643,60 @@ async def test_stored_bytes_quota(deps, client):
     # Space comes back when an upload is deleted (the orphan sweep).
     await Media.filter(id=first["id"]).delete()
     await uploaded(client, alice, b"v" * 2000, name="e.txt")
+
+
+# --- links die with access ----------------------------------------------------------------
+
+
+async def test_links_stop_working_after_a_recall(deps, client, base_url):
+    """Recall is Parley's delete-for-everyone: links issued before it die with it."""
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    m = await uploaded(client, alice, b"secret notes\n", name="n.txt")
+    bob_sock = await connect(base_url, bob.access_token)
+    try:
+        msg = await sent(client, alice, cid, m["id"], "file")
+        (live,) = await bob_sock.log.wait_for("message:new")
+    finally:
+        await bob_sock.disconnect()
+    bob_link = live["media"]["url"]
+    assert f"u={bob.user_id}" in bob_link  # signed for Bob, not a bearer link for anyone
+    alice_link = msg["media"]["url"]
+    assert (await client.get(bob_link)).status == 200
+    await messaging.recall(deps, alice.user_id, messaging.MessageRef(message_id=msg["id"]))
+    resp = await client.get(bob_link)
+    assert resp.status == 404 and await error_code(resp) == "not_found"
+    assert (await client.get(alice_link)).status == 200  # the uploader keeps her upload
+
+
+@pytest.mark.parametrize("how", ["kick", "leave"])
+async def test_links_stop_working_for_a_member_who_is_removed_or_leaves(deps, client, how,
+                                                                         tmp_path):
+    from app.services import groups
+
+    alice, bob, carol = [await make_user(deps) for _ in range(3)]
+    await make_contacts(deps, alice, bob)
+    await make_contacts(deps, alice, carol)
+    conv = await groups.create_group(deps, alice.user_id, groups.CreateIn(
+        name="g", member_ids=[bob.user_id, carol.user_id]))
+    png = samples.make_png(tmp_path / "p.png").read_bytes()
+    m = await uploaded(client, alice, png, name="p.png")
+    await sent(client, alice, conv["id"], m["id"], "image")
+    links = {}
+    for p in (bob, carol):
+        resp = await client.get(f"{API}/media/{m['id']}", headers=p.headers)
+        links[p.user_id] = (await resp.json())["media"]
+        for variant in ("url", "thumbnail_url"):
+            assert (await client.get(links[p.user_id][variant])).status == 200
+    if how == "kick":
+        await groups.remove_member(deps, alice.user_id, conv["id"], bob.user_id)
+    else:
+        await groups.leave(deps, bob.user_id, conv["id"])
+    for variant in ("url", "thumbnail_url"):
+        assert (await client.get(links[bob.user_id][variant])).status == 404
+        assert (await client.get(links[carol.user_id][variant])).status == 200
+    # Nor by token.
+    assert (await client.get(f"{API}/media/{m['id']}/content",
+                             headers=bob.headers)).status == 404

@@ -18,9 +18,11 @@ Rules decided here (documented in docs/api.md, "Media"):
 - Attaching: a message's `type` must equal the media's kind. Whoever may download
   a media item may attach it (the uploader, or a member who can see a message that
   carries it: forwarding reuses the id, nothing is copied).
-- Downloading: the uploader, or a current or past member whose visible range
-  includes a (not recalled) message carrying it; either by bearer token or by a
-  signed link (HMAC of id, variant and expiry; valid `media_url_ttl` seconds).
+- Downloading: the uploader, or a current member whose visible range includes
+  a message carrying it that is neither recalled nor deleted for them; either
+  by bearer token or by a signed link (HMAC of id, variant, expiry and the user
+  it was issued to; valid `media_url_ttl` seconds). A link is checked against
+  its user's access on every use, so it dies with that access.
 - Orphans: uploads no message carries are deleted `orphan_media_ttl` seconds after
   upload (and after the last attempt to attach them).
 """
@@ -63,7 +65,7 @@ from app.media import (
     sniff,
 )
 from app.models.media import Media, MediaAttachment
-from app.models.messaging import Membership, Message
+from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.storage import RangeStream, Storage, derive_key, new_key, storage_from_url
 
@@ -148,8 +150,8 @@ def _link_key(settings: Settings) -> bytes:
     return hashlib.sha256(b"parley media links\x00" + settings.secret_key.encode()).digest()
 
 
-def signature(settings: Settings, media_id: str, variant: str, exp: int) -> str:
-    msg = f"{media_id}\x00{variant}\x00{exp}".encode()
+def signature(settings: Settings, media_id: str, variant: str, exp: int, user_id: str) -> str:
+    msg = f"{media_id}\x00{variant}\x00{exp}\x00{user_id}".encode()
     mac = hmac.new(_link_key(settings), msg, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
@@ -163,23 +165,30 @@ def link_expiry(settings: Settings, at: float | None = None) -> int:
     return exp + (-exp % step)
 
 
-def signed_url(settings: Settings, media_id: str, variant: str, exp: int | None = None) -> str:
+def signed_url(settings: Settings, media_id: str, variant: str, user_id,
+               exp: int | None = None) -> str:
+    """A link for one user: it works only while that user may see the media."""
     exp = link_expiry(settings) if exp is None else exp
-    sig = signature(settings, media_id, variant, exp)
+    uid = str(user_id)
+    sig = signature(settings, media_id, variant, exp, uid)
     base = settings.public_url.rstrip("/")
-    return f"{base}{MEDIA_PATH}/{media_id}/{variant}?exp={exp}&sig={sig}"
+    return f"{base}{MEDIA_PATH}/{media_id}/{variant}?exp={exp}&u={uid}&sig={sig}"
 
 
 def check_link(settings: Settings, media_id: str, variant: str, exp: str | None,
-               sig: str | None) -> None:
+               sig: str | None, user_id: str | None) -> str:
+    """The user the link was issued to, if the link is genuine and not expired."""
     try:
         exp_i = int(exp or "")
+        uid = str(uuid.UUID(user_id or ""))
     except ValueError:
         raise Forbidden("Invalid media link.") from None
-    if not sig or not hmac.compare_digest(signature(settings, media_id, variant, exp_i), sig):
+    if not sig or not hmac.compare_digest(signature(settings, media_id, variant, exp_i, uid),
+                                          sig):
         raise Forbidden("Invalid media link.")
     if exp_i < time.time():
         raise LinkExpired()
+    return uid
 
 
 # --- serialisation -----------------------------------------------------------
@@ -193,23 +202,25 @@ def snapshot(m: Media) -> dict:
     }
 
 
-def public_media(snap: dict, deps: Deps | None) -> dict:
-    """The Media object clients see: the snapshot plus freshly signed links.
+def public_media(snap: dict, deps: Deps | None, viewer=None) -> dict:
+    """The Media object clients see: the snapshot plus links freshly signed for
+    `viewer` (links are per user: each stops working when its user loses access).
 
-    Without deps (a caller that has none at hand) the links are null; clients can
-    then fetch fresh ones from GET /api/v1/media/{id}.
+    Without deps or viewer the links are null; clients can then fetch fresh ones
+    from GET /api/v1/media/{id}.
     """
     out = {k: snap.get(k) for k in ("id", "kind", "mime", "size", "name", "width",
                                      "height", "duration_ms")}
     has_thumb = snap.get("kind") in ("image", "video")
-    if deps is None:
+    if deps is None or viewer is None:
         out["url"] = None
         out["thumbnail_url"] = None
         return out
     s = deps.settings
     exp = link_expiry(s)
-    out["url"] = signed_url(s, out["id"], "content", exp)
-    out["thumbnail_url"] = signed_url(s, out["id"], "thumbnail", exp) if has_thumb else None
+    out["url"] = signed_url(s, out["id"], "content", viewer, exp)
+    out["thumbnail_url"] = (signed_url(s, out["id"], "thumbnail", viewer, exp) if has_thumb
+                            else None)
     return out
 
 
@@ -257,13 +268,15 @@ async def can_view(user_id, media: Media) -> bool:
     }
     for a in atts:
         m = memberships.get(a["conversation_id"])
-        if m is None:
+        if m is None or m.left_at is not None:
+            # Removed or left: the text of the history stays readable, the media
+            # of that conversation is no longer served to them.
             continue
         msg = await _carrying_message(a, media.id)
         if msg is None or msg.recalled_at is not None or msg.seq <= m.visible_from_seq:
             continue
-        if m.left_seq is not None and msg.seq > m.left_seq:
-            continue
+        if await HiddenMessage.filter(user_id=user_id, message_id=msg.id).exists():
+            continue  # deleted for me
         return True
     return False
 
@@ -278,7 +291,7 @@ async def viewable(user_id, media_id) -> Media:
 
 async def get_media(deps: Deps, user_id, media_id) -> dict:
     """Metadata with fresh links (e.g. when links in an old message have expired)."""
-    return public_media(snapshot(await viewable(user_id, media_id)), deps)
+    return public_media(snapshot(await viewable(user_id, media_id)), deps, user_id)
 
 
 # --- attaching to messages -----------------------------------------------------
@@ -411,7 +424,7 @@ async def upload(deps: Deps, user_id: str, chunks: AsyncIterator[bytes], *,
     else:
         media = await _store_processed(deps, storage, user_id, body(), declared, meter,
                                        filename)
-    return public_media(snapshot(media), deps)
+    return public_media(snapshot(media), deps, user_id)
 
 
 async def _store_file(deps: Deps, storage: Storage, user_id, body, mime: str, meter: _Meter,
@@ -547,14 +560,19 @@ class Download:
 
 
 async def open_download(deps: Deps, media_id: str, variant: str, *, user_id=None,
-                        exp: str | None = None, sig: str | None = None) -> Download:
-    """Authorise a download by signed link (exp+sig) or by the caller's identity."""
+                        exp: str | None = None, sig: str | None = None,
+                        link_user: str | None = None) -> Download:
+    """Authorise a download by signed link (exp+u+sig) or by the caller's identity.
+
+    A link is checked twice: its signature, then whether the user it was issued
+    to may still see the media (a recall, a removal or leaving ends that at once).
+    """
     if variant not in VARIANTS:
         raise NotFound(NO_SUCH_MEDIA)
     mid = str(_parse_id(media_id))
     if exp is not None or sig is not None:
-        check_link(deps.settings, mid, variant, exp, sig)
-        media = await _get(mid)
+        media = await viewable(check_link(deps.settings, mid, variant, exp, sig, link_user),
+                               mid)
     elif user_id is None:
         raise Unauthorized()
     else:
