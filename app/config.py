@@ -78,6 +78,8 @@ class Settings:
     max_video_bytes: int = 100 * 1024 * 1024
     max_file_bytes: int = 100 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    media_decode_workers: int = 0  # image decoding processes; 0: half the cores (1-4)
+    media_decode_memory: int = 1024**3  # bytes all decodes at once may take together
     media_url_ttl: int = 900
     orphan_media_ttl: int = 24 * 3600
     upload_rate_limit: str = "500/86400"  # uploads per user

@@ -700,3 +700,14 @@ async def test_links_stop_working_for_a_member_who_is_removed_or_leaves(deps, cl
     # Nor by token.
     assert (await client.get(f"{API}/media/{m['id']}/content",
                              headers=bob.headers)).status == 404
+
+
+@pytest.mark.parametrize("settings_overrides", [{"media_decode_memory": 1_000_000}])
+async def test_image_over_the_decode_budget_is_refused_before_decoding(deps, client, tmp_path):
+    alice = await make_user(deps)
+    png = samples.make_png(tmp_path / "p.png", size=(800, 600)).read_bytes()
+    resp = await upload(client, alice, png, name="p.png")
+    body = await resp.json()
+    assert resp.status == 413 and body["error"]["code"] == "too_large"
+    assert body["error"]["details"] == {"limit": "decode_memory", "max": 1_000_000}
+    assert await Media.all().count() == 0

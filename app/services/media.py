@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import logging
 import math
+import os
 import shutil
 import time
 import uuid
@@ -54,6 +55,7 @@ from app.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, U
 from app.media import (
     KINDS,
     SNIFF_BYTES,
+    ImageDecoder,
     InvalidMedia,
     MediaLimits,
     TooLarge,
@@ -104,6 +106,13 @@ def build_storage(settings: Settings) -> Storage:
     return storage_from_url(settings.media_storage_url, default_root=settings.media_root)
 
 
+def build_decoder(settings: Settings) -> ImageDecoder:
+    workers = settings.media_decode_workers
+    if workers <= 0:
+        workers = max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+    return ImageDecoder(workers, settings.media_decode_memory)
+
+
 def sweep_interval(settings: Settings) -> float:
     """How often the orphan sweep runs: a quarter of the TTL, between 1 min and 1 h."""
     return float(max(60, min(3600, settings.orphan_media_ttl // 4)))
@@ -115,6 +124,7 @@ async def start_runtime(deps: Deps) -> Storage:
     clean-up never runs is then simply dropped, with nothing awaited at GC time.)"""
     storage = build_storage(deps.settings)
     deps.extras["storage"] = storage
+    deps.extras["image_decoder"] = build_decoder(deps.settings)
     deps.extras["media_sweeper"] = asyncio.create_task(
         _sweep_forever(deps, sweep_interval(deps.settings)))
     return storage
@@ -126,6 +136,9 @@ async def stop_runtime(deps: Deps) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    decoder = deps.extras.pop("image_decoder", None)
+    if decoder is not None:
+        decoder.close()
     storage = deps.extras.pop("storage", None)
     if storage is not None:
         await storage.aclose()
@@ -449,7 +462,8 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
         src = work / "upload"
         await _spool(body, src)
         limits = MediaLimits(max_image_pixels=s.max_image_pixels, max_voice_ms=s.max_voice_ms)
-        result = await process_upload(src, work, declared_kind=declared, limits=limits)
+        result = await process_upload(src, work, declared_kind=declared, limits=limits,
+                                      decoder=deps.extras.get("image_decoder"))
         meter.cap = cap_for(s, result.kind)
         meter.check()  # e.g. a 6 MB audio-only WebM is a voice note over the voice cap
         key = new_key(extension_for(result.mime))
