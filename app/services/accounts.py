@@ -117,7 +117,15 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
     if deps.settings.require_verification:
         if not data.code:
             raise Invalid("A verification code is required.", details={"field": "code"})
+        if email and phone:
+            # Only what the code proves may be registered: an unverified second
+            # address would be claimed unproven, and "phone_taken" would tell a
+            # stranger whose phone has an account.
+            raise Invalid("Register with the one email address or phone number the code "
+                          "was sent to.", details={"field": "phone"})
         channel, target = ("email", email) if email else ("phone", phone)
+        # Before any uniqueness check: without the code, a taken address and a
+        # free one get the same answer.
         await codes.consume(deps, channel, target, "register", data.code)
     for field_name, value in (("email", email), ("phone", phone), ("username", data.username)):
         if value and await User.filter(**{field_name: value}).exists():
