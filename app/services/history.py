@@ -188,6 +188,8 @@ async def audience_views(deps: Deps, message: dict, recipients, reply: Message |
     whose original some recipients may not see splits off a group with an
     unavailable preview; a media message carries links signed per user, so
     each recipient gets their own payload."""
+    if reply is None and "media" not in message:
+        return [(recipients, message)]  # the common case: nothing per reader
     recipients = [str(u) for u in recipients]
     blind: set[str] = set()
     if reply is not None and "reply_preview" in message:

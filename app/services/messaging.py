@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -182,8 +183,11 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         # access allows (one payload for all in the common case).
         views = await audience_views(deps, message, written.recipients, reply)
         await turn.wait()  # every earlier message of this conversation went out first
-        for users, view in views:
-            await deps.fanout.to_users(users, "message:new", view, skip=origin)
+        if len(views) == 1:
+            await deps.fanout.to_users(views[0][0], "message:new", views[0][1], skip=origin)
+        else:  # each user is in one group only: their order across messages holds
+            await asyncio.gather(*(deps.fanout.to_users(u, "message:new", v, skip=origin)
+                                   for u, v in views))
     finally:
         turn.release()
     for users, view in views:
