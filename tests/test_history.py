@@ -399,21 +399,38 @@ async def test_preview_of_a_message_deleted_for_me_is_unavailable_to_me_only(dep
             assert msg["reply_preview"]["text"] == SECRET, (who.user_id, path)
 
 
-async def test_preview_after_cleared_history_and_of_recalled_messages(deps):
+async def test_preview_after_cleared_history_and_of_recalled_messages(deps, base_url):
     from app.services import messaging
+    from tests.factories import connect
 
     alice, bob, carol, cid, old = await _group_with_late_joiner(deps)
     quoted = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
         conversation_id=cid, client_msg_id=uuid.uuid4().hex, text=SECRET))
-    await messaging.send_message(deps, carol.user_id, messaging.SendIn(
-        conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="re", reply_to=quoted["id"]))
     # Bob's window starts after the quoted message (what clearing a history does).
     await Membership.filter(conversation_id=cid, user_id=bob.user_id).update(
         visible_from_seq=quoted["seq"])
-    for path, msg in (await _views_of(deps, bob, cid)).items():
-        assert _is_unavailable(msg), path
-    # A recalled original: everyone who can see it gets its tombstone, no text.
-    await messaging.recall(deps, alice.user_id, messaging.MessageRef(message_id=quoted["id"]))
-    for path, msg in (await _views_of(deps, carol, cid)).items():
-        p = msg["reply_preview"]
-        assert p["recalled"] is True and p["text"] == "" and "unavailable" not in p, path
+    socks = [await connect(base_url, p.access_token) for p in (bob, carol)]
+    try:
+        reply = await messaging.send_message(deps, carol.user_id, messaging.SendIn(
+            conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="re",
+            reply_to=quoted["id"]))
+        (live,) = await socks[0].log.wait_for("message:new",
+                                              where=lambda m: m["id"] == reply["id"])
+        assert _is_unavailable(live)
+        for path, msg in (await _views_of(deps, bob, cid)).items():
+            assert _is_unavailable(msg), path
+        # A recalled original: whoever can see it gets its tombstone, no text.
+        await messaging.recall(deps, alice.user_id,
+                               messaging.MessageRef(message_id=quoted["id"]))
+        again = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+            conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="re again",
+            reply_to=quoted["id"]))
+        (live,) = await socks[1].log.wait_for("message:new",
+                                              where=lambda m: m["id"] == again["id"])
+        views = [live, *(await _views_of(deps, carol, cid)).values()]
+        for msg in views:
+            p = msg["reply_preview"]
+            assert p["recalled"] is True and p["text"] == "" and "unavailable" not in p, msg
+    finally:
+        for s in socks:
+            await s.disconnect()
