@@ -711,3 +711,18 @@ async def test_image_over_the_decode_budget_is_refused_before_decoding(deps, cli
     assert resp.status == 413 and body["error"]["code"] == "too_large"
     assert body["error"]["details"] == {"limit": "decode_memory", "max": 1_000_000}
     assert await Media.all().count() == 0
+
+
+async def test_links_stop_working_after_delete_for_me(deps, client):
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    m = await uploaded(client, alice, b"notes\n", name="n.txt")
+    msg = await sent(client, alice, cid, m["id"], "file")
+    resp = await client.get(f"{API}/conversations/{cid}/messages", headers=bob.headers)
+    bob_link = (await resp.json())["messages"][-1]["media"]["url"]
+    assert f"u={bob.user_id}" in bob_link and (await client.get(bob_link)).status == 200
+    await messaging.delete_for_me(deps, bob.user_id, messaging.MessageRef(message_id=msg["id"]))
+    assert (await client.get(bob_link)).status == 404
+    assert (await client.get(msg["media"]["url"])).status == 200  # Alice's is hers
