@@ -705,3 +705,32 @@ async def test_ten_parallel_zero_pngs_keep_the_server_memory_bounded(tmp_path):
         assert peak - base < 300, (base, peak)
     finally:
         server.stop()
+
+
+def _crash(*_args, **_kw):
+    import os
+
+    os._exit(3)  # what a segfaulting decoder looks like to the pool
+
+
+async def test_image_decoder_survives_a_dead_worker_and_keeps_its_budget(tmp_path):
+    from app.media import ImageDecoder
+
+    decoder = ImageDecoder(workers=1, memory_budget=100 * 1024 * 1024)
+    try:
+        with pytest.raises(TooLarge):  # more than the whole budget: refused, not queued
+            await decoder.run(process_image, "x", "y", None, cost=200 * 1024 * 1024,
+                              max_pixels=10)
+        with pytest.raises(InvalidMedia):
+            await decoder.run(_crash, cost=1)
+        src = ms.make_png(tmp_path / "a.png", size=(64, 48))
+        out = tmp_path / "out"
+        w, h, mime = await decoder.run(process_image, str(src), str(out), None, cost=1,
+                                       max_pixels=10**6)
+        assert (w, h, mime) == (64, 48, "image/jpeg") and out.stat().st_size > 0
+        with pytest.raises(InvalidMedia):  # media errors come back as themselves
+            await decoder.run(process_image, str(tmp_path / "missing"), str(out), None,
+                              cost=1, max_pixels=10**6)
+        assert decoder._free == decoder.memory_budget  # every reservation given back
+    finally:
+        decoder.close()
