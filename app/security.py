@@ -30,9 +30,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-# argon2 costs ~50-90 ms of CPU and ~20 MiB per hash. Run on the event loop, a
-# burst of sign-ins would freeze every socket of the process; so hashing runs
-# in this pool (argon2-cffi releases the GIL), and the pool's size is the bound
+# argon2 is slow and memory-hard on purpose (memory_cost above, per hash). On
+# the event loop, a burst of sign-ins would freeze every socket of the
+# process; so hashing runs in this pool (argon2-cffi releases the GIL), and the pool's size is the bound
 # on concurrent hashes: one core is left to the event loop, and further
 # sign-ins queue here instead of multiplying CPU and memory.
 HASH_WORKERS = max(1, min(8, _cores() - 1))
