@@ -57,6 +57,8 @@ class Settings:
     sms_provider: str = ""
     login_rate_limit: str = "10/60"  # attempts per seconds, per account and per address
     code_rate_limit: str = "5/600"
+    register_rate_limit: str = "10/3600"  # sign-ups per client address
+    register_global_rate_limit: str = "600/3600"  # sign-ups on the whole server
     # Messaging
     max_text_length: int = 16_000
     recall_window_seconds: int = 120
@@ -64,9 +66,11 @@ class Settings:
     typing_throttle_seconds: float = 2.0
     # Contacts and presence
     contact_request_ttl_days: int = 7
+    contact_request_rate_limit: str = "50/86400"  # requests sent per user
     presence_grace_seconds: float = 5.0
     # Groups
     max_group_members: int = 500
+    group_create_rate_limit: str = "20/86400"  # groups created per user
     # Media (bytes / milliseconds)
     max_image_bytes: int = 20 * 1024 * 1024
     max_voice_bytes: int = 5 * 1024 * 1024
@@ -74,8 +78,13 @@ class Settings:
     max_video_bytes: int = 100 * 1024 * 1024
     max_file_bytes: int = 100 * 1024 * 1024
     max_image_pixels: int = 50_000_000
-    media_url_ttl: int = 3600
+    media_decode_workers: int = 0  # image decoding processes; 0: half the cores (1-4)
+    media_decode_memory: int = 1024**3  # bytes all decodes at once may take together
+    media_url_ttl: int = 900
     orphan_media_ttl: int = 24 * 3600
+    upload_rate_limit: str = "500/86400"  # uploads per user
+    upload_bytes_per_day: int = 2 * 1024**3  # bytes uploaded per user per day
+    media_quota_bytes: int = 10 * 1024**3  # bytes stored per user (0: no quota)
     # Socket.IO engine
     ping_interval: int = 25
     ping_timeout: int = 20

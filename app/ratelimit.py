@@ -1,7 +1,7 @@
 """Rate limiting behind one small interface.
 
-`RateLimiter.hit(key, limit)` counts one event and raises RateLimited when the
-key is over its limit. The in-memory limiter suits one process; the Redis
+`RateLimiter.hit(key, limit, cost)` counts `cost` units (one event, or the
+bytes of an upload) and raises RateLimited when the key is over its limit. The in-memory limiter suits one process; the Redis
 limiter shares counts between processes and lets a dead process's counts expire.
 """
 
@@ -33,7 +33,7 @@ class Limit:
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, limit: Limit) -> None: ...
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None: ...
 
     async def reset(self, key: str) -> None: ...
 
@@ -42,18 +42,19 @@ class MemoryRateLimiter:
     """Fixed-window counters; windows are per key, stale keys are swept lazily."""
 
     def __init__(self) -> None:
-        self._windows: dict[str, tuple[float, int]] = {}
+        # key → (window start, count, window length)
+        self._windows: dict[str, tuple[float, int, float]] = {}
         self._next_sweep = 0.0
 
-    async def hit(self, key: str, limit: Limit) -> None:
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
-        start, count = self._windows.get(key, (now, 0))
+        start, count, _per = self._windows.get(key, (now, 0, limit.per_seconds))
         if now - start >= limit.per_seconds:
             start, count = now, 0
-        count += 1
-        self._windows[key] = (start, count)
+        count += cost
+        self._windows[key] = (start, count, limit.per_seconds)
         if count > limit.count:
             raise RateLimited(retry_after=limit.per_seconds - (now - start))
 
@@ -61,8 +62,8 @@ class MemoryRateLimiter:
         self._windows.pop(key, None)
 
     def _sweep(self, now: float) -> None:
-        # Windows never exceed an hour here; drop anything older.
-        self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 3600}
+        # Drop the windows that have ended (per-day limits keep theirs a day).
+        self._windows = {k: v for k, v in self._windows.items() if now - v[0] < v[2]}
         self._next_sweep = now + 60
 
 
@@ -96,7 +97,7 @@ class RedisRateLimiter:
     that arrives while a batch is on its way to Redis joins the next one, and
     a batch is one script call (INCRBY + expiry per key, atomic in Redis). The
     n hits of one key in a batch get the totals T-n+1 … T in arrival order,
-    exactly what n INCRs would have given them, so the limit is as exact as
+    exactly what n INCRs would have given them (with costs: the running sums), so the limit is as exact as
     with a round trip per hit, at one round trip per batch.
 
     Fails open: when Redis errs or answers slower than `timeout`, the hits of
@@ -116,8 +117,8 @@ class RedisRateLimiter:
         self.fallback = MemoryRateLimiter()
         self._down_until = 0.0
         self._last_log = 0.0
-        # Redis key → (window in ms, futures of the hits waiting for their count)
-        self._pending: dict[str, tuple[int, list[asyncio.Future]]] = {}
+        # Redis key → (window in ms, (future, cost) of the hits waiting for their count)
+        self._pending: dict[str, tuple[int, list[tuple[asyncio.Future, int]]]] = {}
         self._flusher: asyncio.Task | None = None
         self._script = redis.register_script(_HITS_SCRIPT)
 
@@ -136,23 +137,23 @@ class RedisRateLimiter:
         if self.metrics is not None:
             self.metrics.ratelimit_fallbacks.inc()
 
-    async def hit(self, key: str, limit: Limit) -> None:
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None:
         if time.monotonic() < self._down_until:
             self._failed(None)
-            return await self.fallback.hit(key, limit)
+            return await self.fallback.hit(key, limit, cost)
         k = self.prefix + key
         fut = asyncio.get_running_loop().create_future()
         entry = self._pending.get(k)
         if entry is None:
             entry = self._pending[k] = (max(1, int(limit.per_seconds + 0.999)) * 1000, [])
-        entry[1].append(fut)
+        entry[1].append((fut, cost))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all(), name="parley-ratelimit")
         try:
             count, pttl = await fut
         except _RedisDown:
             self._failed(None)
-            return await self.fallback.hit(key, limit)
+            return await self.fallback.hit(key, limit, cost)
         if count > limit.count:
             raise RateLimited(retry_after=max(pttl, 0) / 1000)
 
@@ -164,7 +165,8 @@ class RedisRateLimiter:
         finally:
             self._flusher = None
 
-    async def _flush(self, batch: dict[str, tuple[int, list[asyncio.Future]]]) -> None:
+    async def _flush(self, batch: dict[str, tuple[int, list[tuple[asyncio.Future, int]]]]
+                     ) -> None:
         keys = list(batch)
         try:
             if time.monotonic() < self._down_until:
@@ -172,28 +174,30 @@ class RedisRateLimiter:
             args: list[int] = []
             for k in keys:
                 window, futs = batch[k]
-                args += (len(futs), window)
+                args += (sum(c for _f, c in futs), window)
             out = await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout)
         except Exception as exc:  # noqa: BLE001 - every hit of the batch falls back
             if not isinstance(exc, _RedisDown):
                 self._mark_down(exc)
             for _, futs in batch.values():
-                for f in futs:
+                for f, _c in futs:
                     if not f.done():
                         f.set_exception(_RedisDown())
             return
         except BaseException:
             for _, futs in batch.values():
-                for f in futs:
+                for f, _c in futs:
                     f.cancel()
             raise
         for i, k in enumerate(keys):
             total, pttl = int(out[2 * i]), int(out[2 * i + 1])
             futs = batch[k][1]
-            first = total - len(futs) + 1
-            for j, f in enumerate(futs):
+            # Hand out the running totals in arrival order, as one INCRBY each would.
+            running = total - sum(c for _f, c in futs)
+            for f, c in futs:
+                running += c
                 if not f.done():
-                    f.set_result((first + j, pttl))
+                    f.set_result((running, pttl))
 
     async def reset(self, key: str) -> None:
         await self.fallback.reset(key)

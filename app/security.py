@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 from argon2 import PasswordHasher, Type
@@ -18,6 +21,22 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024 + 1024, parallelism=
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 JWT_ALGORITHM = "HS256"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# argon2 is slow and memory-hard on purpose (memory_cost above, per hash). On
+# the event loop, a burst of sign-ins would freeze every socket of the
+# process; so hashing runs in this pool (argon2-cffi releases the GIL), and the pool's size is the bound
+# on concurrent hashes: one core is left to the event loop, and further
+# sign-ins queue here instead of multiplying CPU and memory.
+HASH_WORKERS = max(1, min(8, _cores() - 1))
+_pool = ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="parley-argon2")
 
 
 def hash_password(password: str) -> str:
@@ -33,6 +52,17 @@ def verify_password(password_hash: str | None, password: str) -> tuple[bool, boo
     if password_hash is None:
         return False, False
     return True, _hasher.check_needs_rehash(password_hash)
+
+
+async def hash_password_async(password: str) -> str:
+    """hash_password off the event loop (bounded by HASH_WORKERS)."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, hash_password, password)
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> tuple[bool, bool]:
+    """verify_password off the event loop (bounded by HASH_WORKERS)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _pool, verify_password, password_hash, password)
 
 
 def new_refresh_token() -> str:

@@ -64,6 +64,11 @@ def make_settings(database_url: str, tmp_path, **overrides):
         login_rate_limit="1000/60",
         code_rate_limit="1000/60",
         send_rate_limit="10000/1",
+        register_rate_limit="100000/60",
+        register_global_rate_limit="100000/60",
+        contact_request_rate_limit="100000/60",
+        group_create_rate_limit="100000/60",
+        upload_rate_limit="100000/60",
         presence_grace_seconds=0.3,
     )
     base.update(overrides)

@@ -4,6 +4,7 @@ import time
 import uuid
 
 import jwt
+import pytest
 
 from app.models.accounts import AuthSession
 from app.services import accounts
@@ -222,3 +223,98 @@ async def test_authenticate_checks_the_session(deps):
         except accounts.Unauthorized:
             continue
         raise AssertionError("accepted")
+
+
+# --- password hashing stays off the event loop ------------------------------------
+
+
+async def test_healthz_is_served_while_a_burst_of_hashes_runs(client, monkeypatch):
+    """20 concurrent registrations and logins: every argon2 call is held inside the
+    hasher until the test lets go. /healthz must answer while they are held (the
+    loop is free), and no more than HASH_WORKERS hashes run at once."""
+    import asyncio
+    import threading
+
+    from app import security
+
+    real = security._hasher
+    release = threading.Event()
+    lock = threading.Lock()
+    state = {"running": 0, "peak": 0, "entered": 0}
+
+    def held(fn):
+        def wrapper(*args, **kw):
+            with lock:
+                state["running"] += 1
+                state["entered"] += 1
+                state["peak"] = max(state["peak"], state["running"])
+            try:
+                release.wait(timeout=5)  # on the loop thread this would freeze the loop
+                return fn(*args, **kw)
+            finally:
+                with lock:
+                    state["running"] -= 1
+        return wrapper
+
+    class HeldHasher:  # PasswordHasher has slots: wrap it whole
+        hash = staticmethod(held(real.hash))
+        verify = staticmethod(held(real.verify))
+        check_needs_rehash = staticmethod(real.check_needs_rehash)
+
+    monkeypatch.setattr(security, "_hasher", HeldHasher())
+
+    burst = [asyncio.create_task(register(client, email=f"u{i}@example.org"))
+             for i in range(10)]
+    burst += [asyncio.create_task(client.post(
+        f"{API}/auth/login", json={"login": f"nobody{i}@example.org", "password": "x" * 12}))
+        for i in range(10)]
+    for _ in range(600):  # a thread sets the counter: poll it
+        if state["entered"]:
+            break
+        await asyncio.sleep(0.005)
+    r = await asyncio.wait_for(client.get("/healthz"), 3)
+    assert r.status == 200
+    # Answered while the hashes were still held, not after they finished.
+    assert not release.is_set() and state["running"] >= 1
+    release.set()
+    answers = await asyncio.gather(*burst)
+    assert [a.status for a in answers] == [201] * 10 + [401] * 10
+    assert state["peak"] <= security.HASH_WORKERS
+
+
+# --- sign-up limits ----------------------------------------------------------------
+
+
+async def _limited(r, window: int) -> None:
+    body = await r.json()
+    assert r.status == 429, body
+    assert body["error"]["code"] == "rate_limited"
+    retry = int(r.headers["Retry-After"])
+    assert 0 < retry <= window and body["error"]["details"]["retry_after"] == retry
+
+
+@pytest.mark.parametrize("settings_overrides", [{"register_rate_limit": "3/3600"}])
+async def test_register_rate_limit_per_address(client, deps):
+    for i in range(3):
+        assert (await register(client, email=f"r{i}@example.org")).status == 201
+    await _limited(await register(client, email="r3@example.org"), 3600)
+    # Another address still signs up (its own bucket).
+    data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                               email="other@example.org")
+    out = await accounts.register(deps, data, accounts.Client(ip="203.0.113.9"))
+    assert out["user"]["email"] == "other@example.org"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"register_global_rate_limit": "2/3600"}])
+async def test_register_global_ceiling_across_addresses(client, deps):
+    from app.errors import RateLimited
+
+    for i in range(2):
+        data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                                   email=f"g{i}@example.org")
+        await accounts.register(deps, data, accounts.Client(ip=f"203.0.113.{i}"))
+    data = accounts.RegisterIn(password="correct horse battery", display_name="Z",
+                               email="g9@example.org")
+    with pytest.raises(RateLimited):
+        await accounts.register(deps, data, accounts.Client(ip="198.51.100.7"))
+    await _limited(await register(client, email="g10@example.org"), 3600)

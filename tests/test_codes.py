@@ -418,3 +418,40 @@ def test_smtp_url_parsing():
     assert SmtpSender("smtp://relay?starttls=true", "x").start_tls is True
     s = SmtpSender("smtps://mail.example.org?starttls=true", "x")
     assert (s.port, s.use_tls, s.start_tls) == (465, True, False)
+
+
+@pytest.mark.parametrize("extra_settings", [{"require_verification": True}])
+async def test_sign_up_with_verification_does_not_tell_who_has_an_account(client, smtp, deps):
+    """Taken and free addresses get identical answers at every step a stranger can
+    reach; only the owner of an address (who holds its code) learns it is taken."""
+    import uuid
+
+    from app.models.accounts import User
+
+    await User.create(id=uuid.uuid4(), username="tara", email="tara@example.org",
+                      phone="+14155550177", password_hash="-", display_name="Tara")
+    pairs = (("tara@example.org", "free@example.org"),)
+    for used, free in pairs:
+        answers = []
+        for email in (used, free):
+            r = await request_code(client, "register", email=email)
+            answers.append((r.status, await r.json()))
+        assert answers[0] == answers[1] == (202, {"ok": True})
+        answers = []
+        for email in (used, free):
+            r = await client.post(f"{API}/auth/register", json={
+                "email": email, "password": PASSWORD, "display_name": "X", "code": "000000"})
+            answers.append((r.status, await r.json()))
+        assert answers[0] == answers[1]
+        assert answers[0][0] == 400 and answers[0][1]["error"]["code"] == "invalid_code"
+    # My own verified email plus someone else's phone: refused the same way
+    # whether that phone has an account or not (never `phone_taken`).
+    answers = []
+    for phone in ("+14155550177", "+14155550188"):
+        await request_code(client, "register", email="mallory@example.org")
+        r = await client.post(f"{API}/auth/register", json={
+            "email": "mallory@example.org", "phone": phone, "password": PASSWORD,
+            "display_name": "M", "code": smtp.last_code("mallory@example.org")})
+        answers.append((r.status, await r.json()))
+    assert answers[0] == answers[1] and answers[0][0] == 400
+    assert answers[0][1]["error"]["code"] == "invalid"

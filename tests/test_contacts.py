@@ -376,3 +376,49 @@ async def test_concurrent_requests_settle_cleanly(client, deps):
     between = await ContactRequest.filter(from_user_id__in=[alice.user_id, carol.user_id],
                                           to_user_id__in=[alice.user_id, carol.user_id])
     assert sorted(r.status for r in between) == ["accepted", "accepted"]
+
+
+async def test_accept_is_atomic_when_a_write_fails(client, deps, monkeypatch):
+    """A failure after the request was marked accepted and both contact rows were
+    written (the last write raises) leaves nothing behind: still pending, no
+    contact on either side; accepting again then works."""
+    from app.models.contacts import Contact, ContactRequest
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    r = await request(client, alice, bob.user_id, "hi")
+    rid = (await r.json())["request"]["id"]
+    real = contacts._settle_requests
+    calls = []
+
+    async def failing(conn, ids, **fields):
+        calls.append(ids)
+        if "pending_key" in ids:  # the last of the writes
+            raise RuntimeError("injected failure")
+        return await real(conn, ids, **fields)
+
+    monkeypatch.setattr(contacts, "_settle_requests", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        await contacts.accept(deps, bob.user_id, rid)
+    assert len(calls) == 2  # the failure came after the earlier writes
+    assert (await ContactRequest.get(id=int(rid))).status == "pending"
+    assert await Contact.filter(owner_id__in=[alice.user_id, bob.user_id]).count() == 0
+
+    monkeypatch.setattr(contacts, "_settle_requests", real)
+    out = await contacts.accept(deps, bob.user_id, rid)
+    assert out["request"]["status"] == "accepted"
+    assert await Contact.filter(owner_id=alice.user_id, contact_id=bob.user_id).exists()
+    assert await Contact.filter(owner_id=bob.user_id, contact_id=alice.user_id).exists()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"contact_request_rate_limit": "2/86400"}])
+async def test_contact_requests_per_user_per_day(client, deps):
+    alice = await make_user(deps)
+    others = [await make_user(deps) for _ in range(3)]
+    for p in others[:2]:
+        assert (await request(client, alice, p.user_id)).status == 201
+    r = await request(client, alice, others[2].user_id)
+    body = await r.json()
+    assert r.status == 429 and body["error"]["code"] == "rate_limited"
+    assert 0 < int(r.headers["Retry-After"]) <= 86400
+    # Someone else's budget is their own.
+    assert (await request(client, others[2], alice.user_id)).status == 201

@@ -789,3 +789,20 @@ async def test_concurrent_joins_never_overfill(deps):
     assert (await groups.get_group(deps, owner.user_id, cid))["member_count"] == 6
     seqs = [m["seq"] for m in await timeline(deps, owner, cid)]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"group_create_rate_limit": "2/86400"}])
+async def test_group_creation_is_limited_per_user(client, deps):
+    owner = await make_user(deps, "owner")
+    (friend,) = await friends_of(deps, owner, 1)
+    for i in range(2):
+        status, _ = await api(client, "POST", "/groups", owner,
+                              {"name": f"g{i}", "member_ids": [friend.user_id]})
+        assert status == 201
+    r = await client.post(f"{API}/groups", json={"name": "g2", "member_ids": [friend.user_id]},
+                          headers=owner.headers)
+    assert r.status == 429 and (await r.json())["error"]["code"] == "rate_limited"
+    assert 0 < int(r.headers["Retry-After"]) <= 86400
+    # The refused attempt wrote nothing.
+    listed = (await api(client, "GET", "/conversations", owner))[1]["conversations"]
+    assert sorted(c["title"] for c in listed if c["type"] == "group") == ["g0", "g1"]

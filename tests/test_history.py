@@ -46,7 +46,7 @@ def encoded(obj) -> bytes:
     return msgspec.json.encode(obj)  # key order included: byte-for-byte
 
 
-def reference_serialize(msg: Message, reply: Message | None, deps) -> dict:
+def reference_serialize(msg: Message, reply: Message | None, deps, viewer=None) -> dict:
     """The model-based serialiser the read path replaced, kept as the spec."""
     from app.services import media
 
@@ -77,7 +77,7 @@ def reference_serialize(msg: Message, reply: Message | None, deps) -> dict:
             if key in msg.data:
                 out[key] = msg.data[key]
         if "media" in msg.data:
-            out["media"] = media.public_media(msg.data["media"], deps)
+            out["media"] = media.public_media(msg.data["media"], deps, viewer)
     return out
 
 
@@ -99,7 +99,7 @@ async def test_page_rows_serialise_exactly_like_models(deps):
     expected = await reading.serialize_messages(models, bob.user_id, deps)
     assert encoded(page["messages"]) == encoded(expected)
     by_id = {m.id: m for m in models}
-    spec = [reference_serialize(m, by_id.get(m.reply_to_id), deps) for m in models]
+    spec = [reference_serialize(m, by_id.get(m.reply_to_id), deps, bob.user_id) for m in models]
     assert encoded(page["messages"]) == encoded(spec)
     assert page["has_more"] is False
 
@@ -380,3 +380,133 @@ async def test_sync_without_a_cursor_still_answers_with_the_first_page(deps, bas
         assert bad["error"]["code"] == "invalid" and bad["error"]["details"]["field"] == "cursor"
     finally:
         await sio.disconnect()
+
+
+# --- reply previews follow the quoted message's visibility ------------------------------
+
+
+SECRET = "said before Carol joined: the launch code is 0000"
+
+
+def _is_unavailable(msg: dict) -> bool:
+    p = msg["reply_preview"]
+    return p["unavailable"] is True and p["text"] == "" and p["sender_id"] is None \
+        and p["seq"] is None and SECRET not in msgspec.json.encode(msg).decode()
+
+
+async def _group_with_late_joiner(deps):
+    from app.services import messaging
+
+    alice, bob, carol = (await make_user(deps, "alice"), await make_user(deps, "bob"),
+                         await make_user(deps, "carol"))
+    await make_contacts(deps, alice, bob)
+    await make_contacts(deps, alice, carol)
+    conv = await groups.create_group(deps, alice.user_id,
+                                     groups.CreateIn(name="g", member_ids=[bob.user_id]))
+    cid = conv["id"]
+    old = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+        conversation_id=cid, client_msg_id=uuid.uuid4().hex, text=SECRET))
+    await groups.add_members(deps, alice.user_id, cid,
+                             groups.AddMembersIn(user_ids=[carol.user_id]))
+    return alice, bob, carol, cid, old
+
+
+async def _views_of(deps, who, cid) -> dict:
+    """The newest message of `cid` as `who` gets it from history, sync and the list."""
+    page = await reading.history(deps, who.user_id, reading.HistoryIn(conversation_id=cid))
+    synced = await reading.sync(deps, who.user_id, reading.SyncIn())
+    (entry,) = [c for c in synced["conversations"] if c["id"] == cid]
+    listed = await convs.list_conversations(deps, who.user_id, None, 50)
+    (item,) = [c for c in listed["conversations"] if c["id"] == cid]
+    return {"history": page["messages"][-1], "sync": entry["messages"][-1],
+            "list": item["last_message"]}
+
+
+async def test_late_joiner_sees_no_preview_of_earlier_messages(deps, base_url):
+    from tests.factories import call, connect
+
+    alice, bob, carol, cid, old = await _group_with_late_joiner(deps)
+    socks = {p.user_id: await connect(base_url, p.access_token) for p in (alice, carol, bob)}
+    try:
+        ack = await call(socks[bob.user_id], "message:send", {
+            "conversation_id": cid, "client_msg_id": uuid.uuid4().hex, "text": "agreed",
+            "reply_to": old["id"]})
+        assert ack["ok"], ack
+        # The sender and Alice saw the original: the full preview.
+        assert ack["message"]["reply_preview"]["text"] == SECRET
+        (live_a,) = await socks[alice.user_id].log.wait_for(
+            "message:new", where=lambda m: m.get("reply_to") == old["id"])
+        assert live_a["reply_preview"]["text"] == SECRET
+        # Carol joined after it: live, history, sync and the chat list say unavailable.
+        (live_c,) = await socks[carol.user_id].log.wait_for(
+            "message:new", where=lambda m: m.get("reply_to") == old["id"])
+        assert _is_unavailable(live_c) and live_c["text"] == "agreed"
+        for path, msg in (await _views_of(deps, carol, cid)).items():
+            assert _is_unavailable(msg), path
+        for path, msg in (await _views_of(deps, alice, cid)).items():
+            assert msg["reply_preview"]["text"] == SECRET, path
+    finally:
+        for s in socks.values():
+            await s.disconnect()
+
+
+async def test_preview_of_a_message_deleted_for_me_is_unavailable_to_me_only(deps, base_url):
+    from app.services import messaging
+    from tests.factories import connect
+
+    alice, bob, carol, cid, old = await _group_with_late_joiner(deps)
+    mine = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+        conversation_id=cid, client_msg_id=uuid.uuid4().hex, text=SECRET))
+    await messaging.delete_for_me(deps, bob.user_id, messaging.MessageRef(message_id=mine["id"]))
+    bob_sock = await connect(base_url, bob.access_token)
+    try:
+        await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+            conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="see above",
+            reply_to=mine["id"]))
+        (live,) = await bob_sock.log.wait_for("message:new",
+                                              where=lambda m: m.get("reply_to") == mine["id"])
+        assert _is_unavailable(live)
+    finally:
+        await bob_sock.disconnect()
+    for path, msg in (await _views_of(deps, bob, cid)).items():
+        assert _is_unavailable(msg), path
+    for who in (alice, carol):  # Carol joined before this one: she sees it
+        for path, msg in (await _views_of(deps, who, cid)).items():
+            assert msg["reply_preview"]["text"] == SECRET, (who.user_id, path)
+
+
+async def test_preview_after_cleared_history_and_of_recalled_messages(deps, base_url):
+    from app.services import messaging
+    from tests.factories import connect
+
+    alice, bob, carol, cid, old = await _group_with_late_joiner(deps)
+    quoted = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+        conversation_id=cid, client_msg_id=uuid.uuid4().hex, text=SECRET))
+    # Bob's window starts after the quoted message (what clearing a history does).
+    await Membership.filter(conversation_id=cid, user_id=bob.user_id).update(
+        visible_from_seq=quoted["seq"])
+    socks = [await connect(base_url, p.access_token) for p in (bob, carol)]
+    try:
+        reply = await messaging.send_message(deps, carol.user_id, messaging.SendIn(
+            conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="re",
+            reply_to=quoted["id"]))
+        (live,) = await socks[0].log.wait_for("message:new",
+                                              where=lambda m: m["id"] == reply["id"])
+        assert _is_unavailable(live)
+        for path, msg in (await _views_of(deps, bob, cid)).items():
+            assert _is_unavailable(msg), path
+        # A recalled original: whoever can see it gets its tombstone, no text.
+        await messaging.recall(deps, alice.user_id,
+                               messaging.MessageRef(message_id=quoted["id"]))
+        again = await messaging.send_message(deps, alice.user_id, messaging.SendIn(
+            conversation_id=cid, client_msg_id=uuid.uuid4().hex, text="re again",
+            reply_to=quoted["id"]))
+        (live,) = await socks[1].log.wait_for("message:new",
+                                              where=lambda m: m["id"] == again["id"])
+        views = [live, *(await _views_of(deps, carol, cid)).values()]
+        for msg in views:
+            p = msg["reply_preview"]
+            assert p["recalled"] is True and p["text"] == "" and "unavailable" not in p, msg
+    finally:
+        for s in socks:
+            await s.disconnect()

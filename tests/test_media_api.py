@@ -447,9 +447,12 @@ async def test_downloads_need_membership_or_a_valid_link(deps, client, settings,
     assert resp.status == 403
     resp = await client.get(url.replace("exp=", "exp=9"))
     assert resp.status == 403
+    # A link names its user: Alice's link does not pass as Carol's.
+    resp = await client.get(url.replace(f"u={alice.user_id}", f"u={carol.user_id}"))
+    assert resp.status == 403
     # A correctly signed but expired link.
     past = int(time.time()) - 5
-    expired = media_service.signed_url(settings, m["id"], "content", exp=past)
+    expired = media_service.signed_url(settings, m["id"], "content", alice.user_id, exp=past)
     resp = await client.get(expired)
     assert resp.status == 403 and await error_code(resp) == "link_expired"
     # Unknown ids look the same as forbidden ones.
@@ -598,3 +601,128 @@ class TestS3Backend:
         assert not await storage.exists(row.thumb_key)
         resp = await client.get(f"{API}/media/{m['id']}/content", headers=bob.headers)
         assert resp.status == 200 and await resp.read() == voice
+
+
+# --- per-user upload limits and quota ---------------------------------------------------
+
+
+async def _rate_limited(resp, window: int) -> None:
+    body = await resp.json()
+    assert resp.status == 429, body
+    assert body["error"]["code"] == "rate_limited"
+    assert 0 < int(resp.headers["Retry-After"]) <= window
+
+
+@pytest.mark.parametrize("settings_overrides", [{"upload_rate_limit": "2/86400"}])
+async def test_uploads_per_day_are_counted(deps, client):
+    alice, bob = await make_user(deps), await make_user(deps)
+    for _ in range(2):
+        await uploaded(client, alice, b"plain text file\n", name="a.txt")
+    await _rate_limited(await upload(client, alice, b"third\n", name="c.txt"), 86400)
+    await uploaded(client, bob, b"bob's own budget\n", name="b.txt")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"upload_bytes_per_day": 10_000}])
+async def test_upload_bytes_per_day_are_counted(deps, client):
+    alice = await make_user(deps)
+    await uploaded(client, alice, b"x" * 6000, name="a.txt")
+    await _rate_limited(await upload(client, alice, b"y" * 6000, name="b.txt"), 86400)
+    # The refused upload was not kept.
+    assert await Media.filter(uploader_id=alice.user_id).count() == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"media_quota_bytes": 10_000}])
+async def test_stored_bytes_quota(deps, client):
+    alice = await make_user(deps)
+    first = await uploaded(client, alice, b"x" * 6000, name="a.txt")
+    await _rate_limited(await upload(client, alice, b"y" * 6000, name="b.txt"), 10**6)
+    await uploaded(client, alice, b"z" * 3000, name="c.txt")  # still fits
+    # Full: refused before the body is read.
+    await _rate_limited(await upload(client, alice, b"w" * 2000, name="d.txt"), 10**6)
+    assert await Media.filter(uploader_id=alice.user_id).count() == 2
+    # Space comes back when an upload is deleted (the orphan sweep).
+    await Media.filter(id=first["id"]).delete()
+    await uploaded(client, alice, b"v" * 2000, name="e.txt")
+
+
+# --- links die with access ----------------------------------------------------------------
+
+
+async def test_links_stop_working_after_a_recall(deps, client, base_url):
+    """Recall is Parley's delete-for-everyone: links issued before it die with it."""
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    m = await uploaded(client, alice, b"secret notes\n", name="n.txt")
+    bob_sock = await connect(base_url, bob.access_token)
+    try:
+        msg = await sent(client, alice, cid, m["id"], "file")
+        (live,) = await bob_sock.log.wait_for("message:new")
+    finally:
+        await bob_sock.disconnect()
+    bob_link = live["media"]["url"]
+    assert f"u={bob.user_id}" in bob_link  # signed for Bob, not a bearer link for anyone
+    alice_link = msg["media"]["url"]
+    assert (await client.get(bob_link)).status == 200
+    await messaging.recall(deps, alice.user_id, messaging.MessageRef(message_id=msg["id"]))
+    resp = await client.get(bob_link)
+    assert resp.status == 404 and await error_code(resp) == "not_found"
+    assert (await client.get(alice_link)).status == 200  # the uploader keeps her upload
+
+
+@pytest.mark.parametrize("how", ["kick", "leave"])
+async def test_links_stop_working_for_a_member_who_is_removed_or_leaves(deps, client, how,
+                                                                         tmp_path):
+    from app.services import groups
+
+    alice, bob, carol = [await make_user(deps) for _ in range(3)]
+    await make_contacts(deps, alice, bob)
+    await make_contacts(deps, alice, carol)
+    conv = await groups.create_group(deps, alice.user_id, groups.CreateIn(
+        name="g", member_ids=[bob.user_id, carol.user_id]))
+    png = samples.make_png(tmp_path / "p.png").read_bytes()
+    m = await uploaded(client, alice, png, name="p.png")
+    await sent(client, alice, conv["id"], m["id"], "image")
+    links = {}
+    for p in (bob, carol):
+        resp = await client.get(f"{API}/media/{m['id']}", headers=p.headers)
+        links[p.user_id] = (await resp.json())["media"]
+        for variant in ("url", "thumbnail_url"):
+            assert (await client.get(links[p.user_id][variant])).status == 200
+    if how == "kick":
+        await groups.remove_member(deps, alice.user_id, conv["id"], bob.user_id)
+    else:
+        await groups.leave(deps, bob.user_id, conv["id"])
+    for variant in ("url", "thumbnail_url"):
+        assert (await client.get(links[bob.user_id][variant])).status == 404
+        assert (await client.get(links[carol.user_id][variant])).status == 200
+    # Nor by token.
+    assert (await client.get(f"{API}/media/{m['id']}/content",
+                             headers=bob.headers)).status == 404
+
+
+@pytest.mark.parametrize("settings_overrides", [{"media_decode_memory": 1_000_000}])
+async def test_image_over_the_decode_budget_is_refused_before_decoding(deps, client, tmp_path):
+    alice = await make_user(deps)
+    png = samples.make_png(tmp_path / "p.png", size=(800, 600)).read_bytes()
+    resp = await upload(client, alice, png, name="p.png")
+    body = await resp.json()
+    assert resp.status == 413 and body["error"]["code"] == "too_large"
+    assert body["error"]["details"] == {"limit": "decode_memory", "max": 1_000_000}
+    assert await Media.all().count() == 0
+
+
+async def test_links_stop_working_after_delete_for_me(deps, client):
+    from app.services import messaging
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    m = await uploaded(client, alice, b"notes\n", name="n.txt")
+    msg = await sent(client, alice, cid, m["id"], "file")
+    resp = await client.get(f"{API}/conversations/{cid}/messages", headers=bob.headers)
+    bob_link = (await resp.json())["messages"][-1]["media"]["url"]
+    assert f"u={bob.user_id}" in bob_link and (await client.get(bob_link)).status == 200
+    await messaging.delete_for_me(deps, bob.user_id, messaging.MessageRef(message_id=msg["id"]))
+    assert (await client.get(bob_link)).status == 404
+    assert (await client.get(msg["media"]["url"])).status == 200  # Alice's is hers

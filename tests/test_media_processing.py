@@ -615,3 +615,122 @@ def test_content_disposition():
     fallback = cd.split('filename="', 1)[1].split('"', 1)[0]
     assert '"' not in fallback and "\\" not in fallback
     assert ascii_filename("日本語") == "file"
+
+
+# --- decoding memory, measured on a real server process --------------------------------
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.timeout(240)
+async def test_ten_parallel_zero_pngs_keep_the_server_memory_bounded(tmp_path):
+    """Ten 7000x7000 all-black PNGs (~140 KB each, under the pixel limit) uploaded at
+    once: the server process grows by less than 300 MiB, and every upload gets a
+    clear answer (201, or 413 too_large), nothing else."""
+    import asyncio
+    import os
+
+    import aiohttp
+
+    from tests.cluster_helpers import Worker
+
+    png = tmp_path / "zeros.png"
+    Image.new("RGB", (7000, 7000)).save(png, optimize=True)
+    data = png.read_bytes()
+    db = f"sqlite://{tmp_path / 'p.db'}"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATABASE_", "REDIS_", "TEST_"))}
+    env.update(DATABASE_URL=db, SECRET_KEY="s" * 48, MEDIA_ROOT=str(tmp_path / "media"),
+               LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "migrate", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert await asyncio.wait_for(migrate.wait(), 120) == 0
+    server = Worker("server", env, tmp_path)
+    server.start()
+    samples: list[tuple[float, float]] = []
+    try:
+        await server.wait_ready()
+        pid = server.proc.pid
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.url + "/api/v1/auth/register", json={
+                    "email": "big@example.org", "password": "correct horse battery",
+                    "display_name": "Big"}) as r:
+                assert r.status == 201
+                headers = {"Authorization": "Bearer " + (await r.json())["access_token"]}
+
+            async def upload(body: bytes, name: str):
+                form = aiohttp.FormData()
+                form.add_field("file", body, filename=name, content_type="image/png")
+                async with http.post(server.url + "/api/v1/media", data=form,
+                                     headers=headers) as r:
+                    return r.status, await r.json()
+
+            small = ms.make_png(tmp_path / "small.png").read_bytes()
+            assert (await upload(small, "small.png"))[0] == 201  # warm: code paths loaded
+            base = _rss_mib(pid)
+            done = False
+
+            async def sample():
+                while not done:
+                    tree = _rss_mib(pid) + sum(_rss_mib(c) for c in _children(pid))
+                    samples.append((_rss_mib(pid), tree))
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample())
+            answers = await asyncio.gather(*(upload(data, f"z{i}.png") for i in range(10)))
+            done = True
+            await sampler
+        for status, body in answers:
+            assert (status == 201 and body["media"]["width"] == 7000) or (
+                status == 413 and body["error"]["code"] == "too_large"), (status, body)
+        peak = max(s for s, _t in samples)
+        print(f"server RSS: base {base:.0f} MiB, peak {peak:.0f} MiB, "
+              f"growth {peak - base:.0f} MiB; server+decoders peak "
+              f"{max(t for _s, t in samples):.0f} MiB; statuses {[a[0] for a in answers]}")
+        assert peak - base < 300, (base, peak)
+    finally:
+        server.stop()
+
+
+def _crash(*_args, **_kw):
+    import os
+
+    os._exit(3)  # what a segfaulting decoder looks like to the pool
+
+
+async def test_image_decoder_survives_a_dead_worker_and_keeps_its_budget(tmp_path):
+    from app.media import ImageDecoder
+
+    decoder = ImageDecoder(workers=1, memory_budget=100 * 1024 * 1024)
+    try:
+        with pytest.raises(TooLarge):  # more than the whole budget: refused, not queued
+            await decoder.run(process_image, "x", "y", None, cost=200 * 1024 * 1024,
+                              max_pixels=10)
+        with pytest.raises(InvalidMedia):
+            await decoder.run(_crash, cost=1)
+        src = ms.make_png(tmp_path / "a.png", size=(64, 48))
+        out = tmp_path / "out"
+        w, h, mime = await decoder.run(process_image, str(src), str(out), None, cost=1,
+                                       max_pixels=10**6)
+        assert (w, h, mime) == (64, 48, "image/jpeg") and out.stat().st_size > 0
+        with pytest.raises(InvalidMedia):  # media errors come back as themselves
+            await decoder.run(process_image, str(tmp_path / "missing"), str(out), None,
+                              cost=1, max_pixels=10**6)
+        assert decoder._free == decoder.memory_budget  # every reservation given back
+    finally:
+        decoder.close()

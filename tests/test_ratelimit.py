@@ -101,3 +101,44 @@ async def test_redis_down_fails_open_to_memory_quickly(tmp_path):
         assert metrics.ratelimit_fallbacks._value.get() == 6
     finally:
         await client.aclose()
+
+
+async def _costs(limiter, key: str, limit: Limit, costs: list[int]) -> list[bool]:
+    async def one(c):
+        try:
+            await limiter.hit(key, limit, cost=c)
+            return True
+        except RateLimited:
+            return False
+
+    return list(await asyncio.gather(*(one(c) for c in costs)))
+
+
+async def test_memory_limiter_counts_costs_and_keeps_day_windows(monkeypatch):
+    limiter = MemoryRateLimiter()
+    day = Limit(1000, 86400)
+    assert await _costs(limiter, "bytes", day, [400, 500, 200, 50]) == [True, True, False, False]
+    # The sweep keeps a window until it ends, however long it is.
+    import types
+
+    from app import ratelimit
+
+    real = time.monotonic()
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: real + 7200))
+    assert await _costs(limiter, "bytes", day, [1]) == [False]
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(monotonic=lambda: real + 86401))
+    assert await _costs(limiter, "bytes", day, [999]) == [True]
+
+
+@needs_redis
+async def test_redis_limiter_counts_costs_in_one_batch():
+    client = aioredis.from_url(TEST_REDIS_URL)
+    prefix = f"test:rl:{uuid.uuid4().hex}:"
+    limiter = RedisRateLimiter(client, prefix)
+    try:
+        got = await _costs(limiter, "bytes", Limit(1000, 86400), [400, 500, 200, 50])
+        assert got == [True, True, False, False]
+        assert int(await client.get(prefix + "bytes")) == 1150
+    finally:
+        await client.delete(prefix + "bytes")
+        await client.aclose()

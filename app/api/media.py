@@ -83,7 +83,8 @@ async def _download(request: web.Request, variant: str) -> web.StreamResponse:
     if "sig" not in q and "exp" not in q:
         user_id = (await auth_of(request)).user_id
     d = await media.open_download(deps, request.match_info["media_id"], variant,
-                                  user_id=user_id, exp=q.get("exp"), sig=q.get("sig"))
+                                  user_id=user_id, exp=q.get("exp"), sig=q.get("sig"),
+                                  link_user=q.get("u"))
     headers = {
         "Content-Type": d.mime,
         "Content-Disposition": d.disposition,

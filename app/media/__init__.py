@@ -34,6 +34,7 @@ from .errors import InvalidMedia, MediaError, TooLarge
 from .filenames import ascii_filename, content_disposition, safe_filename
 from .image import ImageResult, image_size, process_image, process_image_async
 from .pipeline import (
+    ImageDecoder,
     MediaLimits,
     ProcessedMedia,
     extension_for,
@@ -43,7 +44,7 @@ from .pipeline import (
 from .sniff import KINDS, SNIFF_BYTES, Sniffed, decide_kind, sniff, sniff_file
 
 __all__ = [
-    "KINDS", "SNIFF_BYTES", "AudioInfo", "ImageResult", "InvalidMedia", "MediaError",
+    "KINDS", "SNIFF_BYTES", "AudioInfo", "ImageDecoder", "ImageResult", "InvalidMedia", "MediaError",
     "MediaLimits", "ProcessedMedia", "Sniffed", "StreamInfo", "TooLarge", "VideoInfo",
     "ascii_filename", "content_disposition", "decide_kind", "extension_for", "image_size",
     "probe_audio", "probe_audio_async", "probe_streams", "probe_video", "probe_video_async",

@@ -99,19 +99,16 @@ def _open(src_path: str | os.PathLike, max_pixels: int) -> Image.Image:
     return img
 
 
-def _decode(img: Image.Image) -> Image.Image:
-    """Load pixels (first frame) and apply EXIF orientation; returns a new image."""
+def _decode(img: Image.Image) -> None:
+    """Load pixels (first frame) and apply EXIF orientation, in place: no second copy."""
     try:
         img.seek(0)
         img.load()
-        out = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Image.DecompressionBombError as e:
         raise TooLarge("The image is too large.", limit="pixels") from e
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
         raise InvalidMedia("The image data is corrupt or truncated.") from e
-    if out is img:
-        out = img.copy()
-    return out
 
 
 def _flatten(img: Image.Image, background=(255, 255, 255)) -> Image.Image:
@@ -128,13 +125,28 @@ def _clean(img: Image.Image) -> tuple[Image.Image, bool]:
         img = img.convert("RGBA" if alpha else "RGB")
     img = _to_srgb(img)
     if alpha:
-        img = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
+        if img.mode not in ("LA", "RGBA"):
+            img = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
     elif img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
-    # a fresh image object: pixels only, so no info/exif/xmp/icc can ride along
-    clean = Image.new(img.mode, img.size)
-    clean.paste(img)
-    return clean, alpha
+    # Pixels only: the encoders below take metadata from `info` (ICC profile,
+    # comments) or from their arguments, and neither carries any. Emptying it
+    # instead of pasting into a fresh image saves a full decoded copy.
+    img.info = {}
+    return img, alpha
+
+
+def decode_cost(size: tuple[int, int], mode: str) -> int:
+    """Bytes a decode of this image may hold at its peak: the decoded pixels at
+    4 bytes each (Pillow keeps RGB as 4), once more for one conversion, plus the
+    encoder's buffers. Checked before a single pixel is decoded."""
+    w, h = size
+    return w * h * 4 * 2 + 16 * 1024 * 1024
+
+
+# Above this many pixels JPEGs are written baseline without Huffman optimisation:
+# both of those make libjpeg buffer every coefficient of the image first.
+BIG_IMAGE_PIXELS = 12_000_000
 
 
 def process_image(
@@ -153,31 +165,40 @@ def process_image(
     mime is ``image/png`` or ``image/jpeg``. ``max_side`` (optional) downscales the
     stored image so its longest side is at most that many pixels.
 
-    Memory: roughly 2-3 decoded copies of the image at peak (≈ 3 bytes × pixels each),
-    so ``max_pixels`` also bounds memory per call.
+    Memory: one decoded copy of the image (4 bytes per pixel), two while a mode
+    conversion runs; :func:`decode_cost` is the bound to check before calling.
 
     Raises :class:`InvalidMedia` (not an image / corrupt / unsupported format) or
     :class:`TooLarge` (more than ``max_pixels`` pixels).
     """
     with _open(src_path, max_pixels) as img:
-        pixels = _decode(img)
-    # closing the source freed its pixel memory; only ``pixels`` is alive now
-    check_pixels(pixels.size, max_pixels)
-    if max_side is not None and max(pixels.size) > max_side:
-        pixels.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    clean, alpha = _clean(pixels)
-    del pixels
-    out_path = Path(out_path)
-    if alpha:
-        clean.save(out_path, format="PNG", optimize=False, compress_level=6)
-        mime = "image/png"
-    else:
-        clean.save(out_path, format="JPEG", quality=JPEG_QUALITY, optimize=True,
-                   progressive=True)
-        mime = "image/jpeg"
-    if thumb_path is not None:
-        write_thumbnail(clean, thumb_path, thumb_size)
-    return ImageResult(clean.width, clean.height, mime)
+        if max_side is not None and img.format == "JPEG":
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: never the full size.
+            img.draft("RGB", (max_side, max_side))
+        _decode(img)
+        check_pixels(img.size, max_pixels)
+        pixels = img
+        if max_side is not None and max(pixels.size) > max_side:
+            pixels.thumbnail((max_side, max_side), Image.Resampling.LANCZOS,
+                             reducing_gap=3.0)
+        clean, alpha = _clean(pixels)
+        if clean is not pixels:
+            pixels.close()  # free the decoded copy before encoding
+        del pixels
+        out_path = Path(out_path)
+        if alpha:
+            clean.save(out_path, format="PNG", optimize=False, compress_level=6)
+            mime = "image/png"
+        else:
+            small = clean.width * clean.height <= BIG_IMAGE_PIXELS
+            clean.save(out_path, format="JPEG", quality=JPEG_QUALITY, optimize=small,
+                       progressive=small)
+            mime = "image/jpeg"
+        if thumb_path is not None:
+            write_thumbnail(clean, thumb_path, thumb_size)
+        result = ImageResult(clean.width, clean.height, mime)
+        clean.close()
+        return result
 
 
 def write_thumbnail(img: Image.Image, thumb_path: str | os.PathLike,
@@ -186,8 +207,11 @@ def write_thumbnail(img: Image.Image, thumb_path: str | os.PathLike,
 
     Returns the thumbnail's (width, height).
     """
-    thumb = img.copy()
-    thumb.thumbnail((thumb_size, thumb_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    w, h = img.size
+    scale = min(1.0, thumb_size / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # Resized straight from the source (reduce first): no full-size copy.
+    thumb = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if _has_alpha(thumb):
         thumb = _flatten(thumb)
     elif thumb.mode not in ("RGB", "L"):

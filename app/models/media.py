@@ -30,7 +30,7 @@ class Media(Model):
 
     class Meta:
         table = "media"
-        indexes = (("kept", "created_at"),)
+        indexes = (("kept", "created_at"), ("uploader_id",))  # quota: bytes per uploader
 
 
 class MediaAttachment(Model):

@@ -105,6 +105,11 @@ def private_user(user: User) -> dict:
 
 
 async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
+    # Counted before any work: per address, then against the server-wide ceiling
+    # (which a spread-out botnet meets instead).
+    s = deps.settings
+    await deps.limiter.hit(f"register:ip:{client.ip}", Limit.parse(s.register_rate_limit))
+    await deps.limiter.hit("register:all", Limit.parse(s.register_global_rate_limit))
     if not data.email and not data.phone:
         raise Invalid("Give an email address or a phone number.", details={"field": "email"})
     email = normalise_email(data.email) if data.email else None
@@ -112,13 +117,21 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
     if deps.settings.require_verification:
         if not data.code:
             raise Invalid("A verification code is required.", details={"field": "code"})
+        if email and phone:
+            # Only what the code proves may be registered: an unverified second
+            # address would be claimed unproven, and "phone_taken" would tell a
+            # stranger whose phone has an account.
+            raise Invalid("Register with the one email address or phone number the code "
+                          "was sent to.", details={"field": "phone"})
         channel, target = ("email", email) if email else ("phone", phone)
+        # Before any uniqueness check: without the code, a taken address and a
+        # free one get the same answer.
         await codes.consume(deps, channel, target, "register", data.code)
     for field_name, value in (("email", email), ("phone", phone), ("username", data.username)):
         if value and await User.filter(**{field_name: value}).exists():
             raise conflict_on(field_name)
     display_name = clean_name(data.display_name, "display_name")
-    password_hash = security.hash_password(data.password)
+    password_hash = await security.hash_password_async(data.password)
     for _attempt in range(5):
         username = data.username or random_username()
         try:
@@ -169,11 +182,12 @@ async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
     account = f"user:{user.id}" if user else _account_key(data.login)
     await deps.limiter.hit(f"login:acct:{account}", limit)
     # Unknown users are verified against a dummy hash: same answer, same cost.
-    ok, needs_rehash = security.verify_password(user.password_hash if user else None, data.password)
+    ok, needs_rehash = await security.verify_password_async(
+        user.password_hash if user else None, data.password)
     if not user or not ok:
         raise InvalidCredentials()
     if needs_rehash:
-        user.password_hash = security.hash_password(data.password)
+        user.password_hash = await security.hash_password_async(data.password)
         await user.save(update_fields=["password_hash"])
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
 
@@ -401,6 +415,6 @@ async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
 
 
 async def set_password(deps: Deps, user: User, new_password: str) -> None:
-    user.password_hash = security.hash_password(new_password)
+    user.password_hash = await security.hash_password_async(new_password)
     await user.save(update_fields=["password_hash"])
 

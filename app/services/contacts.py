@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from app.deps import Deps
 from app.errors import (
@@ -32,6 +33,7 @@ from app.errors import (
 )
 from app.models.accounts import User
 from app.models.contacts import Block, Contact, ContactRequest
+from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services import presence
 from app.services.accounts import public_user, user_by_id
@@ -141,11 +143,21 @@ async def _peer(me_id: str, user_id: str) -> User:
     return peer
 
 
-async def _add_contact(owner_id, contact_id) -> None:
-    try:
-        await Contact.get_or_create(owner_id=owner_id, contact_id=contact_id)
-    except IntegrityError:
-        pass  # a concurrent accept added it
+async def _add_contacts(conn, a, b) -> None:
+    """Both sides of a friendship. Rows that exist stay as they are (a concurrent
+    accept, or one side kept the other): ON CONFLICT DO NOTHING, which unlike a
+    caught IntegrityError leaves a PostgreSQL transaction usable."""
+    await Contact.bulk_create([Contact(owner_id=a, contact_id=b), Contact(owner_id=b, contact_id=a)],
+                              ignore_conflicts=True, using_db=conn)
+
+
+async def _settle_requests(conn, ids, **fields) -> int:
+    """Close pending requests (by id or pending_key) as accepted."""
+    q = ContactRequest.filter(**ids)
+    if "id" in ids:
+        q = q.filter(status="pending")
+    return await q.using_db(conn).update(status="accepted", pending_key=None,
+                                         responded_at=now(), **fields)
 
 
 async def _expire_pending(user_id) -> None:
@@ -195,6 +207,8 @@ async def send_request(deps: Deps, me_id: str, data: RequestIn) -> dict:
     """Returns {request} (pending), or {request, contact, conversation} when the
     request was accepted on the spot (they had requested me too, or they still
     have me as a contact after I removed them)."""
+    await deps.limiter.hit(f"contact_request:{me_id}",
+                           Limit.parse(deps.settings.contact_request_rate_limit))
     peer = await _peer(me_id, data.user_id)
     greeting = data.message.strip()
     if await has_blocked(me_id, peer.id):
@@ -247,14 +261,14 @@ async def _record_accepted(deps: Deps, me_id: str, peer: User, greeting: str,
     if row_id is None:
         row = await ContactRequest.get_or_none(pending_key=_pending_key(me_id, peer.id))
         row_id = row.id if row is not None else None
-    if row_id is not None:
-        await ContactRequest.filter(id=row_id).update(**fields)
-        rid = row_id
-    else:
-        rid = (await ContactRequest.create(from_user_id=me_id, to_user_id=peer.id,
-                                           expires_at=now(), **fields)).id
-    await _add_contact(me_id, peer.id)
-    await _add_contact(peer.id, me_id)
+    async with in_transaction() as conn:
+        if row_id is not None:
+            await ContactRequest.filter(id=row_id).using_db(conn).update(**fields)
+            rid = row_id
+        else:
+            rid = (await ContactRequest.create(from_user_id=me_id, to_user_id=peer.id,
+                                               expires_at=now(), using_db=conn, **fields)).id
+        await _add_contacts(conn, me_id, peer.id)
     return await _tell_requester(deps, await _request(rid))
 
 
@@ -262,12 +276,12 @@ async def _accept_pair(deps: Deps, r: ContactRequest) -> bool:
     """Mark a pending request accepted (once) and befriend; tell its requester."""
     if _is_expired(r):
         return False
-    won = await ContactRequest.filter(id=r.id, status="pending").update(
-        status="accepted", pending_key=None, responded_at=now())
+    async with in_transaction() as conn:
+        won = await _settle_requests(conn, {"id": r.id})
+        if won:
+            await _add_contacts(conn, r.from_user_id, r.to_user_id)
     if not won:
         return False
-    await _add_contact(r.from_user_id, r.to_user_id)
-    await _add_contact(r.to_user_id, r.from_user_id)
     await _tell_requester(deps, await _request(r.id))
     return True
 
@@ -308,15 +322,16 @@ async def accept(deps: Deps, me_id: str, request_id) -> dict:
     if r.status == "pending":
         if _is_expired(r):
             raise RequestExpired()
-        won = await ContactRequest.filter(id=r.id, status="pending").update(
-            status="accepted", pending_key=None, responded_at=now())
+        # One transaction: the request, both contact rows and my request the
+        # other way change together or not at all.
+        async with in_transaction() as conn:
+            won = await _settle_requests(conn, {"id": r.id})
+            if won:
+                await _add_contacts(conn, me_id, r.from_user_id)
+                # Any request of mine the other way is settled too.
+                await _settle_requests(
+                    conn, {"pending_key": _pending_key(me_id, r.from_user_id)})
         if won:
-            await _add_contact(me_id, r.from_user_id)
-            await _add_contact(r.from_user_id, me_id)
-            # Any request of mine the other way is settled too.
-            await ContactRequest.filter(
-                pending_key=_pending_key(me_id, r.from_user_id)
-            ).update(status="accepted", pending_key=None, responded_at=now())
             await _tell_requester(deps, await _request(r.id))
         r = await _request(r.id)
     if r.status == "expired":

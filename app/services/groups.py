@@ -36,6 +36,7 @@ from app.models.accounts import User
 from app.models.contacts import Block, Contact
 from app.models.groups import GroupInvite
 from app.models.messaging import Conversation, Membership, Message
+from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services.accounts import public_user
 from app.services.sql import next_seq
@@ -297,6 +298,8 @@ async def _publish(deps: Deps, cid, lines: list[Message], *, also=(), personal=(
 
 async def create_group(deps: Deps, user_id: str, data: CreateIn) -> dict:
     """The creator becomes owner; everyone else must be one of their contacts."""
+    await deps.limiter.hit(f"group_create:{user_id}",
+                           Limit.parse(deps.settings.group_create_rate_limit))
     name = clean_name(data.name, "name", "The group name")
     ids = _dedupe(data.member_ids, exclude=[user_id])
     if not ids:

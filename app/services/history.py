@@ -15,7 +15,7 @@ from tortoise import Tortoise
 
 from app.deps import Deps
 from app.errors import Invalid, NotFound
-from app.models.messaging import Membership, Message
+from app.models.messaging import HiddenMessage, Membership, Message
 from app.services import conversations as convs
 from app.services.sql import is_postgres, select_joined
 from app.validation import Id, Payload, Seq
@@ -77,7 +77,17 @@ def _iso(value) -> str:
     return value.isoformat()
 
 
-def serialize_row(row, deps: Deps | None) -> dict:
+def unavailable_preview(reply_to) -> dict:
+    """The preview of a message the reader may not see (sent before they joined,
+    deleted for them): it says only that the original is unavailable."""
+    return {"id": str(reply_to), "seq": None, "sender_id": None, "type": None, "text": "",
+            "recalled": False, "unavailable": True}
+
+
+def serialize_row(row, deps: Deps | None, viewer=None) -> dict:
+    """`viewer`: whom the media links are signed for (see services.media).
+    A row whose reply columns are empty although it has `reply_to` quotes a
+    message the reader may not see."""
     (mid, cid, seq, sender, mtype, text, client_msg_id, reply_to, data, created, recalled_at,
      rid, rseq, rsender, rtype, rtext, rrecalled_at, *_extra) = row
     recalled = recalled_at is not None
@@ -102,6 +112,8 @@ def serialize_row(row, deps: Deps | None) -> dict:
             "text": "" if rrecalled_at else rtext[:200],
             "recalled": rrecalled_at is not None,
         }
+    elif reply_to:
+        out["reply_preview"] = unavailable_preview(reply_to)
     if data is not None and not recalled:
         if data.__class__ is str:  # JSON text from the connection
             data = _json_decode(data)
@@ -114,7 +126,7 @@ def serialize_row(row, deps: Deps | None) -> dict:
                 from app.services import media
 
                 # Links are signed per read, never stored with the message.
-                out["media"] = media.public_media(data["media"], deps)
+                out["media"] = media.public_media(data["media"], deps, viewer)
     return out
 
 
@@ -129,16 +141,82 @@ def _model_row(msg: Message, reply: Message | None) -> tuple:
 
 async def serialize_messages(rows: list[Message], viewer_id=None, deps: Deps | None = None
                              ) -> list[dict]:
-    """Message model objects → what clients get (reply previews in one query)."""
+    """Message model objects → what `viewer_id` gets (reply previews in one query,
+    limited to what the viewer may see in two more)."""
     reply_ids = {m.reply_to_id for m in rows if m.reply_to_id}
     replies = {}
     if reply_ids:
         replies = {r.id: r for r in await Message.filter(id__in=reply_ids)}
-    return [serialize_row(_model_row(m, replies.get(m.reply_to_id)), deps) for m in rows]
+        if viewer_id is not None:
+            for rid in await _unseen(viewer_id, list(replies.values())):
+                del replies[rid]
+    return [serialize_row(_model_row(m, replies.get(m.reply_to_id)), deps, viewer_id)
+            for m in rows]
 
 
-async def serialize_message(msg: Message, deps: Deps | None = None) -> dict:
-    return (await serialize_messages([msg], deps=deps))[0]
+async def _unseen(viewer_id, targets: list[Message]) -> set[int]:
+    """Ids of these messages the viewer may not see: outside their window, or
+    deleted for them (recalled ones stay: their tombstone is visible)."""
+    windows = {m.conversation_id: m for m in await Membership.filter(
+        user_id=viewer_id, conversation_id__in={t.conversation_id for t in targets})}
+    hidden = set(await HiddenMessage.filter(
+        user_id=viewer_id, message_id__in=[t.id for t in targets]
+    ).values_list("message_id", flat=True))
+    out = set()
+    for t in targets:
+        m = windows.get(t.conversation_id)
+        if (m is None or t.seq <= m.visible_from_seq or t.id in hidden
+                or (m.left_seq is not None and t.seq > m.left_seq)):
+            out.add(t.id)
+    return out
+
+
+async def serialize_message(msg: Message, deps: Deps | None = None, viewer_id=None) -> dict:
+    return (await serialize_messages([msg], viewer_id, deps=deps))[0]
+
+
+async def reply_unseen_by(conversation_id, reply: Message, user_ids) -> set[str]:
+    """Who among `user_ids` may not see `reply` (the message a new one quotes):
+    they get the new message with an unavailable preview."""
+    ids = [str(u) for u in user_ids]
+    out = {str(u) for u in await Membership.filter(
+        conversation_id=conversation_id, user_id__in=ids, visible_from_seq__gte=reply.seq
+    ).values_list("user_id", flat=True)}
+    out |= {str(u) for u in await HiddenMessage.filter(
+        user_id__in=ids, message_id=reply.id).values_list("user_id", flat=True)}
+    return out
+
+
+async def audience_views(deps: Deps, message: dict, recipients, reply: Message | None,
+                         ) -> list[tuple[list[str], dict]]:
+    """A new message as each recipient may see it, grouped: (users, payload).
+
+    Usually one group: everybody gets the same payload in one emit. A reply
+    whose original some recipients may not see splits off a group with an
+    unavailable preview; a media message carries links signed per user, so
+    each recipient gets their own payload."""
+    if reply is None and "media" not in message:
+        return [(recipients, message)]  # the common case: nothing per reader
+    recipients = [str(u) for u in recipients]
+    blind: set[str] = set()
+    if reply is not None and "reply_preview" in message:
+        blind = await reply_unseen_by(message["conversation_id"], reply, recipients)
+    if "media" not in message:
+        if not blind:
+            return [(recipients, message)]
+        hidden_view = {**message, "reply_preview": unavailable_preview(message["reply_to"])}
+        seeing = [u for u in recipients if u not in blind]
+        return [g for g in ((seeing, message), ([u for u in recipients if u in blind],
+                                                 hidden_view)) if g[0]]
+    from app.services import media
+
+    out = []
+    for u in recipients:
+        view = {**message, "media": media.public_media(message["media"], deps, u)}
+        if u in blind:
+            view["reply_preview"] = unavailable_preview(message["reply_to"])
+        out.append(([u], view))
+    return out
 
 
 # --- reading ----------------------------------------------------------------
@@ -176,7 +254,12 @@ def _page_sql(pg: bool, n: int, desc: bool, counted: bool = False) -> str:
                   f'AND NOT x."type" = \'system\' AND NOT x."sender_id" = {u})')
     return (
         f'SELECT {ROW_COLUMNS}, {unread} AS unread FROM "messages" m '
+        # The quoted message only if the reader may see it (their window, not
+        # deleted for them); otherwise its columns are NULL: "unavailable".
         'LEFT JOIN "messages" r ON r."id" = m."reply_to_id" '
+        f'AND r."seq" > (SELECT mb."visible_from_seq" {member}) '
+        'AND NOT EXISTS (SELECT 1 FROM "hidden_messages" hr '
+        f'WHERE hr."user_id" = {u} AND hr."message_id" = r."id") '
         f'WHERE m."conversation_id" = {c} '
         f'AND m."seq" > (SELECT {greatest}(mb."visible_from_seq", {lo}) {member}) '
         f'AND m."seq" <= (SELECT {least}(COALESCE(mb."left_seq", {_MAX_SEQ}), {hi}) {member}) '
@@ -262,12 +345,13 @@ def _seq_of(row) -> int:
     return row[2]
 
 
-def _finish(rows: list, spec: PageSpec, deps: Deps | None) -> tuple[list[dict], bool]:
+def _finish(rows: list, spec: PageSpec, deps: Deps | None, viewer
+            ) -> tuple[list[dict], bool]:
     has_more = len(rows) > spec.limit
     rows = rows[:spec.limit]
     if spec.after is None:
         rows.reverse()
-    return [serialize_row(r, deps) for r in rows], has_more
+    return [serialize_row(r, deps, viewer) for r in rows], has_more
 
 
 async def _is_reader(conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -285,7 +369,7 @@ async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     rows = (await _fetch_pages(uid, [spec]))[0]
     if not rows and not await _is_reader(cid, uid):
         raise NotFound(convs.NO_SUCH_CONVERSATION)
-    messages, has_more = _finish(rows, spec, deps)
+    messages, has_more = _finish(rows, spec, deps, user_id)
     return {"messages": messages, "has_more": has_more}
 
 
@@ -362,7 +446,7 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
                      "unread_count": unread.get(cid, 0),
                      "mention_count": mentions.get(cid, 0),
                      "left": m.left_at is not None}
-        entry["messages"], entry["has_more"] = _finish(rows, spec, deps)
+        entry["messages"], entry["has_more"] = _finish(rows, spec, deps, user_id)
         out.append(entry)
     return {"conversations": out, "next_cursor": next_cursor}
 

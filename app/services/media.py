@@ -18,9 +18,11 @@ Rules decided here (documented in docs/api.md, "Media"):
 - Attaching: a message's `type` must equal the media's kind. Whoever may download
   a media item may attach it (the uploader, or a member who can see a message that
   carries it: forwarding reuses the id, nothing is copied).
-- Downloading: the uploader, or a current or past member whose visible range
-  includes a (not recalled) message carrying it; either by bearer token or by a
-  signed link (HMAC of id, variant and expiry; valid `media_url_ttl` seconds).
+- Downloading: the uploader, or a current member whose visible range includes
+  a message carrying it that is neither recalled nor deleted for them; either
+  by bearer token or by a signed link (HMAC of id, variant, expiry and the user
+  it was issued to; valid `media_url_ttl` seconds). A link is checked against
+  its user's access on every use, so it dies with that access.
 - Orphans: uploads no message carries are deleted `orphan_media_ttl` seconds after
   upload (and after the last attempt to attach them).
 """
@@ -34,6 +36,7 @@ import hashlib
 import hmac
 import logging
 import math
+import os
 import shutil
 import time
 import uuid
@@ -44,13 +47,15 @@ from pathlib import Path
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
+from tortoise.functions import Sum
 
 from app.config import Settings
 from app.deps import Deps
-from app.errors import DomainError, Forbidden, Invalid, NotFound, Unauthorized
+from app.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from app.media import (
     KINDS,
     SNIFF_BYTES,
+    ImageDecoder,
     InvalidMedia,
     MediaLimits,
     TooLarge,
@@ -62,7 +67,8 @@ from app.media import (
     sniff,
 )
 from app.models.media import Media, MediaAttachment
-from app.models.messaging import Membership, Message
+from app.models.messaging import HiddenMessage, Membership, Message
+from app.ratelimit import Limit
 from app.storage import RangeStream, Storage, derive_key, new_key, storage_from_url
 
 log = logging.getLogger("parley.media")
@@ -100,6 +106,13 @@ def build_storage(settings: Settings) -> Storage:
     return storage_from_url(settings.media_storage_url, default_root=settings.media_root)
 
 
+def build_decoder(settings: Settings) -> ImageDecoder:
+    workers = settings.media_decode_workers
+    if workers <= 0:
+        workers = max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+    return ImageDecoder(workers, settings.media_decode_memory)
+
+
 def sweep_interval(settings: Settings) -> float:
     """How often the orphan sweep runs: a quarter of the TTL, between 1 min and 1 h."""
     return float(max(60, min(3600, settings.orphan_media_ttl // 4)))
@@ -111,6 +124,7 @@ async def start_runtime(deps: Deps) -> Storage:
     clean-up never runs is then simply dropped, with nothing awaited at GC time.)"""
     storage = build_storage(deps.settings)
     deps.extras["storage"] = storage
+    deps.extras["image_decoder"] = build_decoder(deps.settings)
     deps.extras["media_sweeper"] = asyncio.create_task(
         _sweep_forever(deps, sweep_interval(deps.settings)))
     return storage
@@ -122,6 +136,9 @@ async def stop_runtime(deps: Deps) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    decoder = deps.extras.pop("image_decoder", None)
+    if decoder is not None:
+        decoder.close()
     storage = deps.extras.pop("storage", None)
     if storage is not None:
         await storage.aclose()
@@ -146,8 +163,8 @@ def _link_key(settings: Settings) -> bytes:
     return hashlib.sha256(b"parley media links\x00" + settings.secret_key.encode()).digest()
 
 
-def signature(settings: Settings, media_id: str, variant: str, exp: int) -> str:
-    msg = f"{media_id}\x00{variant}\x00{exp}".encode()
+def signature(settings: Settings, media_id: str, variant: str, exp: int, user_id: str) -> str:
+    msg = f"{media_id}\x00{variant}\x00{exp}\x00{user_id}".encode()
     mac = hmac.new(_link_key(settings), msg, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
@@ -161,23 +178,30 @@ def link_expiry(settings: Settings, at: float | None = None) -> int:
     return exp + (-exp % step)
 
 
-def signed_url(settings: Settings, media_id: str, variant: str, exp: int | None = None) -> str:
+def signed_url(settings: Settings, media_id: str, variant: str, user_id,
+               exp: int | None = None) -> str:
+    """A link for one user: it works only while that user may see the media."""
     exp = link_expiry(settings) if exp is None else exp
-    sig = signature(settings, media_id, variant, exp)
+    uid = str(user_id)
+    sig = signature(settings, media_id, variant, exp, uid)
     base = settings.public_url.rstrip("/")
-    return f"{base}{MEDIA_PATH}/{media_id}/{variant}?exp={exp}&sig={sig}"
+    return f"{base}{MEDIA_PATH}/{media_id}/{variant}?exp={exp}&u={uid}&sig={sig}"
 
 
 def check_link(settings: Settings, media_id: str, variant: str, exp: str | None,
-               sig: str | None) -> None:
+               sig: str | None, user_id: str | None) -> str:
+    """The user the link was issued to, if the link is genuine and not expired."""
     try:
         exp_i = int(exp or "")
+        uid = str(uuid.UUID(user_id or ""))
     except ValueError:
         raise Forbidden("Invalid media link.") from None
-    if not sig or not hmac.compare_digest(signature(settings, media_id, variant, exp_i), sig):
+    if not sig or not hmac.compare_digest(signature(settings, media_id, variant, exp_i, uid),
+                                          sig):
         raise Forbidden("Invalid media link.")
     if exp_i < time.time():
         raise LinkExpired()
+    return uid
 
 
 # --- serialisation -----------------------------------------------------------
@@ -191,23 +215,25 @@ def snapshot(m: Media) -> dict:
     }
 
 
-def public_media(snap: dict, deps: Deps | None) -> dict:
-    """The Media object clients see: the snapshot plus freshly signed links.
+def public_media(snap: dict, deps: Deps | None, viewer=None) -> dict:
+    """The Media object clients see: the snapshot plus links freshly signed for
+    `viewer` (links are per user: each stops working when its user loses access).
 
-    Without deps (a caller that has none at hand) the links are null; clients can
-    then fetch fresh ones from GET /api/v1/media/{id}.
+    Without deps or viewer the links are null; clients can then fetch fresh ones
+    from GET /api/v1/media/{id}.
     """
     out = {k: snap.get(k) for k in ("id", "kind", "mime", "size", "name", "width",
                                      "height", "duration_ms")}
     has_thumb = snap.get("kind") in ("image", "video")
-    if deps is None:
+    if deps is None or viewer is None:
         out["url"] = None
         out["thumbnail_url"] = None
         return out
     s = deps.settings
     exp = link_expiry(s)
-    out["url"] = signed_url(s, out["id"], "content", exp)
-    out["thumbnail_url"] = signed_url(s, out["id"], "thumbnail", exp) if has_thumb else None
+    out["url"] = signed_url(s, out["id"], "content", viewer, exp)
+    out["thumbnail_url"] = (signed_url(s, out["id"], "thumbnail", viewer, exp) if has_thumb
+                            else None)
     return out
 
 
@@ -255,13 +281,15 @@ async def can_view(user_id, media: Media) -> bool:
     }
     for a in atts:
         m = memberships.get(a["conversation_id"])
-        if m is None:
+        if m is None or m.left_at is not None:
+            # Removed or left: the text of the history stays readable, the media
+            # of that conversation is no longer served to them.
             continue
         msg = await _carrying_message(a, media.id)
         if msg is None or msg.recalled_at is not None or msg.seq <= m.visible_from_seq:
             continue
-        if m.left_seq is not None and msg.seq > m.left_seq:
-            continue
+        if await HiddenMessage.filter(user_id=user_id, message_id=msg.id).exists():
+            continue  # deleted for me
         return True
     return False
 
@@ -276,7 +304,7 @@ async def viewable(user_id, media_id) -> Media:
 
 async def get_media(deps: Deps, user_id, media_id) -> dict:
     """Metadata with fresh links (e.g. when links in an old message have expired)."""
-    return public_media(snapshot(await viewable(user_id, media_id)), deps)
+    return public_media(snapshot(await viewable(user_id, media_id)), deps, user_id)
 
 
 # --- attaching to messages -----------------------------------------------------
@@ -375,6 +403,8 @@ async def upload(deps: Deps, user_id: str, chunks: AsyncIterator[bytes], *,
     s = deps.settings
     declared = _declared(declared_kind)
     check_length(s, declared, content_length)
+    await deps.limiter.hit(f"upload:{user_id}", Limit.parse(s.upload_rate_limit))
+    await _check_quota(deps, user_id, 0)  # already full: refused before reading
     meter = _Meter(cap_for(s, declared) if declared else largest_cap(s))
     it = chunks.__aiter__()
     head = bytearray()
@@ -402,21 +432,22 @@ async def upload(deps: Deps, user_id: str, chunks: AsyncIterator[bytes], *,
 
     storage = storage_of(deps)
     if kind == "file":
-        media = await _store_file(storage, user_id, body(), sniffed.mime, meter, filename)
+        media = await _store_file(deps, storage, user_id, body(), sniffed.mime, meter,
+                                  filename)
     else:
         media = await _store_processed(deps, storage, user_id, body(), declared, meter,
                                        filename)
-    return public_media(snapshot(media), deps)
+    return public_media(snapshot(media), deps, user_id)
 
 
-async def _store_file(storage: Storage, user_id, body, mime: str, meter: _Meter,
+async def _store_file(deps: Deps, storage: Storage, user_id, body, mime: str, meter: _Meter,
                       filename: str | None) -> Media:
     """A document: streamed straight into storage, untouched, always an attachment."""
     key = new_key(extension_for(mime))
     async with storage.open_writer(key, max_size=meter.cap, content_type=mime) as w:
         async for chunk in body:
             await w.write(chunk)
-    return await _create_row(storage, [key], user_id=user_id, kind="file", mime=mime,
+    return await _create_row(deps, storage, [key], user_id=user_id, kind="file", mime=mime,
                              size=w.size, name=_display_name(filename, "file", mime),
                              storage_key=key, inline=False)
 
@@ -431,7 +462,8 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
         src = work / "upload"
         await _spool(body, src)
         limits = MediaLimits(max_image_pixels=s.max_image_pixels, max_voice_ms=s.max_voice_ms)
-        result = await process_upload(src, work, declared_kind=declared, limits=limits)
+        result = await process_upload(src, work, declared_kind=declared, limits=limits,
+                                      decoder=deps.extras.get("image_decoder"))
         meter.cap = cap_for(s, result.kind)
         meter.check()  # e.g. a 6 MB audio-only WebM is a voice note over the voice cap
         key = new_key(extension_for(result.mime))
@@ -448,7 +480,7 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
             await _delete_objects(storage, stored)
             raise
         return await _create_row(
-            storage, stored, user_id=user_id, kind=result.kind, mime=result.mime,
+            deps, storage, stored, user_id=user_id, kind=result.kind, mime=result.mime,
             size=result.size, name=_display_name(filename, result.kind, result.mime),
             storage_key=key, thumb_key=thumb_key, inline=result.inline, width=result.width,
             height=result.height, duration_ms=result.duration_ms)
@@ -471,8 +503,35 @@ async def _spool(body: AsyncIterator[bytes], path: Path) -> None:
         await asyncio.to_thread(f.close)
 
 
-async def _create_row(storage: Storage, keys: list[str], **fields) -> Media:
+async def _stored_bytes(user_id) -> int:
+    rows = await Media.filter(uploader_id=user_id).annotate(total=Sum("size")).values("total")
+    return int((rows[0]["total"] if rows else 0) or 0)
+
+
+async def _check_quota(deps: Deps, user_id, adding: int) -> None:
+    """MEDIA_QUOTA_BYTES: what the user's uploads still stored add up to. Uploads
+    running at the same moment can pass it together by at most their own size."""
+    quota = deps.settings.media_quota_bytes
+    if quota <= 0:
+        return
+    used = await _stored_bytes(user_id)
+    if used + adding > quota or (adding == 0 and used >= quota):
+        # Space comes back when unsent uploads are swept (ORPHAN_MEDIA_TTL).
+        raise RateLimited(
+            retry_after=deps.settings.orphan_media_ttl,
+            message="Your media storage quota is used up.")
+
+
+async def _charge(deps: Deps, user_id, size: int) -> None:
+    """The day's upload bytes and the stored-bytes quota, once the size is known."""
+    await deps.limiter.hit(f"upload_bytes:{user_id}",
+                           Limit(deps.settings.upload_bytes_per_day, 86400), cost=size)
+    await _check_quota(deps, user_id, size)
+
+
+async def _create_row(deps: Deps, storage: Storage, keys: list[str], **fields) -> Media:
     try:
+        await _charge(deps, fields["user_id"], fields["size"])
         return await Media.create(id=uuid.uuid4(), uploader_id=fields.pop("user_id"),
                                   **fields)
     except BaseException:
@@ -515,14 +574,19 @@ class Download:
 
 
 async def open_download(deps: Deps, media_id: str, variant: str, *, user_id=None,
-                        exp: str | None = None, sig: str | None = None) -> Download:
-    """Authorise a download by signed link (exp+sig) or by the caller's identity."""
+                        exp: str | None = None, sig: str | None = None,
+                        link_user: str | None = None) -> Download:
+    """Authorise a download by signed link (exp+u+sig) or by the caller's identity.
+
+    A link is checked twice: its signature, then whether the user it was issued
+    to may still see the media (a recall, a removal or leaving ends that at once).
+    """
     if variant not in VARIANTS:
         raise NotFound(NO_SUCH_MEDIA)
     mid = str(_parse_id(media_id))
     if exp is not None or sig is not None:
-        check_link(deps.settings, mid, variant, exp, sig)
-        media = await _get(mid)
+        media = await viewable(check_link(deps.settings, mid, variant, exp, sig, link_user),
+                               mid)
     elif user_id is None:
         raise Unauthorized()
     else:

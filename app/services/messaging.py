@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from app.ratelimit import Limit
 from app.services import conversations as convs
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
-from app.services.history import serialize_message, serialize_row
+from app.services.history import audience_views, serialize_message, serialize_row
 from app.services.message_writer import NewMessage, UnknownConversation
 from app.validation import Id, Payload, Seq, convert, int_id, is_blank
 
@@ -136,7 +137,7 @@ def _new_message(written, cid: uuid.UUID, user_id: uuid.UUID, data: SendIn, text
         row += (None,) * 6
     else:
         row += (reply.id, reply.seq, reply.sender_id, reply.type, reply.text, reply.recalled_at)
-    return serialize_row(row, deps)
+    return serialize_row(row, deps, user_id)
 
 
 async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | None = None
@@ -153,7 +154,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         repeat = await _existing(user_id, data.client_msg_id)
         if repeat is None:
             raise
-        return await serialize_message(repeat, deps)
+        return await serialize_message(repeat, deps, user_id)
     created = now()
     try:
         written = await deps.writer.write(NewMessage(
@@ -176,14 +177,24 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
     if not written.new:
         # The same client_msg_id was stored first (retry, other device, race):
         # the writer answered before judging, so a retry gets the original.
-        return await serialize_message(await Message.get(id=written.id), deps)
+        return await serialize_message(await Message.get(id=written.id), deps, user_id)
     turn = written.turn
     try:
         message = _new_message(written, cid, uid, data, text, extra, reply, created, deps)
+        # Each recipient sees the quoted message and media links as their own
+        # access allows (one payload for all in the common case).
+        views = await audience_views(deps, message, written.recipients, reply)
         await turn.wait()  # every earlier message of this conversation went out first
-        await deps.fanout.to_users(written.recipients, "message:new", message, skip=origin)
+        if len(views) == 1:
+            await deps.fanout.to_users(views[0][0], "message:new", views[0][1], skip=origin)
+        else:  # each user is in one group only: their order across messages holds
+            await asyncio.gather(*(deps.fanout.to_users(u, "message:new", v, skip=origin)
+                                   for u, v in views))
     finally:
         turn.release()
+    for users, view in views:
+        if str(uid) in users:
+            return view  # the sender's own view
     return message
 
 
