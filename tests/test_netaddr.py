@@ -6,9 +6,12 @@ import ipaddress
 import random
 
 import pytest
+import socketio
 
 from app.config import load_settings
 from app.netaddr import client_address, forwarded_for, of_environ, parse_ip, parse_networks
+from app.server import SIO_KEY
+from tests.factories import make_user
 
 LOCAL = parse_networks("127.0.0.1/32, ::1")
 PRIVATE = parse_networks("10.0.0.0/8,192.168.0.0/16,fd00::/8")
@@ -153,3 +156,35 @@ def test_trusted_proxies_setting_is_checked_at_start():
         load_settings({"TRUSTED_PROXIES": "127.0.0.1/32, nginx"})
     with pytest.raises(ValueError, match="TLS_CERT_FILE"):
         load_settings({"TLS_CERT_FILE": "/tmp/cert.pem"})
+
+
+# --- in the app: REST and the Socket.IO connect use it ------------------------------------
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"trusted_proxies": "127.0.0.1/32"}
+
+
+async def test_rest_login_and_socket_connect_take_the_address_from_a_trusted_proxy(
+        app, client, deps, base_url):
+    alice = await make_user(deps)
+    r = await client.post("/api/v1/auth/login", json={"login": alice.email,
+                                                       "password": alice.password},
+                          headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.7"})
+    assert r.status == 200, await r.text()
+    token = (await r.json())["access_token"]
+    r = await client.get("/api/v1/auth/sessions", headers={"Authorization": f"Bearer {token}"})
+    [current] = [s for s in (await r.json())["sessions"] if s["current"]]
+    assert current["ip"] == "198.51.100.7"
+
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(base_url, namespaces=["/chat"], auth={"token": token},
+                      transports=["websocket"], wait_timeout=5,
+                      headers={"X-Forwarded-For": "2001:db8::7"})
+    try:
+        chat = app[SIO_KEY].namespace_handlers["/chat"]
+        [conn] = [c for c in chat.conns.values() if c.user_id == alice.user_id]
+        assert conn.ip == "2001:db8::7"
+    finally:
+        await sio.disconnect()
