@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("cleanup-media", help="delete uploads never attached to a message")
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # a malformed setting: say which, without a traceback
+        print(f"parley: bad setting: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
 
     if args.command == "serve":

@@ -196,3 +196,11 @@ def test_serve_refuses_a_missing_certificate(tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "TLS_CERT_FILE" in run.stderr
+
+
+def test_serve_refuses_a_malformed_trusted_proxies(tmp_path):
+    env = serve_env(tmp_path, TRUSTED_PROXIES="127.0.0.1/32,nginx")
+    run = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "TRUSTED_PROXIES" in run.stderr and "Traceback" not in run.stderr
