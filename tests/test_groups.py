@@ -576,6 +576,7 @@ async def test_invite_links_list_shows_only_links_that_still_join(client, deps):
     await groups.update_member(deps, owner.user_id, cid, admin.user_id,
                                groups.MemberPatch(role="admin"))
     stranger = await make_user(deps)
+    assert await api(client, "GET", f"/groups/{cid}/invites", owner) == (200, {"invites": []})
     mine = (await api(client, "POST", f"/groups/{cid}/invites", owner, {"max_uses": 5}))[1]
     admins = (await api(client, "POST", f"/groups/{cid}/invites", admin, {}))[1]
     bobs = (await api(client, "POST", f"/groups/{cid}/invites", bob, {}))[1]
