@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 
 from aiohttp import web
 
 from app.config import load_settings
 from app.logs import setup_logging
+
+
+def tls_context(settings) -> ssl.SSLContext | None:
+    """HTTPS/WSS when TLS_CERT_FILE and TLS_KEY_FILE are set: the certificate
+    file holds the chain (leaf first), the key file its private key."""
+    if not settings.tls_cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--host", help="where nginx listens (default: HOST)")
     cl.add_argument("--run-dir", help="nginx config, pid and logs (default: a temp dir)")
     cl.add_argument("--no-nginx", action="store_true", help="workers only (own balancer)")
+    cl.add_argument("--http-port", type=int,
+                    help="with TLS_CERT_FILE/TLS_KEY_FILE: a plain-HTTP port nginx redirects "
+                         "to HTTPS (e.g. 80)")
     sub.add_parser("migrate", help="apply database migrations")
     mk = sub.add_parser("makemigrations", help="write a migration for model changes")
     mk.add_argument("--name", default=None)
@@ -33,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("cleanup-media", help="delete uploads never attached to a message")
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValueError as exc:  # a malformed setting: say which, without a traceback
+        print(f"parley: bad setting: {exc}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
 
     if args.command == "serve":
@@ -41,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
         host = args.host or settings.host
         port = args.port or settings.port
-        print(f"Parley on http://{host}:{port}", file=sys.stderr, flush=True)
+        try:
+            ssl_context = tls_context(settings)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"serve: cannot load TLS_CERT_FILE / TLS_KEY_FILE: {exc}", file=sys.stderr)
+            return 2
+        scheme = "https" if ssl_context else "http"
+        print(f"Parley on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
         # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
         # then give the last requests 10 more seconds.
         web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None,
-                    shutdown_timeout=10)
+                    shutdown_timeout=10, ssl_context=ssl_context)
         return 0
     if args.command == "cluster":
         from pathlib import Path
@@ -61,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         base = args.base_port or port + 1
         listen = None if args.no_nginx else f"{host}:{port}"
         run_dir = Path(args.run_dir) if args.run_dir else None
-        return Cluster(args.workers, base, listen, host=settings.host, run_dir=run_dir).run()
+        tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
+        http_listen = f"{host}:{args.http_port}" if args.http_port and tls else None
+        return Cluster(args.workers, base, listen, host=settings.host, run_dir=run_dir,
+                       tls=tls, http_listen=http_listen).run()
     if args.command == "migrate":
         from app.db import migrate
 

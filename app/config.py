@@ -46,6 +46,11 @@ class Settings:
     media_storage_url: str = ""
     public_url: str = ""
     log_level: str = "INFO"
+    # Network: proxies whose X-Forwarded-For / Forwarded are believed (app/netaddr.py),
+    # and a certificate to serve HTTPS/WSS directly.
+    trusted_proxies: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # Accounts
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -121,6 +126,11 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         else:
             values[f.name] = raw
     values.update(overrides)
+    from app.netaddr import parse_networks
+
+    parse_networks(values.get("trusted_proxies", ""))  # a typo fails at start, not per request
+    if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
+        raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key()
     return Settings(**values)

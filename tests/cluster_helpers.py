@@ -409,7 +409,7 @@ def free_run(n: int) -> int:
 class ClusterScript:
     """`scripts/cluster --workers n` (workers + nginx) in its own process group."""
 
-    def __init__(self, n: int, env: dict, tmp: Path) -> None:
+    def __init__(self, n: int, env: dict, tmp: Path, args: tuple[str, ...] = ()) -> None:
         self.front = free_port()
         self.base = free_run(n)
         self.env = env
@@ -418,7 +418,7 @@ class ClusterScript:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [str(ROOT / "scripts" / "cluster"), "--workers", str(n), "--port", str(self.front),
-             "--base-port", str(self.base), "--run-dir", str(tmp / "run")],
+             "--base-port", str(self.base), "--run-dir", str(tmp / "run"), *args],
             cwd=ROOT, env=env, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True)
         self.workers = [self._view(f"cw{i}", self.base + i) for i in range(n)]

@@ -178,3 +178,34 @@ def test_account_routes_are_documented():
             missing.append(f"{route.method} {path}")
     assert checked >= 15
     assert missing == [], f"add to docs/api.md: {missing}"
+
+
+def test_cluster_nginx_config_renders_with_and_without_tls(tmp_path):
+    """`python -m app cluster` renders deploy/nginx.conf.template; nginx itself
+    runs it in tests/test_cluster.py."""
+    from app.cluster import render_nginx, worker_env
+
+    plain = render_nginx("127.0.0.1:8080", [8081, 8082], tmp_path)
+    tls = render_nginx("0.0.0.0:443", [8081], tmp_path, tls=("c.pem", "k.pem"),
+                       http_listen="0.0.0.0:80")
+    tls_only = render_nginx("127.0.0.1:8443", [8081], tmp_path, tls=("c.pem", "k.pem"))
+    for text in (plain, tls, tls_only):
+        assert not [line for line in text.splitlines()
+                    if "{{" in line and not line.lstrip().startswith("#")]
+        # Every proxy_set_header at server level: one in a location would drop
+        # the inherited X-Forwarded-For for that location.
+        for block in text.split("\n        location ")[1:]:
+            assert "proxy_set_header" not in block.split("}")[0]
+        assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
+    assert "ssl" not in plain and "Strict-Transport-Security" not in plain
+    assert "listen 127.0.0.1:8080;" in plain
+    assert "listen 0.0.0.0:443 ssl;" in tls and "Strict-Transport-Security" in tls
+    assert "listen 0.0.0.0:80;" in tls and "return 301 https://$host$request_uri;" in tls
+    assert "return 301" not in tls_only and "listen 127.0.0.1:8443 ssl;" in tls_only
+
+    env = {"TLS_CERT_FILE": "c", "TLS_KEY_FILE": "k", "TRUSTED_PROXIES": "10.0.0.0/8"}
+    behind = worker_env(env, with_nginx=True)
+    assert behind["TRUSTED_PROXIES"] == "127.0.0.1/32,10.0.0.0/8"
+    assert "TLS_CERT_FILE" not in behind and "TLS_KEY_FILE" not in behind
+    assert worker_env({}, with_nginx=True)["TRUSTED_PROXIES"] == "127.0.0.1/32"
+    assert worker_env(env, with_nginx=False) == env

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 import time
 import uuid
 
 import aiohttp
 import pytest
+import trustme
 
 from app.config import load_settings
 from app.db import init_db
@@ -38,6 +40,7 @@ from tests.cluster_helpers import (
     check_exactly_once,
     create_database,
     drop_database,
+    free_port,
     has_nginx,
     text,
     via,
@@ -538,10 +541,10 @@ async def test_scripts_cluster_behind_nginx(db, nginx_cluster):
     assert code == 0, c.tail()
 
 
-def socketio_polling_client(device: Device):
+def socketio_polling_client(device: Device, **options):
     import socketio
 
-    sio = socketio.AsyncClient(reconnection=False)
+    sio = socketio.AsyncClient(reconnection=False, **options)
 
     async def catch_all(event, *args):
         async with device.cond:
@@ -550,3 +553,121 @@ def socketio_polling_client(device: Device):
 
     sio.on("*", catch_all, namespace="/chat")
     return sio
+
+
+# --- client addresses and TLS through nginx ---------------------------------------------------
+
+
+async def login_from(source_ip: str, url: str, login: str, password: str,
+                     headers: dict | None = None, ssl=True) -> int:
+    """POST /auth/login from a chosen loopback source address (127.0.0.0/8 is
+    all local on Linux): distinct clients, as nginx sees them."""
+    conn = aiohttp.TCPConnector(local_addr=(source_ip, 0), ssl=ssl)
+    async with aiohttp.ClientSession(connector=conn) as http, http.post(
+            url + API + "/auth/login", json={"login": login, "password": password},
+            headers=headers or {}) as r:
+        return r.status
+
+
+async def test_login_buckets_are_per_client_behind_nginx(db, tmp_path):
+    """Behind the bundled nginx every request reaches a worker from 127.0.0.1.
+    With TRUSTED_PROXIES (set by scripts/cluster) each client has its own login
+    bucket; an X-Forwarded-For a client writes itself, through nginx or sent
+    straight to a worker, changes nothing."""
+    if not has_nginx():
+        pytest.fail("nginx is not installed (.ci/run installs it: apt-get install -y nginx)")
+    url, deps = db
+    # A private Redis: the counters of other runs on the shared one stay out.
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    env = worker_env(url, redis.url, tmp_path, LOGIN_RATE_LIMIT="3/60")
+    env.pop("TRUSTED_PROXIES", None)
+    c = ClusterScript(1, env, tmp_path)
+    try:
+        await c.workers[0].wait_ready()
+        await c.nginx.wait_ready()
+        victim, other = await make_user(deps, "victim"), await make_user(deps, "other")
+        front, worker = c.nginx.url, c.workers[0].url
+        # Client A (127.0.0.2) guesses passwords of several accounts until its
+        # address is limited; spoofed headers do not give it a fresh bucket.
+        codes = [await login_from("127.0.0.2", front, f"nobody{i}@example.org", "wrong")
+                 for i in range(3)]
+        assert codes == [401, 401, 401]
+        assert await login_from("127.0.0.2", front, "nobody9@example.org", "wrong") == 429
+        assert await login_from("127.0.0.2", front, "nobody8@example.org", "wrong",
+                                {"X-Forwarded-For": "203.0.113.50"}) == 429
+        assert await login_from("127.0.0.2", front, "nobody7@example.org", "wrong",
+                                {"Forwarded": "for=203.0.113.51"}) == 429
+        # Client B (127.0.0.3) through the same nginx is not locked out.
+        assert await login_from("127.0.0.3", front, victim.email, victim.password) == 200
+        # Directly to the worker (not through a trusted proxy): the header is
+        # ignored, every attempt counts against the TCP peer 127.0.0.4.
+        codes = [await login_from("127.0.0.4", worker, f"nobody{i}@example.org", "wrong",
+                                  {"X-Forwarded-For": f"198.51.100.{i}"}) for i in range(4)]
+        assert codes == [401, 401, 401, 429]
+        # …and it cannot pose as client B or unlock client A either.
+        assert await login_from("127.0.0.4", worker, other.email, other.password,
+                                {"X-Forwarded-For": "127.0.0.3"}) == 429
+        assert await login_from("127.0.0.5", worker, other.email, other.password) == 200
+    finally:
+        code = await asyncio.to_thread(c.stop)
+        redis.stop()
+    assert code == 0, c.tail()
+
+
+async def test_nginx_terminates_tls_and_redirects_http(db, tmp_path):
+    if not has_nginx():
+        pytest.fail("nginx is not installed (.ci/run installs it: apt-get install -y nginx)")
+    url, deps = db
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(tmp_path / "cert.pem"), append=True)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    http_port = free_port()
+    env = worker_env(url, TEST_REDIS_URL, tmp_path, TLS_CERT_FILE=tmp_path / "cert.pem",
+                     TLS_KEY_FILE=tmp_path / "key.pem")
+    c = ClusterScript(1, env, tmp_path, args=("--http-port", str(http_port)))
+    front = f"https://127.0.0.1:{c.front}"
+    devices: list[Device] = []
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        await c.workers[0].wait_ready()  # the worker itself speaks plain HTTP to nginx
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(front + "/healthz", ssl=ctx) as r:
+                        assert r.status == 200
+                        assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline, c.tail()
+                    await asyncio.sleep(0.1)
+            async with http.get(f"http://127.0.0.1:{http_port}/join/abc?x=1",
+                                allow_redirects=False) as r:
+                assert r.status == 301
+                assert r.headers["Location"] == f"https://127.0.0.1:{c.front}/join/abc?x=1"
+        # Socket.IO over wss through nginx, the certificate verified.
+        alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+        cid = await direct_chat(deps, alice, bob)
+        for user in (alice, bob):
+            d = Device(user, front)
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)))
+            d.sio = socketio_polling_client(d, http_session=sessions[-1])
+            await d.sio.connect(front, namespaces=["/chat"], auth={"token": user.access_token},
+                                transports=["websocket"], wait_timeout=10)
+            devices.append(d)
+        ack = await devices[0].call("message:send", text(cid, "over wss"))
+        assert ack["ok"], ack
+        await devices[1].wait_for("message:new", lambda m: m["id"] == ack["message"]["id"])
+    finally:
+        for d in devices:
+            await d.close()
+        for session in sessions:
+            await session.close()
+        code = await asyncio.to_thread(c.stop)
+    assert code == 0, c.tail()

@@ -11,7 +11,7 @@ import pytest
 from app.models.accounts import User
 from app.models.contacts import Contact
 from app.models.groups import GroupInvite
-from app.models.messaging import Message
+from app.models.messaging import Membership, Message
 from app.services import conversations as convs
 from app.services import groups, history, messaging
 from tests.factories import call, connect, make_contacts, make_user
@@ -567,6 +567,94 @@ async def test_invite_links_preview_join_max_uses_expiry(client, deps, base_url)
     assert (status, body["error"]["code"]) == (410, "invite_expired")
     status, body = await api(client, "POST", f"/groups/{cid}/invites", owner, {})
     assert (await api(client, "POST", "/groups/join", third, {"token": body["token"]}))[0] == 200
+
+
+async def test_invite_links_list_shows_only_links_that_still_join(client, deps):
+    owner = await make_user(deps)
+    admin, bob = await friends_of(deps, owner, 2)
+    cid = await new_group(deps, owner, [admin, bob])
+    await groups.update_member(deps, owner.user_id, cid, admin.user_id,
+                               groups.MemberPatch(role="admin"))
+    stranger = await make_user(deps)
+    assert await api(client, "GET", f"/groups/{cid}/invites", owner) == (200, {"invites": []})
+    mine = (await api(client, "POST", f"/groups/{cid}/invites", owner, {"max_uses": 5}))[1]
+    admins = (await api(client, "POST", f"/groups/{cid}/invites", admin, {}))[1]
+    bobs = (await api(client, "POST", f"/groups/{cid}/invites", bob, {}))[1]
+    spent = (await api(client, "POST", f"/groups/{cid}/invites", owner, {"max_uses": 1}))[1]
+    late = (await api(client, "POST", f"/groups/{cid}/invites", owner, {}))[1]
+    await GroupInvite.filter(token=spent["token"]).update(uses=1)
+    await GroupInvite.filter(token=late["token"]).update(
+        expires_at=datetime.now(UTC) - timedelta(seconds=1))
+
+    for who in (owner, admin):
+        status, body = await api(client, "GET", f"/groups/{cid}/invites", who)
+        assert status == 200, body
+        assert [i["token"] for i in body["invites"]] == [
+            bobs["token"], admins["token"], mine["token"]]
+    first = next(i for i in body["invites"] if i["token"] == mine["token"])
+    assert first == {**mine, "uses": 0}
+    assert first["created_by"] == owner.user_id and first["max_uses"] == 5
+    # Members see no list; strangers and unknown groups learn nothing.
+    status, body = await api(client, "GET", f"/groups/{cid}/invites", bob)
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert (await api(client, "GET", f"/groups/{cid}/invites", stranger))[0] == 404
+    assert (await api(client, "GET", f"/groups/{uuid.uuid4()}/invites", owner))[0] == 404
+    assert (await api(client, "GET", "/groups/nope/invites", owner))[0] in (400, 404)
+    # A member's link stops being listed once members may not invite (it no longer joins).
+    await groups.update_group(deps, owner.user_id, cid, groups.PatchIn(members_can_invite=False))
+    body = (await api(client, "GET", f"/groups/{cid}/invites", owner))[1]
+    assert [i["token"] for i in body["invites"]] == [admins["token"], mine["token"]]
+
+
+async def test_invite_link_revoke(client, deps):
+    owner = await make_user(deps)
+    admin, bob, carol = await friends_of(deps, owner, 3)
+    cid = await new_group(deps, owner, [admin, bob, carol])
+    await groups.update_member(deps, owner.user_id, cid, admin.user_id,
+                               groups.MemberPatch(role="admin"))
+    joiner, stranger = await make_user(deps), await make_user(deps)
+    owners = (await api(client, "POST", f"/groups/{cid}/invites", owner, {}))[1]["token"]
+    bobs = (await api(client, "POST", f"/groups/{cid}/invites", bob, {}))[1]["token"]
+    carols = (await api(client, "POST", f"/groups/{cid}/invites", carol, {}))[1]["token"]
+    assert (await api(client, "GET", f"/groups/invites/{owners}", joiner))[0] == 200
+
+    # Members may not revoke other people's links; strangers and other groups get 404.
+    status, body = await api(client, "DELETE", f"/groups/{cid}/invites/{owners}", bob)
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, body = await api(client, "DELETE", f"/groups/{cid}/invites/{owners}", stranger)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    other = await new_group(deps, owner, [bob], name="Other")
+    status, body = await api(client, "DELETE", f"/groups/{other}/invites/{owners}", owner)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await api(client, "DELETE", f"/groups/{cid}/invites/nope", owner)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert (await GroupInvite.get(token=owners)).revoked_at is None
+
+    # The admin revokes the owner's link: it no longer joins nor previews, and is not listed.
+    assert (await api(client, "DELETE", f"/groups/{cid}/invites/{owners}", admin))[0] == 204
+    status, body = await api(client, "POST", "/groups/join", joiner, {"token": owners})
+    assert (status, body["error"]["code"]) == (410, "invite_expired")
+    status, body = await api(client, "GET", f"/groups/invites/{owners}", joiner)
+    assert (status, body["error"]["code"]) == (410, "invite_expired")
+    listed = (await api(client, "GET", f"/groups/{cid}/invites", owner))[1]["invites"]
+    assert owners not in [i["token"] for i in listed]
+    # Again: still 204, nothing changes.
+    assert (await api(client, "DELETE", f"/groups/{cid}/invites/{owners}", owner))[0] == 204
+
+    # A member may revoke their own link; the owner may revoke a member's.
+    assert (await api(client, "DELETE", f"/groups/{cid}/invites/{bobs}", bob))[0] == 204
+    assert (await api(client, "DELETE", f"/groups/{cid}/invites/{carols}", owner))[0] == 204
+    for token in (bobs, carols):
+        status, body = await api(client, "POST", "/groups/join", joiner, {"token": token})
+        assert (status, body["error"]["code"]) == (410, "invite_expired")
+    assert not await convs_member(cid, joiner.user_id)
+    # A fresh link still works.
+    fresh = (await api(client, "POST", f"/groups/{cid}/invites", owner, {}))[1]["token"]
+    assert (await api(client, "POST", "/groups/join", joiner, {"token": fresh}))[0] == 200
+
+
+async def convs_member(cid, user_id) -> bool:
+    return await Membership.exists(conversation_id=cid, user_id=user_id, left_at=None)
 
 
 # --- the member limit ---------------------------------------------------------------------------

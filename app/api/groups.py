@@ -74,6 +74,19 @@ async def create_invite(request: web.Request) -> web.Response:
     return json_response(invite, status=201)
 
 
+async def list_invites(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    return json_response({"invites": await groups.list_invites(deps_of(request), auth.user_id,
+                                                               _gid(request))})
+
+
+async def revoke_invite(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    await groups.revoke_invite(deps_of(request), auth.user_id, _gid(request),
+                               request.match_info["token"])
+    return web.Response(status=204)
+
+
 async def preview_invite(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     return json_response(await groups.preview_invite(deps_of(request), auth.user_id,

@@ -12,6 +12,7 @@ from typing import TypeVar
 import msgspec
 from aiohttp import http_exceptions, web
 
+from app import netaddr
 from app.deps import Deps
 from app.errors import DomainError, Invalid, NotFound, TooLarge
 from app.logs import Timer, log_request
@@ -92,8 +93,15 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
+def client_ip(request: web.Request) -> str:
+    """The client's address: the TCP peer, or what TRUSTED_PROXIES report (app/netaddr.py)."""
+    trusted = netaddr.parse_networks(deps_of(request).settings.trusted_proxies)
+    return netaddr.of_request(request, trusted)
+
+
 def client_of(request: web.Request) -> accounts.Client:
-    return accounts.Client(ip=request.remote or "", device=request.headers.get("User-Agent", "")[:200])
+    return accounts.Client(ip=client_ip(request),
+                           device=request.headers.get("User-Agent", "")[:200])
 
 
 async def auth_of(request: web.Request) -> accounts.Auth:

@@ -59,6 +59,8 @@ ROUTES = [
     web.delete(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.remove_member),
     web.post(f"{API}/groups/{{group_id}}/transfer", groups.transfer),
     web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
+    web.get(f"{API}/groups/{{group_id}}/invites", groups.list_invites),
+    web.delete(f"{API}/groups/{{group_id}}/invites/{{token}}", groups.revoke_invite),
     web.get(f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
             groups.readers),
     # media

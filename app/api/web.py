@@ -102,6 +102,10 @@ async def web_headers_middleware(request: web.Request, handler):
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.secure:
+        # Only over our own TLS (TLS_CERT_FILE): a plain-HTTP answer must not
+        # pin a host to HTTPS, and a TLS front sends this header itself.
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     path = request.path
     if path.startswith(("/static/", "/vendor/")) and response.status in (200, 206, 304):
         if "v" in request.query:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import socketio
 
+from app import netaddr
 from app.deps import Deps
 from app.errors import DomainError, Invalid, Unauthorized, Unavailable
 from app.fanout import NAMESPACE, session_room, user_room
@@ -33,6 +34,7 @@ class Conn:
     sid: str
     user_id: str
     session_id: str
+    ip: str = ""  # the client's address at connect (app/netaddr.py), for per-address limits
 
 
 Handler = Callable[[Deps, Conn, object], Awaitable[dict]]
@@ -105,7 +107,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         except Unauthorized:
             log_event(event="connect", sid=sid, status="unauthorized", duration_ms=timer.ms())
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
-        conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id))
+        ip = netaddr.of_environ(environ, netaddr.parse_networks(self.deps.settings.trusted_proxies))
+        conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id), ip=ip)
         self.conns[sid] = conn
         bind = getattr(self.server, "bind_user_budget", None)
         if bind is not None:  # from now on the socket spends its user's event budget

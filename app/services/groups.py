@@ -572,6 +572,8 @@ def _invite_out(deps: Deps, inv: GroupInvite) -> dict:
         "max_uses": inv.max_uses,
         "uses": inv.uses,
         "expires_at": inv.expires_at.isoformat() if inv.expires_at else None,
+        "created_by": str(inv.created_by_id),
+        "created_at": inv.created_at.isoformat() if inv.created_at else None,
     }
 
 
@@ -585,6 +587,47 @@ async def create_invite(deps: Deps, user_id: str, conversation_id, data: InviteI
         token=secrets.token_urlsafe(18), conversation_id=m.conversation_id, created_by_id=user_id,
         max_uses=data.max_uses, expires_at=now() + timedelta(seconds=ttl))
     return _invite_out(deps, inv)
+
+
+async def list_invites(deps: Deps, user_id: str, conversation_id) -> list[dict]:
+    """The group's links that would still let someone in (what join checks: not
+    revoked, not expired, not used up, creator still allowed to invite), newest
+    first. Owner and admins only: a link is a way in, theirs to oversee."""
+    m = await _membership(conversation_id, user_id)
+    _require_admin(m, "see the group's invite links")
+    conv = m.conversation
+    rows = await GroupInvite.filter(
+        Q(expires_at=None) | Q(expires_at__gt=now()),
+        conversation_id=conv.id, revoked_at=None,
+    ).order_by("-created_at", "-id")
+    rows = [inv for inv in rows if inv.max_uses is None or inv.uses < inv.max_uses]
+    roles = dict(await Membership.filter(
+        conversation_id=conv.id, left_at=None,
+        user_id__in=list({inv.created_by_id for inv in rows})).values_list("user_id", "role"))
+    roles = {str(k): v for k, v in roles.items()}
+    minimum = RANK["member"] if conv.members_can_invite else RANK["admin"]
+    return [_invite_out(deps, inv) for inv in rows
+            if str(inv.created_by_id) in roles
+            and RANK[roles[str(inv.created_by_id)]] >= minimum]
+
+
+async def revoke_invite(deps: Deps, user_id: str, conversation_id, token: str) -> None:
+    """Owner and admins, or the member who made the link. Revoking twice is not an error.
+
+    Taken under the group's lock, like join: a join that has not committed
+    by the time the revoke commits is refused."""
+    m = await _membership(conversation_id, user_id)
+    cid = m.conversation_id
+    async with in_transaction() as conn:
+        await _lock(conn, cid)
+        actor = await _actor(conn, cid, user_id)
+        inv = await GroupInvite.filter(token=token, conversation_id=cid).using_db(conn).first()
+        if inv is None:
+            raise NotFound("No such invite.")
+        if str(inv.created_by_id) != str(actor.user_id):
+            _require_admin(actor, "revoke other people's invite links")
+        if inv.revoked_at is None:
+            await GroupInvite.filter(id=inv.id).using_db(conn).update(revoked_at=now())
 
 
 def _check_usable(inv: GroupInvite) -> None:
