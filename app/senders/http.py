@@ -28,7 +28,7 @@ class Reply:
 
 
 async def call(method: str, url: str | URL, *, headers: dict[str, str],
-               data: bytes | None = None, auth: aiohttp.BasicAuth | None = None) -> Reply:
+               data: bytes | None = None) -> Reply:
     """A connection that could not be made is transient (nothing was sent). A
     timeout or a connection lost mid-request is not: the provider may have
     accepted the message, and SMS APIs are not idempotent, so a retry could
@@ -36,7 +36,7 @@ async def call(method: str, url: str | URL, *, headers: dict[str, str],
     try:
         # A session per code: codes are rare, and nothing is left to close.
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.request(
-            method, url, headers=headers, data=data, auth=auth, allow_redirects=False
+            method, url, headers=headers, data=data, allow_redirects=False
         ) as resp:
             return Reply(resp.status, await resp.read())
     except aiohttp.ClientConnectorError as exc:

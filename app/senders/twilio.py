@@ -7,9 +7,8 @@ Body and From (or MessagingServiceSid), HTTP Basic auth AccountSid:AuthToken.
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote, urlencode
-
-import aiohttp
 
 from app.senders import CodeMessage, SendError
 from app.senders.http import call, http_failure
@@ -36,7 +35,8 @@ class TwilioSender:
                  messaging_service_sid: str = "",
                  base_url: str = "https://api.twilio.com") -> None:
         self.account_sid = account_sid
-        self.auth = aiohttp.BasicAuth(account_sid, auth_token)
+        token = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self.authorization = f"Basic {token}"
         self.from_ = from_
         self.messaging_service_sid = messaging_service_sid
         self.url = (f"{base_url.rstrip('/')}/2010-04-01/Accounts/"
@@ -54,8 +54,9 @@ class TwilioSender:
 
     async def send(self, msg: CodeMessage) -> None:
         reply = await call(
-            "POST", self.url, auth=self.auth, data=urlencode(self.form(msg)).encode(),
-            headers={"Content-Type": "application/x-www-form-urlencoded",
+            "POST", self.url, data=urlencode(self.form(msg)).encode(),
+            headers={"Authorization": self.authorization,
+                     "Content-Type": "application/x-www-form-urlencoded",
                      "Accept": "application/json"})
         if reply.status in (200, 201):
             return
