@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -568,6 +569,30 @@ async def test_daily_sms_budget_is_global(client, standin):
     assert len(standin.requests) == 2
     # Email codes are not part of the SMS budget.
     assert (await ask(client, email="ann@example.org")).status == 202
+
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL not set")
+@pytest.mark.parametrize("extra_settings", [{"sms_daily_limit": 3, "redis_url": TEST_REDIS_URL}])
+@pytest.mark.parametrize("standin", ["aliyun"], indirect=True)
+async def test_daily_sms_budget_is_shared_through_redis(client, standin):
+    import redis.asyncio as redis
+
+    key = f"parley:rl:code:sms:day:{datetime.now(UTC):%Y-%m-%d}"
+    other = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        await other.delete(key)
+        assert (await ask(client, phone="+8613800138000")).status == 202
+        assert int(await other.get(key)) == 1
+        # Another process spent the rest of today's budget.
+        await other.incrby(key, 2)
+        await expect_error(await ask(client, phone="+8613800138001"), 503, "unavailable")
+        assert len(standin.requests) == 1
+    finally:
+        await other.delete(key)
+        await other.aclose()
 
 
 @pytest.mark.parametrize("standin", ["twilio"], indirect=True)
