@@ -62,7 +62,7 @@ class Metrics:
         self.codes_failed = Counter(
             "parley_codes_failed", "Verification codes not sent, by provider and reason "
             "(invalid_recipient, throttled, outage, timeout, rejected, daily_limit, "
-            "country_not_allowed); a retried failure counts once per attempt.",
+            "country_not_allowed, error); a retried failure counts once per attempt.",
             ["provider", "reason"], registry=r)
 
     def render(self) -> bytes:
