@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from app.db import migrate
 
-        asyncio.run(migrate(settings.database_url))
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"applied {applied} migration{'s' if applied != 1 else ''}" if applied
+              else "up to date", flush=True)
         return 0
     if args.command == "cleanup-media":
         from app.services.media import cleanup_media_once
