@@ -418,3 +418,19 @@ def test_smtp_url_parsing():
     assert SmtpSender("smtp://relay?starttls=true", "x").start_tls is True
     s = SmtpSender("smtps://mail.example.org?starttls=true", "x")
     assert (s.port, s.use_tls, s.start_tls) == (465, True, False)
+
+
+@pytest.mark.parametrize("extra_settings", [{"code_ttl": 300}])
+async def test_email_text_follows_code_ttl_and_the_account_language(client, smtp, deps):
+    from app.models.accounts import User
+
+    await request_code(client, "login", email="vic@example.org")
+    body = smtp.to("vic@example.org")[-1].get_body(preferencelist=("plain",)).get_content()
+    assert "5 minutes" in body and "10 minutes" not in body
+    p = await make_user(deps, email="wen@example.org")
+    await User.filter(id=p.user_id).update(language="zh-CN")
+    await request_code(client, "reset_password", email=p.email)
+    mail = smtp.to(p.email)[-1]
+    assert mail["Subject"] == "你的 Parley 重置密码验证码"
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    assert "5 分钟内有效" in body and smtp.last_code(p.email) in body

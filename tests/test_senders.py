@@ -640,3 +640,19 @@ def test_provider_settings_are_checked_at_start_up():
                     sendgrid_api_key="SG.x")
     assert (senders["phone"].provider, senders["email"].provider) == ("tencent", "sendgrid")
     assert build()["phone"].provider == "log"
+
+
+def test_every_sms_provider_implements_the_interface():
+    from app.senders import CodeSender, SmsProvider
+    from app.senders.aliyun import AliyunSender
+    from app.senders.sendgrid import SendGridSender
+    from app.senders.tencent import TencentSender
+    from app.senders.twilio import TwilioSender
+
+    sms = [TwilioSender(TWILIO_SID, TWILIO_TOKEN, from_=TWILIO_FROM),
+           AliyunSender(ALIYUN_ID, ALIYUN_SECRET, sign_name="s", template_code="SMS_1"),
+           TencentSender(TENCENT_ID, TENCENT_KEY, sdk_app_id=TENCENT_APP, sign_name="s",
+                         template_id="1")]
+    assert all(isinstance(p, SmsProvider) for p in sms)
+    assert [p.provider for p in sms] == SMS
+    assert isinstance(SendGridSender(SENDGRID_KEY, "x@example.org"), CodeSender)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger("parley.codes")
 
@@ -47,6 +47,7 @@ class SendError(Exception):
         self.detail = detail
 
 
+@runtime_checkable
 class CodeSender(Protocol):
     provider: str  # metrics label: smtp, sendgrid, twilio, aliyun, tencent, log
 
@@ -54,6 +55,7 @@ class CodeSender(Protocol):
         """Return once the provider accepted the message; raise SendError otherwise."""
 
 
+@runtime_checkable
 class SmsProvider(CodeSender, Protocol):
     """An SMS gateway, selected with SMS_PROVIDER. `msg.target` is E.164."""
 

@@ -39,7 +39,7 @@ async def call(method: str, url: str | URL, *, headers: dict[str, str],
             method, url, headers=headers, data=data, allow_redirects=False
         ) as resp:
             return Reply(resp.status, await resp.read())
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise SendError("outage", transient=True, detail=type(exc).__name__) from None
     except TimeoutError:
         raise SendError("timeout", detail="no answer in time") from None
