@@ -630,6 +630,8 @@ def test_provider_settings_are_checked_at_start_up():
               tencent_sms_sign_name="n", tencent_sms_template_id="1")
     with pytest.raises(ValueError, match="SENDGRID_API_KEY"):
         build(email_provider="sendgrid")
+    with pytest.raises(ValueError, match="SMS_ALLOWED_COUNTRIES"):
+        build(sms_allowed_countries="CN,HK")
     with pytest.raises(ValueError, match="unknown SMS_PROVIDER"):
         build(sms_provider="carrier-pigeon")
     with pytest.raises(ValueError, match="unknown EMAIL_PROVIDER"):

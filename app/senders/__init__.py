@@ -97,7 +97,18 @@ def build_email_sender(settings) -> CodeSender:
     raise ValueError(f"unknown EMAIL_PROVIDER {provider!r}; use one of {EMAIL_PROVIDERS}")
 
 
+def allowed_countries(spec: str) -> frozenset[int]:
+    """SMS_ALLOWED_COUNTRIES: calling codes such as "86, +852, 1"; empty: all."""
+    try:
+        codes = frozenset(int(c.strip().lstrip("+")) for c in spec.split(",") if c.strip())
+    except ValueError:
+        raise ValueError(f"SMS_ALLOWED_COUNTRIES must list calling codes such as "
+                         f"'86,852', not {spec!r}") from None
+    return codes
+
+
 def build_sms_sender(settings) -> CodeSender:
+    allowed_countries(settings.sms_allowed_countries)  # refuse a typo at start-up
     provider = (settings.sms_provider or "").lower()
     if not provider:
         return LogSender("sms")

@@ -22,7 +22,7 @@ from app.deps import Deps
 from app.errors import Invalid, InvalidCode, RateLimited, Unavailable
 from app.models.accounts import User, VerificationCode
 from app.ratelimit import Limit
-from app.senders import CodeMessage, SendError
+from app.senders import CodeMessage, SendError, allowed_countries
 from app.services.identity import normalise_email, normalise_phone
 from app.validation import Password, Payload
 
@@ -92,11 +92,6 @@ def _count(deps: Deps, name: str, **labels: str) -> None:
     metrics = deps.extras.get("metrics")
     if metrics is not None:
         getattr(metrics, name).labels(**labels).inc()
-
-
-def allowed_countries(spec: str) -> frozenset[int]:
-    """SMS_ALLOWED_COUNTRIES: calling codes such as "86, +852, 1"; empty: all."""
-    return frozenset(int(c.strip().lstrip("+")) for c in spec.split(",") if c.strip())
 
 
 async def _sms_cost_control(deps: Deps, sender, target: str) -> None:
