@@ -41,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
 
         host = args.host or settings.host
         port = args.port or settings.port
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # a setting that cannot work, e.g. a provider half set up
+            print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+            return 2
         print(f"Parley on http://{host}:{port}", file=sys.stderr, flush=True)
         # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
         # then give the last requests 10 more seconds.
-        web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None,
+        web.run_app(app, host=host, port=port, print=None, access_log=None,
                     shutdown_timeout=10)
         return 0
     if args.command == "cluster":

@@ -32,7 +32,7 @@ asyncio.run(main())
 
 
 def env_for(database_url: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SMTP_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SMTP_", "SMS_", "EMAIL_"))}
     env.update(DATABASE_URL=database_url, SECRET_KEY="cli-test-secret-" + "x" * 40, **extra)
     return env
 
@@ -255,3 +255,13 @@ def test_readme_try_the_api_runs_as_written(serve):
         raise AssertionError("the token still works after logout")
     except urllib.error.HTTPError as exc:
         assert exc.code == 401
+
+
+def test_serve_refuses_a_half_configured_provider_with_a_clear_message(tmp_path):
+    env = env_for(f"sqlite://{tmp_path / 'conf.db'}", SMS_PROVIDER="twilio",
+                  TWILIO_ACCOUNT_SID="AC" + "0" * 32)
+    proc = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "configuration error: TWILIO_AUTH_TOKEN must be set for this provider")
