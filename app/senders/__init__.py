@@ -7,10 +7,11 @@ server log so local development works; that log line is the only place a code
 is ever logged.
 
 Every provider is a small signed HTTP client on aiohttp rather than the
-vendor's SDK: the SDKs are synchronous (Twilio's, Alibaba's) or pull in a
-whole cloud client (Tencent's) for one POST each, and a client we own lets
-the base URL be a setting, so the tests point it at a local stand-in that
-checks the request the way the provider documents it.
+vendor's SDK: each send is one POST of a few fields, while the official SDKs
+bring their own HTTP stacks and whole API surfaces for it (Tencent's is
+synchronous, on requests). A client of our own also makes the base URL a
+setting, so the tests point it at a local stand-in that checks the request
+the way the provider documents it.
 """
 
 from __future__ import annotations
