@@ -65,11 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"serve: cannot load TLS_CERT_FILE / TLS_KEY_FILE: {exc}", file=sys.stderr)
             return 2
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # a setting that cannot work, e.g. a provider half set up
+            print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+            return 2
         scheme = "https" if ssl_context else "http"
         print(f"Parley on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
         # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
         # then give the last requests 10 more seconds.
-        web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None,
+        web.run_app(app, host=host, port=port, print=None, access_log=None,
                     shutdown_timeout=10, ssl_context=ssl_context)
         return 0
     if args.command == "cluster":
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from app.db import migrate
 
-        asyncio.run(migrate(settings.database_url))
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"applied {applied} migration{'s' if applied != 1 else ''}" if applied
+              else "up to date", flush=True)
         return 0
     if args.command == "cleanup-media":
         from app.services.media import cleanup_media_once

@@ -92,12 +92,26 @@ async def init_db(database_url: str, *, generate_schemas: bool = False) -> Torto
     return ctx
 
 
-async def migrate(database_url: str) -> None:
+async def migrate(database_url: str) -> int:
+    """Apply pending migrations; returns how many were applied (0: up to date)."""
+    from tortoise.context import get_current_context
     from tortoise.migrations.api.migrate import migrate as run_migrations
+
+    applied = 0
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        nonlocal applied
+        if event == "apply_done":
+            applied += 1
 
     _ensure_sqlite_dir(database_url)
     try:
-        await run_migrations(config=tortoise_config(database_url))
+        await run_migrations(config=tortoise_config(database_url), progress=progress)
     finally:
         # Also on failure: an open aiosqlite thread would keep the process alive.
-        await Tortoise.close_connections()
+        # Closed through the context: Tortoise.close_connections() would also log
+        # an INFO "Tortoise-ORM shutdown" line into every start-up.
+        ctx = get_current_context()
+        if ctx is not None:
+            await ctx.close_connections()
+    return applied

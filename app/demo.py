@@ -6,13 +6,14 @@ skipped, and messages use fixed client_msg_ids (sending is idempotent)."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from app.config import Settings
 from app.db import init_db, migrate
 from app.deps import Deps
 from app.errors import DomainError
-from app.models.accounts import User
-from app.models.messaging import Membership
+from app.models.accounts import AuthSession, User
+from app.models.messaging import Conversation, Membership, Message
 from app.services import accounts, contacts, messaging
 from app.services import conversations as convs
 
@@ -26,19 +27,41 @@ PEOPLE = [
 ]
 GROUP_NAME = "Weekend hiking"
 
+# (from, to, days ago, local time, text): a week of ordinary chats, in order
+# within each conversation. Every pair of contacts has history, so no direct
+# chat in the list is empty.
 DIRECT_HISTORY = [
-    ("alice", "bob", "Hi Bob! Are you free on Saturday?"),
-    ("bob", "alice", "Hey Alice, yes — what's the plan?"),
-    ("alice", "bob", "Hiking in the hills, then dumplings 🥟"),
-    ("bob", "alice", "Count me in. I'll bring snacks."),
-    ("carol", "alice", "Alice, did you get the tickets?"),
-    ("alice", "carol", "Yes! Two for Friday night."),
+    ("alice", "bob", 6, "19:42", "Hi Bob! Are you free on Saturday?"),
+    ("bob", "alice", 6, "20:15", "Hey Alice, yes — what's the plan?"),
+    ("alice", "bob", 6, "20:17", "Hiking in the hills, then dumplings 🥟"),
+    ("bob", "alice", 5, "08:03", "Count me in. I'll bring snacks."),
+    ("alice", "bob", 1, "12:31", "Lunch at the noodle place tomorrow?"),
+    ("bob", "alice", 1, "12:48", "Sure, 12:30 works."),
+    ("carol", "alice", 4, "09:26", "Alice, did you get the tickets?"),
+    ("alice", "carol", 4, "09:40", "Yes! Two for Friday night."),
+    ("carol", "alice", 4, "09:41", "Great, see you at the entrance at 7."),
+    ("bob", "carol", 3, "18:05", "Carol, can you send me the trail map?"),
+    ("carol", "bob", 3, "18:22", "Sent it in the group. The red route is the easy one."),
+    ("bob", "carol", 0, "08:54", "Thanks! Running late, save me a seat 🙏"),
 ]
+# (from, days ago, local time, text)
 GROUP_HISTORY = [
-    ("alice", "Welcome to the hiking group!"),
-    ("bob", "Meet at the north gate at 8:00?"),
-    ("carol", "Works for me. Weather looks sunny ☀️"),
+    ("alice", 3, "17:58", "Welcome to the hiking group!"),
+    ("bob", 3, "18:10", "Meet at the north gate at 8:00?"),
+    ("carol", 3, "18:19", "Works for me. Weather looks sunny ☀️"),
+    ("alice", 2, "21:34", "Don't forget water and a jacket, it gets windy at the top."),
+    ("bob", 0, "07:47", "On my way, 10 minutes!"),
 ]
+
+
+def _at(days_ago: int, hhmm: str) -> datetime:
+    """That local time, `days_ago` days before today, as an aware datetime;
+    never in the future (today's later times move to yesterday)."""
+    now = datetime.now().astimezone()
+    hour, minute = (int(x) for x in hhmm.split(":"))
+    when = (now - timedelta(days=days_ago)).replace(hour=hour, minute=minute, second=0,
+                                                    microsecond=0)
+    return when if when <= now else when - timedelta(days=1)
 
 
 async def _user(deps: Deps, username: str, name: str, email: str) -> User:
@@ -48,6 +71,9 @@ async def _user(deps: Deps, username: str, name: str, email: str) -> User:
                                    username=username)
         await accounts.register(deps, data, accounts.Client(ip="127.0.0.1", device="demo"))
         user = await User.get(username=username)
+    # Registering signs the account in; nobody holds that session, so it would
+    # only show up as a stray "demo" device in the account's device list.
+    await AuthSession.filter(user_id=user.id, device="demo").delete()
     return user
 
 
@@ -63,6 +89,27 @@ async def _send(deps: Deps, sender: User, conversation_id, key: str, text: str) 
     data = messaging.SendIn(conversation_id=str(conversation_id), client_msg_id=f"demo-{key}",
                             text=text)
     await messaging.send_message(deps, str(sender.id), data)
+
+
+async def _spread(conv_id, times: dict[str, datetime]) -> None:
+    """Date the conversation's messages as scripted instead of all "just now".
+    Messages without a scripted time (the group's creation notice) take the
+    time of the next scripted one, minus a minute."""
+    messages = await Message.filter(conversation_id=conv_id).order_by("-seq")
+    if not messages:
+        return
+    dated = []
+    following = None
+    for m in messages:  # newest first
+        when = times.get(m.client_msg_id or "")
+        if when is None or (following is not None and when >= following):
+            when = (following or datetime.now().astimezone()) - timedelta(minutes=1)
+        dated.append((m.id, when))
+        following = when
+    for message_id, when in dated:
+        await Message.filter(id=message_id).update(created_at=when)
+    await Conversation.filter(id=conv_id).update(
+        created_at=dated[-1][1] - timedelta(minutes=5), last_message_at=dated[0][1])
 
 
 async def _group(deps: Deps, owner: User, members: list[User]):
@@ -88,13 +135,21 @@ async def seed(deps: Deps) -> dict:
     alice, bob, carol = users["alice"], users["bob"], users["carol"]
     for a, b in ((alice, bob), (alice, carol), (bob, carol)):
         await _befriend(deps, a, b)
-    for i, (frm, to, text) in enumerate(DIRECT_HISTORY):
+    times: dict[str, datetime] = {}  # client_msg_id → when it was "sent"
+    conversations = []
+    for i, (frm, to, days_ago, hhmm, text) in enumerate(DIRECT_HISTORY):
         conv, _ = await convs.get_or_create_direct(deps, users[frm].id, users[to].id)
         await _send(deps, users[frm], conv.id, f"d{i}", text)
+        times[f"demo-d{i}"] = _at(days_ago, hhmm)
+        conversations.append(conv.id)
     group_id = await _group(deps, alice, [bob, carol])
     if group_id is not None:
-        for i, (frm, text) in enumerate(GROUP_HISTORY):
+        for i, (frm, days_ago, hhmm, text) in enumerate(GROUP_HISTORY):
             await _send(deps, users[frm], group_id, f"g{i}", text)
+            times[f"demo-g{i}"] = _at(days_ago, hhmm)
+        conversations.append(group_id)
+    for conv_id in dict.fromkeys(conversations):
+        await _spread(conv_id, times)
     return {"usernames": list(users), "group_id": str(group_id) if group_id else None}
 
 

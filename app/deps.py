@@ -29,5 +29,4 @@ class Deps:
         if self.presence is None:
             self.presence = build_presence(self.settings)
         if not self.senders:
-            s = self.settings
-            self.senders = build_senders(s.smtp_url, s.smtp_from, s.sms_provider)
+            self.senders = build_senders(self.settings)

@@ -55,6 +55,15 @@ class Metrics:
         self.ratelimit_fallbacks = Counter(
             "parley_ratelimit_fallbacks",
             "Rate-limit checks answered in memory because Redis was unreachable.", registry=r)
+        self.codes_sent = Counter(
+            "parley_codes_sent", "Verification codes a provider accepted, by provider "
+            "(twilio, aliyun, tencent, smtp, sendgrid, log) and channel (sms, email).",
+            ["provider", "channel"], registry=r)
+        self.codes_failed = Counter(
+            "parley_codes_failed", "Verification codes not sent, by provider and reason "
+            "(invalid_recipient, throttled, outage, timeout, rejected, daily_limit, "
+            "country_not_allowed, error); a retried failure counts once per attempt.",
+            ["provider", "reason"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

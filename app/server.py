@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     deps = Deps(settings=settings, fanout=SocketIOFanout(sio, metrics),
                 limiter=MemoryRateLimiter())
     app[DEPS_KEY] = deps
+    deps.extras["metrics"] = metrics  # services count through it (codes sent and failed)
     app[SIO_KEY] = sio
     chat = ChatNamespace(deps, metrics)
     sio.register_namespace(chat)

@@ -3,7 +3,9 @@ real subprocesses on a fresh SQLite file."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -30,7 +32,7 @@ asyncio.run(main())
 
 
 def env_for(database_url: str, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SMTP_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SMTP_", "SMS_", "EMAIL_"))}
     env.update(DATABASE_URL=database_url, SECRET_KEY="cli-test-secret-" + "x" * 40, **extra)
     return env
 
@@ -209,3 +211,88 @@ def test_cluster_nginx_config_renders_with_and_without_tls(tmp_path):
     assert "TLS_CERT_FILE" not in behind and "TLS_KEY_FILE" not in behind
     assert worker_env({}, with_nginx=True)["TRUSTED_PROXIES"] == "127.0.0.1/32"
     assert worker_env(env, with_nginx=False) == env
+
+
+def migrations_in_tree() -> int:
+    return len([p for p in (ROOT / "app" / "migrations").glob("[0-9][0-9][0-9][0-9]_*.py")])
+
+
+def test_migrate_says_what_it_did_in_one_human_line(tmp_path):
+    env = env_for(f"sqlite://{tmp_path / 'human.db'}")
+    first = run(["-m", "app", "migrate"], env)
+    n = migrations_in_tree()
+    assert first.stdout == f"applied {n} migration{'s' if n != 1 else ''}\n"
+    again = run(["-m", "app", "migrate"], env)
+    assert again.stdout == "up to date\n"
+    for proc in (first, again):
+        assert "Tortoise-ORM shutdown" not in proc.stdout + proc.stderr
+        assert proc.stderr == ""
+
+
+def test_demo_start_up_is_not_cluttered_by_tortoise(tmp_path):
+    env = env_for(f"sqlite://{tmp_path / 'demo.db'}")
+    out = run(["-m", "app", "demo"], env)
+    assert out.stdout.startswith("Parley demo accounts are ready.")
+    assert "Tortoise-ORM" not in out.stdout + out.stderr
+
+
+def test_readme_lists_every_cli_command():
+    help_text = run(["-m", "app", "--help"], dict(os.environ)).stdout
+    commands = re.search(r"\{([a-z,-]+)\}", help_text).group(1).split(",")
+    assert {"serve", "cluster", "migrate", "cleanup-media"} <= set(commands)
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Command line"):]
+    missing = [c for c in commands if f"| `python -m app {c}" not in table]
+    assert missing == [], f"add to README's command table: {missing}"
+
+
+def wait_healthy(proc, base: str, log) -> None:
+    deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
+    while True:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            if get(f"{base}/healthz")[0] == 200:
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_readme_try_the_api_runs_as_written(serve):
+    proc, base, log = serve
+    wait_healthy(proc, base, log)
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Try the API"):readme.index("## Command line")]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    base_line = "BASE=http://127.0.0.1:8080/api/v1\n"
+    assert script.startswith(base_line), "the example starts with its one BASE variable"
+    script = script.replace(base_line, f"BASE={base}/api/v1\n")
+    script = "set -eu\n" + script + 'echo\necho "ACCESS=$ACCESS_TOKEN"\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    register, me, logout, blank, last = out.stdout.splitlines()
+    assert json.loads(register)["user"]["email"] == "alice@example.org", out.stdout
+    me = json.loads(me)["user"]
+    assert me["email"] == "alice@example.org" and me["display_name"] == "Alice", out.stdout
+    assert logout == "204"
+    access = last.removeprefix("ACCESS=")
+    assert access.count(".") == 2  # a JWT, captured from the refresh answer
+    # After logout the token captured by the example no longer works.
+    req = urllib.request.Request(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {access}"})
+    try:
+        urllib.request.urlopen(req, timeout=5)
+        raise AssertionError("the token still works after logout")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+
+
+def test_serve_refuses_a_half_configured_provider_with_a_clear_message(tmp_path):
+    env = env_for(f"sqlite://{tmp_path / 'conf.db'}", SMS_PROVIDER="twilio",
+                  TWILIO_ACCOUNT_SID="AC" + "0" * 32)
+    proc = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "configuration error: TWILIO_AUTH_TOKEN must be set for this provider")

@@ -455,3 +455,19 @@ async def test_sign_up_with_verification_does_not_tell_who_has_an_account(client
         answers.append((r.status, await r.json()))
     assert answers[0] == answers[1] and answers[0][0] == 400
     assert answers[0][1]["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize("extra_settings", [{"code_ttl": 300}])
+async def test_email_text_follows_code_ttl_and_the_account_language(client, smtp, deps):
+    from app.models.accounts import User
+
+    await request_code(client, "login", email="vic@example.org")
+    body = smtp.to("vic@example.org")[-1].get_body(preferencelist=("plain",)).get_content()
+    assert "5 minutes" in body and "10 minutes" not in body
+    p = await make_user(deps, email="wen@example.org")
+    await User.filter(id=p.user_id).update(language="zh-CN")
+    await request_code(client, "reset_password", email=p.email)
+    mail = smtp.to(p.email)[-1]
+    assert mail["Subject"] == "你的 Parley 重置密码验证码"
+    body = mail.get_body(preferencelist=("plain",)).get_content()
+    assert "5 分钟内有效" in body and smtp.last_code(p.email) in body

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from app import demo
-from app.models.accounts import User
+from app.models.accounts import AuthSession, User
 from app.models.contacts import Contact
 from app.models.messaging import Conversation, Message
 from app.services import accounts
@@ -39,3 +41,33 @@ async def test_demo_instructions_say_how_to_sign_in(settings):
     for username, _name, email in demo.PEOPLE:
         assert username in text and email in text
     assert f"http://{settings.host}:{settings.port}/" in text
+
+
+async def test_demo_history_is_spread_over_days_and_every_direct_chat_has_some(deps):
+    await demo.seed(deps)
+    now = datetime.now(UTC)
+    conversations = await Conversation.all()
+    assert conversations
+    for conv in conversations:
+        messages = await Message.filter(conversation_id=conv.id).order_by("seq")
+        assert messages, f"empty {conv.type} chat"
+        times = [m.created_at for m in messages]
+        assert times == sorted(times) and len(set(times)) == len(times)
+        assert all(t <= now for t in times)
+        assert conv.last_message_at == times[-1]
+    every = [m.created_at for m in await Message.all()]
+    # A week of history on several days, at several hours, not all "just now".
+    assert max(every) - min(every) >= timedelta(days=4)
+    assert len({t.astimezone().date() for t in every}) >= 4
+    assert len({t.astimezone().hour for t in every}) >= 6
+
+
+async def test_demo_leaves_no_demo_device_signed_in(deps):
+    await demo.seed(deps)
+    assert await AuthSession.filter(device="demo").count() == 0
+    # Signing in afterwards lists exactly that one device.
+    out = await accounts.login(deps, accounts.LoginIn(login="bob", password=demo.PASSWORD),
+                               accounts.Client(ip="127.0.0.1", device="Firefox"))
+    auth = await accounts.authenticate(deps, out["access_token"])
+    sessions = await accounts.list_sessions(deps, auth)
+    assert [s["device"] for s in sessions] == ["Firefox"]

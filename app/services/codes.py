@@ -1,23 +1,28 @@
 """Six-digit verification codes: sign-up, code sign-in, password reset.
 
-Codes are stored as keyed digests, live CODE_TTL seconds and allow
-CODE_MAX_ATTEMPTS guesses; a new code for the same target and purpose
-replaces the previous one.
+Codes are stored as keyed digests once a provider accepted them, live
+CODE_TTL seconds and allow CODE_MAX_ATTEMPTS guesses; a new code for the same
+target and purpose replaces the previous one. Phone codes also pass the SMS
+cost controls (SMS_ALLOWED_COUNTRIES, SMS_DAILY_LIMIT).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import phonenumbers
 from tortoise.expressions import F
 
 from app import security
 from app.deps import Deps
-from app.errors import Invalid, InvalidCode, Unavailable
-from app.models.accounts import VerificationCode
+from app.errors import Invalid, InvalidCode, RateLimited, Unavailable
+from app.models.accounts import User, VerificationCode
 from app.ratelimit import Limit
+from app.senders import CodeMessage, SendError, allowed_countries
 from app.services.identity import normalise_email, normalise_phone
 from app.validation import Password, Payload
 
@@ -55,28 +60,105 @@ def target_of(email: str | None, phone: str | None) -> tuple[str, str]:
 
 async def request_code(deps: Deps, data: CodeRequestIn, client_ip: str) -> None:
     channel, target = target_of(data.email, data.phone)
-    limit = Limit.parse(deps.settings.code_rate_limit)
+    settings = deps.settings
+    limit = Limit.parse(settings.code_rate_limit)
     await deps.limiter.hit(f"code:ip:{client_ip}", limit)
     await deps.limiter.hit(f"code:target:{target}", limit)
+    sender = deps.senders[channel]
+    if channel == "phone":
+        await _sms_cost_control(deps, sender, target)
     code = security.new_code()
+    msg = CodeMessage(target=target, purpose=data.purpose, code=code,
+                      lang=await _language(channel, target),
+                      ttl_minutes=max(1, math.ceil(settings.code_ttl / 60)))
+    # Whether the account exists or not, the answer is the same; only the
+    # recipient learns anything.
+    await _deliver(deps, sender, channel, msg)
+    # Stored only once the provider took it: a code that never left cannot be
+    # guessed at, and a failed resend leaves the previous code usable.
     now = datetime.now(UTC)
-    # Only the newest code counts.
     await VerificationCode.filter(target=target, purpose=data.purpose, consumed_at=None).update(
-        consumed_at=now
+        consumed_at=now  # only the newest code counts
     )
     await VerificationCode.create(
         target=target,
         purpose=data.purpose,
-        code_hash=security.code_digest(deps.settings.secret_key, target, data.purpose, code),
-        expires_at=now + timedelta(seconds=deps.settings.code_ttl),
+        code_hash=security.code_digest(settings.secret_key, target, data.purpose, code),
+        expires_at=now + timedelta(seconds=settings.code_ttl),
     )
-    # Whether the account exists or not, the answer is the same; only the
-    # recipient learns anything.
-    try:
-        await deps.senders[channel].send(target, data.purpose, code)
-    except Exception as exc:  # SMTP down, provider error: the client may retry
-        log.error("could not send %s code: %s", channel, type(exc).__name__)
-        raise Unavailable("Could not send the code right now; try again later.") from None
+
+
+def _count(deps: Deps, name: str, **labels: str) -> None:
+    metrics = deps.extras.get("metrics")
+    if metrics is not None:
+        getattr(metrics, name).labels(**labels).inc()
+
+
+async def _sms_cost_control(deps: Deps, sender, target: str) -> None:
+    """Refuse numbers outside the allowed countries and anything over the
+    global daily budget, before a paid message goes out (SMS pumping fraud
+    sends codes to premium numbers in bulk from many addresses)."""
+    settings = deps.settings
+    provider = getattr(sender, "provider", "log")
+    allowed = allowed_countries(settings.sms_allowed_countries)
+    if allowed and phonenumbers.parse(target).country_code not in allowed:
+        _count(deps, "codes_failed", provider=provider, reason="country_not_allowed")
+        raise Invalid("Codes cannot be sent to phone numbers in this country.",
+                      details={"field": "phone"})
+    if settings.sms_daily_limit > 0:
+        now = datetime.now(UTC)
+        try:
+            # One counter per UTC day, in Redis when configured: every process
+            # shares the budget.
+            await deps.limiter.hit(f"code:sms:day:{now:%Y-%m-%d}",
+                                   Limit(settings.sms_daily_limit, 86400))
+        except RateLimited:
+            _count(deps, "codes_failed", provider=provider, reason="daily_limit")
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
+            seconds = max(1, math.ceil((midnight - now).total_seconds()))
+            log.error("SMS_DAILY_LIMIT (%d) reached; phone codes refused until midnight UTC",
+                      settings.sms_daily_limit)
+            raise Unavailable("Phone codes cannot be sent right now; try again later.",
+                              details={"retry_after": seconds},
+                              headers={"Retry-After": str(seconds)}) from None
+
+
+async def _language(channel: str, target: str) -> str:
+    """Chinese for +86 numbers and for accounts set to Chinese, English otherwise."""
+    if channel == "phone" and target.startswith("+86"):
+        return "zh"
+    field = "email" if channel == "email" else "phone"
+    lang = await User.filter(**{field: target}).first().values_list("language", flat=True)
+    return "zh" if (lang or "").lower().startswith("zh") else "en"
+
+
+async def _deliver(deps: Deps, sender, channel: str, msg: CodeMessage) -> None:
+    provider = getattr(sender, "provider", "log")
+    for attempt in (1, 2):
+        try:
+            await sender.send(msg)
+        except SendError as exc:
+            _count(deps, "codes_failed", provider=provider, reason=exc.reason)
+            # The provider's own words stay in the server log: they can name
+            # accounts, templates or balances.
+            log.warning("%s did not take a %s code (attempt %d): %s", provider, channel, attempt,
+                        exc.detail or exc.reason)
+            if exc.transient and attempt == 1:
+                await asyncio.sleep(0.2)
+                continue
+            if exc.reason == "invalid_recipient":
+                field = "phone" if channel == "phone" else "email"
+                raise Invalid(f"This {'phone number' if field == 'phone' else 'address'} "
+                              "cannot receive codes.", details={"field": field}) from None
+            raise Unavailable("Could not send the code right now; try again later.") from None
+        except Exception as exc:  # a bug or an unexpected library error: still no 500
+            _count(deps, "codes_failed", provider=provider, reason="error")
+            log.error("could not send %s code: %s", channel, type(exc).__name__)
+            raise Unavailable("Could not send the code right now; try again later.") from None
+        _count(deps, "codes_sent", provider=provider,
+               channel="sms" if channel == "phone" else "email")
+        return
 
 
 async def consume(deps: Deps, channel: str, target: str, purpose: str, code: str) -> None:
