@@ -17,7 +17,10 @@ const [mode, raw] = process.argv.slice(2);
 const cfg = JSON.parse(raw);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-setTimeout(() => { out({ event: "error", error: "timeout" }); process.exit(2); }, cfg.timeout_ms ?? 90000);
+// Exit once stdout is flushed: a pipe is written asynchronously, and a bare
+// process.exit() would cut the last (long) line.
+const exit = (code) => process.stdout.write("", () => process.exit(code));
+setTimeout(() => { out({ event: "error", error: "timeout" }); exit(2); }, cfg.timeout_ms ?? 90000);
 
 function connect(url, token, reconnection) {
   const socket = io(`${url}/chat`, {
@@ -137,8 +140,8 @@ try {
   if (mode === "converse") await converse();
   else if (mode === "load") await load();
   else throw new Error("unknown mode " + mode);
-  process.exit(0);
+  exit(0);
 } catch (e) {
   out({ event: "error", error: String(e?.stack ?? e) });
-  process.exit(1);
+  exit(1);
 }
