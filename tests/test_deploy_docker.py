@@ -383,3 +383,72 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
     finally:
         a.remove()
         b.remove()
+
+
+def compose_override(image: str, database_url: str, port: int) -> dict:
+    """compose.yaml on the host network: the machine's PostgreSQL and Redis stand
+    in for the `postgres` and `redis` services (their images cannot be pulled
+    here), one app replica on a spare port, no nginx."""
+    stand_in = {"image": image, "network_mode": "host", "command": ["sleep", "infinity"],
+                "stop_signal": "SIGKILL",
+                "healthcheck": {"test": ["CMD", "true"], "interval": "1s", "timeout": "2s",
+                                "retries": 3}}
+    host_env = {"DATABASE_URL": database_url, "REDIS_URL": TEST_REDIS_URL}
+    return {"services": {
+        "postgres": stand_in, "redis": stand_in,
+        "migrate": {"network_mode": "host", "environment": host_env},
+        "app": {"network_mode": "host", "deploy": {"replicas": 1},
+                "environment": {**host_env, "HOST": "127.0.0.1", "PORT": str(port)}},
+    }}
+
+
+def compose(project: str, override: Path, *args: str, env: dict,
+            timeout: float = 180) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is required (apt-get install docker-compose; .ci/run does)"
+    return run(exe, "-p", project, "-f", str(ROOT / "compose.yaml"), "-f", str(override),
+               *args, env=env, timeout=timeout, cwd=ROOT)
+
+
+async def test_compose_migrates_first_and_replicas_share_the_generated_key(
+        docker, image, database, tmp_path):
+    import yaml
+
+    port, port2 = free_port(), free_port()
+    override = tmp_path / "compose.host.yaml"
+    override.write_text(yaml.safe_dump(compose_override(image, database, port)))
+    project = f"parleytest{uuid.uuid4().hex[:8]}"
+    # No SECRET_KEY, as on a fresh machine without .env.
+    env = {"PATH": os.environ["PATH"], "PARLEY_IMAGE": image}
+    try:
+        compose(project, override, "up", "-d", "--no-build", "app", env=env)
+        # `up app` ran migrate to completion first (app depends on it).
+        ps = run(docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                 "--format", "{{.Label \"com.docker.compose.service\"}} {{.Status}}").stdout
+        assert "migrate Exited (0)" in ps, ps
+        first = Container(docker, image, "unused", {})
+        first.port, first.url = port, f"http://127.0.0.1:{port}"
+        first.name = run(docker, "ps", "-q", "--filter",
+                         f"label=com.docker.compose.project={project}", "--filter",
+                         "label=com.docker.compose.service=app").stdout.strip()
+        await first.wait_ready()
+        # A second replica: the same image, environment (no SECRET_KEY) and data
+        # volume, another port. (`docker-compose run` links its dependencies,
+        # which the host network refuses.)
+        second = Container(docker, image, "replica2", {})
+        second.port, second.url = port2, f"http://127.0.0.1:{port2}"
+        app_env = inspect(docker, first.name, "container")["Config"]["Env"]
+        env_args = [a for e in app_env if not e.startswith("PORT=") for a in ("-e", e)]
+        run(docker, "run", "-d", "--name", second.name, "--network", "host",
+            "--volumes-from", first.name, *env_args, "-e", f"PORT={port2}", image)
+        await second.wait_ready()
+        user = await register(first, "carol")
+        status, me = await _http("GET", second.url + API + "/me",
+                                 token=user["access_token"])
+        assert status == 200 and me["user"]["id"] == user["user"]["id"], me
+        key = run(docker, "exec", second.name, "cat", "/data/secret_key").stdout.strip()
+        assert len(key) >= 48
+        assert [e for e in app_env if e.startswith("SECRET_KEY=")] == ["SECRET_KEY="]
+    finally:
+        run(docker, "rm", "-f", second.name, check=False)
+        compose(project, override, "down", "-v", "--remove-orphans", env=env, timeout=120)
