@@ -237,3 +237,28 @@ def test_kubernetes_set_is_complete_and_consistent():
     assert docs["Job"]["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     refs = {e.get("secretRef", e.get("configMapRef"))["name"] for e in c["envFrom"]}
     assert refs == {docs["Secret"]["metadata"]["name"], docs["ConfigMap"]["metadata"]["name"]}
+
+
+def test_compose_nginx_config_is_valid_nginx(tmp_path):
+    """deploy/compose/nginx.conf through `nginx -t` (Compose's service name
+    `app` resolved to this machine, as Docker's DNS would resolve it)."""
+    from app.cluster import find_nginx
+    from tests.cluster_helpers import free_port
+
+    nginx = find_nginx()
+    assert nginx, "nginx is required (apt-get install nginx; .ci/run does)"
+    text = (ROOT / "deploy" / "compose" / "nginx.conf").read_text()
+    assert text.count("server app:8080") == 2 and "proxy_read_timeout 120s" in text
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text.replace("server app:8080", "server 127.0.0.1:8080")
+                    .replace("listen 80;", f"listen 127.0.0.1:{free_port()};"))
+    proc = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
+                           "-c", str(conf), "-g", f"pid {tmp_path / 'nginx.pid'};"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    bad = tmp_path / "bad.conf"
+    bad.write_text(conf.read_text().replace("least_conn;", "least_conn_typo;"))
+    proc = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
+                           "-c", str(bad), "-g", f"pid {tmp_path / 'nginx.pid'};"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
