@@ -30,6 +30,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from app import demo
 from app.cluster import find_nginx, render_nginx
 from app.config import ROOT
 from tests.cluster_helpers import create_database, drop_database, free_port
@@ -291,10 +292,12 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
     finally:
         await conn.close()
     assert {"users", "messages", "conversations"} <= tables, tables
-    # A one-off command through the same image.
+    # One-off commands through the same image.
     out = run(docker, "run", "--rm", "--network", "host", *env_args, image,
               "python", "-m", "app", "cleanup-media", timeout=120)
     assert "deleted 0 orphan media" in out.stderr, out.stderr
+    run(docker, "run", "--rm", "--network", "host", *env_args, image,
+        "python", "-m", "app", "demo", timeout=120)
 
     a = Container(docker, image, "a", env)
     b = Container(docker, image, "b", env)
@@ -302,6 +305,11 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
         a.start()
         b.start()
         await asyncio.gather(a.wait_ready(), b.wait_ready())
+
+        # The demo accounts the one-off command made can sign in.
+        status, body = await _http("POST", b.url + API + "/auth/login", {
+            "login": demo.PEOPLE[0][2], "password": demo.PASSWORD})
+        assert status == 200, body
 
         # Two people, one on each container, become contacts over REST.
         alice, bob = await register(a, "alice"), await register(b, "bob")
