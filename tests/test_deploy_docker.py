@@ -244,8 +244,8 @@ async def node(*args: str):
     assert node_bin, "Node.js is required (socket.io-client drives the containers)"
     assert (ROOT / "node_modules" / "socket.io-client").is_dir(), "run npm ci (scripts/test does)"
     return await asyncio.create_subprocess_exec(
-        node_bin, str(CLIENT), *args, stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
-        limit=16 * 1024 * 1024)
+        node_bin, str(CLIENT), *args, stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE, cwd=str(ROOT), limit=16 * 1024 * 1024)
 
 
 async def next_line(proc, timeout: float = 60) -> dict:
@@ -351,6 +351,9 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
                 stop = await asyncio.to_thread(
                     run, docker, "stop", "-t", "30", victim.name, timeout=60)
                 assert stop.returncode == 0
+                # The clients have kept sending all along; now they may finish.
+                proc.stdin.write(b"stopped\n")
+                await proc.stdin.drain()
                 done = await next_line(proc, timeout=120)
                 assert await proc.wait() == 0, done
             finally:
@@ -361,7 +364,10 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
         assert state["ExitCode"] == 0, (state, victim.logs())
 
         users = done["users"]
-        print(f"\nstopped {victim.name} with {max(on_a, on_b):.0f} socket(s); "
+        # The two of the conversation above, then everything the load was acked.
+        expected = 2 + sum(len(u["acked"]) for u in users.values())
+        print(f"\nstopped {victim.name} with {max(on_a, on_b):.0f} socket(s) under load, "
+              f"{expected - 2} messages acked; "
               + ", ".join(f"{k}: {v['disconnects']} disconnects, {v['retries']} retries"
                           for k, v in users.items()))
         # Whoever was on the stopped container dropped and came back (on the survivor).
@@ -369,13 +375,12 @@ async def test_two_containers_migrate_chat_and_survive_docker_stop(docker, image
         for u in users.values():
             assert u["connects"] == u["disconnects"] + 1, u
         assert await survivor.sockets() == 0  # the load client closed its sockets
-        expected = 2 + 2 * n
         for name, u in users.items():
             synced = u["synced"]
             assert [m["seq"] for m in synced] == list(range(1, expected + 1)), name
             by_cmid = {m["client_msg_id"]: m for m in synced}
             assert len(by_cmid) == expected, f"{name}: a client_msg_id stored twice"
-            assert len(u["acked"]) == n
+            assert len(u["acked"]) >= n
             for other in users.values():  # what anyone was acked, everyone holds
                 for cmid, ack in other["acked"].items():
                     held = by_cmid.get(cmid)

@@ -6,10 +6,12 @@
 //   servers exchange one message each way; prints what each ack and receipt held.
 // usage: node deploy_chat.mjs load '<json>'
 //   {url, users: [{name, token}], cid, n, window, warm}: every user connects to
-//   url (a balancer) with reconnection on, prints {event: "connected"}, sends n
+//   url (a balancer) with reconnection on, prints {event: "connected"}, sends
 //   messages with `window` in flight (a send without an ack is retried with the
 //   same client_msg_id, after a reconnect if the socket dropped), prints
-//   {event: "warm"} once `warm` messages were acked in all, then syncs the
+//   {event: "warm"} once `warm` messages were acked in all, and keeps sending
+//   until each user has n acked AND a line "stopped" came on stdin (so the load
+//   lasts through whatever the caller does meanwhile); then syncs the
 //   conversation from seq 0 and prints {event: "done", users: {...}}.
 import { io } from "socket.io-client";
 
@@ -80,6 +82,10 @@ async function syncAll(socket) {
   return messages;
 }
 
+let stopped = false;
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (chunk) => { if (chunk.includes("stopped")) stopped = true; });
+
 async function load() {
   const clients = cfg.users.map((u) => ({ ...u, ...connect(cfg.url, u.token, true), acked: {}, retries: 0 }));
   await Promise.all(clients.map((c) => c.ready));
@@ -118,7 +124,8 @@ async function load() {
   async function sendAll(c) {
     let next = 0;
     const worker = async () => {
-      while (next < cfg.n) {
+      // A cap, so a caller that never says "stopped" still gets an answer.
+      while ((next < cfg.n || !stopped) && next < cfg.n * 20) {
         const i = next++;
         await sendOne(c, `${c.name}-${i}`, `${c.name} message ${i}`);
       }
@@ -134,6 +141,7 @@ async function load() {
   }
   out({ event: "done", users });
   for (const c of clients) c.socket.close();
+  process.stdin.destroy();
 }
 
 try {
