@@ -316,8 +316,9 @@ async def test_two_people_chat_in_real_browsers(browser, base_url, deps):
 
 async def test_shell_headers_csp_cache_and_compression(sqlite_only, base_url):
     async with ClientSession(auto_decompress=False) as http:
-        async with http.get(base_url + "/", headers={"Accept-Encoding": "gzip"}) as r:
+        async with http.get(base_url + "/", headers={"Accept-Encoding": "gzip, br"}) as r:
             assert r.status == 200
+            assert r.headers["Cache-Control"] == "no-cache"  # the page is never cached
             csp = r.headers["Content-Security-Policy"]
             for part in ("default-src 'self'", "script-src 'self'", "style-src 'self'",
                          "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'",
@@ -326,21 +327,65 @@ async def test_shell_headers_csp_cache_and_compression(sqlite_only, base_url):
             assert r.headers["Content-Encoding"] == "gzip"
             html = gzip.decompress(await r.read()).decode()
         assert "<script>" not in html and "onclick" not in html  # no inline script
-        js = re.search(r'src="(/static/js/main\.js\?v=[^"]+)"', html).group(1)
-        vendor = re.search(r'data-vendor="([^"]+)"', html).group(1)
-        for url in (js.replace("&amp;", "&"), vendor):
-            async with http.get(base_url + url, headers={"Accept-Encoding": "gzip"}) as r:
+        js = re.search(r'<script defer src="(/assets/app-[A-Z0-9]+\.js)"', html).group(1)
+        css = re.search(r'<link rel="stylesheet" href="(/assets/app-style-[A-Z0-9]+\.css)"', html).group(1)
+        for url in (js, css):
+            # Precompressed: brotli when accepted, else gzip, else the plain bytes.
+            async with http.get(base_url + url, headers={"Accept-Encoding": "gzip, br"}) as r:
                 assert r.status == 200
+                assert r.headers["Content-Encoding"] == "br"
+                assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                br_body = await r.read()
+                etag = r.headers["ETag"]
+            async with http.get(base_url + url, headers={"Accept-Encoding": "gzip"}) as r:
                 assert r.headers["Content-Encoding"] == "gzip"
-                assert "immutable" in r.headers["Cache-Control"]
-                gzip.decompress(await r.read())
-        # Module imports without a fingerprint revalidate with their ETag.
-        async with http.get(base_url + "/static/js/dom.js") as r:
-            assert r.headers["Cache-Control"] == "no-cache"
-            etag = r.headers["ETag"]
-        async with http.get(base_url + "/static/js/dom.js", headers={"If-None-Match": etag}) as r:
-            assert r.status == 304
+                plain = gzip.decompress(await r.read())
+            async with http.get(base_url + url, headers={"Accept-Encoding": "identity"}) as r:
+                assert "Content-Encoding" not in r.headers
+                assert await r.read() == plain
+            assert len(br_body) < len(plain) / 2
+            async with http.get(base_url + url, headers={"If-None-Match": etag}) as r:
+                assert r.status == 304
+        # The sources are not served one by one any more: one bundle.
+        async with http.get(base_url + "/static/js/main.js") as r:
+            assert r.status == 404
+        async with http.get(base_url + "/assets/nope.js") as r:
+            assert r.status == 404
+        async with http.get(base_url + "/sw.js") as r:
+            assert r.status == 200 and r.headers["Cache-Control"] == "no-cache"
+            assert "javascript" in r.headers["Content-Type"]
+            assert js in gzip.decompress(await r.read()).decode()
+        async with http.get(base_url + "/manifest.webmanifest",
+                            headers={"Accept-Encoding": "identity"}) as r:
+            assert r.status == 200 and r.content_type == "application/manifest+json"
+            manifest = await r.json(content_type=None)
+        assert manifest["start_url"] == "/" and manifest["display"] == "standalone"
+        sizes = {i["sizes"] for i in manifest["icons"]}
+        assert {"192x192", "512x512"} <= sizes
+        assert any(i.get("purpose") == "maskable" for i in manifest["icons"])
+        for icon in manifest["icons"]:
+            async with http.get(base_url + icon["src"]) as r:
+                assert r.status == 200 and r.headers["Content-Type"] == icon["type"]
         async with http.get(base_url + "/qr.svg", params={"text": "http://x/join/abc"}) as r:
             assert r.status == 200 and r.content_type == "image/svg+xml"
         async with http.get(base_url + "/qr.svg") as r:
             assert r.status == 400
+
+
+@pytest.mark.parametrize("settings_overrides", [{"asset_url": "https://cdn.example.net/parley/"}])
+async def test_asset_url_prefixes_assets_and_csp_follows(sqlite_only, base_url):
+    async with ClientSession() as http:
+        async with http.get(base_url + "/") as r:
+            html = await r.text()
+            csp = r.headers["Content-Security-Policy"]
+        async with http.get(base_url + "/manifest.webmanifest") as r:
+            manifest = await r.json(content_type=None)
+        async with http.get(base_url + "/sw.js") as r:
+            sw = await r.text()
+    assert re.search(r'src="https://cdn\.example\.net/parley/assets/app-[A-Z0-9]+\.js"', html)
+    assert re.search(r'href="https://cdn\.example\.net/parley/assets/app-style-[A-Z0-9]+\.css"', html)
+    for directive in ("script-src", "style-src", "img-src", "connect-src"):
+        part = next(p for p in csp.split(";") if p.strip().startswith(directive))
+        assert "https://cdn.example.net" in part, part
+    assert all(i["src"].startswith("https://cdn.example.net/parley/assets/") for i in manifest["icons"])
+    assert "https://cdn.example.net/parley/assets/app-" in sw

@@ -51,6 +51,12 @@ const PATHS = {
   logout: "M10 17v-3H3v-4h7V7l5 5-5 5zm2-15h7a2 2 0 0 1 2 2v16a2 2 0 0 1-2 2h-7v-2h7V4h-7V2z",
   check: "M9 16.2 4.8 12l-1.4 1.4L9 19 21 7l-1.4-1.4z",
   group: "M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0-1 .1c1.2.8 2 2 2 3.4V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z",
+  photo: "M21 19V5a2 2 0 0 0-2-2H5a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2zM8.5 13.5l2.5 3 3.5-4.5 4.5 6H5l3.5-4.5z",
+  video: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11l-4 4z",
+  file: "M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8l-6-6zm-1 7V3.5L18.5 9H13z",
+  mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5.3-3a5.3 5.3 0 0 1-10.6 0H5c0 3.4 2.7 6.2 6 6.7V21h2v-3.3c3.3-.5 6-3.3 6-6.7h-1.7z",
+  at: "M12 2a10 10 0 1 0 5 18.7l-1-1.7A8 8 0 1 1 20 12v1.5a1.5 1.5 0 0 1-3 0V12a5 5 0 1 0-1.5 3.5 3.5 3.5 0 0 0 6.5-2V12A10 10 0 0 0 12 2zm0 13a3 3 0 1 1 0-6 3 3 0 0 1 0 6z",
+  logo: "M12 2C6.5 2 2 5.9 2 10.7c0 2.6 1.4 5 3.6 6.6L4.8 21l4.4-2.3c.9.2 1.8.3 2.8.3 5.5 0 10-3.9 10-8.7S17.5 2 12 2zM8 12a1.3 1.3 0 1 1 0-2.6A1.3 1.3 0 0 1 8 12zm8 0a1.3 1.3 0 1 1 0-2.6A1.3 1.3 0 0 1 16 12z",
 };
 
 export function icon(name, cls = "icon") {
@@ -58,14 +64,16 @@ export function icon(name, cls = "icon") {
   svg.setAttribute("viewBox", "0 0 24 24");
   svg.setAttribute("class", cls);
   svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
   const p = document.createElementNS(SVG, "path");
   p.setAttribute("d", PATHS[name] || "");
   svg.append(p);
   return svg;
 }
 
-const AVATAR_COLORS = ["#5b8ff9", "#5ad8a6", "#f6bd16", "#e8684a", "#6dc8ec", "#9270ca",
-  "#ff9d4d", "#269a99", "#ff99c3", "#7a8b99"];
+// Darker shades of the usual palette: white initials on them meet WCAG AA contrast.
+const AVATAR_COLORS = ["#3d6fd9", "#1a7a51", "#9a6a00", "#c2472c", "#1f7fa3", "#7450b3",
+  "#b85a00", "#1d7776", "#b8407a", "#5a6b79"];
 
 export function initials(name) {
   const s = (name || "?").trim();
@@ -90,7 +98,7 @@ let toastTimer;
 export function toast(text) {
   let el = document.getElementById("toast");
   if (!el) {
-    el = h("div", { id: "toast", role: "status" });
+    el = h("div", { id: "toast", role: "status", "aria-live": "polite" });
     document.body.append(el);
   }
   el.textContent = text;
@@ -99,10 +107,8 @@ export function toast(text) {
   toastTimer = setTimeout(() => el.classList.remove("show"), 2200);
 }
 
-export function uuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-  const x = Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+export function setBadge(b, n) {
+  if (!b) return;
+  b.hidden = !n;
+  b.textContent = n > 99 ? "99+" : String(n);
 }
