@@ -148,7 +148,10 @@ async def png_bytes(color=(7, 193, 96)) -> bytes:
 
 async def people(deps, *names: str, contacts: bool = True) -> list[Person]:
     """Users made through the real services; all contacts of the first one."""
-    out = [await make_user(deps, name, username=name.lower().split()[0]) for name in names]
+    out = []
+    for name in names:
+        username = name.lower().split()[0]
+        out.append(await make_user(deps, name, username=username, email=f"{username}@example.org"))
     if contacts:
         from tests.factories import make_contacts
 

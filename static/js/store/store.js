@@ -269,7 +269,9 @@ export class Store extends Emitter {
     const hadPending = conv.pending.some((p) => p.client_msg_id && p.client_msg_id === m.client_msg_id
       && m.sender_id === this.me?.id);
     const gap = this.addMessages(conv, [m]);
-    if (fresh && this.countsAsUnread(m) && m.seq > (conv.read_seq || 0)) {
+    // In the chat on screen a message is read as it arrives: no badge flickers up.
+    const readNow = this.isOpen(conv) && this.visible && this.connected;
+    if (fresh && !readNow && this.countsAsUnread(m) && m.seq > (conv.read_seq || 0)) {
       conv.unread_count = (conv.unread_count || 0) + 1;
       if (m.mention_all || (m.mentions || []).includes(this.me.id)) conv.mention_count = (conv.mention_count || 0) + 1;
     }

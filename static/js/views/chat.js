@@ -27,7 +27,7 @@ export function openChat(main, conv) {
   const replyBar = h("div", { class: "reply-bar", hidden: true });
   const input = h("textarea", {
     class: "composer-input", rows: "1", placeholder: t("typeMessage"), maxlength: String(ctx.config.maxText),
-    "aria-label": t("typeMessage"), "aria-autocomplete": conv.type === "group" ? "list" : null,
+    "aria-label": t("typeMessage"),
   });
   input.value = store.drafts.get(conv.id) || "";
   const sendBtn = h("button", { class: "send-btn", type: "submit" }, t("send"));
@@ -134,7 +134,6 @@ function drawPicker() {
   }, it.id === "all" ? icon("at", "icon small") : avatar(it.name, it.id, "tiny"), it.name)));
   picker.hidden = false;
   input.setAttribute("aria-controls", "mention-picker");
-  input.setAttribute("aria-expanded", "true");
   input.setAttribute("aria-activedescendant", `mention-${view.pickIndex}`);
 }
 
@@ -142,7 +141,6 @@ function hidePicker() {
   if (!view) return;
   view.picker.hidden = true;
   view.pickIndex = 0;
-  view.input.setAttribute("aria-expanded", "false");
   view.input.removeAttribute("aria-activedescendant");
 }
 

@@ -6,6 +6,17 @@ import { ctx } from "./context.js";
 import { convTitle, previewOf, shortTime } from "./format.js";
 
 const rows = new Map(); // conv id → row element currently in the list
+const drawn = new WeakMap(); // row element → the signature it was drawn from
+
+/** Everything a row shows, as one string: equal signatures draw equal rows. */
+function signature(conv) {
+  const store = ctx.store;
+  const lm = conv.last_message;
+  const pres = conv.type === "direct" && conv.peer ? store.presenceOf(conv.peer.id) : null;
+  return [convTitle(conv), lm?.id, lm?.recalled, lm?.seq, previewOf(lm, conv), conv.unread_count || 0,
+    conv.mention_count || 0, conv.muted, pres?.online, store.isOpen(conv),
+    store.isOpen(conv) ? "" : store.drafts.get(conv.id) || "", conv.last_activity_at].join("\u0001");
+}
 
 function matches(conv) {
   const q = ctx.filter.trim().toLowerCase();
@@ -34,7 +45,7 @@ function row(conv) {
   const badge = unread ? h("span", { class: conv.muted ? "badge dot" : "badge" }, conv.muted ? "" : unread > 99 ? "99+" : String(unread)) : null;
   const when = lm || conv.last_activity_at ? shortTime(lm?.created_at || conv.last_activity_at) : "";
   const label = [title, unread ? t("unreadN", { n: unread }) : "", previewOf(lm, conv), when].filter(Boolean).join(", ");
-  return h("li", { class: "chat-row", dataset: { conv: conv.id } },
+  const li = h("li", { class: "chat-row", dataset: { conv: conv.id } },
     h("a", {
       class: `chat-item${open ? " active" : ""}`, href: `#/chats/${encodeURIComponent(conv.id)}`,
       dataset: { conv: conv.id, title }, "aria-label": label, "aria-current": open ? "page" : null,
@@ -43,6 +54,8 @@ function row(conv) {
     h("div", { class: "chat-item-body" },
       h("div", { class: "row" }, h("span", { class: "title" }, title), h("span", { class: "time" }, when)),
       h("div", { class: "row" }, preview, conv.muted ? h("span", { class: "muted-ico", title: t("muted") }, icon("bell", "icon tiny")) : null))));
+  drawn.set(li, signature(conv));
+  return li;
 }
 
 /** Redraw the whole list (route change, filter, sync). */
@@ -69,10 +82,17 @@ export function updateChatRow(list, conv) {
     return;
   }
   if (!old && !rows.size) return renderChatList(list);
-  const fresh = row(conv);
-  rows.set(conv.id, fresh);
   const sorted = ctx.store.sortedConvs();
   const i = sorted.indexOf(conv);
+  if (old && drawn.get(old) === signature(conv)) {
+    // Same content: keep the row, unless it has to move.
+    let nextConv = null;
+    for (let j = i + 1; j < sorted.length; j++) if (rows.has(sorted[j].id)) { nextConv = sorted[j]; break; }
+    const want = nextConv ? rows.get(nextConv.id) : null;
+    if (old.nextElementSibling === want) return;
+  }
+  const fresh = row(conv);
+  rows.set(conv.id, fresh);
   // The row that should follow this one (the next visible conversation already shown).
   let next = null;
   for (let j = i + 1; j < sorted.length; j++) {
