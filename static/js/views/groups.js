@@ -45,6 +45,31 @@ export function renderCreate(main) {
 }
 
 let openInfo = null;
+// The invite link shown last, kept across redraws of the panel (which follow every change).
+let lastInvite = null; // {convId, inv, revoked}
+let inviteBox = null;    // where the panel on screen shows it
+
+/** Show the last invite link (QR code, copy, revoke) in the panel on screen. */
+function drawInvite() {
+  if (!inviteBox || !lastInvite || lastInvite.convId !== openInfo) return;
+  const { inv, convId } = lastInvite;
+  if (lastInvite.revoked) return clear(inviteBox, h("p", { class: "muted" }, t("inviteRevoked")));
+  const url = inv.url || new URL(`/join/${encodeURIComponent(inv.token)}`, location.origin).href;
+  const revoke = ctx.config.inviteRevoke
+    ? h("button", { class: "danger", type: "button", "data-action": "revoke-invite", onclick: async () => {
+      try {
+        await api("DELETE", `/groups/${encodeURIComponent(convId)}/invites/${encodeURIComponent(inv.token)}`);
+        lastInvite = { convId, inv, revoked: true };
+        drawInvite();
+      } catch (err) { toast(errorText(err)); }
+    } }, t("revokeInvite"))
+    : null;
+  clear(inviteBox,
+    h("img", { class: "qr", src: `/qr.svg?text=${encodeURIComponent(url)}`, alt: t("inviteQr"), width: "180", height: "180" }),
+    h("div", { class: "invite-url" }, h("code", {}, url),
+      h("button", { class: "secondary", type: "button", onclick: () => navigator.clipboard?.writeText(url).then(() => toast(t("copied"))) }, t("copy")),
+      revoke));
+}
 
 export function refreshIfOpen(convId) {
   if (openInfo === convId && ctx.route.sub === "info") renderInfo(ctx.el.main, ctx.store.convs.get(convId));
@@ -120,25 +145,14 @@ export async function renderInfo(main, conv) {
     h("input", { type: "checkbox", name: key, checked: g[key], onchange: (e) => patch({ [key]: e.target.checked }) }));
 
   const invite = h("div", { class: "invite" });
-  const showInvite = (inv) => {
-    const url = inv.url || new URL(`/join/${encodeURIComponent(inv.token)}`, location.origin).href;
-    const revoke = ctx.config.inviteRevoke
-      ? h("button", { class: "danger", type: "button", "data-action": "revoke-invite", onclick: async () => {
-        try {
-          await api("DELETE", `/groups/${gid}/invites/${encodeURIComponent(inv.token)}`);
-          clear(invite, h("p", { class: "muted" }, t("inviteRevoked")));
-        } catch (err) { toast(errorText(err)); }
-      } }, t("revokeInvite"))
-      : null;
-    clear(invite,
-      h("img", { class: "qr", src: `/qr.svg?text=${encodeURIComponent(url)}`, alt: t("inviteQr"), width: "180", height: "180" }),
-      h("div", { class: "invite-url" }, h("code", {}, url),
-        h("button", { class: "secondary", type: "button", onclick: () => navigator.clipboard?.writeText(url).then(() => toast(t("copied"))) }, t("copy")),
-        revoke));
-  };
+  inviteBox = invite;
   const makeInvite = async () => {
-    try { showInvite(await api("POST", `/groups/${gid}/invites`, {})); } catch (err) { toast(errorText(err)); }
+    try {
+      lastInvite = { convId: conv.id, inv: await api("POST", `/groups/${gid}/invites`, {}), revoked: false };
+      drawInvite();
+    } catch (err) { toast(errorText(err)); }
   };
+  drawInvite();
   const leave = async () => {
     if (!confirm(owner ? t("confirmDissolve") : t("confirmLeave"))) return;
     try {
