@@ -26,6 +26,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
 
 
 async def centre(locator):
+    await locator.wait_for()
     box = await locator.bounding_box()
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
