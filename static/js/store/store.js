@@ -131,7 +131,7 @@ export class Store extends Emitter {
       const key = (c) => c.last_activity_at || c.created_at || "";
       this.sorted = [...this.convs.values()]
         .filter((c) => !c.left && !c.dissolved)
-        .sort((a, b) => key(b).localeCompare(key(a)));
+        .sort((a, b) => { const x = key(a); const y = key(b); return x < y ? 1 : x > y ? -1 : 0; });
     }
     return this.sorted;
   }

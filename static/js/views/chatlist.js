@@ -1,11 +1,17 @@
 // The chat list: one keyed row per conversation. A store change to one chat
 // rebuilds that row only and moves it to its place; the rest stays untouched.
+// Long lists draw only the rows near the visible part (fixed-height rows between
+// two spacers), so an update costs the same with ten chats or ten thousand.
 import { h, clear, icon, avatar } from "./dom.js";
 import { t } from "../lib/i18n.js";
 import { ctx } from "./context.js";
 import { convTitle, previewOf, shortTime } from "./format.js";
 
 const rows = new Map(); // conv id → row element currently in the list
+const ROW_HEIGHT = 66;  // px, .list.windowed > .chat-row
+const WINDOW_FROM = 150; // chats: longer lists are windowed
+const BUFFER = 12;      // rows drawn beyond each edge of the visible part
+const win = { on: false, top: null, bottom: null, frame: 0 };
 const drawn = new WeakMap(); // row element → the signature it was drawn from
 
 /** Everything a row shows, as one string: equal signatures draw equal rows. */
@@ -62,8 +68,21 @@ function row(conv) {
 export function renderChatList(list) {
   rows.clear();
   const convs = ctx.store.sortedConvs().filter(matches);
+  win.on = convs.length > WINDOW_FROM;
+  list.classList.toggle("windowed", win.on);
   if (!convs.length) {
     clear(list, h("li", { class: "empty" }, t("noChats")));
+    return;
+  }
+  if (win.on) {
+    win.top = h("li", { class: "spacer", "aria-hidden": "true" });
+    win.bottom = h("li", { class: "spacer", "aria-hidden": "true" });
+    clear(list, win.top, win.bottom);
+    if (!list.dataset.windowHooked) {
+      list.dataset.windowHooked = "1";
+      list.addEventListener("scroll", () => { if (win.on) scheduleWindow(list); }, { passive: true });
+    }
+    drawWindow(list, convs);
     return;
   }
   clear(list, convs.map((conv) => {
@@ -73,15 +92,45 @@ export function renderChatList(list) {
   }));
 }
 
+function scheduleWindow(list) {
+  if (win.frame) return;
+  win.frame = requestAnimationFrame(() => { win.frame = 0; if (win.on) drawWindow(list); });
+}
+
+/** Draw the rows near the visible part; keep every row whose content did not change. */
+function drawWindow(list, convs = ctx.store.sortedConvs().filter(matches)) {
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - BUFFER);
+  const count = Math.ceil((list.clientHeight || innerHeight) / ROW_HEIGHT) + 2 * BUFFER;
+  const slice = convs.slice(first, first + count);
+  win.top.style.height = `${first * ROW_HEIGHT}px`;
+  win.bottom.style.height = `${(convs.length - first - slice.length) * ROW_HEIGHT}px`;
+  const keep = new Set(slice.map((c) => c.id));
+  for (const [id, r] of rows) if (!keep.has(id)) { r.remove(); rows.delete(id); }
+  let cursor = win.top.nextSibling;
+  for (const conv of slice) {
+    let node = rows.get(conv.id);
+    if (node && drawn.get(node) !== signature(conv)) {
+      if (cursor === node) cursor = node.nextSibling;
+      node.remove();
+      node = null;
+    }
+    if (!node) { node = row(conv); rows.set(conv.id, node); }
+    if (node === cursor) cursor = cursor.nextSibling;
+    else list.insertBefore(node, cursor);
+  }
+}
+
 /** One conversation changed: replace its row and move it where it sorts now. */
 export function updateChatRow(list, conv) {
   const old = rows.get(conv.id);
   const visible = !conv.left && !conv.dissolved && matches(conv);
   if (!visible) {
+    if (win.on) return scheduleWindow(list);
     if (old) { old.remove(); rows.delete(conv.id); }
     return;
   }
   if (!old && !rows.size) return renderChatList(list);
+  if (win.on) return scheduleWindow(list);
   const sorted = ctx.store.sortedConvs();
   const i = sorted.indexOf(conv);
   if (old && drawn.get(old) === signature(conv)) {

@@ -14,8 +14,16 @@ export function sameDay(a, b) {
     && a.getDate() === b.getDate();
 }
 
+const formats = new Map(); // "lang options" → Intl.DateTimeFormat (making one is slow)
+
+function fmt(options) {
+  const key = `${lang()} ${JSON.stringify(options)}`;
+  if (!formats.has(key)) formats.set(key, new Intl.DateTimeFormat(lang(), options));
+  return formats.get(key);
+}
+
 export function hhmm(d) {
-  return d.toLocaleTimeString(lang(), { hour: "2-digit", minute: "2-digit", hour12: false });
+  return fmt({ hour: "2-digit", minute: "2-digit", hour12: false }).format(d);
 }
 
 export function shortTime(iso) {
@@ -24,8 +32,8 @@ export function shortTime(iso) {
   if (sameDay(d, now)) return hhmm(d);
   const y = new Date(now); y.setDate(now.getDate() - 1);
   if (sameDay(d, y)) return t("yesterday");
-  if (now - d < 6 * 86400e3) return d.toLocaleDateString(lang(), { weekday: "short" });
-  return d.toLocaleDateString(lang(), { year: "2-digit", month: "numeric", day: "numeric" });
+  if (now - d < 6 * 86400e3) return fmt({ weekday: "short" }).format(d);
+  return fmt({ year: "2-digit", month: "numeric", day: "numeric" }).format(d);
 }
 
 export function dayLabel(d) {
@@ -33,7 +41,7 @@ export function dayLabel(d) {
   if (sameDay(d, now)) return t("today");
   const y = new Date(now); y.setDate(now.getDate() - 1);
   if (sameDay(d, y)) return t("yesterday");
-  return d.toLocaleDateString(lang(), { year: "numeric", month: "long", day: "numeric", weekday: "short" });
+  return fmt({ year: "numeric", month: "long", day: "numeric", weekday: "short" }).format(d);
 }
 
 export function duration(ms) {

@@ -152,7 +152,12 @@ export function wire() {
     if (chat.currentChat() === conv) chat.renderChatHeader();
   });
   store.on("convs", () => { if (chatsShown()) renderChatList(el.list); });
-  store.on("badges", () => renderNavBadges());
+  // Several changes close together: one redraw of the badges and the title (a
+  // timer, not an animation frame, so a background tab's title still counts).
+  let badgesTimer = 0;
+  store.on("badges", () => {
+    if (!badgesTimer) badgesTimer = setTimeout(() => { badgesTimer = 0; renderNavBadges(); }, 30);
+  });
   store.on("msg:add", (conv, m) => chat.onMessageAdded(conv, m));
   store.on("msg:update", (conv, m) => chat.onMessageUpdated(conv, m));
   store.on("msg:remove", (conv, id) => chat.onMessageRemoved(conv, id));
