@@ -5,7 +5,6 @@ with 1,000 conversations and a stream of incoming messages."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -180,10 +179,6 @@ async def test_main_thread_with_1000_chats_and_20_messages_a_second(browser, bas
             m = await cdp.send("Performance.getMetrics")
             return {x["name"]: x["value"] for x in m["metrics"]}
 
-
-        if os.environ.get("PARLEY_PROFILE"):
-            await cdp.send("Profiler.enable")
-            await cdp.send("Profiler.start")
         before, t0 = await metrics(), time.monotonic()
         seconds, rate = 5, 20
         for n in range(seconds * rate):
@@ -197,18 +192,6 @@ async def test_main_thread_with_1000_chats_and_20_messages_a_second(browser, bas
         after, t1 = await metrics(), time.monotonic()
         last = f"message {seconds * rate - 1}"
         await alice.locator(".chat-item .preview", has_text=last).wait_for()
-        if os.environ.get("PARLEY_PROFILE"):
-            prof = (await cdp.send("Profiler.stop"))["profile"]
-            import collections
-            self_time = collections.Counter()
-            nodes = {n["id"]: n for n in prof["nodes"]}
-            deltas = prof["timeDeltas"]
-            for sid, dt in zip(prof["samples"], deltas):
-                cf = nodes[sid]["callFrame"]
-                self_time[f'{cf["functionName"]} {cf["url"].rsplit("/",1)[-1]}:{cf["lineNumber"]}:{cf["columnNumber"]}'] += dt
-            for k, v in self_time.most_common(25):
-                print(f"{v/1000:8.1f} ms {k}")
-            print({k: after[k] - before[k] for k in ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")})
     finally:
         await sender.disconnect()
     busy = (after["TaskDuration"] - before["TaskDuration"]) / (t1 - t0)
