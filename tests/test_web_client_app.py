@@ -93,6 +93,9 @@ async def test_phone_layout_and_header_alignment(browser, base_url, deps):  # no
     assert abs(title_x - header_x) <= 2, (title_x, header_x)
     assert abs(title_y - back_y) <= 2, (title_y, back_y)
     await bubble(phone, "hello from the desk").wait_for()
+    # A reload on the chat's URL opens it again, history included (the socket comes up later).
+    await phone.reload()
+    await bubble(phone, "hello from the desk").wait_for()
     await shot(phone, "10-phone-chat")
     await assert_accessible(phone, "phone chat")
     await phone.click(".chat-header .back")

@@ -404,7 +404,9 @@ export class Store extends Emitter {
       for (const conv of touched) this.emit("msgs", conv);
     }
     const open = this.openId && this.convs.get(this.openId);
-    if (open) this.markRead(open);
+    // A chat opened before the socket was up (a reload on its URL) gets its history now.
+    if (open && !open.loaded) this.loadOlder(open, true);
+    else if (open) this.markRead(open);
   }
 
   async loadOlder(conv, first = false) {
