@@ -12,6 +12,8 @@ Both start their own server (SQLite in a temp directory, a spare port on
 scripts/lighthouse and scripts/screenshots (they set up the environment).
 """
 
+# A command-line tool: blocking calls are fine here.
+# ruff: noqa: ASYNC210, ASYNC220, ASYNC240, ASYNC251
 from __future__ import annotations
 
 import argparse
