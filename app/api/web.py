@@ -146,6 +146,7 @@ async def index(request: web.Request) -> web.Response:
         "groups": _has_route(app, "/api/v1/groups"),
         "media": _has_route(app, "/api/v1/media"),
         "invite_revoke": _has_method(app, "/api/v1/groups/{group_id}/invites/{token}", "DELETE"),
+        "invite_list": _has_method(app, "/api/v1/groups/{group_id}/invites", "GET"),
     }
     response = aiohttp_jinja2.render_template("index.html", request, context)
     response.headers["Cache-Control"] = "no-cache"

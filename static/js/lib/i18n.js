@@ -128,6 +128,7 @@ const en = {
   noAnnouncement: "No announcement yet.", groupSettings: "Group settings",
   onlyAdminsCanSend: "Only the owner and admins can send messages", membersCanInvite: "Members can invite others",
   revokeInvite: "Revoke link", inviteRevoked: "The link was revoked: it no longer works.",
+  activeLinks: "Links that still work", linkUses: "used {uses} of {max}",
   photoShort: "Photo", videoShort: "Video", fileShort: "File",
 };
 
@@ -257,6 +258,7 @@ const zh = {
   noAnnouncement: "暂无群公告。", groupSettings: "群管理",
   onlyAdminsCanSend: "仅群主和管理员可发言", membersCanInvite: "允许成员邀请他人",
   revokeInvite: "撤销链接", inviteRevoked: "链接已撤销，无法再使用。",
+  activeLinks: "仍有效的链接", linkUses: "已使用 {uses} / {max} 次",
   photoShort: "图片", videoShort: "视频", fileShort: "文件",
 };
 

@@ -23,6 +23,7 @@ export function readConfig(root) {
     groups: d.groups === "true",
     media: d.media === "true",
     inviteRevoke: d.inviteRevoke === "true",
+    inviteList: d.inviteList === "true",
   };
 }
 

@@ -71,6 +71,26 @@ function drawInvite() {
       revoke));
 }
 
+/** The group's active links (owner and admins), each with Revoke, when the server lists them. */
+async function drawActiveLinks(box, convId) {
+  let invites;
+  try { ({ invites } = await api("GET", `/groups/${encodeURIComponent(convId)}/invites`)); } catch { return; }
+  if (openInfo !== convId || !invites.length) return clear(box);
+  clear(box, h("h4", { class: "sub-head" }, t("activeLinks")), h("ul", { class: "links", "aria-label": t("activeLinks") }, invites.map((inv) => {
+    const url = inv.url || new URL(`/join/${encodeURIComponent(inv.token)}`, location.origin).href;
+    return h("li", { class: "link-row", dataset: { token: inv.token } },
+      h("code", {}, url),
+      h("span", { class: "muted small" }, t("linkUses", { uses: inv.uses ?? 0, max: inv.max_uses ?? "∞" })),
+      h("button", { class: "link small danger-text", type: "button", "data-action": "revoke-link", onclick: async () => {
+        try {
+          await api("DELETE", `/groups/${encodeURIComponent(convId)}/invites/${encodeURIComponent(inv.token)}`);
+          if (lastInvite?.inv.token === inv.token) { lastInvite.revoked = true; drawInvite(); }
+          drawActiveLinks(box, convId);
+        } catch (err) { toast(errorText(err)); }
+      } }, t("revokeInvite")));
+  })));
+}
+
 export function refreshIfOpen(convId) {
   if (openInfo === convId && ctx.route.sub === "info") renderInfo(ctx.el.main, ctx.store.convs.get(convId));
 }
@@ -146,10 +166,13 @@ export async function renderInfo(main, conv) {
 
   const invite = h("div", { class: "invite" });
   inviteBox = invite;
+  const links = h("div", { class: "active-links" });
+  if (admin && ctx.config.inviteList) drawActiveLinks(links, conv.id);
   const makeInvite = async () => {
     try {
       lastInvite = { convId: conv.id, inv: await api("POST", `/groups/${gid}/invites`, {}), revoked: false };
       drawInvite();
+      if (admin && ctx.config.inviteList) drawActiveLinks(links, conv.id);
     } catch (err) { toast(errorText(err)); }
   };
   drawInvite();
@@ -171,7 +194,7 @@ export async function renderInfo(main, conv) {
     h("h3", {}, t("announcement")),
     admin ? annForm : h("p", { class: g.announcement ? "announcement" : "announcement muted" }, g.announcement || t("noAnnouncement")),
     admin ? [h("h3", {}, t("groupSettings")), toggle("only_admins_can_send", t("onlyAdminsCanSend")), toggle("members_can_invite", t("membersCanInvite"))] : null,
-    canAdd ? [h("h3", {}, t("inviteLink")), h("button", { class: "secondary", type: "button", "data-action": "invite", onclick: makeInvite }, t("createInvite")), invite] : null,
+    canAdd ? [h("h3", {}, t("inviteLink")), h("button", { class: "secondary", type: "button", "data-action": "invite", onclick: makeInvite }, t("createInvite")), invite, links] : null,
     h("div", { class: "actions" }, h("button", { class: "danger", type: "button", "data-action": "leave", onclick: leave }, owner ? t("dissolveGroup") : t("leaveGroup")))));
 }
 
