@@ -101,8 +101,14 @@ async def test_groups_mentions_and_admin_actions(browser, base_url, deps, app): 
     await shot(alice, "06-group-info")
     if web_client._has_method(app, "/api/v1/groups/{group_id}/invites/{token}", "DELETE"):
         url = await alice.locator(".invite-url code").text_content()
+        token = url.rsplit("/", 1)[-1]
+        listed = web_client._has_method(app, "/api/v1/groups/{group_id}/invites", "GET")
+        if listed:  # the active links, the new one among them
+            await alice.locator(f".active-links .link-row[data-token='{token}']").wait_for()
         await alice.click("[data-action=revoke-invite]")
         await alice.locator(".invite", has_text="revoked").wait_for()
+        if listed:
+            await alice.locator(f".active-links .link-row[data-token='{token}']").wait_for(state="detached")
         token = url.rsplit("/", 1)[-1]
         status = await bob.evaluate(
             "async (t) => (await fetch('/api/v1/groups/invites/' + t, {headers: {Authorization: "

@@ -48,6 +48,7 @@ let openInfo = null;
 // The invite link shown last, kept across redraws of the panel (which follow every change).
 let lastInvite = null; // {convId, inv, revoked}
 let inviteBox = null;    // where the panel on screen shows it
+let activeLinksBox = null; // the list of active links on screen (owner and admins)
 
 /** Show the last invite link (QR code, copy, revoke) in the panel on screen. */
 function drawInvite() {
@@ -61,6 +62,7 @@ function drawInvite() {
         await api("DELETE", `/groups/${encodeURIComponent(convId)}/invites/${encodeURIComponent(inv.token)}`);
         lastInvite = { convId, inv, revoked: true };
         drawInvite();
+        if (activeLinksBox) drawActiveLinks(activeLinksBox, convId);
       } catch (err) { toast(errorText(err)); }
     } }, t("revokeInvite"))
     : null;
@@ -167,7 +169,8 @@ export async function renderInfo(main, conv) {
   const invite = h("div", { class: "invite" });
   inviteBox = invite;
   const links = h("div", { class: "active-links" });
-  if (admin && ctx.config.inviteList) drawActiveLinks(links, conv.id);
+  activeLinksBox = admin && ctx.config.inviteList ? links : null;
+  if (activeLinksBox) drawActiveLinks(links, conv.id);
   const makeInvite = async () => {
     try {
       lastInvite = { convId: conv.id, inv: await api("POST", `/groups/${gid}/invites`, {}), revoked: false };
