@@ -1,6 +1,6 @@
 // Sign in, sign up (with a verification code when the server asks for one),
 // sign in with a code, and reset a forgotten password.
-import { h, clear, icon, toast } from "./dom.js";
+import { h, clear, appLogo, toast } from "./dom.js";
 import { t, lang, setLanguage, LANGUAGES } from "../lib/i18n.js";
 import { api, session, deviceLabel } from "../store/api.js";
 import { ctx } from "./context.js";
@@ -51,7 +51,7 @@ export function renderAuth(root, onSignedIn) {
 
   function draw() {
     errorBox.textContent = "";
-    const head = h("div", { class: "auth-head" }, icon("logo", "auth-logo"),
+    const head = h("div", { class: "auth-head" }, appLogo("auth-logo"),
       h("h1", {}, mode === "reset" ? t("resetPassword") : "Parley"), h("p", { class: "muted" }, mode === "reset" ? t("resetHint") : t("tagline")));
     let form;
     const submit = (fn) => form.addEventListener("submit", async (e) => {

@@ -56,7 +56,6 @@ const PATHS = {
   file: "M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8l-6-6zm-1 7V3.5L18.5 9H13z",
   mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5.3-3a5.3 5.3 0 0 1-10.6 0H5c0 3.4 2.7 6.2 6 6.7V21h2v-3.3c3.3-.5 6-3.3 6-6.7h-1.7z",
   at: "M12 2a10 10 0 1 0 5 18.7l-1-1.7A8 8 0 1 1 20 12v1.5a1.5 1.5 0 0 1-3 0V12a5 5 0 1 0-1.5 3.5 3.5 3.5 0 0 0 6.5-2V12A10 10 0 0 0 12 2zm0 13a3 3 0 1 1 0-6 3 3 0 0 1 0 6z",
-  logo: "M12 2C6.5 2 2 5.9 2 10.7c0 2.6 1.4 5 3.6 6.6L4.8 21l4.4-2.3c.9.2 1.8.3 2.8.3 5.5 0 10-3.9 10-8.7S17.5 2 12 2zM8 12a1.3 1.3 0 1 1 0-2.6A1.3 1.3 0 0 1 8 12zm8 0a1.3 1.3 0 1 1 0-2.6A1.3 1.3 0 0 1 16 12z",
 };
 
 export function icon(name, cls = "icon") {
@@ -68,6 +67,26 @@ export function icon(name, cls = "icon") {
   const p = document.createElementNS(SVG, "path");
   p.setAttribute("d", PATHS[name] || "");
   svg.append(p);
+  return svg;
+}
+
+/** Parley's icon (static/img/icon.svg) drawn inline: a tile with two speech bubbles. */
+export function appLogo(cls) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 64 64");
+  svg.setAttribute("class", cls);
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const rect = document.createElementNS(SVG, "rect");
+  for (const [k, v] of [["width", "64"], ["height", "64"], ["rx", "14"], ["class", "logo-tile"]]) rect.setAttribute(k, v);
+  svg.append(rect);
+  for (const d of ["M26 16c-9.4 0-17 6.3-17 14.1 0 4.4 2.4 8.3 6.2 10.9l-1.5 4.6 5.4-2.8c2.1.6 4.4 1 6.9 1 .5 0 1 0 1.4-.1a12 12 0 0 1-.5-3.4c0-7.7 7.4-13.9 16.6-13.9h.9C42.8 20.6 35.2 16 26 16z",
+    "M55 40.4c0-6.4-6.3-11.6-14-11.6s-14 5.2-14 11.6S33.3 52 41 52c1.8 0 3.6-.3 5.2-.8l4.5 2.3-1.2-3.8c3.3-2.1 5.5-5.5 5.5-9.3z"]) {
+    const p = document.createElementNS(SVG, "path");
+    p.setAttribute("d", d);
+    p.setAttribute("class", "logo-mark");
+    svg.append(p);
+  }
   return svg;
 }
 

@@ -1,5 +1,5 @@
 // Building blocks several screens share: panes with a back button, placeholders.
-import { h, icon } from "./dom.js";
+import { h, icon, appLogo } from "./dom.js";
 import { t } from "../lib/i18n.js";
 import { go } from "./context.js";
 
@@ -8,7 +8,7 @@ export function backButton(hash) {
 }
 
 export function placeholder(text) {
-  return h("div", { class: "placeholder" }, icon("logo", "placeholder-logo"), h("p", {}, text));
+  return h("div", { class: "placeholder" }, appLogo("placeholder-logo"), h("p", {}, text));
 }
 
 export function pane(title, back, ...body) {
