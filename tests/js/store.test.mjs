@@ -236,6 +236,31 @@ test("a refused send fails with the server's error and is not retried on reconne
   assert.equal(socket.sentOf("message:send").length, 1);
 });
 
+test("'busy' and 'rate_limited' sends are retried after the wait, same client_msg_id", async () => {
+  const answers = [
+    { ok: false, error: { code: "busy", message: "busy", details: { retry_after: 0.01 } } },
+    { ok: false, error: { code: "rate_limited", message: "slow down", details: { retry_after: 0.01 } } },
+  ];
+  const { store, conv, socket } = storeWith({
+    handlers: {
+      "message:send": (d) => answers.shift()
+        || { ok: true, message: msg(3, { sender_id: "me", client_msg_id: d.client_msg_id }) },
+    },
+  });
+  const errors = [];
+  store.on("error", (e) => errors.push(e));
+  socket.connected = true;
+  const p = store.send(conv, { text: "patience" });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await settle(store);
+  const sends = socket.sentOf("message:send");
+  assert.equal(sends.length, 3);
+  assert.equal(new Set(sends.map((s) => s.client_msg_id)).size, 1);
+  assert.equal(p.status, "sent");
+  assert.equal(conv.msgs.filter((m) => m.client_msg_id === p.client_msg_id).length, 1);
+  assert.deepEqual(errors, []); // nothing to tell the user: it went through
+});
+
 // ------------------------------------------------------------ unread counting
 
 test("unread counts messages of others only, and mentions of me", async () => {

@@ -21,7 +21,9 @@
 //   signedOut ()             the session is gone
 import { Emitter, uuid } from "../lib/util.js";
 
-export const UNREAD_CAP_TEXT = "99+";
+// Send refusals that mean "not now" (docs/protocol.md): retried by the store itself.
+const RETRY_LATER = new Set(["busy", "unavailable", "rate_limited"]);
+const MAX_ATTEMPTS = 5;
 
 export class Store extends Emitter {
   /**
@@ -479,6 +481,11 @@ export class Store extends Emitter {
       if (!already) this.emit("msg:add", conv, m);
       this.emit("conv", conv);
       if (gap) this.sync([conv.id]);
+    } else if (RETRY_LATER.has(ack.error?.code) && (p.attempts = (p.attempts || 0) + 1) <= MAX_ATTEMPTS) {
+      // The server asked to come back later: the message stays "sending" and goes
+      // again, same client_msg_id, after the wait it named (or a growing one).
+      const seconds = ack.error.details?.retry_after ?? Math.min(8, 2 ** (p.attempts - 1));
+      setTimeout(() => { if (conv.pending.includes(p) && p.status === "pending") this.deliver(conv, p); }, seconds * 1000);
     } else {
       p.status = "failed";
       p.error = ack.error;
@@ -489,6 +496,7 @@ export class Store extends Emitter {
   }
 
   retry(conv, p) {
+    p.attempts = 0;
     if (p.type !== "text" && !p.media_id) {
       conv.pending = conv.pending.filter((x) => x !== p);
       p.status = "dropped";

@@ -102,7 +102,8 @@ export function presenceText(p) {
 /** A server error in the interface language; the server's own message only for codes we do not know. */
 export function errorText(err) {
   if (!err) return t("errorGeneric");
-  const key = `err_${err.code}`;
+  let key = `err_${err.code}`;
+  if (err.code === "rate_limited" && err.details?.retry_after == null) key = "err_rate_limited_soon";
   const text = t(key, err.details || {});
   if (text !== key) return text;
   return err.message || t("errorGeneric");
