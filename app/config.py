@@ -45,6 +45,8 @@ class Settings:
     media_root: str = str(VAR_DIR / "media")
     media_storage_url: str = ""
     public_url: str = ""
+    # Origin (and optional path) the web client's built assets are served from, e.g. a CDN.
+    asset_url: str = ""
     log_level: str = "INFO"
     # Network: proxies whose X-Forwarded-For / Forwarded are believed (app/netaddr.py),
     # and a certificate to serve HTTPS/WSS directly.

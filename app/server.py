@@ -4,7 +4,6 @@ Socket.IO, routes and the web client together."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
@@ -27,7 +26,6 @@ log = logging.getLogger("parley")
 
 SIO_KEY = web.AppKey("sio", object)
 TEMPLATES = ROOT / "templates"
-STATIC = ROOT / "static"
 
 # Importing these modules registers their Socket.IO events.
 import app.realtime.events  # noqa: E402,F401
@@ -52,8 +50,6 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app.router.add_routes(ROUTES)
     if TEMPLATES.is_dir():
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
-    if Path(STATIC).is_dir():
-        app.router.add_static("/static", STATIC, append_version=True)
 
     async def database(app: web.Application):
         ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)

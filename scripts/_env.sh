@@ -21,10 +21,22 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     if command -v npm >/dev/null 2>&1; then
       npm ci --silent --no-audit --no-fund
     else
-      echo "parley: Node.js >= 18 (npm) is needed for the web client's socket.io-client" >&2
+      echo "parley: Node.js >= 18 (npm) is needed to build the web client" >&2
     fi
   fi
   echo "$want" > "$STAMP"
+fi
+# The web client's bundle (scripts/build-web.mjs into build/web/), rebuilt when
+# a static source, the build script or the npm lock changed.
+web_want="$(find static scripts/build-web.mjs package-lock.json -type f -print0 2>/dev/null \
+  | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "$(cat build/web/.stamp 2>/dev/null)" != "$web_want" ]; then
+  if command -v node >/dev/null 2>&1 && [ -d node_modules/esbuild ]; then
+    node scripts/build-web.mjs
+    echo "$web_want" > build/web/.stamp
+  else
+    echo "parley: Node.js >= 18 and \`npm ci\` are needed to build the web client" >&2
+  fi
 fi
 export PATH="$VENV/bin:$PATH"
 mkdir -p "$ROOT/var"

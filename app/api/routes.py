@@ -70,7 +70,9 @@ ROUTES = [
     web.get(f"{API}/media/{{media_id}}/thumbnail", media.thumbnail),
     # the web client (kept last: nothing above depends on it)
     web.get("/", web_client.index),
-    web.get(web_client.VENDOR_PATH, web_client.vendor_socketio),
+    web.get("/assets/{name}", web_client.asset),
+    web.get("/sw.js", web_client.service_worker),
+    web.get("/manifest.webmanifest", web_client.manifest),
     web.get("/qr.svg", web_client.qr_svg),
     web.get("/join/{token}", web_client.index),  # group invite links open the client
 ]

@@ -1,5 +1,109 @@
-// Entry point (loaded by a fingerprinted URL). Every other module imports the
-// others by their plain names, so each is instantiated exactly once.
-import { boot } from "./app.js";
+// Entry module: reads the server's configuration, creates the store with its
+// REST client and socket, mounts the views. Nothing imports this module.
+import { io } from "socket.io-client";
+import { t } from "./lib/i18n.js";
+import { Store } from "./store/store.js";
+import { api, accessToken, session } from "./store/api.js";
+import { h, clear } from "./views/dom.js";
+import { ctx, readConfig } from "./views/context.js";
+import { errorText } from "./views/format.js";
+import { renderAuth } from "./views/auth.js";
+import { buildShell, onRoute, renderBanner, wire, relabel } from "./views/shell.js";
+import * as groupsView from "./views/groups.js";
 
-boot();
+const root = document.getElementById("app");
+ctx.config = readConfig(root);
+
+function createSocket() {
+  return io("/chat", {
+    transports: ["websocket", "polling"],
+    auth: (cb) => { accessToken().then((token) => cb({ token }), () => cb({ token: "" })); },
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 4000,
+  });
+}
+
+const store = new Store({ api, createSocket });
+ctx.store = store;
+window.__parley = store; // handy in the console and for the browser tests
+
+async function signOut() {
+  try { await api("POST", "/auth/logout"); } catch { /* already gone */ }
+  signOutLocal();
+}
+
+function signOutLocal() {
+  session.clear();
+  store.socket?.disconnect();
+  location.hash = "";
+  location.reload();
+}
+
+/** The socket was refused or dropped by the server: refresh the token, else sign out. */
+function reauth() {
+  accessToken(true).then(() => setTimeout(() => store.socket?.connect(), 300), () => signOutLocal());
+}
+
+ctx.actions = { signOut, relabel: () => relabel(root), reauth };
+
+async function handleJoinPath() {
+  const m = location.pathname.match(/^\/join\/([^/]+)$/);
+  if (!m) return;
+  history.replaceState(null, "", "/");
+  if (ctx.config.groups) await groupsView.joinByToken(decodeURIComponent(m[1]));
+}
+
+async function startApp() {
+  clear(root, h("div", { class: "boot" }, h("div", { class: "boot-logo" }, "Parley")));
+  try {
+    await store.load();
+  } catch (err) {
+    if (err.status === 401) return signOutLocal();
+    if (err instanceof TypeError || err.status === 0 || !navigator.onLine) {
+      // Offline start (the service worker served the shell): show the app, connecting.
+      return startOffline();
+    }
+    clear(root, h("div", { class: "boot" }, h("p", {}, errorText(err)), h("button", { class: "primary", onclick: () => startApp() }, t("retry"))));
+    return;
+  }
+  mount();
+}
+
+function mount() {
+  buildShell(root);
+  wire();
+  onRoute();
+  renderBanner();
+  handleJoinPath();
+  store.connect();
+}
+
+function startOffline() {
+  // Enough of a user to draw the shell; everything else arrives once online.
+  store.me = JSON.parse(localStorage.getItem("parley.me") || "null") || { id: "", display_name: "", username: "" };
+  buildShell(root);
+  wire();
+  onRoute();
+  renderBanner();
+  const retry = () => { window.removeEventListener("online", retry); location.reload(); };
+  window.addEventListener("online", retry);
+}
+
+store.on("connection", () => {
+  if (store.me?.id) localStorage.setItem("parley.me", JSON.stringify(store.me));
+});
+
+window.addEventListener("storage", (e) => {
+  // Signed out in another tab.
+  if (e.key === "parley.refresh" && !e.newValue && store.me) signOutLocal();
+});
+
+if (session.signedIn) startApp();
+else renderAuth(root, startApp);
+
+// One service worker for the whole origin: caches the shell for offline starts.
+if ("serviceWorker" in navigator && root.dataset.sw) {
+  addEventListener("load", () => {
+    setTimeout(() => navigator.serviceWorker.register(root.dataset.sw, { scope: "/" }).catch(() => {}), 1000);
+  });
+}

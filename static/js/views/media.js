@@ -1,9 +1,11 @@
 // Photos, voice notes, videos and files: rendering in bubbles, and the
-// composer tools (pickers with upload progress, hold-to-record voice).
+// composer tools (pickers with upload progress; voice is hold-to-talk on touch
+// screens and click-to-record / click-to-send with a mouse).
 import { h, clear, icon, toast } from "./dom.js";
-import { t } from "./i18n.js";
-import { upload } from "./api.js";
-import { sendMessage, sendTyping, previewOf, duration, errorText } from "./app.js";
+import { t } from "../lib/i18n.js";
+import { upload } from "../store/api.js";
+import { ctx } from "./context.js";
+import { previewOf, duration, errorText } from "./format.js";
 
 function humanSize(n) {
   if (!n && n !== 0) return "";
@@ -22,7 +24,7 @@ export function renderBody(bubble, m) {
   } else if (m.type === "voice" && (url || md.local_url)) {
     const audio = h("audio", { src: url || md.local_url, preload: "none" });
     const label = h("span", { class: "voice-len" }, duration(md.duration_ms));
-    const btn = h("button", { class: "voice", type: "button", "aria-label": t("voice") }, h("span", { class: "wave" }, ")))"), label);
+    const btn = h("button", { class: "voice", type: "button", "aria-label": `${t("playVoice")} ${duration(md.duration_ms)}` }, h("span", { class: "wave", "aria-hidden": "true" }, ")))"), label);
     btn.style.width = `${Math.min(220, 80 + Math.round((md.duration_ms || 0) / 1000) * 4)}px`;
     btn.addEventListener("click", () => { if (audio.paused) audio.play().catch(() => {}); else audio.pause(); });
     audio.addEventListener("play", () => btn.classList.add("playing"));
@@ -57,7 +59,7 @@ async function sendFile(conv, kind, file, extra = {}) {
     const bar = document.querySelector(`[data-cmid="${CSS.escape(p.client_msg_id)}"] progress`);
     if (bar) bar.value = progress;
   };
-  p = sendMessage(conv, { ...stub, deferred: true });
+  p = ctx.store.send(conv, { ...stub, deferred: true });
   try {
     const out = await upload("/media", fd, push);
     const mediaObj = out.media || out;
@@ -71,31 +73,41 @@ async function sendFile(conv, kind, file, extra = {}) {
 }
 
 export function mountTools(tools, extra, conv) {
-  const photoInput = h("input", { type: "file", accept: "image/*", hidden: true, "data-input": "photo" });
-  const fileInput = h("input", { type: "file", hidden: true, "data-input": "file" });
-  const videoInput = h("input", { type: "file", accept: "video/*", hidden: true, "data-input": "video" });
+  const photoInput = h("input", { type: "file", accept: "image/*", hidden: true, "data-input": "photo", "aria-label": t("sendPhoto") });
+  const fileInput = h("input", { type: "file", hidden: true, "data-input": "file", "aria-label": t("sendFile") });
+  const videoInput = h("input", { type: "file", accept: "video/*", hidden: true, "data-input": "video", "aria-label": t("sendVideo") });
   photoInput.addEventListener("change", () => { for (const f of photoInput.files) sendFile(conv, "image", f); photoInput.value = ""; });
   fileInput.addEventListener("change", () => { for (const f of fileInput.files) sendFile(conv, "file", f); fileInput.value = ""; });
   videoInput.addEventListener("change", () => { for (const f of videoInput.files) sendFile(conv, "video", f); videoInput.value = ""; });
-  const btn = (label, action, onclick, glyph) => h("button", { class: "tool", type: "button", title: label, "aria-label": label, dataset: { action }, onclick }, glyph);
-  const voiceBtn = h("button", { class: "tool voice-btn", type: "button", title: t("holdToTalk"), "aria-label": t("holdToTalk"), dataset: { action: "voice" } }, t("holdToTalk"));
+  const btn = (label, short, action, onclick, glyph) => h("button", { class: "tool", type: "button", title: label, "aria-label": label, dataset: { action }, onclick },
+    icon(glyph, "icon small"), h("span", { class: "tool-label", "aria-hidden": "true" }, short));
+  const touch = matchMedia("(pointer: coarse)").matches;
+  const voiceLabel = touch ? t("holdToTalk") : t("clickToRecord");
+  const voiceBtn = h("button", { class: "tool voice-btn", type: "button", title: voiceLabel, "aria-label": voiceLabel, dataset: { action: "voice" } },
+    icon("mic", "icon small"), h("span", { class: "tool-label", "aria-hidden": "true" }, touch ? t("holdToTalk") : t("voiceShort")));
   clear(tools, photoInput, fileInput, videoInput,
-    btn(t("sendPhoto"), "photo", () => photoInput.click(), t("photoShort")),
-    btn(t("sendVideo"), "video", () => videoInput.click(), t("videoShort")),
-    btn(t("sendFile"), "file", () => fileInput.click(), t("fileShort")),
+    btn(t("sendPhoto"), t("photoShort"), "photo", () => photoInput.click(), "photo"),
+    btn(t("sendVideo"), t("videoShort"), "video", () => videoInput.click(), "video"),
+    btn(t("sendFile"), t("fileShort"), "file", () => fileInput.click(), "file"),
     voiceBtn);
-  setupRecorder(voiceBtn, extra, conv);
+  setupRecorder(voiceBtn, extra, conv, touch);
 }
 
-function setupRecorder(btn, extra, conv) {
-  let rec = null; let chunks = []; let started = 0; let timer = null; let cancelled = false;
-  const stopUi = () => { clearInterval(timer); clear(extra); extra.classList.remove("recording"); btn.classList.remove("active"); };
+function setupRecorder(btn, extra, conv, touch) {
+  const store = ctx.store;
+  let rec = null; let chunks = []; let started = 0; let timer = null; let cancelled = false; let starting = false;
+  const stopUi = () => {
+    clearInterval(timer); clear(extra); extra.classList.remove("recording"); btn.classList.remove("active");
+    btn.setAttribute("aria-pressed", "false");
+  };
   const start = async (e) => {
-    e.preventDefault();
-    if (rec) return;
+    e?.preventDefault();
+    if (rec || starting) return;
+    starting = true;
     cancelled = false;
     let stream;
-    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); } catch (err) { toast(t("micBlocked")); return; }
+    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); } catch { starting = false; toast(t("micBlocked")); return; }
+    starting = false;
     const mime = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((m) => window.MediaRecorder?.isTypeSupported?.(m)) || "";
     rec = new MediaRecorder(stream, mime ? { mimeType: mime } : undefined);
     chunks = [];
@@ -106,7 +118,7 @@ function setupRecorder(btn, extra, conv) {
       const type = rec.mimeType || "audio/webm";
       rec = null;
       stopUi();
-      sendTyping(conv, "idle");
+      store.sendTyping(conv, "idle");
       if (cancelled || ms < 700) { if (!cancelled) toast(t("tooShort")); return; }
       const ext = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
       const file = new File(chunks, `voice.${ext}`, { type });
@@ -115,17 +127,26 @@ function setupRecorder(btn, extra, conv) {
     rec.start(250);
     started = Date.now();
     btn.classList.add("active");
+    btn.setAttribute("aria-pressed", "true");
     extra.classList.add("recording");
-    const clock = h("span", { class: "rec-time" }, "0:00");
-    clear(extra, h("span", { class: "rec-dot" }), clock, h("span", { class: "muted" }, t("releaseToSend")),
-      h("button", { class: "link danger-text", type: "button", "data-action": "cancel-voice", onpointerdown: (ev) => { ev.stopPropagation(); cancelled = true; rec?.stop(); } }, t("cancel")));
-    timer = setInterval(() => { clock.textContent = duration(Date.now() - started); sendTyping(conv, "recording"); }, 250);
-    sendTyping(conv, "recording");
+    const clock = h("span", { class: "rec-time", role: "timer" }, "0:00");
+    const cancel = h("button", { class: "link danger-text", type: "button", "data-action": "cancel-voice" }, t("cancel"));
+    cancel.addEventListener("pointerdown", (ev) => { ev.stopPropagation(); cancelled = true; rec?.stop(); });
+    cancel.addEventListener("click", () => { cancelled = true; rec?.stop(); });
+    const send = touch ? null : h("button", { class: "primary small-btn", type: "button", "data-action": "send-voice", onclick: () => stop() }, t("sendVoice"));
+    clear(extra, h("span", { class: "rec-dot", "aria-hidden": "true" }), clock,
+      h("span", { class: "muted" }, touch ? t("releaseToSend") : t("clickToSend")), send, cancel);
+    timer = setInterval(() => { clock.textContent = duration(Date.now() - started); store.sendTyping(conv, "recording"); }, 250);
+    store.sendTyping(conv, "recording");
   };
   const stop = () => { if (rec && rec.state !== "inactive") rec.stop(); };
-  btn.addEventListener("pointerdown", start);
-  btn.addEventListener("pointerup", stop);
-  btn.addEventListener("pointerleave", () => { if (rec) { cancelled = false; stop(); } });
-  btn.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && !rec) start(e); });
-  btn.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") stop(); });
+  if (touch) {
+    // Touch screens: hold to talk, release to send.
+    btn.addEventListener("pointerdown", start);
+    btn.addEventListener("pointerup", stop);
+    btn.addEventListener("pointerleave", () => { if (rec) { cancelled = false; stop(); } });
+  } else {
+    // Mouse and keyboard: click to start, click again (or Send) to send.
+    btn.addEventListener("click", (e) => { if (rec) { e.preventDefault(); stop(); } else start(e); });
+  }
 }

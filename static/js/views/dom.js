@@ -51,6 +51,11 @@ const PATHS = {
   logout: "M10 17v-3H3v-4h7V7l5 5-5 5zm2-15h7a2 2 0 0 1 2 2v16a2 2 0 0 1-2 2h-7v-2h7V4h-7V2z",
   check: "M9 16.2 4.8 12l-1.4 1.4L9 19 21 7l-1.4-1.4z",
   group: "M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0-1 .1c1.2.8 2 2 2 3.4V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z",
+  photo: "M21 19V5a2 2 0 0 0-2-2H5a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2zM8.5 13.5l2.5 3 3.5-4.5 4.5 6H5l3.5-4.5z",
+  video: "M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11l-4 4z",
+  file: "M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8l-6-6zm-1 7V3.5L18.5 9H13z",
+  mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5.3-3a5.3 5.3 0 0 1-10.6 0H5c0 3.4 2.7 6.2 6 6.7V21h2v-3.3c3.3-.5 6-3.3 6-6.7h-1.7z",
+  at: "M12 2a10 10 0 1 0 5 18.7l-1-1.7A8 8 0 1 1 20 12v1.5a1.5 1.5 0 0 1-3 0V12a5 5 0 1 0-1.5 3.5 3.5 3.5 0 0 0 6.5-2V12A10 10 0 0 0 12 2zm0 13a3 3 0 1 1 0-6 3 3 0 0 1 0 6z",
 };
 
 export function icon(name, cls = "icon") {
@@ -58,14 +63,36 @@ export function icon(name, cls = "icon") {
   svg.setAttribute("viewBox", "0 0 24 24");
   svg.setAttribute("class", cls);
   svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
   const p = document.createElementNS(SVG, "path");
   p.setAttribute("d", PATHS[name] || "");
   svg.append(p);
   return svg;
 }
 
-const AVATAR_COLORS = ["#5b8ff9", "#5ad8a6", "#f6bd16", "#e8684a", "#6dc8ec", "#9270ca",
-  "#ff9d4d", "#269a99", "#ff99c3", "#7a8b99"];
+/** Parley's icon (static/img/icon.svg) drawn inline: a tile with two speech bubbles. */
+export function appLogo(cls) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 64 64");
+  svg.setAttribute("class", cls);
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const rect = document.createElementNS(SVG, "rect");
+  for (const [k, v] of [["width", "64"], ["height", "64"], ["rx", "14"], ["class", "logo-tile"]]) rect.setAttribute(k, v);
+  svg.append(rect);
+  for (const d of ["M26 16c-9.4 0-17 6.3-17 14.1 0 4.4 2.4 8.3 6.2 10.9l-1.5 4.6 5.4-2.8c2.1.6 4.4 1 6.9 1 .5 0 1 0 1.4-.1a12 12 0 0 1-.5-3.4c0-7.7 7.4-13.9 16.6-13.9h.9C42.8 20.6 35.2 16 26 16z",
+    "M55 40.4c0-6.4-6.3-11.6-14-11.6s-14 5.2-14 11.6S33.3 52 41 52c1.8 0 3.6-.3 5.2-.8l4.5 2.3-1.2-3.8c3.3-2.1 5.5-5.5 5.5-9.3z"]) {
+    const p = document.createElementNS(SVG, "path");
+    p.setAttribute("d", d);
+    p.setAttribute("class", "logo-mark");
+    svg.append(p);
+  }
+  return svg;
+}
+
+// Darker shades of the usual palette: white initials on them meet WCAG AA contrast.
+const AVATAR_COLORS = ["#3d6fd9", "#1a7a51", "#9a6a00", "#c2472c", "#1f7fa3", "#7450b3",
+  "#b85a00", "#1d7776", "#b8407a", "#5a6b79"];
 
 export function initials(name) {
   const s = (name || "?").trim();
@@ -90,7 +117,7 @@ let toastTimer;
 export function toast(text) {
   let el = document.getElementById("toast");
   if (!el) {
-    el = h("div", { id: "toast", role: "status" });
+    el = h("div", { id: "toast", role: "status", "aria-live": "polite" });
     document.body.append(el);
   }
   el.textContent = text;
@@ -99,10 +126,8 @@ export function toast(text) {
   toastTimer = setTimeout(() => el.classList.remove("show"), 2200);
 }
 
-export function uuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-  const x = Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+export function setBadge(b, n) {
+  if (!b) return;
+  b.hidden = !n;
+  b.textContent = n > 99 ? "99+" : String(n);
 }

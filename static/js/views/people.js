@@ -1,17 +1,18 @@
 // Contacts: the list, friend requests, adding people, a contact's card.
-import { h, clear, icon, avatar, toast } from "./dom.js";
-import { t } from "./i18n.js";
-import { api } from "./api.js";
-import { S, go, el, upsertSummary, renderList, renderNavBadges, setBadge, errorText, placeholder,
-  backButton, presenceOf, shortTime, rememberUsers } from "./app.js";
+import { h, clear, icon, avatar, toast, setBadge } from "./dom.js";
+import { t } from "../lib/i18n.js";
+import { api } from "../store/api.js";
+import { ctx, go } from "./context.js";
+import { errorText, presenceText } from "./format.js";
+import { placeholder, backButton } from "./ui.js";
 
 function nameOf(c) { return c.remark || c.user.display_name; }
 
 export function renderContactList(list) {
-  const contacts = [...S.contacts.values()].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
+  const contacts = [...ctx.store.contacts.values()].sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
   const reqBadge = h("span", { class: "badge", hidden: true });
-  setBadge(reqBadge, S.incoming.length);
-  const route = S.route;
+  setBadge(reqBadge, ctx.store.incoming.length);
+  const route = ctx.route;
   const items = [
     h("a", { class: `chat-item compact${route.id === "requests" ? " active" : ""}`, href: "#/contacts/requests", dataset: { action: "requests" } },
       h("div", { class: "avatar-wrap" }, h("div", { class: "avatar small tile orange" }, icon("person_add")), reqBadge),
@@ -19,24 +20,25 @@ export function renderContactList(list) {
   ];
   if (contacts.length) items.push(h("div", { class: "list-sep" }, t("contacts")));
   for (const c of contacts) {
-    const p = presenceOf(c.user.id);
+    const p = ctx.store.presenceOf(c.user.id);
     items.push(h("a", {
       class: `chat-item compact${route.id === c.user.id ? " active" : ""}`, href: `#/contacts/${encodeURIComponent(c.user.id)}`,
       dataset: { user: c.user.id, title: nameOf(c) },
     },
     h("div", { class: "avatar-wrap" }, avatar(nameOf(c), c.user.id, "small"), p ? h("span", { class: `presence ${p.online ? "on" : "off"}` }) : null),
     h("div", { class: "chat-item-body" }, h("span", { class: "title" }, nameOf(c)),
-      S.blocks.has(c.user.id) ? h("span", { class: "tag" }, t("blocked")) : null)));
+      ctx.store.blocks.has(c.user.id) ? h("span", { class: "tag" }, t("blocked")) : null)));
   }
   if (!contacts.length) items.push(h("div", { class: "empty" }, t("noContacts")));
-  clear(list, items);
+  clear(list, items.map((x) => h("li", { class: "chat-row" }, x)));
 }
 
+/** Contacts, requests or blocks changed: redraw the list and the open contact screen. */
 export function refresh() {
-  if (S.route.view !== "contacts") return;
-  renderList();
-  if (S.route.id === "requests") renderRequests(el.main);
-  else if (S.route.id && S.route.id !== "add") renderCard(el.main, S.route.id);
+  if (ctx.route.view !== "contacts") return;
+  renderContactList(ctx.el.list);
+  if (ctx.route.id === "requests") renderRequests(ctx.el.main);
+  else if (ctx.route.id && ctx.route.id !== "add") renderCard(ctx.el.main, ctx.route.id);
 }
 
 export function renderMain(main, route) {
@@ -60,7 +62,7 @@ function renderAdd(main) {
     if (!value) return;
     try {
       const { users } = await api("GET", `/users/search?q=${encodeURIComponent(value)}`);
-      rememberUsers(users);
+      ctx.store.rememberUsers(users);
       if (!users.length) return clear(results, h("p", { class: "muted" }, t("noMatch")));
       clear(results, users.map((u) => personResult(u)));
     } catch (err) { toast(errorText(err)); }
@@ -71,9 +73,9 @@ function renderAdd(main) {
 }
 
 function personResult(u) {
-  const isMe = u.id === S.me.id;
-  const known = S.contacts.has(u.id);
-  const greeting = h("input", { class: "input", name: "greeting", maxlength: "200", value: t("greetingDefault", { name: S.me.display_name }), "aria-label": t("greeting") });
+  const isMe = u.id === ctx.store.me.id;
+  const known = ctx.store.contacts.has(u.id);
+  const greeting = h("input", { class: "input", name: "greeting", maxlength: "200", value: t("greetingDefault", { name: ctx.store.me.display_name }), "aria-label": t("greeting") });
   const action = h("div", { class: "result-actions" });
   if (known) {
     action.append(h("button", { class: "primary", type: "button", onclick: () => go(`#/contacts/${encodeURIComponent(u.id)}`) }, t("message")));
@@ -83,12 +85,11 @@ function personResult(u) {
       try {
         const out = await api("POST", "/contacts/requests", { user_id: u.id, message: greeting.value.trim() });
         if (out.contact) {
-          S.contacts.set(out.contact.user.id, out.contact);
-          if (out.conversation) upsertSummary(out.conversation);
-          renderList();
+          if (out.conversation) ctx.store.upsertSummary(out.conversation);
+          ctx.store.setContact(out.contact);
           toast(t("accepted"));
         } else {
-          S.outgoing = [out.request, ...S.outgoing.filter((r) => r.id !== out.request.id)];
+          ctx.store.outgoing = [out.request, ...ctx.store.outgoing.filter((r) => r.id !== out.request.id)];
           toast(t("requestSent"));
         }
         btn.disabled = true;
@@ -104,14 +105,14 @@ function personResult(u) {
 }
 
 function renderRequests(main) {
-  const incoming = S.incoming.map((r) => h("div", { class: "person-card", dataset: { request: r.id } },
+  const incoming = ctx.store.incoming.map((r) => h("div", { class: "person-card", dataset: { request: r.id } },
     avatar(r.from_user.display_name, r.from_user.id),
     h("div", { class: "person-info" }, h("div", { class: "title" }, r.from_user.display_name),
       h("div", { class: "muted" }, r.message || `@${r.from_user.username}`)),
     h("div", { class: "result-actions" },
       h("button", { class: "primary", type: "button", "data-action": "accept", onclick: () => answer(r, "accept") }, t("accept")),
       h("button", { class: "secondary", type: "button", "data-action": "reject", onclick: () => answer(r, "reject") }, t("reject")))));
-  const outgoing = S.outgoing.map((r) => h("div", { class: "person-card" },
+  const outgoing = ctx.store.outgoing.map((r) => h("div", { class: "person-card" },
     avatar(r.to_user.display_name, r.to_user.id),
     h("div", { class: "person-info" }, h("div", { class: "title" }, r.to_user.display_name), h("div", { class: "muted" }, r.message)),
     h("span", { class: "tag" }, t("waiting"))));
@@ -125,44 +126,44 @@ function renderRequests(main) {
 async function answer(r, what) {
   try {
     const out = await api("POST", `/contacts/requests/${encodeURIComponent(r.id)}/${what}`);
-    S.incoming = S.incoming.filter((x) => x.id !== r.id);
-    if (out.contact) S.contacts.set(out.contact.user.id, out.contact);
-    if (out.conversation) upsertSummary(out.conversation);
-    renderNavBadges();
-    refresh();
+    ctx.store.incoming = ctx.store.incoming.filter((x) => x.id !== r.id);
+    if (out.conversation) ctx.store.upsertSummary(out.conversation);
+    if (out.contact) ctx.store.setContact(out.contact);
+    ctx.store.emit("badges");
+    ctx.store.emit("contacts");
     if (what === "accept" && out.conversation) go(`#/chats/${encodeURIComponent(out.conversation.id)}`);
   } catch (err) { toast(errorText(err)); }
 }
 
 function renderCard(main, userId) {
-  const c = S.contacts.get(userId);
+  const c = ctx.store.contacts.get(userId);
   if (!c) return clear(main, placeholder(t("noContacts")));
-  const p = presenceOf(userId);
+  const p = ctx.store.presenceOf(userId);
   const remark = h("input", { class: "input", name: "remark", maxlength: "64", value: c.remark || "", placeholder: c.user.display_name, "aria-label": t("remark") });
   const remarkForm = h("form", { class: "inline", "data-form": "remark" }, remark, h("button", { class: "secondary", type: "submit" }, t("save")));
   remarkForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
       const { contact } = await api("PATCH", `/contacts/${encodeURIComponent(userId)}`, { remark: remark.value.trim() });
-      S.contacts.set(userId, contact);
-      renderList(); toast(t("saved"));
+      ctx.store.setContact(contact);
+      toast(t("saved"));
     } catch (err) { toast(errorText(err)); }
   });
   const message = async () => {
     try {
       const { conversation } = await api("POST", "/conversations/direct", { user_id: userId });
-      upsertSummary(conversation);
+      ctx.store.upsertSummary(conversation);
       go(`#/chats/${encodeURIComponent(conversation.id)}`);
     } catch (err) { toast(errorText(err)); }
   };
-  const blocked = S.blocks.has(userId);
+  const blocked = ctx.store.blocks.has(userId);
   clear(main, h("div", { class: "pane" }, paneHeader(nameOf(c)),
     h("div", { class: "pane-body narrow" },
       h("div", { class: "profile-head" }, avatar(nameOf(c), userId, "large"),
         h("div", {}, h("h2", {}, nameOf(c)),
           c.remark ? h("div", { class: "muted" }, `${t("displayName")}: ${c.user.display_name}`) : null,
           h("div", { class: "muted" }, `@${c.user.username}`),
-          p ? h("div", { class: "muted" }, p.online ? t("online") : p.last_seen ? t("lastSeen", { time: shortTime(p.last_seen) }) : t("offline")) : null)),
+          p ? h("div", { class: "muted" }, presenceText(p)) : null)),
       c.user.bio ? h("p", { class: "bio" }, c.user.bio) : null,
       h("label", { class: "field" }, h("span", {}, t("remark")), remarkForm),
       h("div", { class: "actions" },
@@ -174,9 +175,9 @@ function renderCard(main, userId) {
 async function toggleBlock(userId, blocked, name) {
   if (!blocked && !confirm(t("confirmBlock", { name }))) return;
   try {
-    if (blocked) { await api("DELETE", `/blocks/${encodeURIComponent(userId)}`); S.blocks.delete(userId); }
-    else { await api("POST", "/blocks", { user_id: userId }); S.blocks.add(userId); }
-    refresh();
+    if (blocked) { await api("DELETE", `/blocks/${encodeURIComponent(userId)}`); ctx.store.blocks.delete(userId); }
+    else { await api("POST", "/blocks", { user_id: userId }); ctx.store.blocks.add(userId); }
+    ctx.store.emit("contacts");
   } catch (err) { toast(errorText(err)); }
 }
 
@@ -184,8 +185,8 @@ async function removeContact(userId, name) {
   if (!confirm(t("confirmDelete", { name }))) return;
   try {
     await api("DELETE", `/contacts/${encodeURIComponent(userId)}`);
-    S.contacts.delete(userId);
+    ctx.store.contacts.delete(userId);
     go("#/contacts");
-    renderList();
+    ctx.store.emit("contacts");
   } catch (err) { toast(errorText(err)); }
 }

@@ -1,8 +1,10 @@
 // Settings: profile, privacy, language, notifications, devices, sign out.
 import { h, clear, icon, avatar, toast } from "./dom.js";
-import { t, lang, setLanguage, LANGUAGES } from "./i18n.js";
-import { api } from "./api.js";
-import { S, go, errorText, backButton, renderNav, signOut, relabel, shortTime } from "./app.js";
+import { t, lang, setLanguage, LANGUAGES } from "../lib/i18n.js";
+import { api } from "../store/api.js";
+import { ctx } from "./context.js";
+import { errorText, shortTime } from "./format.js";
+import { backButton } from "./ui.js";
 
 const SECTIONS = [
   ["profile", "user"], ["privacy", "shield"], ["notifications", "bell"], ["language", "globe"], ["devices", "devices"],
@@ -10,14 +12,14 @@ const SECTIONS = [
 
 export function renderMenu(list) {
   const items = [
-    h("a", { class: `me-card${S.route.id === "profile" ? " active" : ""}`, href: "#/settings/profile" }, avatar(S.me.display_name, S.me.id),
-      h("div", {}, h("div", { class: "title" }, S.me.display_name), h("div", { class: "muted" }, `@${S.me.username}`))),
+    h("a", { class: `me-card${ctx.route.id === "profile" ? " active" : ""}`, href: "#/settings/profile" }, avatar(ctx.store.me.display_name, ctx.store.me.id),
+      h("div", {}, h("div", { class: "title" }, ctx.store.me.display_name), h("div", { class: "muted" }, `@${ctx.store.me.username}`))),
   ];
   for (const [id, ico] of SECTIONS) {
-    items.push(h("a", { class: `menu-item${S.route.id === id ? " active" : ""}`, href: `#/settings/${id}`, dataset: { section: id } }, icon(ico, "icon small"), t(id)));
+    items.push(h("a", { class: `menu-item${ctx.route.id === id ? " active" : ""}`, href: `#/settings/${id}`, dataset: { section: id } }, icon(ico, "icon small"), t(id)));
   }
-  items.push(h("button", { class: "menu-item danger-text", type: "button", "data-action": "sign-out", onclick: () => signOut() }, icon("logout", "icon small"), t("signOut")));
-  clear(list, items);
+  items.push(h("button", { class: "menu-item danger-text", type: "button", "data-action": "sign-out", onclick: () => ctx.actions.signOut() }, icon("logout", "icon small"), t("signOut")));
+  clear(list, items.map((x) => h("li", { class: "chat-row" }, x)));
 }
 
 function pane(title, ...body) {
@@ -38,7 +40,7 @@ export function renderMain(main, route) {
 }
 
 function profile(main) {
-  const me = S.me;
+  const me = ctx.store.me;
   const name = h("input", { class: "input", name: "display_name", value: me.display_name, maxlength: "64", required: true });
   const username = h("input", { class: "input", name: "username", value: me.username, pattern: "[a-z0-9_]{3,32}" });
   const bio = h("textarea", { class: "input", name: "bio", maxlength: "280", rows: "3" });
@@ -53,8 +55,8 @@ function profile(main) {
     e.preventDefault();
     try {
       const { user } = await api("PATCH", "/me", { display_name: name.value.trim(), username: username.value.trim(), bio: bio.value });
-      S.me = user;
-      renderNav(); toast(t("saved"));
+      ctx.store.me = user;
+      ctx.store.emit("me"); toast(t("saved"));
     } catch (err) { toast(errorText(err)); }
   });
   clear(main, pane(t("profile"), h("div", { class: "profile-head" }, avatar(me.display_name, me.id, "large"), h("h2", {}, me.display_name)), form));
@@ -79,7 +81,7 @@ async function privacy(main) {
 function language(main) {
   clear(main, pane(t("language"),
     Object.entries(LANGUAGES).map(([code, name]) => h("label", { class: "switch-row" }, h("span", {}, name),
-      h("input", { type: "radio", name: "lang", value: code, checked: code === lang(), onchange: () => { setLanguage(code); relabel(); } })))));
+      h("input", { type: "radio", name: "lang", value: code, checked: code === lang(), onchange: () => { setLanguage(code); ctx.actions.relabel(); } })))));
 }
 
 function notifications(main) {
@@ -104,4 +106,3 @@ async function devices(main) {
       } }, t("endSession"))))));
 }
 
-export { go };

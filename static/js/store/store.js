@@ -1,0 +1,612 @@
+// The client's state and everything that changes it: the /chat socket's events,
+// sync, sending with retries, read state. No DOM: views subscribe to the topics
+// below and redraw only what a topic names.
+//
+// Topics (listeners get the arguments shown):
+//   conv (conv)              one conversation's row changed (title, preview, badge, order)
+//   convs ()                 many rows changed: redraw the list
+//   msg:add (conv, msg)      one message arrived (live or just acked)
+//   msg:update (conv, msg)   one message changed in place (recalled)
+//   msg:remove (conv, id)    one message is gone (deleted for me)
+//   msgs (conv)              a chat's timeline changed in bulk (history page, sync)
+//   pending (conv, p)        a local message changed state (sending, failed, acked)
+//   badges ()                unread totals or request count changed
+//   contacts ()              contacts, requests or blocks changed
+//   presence (userId)        someone went online/offline
+//   typing (convId)          typing indicators of a chat changed
+//   user (userId)            a user's public profile became known
+//   connection ()            connected / disconnected
+//   notify ({title, body, tag})  something worth a system notification
+//   error (err)              an action failed in the background (e.g. a send)
+//   signedOut ()             the session is gone
+import { Emitter, uuid } from "../lib/util.js";
+
+// Send refusals that mean "not now" (docs/protocol.md): retried by the store itself.
+const RETRY_LATER = new Set(["busy", "unavailable", "rate_limited"]);
+const MAX_ATTEMPTS = 5;
+
+export class Store extends Emitter {
+  /**
+   * @param {object} deps
+   * @param {(method: string, path: string, body?: any) => Promise<any>} deps.api REST client
+   * @param {() => object} [deps.createSocket] returns a socket.io-like client
+   */
+  constructor({ api, createSocket } = {}) {
+    super();
+    this.api = api;
+    this.createSocket = createSocket;
+    this.me = null;
+    this.convs = new Map();        // id → conversation (summary + msgs + pending)
+    this.contacts = new Map();     // user id → {user, remark, presence}
+    this.incoming = [];
+    this.outgoing = [];
+    this.blocks = new Set();
+    this.users = new Map();        // user id → public user
+    this.presence = new Map();     // user id → {online, last_seen}
+    this.typing = new Map();       // conv id → Map(user id → {state, timer})
+    this.groups = new Map();       // conv id → group details (GET /groups/{id})
+    this.drafts = new Map();
+    this.socket = null;
+    this.connected = false;
+    this.everConnected = false;
+    this.openId = null;            // the chat on screen (set by the views)
+    this.visible = true;           // the page is visible (set by the views)
+    this.syncing = null;
+    this.syncAgain = null;
+    this.pendingUsers = new Set();
+    this.typingSent = { conv: null, state: "idle", at: 0 };
+    this.sorted = null;            // cached sortedConvs()
+  }
+
+  // ------------------------------------------------------------ people
+
+  /** A name for a user id, or null while unknown (a fetch is started). */
+  nameOf(userId) {
+    if (!userId) return null;
+    if (this.me && userId === this.me.id) return this.me.display_name;
+    const c = this.contacts.get(userId);
+    if (c) return c.remark || c.user.display_name;
+    const u = this.users.get(userId);
+    if (u) return u.display_name;
+    this.fetchUser(userId);
+    return null;
+  }
+
+  async fetchUser(id) {
+    if (this.pendingUsers.has(id) || !this.api) return;
+    this.pendingUsers.add(id);
+    try {
+      const { user } = await this.api("GET", `/users/${encodeURIComponent(id)}`);
+      this.users.set(id, user);
+      this.emit("user", id);
+    } catch { /* unknown user: the views keep their placeholder */ }
+  }
+
+  rememberUsers(users) {
+    for (const u of users) if (u?.id) this.users.set(u.id, u);
+  }
+
+  presenceOf(userId) {
+    return this.presence.get(userId) ?? this.contacts.get(userId)?.presence ?? null;
+  }
+
+  // ------------------------------------------------------------ conversations
+
+  makeConv(summary) {
+    const conv = {
+      ...summary,
+      msgs: [], pending: [], loaded: false, hasOlder: true, loadingOlder: false,
+      held: summary.last_seq || 0,
+      peer_read_seq: summary.peer_read_seq ?? 0,
+    };
+    delete conv.messages;
+    delete conv.has_more;
+    if (summary.peer) this.rememberUsers([summary.peer]);
+    this.convs.set(conv.id, conv);
+    this.sorted = null;
+    return conv;
+  }
+
+  /** Merge a conversation summary (REST, sync, conversation:updated). */
+  upsertSummary(summary, { quiet = false } = {}) {
+    let conv = this.convs.get(summary.id);
+    if (!conv) conv = this.makeConv(summary);
+    else {
+      const { messages, has_more, ...rest } = summary;
+      for (const [k, v] of Object.entries(rest)) {
+        if (k === "last_seq") conv.last_seq = Math.max(conv.last_seq || 0, v);
+        else if (k === "last_message") {
+          if (v && (!conv.last_message || v.seq >= conv.last_message.seq)) conv.last_message = v;
+        } else if (k === "peer_read_seq") conv.peer_read_seq = Math.max(conv.peer_read_seq || 0, v || 0);
+        else conv[k] = v;
+      }
+      if (summary.peer) this.rememberUsers([summary.peer]);
+      this.sorted = null;
+    }
+    if (!quiet) { this.emit("conv", conv); this.emit("badges"); }
+    return conv;
+  }
+
+  /** Visible chats, newest activity first (cached until something changes). */
+  sortedConvs() {
+    if (!this.sorted) {
+      const key = (c) => c.last_activity_at || c.created_at || "";
+      this.sorted = [...this.convs.values()]
+        .filter((c) => !c.left && !c.dissolved)
+        .sort((a, b) => { const x = key(a); const y = key(b); return x < y ? 1 : x > y ? -1 : 0; });
+    }
+    return this.sorted;
+  }
+
+  unreadTotal() {
+    let n = 0;
+    for (const c of this.sortedConvs()) if (!c.muted) n += c.unread_count || 0;
+    return n;
+  }
+
+  isOpen(conv) { return !!conv && this.openId === conv.id; }
+
+  setOpen(id) {
+    this.openId = id || null;
+    const conv = id ? this.convs.get(id) : null;
+    if (conv) this.markRead(conv);
+  }
+
+  setVisible(visible) {
+    this.visible = visible;
+    if (visible && this.openId) this.markRead(this.convs.get(this.openId));
+  }
+
+  countsAsUnread(m) {
+    return !!m.sender_id && m.sender_id !== this.me?.id && m.type !== "system" && !m.recalled;
+  }
+
+  /** Merge server messages into a conversation; returns true if a seq gap appeared. */
+  addMessages(conv, messages) {
+    let gap = false;
+    for (const m of messages) {
+      const last = conv.msgs[conv.msgs.length - 1];
+      if (!last || last.seq < m.seq) conv.msgs.push(m);
+      else {
+        const i = conv.msgs.findIndex((x) => x.seq >= m.seq);
+        if (conv.msgs[i].seq === m.seq) conv.msgs[i] = m;
+        else conv.msgs.splice(i, 0, m);
+      }
+      if (m.sender_id === this.me?.id && m.client_msg_id) {
+        conv.pending = conv.pending.filter((p) => p.client_msg_id !== m.client_msg_id);
+      }
+      if (m.seq === conv.held + 1) conv.held = m.seq;
+      else if (m.seq > conv.held + 1) gap = true;
+      if (m.seq >= (conv.last_seq || 0)) {
+        conv.last_seq = m.seq;
+        conv.last_message = m;
+        if (!conv.last_activity_at || m.created_at > conv.last_activity_at) {
+          conv.last_activity_at = m.created_at;
+          this.sorted = null;
+        }
+      }
+    }
+    return gap;
+  }
+
+  // ------------------------------------------------------------ socket
+
+  emitAck(event, data, timeout = 10000) {
+    if (!this.socket?.connected) {
+      return Promise.resolve({ ok: false, error: { code: "offline" } });
+    }
+    return this.socket.timeout(timeout).emitWithAck(event, data)
+      .catch(() => ({ ok: false, error: { code: "timeout" } }));
+  }
+
+  /** Connect the /chat socket (createSocket) or adopt a given one. */
+  connect(socket = this.createSocket()) {
+    this.socket = socket;
+    socket.on("connect", () => {
+      this.connected = true;
+      this.everConnected = true;
+      this.emit("connection");
+      this.sync();
+      this.retryFailed();
+    });
+    // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
+    socket.on("resync", () => this.sync());
+    socket.on("disconnect", (reason) => {
+      this.connected = false;
+      this.emit("connection", reason);
+    });
+    socket.on("connect_error", (err) => {
+      this.connected = false;
+      this.emit("connection", err?.message);
+    });
+    socket.on("message:new", (m) => this.onMessageNew(m));
+    socket.on("message:recalled", (e) => this.onRecalled(e));
+    socket.on("message:deleted", (e) => this.onDeleted(e));
+    socket.on("conversation:read", (e) => this.onRead(e));
+    socket.on("typing", ({ conversation_id, user_id, state }) => this.setTyping(conversation_id, user_id, state));
+    socket.on("conversation:updated", (summary) => {
+      this.groups.delete(summary.id);
+      const before = this.convs.get(summary.id);
+      const wasGone = before && (before.left || before.dissolved);
+      const conv = this.upsertSummary(summary);
+      if (wasGone !== (conv.left || conv.dissolved)) this.emit("convs");
+      this.emit("group", conv.id);
+    });
+    socket.on("contact:request", ({ request }) => {
+      this.incoming = [request, ...this.incoming.filter((r) => r.id !== request.id)];
+      this.emit("contacts"); this.emit("badges");
+      this.emit("notify", { kind: "request", request });
+    });
+    socket.on("contact:accepted", ({ contact, conversation }) => {
+      this.contacts.set(contact.user.id, contact);
+      this.outgoing = this.outgoing.filter((r) => r.to_user.id !== contact.user.id);
+      if (conversation) this.upsertSummary(conversation);
+      this.emit("contacts");
+    });
+    socket.on("contact:updated", ({ contact }) => {
+      this.contacts.set(contact.user.id, contact);
+      this.emit("contacts"); this.emit("user", contact.user.id);
+    });
+    socket.on("contact:removed", ({ user_id }) => {
+      this.contacts.delete(user_id);
+      this.emit("contacts"); this.emit("user", user_id);
+    });
+    socket.on("presence", ({ user_id, online, last_seen }) => {
+      this.presence.set(user_id, { online, last_seen });
+      const c = this.contacts.get(user_id);
+      if (c) c.presence = { online, last_seen };
+      this.emit("presence", user_id);
+    });
+    return socket;
+  }
+
+  onMessageNew(m) {
+    const conv = this.convs.get(m.conversation_id);
+    if (!conv) {
+      // A chat we did not know yet (new group, new contact): sync fetches its summary.
+      this.sync();
+      return;
+    }
+    const fresh = !conv.msgs.some((x) => x.seq === m.seq) && m.seq > (conv.last_seq || 0);
+    const hadPending = conv.pending.some((p) => p.client_msg_id && p.client_msg_id === m.client_msg_id
+      && m.sender_id === this.me?.id);
+    const gap = this.addMessages(conv, [m]);
+    // In the chat on screen a message is read as it arrives: no badge flickers up.
+    const readNow = this.isOpen(conv) && this.visible && this.connected;
+    if (fresh && !readNow && this.countsAsUnread(m) && m.seq > (conv.read_seq || 0)) {
+      conv.unread_count = (conv.unread_count || 0) + 1;
+      if (m.mention_all || (m.mentions || []).includes(this.me.id)) conv.mention_count = (conv.mention_count || 0) + 1;
+    }
+    if (m.sender_id && m.sender_id !== this.me?.id) this.setTyping(conv.id, m.sender_id, "idle");
+    if (gap) this.sync([conv.id]);
+    if (fresh && this.countsAsUnread(m) && (!this.visible || !this.isOpen(conv)) && !conv.muted) {
+      this.emit("notify", { kind: "message", conv, msg: m });
+    }
+    this.emit("conv", conv);
+    this.emit("badges");
+    if (fresh || hadPending) this.emit("msg:add", conv, m);
+    if (this.isOpen(conv)) this.markRead(conv);
+  }
+
+  onRecalled({ conversation_id, message_id }) {
+    const conv = this.convs.get(conversation_id);
+    if (!conv) return;
+    const m = conv.msgs.find((x) => x.id === message_id);
+    if (m) this.applyRecall(conv, m);
+    else if (conv.last_message?.id === message_id) {
+      conv.last_message = { ...conv.last_message, recalled: true, text: "" };
+      this.emit("conv", conv);
+    }
+  }
+
+  applyRecall(conv, m) {
+    const wasUnread = this.countsAsUnread(m) && m.seq > (conv.read_seq || 0);
+    m.recalled = true; m.text = ""; delete m.media;
+    if (conv.last_message?.id === m.id) conv.last_message = { ...conv.last_message, recalled: true, text: "" };
+    for (const x of conv.msgs) {
+      if (x.reply_preview?.id === m.id) {
+        x.reply_preview = { ...x.reply_preview, recalled: true, text: "" };
+        this.emit("msg:update", conv, x);
+      }
+    }
+    if (wasUnread && conv.unread_count > 0) conv.unread_count -= 1;
+    this.emit("msg:update", conv, m);
+    this.emit("conv", conv);
+    this.emit("badges");
+  }
+
+  onDeleted({ conversation_id, message_id }) {
+    const conv = this.convs.get(conversation_id);
+    if (!conv) return;
+    const before = conv.msgs.length;
+    conv.msgs = conv.msgs.filter((m) => m.id !== message_id);
+    if (conv.msgs.length !== before) this.emit("msg:remove", conv, message_id);
+  }
+
+  onRead({ conversation_id, user_id, read_seq }) {
+    const conv = this.convs.get(conversation_id);
+    if (!conv) return;
+    if (user_id === this.me.id) {
+      if (read_seq > (conv.read_seq || 0)) {
+        conv.read_seq = read_seq;
+        conv.unread_count = read_seq >= conv.last_seq ? 0
+          : conv.msgs.filter((m) => m.seq > read_seq && this.countsAsUnread(m)).length;
+        if (read_seq >= conv.last_seq) conv.mention_count = 0;
+        this.emit("conv", conv);
+        this.emit("badges");
+      }
+    } else if (conv.type === "direct") {
+      conv.peer_read_seq = Math.max(conv.peer_read_seq || 0, read_seq);
+      this.emit("marks", conv);
+    }
+  }
+
+  /** Fill every gap: all conversations, or only `ids`. One sync runs at a time. */
+  sync(ids) {
+    if (this.syncing) {
+      this.syncAgain = ids && this.syncAgain !== "all" ? [...new Set([...(this.syncAgain || []), ...ids])] : "all";
+      return this.syncing;
+    }
+    this.syncing = this.runSync(ids).finally(() => {
+      this.syncing = null;
+      if (this.syncAgain) {
+        const again = this.syncAgain === "all" ? undefined : this.syncAgain;
+        this.syncAgain = null;
+        this.sync(again);
+      }
+    });
+    return this.syncing;
+  }
+
+  async runSync(ids) {
+    let cursors = {};
+    for (const conv of this.convs.values()) {
+      if (!ids || ids.includes(conv.id)) cursors[conv.id] = conv.held;
+    }
+    const touched = new Set();
+    for (let round = 0; round < 50; round++) {
+      const ack = await this.emitAck("sync", { cursors, limit: 200 }, 15000);
+      if (!ack.ok) break;
+      const next = {};
+      for (const c of ack.conversations) {
+        let conv = this.convs.get(c.id);
+        const known = !!conv && c.id in cursors;
+        if (!conv) conv = this.makeConv(c);
+        else if (!known) this.upsertSummary(c, { quiet: true });
+        const { messages = [], has_more } = c;
+        if (!known) {
+          // Newest page of a chat this tab did not have.
+          conv.msgs = [];
+          conv.held = messages.length ? messages[0].seq - 1 : c.last_seq;
+          this.addMessages(conv, messages);
+          conv.held = c.last_seq;
+          conv.loaded = true;
+          conv.hasOlder = has_more;
+        } else {
+          this.addMessages(conv, messages);
+          if (messages.length) conv.held = Math.max(conv.held, messages[messages.length - 1].seq);
+          if (has_more) next[c.id] = conv.held;
+          else conv.held = Math.max(conv.held, c.last_seq);
+          for (const m of messages) {
+            if (!this.visible && this.countsAsUnread(m) && m.seq > (c.read_seq || 0) && !conv.muted) {
+              this.emit("notify", { kind: "message", conv, msg: m });
+            }
+          }
+        }
+        for (const k of ["read_seq", "unread_count", "mention_count", "left", "last_seq"]) if (k in c) conv[k] = c[k];
+        this.sorted = null;
+        touched.add(conv);
+      }
+      if (!Object.keys(next).length) break;
+      cursors = next;
+    }
+    if (touched.size) {
+      this.emit("convs");
+      this.emit("badges");
+      for (const conv of touched) this.emit("msgs", conv);
+    }
+    const open = this.openId && this.convs.get(this.openId);
+    // A chat opened before the socket was up (a reload on its URL) gets its history now.
+    if (open && !open.loaded) this.loadOlder(open, true);
+    else if (open) this.markRead(open);
+  }
+
+  async loadOlder(conv, first = false) {
+    if (conv.loadingOlder || (!first && (!conv.hasOlder || !conv.loaded))) return;
+    conv.loadingOlder = true;
+    const oldest = conv.msgs.find((m) => m.seq)?.seq;
+    const payload = { conversation_id: conv.id, limit: 50 };
+    if (!first || (conv.loaded && oldest)) payload.before_seq = oldest;
+    const ack = await this.emitAck("history", payload);
+    conv.loadingOlder = false;
+    if (!ack.ok) return;
+    const held = conv.held;
+    this.addMessages(conv, ack.messages);
+    conv.held = Math.max(held, first && ack.messages.length ? ack.messages[ack.messages.length - 1].seq : held);
+    conv.hasOlder = ack.has_more;
+    conv.loaded = true;
+    this.emit("msgs", conv);
+    if (this.isOpen(conv)) this.markRead(conv);
+  }
+
+  // ------------------------------------------------------------ sending
+
+  /** Optimistic send: the message shows at once and is delivered with a client_msg_id. */
+  send(conv, fields) {
+    const p = {
+      local: true,
+      client_msg_id: uuid(),
+      conversation_id: conv.id,
+      sender_id: this.me.id,
+      type: fields.type || "text",
+      text: fields.text || "",
+      reply_to: fields.reply_to?.id ?? null,
+      reply_preview: fields.reply_to ? { ...fields.reply_to } : undefined,
+      mentions: fields.mentions?.length ? fields.mentions : undefined,
+      mention_all: fields.mention_all || undefined,
+      media_id: fields.media_id,
+      media: fields.media,
+      created_at: new Date().toISOString(),
+      status: "pending",
+    };
+    conv.pending.push(p);
+    this.emit("pending", conv, p);
+    if (fields.deferred) {
+      // Media: delivered once the upload finished (the media view calls ready / fail).
+      p.progress = 0;
+      p.ready = () => { delete p.progress; this.deliver(conv, p); };
+      p.fail = (err) => { p.status = "failed"; p.error = err; this.emit("pending", conv, p); };
+    } else this.deliver(conv, p);
+    return p;
+  }
+
+  async deliver(conv, p) {
+    p.status = "pending";
+    this.emit("pending", conv, p);
+    const payload = { conversation_id: conv.id, client_msg_id: p.client_msg_id, type: p.type, text: p.text };
+    if (p.reply_to) payload.reply_to = p.reply_to;
+    if (p.media_id) payload.media_id = p.media_id;
+    if (p.mentions) payload.mentions = p.mentions;
+    if (p.mention_all) payload.mention_all = true;
+    const ack = await this.emitAck("message:send", payload);
+    if (ack.ok) {
+      const m = ack.message;
+      const already = conv.msgs.some((x) => x.seq === m.seq);
+      conv.pending = conv.pending.filter((x) => x !== p);
+      const gap = this.addMessages(conv, [m]);
+      conv.read_seq = Math.max(conv.read_seq || 0, m.seq);
+      p.status = "sent";
+      p.message = m;
+      this.emit("pending", conv, p);
+      if (!already) this.emit("msg:add", conv, m);
+      this.emit("conv", conv);
+      if (gap) this.sync([conv.id]);
+    } else if (RETRY_LATER.has(ack.error?.code) && (p.attempts = (p.attempts || 0) + 1) <= MAX_ATTEMPTS) {
+      // The server asked to come back later: the message stays "sending" and goes
+      // again, same client_msg_id, after the wait it named (or a growing one).
+      const seconds = ack.error.details?.retry_after ?? Math.min(8, 2 ** (p.attempts - 1));
+      setTimeout(() => { if (conv.pending.includes(p) && p.status === "pending") this.deliver(conv, p); }, seconds * 1000);
+    } else {
+      p.status = "failed";
+      p.error = ack.error;
+      this.emit("pending", conv, p);
+      if (!["offline", "timeout"].includes(ack.error?.code)) this.emit("error", ack.error);
+    }
+    return ack;
+  }
+
+  retry(conv, p) {
+    p.attempts = 0;
+    if (p.type !== "text" && !p.media_id) {
+      conv.pending = conv.pending.filter((x) => x !== p);
+      p.status = "dropped";
+      this.emit("pending", conv, p);
+      return null;
+    }
+    return this.deliver(conv, p);
+  }
+
+  /** After a reconnect: resend what failed for lack of a connection, same client_msg_id. */
+  retryFailed() {
+    for (const conv of this.convs.values()) {
+      for (const p of conv.pending) {
+        if (p.status === "failed" && ["offline", "timeout"].includes(p.error?.code)) this.deliver(conv, p);
+      }
+    }
+  }
+
+  async markRead(conv) {
+    if (!conv || !this.visible || !this.connected) return;
+    const last = conv.last_seq || 0;
+    if (last <= (conv.read_seq || 0) && !conv.unread_count) return;
+    const ack = await this.emitAck("message:read", { conversation_id: conv.id, seq: last });
+    if (ack.ok) {
+      conv.read_seq = ack.read_seq;
+      conv.unread_count = ack.unread_count;
+      if (!ack.unread_count) conv.mention_count = 0;
+      this.emit("conv", conv);
+      this.emit("badges");
+    }
+  }
+
+  async recall(conv, m) {
+    const ack = await this.emitAck("message:recall", { message_id: m.id });
+    if (ack.ok) this.applyRecall(conv, m);
+    return ack;
+  }
+
+  async deleteForMe(conv, m) {
+    const ack = await this.emitAck("message:delete", { message_id: m.id });
+    if (ack.ok) this.onDeleted({ conversation_id: conv.id, message_id: m.id });
+    return ack;
+  }
+
+  // ------------------------------------------------------------ typing
+
+  setTyping(convId, userId, state) {
+    if (!this.typing.has(convId)) this.typing.set(convId, new Map());
+    const map = this.typing.get(convId);
+    const prev = map.get(userId);
+    if (prev) clearTimeout(prev.timer);
+    if (state === "idle") {
+      if (!prev) return;
+      map.delete(userId);
+    } else map.set(userId, { state, timer: setTimeout(() => this.setTyping(convId, userId, "idle"), 6000) });
+    this.emit("typing", convId);
+  }
+
+  sendTyping(conv, state) {
+    const now = Date.now();
+    const last = this.typingSent;
+    if (last.conv === conv.id && last.state === state && (state === "idle" || now - last.at < 3000)) return;
+    this.typingSent = { conv: conv.id, state, at: now };
+    this.emitAck("typing", { conversation_id: conv.id, state });
+  }
+
+  // ------------------------------------------------------------ REST-backed actions
+
+  async load() {
+    const api = this.api;
+    const [{ user }, contacts, requests] = await Promise.all([
+      api("GET", "/me"), api("GET", "/contacts"), api("GET", "/contacts/requests"),
+    ]);
+    this.me = user;
+    for (const c of contacts.contacts) this.contacts.set(c.user.id, c);
+    this.incoming = requests.incoming;
+    this.outgoing = requests.outgoing;
+    try { this.blocks = new Set((await api("GET", "/blocks")).blocks.map((b) => b.user.id)); } catch { /* optional */ }
+    let cursor = null;
+    for (let i = 0; i < 100; i++) {
+      const page = await api("GET", `/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      for (const c of page.conversations) this.upsertSummary(c, { quiet: true });
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
+  }
+
+  async toggleMute(conv) {
+    const { conversation } = await this.api("PATCH", `/conversations/${encodeURIComponent(conv.id)}`, { muted: !conv.muted });
+    conv.muted = conversation.muted;
+    this.emit("conv", conv);
+    this.emit("badges");
+  }
+
+  async group(convId, { fresh = false } = {}) {
+    if (!fresh && this.groups.has(convId)) return this.groups.get(convId);
+    const { group } = await this.api("GET", `/groups/${encodeURIComponent(convId)}`);
+    this.rememberUsers(group.members.map((m) => m.user));
+    this.groups.set(convId, group);
+    const conv = this.convs.get(convId);
+    if (conv && conv.member_count !== group.member_count) {
+      conv.member_count = group.member_count;
+      this.emit("conv", conv);
+    }
+    return group;
+  }
+
+  setContact(contact) {
+    this.contacts.set(contact.user.id, contact);
+    this.emit("contacts");
+    this.emit("user", contact.user.id);
+  }
+}
