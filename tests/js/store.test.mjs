@@ -129,6 +129,32 @@ test("sync pages through has_more with the cursor it got back", async () => {
   assert.deepEqual(conv.msgs.map((m) => m.seq), [1, 2, 3, 4, 5]);
 });
 
+test("sync follows next_cursor across conversation pages, then has_more", async () => {
+  // The server pages conversations: c1 first (with more news), then g2 on a second page.
+  const { store, conv, socket } = storeWith({
+    handlers: {
+      sync: ({ cursors, cursor }) => {
+        if (cursor === "p2") {
+          return { ok: true, next_cursor: null, conversations: [{ id: "g2", type: "group", title: "Later",
+            last_seq: 1, has_more: false, messages: [{ ...msg(1), conversation_id: "g2" }] }] };
+        }
+        if (cursors.c1 === 3) {
+          return { ok: true, next_cursor: null, conversations: [{ id: "c1", type: "direct", last_seq: 4,
+            has_more: false, messages: [msg(4)] }] };
+        }
+        return { ok: true, next_cursor: "p2", conversations: [{ id: "c1", type: "direct", last_seq: 4,
+          has_more: true, messages: [msg(3)] }] };
+      },
+    },
+  });
+  socket.up();
+  await settle(store);
+  const syncs = socket.sentOf("sync");
+  assert.deepEqual(syncs.map((s) => [s.cursor ?? null, s.cursors.c1 ?? null]), [[null, 2], ["p2", 2], [null, 3]]);
+  assert.deepEqual(conv.msgs.map((m) => m.seq), [1, 2, 3, 4]);
+  assert.ok(store.convs.get("g2"), "the conversation of the second page is known");
+});
+
 test("a message for an unknown chat makes sync fetch that chat", async () => {
   const { store, socket } = storeWith({
     handlers: {

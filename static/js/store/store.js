@@ -364,10 +364,15 @@ export class Store extends Emitter {
       if (!ids || ids.includes(conv.id)) cursors[conv.id] = conv.held;
     }
     const touched = new Set();
-    for (let round = 0; round < 50; round++) {
-      const ack = await this.emitAck("sync", { cursors, limit: 200 }, 15000);
+    // Conversations come a page at a time (`next_cursor`); chats with more news
+    // than one page (`has_more`) are asked again once every page was read.
+    let page = null;
+    let next = {};
+    for (let round = 0; round < 200; round++) {
+      const req = { cursors, limit: 200 };
+      if (page) req.cursor = page;
+      const ack = await this.emitAck("sync", req, 15000);
       if (!ack.ok) break;
-      const next = {};
       for (const c of ack.conversations) {
         let conv = this.convs.get(c.id);
         const known = !!conv && c.id in cursors;
@@ -397,8 +402,11 @@ export class Store extends Emitter {
         this.sorted = null;
         touched.add(conv);
       }
+      page = ack.next_cursor || null;
+      if (page) continue;
       if (!Object.keys(next).length) break;
       cursors = next;
+      next = {};
     }
     if (touched.size) {
       this.emit("convs");

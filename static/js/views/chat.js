@@ -348,9 +348,11 @@ function messageRow(conv, m, continued, mark) {
   const bubble = h("div", { class: `bubble type-${m.type}` });
   if (m.reply_preview) {
     const rp = m.reply_preview;
-    bubble.append(h("div", { class: "quote" },
-      h("span", { class: "quote-name" }, displayNameOf(rp.sender_id)), ": ",
-      rp.recalled ? t("recalledPreview") : previewOf(rp)));
+    bubble.append(rp.unavailable
+      ? h("div", { class: "quote" }, t("unavailablePreview"))
+      : h("div", { class: "quote" },
+        h("span", { class: "quote-name" }, displayNameOf(rp.sender_id)), ": ",
+        rp.recalled ? t("recalledPreview") : previewOf(rp)));
   }
   if (m.type === "text") bubble.append(h("div", { class: "text" }, m.text));
   else media.renderBody(bubble, m, conv);
