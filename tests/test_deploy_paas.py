@@ -42,16 +42,22 @@ def procfile() -> dict[str, str]:
 
 
 def make_slug(tmp: Path) -> Path:
-    """What a buildpack ships: the app's files, without local state."""
+    """What the buildpacks ship: the app's files without local state, after the
+    Node.js buildpack's `npm run build` (the web client's bundle)."""
     slug = tmp / "slug"
     slug.mkdir()
-    for name in ("app", "templates", "static", "deploy", "Procfile", "pyproject.toml"):
+    for name in ("app", "templates", "static", "deploy", "Procfile", "pyproject.toml",
+                 "package.json", "package-lock.json", "scripts/build-web.mjs"):
         src = ROOT / name
+        (slug / name).parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
             shutil.copytree(src, slug / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, slug / name)
     (slug / "node_modules").symlink_to(ROOT / "node_modules")
+    subprocess.run(["npm", "run", "build", "--silent"], cwd=slug, check=True,
+                   capture_output=True, timeout=120)
+    assert (slug / "build" / "web").is_dir()
     return slug
 
 
