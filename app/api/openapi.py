@@ -127,15 +127,19 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
         "groups", body=groups.TransferIn),
     _op("POST", f"{API}/groups/{{group_id}}/invites", "Create an invite link.", "groups", 201,
         groups.InviteIn),
+    _op("GET", f"{API}/groups/{{group_id}}/invites", "The group's links that still join "
+        "(owner/admins).", "groups"),
+    _op("DELETE", f"{API}/groups/{{group_id}}/invites/{{token}}", "Revoke an invite link.",
+        "groups", 204, success=""),
     # media
     _op("POST", f"{API}/media", "Upload a file (multipart/form-data: `kind`?, `file`).",
         "media", 201, "multipart", query_args={"kind": _STR}),
     _op("GET", f"{API}/media/{{media_id}}", "A file's metadata.", "media"),
     _op("GET", f"{API}/media/{{media_id}}/content",
-        "The file (a signed link with `exp` and `sig`, or a bearer token).", "media",
-        query_args={"exp": _STR, "sig": _STR}, success="application/octet-stream"),
+        "The file (a signed link with `exp`, `u` and `sig`, or a bearer token).", "media",
+        query_args={"exp": _STR, "sig": _STR, "u": _STR}, success="application/octet-stream"),
     _op("GET", f"{API}/media/{{media_id}}/thumbnail", "An image's or video's thumbnail.",
-        "media", query_args={"exp": _STR, "sig": _STR}, success="application/octet-stream"),
+        "media", query_args={"exp": _STR, "sig": _STR, "u": _STR}, success="application/octet-stream"),
 ])
 
 # Routes of app/api/routes.py that are not the JSON API: the web client and the
@@ -143,7 +147,9 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
 NOT_IN_API = {
     ("GET", "/metrics"),
     ("GET", "/"),
-    ("GET", "/vendor/socket.io.esm.min.js"),
+    ("GET", "/assets/{name}"),
+    ("GET", "/sw.js"),
+    ("GET", "/manifest.webmanifest"),
     ("GET", "/qr.svg"),
     ("GET", "/join/{token}"),
 }

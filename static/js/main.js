@@ -28,6 +28,9 @@ ctx.store = store;
 window.__parley = store; // handy in the console and for the browser tests
 
 async function signOut() {
+  // Socket first: ending the session drops it on the server, and a reconnect
+  // racing the reload would try to refresh a token that no longer exists.
+  store.socket?.disconnect();
   try { await api("POST", "/auth/logout"); } catch { /* already gone */ }
   signOutLocal();
 }
