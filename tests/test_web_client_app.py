@@ -31,6 +31,18 @@ async def centre(locator):
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
+async def aligned(a, b, axis: int, within: float = 2, seconds: float = 5):
+    """The centres of `a` and `b` on one axis, once the layout has settled
+    (the header's subtitle, e.g. presence, may arrive just after the chat opens).
+    Returns the last pair measured, for the assertion's message."""
+    deadline = time.monotonic() + seconds
+    while True:
+        pair = ((await centre(a))[axis], (await centre(b))[axis])
+        if abs(pair[0] - pair[1]) <= within or time.monotonic() > deadline:
+            return pair
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.timeout(60)
 async def test_settings_screens(browser, base_url, deps):  # noqa: F811
     (a,) = await people(deps, "Alice")
@@ -73,8 +85,8 @@ async def test_phone_layout_and_header_alignment(browser, base_url, deps):  # no
     await send_text(alice, "hello from the desk")
     await bubble(alice, "hello from the desk").wait_for()
     # Desktop: the title block sits on the icons' centre line (no empty subtitle pushing it up).
-    _, title_y = await centre(alice.locator(".chat-header .chat-title"))
-    _, icon_y = await centre(alice.locator(".chat-header [data-action=toggle-mute]"))
+    title_y, icon_y = await aligned(alice.locator(".chat-header .chat-title"),
+                                    alice.locator(".chat-header [data-action=toggle-mute]"), 1)
     assert abs(title_y - icon_y) <= 2, (title_y, icon_y)
 
     phone = await new_page(browser, base_url, person=b, width=390, height=800)
@@ -86,10 +98,10 @@ async def test_phone_layout_and_header_alignment(browser, base_url, deps):  # no
     await phone.locator(".composer-input").wait_for()
     assert not await phone.locator(".list-pane").is_visible()
     # Phones: the title is centred on the screen and level with the back button.
-    title_x, _ = await centre(phone.locator(".chat-header h2"))
-    _, title_y = await centre(phone.locator(".chat-header .chat-title"))
-    header_x, _ = await centre(phone.locator(".chat-header"))
-    _, back_y = await centre(phone.locator(".chat-header .back"))
+    title_x, header_x = await aligned(phone.locator(".chat-header h2"),
+                                      phone.locator(".chat-header"), 0)
+    title_y, back_y = await aligned(phone.locator(".chat-header .chat-title"),
+                                    phone.locator(".chat-header .back"), 1)
     assert abs(title_x - header_x) <= 2, (title_x, header_x)
     assert abs(title_y - back_y) <= 2, (title_y, back_y)
     await bubble(phone, "hello from the desk").wait_for()
