@@ -25,7 +25,7 @@ from importlib.metadata import version
 from .scenarios import SCENARIOS, Config, NotApplicable
 from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
 
-DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "s6")
+DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "flood")
 # CI smoke run (< 2 min): L1 (the ratio base) and Parley; L0/P only in full runs or on request
 QUICK_TARGETS = ("l1", "parley-sqlite", "parley-pg", "parley-redis2")
 
@@ -242,15 +242,15 @@ def print_table(results, scenarios) -> None:
             gen = at.get("gen_cpu_pct", r.get("gen_cpu_pct_idle", ""))
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
             unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn", "s4": "ms p99/page",
-                    "s5": "s catch-up", "s6": "ms victim ack p99"}.get(sid, "")
+                    "s5": "s catch-up", "flood": "ms victim ack p99"}.get(sid, "")
             v = r["value"]
             other = at.get("other_cpu_pct", "")
             if v is None:
                 rows.append((sid, key, "none passed", unit, "", "", "", "", "", ""))
                 continue
-            if sid in ("s4", "s5", "s6"):
+            if sid in ("s4", "s5", "flood"):
                 p99 = (r.get("socketio") or {}).get("p99_ms", "") if sid == "s4" else ""
-                if sid == "s6":  # the victims' ack p99 without the flooder, for the ratio
+                if sid == "flood":  # the victims' ack p99 without the flooder, for the ratio
                     p99 = f"alone {r.get('victim_ack_p99_ms_alone')}"
                 srv = r.get("server_cpu_pct", r.get("server_cpu_pct_storm", ""))
                 rows.append((sid, key, f"{v:.2f}", unit, str(p99), str(r.get("gen_cpu_pct", "")),

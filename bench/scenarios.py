@@ -64,7 +64,7 @@ class Config:
     storm_jitter_s: float = 3.0
     storm_limit_s: float = 60.0
     profile: bool = True  # py-spy the Parley server in S1 near its limit
-    # S6 flood (Parley): victim pairs, their total constant rate (msg/s), seconds per phase
+    # Flood (Parley): victim pairs, their total constant rate (msg/s), seconds per phase
     flood_pairs: int = 20
     flood_victim_rate: float = 200.0
     flood_s: float = 5.0
@@ -706,7 +706,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
             "nacked": nack[:3], "failures": fails[:3], "seed_s": round(seed_s, 2)}
 
 
-# -- S6 flood ------------------------------------------------------------------------------
+# -- Flood ----------------------------------------------------------------------------------
 FLOOD_BURST = 100  # events per burst
 FLOOD_EVERY_S = 0.01  # one burst every 10 ms: 10,000 events/s
 
@@ -774,14 +774,14 @@ class Flooder:
                 await asyncio.wait(self._readers, timeout=2)
 
 
-async def s6_flood(target, env, cfg, log) -> dict:
+async def flood(target, env, cfg, log) -> dict:
     """One flooding connection must not delay other users.  P pairs send at a constant
     total rate (every message acked) for T s alone, then T s more while one more client
     sends 100 events every 10 ms (`typing` / `message:send`, all valid) and reconnects
     whenever it is dropped.  Reported: the victims' ack p99 without and with the flooder,
     and what the flooder got (acks by outcome, connections).  Runs with the shipped
     per-connection limits (the other scenarios raise them)."""
-    _needs_parley(target, "S6")
+    _needs_parley(target, "Flood")
     n = cfg.flood_pairs
     specs = [(f"v{i}", None) for i in range(2 * n)]
     rec = Recorder()
@@ -803,11 +803,11 @@ async def s6_flood(target, env, cfg, log) -> dict:
         await run_step(senders, 1, cfg.flood_victim_rate, 0.5, rec, target.pids, 1e9)  # warm-up
         alone = await run_step(senders, 1, cfg.flood_victim_rate, cfg.flood_s, rec,
                                target.pids, 1e9)
-        flood = asyncio.ensure_future(flooder.run(cfg.flood_s + 0.5))
+        flooding = asyncio.ensure_future(flooder.run(cfg.flood_s + 0.5))
         await asyncio.sleep(0.5)  # the flood is on before the victims' step starts
         flooded = await run_step(senders, 1, cfg.flood_victim_rate, cfg.flood_s, rec,
                                  target.pids, 1e9)
-        await flood
+        await flooding
     finally:
         await close_all(clients)
     without = alone["ack_latency"]["p99_ms"]
@@ -842,5 +842,5 @@ SCENARIOS = {
     "s3": ("S3 idle connections", s3_idle),
     "s4": ("S4 history page", s4_history),
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
-    "s6": ("S6 flood", s6_flood),
+    "flood": ("Flood", flood),
 }
