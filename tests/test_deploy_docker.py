@@ -33,7 +33,7 @@ import pytest
 from app import demo
 from app.cluster import find_nginx, render_nginx
 from app.config import ROOT
-from tests.cluster_helpers import create_database, drop_database, free_port
+from tests.cluster_helpers import GENEROUS_LIMITS, create_database, drop_database, free_port
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -227,10 +227,7 @@ async def database():
 
 def container_env(database_url: str) -> dict:
     return {"DATABASE_URL": database_url, "REDIS_URL": TEST_REDIS_URL, "SECRET_KEY": SECRET,
-            "LOG_LEVEL": "WARNING", "SEND_RATE_LIMIT": "100000/1",
-            # The clients send as fast as they can: only the tests about limits meet them.
-            "SOCKET_EVENT_RATE": "1000000/1",
-            "LOGIN_RATE_LIMIT": "1000/60"}
+            "LOG_LEVEL": "WARNING", **GENEROUS_LIMITS}
 
 
 async def register(c: Container, name: str) -> dict:
@@ -408,7 +405,7 @@ def compose_override(image: str, database_url: str, port: int) -> dict:
                 "stop_signal": "SIGKILL",
                 "healthcheck": {"test": ["CMD", "true"], "interval": "1s", "timeout": "2s",
                                 "retries": 3}}
-    host_env = {"DATABASE_URL": database_url, "REDIS_URL": TEST_REDIS_URL}
+    host_env = {"DATABASE_URL": database_url, "REDIS_URL": TEST_REDIS_URL, **GENEROUS_LIMITS}
     return {"services": {
         "postgres": stand_in, "redis": stand_in,
         "migrate": {"network_mode": "host", "environment": host_env},
