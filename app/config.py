@@ -127,6 +127,22 @@ class Settings:
     # Sends waiting for the message writer, per process; more get a `busy` ack
     max_pending_sends: int = 5000
     writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends
+    # Push notifications (app/services/push*.py, docs/push.md)
+    push_insecure_hosts: str = ""  # hosts whose Web Push endpoints may be http://
+    push_coalesce_seconds: float = 5.0  # at most one notification per chat this often
+    push_ttl_seconds: int = 24 * 3600  # a push not delivered by then is dropped
+    push_workers: bool = True  # run the outbox worker in this process
+    vapid_private_key: str = ""  # base64url raw P-256 key or PEM; empty: generated into var/
+    vapid_subject: str = "mailto:admin@localhost"
+    fcm_credentials_file: str = ""  # service-account JSON; empty: FCM off
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    fcm_token_endpoint: str = ""  # empty: the service account's token_uri
+    apns_key_file: str = ""  # .p8 signing key; empty: APNs off
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""  # the app's bundle id
+    apns_endpoint: str = "https://api.push.apple.com"
+    apns_sandbox_endpoint: str = "https://api.sandbox.push.apple.com"
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:

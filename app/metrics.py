@@ -64,6 +64,27 @@ class Metrics:
             "(invalid_recipient, throttled, outage, timeout, rejected, daily_limit, "
             "country_not_allowed, error); a retried failure counts once per attempt.",
             ["provider", "reason"], registry=r)
+        # Push notifications (app/services/push_outbox.py)
+        self.push_queued = Counter(
+            "parley_push_queued", "Pushes written to the outbox (new or coalesced into a "
+            "pending one).", registry=r)
+        self.push_sent = Counter(
+            "parley_push_sent", "Pushes a push service accepted, by kind (message, recall, "
+            "badge).", ["kind"], registry=r)
+        self.push_failed = Counter(
+            "parley_push_failed", "Push attempts that failed, by reason (gone, throttled, "
+            "outage, timeout, rejected, auth, expired, …).", ["reason"], registry=r)
+        self.push_retried = Counter(
+            "parley_push_retried", "Pushes put back for a later retry.", registry=r)
+        self.push_skipped = Counter(
+            "parley_push_skipped", "Recipients not pushed, by rule (foreground, muted, dnd, "
+            "disabled).", ["reason"], registry=r)
+        self.push_subscriptions_removed = Counter(
+            "parley_push_subscriptions_removed", "Devices deleted because their push service "
+            "reported them gone.", ["reason"], registry=r)
+        self.push_outbox_depth = Gauge(
+            "parley_push_outbox_depth", "Pushes waiting in the outbox (all processes).",
+            registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -85,6 +85,22 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         yield
         await deps.presence.close()
 
+    async def push_notifications(app: web.Application):
+        # After redis_client: foreground state is shared through Redis when set.
+        from app.foreground import build_foreground
+        from app.pushers import build_providers
+        from app.services import push_outbox
+
+        foreground = deps.extras["foreground"] = build_foreground(deps.redis)
+        await foreground.start()
+        providers = deps.extras["push_providers"] = build_providers(settings)
+        await push_outbox.start_runtime(deps, providers, run_worker=settings.push_workers)
+        yield
+        await push_outbox.stop_runtime(deps)
+        for provider in providers.values():
+            await provider.close()
+        await foreground.close()
+
     async def media_storage(app: web.Application):
         # Storage backend in deps.extras["storage"], plus the orphan-media sweep.
         from app.services import media
@@ -110,6 +126,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)
+    app.cleanup_ctx.append(push_notifications)
     app.cleanup_ctx.append(media_storage)
     app.cleanup_ctx.append(realtime_manager)
     app.on_shutdown.append(drain)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging
+from app.services import accounts, codes, contacts, groups, messaging, push
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -68,10 +68,18 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("DELETE", f"{API}/auth/sessions/{{session_id}}", "Sign a device out.", "auth", 204,
         success=""),
     _op("GET", f"{API}/me", "My profile.", "users"),
-    _op("GET", f"{API}/me/settings", "My privacy settings.", "users"),
-    _op("PATCH", f"{API}/me/settings", "Change privacy settings.", "users",
+    _op("GET", f"{API}/me/settings", "My privacy and push settings.", "users"),
+    _op("PATCH", f"{API}/me/settings", "Change privacy and push settings.", "users",
         body=contacts.SettingsPatch),
     _op("PATCH", f"{API}/me", "Change my profile.", "users", body=accounts.ProfilePatch),
+    # push notifications
+    _op("GET", f"{API}/push/vapid-public-key", "The VAPID key for PushManager.subscribe.",
+        "push"),
+    _op("POST", f"{API}/push/subscriptions", "Register this device for pushes (200: known).",
+        "push", 201, push.SubscriptionIn),
+    _op("GET", f"{API}/push/subscriptions", "My push devices.", "push"),
+    _op("DELETE", f"{API}/push/subscriptions/{{subscription_id}}", "Remove a push device.",
+        "push", 204, success=""),
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),

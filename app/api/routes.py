@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, openapi, users
+from app.api import auth, contacts, conversations, groups, health, media, openapi, push, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -68,6 +68,11 @@ ROUTES = [
     web.get(f"{API}/media/{{media_id}}", media.get_media),
     web.get(f"{API}/media/{{media_id}}/content", media.content),
     web.get(f"{API}/media/{{media_id}}/thumbnail", media.thumbnail),
+    # push notifications
+    web.get(f"{API}/push/vapid-public-key", push.vapid_public_key),
+    web.post(f"{API}/push/subscriptions", push.subscribe),
+    web.get(f"{API}/push/subscriptions", push.list_subscriptions),
+    web.delete(f"{API}/push/subscriptions/{{subscription_id}}", push.unsubscribe),
     # the web client (kept last: nothing above depends on it)
     web.get("/", web_client.index),
     web.get("/assets/{name}", web_client.asset),

@@ -19,6 +19,12 @@ class User(Model):
     discoverable_by_email = fields.BooleanField(default=True)
     discoverable_by_phone = fields.BooleanField(default=True)
     language = fields.CharField(max_length=16, default="")
+    # Push notifications (app/services/push_rules.py): off, preview mode, do-not-disturb.
+    push_enabled = fields.BooleanField(default=True)
+    push_preview = fields.CharField(max_length=8, default="full")  # full | sender | none
+    dnd_start = fields.CharField(max_length=5, null=True)  # "HH:MM" local time
+    dnd_end = fields.CharField(max_length=5, null=True)
+    timezone = fields.CharField(max_length=64, default="")  # IANA name; empty: UTC
 
     class Meta:
         table = "users"

@@ -3,4 +3,5 @@
 from app.realtime import (
     contacts,  # noqa: F401
     messaging,  # noqa: F401
+    push,  # noqa: F401
 )

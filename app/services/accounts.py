@@ -305,6 +305,9 @@ async def _session_with_user(session_id: uuid.UUID) -> AuthSession | None:
 
 async def _revoke(deps: Deps, session: AuthSession) -> None:
     await AuthSession.filter(id=session.id, revoked_at=None).update(revoked_at=now())
+    from app.services.push import delete_subscriptions_for_session
+
+    await delete_subscriptions_for_session(session.id)  # its devices stop getting pushes
     await deps.fanout.disconnect_session(session.id)
 
 

@@ -68,6 +68,12 @@ class SettingsPatch(Payload):
     last_seen_visibility: Literal["everyone", "contacts", "nobody"] | None = None
     discoverable_by_email: bool | None = None
     discoverable_by_phone: bool | None = None
+    # Push notifications (checked by app/services/push.py)
+    push_enabled: bool | None = None
+    push_preview: str | None = None
+    dnd_start: str | None = None
+    dnd_end: str | None = None
+    timezone: str | None = None
 
 
 SETTINGS_FIELDS = ("allow_strangers", "send_read_receipts", "last_seen_visibility",
@@ -458,7 +464,10 @@ async def list_blocks(deps: Deps, me_id: str) -> list[dict]:
 
 
 def settings_out(user: User) -> dict:
-    return {name: getattr(user, name) for name in SETTINGS_FIELDS}
+    from app.services import push
+
+    return {**{name: getattr(user, name) for name in SETTINGS_FIELDS},
+            **push.settings_out(user)}
 
 
 async def get_settings(deps: Deps, user: User) -> dict:
@@ -466,7 +475,13 @@ async def get_settings(deps: Deps, user: User) -> dict:
 
 
 async def update_settings(deps: Deps, user: User, data: SettingsPatch) -> dict:
+    from app.services import push
+
     changed = []
+    for name, value in push.check_settings(data).items():
+        if value != getattr(user, name):
+            setattr(user, name, value)
+            changed.append(name)
     for name in SETTINGS_FIELDS:
         value = getattr(data, name)
         if value is not None and value != getattr(user, name):

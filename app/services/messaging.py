@@ -23,6 +23,7 @@ from app.errors import DomainError, Forbidden, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
+from app.services import push
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
 from app.services.history import audience_views, serialize_message, serialize_row
@@ -192,6 +193,10 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
                                    for u, v in views))
     finally:
         turn.release()
+    # After the emit, without waiting: the planner queues pushes off the send path.
+    push.message_stored(deps, message_id=written.id, conversation_id=cid, sender_id=uid,
+                        recipients=written.recipients, type=data.type, text=text, data=extra,
+                        seq=written.seq)
     for users, view in views:
         if str(uid) in users:
             return view  # the sender's own view
@@ -271,6 +276,7 @@ async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
         else:
             recipients = [str(user_id)]  # my own devices still clear their badge
         await deps.fanout.to_users(recipients, "conversation:read", event)
+        push.conversation_read(deps, user_id=user_id, conversation_id=m.conversation_id)
     return {"read_seq": fresh.read_seq, "unread_count": unread}
 
 
@@ -311,6 +317,7 @@ async def recall(deps: Deps, user_id: str, data: MessageRef) -> None:
             {"conversation_id": str(msg.conversation_id), "message_id": str(msg.id),
              "seq": msg.seq},
         )
+        push.message_recalled(deps, message_id=msg.id, conversation_id=msg.conversation_id)
 
 
 async def delete_for_me(deps: Deps, user_id: str, data: MessageRef) -> None:

@@ -1,0 +1,599 @@
+"""The durable push outbox: the planner that fills it, the worker that empties it.
+
+- The *planner* (one task per process) takes the events the messaging
+  services hand over after their commit (app/services/push.py hooks), applies
+  the rules (app/services/push_rules.py) and writes what each device is owed
+  into `push_outbox`. The send path only appends to a list: its ack never waits.
+- The `push_outbox` table holds one row per (device, conversation): a newer
+  message updates the row in place (count + 1, newest content), so messages
+  that arrive faster than PUSH_COALESCE_SECONDS coalesce into one
+  notification ("3 new messages"), and a row that already announced a message
+  (message_id) ignores that message if it comes again: one push per message
+  and device. A recall turns the row that announced the message into a
+  follow-up with the same tag; a read resets it and queues a silent badge row.
+- The *worker* (one task per process) claims due rows with a lease
+  (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes share the
+  work; on SQLite the one writer lock serialises them), sends them through the
+  PushProvider of the device's kind, and records the answer: sent, device gone
+  (the subscription is deleted), retry later (exponential backoff, never
+  before Retry-After), or dropped (refused, or older than PUSH_TTL_SECONDS).
+  A process that dies mid-send leaves a lease that lapses: the rows are sent
+  by whoever claims them next, so a restart loses nothing queued.
+
+Both tasks are supervised like the message writer: a task that dies is
+logged and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from tortoise import Tortoise
+
+from app.models.accounts import User
+from app.models.messaging import Conversation, Membership
+from app.models.push import PushSubscription
+from app.pushers import Device, PushError, PushMessage
+from app.services import push_rules
+from app.services.sql import as_datetime, is_postgres
+
+log = logging.getLogger("parley.push")
+
+CLAIM_BATCH = 200
+LEASE_SECONDS = 60
+SEND_CONCURRENCY = 64
+IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
+PLANNER_BATCH = 200
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> str:
+    # One fixed-width text form on SQLite, so text comparison is time order.
+    return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
+
+
+_PARAM = re.compile(r"\$\d+")
+_CAST = re.compile(r"::[a-z]+")
+
+
+async def run_sql(sql: str, params: list, conn=None) -> list:
+    """Run a statement written for PostgreSQL ($n placeholders, ::casts) on
+    either backend; on SQLite the placeholders must appear in order."""
+    conn = conn or Tortoise.get_connection("default")
+    if is_postgres(conn):
+        _n, rows = await conn.execute_query(sql, params)
+        return rows
+    values = []
+    for v in params:
+        if isinstance(v, uuid.UUID):
+            v = str(v)
+        elif isinstance(v, datetime):
+            v = _ts(v)
+        elif isinstance(v, bool):
+            v = int(v)
+        values.append(v)
+    sql = _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
+    _n, rows = await conn.execute_query(sql, values)
+    return rows
+
+
+class Supervised:
+    """A background loop that is restarted if it ever dies while not closed."""
+
+    name = "push-task"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._wakeup = asyncio.Event()
+        self.restarts = 0
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+            self._task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task) -> None:
+        if task is not self._task or self._closed:
+            return
+        exc = None if task.cancelled() else task.exception()
+        log.error("%s died (%s); starting a fresh one", self.name,
+                  "cancelled" if exc is None else type(exc).__name__, exc_info=exc)
+        self.restarts += 1
+        self._task = None
+        self.start()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self._closed = True
+        self._wakeup.set()
+        task = self._task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=timeout)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+# --- planner -----------------------------------------------------------------
+
+
+UPSERT = """
+INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
+    sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
+SELECT s, u, $1, 'message', TRUE, p::jsonb, $2, 0, 1, 0, 0, $3, $4, $3
+FROM (SELECT unnest($5::uuid[]) AS s, unnest($6::uuid[]) AS u, unnest($7::text[]) AS p) AS v
+ON CONFLICT (subscription_id, thread) DO UPDATE SET
+    kind = 'message', pending = TRUE, payload = EXCLUDED.payload,
+    message_id = EXCLUDED.message_id, count = push_outbox.count + 1,
+    rev = push_outbox.rev + 1, attempts = 0, expires_at = EXCLUDED.expires_at,
+    claimed_until = CASE WHEN push_outbox.pending THEN push_outbox.claimed_until END,
+    due_at = CASE WHEN push_outbox.pending THEN push_outbox.due_at
+                  ELSE GREATEST(push_outbox.due_at, EXCLUDED.due_at) END
+WHERE push_outbox.message_id < EXCLUDED.message_id
+"""
+
+UPSERT_SQLITE_ROW = """
+INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
+    sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
+VALUES ($1, $2, $3, 'message', TRUE, $4, $5, 0, 1, 0, 0, $6, $7, $8)
+ON CONFLICT (subscription_id, thread) DO UPDATE SET
+    kind = 'message', pending = TRUE, payload = excluded.payload,
+    message_id = excluded.message_id, count = push_outbox.count + 1,
+    rev = push_outbox.rev + 1, attempts = 0, expires_at = excluded.expires_at,
+    claimed_until = CASE WHEN push_outbox.pending THEN push_outbox.claimed_until END,
+    due_at = CASE WHEN push_outbox.pending THEN push_outbox.due_at
+                  ELSE MAX(push_outbox.due_at, excluded.due_at) END
+WHERE push_outbox.message_id < excluded.message_id
+"""
+
+BADGE_UPSERT = """
+INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
+    sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
+VALUES ($1, $2, 'badge', 'badge', TRUE, NULL, 0, 0, 0, 0, 0, $3, $4, $5)
+ON CONFLICT (subscription_id, thread) DO UPDATE SET
+    pending = TRUE, rev = push_outbox.rev + 1, attempts = 0,
+    due_at = excluded.due_at, expires_at = excluded.expires_at
+"""
+
+
+class Planner(Supervised):
+    """Turns committed events into outbox rows (see the module docstring)."""
+
+    name = "parley-push-planner"
+
+    def __init__(self, deps, worker: Worker | None = None) -> None:
+        super().__init__()
+        self.deps = deps
+        self.worker = worker
+        self.queue: list[tuple[str, dict]] = []
+        self.max_queue = 100_000
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def submit(self, event: tuple[str, dict]) -> None:
+        if len(self.queue) >= self.max_queue:
+            metrics = self.deps.extras.get("metrics")
+            if metrics is not None:
+                metrics.push_failed.labels(reason="planner_full").inc()
+            return
+        self.queue.append(event)
+        self.idle.clear()
+        self._wakeup.set()
+        if not self._closed and (self._task is None or self._task.done()):
+            self.start()
+
+    async def drained(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted event is in the outbox (tests, shutdown)."""
+        async with asyncio.timeout(timeout):
+            await self.idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            while self.queue:
+                batch, self.queue = self.queue[:PLANNER_BATCH], self.queue[PLANNER_BATCH:]
+                try:
+                    await self.plan(batch)
+                except asyncio.CancelledError:
+                    self.queue = batch + self.queue
+                    raise
+                except Exception:
+                    # The database is away: keep the events and try again shortly.
+                    log.warning("push planner: could not queue %d events; retrying",
+                                len(batch), exc_info=True)
+                    self.queue = batch + self.queue
+                    if self._closed:
+                        return
+                    await asyncio.sleep(1.0)
+            self.idle.set()
+            if self._closed:
+                return
+            self._wakeup.clear()
+            if not self.queue:
+                await self._wakeup.wait()
+
+    async def plan(self, events: list[tuple[str, dict]]) -> None:
+        queued = 0
+        for kind, ev in events:
+            if kind == "message":
+                queued += await self._message(ev)
+            elif kind == "recall":
+                queued += await self._recall(ev)
+            elif kind == "read":
+                queued += await self._read(ev)
+        if queued:
+            metrics = self.deps.extras.get("metrics")
+            if metrics is not None:
+                metrics.push_queued.inc(queued)
+            if self.worker is not None:
+                self.worker.wake()
+
+    def _skipped(self, reason: str, n: int = 1) -> None:
+        metrics = self.deps.extras.get("metrics")
+        if metrics is not None and n:
+            metrics.push_skipped.labels(reason=reason).inc(n)
+
+    async def _message(self, ev: dict) -> int:
+        others = [u for u in ev["recipients"] if u != ev["sender_id"]]
+        if not others:
+            return 0
+        subs = await PushSubscription.filter(user_id__in=others).values_list("id", "user_id")
+        if not subs:
+            return 0
+        users = sorted({str(u) for _s, u in subs})
+        settings = self.deps.settings
+        foreground = self.deps.extras.get("foreground")
+        fg = await foreground.in_foreground(users) if foreground is not None else set()
+        cid = ev["conversation_id"]
+        people = {str(r["id"]): r for r in await User.filter(id__in=users + [ev["sender_id"]])
+                  .values("id", "display_name", "push_enabled", "push_preview", "dnd_start",
+                          "dnd_end", "timezone")}
+        muted = {str(u): bool(m) for u, m in await Membership.filter(
+            conversation_id=cid, user_id__in=users, left_at=None
+        ).values_list("user_id", "notifications_muted")}
+        conv = await Conversation.get_or_none(id=cid).values("type", "title")
+        if conv is None:
+            return 0
+        at = now()
+        sender = people.get(ev["sender_id"], {}).get("display_name", "")
+        notify: dict[str, dict] = {}
+        for u in users:
+            person = people.get(u)
+            if person is None or u not in muted:  # gone, or left since
+                continue
+            r = push_rules.Recipient(
+                user_id=u, push_enabled=person["push_enabled"], preview=person["push_preview"],
+                dnd_start=person["dnd_start"], dnd_end=person["dnd_end"],
+                timezone=person["timezone"], muted=muted[u], foreground=u in fg,
+                mentioned=push_rules.is_mentioned(u, ev["data"]))
+            reason = push_rules.skip_reason(r, at)
+            if reason is not None:
+                self._skipped(reason)
+                continue
+            # Text is stored, and so can leave the server, only for `full` previews.
+            notify[u] = {"preview": r.preview, "sender": sender, "title": conv["title"],
+                         "group": conv["type"] == "group", "type": ev["type"],
+                         "text": ev["text"] if r.preview == "full" else "",
+                         "mentioned": r.mentioned, "seq": ev["seq"]}
+        rows = [(s, u, json.dumps(notify[str(u)])) for s, u in subs if str(u) in notify]
+        if not rows:
+            return 0
+        due = at
+        expires = at + timedelta(seconds=settings.push_ttl_seconds)
+        conn = Tortoise.get_connection("default")
+        if is_postgres(conn):
+            await conn.execute_query(UPSERT, [
+                cid, ev["message_id"], due, expires, [r[0] for r in rows],
+                [r[1] for r in rows], [r[2] for r in rows]])
+        else:
+            for s, u, payload in rows:
+                await run_sql(UPSERT_SQLITE_ROW, [s, u, cid, payload, ev["message_id"], due,
+                                                  expires, at], conn)
+        return len(rows)
+
+    async def _recall(self, ev: dict) -> int:
+        at = now()
+        rows = await run_sql(
+            "UPDATE push_outbox SET kind = 'recall', pending = TRUE, due_at = $1, "
+            "rev = rev + 1, attempts = 0, expires_at = $2 "
+            "WHERE thread = $3 AND message_id = $4 RETURNING id, payload",
+            [at, at + timedelta(seconds=self.deps.settings.push_ttl_seconds),
+             ev["conversation_id"], ev["message_id"]])
+        for r in rows:
+            payload = r["payload"]
+            payload = json.loads(payload) if isinstance(payload, str) else dict(payload or {})
+            if payload.get("text"):
+                # The recalled text must not linger in the outbox either.
+                payload["text"] = ""
+                await run_sql("UPDATE push_outbox SET payload = $1 WHERE id = $2",
+                              [json.dumps(payload), r["id"]])
+        return len(rows)
+
+    async def _read(self, ev: dict) -> int:
+        at = now()
+        # Read: nothing of this chat is news any more; and the badge may have dropped.
+        await run_sql(
+            "UPDATE push_outbox SET count = 0, pending = CASE WHEN kind = 'message' "
+            "THEN FALSE ELSE pending END WHERE user_id = $1::uuid AND thread = $2",
+            [uuid.UUID(ev["user_id"]), ev["conversation_id"]])
+        subs = await PushSubscription.filter(user_id=ev["user_id"], badge__gt=0
+                                             ).values_list("id", flat=True)
+        expires = at + timedelta(seconds=self.deps.settings.push_ttl_seconds)
+        for s in subs:
+            await run_sql(BADGE_UPSERT, [s, uuid.UUID(ev["user_id"]), at, expires, at])
+        return len(subs)
+
+
+# --- worker ------------------------------------------------------------------
+
+
+CLAIM_PG = """
+UPDATE push_outbox SET claimed_until = $1
+WHERE id IN (SELECT id FROM push_outbox
+             WHERE pending AND due_at <= $2 AND (claimed_until IS NULL OR claimed_until < $2)
+             ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING id, subscription_id, user_id, thread, kind, payload, message_id, count, rev,
+          attempts, expires_at
+"""
+
+CLAIM_SQLITE = """
+UPDATE push_outbox SET claimed_until = $1
+WHERE id IN (SELECT id FROM push_outbox
+             WHERE pending AND due_at <= $2 AND (claimed_until IS NULL OR claimed_until < $3)
+             ORDER BY due_at LIMIT $4)
+RETURNING id, subscription_id, user_id, thread, kind, payload, message_id, count, rev,
+          attempts, expires_at
+"""
+
+# Approximate unread of the chats that are not muted: messages after the read
+# mark (system lines included), for many users in one statement.
+BADGES = """
+SELECT m.user_id AS user_id, SUM(GREATEST(c.last_seq - m.read_seq, 0)) AS unread
+FROM memberships m JOIN conversations c ON c.id = m.conversation_id
+WHERE m.user_id IN ({ids}) AND m.left_at IS NULL AND NOT m.notifications_muted
+GROUP BY m.user_id
+"""
+
+
+class Worker(Supervised):
+    name = "parley-push-worker"
+
+    def __init__(self, deps, providers: dict) -> None:
+        super().__init__()
+        self.deps = deps
+        self.providers = providers
+        self.sent = 0
+        self._depth_at = 0.0
+
+    @property
+    def metrics(self):
+        return self.deps.extras.get("metrics")
+
+    async def _run(self) -> None:
+        while not self._closed:
+            self._wakeup.clear()
+            try:
+                n = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("push worker: outbox unavailable; retrying", exc_info=True)
+                n = 0
+                await self._sleep(2.0)
+                continue
+            if n == 0 and not self._closed:
+                await self._sleep(await self._idle_for())
+
+    async def _idle_for(self) -> float:
+        rows = await run_sql("SELECT MIN(due_at) AS due FROM push_outbox "
+                             "WHERE pending AND claimed_until IS NULL", [])
+        due = as_datetime(rows[0]["due"]) if rows and rows[0]["due"] is not None else None
+        if due is None:
+            return IDLE_POLL
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)
+        return max(0.01, min(IDLE_POLL, (due - now()).total_seconds()))
+
+    async def _update_depth(self) -> None:
+        metrics = self.metrics
+        if metrics is None or time.monotonic() - self._depth_at < 5:
+            return
+        self._depth_at = time.monotonic()
+        rows = await run_sql("SELECT COUNT(*) AS n FROM push_outbox WHERE pending", [])
+        metrics.push_outbox_depth.set(rows[0]["n"] if rows else 0)
+
+    async def claim(self) -> list:
+        at = now()
+        lease = at + timedelta(seconds=LEASE_SECONDS)
+        conn = Tortoise.get_connection("default")
+        if is_postgres(conn):
+            return await run_sql(CLAIM_PG, [lease, at, CLAIM_BATCH], conn)
+        return await run_sql(CLAIM_SQLITE, [lease, at, at, CLAIM_BATCH], conn)
+
+    async def run_once(self) -> int:
+        """Claim one batch of due rows and deliver it; the number of rows claimed."""
+        await self._update_depth()
+        rows = await self.claim()
+        if not rows:
+            return 0
+        subs = {str(s["id"]): s for s in await PushSubscription.filter(
+            id__in=list({r["subscription_id"] for r in rows})).values(
+            "id", "kind", "address", "p256dh", "auth", "environment", "badge")}
+        badges = await self._badges({str(r["user_id"]) for r in rows})
+        sem = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(row):
+            async with sem:
+                return await self._deliver(row, subs.get(str(row["subscription_id"])), badges)
+
+        outcomes = await asyncio.gather(*(one(r) for r in rows))
+        await self._record(outcomes)
+        return len(rows)
+
+    async def _badges(self, users: set[str]) -> dict[str, int]:
+        if not users:
+            return {}
+        conn = Tortoise.get_connection("default")
+        pg = is_postgres(conn)
+        ids = list(users)
+        if pg:
+            sql = BADGES.format(ids="SELECT unnest($1::uuid[])")
+            params = [[uuid.UUID(u) for u in ids]]
+        else:
+            sql = BADGES.format(ids=", ".join("?" * len(ids))).replace("GREATEST(", "MAX(")
+            params = ids
+        _n, rows = await conn.execute_query(sql, params)
+        return {str(r["user_id"]): int(r["unread"] or 0) for r in rows}
+
+    def _message(self, row, badge: int) -> PushMessage | None:
+        ttl = max(0, int((as_aware(row["expires_at"]) - now()).total_seconds()))
+        tag = row["thread"]
+        if row["kind"] == "badge":
+            return PushMessage(kind="badge", tag="badge", badge=badge, ttl=ttl)
+        p = row["payload"]
+        p = json.loads(p) if isinstance(p, str) else dict(p or {})
+        data = {"conversation_id": tag, "message_id": str(row["message_id"]),
+                "seq": str(p.get("seq", "")), "url": f"/?c={tag}"}
+        if row["kind"] == "recall":
+            note = push_rules.recalled_notification(
+                p.get("preview", "none"), sender=p.get("sender", ""),
+                chat_title=p.get("title", ""), is_group=p.get("group", False))
+        else:
+            note = push_rules.notification(
+                p.get("preview", "none"), sender=p.get("sender", ""),
+                chat_title=p.get("title", ""), is_group=p.get("group", False),
+                message_type=p.get("type", "text"), text=p.get("text", ""),
+                count=max(1, int(row["count"])), mentioned=p.get("mentioned", False))
+        return PushMessage(kind=row["kind"], tag=tag, badge=badge, ttl=ttl,
+                           title=note["title"], body=note["body"], data=data)
+
+    async def _deliver(self, row, sub, badges) -> tuple:
+        """→ (row, outcome, detail): sent | skipped | gone | retry | dropped."""
+        if sub is None:
+            return row, "dropped", "no_subscription"
+        if as_aware(row["expires_at"]) <= now():
+            return row, "dropped", "expired"
+        badge = badges.get(str(row["user_id"]), 0)
+        if row["kind"] == "badge" and not push_rules.should_send_badge(badge, sub["badge"]):
+            return row, "skipped", badge
+        provider = self.providers.get(sub["kind"])
+        if provider is None:
+            return row, "dropped", "no_provider"
+        msg = self._message(row, badge)
+        device = Device(id=str(sub["id"]), kind=sub["kind"], address=sub["address"],
+                        p256dh=sub["p256dh"], auth=sub["auth"],
+                        environment=sub["environment"])
+        try:
+            await provider.send(device, msg)
+        except PushError as exc:
+            if exc.gone:
+                return row, "gone", exc.reason
+            if exc.transient:
+                return row, "retry", exc
+            return row, "dropped", exc.reason
+        except Exception as exc:  # noqa: BLE001 - a provider bug must not stop the worker
+            log.exception("push provider %s failed", sub["kind"])
+            return row, "retry", PushError("error", transient=True, detail=type(exc).__name__)
+        return row, "sent", badge
+
+    async def _record(self, outcomes) -> None:
+        at = now()
+        window = self.deps.settings.push_coalesce_seconds
+        metrics = self.metrics
+        for row, outcome, detail in outcomes:
+            rid = row["id"]
+            if outcome in ("sent", "skipped"):
+                # Sent: the next notification of this chat waits for the window; a
+                # newer message that came in meanwhile (rev moved) stays pending.
+                await run_sql(
+                    "UPDATE push_outbox SET pending = CASE WHEN rev = $1 THEN FALSE ELSE "
+                    "TRUE END, sent_at = $2, sent_message_id = message_id, attempts = 0, "
+                    "claimed_until = NULL, due_at = $3 WHERE id = $4",
+                    [row["rev"], at, at + timedelta(seconds=window), rid])
+                await run_sql("UPDATE push_subscriptions SET badge = $1 WHERE id = $2::uuid",
+                              [int(detail), _uuid(row["subscription_id"])])
+                if outcome == "sent":
+                    self.sent += 1
+                    if metrics is not None:
+                        metrics.push_sent.labels(kind=row["kind"]).inc()
+            elif outcome == "gone":
+                await run_sql("DELETE FROM push_subscriptions WHERE id = $1::uuid",
+                              [_uuid(row["subscription_id"])])
+                if metrics is not None:
+                    metrics.push_failed.labels(reason="gone").inc()
+                    metrics.push_subscriptions_removed.labels(reason="gone").inc()
+            elif outcome == "retry":
+                exc: PushError = detail
+                attempts = int(row["attempts"]) + 1
+                delay = push_rules.backoff(attempts, exc.retry_after)
+                if at + timedelta(seconds=delay) >= as_aware(row["expires_at"]):
+                    await self._drop(rid, "expired")
+                    continue
+                await run_sql(
+                    "UPDATE push_outbox SET attempts = $1, due_at = $2, claimed_until = NULL "
+                    "WHERE id = $3", [attempts, at + timedelta(seconds=delay), rid])
+                if metrics is not None:
+                    metrics.push_retried.inc()
+                    metrics.push_failed.labels(reason=exc.reason).inc()
+            else:
+                await self._drop(rid, str(detail))
+
+    async def _drop(self, rid, reason: str) -> None:
+        await run_sql("UPDATE push_outbox SET pending = FALSE, claimed_until = NULL "
+                      "WHERE id = $1", [rid])
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.push_failed.labels(reason=reason[:32]).inc()
+
+
+def as_aware(value) -> datetime:
+    value = as_datetime(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+async def start_runtime(deps, providers: dict, *, run_worker: bool = True) -> None:
+    """The factory's start-up: the planner always (events must reach the
+    outbox), the worker unless PUSH_WORKERS is off in this process."""
+    worker = Worker(deps, providers) if run_worker else None
+    planner = Planner(deps, worker)
+    deps.extras["push_worker"] = worker
+    deps.extras["push_planner"] = planner
+    planner.start()
+    if worker is not None:
+        worker.start()
+
+
+async def stop_runtime(deps, timeout: float = 5.0) -> None:
+    """Shutdown: queue what the planner holds, then stop the worker (claimed
+    rows it could not finish are sent by the next process to claim them)."""
+    planner = deps.extras.pop("push_planner", None)
+    worker = deps.extras.pop("push_worker", None)
+    if planner is not None:
+        await planner.close(timeout)
+    if worker is not None:
+        await worker.close(timeout)
