@@ -70,8 +70,8 @@ async def run_sql(sql: str, params: list, conn=None) -> list:
     either backend; on SQLite the placeholders must appear in order."""
     conn = conn or Tortoise.get_connection("default")
     if is_postgres(conn):
-        _n, rows = await conn.execute_query(sql, params)
-        return rows
+        # execute_query drops the rows of UPDATE … RETURNING on asyncpg.
+        return await conn.execute_query_dict(sql, params)
     values = []
     for v in params:
         if isinstance(v, uuid.UUID):
