@@ -200,7 +200,9 @@ async def service_worker(request: web.Request) -> web.Response:
     settings = deps_of(request).settings
     build = build_of(request.app)
     shell = [asset_href(settings, build.js), asset_href(settings, build.css)]
-    body = f"self.PARLEY={json.dumps({'version': build.version, 'shell': shell})};\n".encode() + build.sw
+    icon = asset_href(settings, build.icons["icon-192.png"])  # for push notifications
+    body = (f"self.PARLEY={json.dumps({'version': build.version, 'shell': shell, 'icon': icon})};\n"
+            .encode() + build.sw)
     headers = {"Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-cache"}
     data = _encoded(request, body, None, gzip.compress(body, 6), headers)
     return web.Response(body=data, headers=headers)

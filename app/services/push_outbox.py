@@ -474,7 +474,7 @@ class Worker(Supervised):
         p = row["payload"]
         p = json.loads(p) if isinstance(p, str) else dict(p or {})
         data = {"conversation_id": tag, "message_id": str(row["message_id"]),
-                "seq": str(p.get("seq", "")), "url": f"/?c={tag}"}
+                "seq": str(p.get("seq", "")), "url": f"/#/chats/{tag}"}
         if row["kind"] == "recall":
             note = push_rules.recalled_notification(
                 p.get("preview", "none"), sender=p.get("sender", ""),

@@ -37,6 +37,7 @@ async function signOut() {
 
 function signOutLocal() {
   session.clear();
+  localStorage.removeItem("parley.push_subscription"); // the server dropped it with the session
   store.socket?.disconnect();
   location.hash = "";
   location.reload();
@@ -103,6 +104,16 @@ window.addEventListener("storage", (e) => {
 
 if (session.signedIn) startApp();
 else renderAuth(root, startApp);
+
+// A click on a push notification while this tab is open: the worker focused
+// us and names the chat to open.
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.addEventListener("message", (e) => {
+    if (e.data?.type !== "parley:open" || typeof e.data.url !== "string") return;
+    const url = new URL(e.data.url, location.origin);
+    if (url.origin === location.origin && url.hash.startsWith("#/chats/")) location.hash = url.hash;
+  });
+}
 
 // One service worker for the whole origin: caches the shell for offline starts.
 if ("serviceWorker" in navigator && root.dataset.sw) {

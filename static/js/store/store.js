@@ -153,8 +153,15 @@ export class Store extends Emitter {
   }
 
   setVisible(visible) {
+    const changed = visible !== this.visible;
     this.visible = visible;
+    // The server pushes to phones and closed tabs only while no page of ours is in front.
+    if (changed) this.reportState();
     if (visible && this.openId) this.markRead(this.convs.get(this.openId));
+  }
+
+  reportState() {
+    if (this.socket?.connected) this.socket.emit("client:state", { state: this.visible ? "foreground" : "background" });
   }
 
   countsAsUnread(m) {
@@ -205,6 +212,7 @@ export class Store extends Emitter {
     socket.on("connect", () => {
       this.connected = true;
       this.everConnected = true;
+      if (!this.visible) this.reportState(); // a new socket counts as foreground until told
       this.emit("connection");
       this.sync();
       this.retryFailed();

@@ -2,6 +2,7 @@
 import { h, clear, icon, avatar, toast } from "./dom.js";
 import { t, lang, setLanguage, LANGUAGES } from "../lib/i18n.js";
 import { api } from "../store/api.js";
+import { pushSupported, pushActive, enablePush, disablePush } from "../store/push.js";
 import { ctx } from "./context.js";
 import { errorText, shortTime } from "./format.js";
 import { backButton } from "./ui.js";
@@ -84,13 +85,34 @@ function language(main) {
       h("input", { type: "radio", name: "lang", value: code, checked: code === lang(), onchange: () => { setLanguage(code); ctx.actions.relabel(); } })))));
 }
 
-function notifications(main) {
-  const supported = "Notification" in window;
-  const state = supported ? Notification.permission : "denied";
-  const body = state === "granted" ? h("p", {}, icon("check", "icon small"), " ", t("notificationsOn"))
-    : state === "denied" ? h("p", { class: "muted" }, t("notificationsBlocked"))
-      : h("button", { class: "primary", type: "button", onclick: () => Notification.requestPermission().then(() => notifications(main)) }, t("enableNotifications"));
-  clear(main, pane(t("notifications"), body));
+async function notifications(main) {
+  let s;
+  try { ({ settings: s } = await api("GET", "/me/settings")); } catch (err) { return toast(errorText(err)); }
+  const save = async (patch) => {
+    try { ({ settings: s } = await api("PATCH", "/me/settings", patch)); toast(t("saved")); } catch (err) { toast(errorText(err)); }
+  };
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  const active = await pushActive().catch(() => false);
+  // The browser's permission prompt only ever follows a click on this button.
+  const device = !pushSupported() ? h("p", { class: "muted" }, t("pushUnsupported"))
+    : Notification.permission === "denied" ? h("p", { class: "muted" }, t("notificationsBlocked"))
+      : active ? h("div", { class: "push-device" }, h("p", {}, icon("check", "icon small"), " ", t("pushOn")),
+        h("button", { class: "secondary", type: "button", "data-action": "push-off", onclick: async () => { await disablePush().catch(() => {}); notifications(main); } }, t("pushOff")))
+        : h("button", { class: "primary", type: "button", "data-action": "push-on", onclick: async () => {
+          try { await enablePush(); } catch (err) { toast(errorText(err)); }
+          notifications(main);
+        } }, t("pushEnable"));
+  const enabled = h("label", { class: "switch-row" }, h("span", {}, t("pushEnabledAll")),
+    h("input", { type: "checkbox", name: "push_enabled", checked: s.push_enabled, onchange: (e) => save({ push_enabled: e.target.checked }) }));
+  const preview = h("select", { class: "input", name: "push_preview", onchange: (e) => save({ push_preview: e.target.value }) },
+    [["full", "previewFull"], ["sender", "previewSender"], ["none", "previewNone"]].map(([v, k]) => h("option", { value: v, selected: s.push_preview === v }, t(k))));
+  // DND hours are the user's local time: the browser's zone goes with them.
+  const time = (name, label) => h("label", { class: "field" }, h("span", {}, t(label)),
+    h("input", { class: "input", type: "time", name, value: s[name] || "", onchange: (e) => save({ [name]: e.target.value, timezone: zone }) }));
+  clear(main, pane(t("notifications"), device, enabled,
+    h("label", { class: "field" }, h("span", {}, t("pushPreview")), preview),
+    h("h3", {}, t("dnd")), time("dnd_start", "dndFrom"), time("dnd_end", "dndTo"),
+    h("p", { class: "muted" }, t("dndHint", { zone: s.timezone || zone || "UTC" }))));
 }
 
 async function devices(main) {

@@ -163,7 +163,7 @@ export function wire() {
   store.on("msg:remove", (conv, id) => chat.onMessageRemoved(conv, id));
   store.on("msgs", (conv) => chat.onMessages(conv));
   store.on("marks", (conv) => { if (chat.currentChat() === conv) chat.updateMarks(); });
-  store.on("pending", (conv, p) => { chat.onPending(conv, p); if (p.status === "pending") askNotificationPermission(); });
+  store.on("pending", (conv, p) => chat.onPending(conv, p));
   store.on("typing", (convId) => { if (chat.currentChat()?.id === convId) chat.renderChatHeader(); });
   store.on("presence", (userId) => {
     for (const conv of store.convs.values()) if (conv.peer?.id === userId && chatsShown()) updateChatRow(el.list, conv);
@@ -196,12 +196,6 @@ export function wire() {
   store.visible = !document.hidden;
 }
 
-function askNotificationPermission() {
-  if ("Notification" in window && Notification.permission === "default" && !localStorage.getItem("parley.notify_asked")) {
-    localStorage.setItem("parley.notify_asked", "1");
-    Notification.requestPermission().catch(() => {});
-  }
-}
 
 /** Language switch: rebuild every screen in the new language. */
 export function relabel(root) {
