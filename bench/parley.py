@@ -328,7 +328,7 @@ class ParleyTarget(Target):
 
     key = "parley-sqlite"
     title = "Parley (python -m app serve), SQLite"
-    scenarios = ("s1", "s2", "s3", "s4", "s5", "flood")
+    scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "pushworker")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1
     start_rates = {"s1": 500.0}
@@ -454,14 +454,15 @@ class ParleyTarget(Target):
         self.drop_database()
 
     # -- seeding ------------------------------------------------------------------------
-    async def provision(self, env, specs, pairs=(), groups=None, messages=None) -> None:
+    async def provision(self, env, specs, pairs=(), groups=None, messages=None,
+                        push=None) -> None:
         """Seed users for every spec, a direct conversation per pair (contacts both ways),
         the groups (creator = first member, everyone its contact), optional history."""
         users = [u for u, _ in specs]
         groups = dict(groups or {})
         spec = {"database_url": self.db_url, "secret_key": SECRET_KEY, "token_ttl": 7200,
                 "users": users, "pairs": [list(p) for p in pairs], "groups": groups,
-                "messages": messages or {}}
+                "messages": messages or {}, "push": push}
         out = json.loads(await self._run([sys.executable, "-m", "bench.parley_seed"], {},
                                          600, json.dumps(spec).encode()))
         self.protocol.tokens = out["tokens"]

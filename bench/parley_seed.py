@@ -102,6 +102,10 @@ async def seed(spec: dict) -> dict:
             await _bulk_messages(ctx, spec["database_url"], conv_ids[key], uid[sender],
                                  int(count), now)
         timings["messages"] = round(time.monotonic() - t0, 2)
+        push = spec.get("push")
+        if push:
+            await _push_devices(uid, sid, push, conv_ids, now)
+            timings["push"] = round(time.monotonic() - t0, 2)
         # A running database has statistics (autovacuum's ANALYZE), the bulk history
         # included; a freshly seeded one would otherwise be planned from default guesses
         # (PostgreSQL joined every membership of the database per message batch that way).
@@ -114,6 +118,38 @@ async def seed(spec: dict) -> dict:
     timings["total"] = round(time.monotonic() - t0, 2)
     return {"users": {n: str(u) for n, u in uid.items()}, "tokens": tokens, "convs": conv_ids,
             "seconds": timings}
+
+
+async def _push_devices(uid, sid, push: dict, conv_ids: dict, now) -> None:
+    """A Web Push device for each of push["users"] at push["endpoint"]/<name>; with
+    push["outbox"] set, one due push per device (the worker benchmark)."""
+    import hashlib
+    from datetime import timedelta
+
+    from app.models.push import PushOutbox, PushSubscription
+
+    # One browser key pair for all: the sink does not decrypt.
+    p256dh = push["p256dh"]
+    auth = push["auth"]
+    subs, rows = [], []
+    for n in push["users"]:
+        address = f"{push['endpoint']}/{n}"
+        sub = PushSubscription(id=uuid.uuid4(), user_id=uid[n], session_id=sid[n], kind="webpush",
+                               address=address, p256dh=p256dh, auth=auth, created_at=now,
+                               address_hash=hashlib.sha256(f"webpush:{address}".encode())
+                               .hexdigest())
+        subs.append(sub)
+        if push.get("outbox"):
+            rows.append(PushOutbox(
+                subscription_id=sub.id, user_id=uid[n], thread=str(uuid.uuid4()),
+                kind="message", pending=True, message_id=1, count=1, due_at=now,
+                expires_at=now + timedelta(hours=1), created_at=now,
+                payload={"preview": "full", "sender": "bench", "title": "", "group": False,
+                         "type": "text", "text": "hello from the benchmark", "seq": 1}))
+    for i in range(0, len(subs), 5000):
+        await PushSubscription.bulk_create(subs[i : i + 5000])
+    for i in range(0, len(rows), 5000):
+        await PushOutbox.bulk_create(rows[i : i + 5000])
 
 
 async def _bulk_messages(ctx, url: str, cid: str, sender: uuid.UUID, count: int, now) -> None:

@@ -418,6 +418,132 @@ async def s2_group(target, env, cfg: Config, log) -> dict:
             **res}
 
 
+# -- S2 with push: half the group offline --------------------------------------------------
+class PushSink:
+    """A push service stand-in on 127.0.0.1 that accepts every push (201) without
+    decrypting it: the benchmark measures Parley's side."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = self.last = 0.0
+        self.runner = None
+        self.url = ""
+
+    async def start(self, host: str) -> None:
+        from aiohttp import web
+
+        async def push(request):
+            await request.read()
+            t = time.monotonic()
+            if not self.count:
+                self.first = t
+            self.count += 1
+            self.last = t
+            return web.Response(status=201)
+
+        app = web.Application()
+        app.router.add_post("/push/{name}", push)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://{host}:{port}/push"
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def _browser_keys() -> dict:
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {"p256dh": b64(pub), "auth": b64(os.urandom(16))}
+
+
+async def _s2_half(target, env, cfg: Config, log, subscribed: bool) -> dict:
+    """S2 with the second half of the group offline; `subscribed`: each of them has
+    a Web Push device (a local sink), so every message also goes through the push
+    planner and outbox. Compare s2push with s2half from the same invocation."""
+    _needs_parley(target, "push")
+    g = cfg.group_size
+    members = [f"m{i}" for i in range(g)]
+    online, offline = members[: g - g // 2], members[g - g // 2:]
+    sink = PushSink()
+    await sink.start(env.host)
+    rec = Recorder(track_last=True)
+    push = {"endpoint": sink.url, "users": offline, **_browser_keys()} if subscribed else None
+    await target.provision(env, [(u, "g") for u in members], groups={"g": members}, push=push)
+    clients, errors = await open_many(target.protocol, env.host, target.port_for,
+                                      [(u, "g") for u in online], rec,
+                                      concurrency=cfg.connect_concurrency)
+    if errors:
+        await close_all(clients)
+        await sink.close()
+        raise RuntimeError(f"{len(errors)} clients failed to connect, first: {errors[0]}")
+    fan = len(online) - 1
+    try:
+        senders = _templates(target, clients, [(i, "g") for i in range(cfg.group_senders)])
+        await run_step(senders, fan, cfg.s2_start_rate, 0.5, rec, target.pids, 1e9)
+        await wait_quiet(cfg.quiet_wait_s)
+        res = await search_rate(senders, fan, cfg, rec, target.pids,
+                                _start_rate(target, cfg, "s2", cfg.s2_start_rate), log)
+        await asyncio.sleep(1.0)
+    finally:
+        await close_all(clients)
+        await sink.close()
+    return {"metric": f"group msg/s at p99<={cfg.p99_ms:g}ms, 0 lost, {len(offline)} of {g} "
+                      f"offline{' and subscribed' if subscribed else ''}",
+            "value": res["max_rate"], "group_size": g, "offline": len(offline),
+            "pushes_received": sink.count, **res}
+
+
+async def s2_half(target, env, cfg: Config, log) -> dict:
+    return await _s2_half(target, env, cfg, log, subscribed=False)
+
+
+async def s2_push(target, env, cfg: Config, log) -> dict:
+    return await _s2_half(target, env, cfg, log, subscribed=True)
+
+
+async def push_worker(target, env, cfg: Config, log) -> dict:
+    """The outbox worker alone: N due pushes (one per device) are seeded into the
+    outbox; the server's worker encrypts, signs and posts them to a local sink."""
+    _needs_parley(target, "push")
+    n = 2000 if cfg.quick else 10_000
+    sink = PushSink()
+    await sink.start(env.host)
+    users = [f"d{i}" for i in range(n)]
+    try:
+        t0 = time.monotonic()
+        await target.provision(env, [(u, "g") for u in users],
+                               push={"endpoint": sink.url, "users": users, "outbox": True,
+                                     **_browser_keys()})
+        cpu = CpuMeter(target.pids)
+        deadline = time.monotonic() + 120
+        while sink.count < n and time.monotonic() < deadline:  # noqa: ASYNC110 - a poll
+            await asyncio.sleep(0.05)
+        cpu_pct = cpu.read().get("server_cpu_pct")
+    finally:
+        await sink.close()
+    span = (sink.last - sink.first) or 1e-9
+    log(f"  push worker: {sink.count}/{n} pushes in {span:.2f}s (first after "
+        f"{sink.first - t0:.2f}s incl. seeding)")
+    return {"metric": "pushes/s from outbox to a local sink (one process)",
+            "value": round(sink.count / span, 1) if sink.count > 1 else 0,
+            "pushes": sink.count, "expected": n, "lost": n - sink.count,
+            "server_cpu_pct": cpu_pct}
+
+
 # -- S3 idle connections --------------------------------------------------------------------
 async def s3_idle(target, env, cfg: Config, log) -> dict:
     """K idle connected clients: server RSS per connection and idle CPU%."""
@@ -843,4 +969,7 @@ SCENARIOS = {
     "s4": ("S4 history page", s4_history),
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
     "flood": ("Flood", flood),
+    "s2half": ("S2, half the group offline", s2_half),
+    "s2push": ("S2, half the group offline and subscribed to push", s2_push),
+    "pushworker": ("Push worker to a local sink", push_worker),
 }

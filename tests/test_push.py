@@ -594,3 +594,33 @@ async def test_apns_http2_delivery_headers_and_gone_device(mobile_app, aiohttp_c
             break
         await asyncio.sleep(0.05)
     assert not await PushSubscription.filter(user_id=bob.user_id).exists()
+
+
+async def test_messages_queued_together_make_one_push_each_counting_theirs(client, deps,
+                                                                          webpush):
+    owner, bob, carol = [await make_user(deps, n) for n in ("Owner", "Bob", "Carol")]
+    for p in (bob, carol):
+        await make_contacts(deps, owner, p)
+    g = await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name="Team", member_ids=[bob.user_id, carol.user_id]))
+    cid = g["id"]
+    await subscribe(client, bob, webpush.subscription("bob"))
+    await subscribe(client, carol, webpush.subscription("carol"))
+    planner = deps.extras.pop("push_planner")  # the sends hand nothing over…
+    try:
+        sent = [(await send(deps, who, cid, text), who) for who, text in
+                ((owner, "first"), (bob, "second"), (owner, "third"))]
+    finally:
+        deps.extras["push_planner"] = planner
+    members = (owner.user_id, bob.user_id, carol.user_id)
+    # …so that the planner gets the three as one batch, as it does under load.
+    await planner.plan([("message", {
+        "message_id": int(m["id"]), "conversation_id": cid, "sender_id": who.user_id,
+        "recipients": members, "type": "text", "text": m["text"], "data": {},
+        "seq": m["seq"]}) for m, who in sent])
+    got = {g["name"]: g["payload"] for g in await webpush.wait_for(2)}
+    assert got["carol"]["body"] == "[3 messages] Owner: third"
+    assert got["bob"]["body"] == "[2 messages] Owner: third"  # not his own
+    assert got["bob"]["message_id"] == sent[2][0]["id"]
+    await asyncio.sleep(0.5)
+    assert len(webpush.received) == 2

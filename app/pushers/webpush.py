@@ -94,7 +94,7 @@ class WebPushProvider:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=100))
+                timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=256))
         return self._session
 
     async def send(self, device: Device, msg: PushMessage) -> None:

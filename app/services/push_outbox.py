@@ -45,9 +45,9 @@ from app.services.sql import as_datetime, is_postgres
 
 log = logging.getLogger("parley.push")
 
-CLAIM_BATCH = 200
+CLAIM_BATCH = 500
 LEASE_SECONDS = 60
-SEND_CONCURRENCY = 64
+SEND_CONCURRENCY = 256
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 200
 
@@ -72,18 +72,33 @@ async def run_sql(sql: str, params: list, conn=None) -> list:
     if is_postgres(conn):
         # execute_query drops the rows of UPDATE … RETURNING on asyncpg.
         return await conn.execute_query_dict(sql, params)
-    values = []
-    for v in params:
-        if isinstance(v, uuid.UUID):
-            v = str(v)
-        elif isinstance(v, datetime):
-            v = _ts(v)
-        elif isinstance(v, bool):
-            v = int(v)
-        values.append(v)
+    values = [_sqlite_value(v) for v in params]
     sql = _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
     _n, rows = await conn.execute_query(sql, values)
     return rows
+
+
+async def run_many(sql: str, rows: list[list], conn=None) -> None:
+    """run_sql's statement once per row of parameters, in one transaction and
+    one round trip per backend call."""
+    if not rows:
+        return
+    conn = conn or Tortoise.get_connection("default")
+    if is_postgres(conn):
+        await conn.execute_many(sql, rows)
+        return
+    sql = _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
+    await conn.execute_many(sql, [[_sqlite_value(v) for v in row] for row in rows])
+
+
+def _sqlite_value(v):
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, datetime):
+        return _ts(v)
+    if isinstance(v, bool):
+        return int(v)
+    return v
 
 
 class Supervised:
@@ -142,11 +157,12 @@ class Supervised:
 UPSERT = """
 INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
     sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
-SELECT s, u, $1, 'message', TRUE, p::jsonb, $2, 0, 1, 0, 0, $3, $4, $3
-FROM (SELECT unnest($5::uuid[]) AS s, unnest($6::uuid[]) AS u, unnest($7::text[]) AS p) AS v
+SELECT s, u, $1, 'message', TRUE, p::jsonb, m, 0, n, 0, 0, $2, $3, $2
+FROM (SELECT unnest($4::uuid[]) AS s, unnest($5::uuid[]) AS u, unnest($6::text[]) AS p,
+             unnest($7::bigint[]) AS m, unnest($8::int[]) AS n) AS v
 ON CONFLICT (subscription_id, thread) DO UPDATE SET
     kind = 'message', pending = TRUE, payload = EXCLUDED.payload,
-    message_id = EXCLUDED.message_id, count = push_outbox.count + 1,
+    message_id = EXCLUDED.message_id, count = push_outbox.count + EXCLUDED.count,
     rev = push_outbox.rev + 1, attempts = 0, expires_at = EXCLUDED.expires_at,
     claimed_until = CASE WHEN push_outbox.pending THEN push_outbox.claimed_until END,
     due_at = CASE WHEN push_outbox.pending THEN push_outbox.due_at
@@ -157,10 +173,10 @@ WHERE push_outbox.message_id < EXCLUDED.message_id
 UPSERT_SQLITE_ROW = """
 INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
     sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
-VALUES ($1, $2, $3, 'message', TRUE, $4, $5, 0, 1, 0, 0, $6, $7, $8)
+VALUES ($1, $2, $3, 'message', TRUE, $4, $5, 0, $6, 0, 0, $7, $8, $9)
 ON CONFLICT (subscription_id, thread) DO UPDATE SET
     kind = 'message', pending = TRUE, payload = excluded.payload,
-    message_id = excluded.message_id, count = push_outbox.count + 1,
+    message_id = excluded.message_id, count = push_outbox.count + excluded.count,
     rev = push_outbox.rev + 1, attempts = 0, expires_at = excluded.expires_at,
     claimed_until = CASE WHEN push_outbox.pending THEN push_outbox.claimed_until END,
     due_at = CASE WHEN push_outbox.pending THEN push_outbox.due_at
@@ -235,13 +251,22 @@ class Planner(Supervised):
 
     async def plan(self, events: list[tuple[str, dict]]) -> None:
         queued = 0
+        # The messages of one chat that queued up together are planned together:
+        # one outbox write per device, counting them all.
+        chats: dict[str, list[dict]] = {}
         for kind, ev in events:
             if kind == "message":
-                queued += await self._message(ev)
-            elif kind == "recall":
+                chats.setdefault(ev["conversation_id"], []).append(ev)
+                continue
+            for evs in chats.values():  # what came before a recall / read goes first
+                queued += await self._messages(evs)
+            chats = {}
+            if kind == "recall":
                 queued += await self._recall(ev)
             elif kind == "read":
                 queued += await self._read(ev)
+        for evs in chats.values():
+            queued += await self._messages(evs)
         if queued:
             metrics = self.deps.extras.get("metrics")
             if metrics is not None:
@@ -254,19 +279,28 @@ class Planner(Supervised):
         if metrics is not None and n:
             metrics.push_skipped.labels(reason=reason).inc(n)
 
-    async def _message(self, ev: dict) -> int:
-        others = [u for u in ev["recipients"] if u != ev["sender_id"]]
+    async def _messages(self, evs: list[dict]) -> int:
+        """New messages of one conversation → outbox rows of the devices to notify."""
+        evs.sort(key=lambda e: e["message_id"])
+        others: dict[str, None] = {}
+        for ev in evs:
+            ev["_to"] = set(ev["recipients"])
+            for u in ev["recipients"]:
+                if u != ev["sender_id"]:
+                    others[u] = None
         if not others:
             return 0
-        subs = await PushSubscription.filter(user_id__in=others).values_list("id", "user_id")
+        subs = await PushSubscription.filter(user_id__in=list(others)).values_list("id",
+                                                                                  "user_id")
         if not subs:
             return 0
         users = sorted({str(u) for _s, u in subs})
         settings = self.deps.settings
         foreground = self.deps.extras.get("foreground")
         fg = await foreground.in_foreground(users) if foreground is not None else set()
-        cid = ev["conversation_id"]
-        people = {str(r["id"]): r for r in await User.filter(id__in=users + [ev["sender_id"]])
+        cid = evs[0]["conversation_id"]
+        senders = list({ev["sender_id"] for ev in evs})
+        people = {str(r["id"]): r for r in await User.filter(id__in=users + senders)
                   .values("id", "display_name", "push_enabled", "push_preview", "dnd_start",
                           "dnd_end", "timezone")}
         muted = {str(u): bool(m) for u, m in await Membership.filter(
@@ -276,27 +310,36 @@ class Planner(Supervised):
         if conv is None:
             return 0
         at = now()
-        sender = people.get(ev["sender_id"], {}).get("display_name", "")
-        notify: dict[str, dict] = {}
+        notify: dict[str, tuple[str, int, int]] = {}  # user → (payload, message id, count)
         for u in users:
             person = people.get(u)
             if person is None or u not in muted:  # gone, or left since
                 continue
+            mine = [ev for ev in evs if ev["sender_id"] != u and u in ev["_to"]]
+            mentions = [ev for ev in mine if push_rules.is_mentioned(u, ev["data"])]
+            if muted[u] and mentions:
+                mine = mentions  # a muted chat announces only what mentions them
+            if not mine:
+                continue
+            latest = mine[-1]
             r = push_rules.Recipient(
                 user_id=u, push_enabled=person["push_enabled"], preview=person["push_preview"],
                 dnd_start=person["dnd_start"], dnd_end=person["dnd_end"],
                 timezone=person["timezone"], muted=muted[u], foreground=u in fg,
-                mentioned=push_rules.is_mentioned(u, ev["data"]))
+                mentioned=bool(mentions))
             reason = push_rules.skip_reason(r, at)
             if reason is not None:
                 self._skipped(reason)
                 continue
+            sender = people.get(latest["sender_id"], {}).get("display_name", "")
             # Text is stored, and so can leave the server, only for `full` previews.
-            notify[u] = {"preview": r.preview, "sender": sender, "title": conv["title"],
-                         "group": conv["type"] == "group", "type": ev["type"],
-                         "text": ev["text"] if r.preview == "full" else "",
-                         "mentioned": r.mentioned, "seq": ev["seq"]}
-        rows = [(s, u, json.dumps(notify[str(u)])) for s, u in subs if str(u) in notify]
+            payload = {"preview": r.preview, "sender": sender, "title": conv["title"],
+                       "group": conv["type"] == "group", "type": latest["type"],
+                       "text": latest["text"] if r.preview == "full" else "",
+                       "mentioned": push_rules.is_mentioned(u, latest["data"]),
+                       "seq": latest["seq"]}
+            notify[u] = (json.dumps(payload), latest["message_id"], len(mine))
+        rows = [(s, u, *notify[str(u)]) for s, u in subs if str(u) in notify]
         if not rows:
             return 0
         due = at
@@ -304,12 +347,11 @@ class Planner(Supervised):
         conn = Tortoise.get_connection("default")
         if is_postgres(conn):
             await conn.execute_query(UPSERT, [
-                cid, ev["message_id"], due, expires, [r[0] for r in rows],
-                [r[1] for r in rows], [r[2] for r in rows]])
+                cid, due, expires, [r[0] for r in rows], [r[1] for r in rows],
+                [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows]])
         else:
-            for s, u, payload in rows:
-                await run_sql(UPSERT_SQLITE_ROW, [s, u, cid, payload, ev["message_id"], due,
-                                                  expires, at], conn)
+            await run_many(UPSERT_SQLITE_ROW, [[s, u, cid, payload, mid, n, due, expires, at]
+                                               for s, u, payload, mid, n in rows], conn)
         return len(rows)
 
     async def _recall(self, ev: dict) -> int:
@@ -444,8 +486,11 @@ class Worker(Supervised):
         sem = asyncio.Semaphore(SEND_CONCURRENCY)
 
         async def one(row):
+            sub = subs.get(str(row["subscription_id"]))
+            row = dict(row)
+            row["_badge"] = sub["badge"] if sub is not None else None
             async with sem:
-                return await self._deliver(row, subs.get(str(row["subscription_id"])), badges)
+                return await self._deliver(row, sub, badges)
 
         outcomes = await asyncio.gather(*(one(r) for r in rows))
         await self._record(outcomes)
@@ -521,25 +566,19 @@ class Worker(Supervised):
         at = now()
         window = self.deps.settings.push_coalesce_seconds
         metrics = self.metrics
+        done, badges, gone, retry, drop = [], [], [], [], []
         for row, outcome, detail in outcomes:
-            rid = row["id"]
             if outcome in ("sent", "skipped"):
                 # Sent: the next notification of this chat waits for the window; a
                 # newer message that came in meanwhile (rev moved) stays pending.
-                await run_sql(
-                    "UPDATE push_outbox SET pending = CASE WHEN rev = $1 THEN FALSE ELSE "
-                    "TRUE END, sent_at = $2, sent_message_id = message_id, attempts = 0, "
-                    "claimed_until = NULL, due_at = $3 WHERE id = $4",
-                    [row["rev"], at, at + timedelta(seconds=window), rid])
-                await run_sql("UPDATE push_subscriptions SET badge = $1 WHERE id = $2::uuid",
-                              [int(detail), _uuid(row["subscription_id"])])
-                if outcome == "sent":
-                    self.sent += 1
-                    if metrics is not None:
-                        metrics.push_sent.labels(kind=row["kind"]).inc()
+                done.append([row["rev"], at, at + timedelta(seconds=window), row["id"]])
+                if detail != row["_badge"]:
+                    badges.append([int(detail), _uuid(row["subscription_id"])])
+                if outcome == "sent" and metrics is not None:
+                    metrics.push_sent.labels(kind=row["kind"]).inc()
+                self.sent += outcome == "sent"
             elif outcome == "gone":
-                await run_sql("DELETE FROM push_subscriptions WHERE id = $1::uuid",
-                              [_uuid(row["subscription_id"])])
+                gone.append([_uuid(row["subscription_id"])])
                 if metrics is not None:
                     metrics.push_failed.labels(reason="gone").inc()
                     metrics.push_subscriptions_removed.labels(reason="gone").inc()
@@ -548,16 +587,24 @@ class Worker(Supervised):
                 attempts = int(row["attempts"]) + 1
                 delay = push_rules.backoff(attempts, exc.retry_after)
                 if at + timedelta(seconds=delay) >= as_aware(row["expires_at"]):
-                    await self._drop(rid, "expired")
+                    drop.append((row["id"], "expired"))
                     continue
-                await run_sql(
-                    "UPDATE push_outbox SET attempts = $1, due_at = $2, claimed_until = NULL "
-                    "WHERE id = $3", [attempts, at + timedelta(seconds=delay), rid])
+                retry.append([attempts, at + timedelta(seconds=delay), row["id"]])
                 if metrics is not None:
                     metrics.push_retried.inc()
                     metrics.push_failed.labels(reason=exc.reason).inc()
             else:
-                await self._drop(rid, str(detail))
+                drop.append((row["id"], str(detail)))
+        await run_many(
+            "UPDATE push_outbox SET pending = CASE WHEN rev = $1 THEN FALSE ELSE TRUE END, "
+            "sent_at = $2, sent_message_id = message_id, attempts = 0, claimed_until = NULL, "
+            "due_at = $3 WHERE id = $4", done)
+        await run_many("UPDATE push_subscriptions SET badge = $1 WHERE id = $2::uuid", badges)
+        await run_many("DELETE FROM push_subscriptions WHERE id = $1::uuid", gone)
+        await run_many("UPDATE push_outbox SET attempts = $1, due_at = $2, claimed_until = NULL "
+                       "WHERE id = $3", retry)
+        for rid, reason in drop:
+            await self._drop(rid, reason)
 
     async def _drop(self, rid, reason: str) -> None:
         await run_sql("UPDATE push_outbox SET pending = FALSE, claimed_until = NULL "
