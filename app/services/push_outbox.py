@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise import Tortoise
 
 from app.models.accounts import User
-from app.models.messaging import Conversation, Membership
+from app.models.messaging import Conversation
 from app.models.push import PushSubscription
 from app.pushers import Device, PushError, PushMessage
 from app.services import push_rules
@@ -47,7 +47,7 @@ log = logging.getLogger("parley.push")
 
 CLAIM_BATCH = 500
 LEASE_SECONDS = 60
-SEND_CONCURRENCY = 256
+SEND_CONCURRENCY = 16
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 200
 
@@ -89,6 +89,10 @@ async def run_many(sql: str, rows: list[list], conn=None) -> None:
         return
     sql = _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
     await conn.execute_many(sql, [[_sqlite_value(v) for v in row] for row in rows])
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
 
 
 def _sqlite_value(v):
@@ -153,6 +157,17 @@ class Supervised:
 
 # --- planner -----------------------------------------------------------------
 
+
+# Members of a conversation ($1) who have a push device, with their settings.
+AUDIENCE = """
+SELECT s.id AS sid, s.user_id AS user_id, u.push_enabled AS push_enabled,
+       u.push_preview AS push_preview, u.dnd_start AS dnd_start, u.dnd_end AS dnd_end,
+       u.timezone AS timezone, m.notifications_muted AS notifications_muted
+FROM memberships m
+JOIN push_subscriptions s ON s.user_id = m.user_id
+JOIN users u ON u.id = m.user_id
+WHERE m.conversation_id = $1::uuid AND m.left_at IS NULL
+"""
 
 UPSERT = """
 INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
@@ -290,31 +305,29 @@ class Planner(Supervised):
                     others[u] = None
         if not others:
             return 0
-        subs = await PushSubscription.filter(user_id__in=list(others)).values_list("id",
-                                                                                  "user_id")
+        cid = evs[0]["conversation_id"]
+        # One statement: the conversation's members with a device, their settings.
+        found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
+        subs = [(r["sid"], str(r["user_id"])) for r in found if str(r["user_id"]) in others]
         if not subs:
             return 0
-        users = sorted({str(u) for _s, u in subs})
+        people = {str(r["user_id"]): r for r in found}
+        users = sorted(people.keys() & others.keys())
         settings = self.deps.settings
         foreground = self.deps.extras.get("foreground")
         fg = await foreground.in_foreground(users) if foreground is not None else set()
-        cid = evs[0]["conversation_id"]
         senders = list({ev["sender_id"] for ev in evs})
-        people = {str(r["id"]): r for r in await User.filter(id__in=users + senders)
-                  .values("id", "display_name", "push_enabled", "push_preview", "dnd_start",
-                          "dnd_end", "timezone")}
-        muted = {str(u): bool(m) for u, m in await Membership.filter(
-            conversation_id=cid, user_id__in=users, left_at=None
-        ).values_list("user_id", "notifications_muted")}
+        names = {str(i): n for i, n in await User.filter(id__in=senders)
+                 .values_list("id", "display_name")}
         conv = await Conversation.get_or_none(id=cid).values("type", "title")
         if conv is None:
             return 0
         at = now()
         notify: dict[str, tuple[str, int, int]] = {}  # user → (payload, message id, count)
+        muted = {u: bool(people[u]["notifications_muted"]) for u in users}
+        payloads: dict[tuple, str] = {}  # the same JSON for everyone who sees the same
         for u in users:
-            person = people.get(u)
-            if person is None or u not in muted:  # gone, or left since
-                continue
+            person = people[u]
             mine = [ev for ev in evs if ev["sender_id"] != u and u in ev["_to"]]
             mentions = [ev for ev in mine if push_rules.is_mentioned(u, ev["data"])]
             if muted[u] and mentions:
@@ -331,14 +344,17 @@ class Planner(Supervised):
             if reason is not None:
                 self._skipped(reason)
                 continue
-            sender = people.get(latest["sender_id"], {}).get("display_name", "")
-            # Text is stored, and so can leave the server, only for `full` previews.
-            payload = {"preview": r.preview, "sender": sender, "title": conv["title"],
-                       "group": conv["type"] == "group", "type": latest["type"],
-                       "text": latest["text"] if r.preview == "full" else "",
-                       "mentioned": push_rules.is_mentioned(u, latest["data"]),
-                       "seq": latest["seq"]}
-            notify[u] = (json.dumps(payload), latest["message_id"], len(mine))
+            key = (latest["message_id"], r.preview, push_rules.is_mentioned(u, latest["data"]))
+            payload = payloads.get(key)
+            if payload is None:
+                # Text is stored, and so can leave the server, only for `full` previews.
+                payload = payloads[key] = json.dumps({
+                    "preview": r.preview, "sender": names.get(latest["sender_id"], ""),
+                    "title": conv["title"], "group": conv["type"] == "group",
+                    "type": latest["type"],
+                    "text": latest["text"] if r.preview == "full" else "",
+                    "mentioned": key[2], "seq": latest["seq"]})
+            notify[u] = (payload, latest["message_id"], len(mine))
         rows = [(s, u, *notify[str(u)]) for s, u in subs if str(u) in notify]
         if not rows:
             return 0
@@ -350,8 +366,10 @@ class Planner(Supervised):
                 cid, due, expires, [r[0] for r in rows], [r[1] for r in rows],
                 [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows]])
         else:
-            await run_many(UPSERT_SQLITE_ROW, [[s, u, cid, payload, mid, n, due, expires, at]
-                                               for s, u, payload, mid, n in rows], conn)
+            due_s, expires_s = _ts(due), _ts(expires)
+            await conn.execute_many(_sqlite_sql(UPSERT_SQLITE_ROW), [
+                [str(s), str(u), cid, payload, mid, n, due_s, expires_s, due_s]
+                for s, u, payload, mid, n in rows])
         return len(rows)
 
     async def _recall(self, ev: dict) -> int:
