@@ -112,6 +112,10 @@ async def test_fcm_and_apns_tokens_register(client, deps):
     ({"kind": "webpush", "endpoint": "https://push.example.com/x",
       "keys": {"p256dh": b64url(b"\x04" + b"1" * 64), "auth": "AAAA"}}, "keys.auth"),
     ({"kind": "webpush", "endpoint": "https://push.example.com/x"}, "keys.p256dh"),
+    ({"kind": "webpush", "endpoint": "https://push.example.com/a\u0001b",
+      "keys": {"p256dh": b64url(b"\x04" + b"1" * 64), "auth": "A" * 22}}, "endpoint"),
+    ({"kind": "webpush", "endpoint": "https://[::1/x",
+      "keys": {"p256dh": b64url(b"\x04" + b"1" * 64), "auth": "A" * 22}}, "endpoint"),
     ({"kind": "fcm", "token": "x" * 5000}, "token"),
     ({"kind": "fcm"}, "token"),
     ({"kind": "apns", "token": "zz" * 32}, "token"),
@@ -586,7 +590,8 @@ async def test_apns_http2_delivery_headers_and_gone_device(mobile_app, aiohttp_c
     silent = (await apns.wait_for(2))[1]
     assert silent["headers"]["apns-push-type"] == "background"
     assert silent["payload"]["aps"] == {"content-available": 1, "badge": 0}
-    apns.gone.add(token)
+    # An APNs answer of BadDeviceToken (400) deletes the device too.
+    apns.fail_next(400, body=b'{"reason": "BadDeviceToken"}')
     await send(deps, alice, cid, "still there?")
     await drained(deps)
     for _ in range(100):
@@ -624,3 +629,17 @@ async def test_messages_queued_together_make_one_push_each_counting_theirs(clien
     assert got["bob"]["message_id"] == sent[2][0]["id"]
     await asyncio.sleep(0.5)
     assert len(webpush.received) == 2
+
+
+def test_vapid_key_is_generated_into_var_once(tmp_path):
+    from app.config import load_settings
+    from app.pushers import build_providers
+
+    settings = load_settings(environ={}, secret_key="x" * 40, vapid_private_key="")
+    first = build_providers(settings, var_dir=tmp_path)["webpush"]
+    again = build_providers(settings, var_dir=tmp_path)["webpush"]
+    assert (tmp_path / "vapid_private_key").stat().st_mode & 0o777 == 0o600
+    assert first.public_key == again.public_key and len(first.public_key) == 87
+    other = build_providers(settings.with_(vapid_private_key=VAPID_KEY))["webpush"]
+    assert other.public_key == vapid_public()
+    assert set(build_providers(settings, var_dir=tmp_path)) == {"webpush"}  # FCM/APNs unset

@@ -75,7 +75,8 @@ def check_endpoint(endpoint, insecure: set[str]) -> str:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise Invalid("endpoint is not a URL.", details={"field": "endpoint"}) from None
-    if not host or parts.username or parts.password or any(c.isspace() for c in endpoint):
+    if not host or parts.username or parts.password or \
+            any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in endpoint):
         raise Invalid("endpoint is not a URL.", details={"field": "endpoint"})
     if parts.scheme == "https":
         return endpoint
