@@ -49,7 +49,8 @@ CLAIM_BATCH = 500
 LEASE_SECONDS = 60
 SEND_CONCURRENCY = 16
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
-PLANNER_BATCH = 200
+PLANNER_BATCH = 1000
+PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
 
 
 def now() -> datetime:
@@ -220,6 +221,7 @@ class Planner(Supervised):
         self.worker = worker
         self.queue: list[tuple[str, dict]] = []
         self.max_queue = 100_000
+        self.tick = PLANNER_TICK
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -257,6 +259,12 @@ class Planner(Supervised):
                     if self._closed:
                         return
                     await asyncio.sleep(1.0)
+                    continue
+                if not self._closed:
+                    # Let the next events gather: a busy chat's messages then cost one
+                    # outbox write per device, not one per message (pushes coalesce
+                    # over seconds anyway), and the database stays free for sends.
+                    await asyncio.sleep(self.tick)
             self.idle.set()
             if self._closed:
                 return
