@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     deps.extras["metrics"] = metrics  # services count through it (codes sent and failed)
     app[SIO_KEY] = sio
     chat = ChatNamespace(deps, metrics)
+    deps.extras["sockets_connected"] = lambda: len(chat.conns)  # push delivery yields to them
     sio.register_namespace(chat)
     sio.attach(app, socketio_path="socket.io")
 

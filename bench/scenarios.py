@@ -515,6 +515,11 @@ async def s2_push(target, env, cfg: Config, log) -> dict:
     return await _s2_half(target, env, cfg, log, subscribed=True)
 
 
+async def s2_plan(target, env, cfg: Config, log) -> dict:
+    """s2push with PUSH_WORKERS=false in the server: planning only, no delivery."""
+    return await _s2_half(target, env, cfg, log, subscribed=True)
+
+
 async def push_worker(target, env, cfg: Config, log) -> dict:
     """The outbox worker alone: N due pushes (one per device) are seeded into the
     outbox; the server's worker encrypts, signs and posts them to a local sink."""
@@ -971,5 +976,6 @@ SCENARIOS = {
     "flood": ("Flood", flood),
     "s2half": ("S2, half the group offline", s2_half),
     "s2push": ("S2, half the group offline and subscribed to push", s2_push),
+    "s2plan": ("S2, half offline and subscribed, pushes queued but not sent here", s2_plan),
     "pushworker": ("Push worker to a local sink", push_worker),
 }

@@ -47,7 +47,7 @@ log = logging.getLogger("parley.push")
 
 CLAIM_BATCH = 500
 LEASE_SECONDS = 60
-SEND_CONCURRENCY = 16
+SEND_CONCURRENCY = 16  # pushes in flight at once (and between yields to the sockets)
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 1000
 PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
@@ -509,16 +509,19 @@ class Worker(Supervised):
             id__in=list({r["subscription_id"] for r in rows})).values(
             "id", "kind", "address", "p256dh", "auth", "environment", "badge")}
         badges = await self._badges({str(r["user_id"]) for r in rows})
-        sem = asyncio.Semaphore(SEND_CONCURRENCY)
-
-        async def one(row):
-            sub = subs.get(str(row["subscription_id"]))
-            row = dict(row)
-            row["_badge"] = sub["badge"] if sub is not None else None
-            async with sem:
-                return await self._deliver(row, sub, badges)
-
-        outcomes = await asyncio.gather(*(one(r) for r in rows))
+        outcomes = []
+        serving = self.deps.extras.get("sockets_connected") or (lambda: 0)
+        for start in range(0, len(rows), SEND_CONCURRENCY):
+            chunk = rows[start:start + SEND_CONCURRENCY]
+            began = time.perf_counter()
+            outcomes += await asyncio.gather(*(
+                self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
+                              badges) for r in chunk))
+            if serving():
+                # Encrypting and posting run on the loop that serves the sockets:
+                # give them as much time again as the pushes took, so a burst of
+                # pushes never holds their events back for long.
+                await asyncio.sleep(time.perf_counter() - began)
         await self._record(outcomes)
         return len(rows)
 
@@ -638,6 +641,14 @@ class Worker(Supervised):
         metrics = self.metrics
         if metrics is not None:
             metrics.push_failed.labels(reason=reason[:32]).inc()
+
+
+def _with_badge(row, subs) -> dict:
+    """The claimed row, with the badge its device was last sent."""
+    sub = subs.get(str(row["subscription_id"]))
+    row = dict(row)
+    row["_badge"] = sub["badge"] if sub is not None else None
+    return row
 
 
 def as_aware(value) -> datetime:
