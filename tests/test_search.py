@@ -310,3 +310,56 @@ async def test_search_is_rate_limited_per_user(server, client, deps):
     assert resp.status == 429
     assert (await client.get("/api/v1/search", params={"q": "x"},
                              headers=b.headers)).status == 200
+
+
+def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
+    """The migration creates the index (FTS5 / tsvector + GIN) on a database
+    the server never created; the backfill command runs on it."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    from app.config import ROOT
+
+    urls = [f"sqlite://{tmp_path / 'fresh.db'}"]
+    pg = os.environ.get("TEST_DATABASE_URL", "")
+    name = f"parley_search_{uuid.uuid4().hex[:8]}"
+    admin = pg.replace("postgres://", "postgresql://", 1)
+
+    async def admin_sql(sql, fetch=None):
+        con = await asyncpg.connect(admin if fetch is None else fetch, timeout=10)
+        try:
+            return await con.fetch(sql)
+        finally:
+            await con.close()
+
+    if pg:
+        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+        urls.append(f"{pg.rpartition('/')[0]}/{name}")
+    try:
+        for url in urls:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+            env.update(DATABASE_URL=url, SECRET_KEY="cli-test-secret-" + "x" * 40)
+            for args in (["migrate"], ["search-backfill", "--batch", "10"]):
+                proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, timeout=120)
+                assert proc.returncode == 0, proc.stderr
+            assert "indexed 0 messages for search" in proc.stdout
+            if url.startswith("sqlite"):
+                import sqlite3
+
+                con = sqlite3.connect(url[len("sqlite://"):])
+                sql = con.execute("SELECT sql FROM sqlite_master WHERE name='message_search'")
+                assert "fts5" in sql.fetchone()[0].lower()
+                con.close()
+            else:
+                rows = asyncio.run(admin_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'",
+                    fetch=url.replace("postgres://", "postgresql://", 1)))
+                assert any("gin" in r[0].lower() for r in rows), rows
+    finally:
+        if pg:
+            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

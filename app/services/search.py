@@ -371,3 +371,14 @@ async def _indexed(conn, pg: bool, ids: list[int]) -> set[int]:
 def cursor_for(message_id: int) -> str:
     return _encode_cursor(message_id)
 
+
+
+async def backfill_command(database_url: str, batch: int) -> int:
+    """`python -m app search-backfill`: connect, backfill, disconnect."""
+    from app.db import init_db
+
+    ctx = await init_db(database_url)
+    try:
+        return await backfill(batch)
+    finally:
+        await ctx.close_connections()
