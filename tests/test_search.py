@@ -363,3 +363,19 @@ def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
     finally:
         if pg:
             asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search_index": False}])
+async def test_search_index_off_writes_nothing_and_says_so(client, deps, settings_overrides):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "not indexed")
+    resp = await client.get("/api/v1/search/messages", params={"q": "indexed"},
+                            headers=a.headers)
+    assert resp.status == 503
+    resp = await client.get("/api/v1/search", params={"q": "b"}, headers=a.headers)
+    body = await resp.json()
+    assert resp.status == 200 and body["conversations_with_matches"] == []
+    assert [c["user"]["id"] for c in body["contacts"]] == [b.user_id]
+    deps.settings = deps.settings.with_(search_index=True)
+    assert texts(await find(client, a, "indexed")) == []  # the writer wrote no entry

@@ -196,6 +196,7 @@ class MessageWriter:
         self.drain_seconds = drain_seconds
         self.restarts = 0
         self.order = EmitOrder()
+        self.index_search = True  # SEARCH_INDEX
 
     def start(self, settings=None) -> None:
         """Start the writer task (the app factory calls this at start-up; a
@@ -203,6 +204,7 @@ class MessageWriter:
         if settings is not None:
             self.max_pending = settings.max_pending_sends
             self.drain_seconds = settings.writer_drain_seconds
+            self.index_search = settings.search_index
         self._ensure_running()
 
     @property
@@ -326,6 +328,9 @@ class MessageWriter:
 
     async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
         items = [m for m, _ in batch]
+        if not self.index_search:
+            for it in items:
+                it.search_tokens = []
         self._current = batch
         try:
             results = await write_batch(items, con)

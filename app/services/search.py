@@ -25,7 +25,7 @@ import msgspec
 from tortoise import Tortoise
 
 from app.deps import Deps
-from app.errors import Invalid, NotFound
+from app.errors import Invalid, NotFound, Unavailable
 from app.models.contacts import Contact
 from app.models.messaging import Membership, Message
 from app.ratelimit import Limit
@@ -214,6 +214,8 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     uid = convs.parse_uuid(user_id, "user")
     f = await _check_filters(uid, data)
     await _hit_limit(deps, user_id)
+    if not deps.settings.search_index:
+        raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
     conn, pg = _db()
     p = _Params(pg)
     frm, where = _visible_sql(pg, uid, terms, f, p)
@@ -298,7 +300,7 @@ async def search_all(deps: Deps, user_id: str, data: SearchAllIn) -> dict:
         "contacts": await _contacts(deps, uid, data.q, data.limit),
         "groups": await _groups(deps, uid, data.q, data.limit),
         "conversations_with_matches": await _conversations_with_matches(
-            deps, uid, terms, data.limit),
+            deps, uid, terms, data.limit) if deps.settings.search_index else [],
     }
 
 
