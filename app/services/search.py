@@ -43,6 +43,7 @@ from app.services.sql import is_postgres
 from app.validation import Id, Payload, representable_in_utc
 
 Query = Annotated[str, msgspec.Meta(max_length=4 * search_text.MAX_QUERY_LENGTH)]
+BOX_SCAN = 1000  # matches the search box counts per query (newest first)
 SearchLimit = Annotated[int, msgspec.Meta(ge=1, le=50)]
 # `type`: one message type, or several separated by commas ("image,video").
 TypeFilter = Annotated[str, msgspec.Meta(max_length=64)]
@@ -157,7 +158,7 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params
     if f.before is not None:
         where.append(f'm."created_at" < {p(_ts_param(pg, f.before))}')
     if f.below_id is not None:
-        where.append(f'm."id" < {p(f.below_id)}')
+        where.append(f'{backend.id_column} < {p(f.below_id)}')
     frm = (
         f'"messages" m {join} '
         'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
@@ -221,7 +222,7 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     frm, where = _visible_sql(pg, uid, terms, f, p)
     u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
     sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
-           f'ORDER BY m."id" DESC LIMIT {p(data.limit + 1)}')
+           f'ORDER BY {backend_for(pg).id_column} DESC LIMIT {p(data.limit + 1)}')
     _n, rows = await conn.execute_query(sql, p.values)
     rows = list(rows)
     more = len(rows) > data.limit
@@ -236,11 +237,17 @@ async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: 
     conn, pg = _db()
     p = _Params(pg)
     frm, where = _visible_sql(pg, uid, terms, Filters(), p)
-    sql = (f'SELECT m."conversation_id", COUNT(*) AS n, MAX(m."id") AS latest FROM {frm} '
-           f'WHERE {where} GROUP BY m."conversation_id" ORDER BY latest DESC '
-           f"LIMIT {p(limit)}")
+    idc = backend_for(pg).id_column
+    # Counted over the newest BOX_SCAN matches (the box answers as one types);
+    # `more` says a conversation may have older ones beyond that.
+    sql = (f'SELECT cid, COUNT(*) AS n, MAX(mid) AS latest FROM ('
+           f'SELECT m."conversation_id" AS cid, m."id" AS mid FROM {frm} WHERE {where} '
+           f"ORDER BY {idc} DESC LIMIT {p(BOX_SCAN + 1)}) AS hits "
+           "GROUP BY cid ORDER BY latest DESC")
     _n, rows = await conn.execute_query(sql, p.values)
     rows = [tuple(r) for r in rows]
+    capped = sum(r[1] for r in rows) > BOX_SCAN
+    rows = rows[:limit]
     if not rows:
         return []
     latest_ids = [r[2] for r in rows]
@@ -261,7 +268,7 @@ async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: 
         s = summaries.get(str(cid))
         if s is None or latest_id not in latest:
             continue
-        out.append({"conversation": s, "match_count": int(n),
+        out.append({"conversation": s, "match_count": int(n), "more": capped,
                     **_latest(latest[latest_id], terms, deps, uid)})
     return out
 

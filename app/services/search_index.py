@@ -123,12 +123,17 @@ class SearchBackend(ABC):
         """(FROM item joined to `m`, WHERE condition) for the terms; `p(value)`
         adds a parameter and returns its placeholder."""
 
+    # The message id as the index knows it: ordering and paging on it lets the
+    # index hand out matches newest first and stop at the page's end.
+    id_column: str
+
     @abstractmethod
     async def size_bytes(self, conn) -> int: ...
 
 
 class SqliteFts5(SearchBackend):
     name = "sqlite-fts5"
+    id_column = "s.rowid"
 
     SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS \"message_search\" USING fts5("
               "doc, tokenize = 'unicode61 remove_diacritics 0')")
@@ -159,6 +164,7 @@ class SqliteFts5(SearchBackend):
 
 class PostgresTsvector(SearchBackend):
     name = "postgres-gin"
+    id_column = 's."message_id"'
 
     SCHEMA = (
         'CREATE TABLE IF NOT EXISTS "message_search" ('
