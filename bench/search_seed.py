@@ -84,7 +84,7 @@ def plan(spec: dict):
 
 
 async def seed(spec: dict) -> dict:
-    from app.services.search_index import fts_document, item_tokens, tsvector_literal
+    from app.services.search_index import item_tokens, sqlite_index, tsvector_literal
 
     t0 = time.monotonic()
     url = spec["database_url"]
@@ -116,10 +116,8 @@ async def seed(spec: dict) -> dict:
             pages0 = db.execute("PRAGMA page_count").fetchone()[0]
             with db:
                 for k in range(0, len(rows), chunk):
-                    db.executemany(
-                        'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)',
-                        ((first + k + j, fts_document(item_tokens("text", r[3], None)))
-                         for j, r in enumerate(rows[k:k + chunk])))
+                    toks = [item_tokens("text", r[3], None) for r in rows[k:k + chunk]]
+                    sqlite_index(db, [(first + k + j, t) for j, t in enumerate(toks)])
             db.execute("INSERT INTO message_search(message_search) VALUES ('optimize')")
             db.commit()
             pages1 = db.execute("PRAGMA page_count").fetchone()[0]

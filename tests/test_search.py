@@ -379,3 +379,21 @@ async def test_search_index_off_writes_nothing_and_says_so(client, deps, setting
     assert [c["user"]["id"] for c in body["contacts"]] == [b.user_id]
     deps.settings = deps.settings.with_(search_index=True)
     assert texts(await find(client, a, "indexed")) == []  # the writer wrote no entry
+
+
+async def test_word_prefixes_expand_or_fall_back(client, deps):
+    # A prefix of at most 64 indexed words is searched as those words; a
+    # shorter, broader one as an index prefix query: both find the same.
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, " ".join(f"zz{i}" for i in range(70)))
+    await say(deps, a, cid, "zz6 only")
+    assert texts(await find(client, a, "zz")) == ["zz6 only", texts_70()]
+    assert texts(await find(client, a, "zz6")) == ["zz6 only", texts_70()]
+    assert texts(await find(client, a, "zz69")) == [texts_70()]
+    assert texts(await find(client, a, "zzz")) == []
+    assert texts(await find(client, a, "zz6 nothing")) == []
+
+
+def texts_70() -> str:
+    return " ".join(f"zz{i}" for i in range(70))

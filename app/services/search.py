@@ -130,12 +130,12 @@ def _ts_param(pg: bool, value: datetime):
     return value if pg else str(value)  # SQLite keeps Tortoise's text form
 
 
-def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params
-                 ) -> tuple[str, str]:
+def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
+                 prepared=None) -> tuple[str, str]:
     """(FROM … joins, WHERE …) of the messages `user_id` may find for `terms`."""
     backend = backend_for(pg)
     u = p(user_id if pg else str(user_id), "::uuid" if pg else "")
-    join, match = backend.match_sql(terms, p)
+    join, match = backend.match_sql(terms, p, prepared)
     where = [
         match,
         'm."seq" > mb."visible_from_seq"',
@@ -219,7 +219,8 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
         raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
     conn, pg = _db()
     p = _Params(pg)
-    frm, where = _visible_sql(pg, uid, terms, f, p)
+    prepared = await backend_for(pg).prepare(conn, terms)
+    frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
     u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
     sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
            f'ORDER BY {backend_for(pg).id_column} DESC LIMIT {p(data.limit + 1)}')
@@ -236,7 +237,8 @@ async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: 
                                       ) -> list[dict]:
     conn, pg = _db()
     p = _Params(pg)
-    frm, where = _visible_sql(pg, uid, terms, Filters(), p)
+    prepared = await backend_for(pg).prepare(conn, terms)
+    frm, where = _visible_sql(pg, uid, terms, Filters(), p, prepared)
     idc = backend_for(pg).id_column
     # Counted over the newest BOX_SCAN matches (the box answers as one types);
     # `more` says a conversation may have older ones beyond that.

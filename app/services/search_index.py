@@ -35,7 +35,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.services.search_text import Term, document_tokens
+from app.services.search_text import Term, document_tokens, is_cjk
 
 SEARCHABLE_TYPES = ("text", "image", "video", "file")
 
@@ -86,12 +86,27 @@ def tsquery_literal(terms: list[Term]) -> str:
     return " & ".join(parts)
 
 
-def fts5_query(terms: list[Term]) -> str:
+def _fts5_quote(token: str) -> str:
+    return '"' + token.replace('"', '""') + '"'
+
+
+def fts5_query(terms: list[Term], words: dict | None = None) -> str:
+    """`words`: for word terms, the indexed words they are a prefix of (from
+    the word list), or None where there were too many to list."""
     parts = []
     for t in terms:
+        known = (words or {}).get(t)
+        if t.prefix and known is not None:
+            # Exact words stream newest first; a prefix query gathers its whole
+            # doclist before the first row.
+            parts.append("(" + " OR ".join(_fts5_quote(w) for w in known) + ")")
+            continue
         phrase = '"' + " ".join(x.replace('"', '""') for x in t.tokens()) + '"'
         parts.append(phrase + ("*" if t.prefix else ""))
     return " AND ".join(parts)
+
+
+WORD_EXPANSION = 64  # a prefix of more indexed words is queried as a prefix
 
 
 @dataclass
@@ -118,8 +133,12 @@ class SearchBackend(ABC):
         """(message id, conversation id, tokens): index or re-index; empty
         tokens remove the message from the index."""
 
+    async def prepare(self, conn, terms: list[Term]):
+        """What match_sql needs to know from the database first (if anything)."""
+        return None
+
     @abstractmethod
-    def match_sql(self, terms: list[Term], p) -> tuple[str, str]:
+    def match_sql(self, terms: list[Term], p, prepared=None) -> tuple[str, str]:
         """(FROM item joined to `m`, WHERE condition) for the terms; `p(value)`
         adds a parameter and returns its placeholder."""
 
@@ -135,8 +154,12 @@ class SqliteFts5(SearchBackend):
     name = "sqlite-fts5"
     id_column = "s.rowid"
 
+    # message_search_words: every indexed word (not CJK), so a word prefix is
+    # expanded into the words it stands for with one B-tree range read.
     SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS \"message_search\" USING fts5("
-              "doc, tokenize = 'unicode61 remove_diacritics 0')")
+              "doc, tokenize = 'unicode61 remove_diacritics 0');"
+              'CREATE TABLE IF NOT EXISTS "message_search_words" ("term" TEXT PRIMARY KEY) '
+              "WITHOUT ROWID;")
 
     async def ensure_schema(self, conn) -> None:
         await conn.execute_script(self.SCHEMA)
@@ -148,10 +171,29 @@ class SqliteFts5(SearchBackend):
                 await conn.execute_query(
                     'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)',
                     [mid, fts_document(tokens)])
+                for w in words_of(tokens):
+                    await conn.execute_query(
+                        'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)', [w])
 
-    def match_sql(self, terms, p) -> tuple[str, str]:
+    async def prepare(self, conn, terms):
+        out = {}
+        for t in terms:
+            if not t.prefix:
+                continue
+            word = t.tokens()[0]
+            _n, rows = await conn.execute_query(
+                'SELECT "term" FROM "message_search_words" WHERE "term" >= ? AND "term" < ? '
+                'ORDER BY "term" LIMIT ?', [word, word + "\U0010ffff", WORD_EXPANSION + 1])
+            found = [r[0] for r in rows]
+            out[t] = found if len(found) <= WORD_EXPANSION else None
+        return out
+
+    def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
+        if prepared and any(v == [] for v in prepared.values()):
+            # A word no indexed word starts with: nothing can match.
+            return 'JOIN "message_search" s ON s.rowid = m."id"', "0 = 1"
         return ('JOIN "message_search" s ON s.rowid = m."id"',
-                f's."message_search" MATCH {p(fts5_query(terms))}')
+                f's."message_search" MATCH {p(fts5_query(terms, prepared))}')
 
     async def size_bytes(self, conn) -> int:
         try:
@@ -189,7 +231,7 @@ class PostgresTsvector(SearchBackend):
                 await conn.execute_query(
                     'DELETE FROM "message_search" WHERE "message_id" = $1', [mid])
 
-    def match_sql(self, terms, p) -> tuple[str, str]:
+    def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
         return ('JOIN "message_search" s ON s."message_id" = m."id"',
                 f's."doc" @@ {p(tsquery_literal(terms))}::tsquery')
 
@@ -214,9 +256,17 @@ def item_tokens(mtype: str, text: str, data) -> list[str]:
     return document_tokens(*message_texts(mtype, text, data))
 
 
+def words_of(tokens: list[str]) -> set[str]:
+    """The word (non-CJK) tokens: a CJK token's first character is CJK."""
+    return {t for t in tokens if not is_cjk(t[0])}
+
+
 def sqlite_index(db, entries: list[tuple[int, list[str]]]) -> None:
     """Index new messages on the writer's sqlite3 connection, inside its open
     transaction (synchronous: it runs on the connection's thread)."""
     rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
     if rows:
         db.executemany('INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)', rows)
+        words = set().union(*(words_of(toks) for _mid, toks in entries if toks))
+        db.executemany('INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)',
+                       [(w,) for w in words])
