@@ -141,7 +141,7 @@ async def test_stranger_finds_nothing_and_gets_404_for_the_conversation(client, 
 @pytest.mark.parametrize("params", [
     {"q": ""}, {"q": "   "}, {"q": "\u3000"}, {"q": "x" * 101}, {"q": "ok", "colour": "red"},
     {"q": "ok", "limit": "51"}, {"q": "ok", "limit": "0"}, {"q": "ok", "type": "system"},
-    {"q": "ok", "cursor": "garbage!"}, {"q": "ok", "after": "yesterday"},
+    {"q": "ok", "cursor": "garbage!"}, {"q": "ok", "cursor": "cTk5OTk5OTk5OTk5OTk5OTk5OTk"}, {"q": "ok", "after": "yesterday"},
     {"q": "ok", "after": "2026-01-01T00:00:00"}, {},
 ])
 async def test_bad_input_is_400_invalid(client, deps, params):

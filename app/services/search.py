@@ -40,7 +40,7 @@ from app.services.search_index import (
     message_texts,
 )
 from app.services.sql import is_postgres
-from app.validation import Id, Payload, representable_in_utc
+from app.validation import MAX_INT64, Id, Payload, representable_in_utc
 
 Query = Annotated[str, msgspec.Meta(max_length=4 * search_text.MAX_QUERY_LENGTH)]
 BOX_SCAN = 1000  # matches the search box counts per query (newest first)
@@ -103,9 +103,12 @@ def _encode_cursor(message_id: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] != "q" or not raw[1:].isdigit() or len(raw) > 20:
+        if raw[:1] != "q" or not raw[1:].isascii() or not raw[1:].isdigit() or len(raw) > 20:
             raise ValueError(raw)
-        return int(raw[1:])
+        value = int(raw[1:])
+        if value > MAX_INT64:
+            raise ValueError(raw)
+        return value
     except (ValueError, UnicodeDecodeError):
         raise Invalid("Bad cursor.", details={"field": "cursor"}) from None
 
