@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -162,6 +163,8 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
         where.append(f'm."created_at" < {p(_ts_param(pg, f.before))}')
     if f.below_id is not None:
         where.append(f'{backend.id_column} < {p(f.below_id)}')
+    if f.above_id is not None:
+        where.append(f'{backend.id_column} > {p(f.above_id)}')
     frm = (
         f'"messages" m {join} '
         'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
@@ -221,19 +224,55 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     if not deps.settings.search_index:
         raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
     conn, pg = _db()
-    p = _Params(pg)
     prepared = await backend_for(pg).prepare(conn, terms)
-    frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
-    u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
-    sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
-           f'ORDER BY {backend_for(pg).id_column} DESC LIMIT {p(data.limit + 1)}')
-    _n, rows = await conn.execute_query(sql, p.values)
-    rows = list(rows)
+    if pg:
+        rows = await _pg_page(conn, uid, terms, f, prepared, data.limit + 1)
+    else:
+        rows = await _page(conn, pg, uid, terms, f, prepared, data.limit + 1)
     more = len(rows) > data.limit
     rows = rows[:data.limit]
     results = [_result(r, terms, deps, user_id) for r in rows]
     return {"results": results,
             "next_cursor": _encode_cursor(rows[-1][0]) if more and rows else None}
+
+
+async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
+                by_index: bool = True) -> list:
+    """Up to `n` visible matches, newest first. `by_index` False (PostgreSQL):
+    order by an expression, so the planner gathers the matches from the GIN
+    index and sorts them instead of walking the primary key backwards."""
+    p = _Params(pg)
+    frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
+    u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
+    order = backend_for(pg).id_column + ("" if by_index else " + 0")
+    sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
+           f"ORDER BY {order} DESC LIMIT {p(n)}")
+    _n, rows = await conn.execute_query(sql, p.values)
+    return list(rows)
+
+
+# PostgreSQL: newest messages scanned backwards before the GIN index takes over.
+PG_WINDOW = 5000
+
+
+async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
+    """Walking the primary key backwards is the best plan for a term found
+    everywhere and the worst for a rare one (it reads the whole table), and
+    the planner cannot tell them apart for one reader's conversations. So:
+    the newest PG_WINDOW index entries first (bounded cost); if that does not
+    fill the page, the GIN index for the rest, below the window."""
+    top = f.below_id
+    if top is None:
+        _n, r = await conn.execute_query('SELECT MAX("message_id") FROM "message_search"')
+        top = (r[0][0] or 0) + 1
+    floor = max(0, top - PG_WINDOW)
+    first = replace(f, below_id=top, above_id=floor)
+    rows = await _page(conn, True, uid, terms, first, prepared, n)
+    if len(rows) >= n or floor == 0:
+        return rows
+    rest = replace(f, below_id=floor + 1, above_id=None)
+    return rows + await _page(conn, True, uid, terms, rest, prepared, n - len(rows),
+                              by_index=False)
 
 
 async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: int

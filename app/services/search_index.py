@@ -117,6 +117,7 @@ class Filters:
     after: datetime | None = None
     before: datetime | None = None
     below_id: int | None = None  # pagination: messages older than this id
+    above_id: int | None = None  # only messages newer than this id
 
 
 class SearchBackend(ABC):
