@@ -1,4 +1,5 @@
-"""Command line: `python -m app serve|cluster|migrate|makemigrations|cleanup-media|demo`."""
+"""Command line: `python -m app serve|cluster|migrate|makemigrations|cleanup-media|demo|
+search-backfill`."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--name", default=None)
     sub.add_parser("demo", help="create demo accounts, contacts, a group and history")
     sub.add_parser("cleanup-media", help="delete uploads never attached to a message")
+    bf = sub.add_parser("search-backfill",
+                        help="index messages stored before search existed (safe while serving)")
+    bf.add_argument("--batch", type=int, default=2000, help="messages per transaction")
     args = parser.parse_args(argv)
 
     try:
@@ -107,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
         deleted = asyncio.run(cleanup_media_once(settings))
         print(f"deleted {deleted} orphan media", file=sys.stderr)
+        return 0
+    if args.command == "search-backfill":
+        from app.services.search import backfill_command
+
+        indexed = asyncio.run(backfill_command(settings.database_url, max(1, args.batch)))
+        print(f"indexed {indexed} message{'s' if indexed != 1 else ''} for search", flush=True)
         return 0
     if args.command == "makemigrations":
         from tortoise.cli.cli import main as tortoise_main

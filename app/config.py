@@ -95,6 +95,9 @@ class Settings:
     recall_window_seconds: int = 120
     send_rate_limit: str = "30/1"  # messages per seconds, per user
     typing_throttle_seconds: float = 2.0
+    # Search
+    search_rate_limit: str = "30/10"  # searches (messages or the search box) per seconds, per user
+    search_index: bool = True  # false: no built-in index writes; message search answers 503
     # Contacts and presence
     contact_request_ttl_days: int = 7
     contact_request_rate_limit: str = "50/86400"  # requests sent per user

@@ -89,6 +89,9 @@ async def init_db(database_url: str, *, generate_schemas: bool = False) -> Torto
     )
     if generate_schemas:
         await ctx.generate_schemas(safe=True)
+        from app.services.search import ensure_schema
+
+        await ensure_schema()  # not a model: created by its migration otherwise
     return ctx
 
 

@@ -25,7 +25,7 @@ from importlib.metadata import version
 from .scenarios import SCENARIOS, Config, NotApplicable
 from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
 
-DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "flood")
+DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "flood", "s6")
 # CI smoke run (< 2 min): L1 (the ratio base) and Parley; L0/P only in full runs or on request
 QUICK_TARGETS = ("l1", "parley-sqlite", "parley-pg", "parley-redis2")
 
@@ -50,6 +50,12 @@ def parse_args(argv):
     p.add_argument("--history-messages", type=int,
                    help="S4 seeded messages (1,000,000; quick 50,000)")
     p.add_argument("--storm-clients", type=int, help="S5 clients (5000; quick 500)")
+    p.add_argument("--search-messages", type=int,
+                   help="S6 seeded messages (1,000,000; quick 20,000)")
+    p.add_argument("--search-conversations", type=int,
+                   help="S6 conversations (2,000; quick 100)")
+    p.add_argument("--search-member-of", type=int,
+                   help="S6 conversations the searching user is in (200; quick 20)")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy the Parley server in S1 near its limit (default: on, quick off)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
@@ -73,7 +79,10 @@ def make_config(a) -> Config:
     cfg = Config.quick_config() if a.quick else Config()
     for attr, val in (("pairs", a.pairs), ("idle_conns", a.idle), ("group_size", a.group_size),
                       ("step_s", a.step_seconds), ("history_messages", a.history_messages),
-                      ("storm_clients", a.storm_clients), ("profile", a.profile)):
+                      ("storm_clients", a.storm_clients), ("profile", a.profile),
+                      ("search_messages", a.search_messages),
+                      ("search_conversations", a.search_conversations),
+                      ("search_member_of", a.search_member_of)):
         if val is not None:
             setattr(cfg, attr, val)
     cfg.p99_ms = a.p99_ms
@@ -242,13 +251,14 @@ def print_table(results, scenarios) -> None:
             gen = at.get("gen_cpu_pct", r.get("gen_cpu_pct_idle", ""))
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
             unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn", "s4": "ms p99/page",
-                    "s5": "s catch-up", "flood": "ms victim ack p99"}.get(sid, "")
+                    "s5": "s catch-up", "flood": "ms victim ack p99",
+                    "s6": "ms p99 worst class", "s1-noindex": "msg/s"}.get(sid, "")
             v = r["value"]
             other = at.get("other_cpu_pct", "")
             if v is None:
                 rows.append((sid, key, "none passed", unit, "", "", "", "", "", ""))
                 continue
-            if sid in ("s4", "s5", "flood"):
+            if sid in ("s4", "s5", "flood", "s6"):
                 p99 = (r.get("socketio") or {}).get("p99_ms", "") if sid == "s4" else ""
                 if sid == "flood":  # the victims' ack p99 without the flooder, for the ratio
                     p99 = f"alone {r.get('victim_ack_p99_ms_alone')}"

@@ -329,7 +329,7 @@ class ParleyTarget(Target):
     key = "parley-sqlite"
     title = "Parley (python -m app serve), SQLite"
     scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "s2plan",
-                 "pushworker")
+                 "pushworker", "s6", "s1-noindex")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1
     start_rates = {"s1": 500.0}
@@ -353,11 +353,14 @@ class ParleyTarget(Target):
                "SEND_RATE_LIMIT": "1000000/1", "LOGIN_RATE_LIMIT": "1000000/1",
                # One bench client stands for many users' traffic: no per-connection caps…
                "SOCKET_EVENT_RATE": "1000000/1", "SOCKET_MAX_INFLIGHT": "100000",
-               "REDIS_URL": "", "MEDIA_ROOT": os.path.join(self.tmp.name, "media")}
+               "REDIS_URL": "", "MEDIA_ROOT": os.path.join(self.tmp.name, "media"),
+               "SEARCH_RATE_LIMIT": "1000000/1"}
         if getattr(self, "scenario", None) == "s2plan":
             # Pushes are planned into the outbox but sent by no process: the cost the
             # send path pays for push when delivery runs in other processes.
             env["PUSH_WORKERS"] = "false"
+        if getattr(self, "scenario", None) == "s1-noindex":
+            env["SEARCH_INDEX"] = "false"  # what the index costs the send path
         if getattr(self, "scenario", None) == "flood":
             # …except in the flood scenario, which measures the shipped limits.
             del env["SOCKET_EVENT_RATE"], env["SOCKET_MAX_INFLIGHT"]

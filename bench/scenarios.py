@@ -12,6 +12,7 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -69,6 +70,12 @@ class Config:
     flood_victim_rate: float = 200.0
     flood_s: float = 5.0
     profile_dir: str = ""
+    # S6 search: generated history, the searching user in some of the conversations
+    search_messages: int = 1_000_000
+    search_conversations: int = 2000
+    search_member_of: int = 200
+    search_clients: int = 8
+    search_s: float = 5.0  # closed loop per query class
 
     @classmethod
     def quick_config(cls) -> "Config":
@@ -78,7 +85,9 @@ class Config:
                    tolerance=0.5, idle_measure_s=1.0, settle_s=0.3,
                    history_messages=50_000, history_clients=4, history_s=1.0, history_rest=30,
                    storm_clients=500, storm_feeders=10, storm_jitter_s=1.5, storm_limit_s=30.0,
-                   profile=False, flood_pairs=10, flood_victim_rate=100.0, flood_s=3.0)
+                   profile=False, flood_pairs=10, flood_victim_rate=100.0, flood_s=3.0,
+                   search_messages=20_000, search_conversations=100, search_member_of=20,
+                   search_clients=4, search_s=1.0)
 
 
 # -- one constant-rate step ------------------------------------------------------------------
@@ -967,6 +976,112 @@ async def _later(delay: float, coro):
     return await coro
 
 
+# -- S6 search ------------------------------------------------------------------------------
+SEARCH_QUERIES = {
+    "cjk1": ["好", "的", "会", "天", "猫", "红"],
+    "cjk2": ["明天", "项目", "会议", "周末", "数据", "快递"],
+    "en_word": ["meeting", "project", "report", "deploy", "coffee", "invoice"],
+    "two_terms": ["明天 meeting", "project 时间", "会议 report", "周末 coffee", "代码 bug",
+                  "deploy 服务器"],
+}
+
+
+async def s6_search(target, env, cfg: Config, log) -> dict:
+    """Message search on generated mixed Chinese/English history: M messages over K
+    conversations, the searching user a member of J of them (direct chats and groups);
+    C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
+    one query class at a time (1-char CJK, 2-char CJK, an English word, two terms).
+    Reports p99 per class, index bytes per message (seeded through the app's own
+    tokenizer), and how many searches failed (lost)."""
+    _needs_parley(target, "S6")
+    m, k, j, c = (cfg.search_messages, cfg.search_conversations, cfg.search_member_of,
+                  cfg.search_clients)
+    n_groups = max(1, j // 4)
+    n_direct = j - n_groups
+    n_other = max(0, k - j)
+    specs = [(f"q{i}", None) for i in range(c)]
+    pairs = [("q0", f"p{i}") for i in range(n_direct)]
+    pairs += [(f"o{i}", f"o{i + 1}") for i in range(0, 2 * n_other, 2)]
+    groups = {f"sg{i}": ["q0", *(f"p{(i + d) % max(1, n_direct)}" for d in range(4))]
+              for i in range(n_groups)}
+    rec = Recorder()
+    t0 = time.monotonic()
+    # Clients q1… are more sockets of the same person: they sign in as q0.
+    await target.provision(env, specs, pairs=pairs, groups=groups)
+    tokens = target.protocol.tokens
+    for i in range(1, c):
+        tokens[f"q{i}"] = tokens["q0"]
+    ids = target.protocol.user_ids
+    convs = {}
+    for a, b in pairs:
+        key = f"{a}|{b}" if a <= b else f"{b}|{a}"
+        convs[target.protocol.convs[key]] = [ids[a], ids[b]]
+    for g, members in groups.items():
+        convs[target.protocol.convs[g]] = [ids[u] for u in members]
+    seeded = json.loads(await target._run(
+        [sys.executable, "-m", "bench.search_seed"], {}, 3600,
+        json.dumps({"database_url": target.db_url, "messages": m, "seed": 42,
+                    "convs": convs}).encode()))
+    seed_s = round(time.monotonic() - t0, 2)
+    log(f"    {m:,} messages over {len(convs):,} conversations seeded and indexed in "
+        f"{seed_s}s; index {seeded['index_bytes_per_message']} B/message")
+    clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
+                                      concurrency=cfg.connect_concurrency)
+    if errors:
+        await close_all(clients)
+        raise RuntimeError(f"{len(errors)} of {c} clients failed to connect: {errors[0]}")
+    bad: list[str] = []
+    classes: dict = {}
+    try:
+        async def one(client, q) -> int:
+            t = now_us()
+            r = await client.call("search:messages", {"q": q, "limit": 20})
+            lat = now_us() - t
+            if not r.get("ok"):
+                bad.append(f"{q}: {str(r)[:150]}")
+            else:
+                found[q] = max(found.get(q, 0), len(r["results"]))
+            return lat
+
+        found: dict = {}
+        for cl in clients:  # warm-up, not reported
+            for qs in SEARCH_QUERIES.values():
+                await one(cl, qs[0])
+        for name, queries in SEARCH_QUERIES.items():
+            lats: list[int] = []
+            meter = CpuMeter(target.pids)
+            end = time.monotonic() + cfg.search_s
+
+            async def loop(i, cl, queries=queries, end=end, lats=lats):
+                n = i
+                while time.monotonic() < end:
+                    lats.append(await one(cl, queries[n % len(queries)]))
+                    n += 1
+
+            await asyncio.gather(*(loop(i, cl) for i, cl in enumerate(clients)))
+            cpu = meter.read()
+            classes[name] = {**percentiles(lats), "per_s": round(len(lats) / cfg.search_s, 1),
+                             **cpu}
+            log(f"    {name}: p50={classes[name]['p50_ms']} p99={classes[name]['p99_ms']}ms "
+                f"({classes[name]['per_s']}/s, {c} clients, srv {cpu.get('server_cpu_pct')}%)")
+    finally:
+        await close_all(clients)
+    worst = max((v["p99_ms"] or 0) for v in classes.values()) if classes else None
+    empty = sorted(q for qs in SEARCH_QUERIES.values() for q in qs if not found.get(q))
+    return {"metric": "search p99 ms, worst query class", "value": worst,
+            "messages": m, "conversations": len(convs), "member_of": j, "clients": c,
+            "seed_s": seed_s, "seed": seeded, "classes": classes, "target_p99_ms": 50.0,
+            "pass": worst is not None and worst <= 50.0, "queries_without_results": empty,
+            "index_bytes_per_message": seeded["index_bytes_per_message"],
+            "lost": len(bad), "first_bad": bad[:3]}
+
+
+async def s1_no_index(target, env, cfg: Config, log) -> dict:
+    """S1 on a server started with SEARCH_INDEX=false: the reference for what
+    maintaining the search index costs the send path (compare with S1)."""
+    return await s1_one_to_one(target, env, cfg, log)
+
+
 SCENARIOS = {
     "s1": ("S1 one-to-one", s1_one_to_one),
     "s2": ("S2 group fan-out", s2_group),
@@ -978,4 +1093,6 @@ SCENARIOS = {
     "s2push": ("S2, half the group offline and subscribed to push", s2_push),
     "s2plan": ("S2, half offline and subscribed, pushes queued but not sent here", s2_plan),
     "pushworker": ("Push worker to a local sink", push_worker),
+    "s6": ("S6 search", s6_search),
+    "s1-noindex": ("S1 one-to-one without the search index", s1_no_index),
 }

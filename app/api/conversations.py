@@ -22,6 +22,7 @@ class ListQuery(msgspec.Struct, forbid_unknown_fields=True):
 class HistoryQuery(msgspec.Struct, forbid_unknown_fields=True):
     before_seq: Seq | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    around_seq: Seq | None = None
 
 
 async def create_direct(request: web.Request) -> web.Response:
@@ -58,7 +59,8 @@ async def list_messages(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     q = query(request, HistoryQuery)
     data = reading.HistoryIn(conversation_id=request.match_info["conversation_id"],
-                             before_seq=q.before_seq, limit=q.limit)
+                             before_seq=q.before_seq, limit=q.limit,
+                             around_seq=q.around_seq)
     return json_response(await reading.history(deps_of(request), auth.user_id, data))
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging, push
+from app.services import accounts, codes, contacts, groups, messaging, push, search
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -83,6 +83,11 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),
+    # search
+    _op("GET", f"{API}/search/messages", "Find messages I can see (newest first).", "search",
+        query=search.SearchIn),
+    _op("GET", f"{API}/search", "The search box: contacts, group chats, chats with matches.",
+        "search", query=search.SearchAllIn),
     # conversations and messages
     _op("POST", f"{API}/conversations/direct", "Open (or find) a direct chat.", "conversations",
         body=api_convs.DirectIn),

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, openapi, push, users
+from app.api import auth, contacts, conversations, groups, health, media, openapi, push, search, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -36,6 +36,9 @@ ROUTES = [
     web.patch(f"{API}/conversations/{{conversation_id}}", conversations.patch_conversation),
     web.get(f"{API}/conversations/{{conversation_id}}/messages", conversations.list_messages),
     web.post(f"{API}/conversations/{{conversation_id}}/messages", conversations.send_message),
+    # search
+    web.get(f"{API}/search/messages", search.search_messages),
+    web.get(f"{API}/search", search.search_all),
     # contacts, requests, blocks
     web.get(f"{API}/contacts", contacts.list_contacts),
     web.get(f"{API}/contacts/requests", contacts.list_requests),

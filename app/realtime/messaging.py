@@ -2,7 +2,7 @@
 
 from app.realtime.chat import Conn, event, ok
 from app.services import history as reading
-from app.services import messaging
+from app.services import messaging, search
 from app.validation import convert
 
 
@@ -43,3 +43,9 @@ async def delete(deps, conn: Conn, payload):
 async def typing(deps, conn: Conn, payload):
     await messaging.typing(deps, conn.user_id, convert(messaging.TypingIn, payload))
     return ok()
+
+
+@event("search:messages")
+async def search_messages(deps, conn: Conn, payload):
+    return ok(**await search.search_messages(deps, conn.user_id,
+                                             convert(search.SearchIn, payload)))

@@ -28,6 +28,8 @@ class HistoryIn(Payload):
     conversation_id: Id
     before_seq: SeqValue | None = None
     limit: PageLimit = 50
+    # A page centred on this seq (opening a chat at a found message).
+    around_seq: SeqValue | None = None
 
 
 SyncPageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
@@ -365,12 +367,38 @@ async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     "nothing there" from "not a member" (NotFound)."""
     cid = convs.parse_uuid(data.conversation_id)
     uid = convs.parse_uuid(user_id, "user")
+    if data.around_seq is not None:
+        return await _around(deps, user_id, uid, cid, data)
     spec = PageSpec(cid, before=data.before_seq, limit=data.limit)
     rows = (await _fetch_pages(uid, [spec]))[0]
     if not rows and not await _is_reader(cid, uid):
         raise NotFound(convs.NO_SUCH_CONVERSATION)
     messages, has_more = _finish(rows, spec, deps, user_id)
     return {"messages": messages, "has_more": has_more}
+
+
+async def _around(deps: Deps, user_id: str, uid: uuid.UUID, cid: uuid.UUID,
+                  data: HistoryIn) -> dict:
+    """Up to `limit` messages around `around_seq`, ascending: the message at
+    that seq (when visible) and those before it, then those after; `has_more`
+    says there is more before, `has_more_after` more after (page on with
+    `before_seq` = the first seq, and `sync` / history after the last)."""
+    if data.before_seq is not None:
+        raise Invalid("Give before_seq or around_seq, not both.",
+                      details={"field": "around_seq"})
+    older_n = max(1, (data.limit + 1) // 2)
+    older = PageSpec(cid, before=min(data.around_seq, _MAX_SEQ - 1) + 1, limit=older_n)
+    newer = PageSpec(cid, after=data.around_seq, limit=max(1, data.limit - older_n))
+    old_rows = (await _fetch_pages(uid, [older]))[0]
+    new_rows = (await _fetch_pages(uid, [newer]))[0]
+    if not old_rows and not new_rows and not await _is_reader(cid, uid):
+        raise NotFound(convs.NO_SUCH_CONVERSATION)
+    before, has_more = _finish(old_rows, older, deps, user_id)
+    after, has_more_after = _finish(new_rows, newer, deps, user_id)
+    if data.limit == 1:
+        after, has_more_after = [], bool(new_rows)
+    return {"messages": before + after, "has_more": has_more,
+            "has_more_after": has_more_after}
 
 
 async def memberships_of(user_id: uuid.UUID) -> list[Membership]:

@@ -53,6 +53,7 @@ from tortoise.exceptions import IntegrityError
 
 from app.errors import Busy, Unavailable
 from app.services import member_cache
+from app.services.search_index import item_tokens, sqlite_index, tsvector_literal
 from app.services.sql import (
     MEMBERS_PG,
     MEMBERS_SQLITE,
@@ -96,6 +97,9 @@ class NewMessage:
     judge: Judge | None = None
     # Give the stored message a Turn in its conversation's emit order.
     ordered: bool = False
+    # Search index tokens (search_index.item_tokens), computed before the
+    # transaction so it holds its locks no longer for them.
+    search_tokens: list | None = field(default=None, repr=False, compare=False)
     # Derived once (the writer needs them several times per item).
     cid_text: str = field(init=False, repr=False, compare=False)
     sender_text: str | None = field(init=False, repr=False, compare=False)
@@ -192,6 +196,7 @@ class MessageWriter:
         self.drain_seconds = drain_seconds
         self.restarts = 0
         self.order = EmitOrder()
+        self.index_search = True  # SEARCH_INDEX
 
     def start(self, settings=None) -> None:
         """Start the writer task (the app factory calls this at start-up; a
@@ -199,6 +204,7 @@ class MessageWriter:
         if settings is not None:
             self.max_pending = settings.max_pending_sends
             self.drain_seconds = settings.writer_drain_seconds
+            self.index_search = settings.search_index
         self._ensure_running()
 
     @property
@@ -322,6 +328,9 @@ class MessageWriter:
 
     async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
         items = [m for m, _ in batch]
+        if not self.index_search:
+            for it in items:
+                it.search_tokens = []
         self._current = batch
         try:
             results = await write_batch(items, con)
@@ -358,6 +367,9 @@ class MessageWriter:
 async def write_batch(items: list[NewMessage], con=None) -> list[Written | Exception]:
     """Write one batch. `con`: a pooled asyncpg connection to use (PostgreSQL);
     without one, one is taken from the pool for this batch."""
+    for it in items:
+        if it.search_tokens is None:
+            it.search_tokens = item_tokens(it.type, it.text, it.data)
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
         return await _write_sqlite(client, items)
@@ -621,6 +633,7 @@ def _sqlite_write(db, items, existing, rejected, load) -> tuple:
                     "VALUES (?, ?, ?, ?)",
                     (ids[i], item.cid_text, seq, str(user_id) if user_id is not None else None),
                 )
+        sqlite_index(db, [(ids[i], items[i].search_tokens) for i in seqs])
         loaded = {cid: tuple(r[0] for r in db.execute(MEMBERS_SQLITE, (str(cid),)))
                   for cid in load}
         db.execute("COMMIT")
@@ -684,6 +697,7 @@ async def _write_postgres(con, items: list[NewMessage]) -> list:
                 [items[i].conversation_id for i in order],
                 [items[i].sender_id for i in order],
                 [m[0] for m in mentions], [m[1] for m in mentions], [m[2] for m in mentions],
+                *_search_columns(items, order, seqs),
             )
             by_pos = {(r["conversation_id"], r["seq"]): r["id"] for r in written}
             for i in order:
@@ -706,3 +720,11 @@ async def _write_postgres(con, items: list[NewMessage]) -> list:
         raise
     return _finish(plan.results, seqs, ids,
                    _recipients(items, facts, seqs, versions, have, loaded))
+
+
+def _search_columns(items, order, seqs) -> tuple[list, list, list]:
+    """(conversation ids, seqs, tsvector literals) of the new messages that
+    have something to index."""
+    found = [i for i in order if items[i].search_tokens]
+    return ([items[i].conversation_id for i in found], [seqs[i] for i in found],
+            [tsvector_literal(items[i].search_tokens) for i in found])

@@ -311,7 +311,14 @@ async def recall(deps: Deps, user_id: str, data: MessageRef) -> None:
     if now() - msg.created_at > window:
         raise RecallExpired()
     if msg.recalled_at is None:
-        await Message.filter(id=msg.id, recalled_at=None).update(recalled_at=now(), text="")
+        from tortoise.transactions import in_transaction
+
+        from app.services.search import reindex_message
+
+        async with in_transaction() as conn:  # never findable once recalled
+            await Message.filter(id=msg.id, recalled_at=None).using_db(conn).update(
+                recalled_at=now(), text="")
+            await reindex_message(msg.id, conn)
         await deps.fanout.to_users(
             await convs.member_ids(msg.conversation_id), "message:recalled",
             {"conversation_id": str(msg.conversation_id), "message_id": str(msg.id),

@@ -209,6 +209,12 @@ WRITE_BATCH_PG = (
     '  SELECT ins."id", ins."conversation_id", ins."seq", t.uid'
     '  FROM unnest($15::uuid[], $16::bigint[], $17::uuid[]) AS t(cid, seq, uid)'
     '  JOIN ins ON ins."conversation_id" = t.cid AND ins."seq" = t.seq'
+    # The search index entry (search_index.tsvector_literal), same transaction.
+    '), searched AS ('
+    '  INSERT INTO "message_search" ("message_id", "conversation_id", "doc")'
+    '  SELECT ins."id", ins."conversation_id", t.doc::tsvector'
+    '  FROM unnest($18::uuid[], $19::bigint[], $20::text[]) AS t(cid, seq, doc)'
+    '  JOIN ins ON ins."conversation_id" = t.cid AND ins."seq" = t.seq'
     ') SELECT "id", "conversation_id", "seq" FROM ins'
 )
 MEMBERS_PG = (

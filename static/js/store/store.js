@@ -173,7 +173,8 @@ export class Store extends Emitter {
     let gap = false;
     for (const m of messages) {
       const last = conv.msgs[conv.msgs.length - 1];
-      if (!last || last.seq < m.seq) conv.msgs.push(m);
+      // Opened at a found message: newer ones come by loadNewer, in order.
+      if (!last || last.seq < m.seq) { if (!conv.hasNewer) conv.msgs.push(m); }
       else {
         const i = conv.msgs.findIndex((x) => x.seq >= m.seq);
         if (conv.msgs[i].seq === m.seq) conv.msgs[i] = m;
@@ -445,10 +446,64 @@ export class Store extends Emitter {
     if (this.isOpen(conv)) this.markRead(conv);
   }
 
+  // ------------------------------------------------------------ search
+
+  /** The search box: {contacts, groups, conversations_with_matches}. */
+  searchAll(q) {
+    return this.api("GET", `/search?q=${encodeURIComponent(q)}&limit=20`);
+  }
+
+  /** `search:messages` with its filters; {ok, results, next_cursor} or {ok: false, error}. */
+  searchMessages(params) {
+    return this.emitAck("search:messages", params);
+  }
+
+  /** Show `conv` at message `seq`: the page around it (history `around_seq`) when
+   * it is not loaded yet; older and newer pages load as the reader scrolls. */
+  async jumpTo(conv, seq) {
+    conv.focusSeq = seq;
+    if (conv.loaded && conv.msgs.some((m) => m.seq === seq)) { this.emit("msgs", conv); return; }
+    const ack = await this.emitAck("history", { conversation_id: conv.id, around_seq: seq, limit: 40 });
+    if (!ack.ok) return;
+    const held = conv.held;
+    conv.msgs = [];
+    conv.hasNewer = false;
+    this.addMessages(conv, ack.messages);
+    conv.held = held;
+    conv.hasOlder = ack.has_more;
+    conv.hasNewer = ack.has_more_after;
+    conv.loaded = true;
+    this.emit("msgs", conv);
+  }
+
+  /** The page after the newest loaded message of a chat opened at a found one. */
+  async loadNewer(conv) {
+    if (!conv.hasNewer || conv.loadingNewer) return;
+    const last = conv.msgs[conv.msgs.length - 1];
+    if (!last) return;
+    conv.loadingNewer = true;
+    // around_seq = last + 20 with limit 40: the 20 after `last`, then 20 more.
+    const ack = await this.emitAck("history", { conversation_id: conv.id, around_seq: last.seq + 20, limit: 40 });
+    conv.loadingNewer = false;
+    if (!ack.ok) return;
+    const held = conv.held;
+    conv.hasNewer = false;
+    this.addMessages(conv, ack.messages.filter((m) => m.seq > last.seq));
+    conv.held = held;
+    conv.hasNewer = ack.has_more_after;
+    this.emit("msgs", conv);
+  }
+
   // ------------------------------------------------------------ sending
 
   /** Optimistic send: the message shows at once and is delivered with a client_msg_id. */
   send(conv, fields) {
+    if (conv.hasNewer) { // viewing older history: back to the newest page first
+      conv.hasNewer = false;
+      conv.msgs = [];
+      conv.loaded = false;
+      this.loadOlder(conv, true);
+    }
     const p = {
       local: true,
       client_msg_id: uuid(),

@@ -8,12 +8,14 @@ import { backButton } from "./ui.js";
 import { displayNameOf, parseTime, sameDay, hhmm, dayLabel, systemText, previewOf, convTitle,
   presenceText, errorText } from "./format.js";
 import * as media from "./media.js";
+import { openChatSearch, closeChatSearch } from "./search.js";
 
 let view = null; // {conv, scroller, list, header, input, replyBar, composer, extra, picker}
 
 export function currentChat() { return view?.conv ?? null; }
 
 export function closeChat() {
+  closeChatSearch();
   view = null;
   closeMenu();
 }
@@ -70,7 +72,7 @@ export function openChat(main, conv) {
   input.addEventListener("blur", () => { store.sendTyping(conv, "idle"); setTimeout(() => hidePicker(), 150); });
   scroller.addEventListener("scroll", () => {
     if (scroller.scrollTop < 120) store.loadOlder(conv);
-    if (atBottom(scroller)) store.markRead(conv);
+    if (atBottom(scroller)) { store.markRead(conv); if (conv.hasNewer) store.loadNewer(conv); }
   });
   if (ctx.config.media) media.mountTools(tools, extra, conv);
   renderChatHeader();
@@ -201,7 +203,10 @@ export function renderChatHeader() {
     h("div", { class: "chat-title" },
       h("h2", {}, h("span", { class: "chat-name" }, title), count ? h("span", { class: "member-count" }, count) : null),
       sub ? h("div", { class: `chat-sub${typers.length ? " typing" : ""}`, "aria-live": "polite" }, sub) : null),
-    h("div", { class: "header-actions" }, mute, info));
+    h("div", { class: "header-actions" }, h("button", {
+      class: "icon-btn", type: "button", title: t("searchHistory"), "aria-label": t("searchHistory"),
+      "data-action": "search-history", onclick: () => openChatSearch(conv.id),
+    }, icon("search")), mute, info));
 }
 
 // ------------------------------------------------------------ messages
@@ -263,8 +268,23 @@ function renderMessages(forceBottom = false) {
   }
   clear(list, nodes);
   view.lastRendered = conv.msgs[conv.msgs.length - 1] || null;
-  if (wasAtBottom) scroller.scrollTop = scroller.scrollHeight;
+  if (wasAtBottom && !conv.hasNewer) scroller.scrollTop = scroller.scrollHeight;
   else scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  showFound(conv);
+}
+
+/** Opened at a found message: bring it into view, highlighted for a moment. */
+function showFound(conv) {
+  const node = conv.focusSeq ? rowOf("seq", conv.focusSeq) : null;
+  if (node) {
+    conv.foundSeq = conv.focusSeq;
+    conv.foundUntil = Date.now() + 4000;
+    conv.focusSeq = null;
+    node.scrollIntoView({ block: "center" });
+    setTimeout(() => { if (view?.conv === conv) rowOf("seq", conv.foundSeq)?.classList.remove("found"); }, 4000);
+  }
+  // Redraws (a page loading) keep the highlight while it lasts.
+  if (conv.foundSeq && Date.now() < conv.foundUntil) rowOf("seq", conv.foundSeq)?.classList.add("found");
 }
 
 function rowOf(attr, value) {

@@ -11,6 +11,7 @@ import * as chat from "./chat.js";
 import * as people from "./people.js";
 import * as settingsView from "./settings.js";
 import * as groupsView from "./groups.js";
+import { onBoxInput } from "./search.js";
 
 const el = ctx.el;
 
@@ -31,7 +32,8 @@ export function buildShell(root) {
   el.nav = h("nav", { class: "sidebar", "aria-label": t("mainNav") }, el.navAvatar, el.navChats, el.navContacts, h("div", { class: "spacer" }), el.navSettings);
   el.listHeader = h("div", { class: "list-header" });
   el.list = h("ul", { class: "list" });
-  el.listPane = h("section", { class: "list-pane" }, el.listHeader, el.list);
+  el.searchBox = h("div", { class: "search-box-results", "aria-live": "polite", hidden: true });
+  el.listPane = h("section", { class: "list-pane" }, el.listHeader, el.searchBox, el.list);
   el.main = h("main", { class: "main-pane" });
   el.shell = h("div", { class: "shell" }, el.nav, el.listPane, el.main);
   clear(root, el.banner, el.shell);
@@ -82,8 +84,9 @@ function renderListHeader() {
   }
   const filter = v === "chats" ? h("input", {
     class: "search", type: "search", placeholder: t("search"), "aria-label": t("searchChats"), value: ctx.filter || "",
-    oninput: (e) => { ctx.filter = e.target.value; renderChatList(el.list); },
+    oninput: (e) => { ctx.filter = e.target.value; renderChatList(el.list); onBoxInput(el.searchBox, el.list, e.target.value); },
   }) : null;
+  if (v !== "chats" || !(ctx.filter || "").trim()) { el.searchBox.hidden = true; el.list.hidden = false; }
   el.list.setAttribute("aria-label", title);
   clear(el.listHeader, h("div", { class: "list-title" }, h("h1", {}, title), ...actions), filter);
 }

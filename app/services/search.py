@@ -1,0 +1,437 @@
+"""Search: messages, contacts and groups a user can see.
+
+Matching rules: app/services/search_text.py (pure). The index and its
+backends: app/services/search_index.py. This module holds what a user may
+find, as SQL built from the same visibility rule as history
+(services.history): a message is found only if
+
+- the reader is (or was) a member and its seq is in their window
+  (visible_from_seq, left_seq]: nothing from before they joined or cleared the
+  history (both raise visible_from_seq), nothing from after they left;
+- it is not recalled, not a system line, and not deleted for the reader.
+
+Results are newest first (message id order, which is commit order); the
+cursor is the last id returned, so pages neither repeat nor skip messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from tortoise import Tortoise
+
+from app.deps import Deps
+from app.errors import Invalid, NotFound, Unavailable
+from app.models.contacts import Contact
+from app.models.messaging import Membership, Message
+from app.ratelimit import Limit
+from app.services import conversations as convs
+from app.services import search_text
+from app.services.history import ROW_COLUMNS, serialize_row
+from app.services.search_index import (
+    SEARCHABLE_TYPES,
+    Filters,
+    backend_for,
+    item_tokens,
+    message_texts,
+)
+from app.services.sql import is_postgres
+from app.validation import MAX_INT64, Id, Payload, representable_in_utc
+
+Query = Annotated[str, msgspec.Meta(max_length=4 * search_text.MAX_QUERY_LENGTH)]
+BOX_SCAN = 1000  # matches the search box counts per query (newest first)
+SearchLimit = Annotated[int, msgspec.Meta(ge=1, le=50)]
+# `type`: one message type, or several separated by commas ("image,video").
+TypeFilter = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class SearchIn(Payload):
+    q: Query
+    conversation_id: Id | None = None
+    sender_id: Id | None = None
+    type: TypeFilter | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+    limit: SearchLimit = 20
+    cursor: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+    def __post_init__(self):
+        representable_in_utc(self.after)
+        representable_in_utc(self.before)
+
+
+class SearchAllIn(Payload):
+    q: Query
+    limit: SearchLimit = 20
+
+
+def parse_terms(q: str) -> list[search_text.Term]:
+    try:
+        return search_text.parse_query(q)
+    except search_text.BadQuery as exc:
+        raise Invalid(str(exc), details={"field": "q"}) from None
+
+
+def _types(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    out = tuple(dict.fromkeys(t.strip() for t in value.split(",")))
+    bad = [t for t in out if t not in SEARCHABLE_TYPES]
+    if not out or bad:
+        raise Invalid(f"type must be among {', '.join(SEARCHABLE_TYPES)}.",
+                      details={"field": "type"})
+    return out
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise Invalid(f"{field} needs a time zone (e.g. 2026-01-31T00:00:00Z).",
+                      details={"field": field})
+    return value.astimezone(UTC)
+
+
+def _encode_cursor(message_id: int) -> str:
+    return base64.urlsafe_b64encode(f"q{message_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw[:1] != "q" or not raw[1:].isascii() or not raw[1:].isdigit() or len(raw) > 20:
+            raise ValueError(raw)
+        value = int(raw[1:])
+        if value > MAX_INT64:
+            raise ValueError(raw)
+        return value
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("Bad cursor.", details={"field": "cursor"}) from None
+
+
+def _db():
+    conn = Tortoise.get_connection("default")
+    return conn, is_postgres(conn)
+
+
+class _Params:
+    def __init__(self, pg: bool) -> None:
+        self.pg = pg
+        self.values: list = []
+
+    def __call__(self, value, cast: str = "") -> str:
+        self.values.append(value)
+        n = len(self.values)
+        return f"${n}{cast}" if self.pg else f"?{n}"
+
+
+def _ts_param(pg: bool, value: datetime):
+    return value if pg else str(value)  # SQLite keeps Tortoise's text form
+
+
+def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
+                 prepared=None) -> tuple[str, str]:
+    """(FROM … joins, WHERE …) of the messages `user_id` may find for `terms`."""
+    backend = backend_for(pg)
+    u = p(user_id if pg else str(user_id), "::uuid" if pg else "")
+    join, match = backend.match_sql(terms, p, prepared)
+    where = [
+        match,
+        'm."seq" > mb."visible_from_seq"',
+        '(mb."left_seq" IS NULL OR m."seq" <= mb."left_seq")',
+        'm."recalled_at" IS NULL',
+        "m.\"type\" <> 'system'",
+        'NOT EXISTS (SELECT 1 FROM "hidden_messages" h '
+        f'WHERE h."user_id" = {u} AND h."message_id" = m."id")',
+    ]
+    if f.conversation_id is not None:
+        cid = uuid.UUID(f.conversation_id)
+        where.append(f'm."conversation_id" = {p(cid if pg else str(cid), "::uuid" if pg else "")}')
+    if f.sender_id is not None:
+        sid = uuid.UUID(f.sender_id)
+        where.append(f'm."sender_id" = {p(sid if pg else str(sid), "::uuid" if pg else "")}')
+    if f.types:
+        where.append(f'm."type" IN ({", ".join(p(t) for t in f.types)})')
+    if f.after is not None:
+        where.append(f'm."created_at" >= {p(_ts_param(pg, f.after))}')
+    if f.before is not None:
+        where.append(f'm."created_at" < {p(_ts_param(pg, f.before))}')
+    if f.below_id is not None:
+        where.append(f'{backend.id_column} < {p(f.below_id)}')
+    if f.above_id is not None:
+        where.append(f'{backend.id_column} > {p(f.above_id)}')
+    frm = (
+        f'"messages" m {join} '
+        'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
+        f'AND mb."user_id" = {u}'
+    )
+    return frm, " AND ".join(where)
+
+
+def _reply_join(u_param: str) -> str:
+    # The quoted message only if the reader may see it (as in history pages).
+    return ('LEFT JOIN "messages" r ON r."id" = m."reply_to_id" '
+            'AND r."seq" > mb."visible_from_seq" '
+            'AND NOT EXISTS (SELECT 1 FROM "hidden_messages" hr '
+            f'WHERE hr."user_id" = {u_param} AND hr."message_id" = r."id") ')
+
+
+async def _check_filters(uid: uuid.UUID, data: SearchIn) -> Filters:
+    f = Filters(types=_types(data.type), after=_aware(data.after, "after"),
+                before=_aware(data.before, "before"))
+    if data.conversation_id is not None:
+        cid = convs.parse_uuid(data.conversation_id)
+        if not await Membership.filter(conversation_id=cid, user_id=uid).exists():
+            raise NotFound(convs.NO_SUCH_CONVERSATION)
+        f.conversation_id = str(cid)
+    if data.sender_id is not None:
+        f.sender_id = str(convs.parse_uuid(data.sender_id, "user"))
+    if data.cursor is not None:
+        f.below_id = _decode_cursor(data.cursor)
+    return f
+
+
+async def _hit_limit(deps: Deps, user_id) -> None:
+    await deps.limiter.hit(f"search:{user_id}", Limit.parse(deps.settings.search_rate_limit))
+
+
+def _result(row, terms, deps: Deps, viewer) -> dict:
+    message = serialize_row(row, deps, viewer)
+    text = row[5] or ""
+    marks = search_text.highlights(text, terms)
+    out = {"message": message, "conversation_id": message["conversation_id"],
+           "highlights": marks, "highlight_field": "text"}
+    if not marks and row[4] == "file":
+        name = (message.get("media") or {}).get("name") or ""
+        out["highlights"] = search_text.highlights(name, terms)
+        out["highlight_field"] = "media.name"
+    return out
+
+
+async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
+    """`{results: [{message, conversation_id, highlights}], next_cursor}`,
+    newest first. Highlights: [start, end) in UTF-16 code units of the text
+    named by `highlight_field` (see search_text)."""
+    terms = parse_terms(data.q)
+    uid = convs.parse_uuid(user_id, "user")
+    f = await _check_filters(uid, data)
+    await _hit_limit(deps, user_id)
+    if not deps.settings.search_index:
+        raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
+    conn, pg = _db()
+    prepared = await backend_for(pg).prepare(conn, terms)
+    if pg:
+        rows = await _pg_page(conn, uid, terms, f, prepared, data.limit + 1)
+    else:
+        rows = await _page(conn, pg, uid, terms, f, prepared, data.limit + 1)
+    more = len(rows) > data.limit
+    rows = rows[:data.limit]
+    results = [_result(r, terms, deps, user_id) for r in rows]
+    return {"results": results,
+            "next_cursor": _encode_cursor(rows[-1][0]) if more and rows else None}
+
+
+async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
+                by_index: bool = True) -> list:
+    """Up to `n` visible matches, newest first. `by_index` False (PostgreSQL):
+    order by an expression, so the planner gathers the matches from the GIN
+    index and sorts them instead of walking the primary key backwards."""
+    p = _Params(pg)
+    frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
+    u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
+    order = backend_for(pg).id_column + ("" if by_index else " + 0")
+    sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
+           f"ORDER BY {order} DESC LIMIT {p(n)}")
+    _n, rows = await conn.execute_query(sql, p.values)
+    return list(rows)
+
+
+# PostgreSQL: newest messages scanned backwards before the GIN index takes over.
+PG_WINDOW = 5000
+
+
+async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
+    """Walking the primary key backwards is the best plan for a term found
+    everywhere and the worst for a rare one (it reads the whole table), and
+    the planner cannot tell them apart for one reader's conversations. So:
+    the newest PG_WINDOW index entries first (bounded cost); if that does not
+    fill the page, the GIN index for the rest, below the window."""
+    top = f.below_id
+    if top is None:
+        _n, r = await conn.execute_query('SELECT MAX("message_id") FROM "message_search"')
+        top = (r[0][0] or 0) + 1
+    floor = max(0, top - PG_WINDOW)
+    first = replace(f, below_id=top, above_id=floor)
+    rows = await _page(conn, True, uid, terms, first, prepared, n)
+    if len(rows) >= n or floor == 0:
+        return rows
+    rest = replace(f, below_id=floor + 1, above_id=None)
+    return rows + await _page(conn, True, uid, terms, rest, prepared, n - len(rows),
+                              by_index=False)
+
+
+async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: int
+                                      ) -> list[dict]:
+    conn, pg = _db()
+    p = _Params(pg)
+    prepared = await backend_for(pg).prepare(conn, terms)
+    frm, where = _visible_sql(pg, uid, terms, Filters(), p, prepared)
+    idc = backend_for(pg).id_column
+    # Counted over the newest BOX_SCAN matches (the box answers as one types);
+    # `more` says a conversation may have older ones beyond that.
+    sql = (f'SELECT cid, COUNT(*) AS n, MAX(mid) AS latest FROM ('
+           f'SELECT m."conversation_id" AS cid, m."id" AS mid FROM {frm} WHERE {where} '
+           f"ORDER BY {idc} DESC LIMIT {p(BOX_SCAN + 1)}) AS hits "
+           "GROUP BY cid ORDER BY latest DESC")
+    _n, rows = await conn.execute_query(sql, p.values)
+    rows = [tuple(r) for r in rows]
+    capped = sum(r[1] for r in rows) > BOX_SCAN
+    rows = rows[:limit]
+    if not rows:
+        return []
+    latest_ids = [r[2] for r in rows]
+    p2 = _Params(pg)
+    u = p2(uid if pg else str(uid), "::uuid" if pg else "")
+    ids = ", ".join(p2(i) for i in latest_ids)
+    _n, latest_rows = await conn.execute_query(
+        f'SELECT {ROW_COLUMNS} FROM "messages" m JOIN "memberships" mb '
+        f'ON mb."conversation_id" = m."conversation_id" AND mb."user_id" = {u} '
+        f'{_reply_join(u)} WHERE m."id" IN ({ids})', p2.values)
+    latest = {r[0]: r for r in latest_rows}
+    memberships = {str(m.conversation_id): m for m in await Membership.filter(
+        user_id=uid, conversation_id__in=[str(r[0]) for r in rows]
+    ).select_related("conversation")}
+    summaries = {s["id"]: s for s in await convs.summaries(deps, uid, list(memberships.values()))}
+    out = []
+    for cid, n, latest_id in rows:
+        s = summaries.get(str(cid))
+        if s is None or latest_id not in latest:
+            continue
+        out.append({"conversation": s, "match_count": int(n), "more": capped,
+                    **_latest(latest[latest_id], terms, deps, uid)})
+    return out
+
+
+def _latest(row, terms, deps, uid) -> dict:
+    r = _result(row, terms, deps, str(uid))
+    return {"latest": r["message"], "highlights": r["highlights"]}
+
+
+async def _contacts(deps: Deps, uid: uuid.UUID, q: str, limit: int) -> list[dict]:
+    from app.services import contacts
+
+    rows = await Contact.filter(owner_id=uid).select_related("contact")
+    found = [c for c in rows if search_text.name_matches(
+        q, c.remark, c.contact.display_name, c.contact.username)]
+    found.sort(key=lambda c: ((c.remark or c.contact.display_name).casefold(),
+                              str(c.contact_id)))
+    return await contacts.contacts_out(deps, uid, found[:limit])
+
+
+async def _groups(deps: Deps, uid: uuid.UUID, q: str, limit: int) -> list[dict]:
+    ms = await Membership.filter(user_id=uid, left_at=None,
+                                 conversation__type="group").select_related("conversation")
+    found = [m for m in ms if search_text.name_matches(q, m.conversation.title)]
+    found.sort(key=lambda m: m.conversation.last_message_at or m.conversation.created_at,
+               reverse=True)
+    return await convs.summaries(deps, uid, found[:limit])
+
+
+async def search_all(deps: Deps, user_id: str, data: SearchAllIn) -> dict:
+    """The one search box: contacts, group chats and chats with matching messages."""
+    terms = parse_terms(data.q)
+    uid = convs.parse_uuid(user_id, "user")
+    await _hit_limit(deps, user_id)
+    return {
+        "contacts": await _contacts(deps, uid, data.q, data.limit),
+        "groups": await _groups(deps, uid, data.q, data.limit),
+        "conversations_with_matches": await _conversations_with_matches(
+            deps, uid, terms, data.limit) if deps.settings.search_index else [],
+    }
+
+
+# --- index maintenance -----------------------------------------------------------
+
+
+async def reindex_message(message_id: int, conn=None) -> None:
+    """Bring one message's index entry in line with the stored message: call it
+    in the same transaction (`conn`) as any change of a message's text, caption
+    or data (edits), after recall and delete-for-everyone. A recalled, system
+    or missing message leaves the index."""
+    conn = conn or Tortoise.get_connection("default")
+    pg = is_postgres(conn)
+    msg = await Message.filter(id=message_id).using_db(conn).first()
+    tokens: list[str] = []
+    cid = None
+    if msg is not None:
+        cid = msg.conversation_id
+        if msg.recalled_at is None:
+            tokens = item_tokens(msg.type, msg.text, msg.data)
+    await backend_for(pg).replace(conn, [(message_id, cid, tokens)])
+
+
+async def ensure_schema(conn=None) -> None:
+    conn = conn or Tortoise.get_connection("default")
+    await backend_for(is_postgres(conn)).ensure_schema(conn)
+
+
+async def backfill(batch: int = 2000, *, progress=None) -> int:
+    """Index every stored message the index lacks, in short transactions of
+    `batch` messages (newest first: recent history is searchable first), so
+    writers are never held up for long. Safe to run while the server runs and
+    to run again: returns how many messages it indexed."""
+    conn, pg = _db()
+    backend = backend_for(pg)
+    await backend.ensure_schema(conn)
+    done = 0
+    below = None
+    from tortoise.transactions import in_transaction
+
+    while True:
+        q = Message.filter(recalled_at=None, type__in=SEARCHABLE_TYPES).order_by("-id")
+        if below is not None:
+            q = q.filter(id__lt=below)
+        rows = await q.limit(batch).values("id", "conversation_id", "type", "text", "data")
+        if not rows:
+            return done
+        below = rows[-1]["id"]
+        ids = [r["id"] for r in rows]
+        have = await _indexed(conn, pg, ids)
+        todo = [(r["id"], r["conversation_id"],
+                 item_tokens(r["type"], r["text"], r["data"])) for r in rows
+                if r["id"] not in have and message_texts(r["type"], r["text"], r["data"])]
+        if todo:
+            async with in_transaction() as tx:
+                await backend.replace(tx, todo)
+            done += len(todo)
+        if progress is not None:
+            progress(done)
+
+
+async def _indexed(conn, pg: bool, ids: list[int]) -> set[int]:
+    marks = ", ".join(f"${i}" if pg else "?" for i in range(1, len(ids) + 1))
+    col = '"message_id"' if pg else "rowid"
+    _n, rows = await conn.execute_query(
+        f'SELECT {col} FROM "message_search" WHERE {col} IN ({marks})', ids)
+    return {r[0] for r in rows}
+
+
+def cursor_for(message_id: int) -> str:
+    return _encode_cursor(message_id)
+
+
+
+async def backfill_command(database_url: str, batch: int) -> int:
+    """`python -m app search-backfill`: connect, backfill, disconnect."""
+    from app.db import init_db
+
+    ctx = await init_db(database_url)
+    try:
+        return await backfill(batch)
+    finally:
+        await ctx.close_connections()

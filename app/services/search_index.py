@@ -1,0 +1,278 @@
+"""The message search index: one backend per database, behind one interface.
+
+Both built-in backends index the same "document" per message (search_text:
+words, CJK unigrams and CJK bigrams at consecutive positions), so one query
+rule holds everywhere: a word term is a prefix token, a CJK term of one or two
+characters is one token, a longer one a phrase of bigrams.
+
+- SQLite: an FTS5 table (`message_search`, rowid = message id) over the
+  space-separated document, tokenised by unicode61 (each token is already
+  normalised; unicode61 only splits at the spaces).
+- PostgreSQL: a table `message_search(message_id, conversation_id, doc
+  tsvector)` with a GIN index on `doc`. The tsvector is built here as a literal
+  with positions, so the text-search parser, dictionaries and locale never see
+  the text; phrase (`<->`) and prefix (`:*`) queries come from the same terms.
+
+Why tokens rather than substring indexes (FTS5 trigram, pg_trgm): trigram
+indexes cannot serve one- and two-character queries, which are the common case
+in Chinese (a name, "好", "明天"), and match Latin text inside words; a
+second structure for short CJK queries would double the writes. Unigrams and
+bigrams serve CJK substrings of every length and words serve Latin prefixes
+from one index (measurements: docs/benchmarks.md, scenario S6).
+
+An external engine (OpenSearch, Meilisearch) would implement SearchBackend:
+index/remove the same entries and answer `search`/`counts` for a set of
+visible windows (see docs/deployment.md).
+
+Writes: the message writer indexes new messages in its own transaction (see
+`sqlite_index` / the PostgreSQL write statement); recall and anything that
+changes a message's text call `reindex_message`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.services.search_text import Term, document_tokens, is_cjk
+
+SEARCHABLE_TYPES = ("text", "image", "video", "file")
+
+
+def message_texts(mtype: str, text: str, data) -> tuple[str, ...]:
+    """What of a message is searchable: its text or caption, and the file name
+    of a file message. System lines and recalled messages are not indexed."""
+    if mtype not in SEARCHABLE_TYPES:
+        return ()
+    out = [text or ""]
+    if mtype == "file" and isinstance(data, dict):
+        media = data.get("media")
+        if isinstance(media, dict) and isinstance(media.get("name"), str):
+            out.append(media["name"])
+    return tuple(t for t in out if t)
+
+
+def fts_document(tokens: list[str]) -> str:
+    return " ".join(tokens)
+
+
+# PostgreSQL caps tsvector positions at 16383; later tokens share the last one.
+_PG_MAX_POS = 16383
+
+
+def _pg_quote(token: str) -> str:
+    return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsvector_literal(tokens: list[str]) -> str:
+    positions: dict[str, list[int]] = {}
+    for pos, tok in enumerate(tokens, start=1):
+        positions.setdefault(tok, []).append(min(pos, _PG_MAX_POS))
+    return " ".join(f"{_pg_quote(t)}:{','.join(map(str, sorted(set(p))[:256]))}"
+                    for t, p in positions.items())
+
+
+def tsquery_literal(terms: list[Term]) -> str:
+    parts = []
+    for t in terms:
+        toks = t.tokens()
+        if t.prefix:
+            parts.append(f"{_pg_quote(toks[0])}:*")
+        elif len(toks) == 1:
+            parts.append(_pg_quote(toks[0]))
+        else:
+            parts.append("(" + " <-> ".join(_pg_quote(x) for x in toks) + ")")
+    return " & ".join(parts)
+
+
+def _fts5_quote(token: str) -> str:
+    return '"' + token.replace('"', '""') + '"'
+
+
+def fts5_query(terms: list[Term], words: dict | None = None) -> str:
+    """`words`: for word terms, the indexed words they are a prefix of (from
+    the word list), or None where there were too many to list."""
+    parts = []
+    for t in terms:
+        known = (words or {}).get(t)
+        if t.prefix and known is not None:
+            # Exact words stream newest first; a prefix query gathers its whole
+            # doclist before the first row.
+            parts.append("(" + " OR ".join(_fts5_quote(w) for w in known) + ")")
+            continue
+        phrase = '"' + " ".join(x.replace('"', '""') for x in t.tokens()) + '"'
+        parts.append(phrase + ("*" if t.prefix else ""))
+    return " AND ".join(parts)
+
+
+WORD_EXPANSION = 64  # a prefix of more indexed words is queried as a prefix
+
+
+@dataclass
+class Filters:
+    conversation_id: str | None = None
+    sender_id: str | None = None
+    types: tuple[str, ...] = ()
+    after: datetime | None = None
+    before: datetime | None = None
+    below_id: int | None = None  # pagination: messages older than this id
+    above_id: int | None = None  # only messages newer than this id
+
+
+class SearchBackend(ABC):
+    """The index behind message search. Visibility is the caller's SQL
+    (windows of the reader's memberships); a backend only adds its match."""
+
+    name: str
+
+    @abstractmethod
+    async def ensure_schema(self, conn) -> None: ...
+
+    @abstractmethod
+    async def replace(self, conn, entries: list[tuple[int, str, list[str]]]) -> None:
+        """(message id, conversation id, tokens): index or re-index; empty
+        tokens remove the message from the index."""
+
+    async def prepare(self, conn, terms: list[Term]):
+        """What match_sql needs to know from the database first (if anything)."""
+        return None
+
+    @abstractmethod
+    def match_sql(self, terms: list[Term], p, prepared=None) -> tuple[str, str]:
+        """(FROM item joined to `m`, WHERE condition) for the terms; `p(value)`
+        adds a parameter and returns its placeholder."""
+
+    # The message id as the index knows it: ordering and paging on it lets the
+    # index hand out matches newest first and stop at the page's end.
+    id_column: str
+
+    @abstractmethod
+    async def size_bytes(self, conn) -> int: ...
+
+
+class SqliteFts5(SearchBackend):
+    name = "sqlite-fts5"
+    id_column = "s.rowid"
+
+    # message_search_words: every indexed word (not CJK), so a word prefix is
+    # expanded into the words it stands for with one B-tree range read.
+    SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS \"message_search\" USING fts5("
+              "doc, tokenize = 'unicode61 remove_diacritics 0');"
+              'CREATE TABLE IF NOT EXISTS "message_search_words" ("term" TEXT PRIMARY KEY) '
+              "WITHOUT ROWID;")
+
+    async def ensure_schema(self, conn) -> None:
+        await conn.execute_script(self.SCHEMA)
+
+    async def replace(self, conn, entries) -> None:
+        for mid, _cid, tokens in entries:
+            await conn.execute_query('DELETE FROM "message_search" WHERE rowid = ?', [mid])
+            if tokens:
+                await conn.execute_query(
+                    'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)',
+                    [mid, fts_document(tokens)])
+                for w in words_of(tokens):
+                    await conn.execute_query(
+                        'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)', [w])
+
+    async def prepare(self, conn, terms):
+        out = {}
+        for t in terms:
+            if not t.prefix:
+                continue
+            word = t.tokens()[0]
+            _n, rows = await conn.execute_query(
+                'SELECT "term" FROM "message_search_words" WHERE "term" >= ? AND "term" < ? '
+                'ORDER BY "term" LIMIT ?', [word, word + "\U0010ffff", WORD_EXPANSION + 1])
+            found = [r[0] for r in rows]
+            out[t] = found if len(found) <= WORD_EXPANSION else None
+        return out
+
+    def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
+        if prepared and any(v == [] for v in prepared.values()):
+            # A word no indexed word starts with: nothing can match.
+            return 'JOIN "message_search" s ON s.rowid = m."id"', "0 = 1"
+        return ('JOIN "message_search" s ON s.rowid = m."id"',
+                f's."message_search" MATCH {p(fts5_query(terms, prepared))}')
+
+    async def size_bytes(self, conn) -> int:
+        try:
+            _n, rows = await conn.execute_query(
+                "SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'message_search%'")
+            return int(rows[0][0] or 0)
+        except Exception:  # noqa: BLE001 - SQLite built without dbstat
+            return 0
+
+
+class PostgresTsvector(SearchBackend):
+    name = "postgres-gin"
+    id_column = 's."message_id"'
+
+    SCHEMA = (
+        'CREATE TABLE IF NOT EXISTS "message_search" ('
+        '"message_id" BIGINT PRIMARY KEY REFERENCES "messages" ("id") ON DELETE CASCADE, '
+        '"conversation_id" UUID NOT NULL, "doc" TSVECTOR NOT NULL);'
+        'CREATE INDEX IF NOT EXISTS "message_search_doc_gin" ON "message_search" '
+        'USING GIN ("doc");'
+    )
+
+    async def ensure_schema(self, conn) -> None:
+        await conn.execute_script(self.SCHEMA)
+
+    async def replace(self, conn, entries) -> None:
+        for mid, cid, tokens in entries:
+            if tokens:
+                await conn.execute_query(
+                    'INSERT INTO "message_search" ("message_id", "conversation_id", "doc") '
+                    'VALUES ($1, $2::uuid, $3::tsvector) ON CONFLICT ("message_id") '
+                    'DO UPDATE SET "doc" = EXCLUDED."doc"',
+                    [mid, str(cid), tsvector_literal(tokens)])
+            else:
+                await conn.execute_query(
+                    'DELETE FROM "message_search" WHERE "message_id" = $1', [mid])
+
+    def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
+        # The query goes in as a literal, not a parameter: a prepared statement
+        # run a few times gets a generic plan, which cannot know that "的"
+        # matches every tenth message and "bug" a few, and walks the wrong index.
+        # (Tokens hold only letters, digits and CJK; quotes are doubled anyway.)
+        literal = tsquery_literal(terms).replace("'", "''")
+        return ('JOIN "message_search" s ON s."message_id" = m."id"',
+                f"s.\"doc\" @@ '{literal}'::tsquery")
+
+    async def size_bytes(self, conn) -> int:
+        _n, rows = await conn.execute_query(
+            "SELECT pg_total_relation_size('message_search')")
+        return int(rows[0][0] or 0)
+
+
+def backend_for(pg: bool) -> SearchBackend:
+    return _PG if pg else _SQLITE
+
+
+_SQLITE = SqliteFts5()
+_PG = PostgresTsvector()
+
+
+# --- the message writer's part (inside its transaction) -----------------------
+
+
+def item_tokens(mtype: str, text: str, data) -> list[str]:
+    return document_tokens(*message_texts(mtype, text, data))
+
+
+def words_of(tokens: list[str]) -> set[str]:
+    """The word (non-CJK) tokens: a CJK token's first character is CJK."""
+    return {t for t in tokens if not is_cjk(t[0])}
+
+
+def sqlite_index(db, entries: list[tuple[int, list[str]]]) -> None:
+    """Index new messages on the writer's sqlite3 connection, inside its open
+    transaction (synchronous: it runs on the connection's thread)."""
+    rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
+    if rows:
+        db.executemany('INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)', rows)
+        words = set().union(*(words_of(toks) for _mid, toks in entries if toks))
+        db.executemany('INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)',
+                       [(w,) for w in words])

@@ -1,0 +1,274 @@
+"""Search text rules: normalisation, tokens, query terms and highlights (pure).
+
+Text and queries go through the same `normalise`: Unicode NFKC (which also folds
+full-width Latin and half-width katakana), then case folding. The normalised
+text is split into
+
+- words: runs of letters and digits outside the CJK scripts; they match by
+  word prefix ("hel" finds "Hello", "cat" does not find "concat");
+- CJK runs: runs of Han, kana and Hangul, which carry no spaces; they match as
+  substrings of any length.
+
+The index holds one "document" per message: the words, each CJK character on
+its own, and each CJK bigram, at consecutive positions. A query term is then
+one index token or a phrase of tokens:
+
+    word "hel"      -> prefix token  hel*
+    CJK "好"        -> token         好
+    CJK "明天"      -> token         明天
+    CJK "明天见"    -> phrase        明天 天见   (bigrams at adjacent positions)
+
+Bigrams of one run sit at adjacent positions and unigrams after them, so a
+phrase of bigrams matches exactly the runs that contain the substring. Terms
+are ANDed.
+
+Highlight offsets are in UTF-16 code units of the ORIGINAL text (what
+JavaScript's String indexes and `slice` use), end exclusive: an emoji before a
+match counts 2, a CJK character 1.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+MAX_QUERY_LENGTH = 100
+MAX_TERMS = 8
+# Longer words are indexed by their first MAX_WORD characters (prefix matching
+# still finds them by any query of at most that length).
+MAX_WORD = 40
+
+
+def is_cjk(ch: str) -> bool:
+    """Han ideographs (with extensions and compatibility forms), kana, Hangul."""
+    o = ord(ch)
+    return (
+        0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF
+        or 0x20000 <= o <= 0x3134F
+        or 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF  # hiragana, katakana
+        or 0xAC00 <= o <= 0xD7AF or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F
+        or o == 0x3005  # 々 (repetition mark, part of words)
+    ) and o != 0x30FB  # ・ is punctuation
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or unicodedata.category(ch) in ("Mn", "Mc")
+
+
+def _clusters(text: str):
+    """(start, end) code point spans of a base character and its combining marks:
+    NFKC composes within such a span, so each normalises on its own."""
+    n = len(text)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and unicodedata.combining(text[j]):
+            j += 1
+        yield i, j
+        i = j
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def normalise_mapped(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The normalised text and, for each of its characters, the span of the
+    original (code point offsets) it came from."""
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    if text.isascii():
+        low = text.lower()
+        return low, [(i, i + 1) for i in range(len(text))]
+    for a, b in _clusters(text):
+        piece = unicodedata.normalize("NFKC", text[a:b]).casefold()
+        out.append(piece)
+        spans.extend([(a, b)] * len(piece))
+    return "".join(out), spans
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # "word" | "cjk"
+    text: str
+    start: int  # offsets in the normalised text
+    end: int
+
+
+def segments(norm: str) -> list[Segment]:
+    """Words and CJK runs of normalised text, in order."""
+    out: list[Segment] = []
+    i, n = 0, len(norm)
+    while i < n:
+        ch = norm[i]
+        if is_cjk(ch):
+            j = i + 1
+            while j < n and is_cjk(norm[j]):
+                j += 1
+            out.append(Segment("cjk", norm[i:j], i, j))
+        elif _is_word_char(ch):
+            j = i + 1
+            while j < n and _is_word_char(norm[j]) and not is_cjk(norm[j]):
+                j += 1
+            out.append(Segment("word", norm[i:j], i, j))
+        else:
+            i += 1
+            continue
+        i = j
+    return out
+
+
+def document_tokens(*texts: str) -> list[str]:
+    """The index tokens of the given texts (message text, caption, file name),
+    in position order (see the module docstring)."""
+    tokens: list[str] = []
+    for text in texts:
+        if not text:
+            continue
+        for seg in segments(normalise(text)):
+            if seg.kind == "word":
+                tokens.append(seg.text[:MAX_WORD])
+            else:
+                run = seg.text
+                tokens.extend(run[k:k + 2] for k in range(len(run) - 1))
+                tokens.extend(run)
+    return tokens
+
+
+def document(*texts: str) -> str:
+    """The tokens as one space-separated string (what SQLite's FTS5 indexes)."""
+    return " ".join(document_tokens(*texts))
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: str  # "word" (prefix) | "cjk" (substring)
+    text: str
+
+    def tokens(self) -> list[str]:
+        """Index tokens the term is: one, or a phrase of bigrams."""
+        if self.kind == "word":
+            return [self.text[:MAX_WORD]]
+        if len(self.text) <= 2:
+            return [self.text]
+        return [self.text[k:k + 2] for k in range(len(self.text) - 1)]
+
+    @property
+    def prefix(self) -> bool:
+        return self.kind == "word"
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def parse_query(q: str) -> list[Term]:
+    """A user's query → its terms (deduplicated, in order). Raises BadQuery for
+    an empty or too long query, or one with nothing searchable in it."""
+    if not isinstance(q, str) or not q.strip():
+        raise BadQuery("Search text cannot be empty.")
+    if len(q) > MAX_QUERY_LENGTH:
+        raise BadQuery(f"Search text is limited to {MAX_QUERY_LENGTH} characters.")
+    terms: list[Term] = []
+    for seg in segments(normalise(q)):
+        t = Term(seg.kind, seg.text)
+        if t not in terms:
+            terms.append(t)
+    if not terms:
+        raise BadQuery("Search text has no letters, digits or CJK characters.")
+    if len(terms) > MAX_TERMS:
+        raise BadQuery(f"At most {MAX_TERMS} search terms.")
+    return terms
+
+
+def matches(text: str, terms: list[Term]) -> bool:
+    """Whether every term occurs in the text (the index's rule, in Python)."""
+    norm = normalise(text)
+    segs = segments(norm)
+    return all(_term_spans(t, segs) for t in terms)
+
+
+def _term_spans(term: Term, segs: list[Segment]) -> list[tuple[int, int]]:
+    out = []
+    for seg in segs:
+        if seg.kind != term.kind:
+            continue
+        if term.kind == "word":
+            if seg.text.startswith(term.text):
+                out.append((seg.start, seg.start + len(term.text)))
+        else:
+            k = seg.text.find(term.text)
+            while k != -1:
+                out.append((seg.start + k, seg.start + k + len(term.text)))
+                k = seg.text.find(term.text, k + 1)
+    return out
+
+
+def _utf16_offsets(text: str) -> list[int]:
+    """UTF-16 offset of every code point position 0..len(text)."""
+    out = [0]
+    acc = 0
+    for ch in text:
+        acc += 2 if ord(ch) > 0xFFFF else 1
+        out.append(acc)
+    return out
+
+
+def highlights(text: str, terms: list[Term]) -> list[list[int]]:
+    """[[start, end], …] of every match of every term in the ORIGINAL text, in
+    UTF-16 code units, sorted, overlapping spans merged."""
+    if not text:
+        return []
+    norm, spans = normalise_mapped(text)
+    segs = segments(norm)
+    found: list[tuple[int, int]] = []
+    for term in terms:
+        for a, b in _term_spans(term, segs):
+            found.append((spans[a][0], spans[b - 1][1]))
+    if not found:
+        return []
+    found.sort()
+    merged = [list(found[0])]
+    for a, b in found[1:]:
+        if a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    units = _utf16_offsets(text) if not text.isascii() else None
+    if units is None:
+        return merged
+    return [[units[a], units[b]] for a, b in merged]
+
+
+# --- names: contacts and groups ------------------------------------------------
+
+
+def name_keys(name: str) -> list[str]:
+    """What a name (display name, remark, group title) is matched on: the
+    normalised name, and for Chinese names the full pinyin and the initials
+    ("张三" -> "张三", "zhangsan", "zs")."""
+    if not name:
+        return []
+    norm = normalise(name)
+    keys = [norm]
+    if any(is_cjk(c) for c in norm):
+        from pypinyin import Style, lazy_pinyin
+
+        full = lazy_pinyin(norm, errors="default")
+        keys.append("".join(full).replace(" ", ""))
+        initials = lazy_pinyin(norm, style=Style.FIRST_LETTER, errors="default")
+        keys.append("".join(initials).replace(" ", ""))
+    return keys
+
+
+def name_matches(q: str, *names: str | None) -> bool:
+    """Contact / group search: the normalised query (spaces removed) is a
+    substring of the name or of its pinyin or initials."""
+    needle = "".join(normalise(q).split())
+    if not needle:
+        return False
+    for name in names:
+        for key in name_keys(name or ""):
+            if needle in key.replace(" ", ""):
+                return True
+    return False

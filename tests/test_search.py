@@ -1,0 +1,403 @@
+"""Message, contact and group search (app/services/search.py), on SQLite and PostgreSQL.
+
+Messages go in through the real send path (the message writer indexes them in
+its transaction); visibility rules are checked one by one.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.models.messaging import Membership, Message
+from app.services import contacts, groups, messaging, search
+from app.services import conversations as convs
+from tests.factories import call, connect, make_contacts, make_user
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"search_rate_limit": "100000/60"}
+
+
+async def say(deps, who, cid, text) -> dict:
+    return await messaging.send_message(deps, who.user_id, messaging.SendIn(
+        conversation_id=str(cid), client_msg_id=uuid.uuid4().hex, text=text))
+
+
+async def direct(deps, a, b) -> str:
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return str(conv.id)
+
+
+async def find(client, who, q, **params) -> dict:
+    resp = await client.get("/api/v1/search/messages", params={"q": q, **params},
+                            headers=who.headers)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+def texts(out) -> list[str]:
+    return [r["message"]["text"] for r in out["results"]]
+
+
+async def test_cjk_substrings_of_one_two_and_more_characters(client, deps):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    for t in ("我们明天见", "你好", "明 天", "天明", "好的，明天早上八点"):
+        await say(deps, a, cid, t)
+    assert texts(await find(client, b, "好")) == ["好的，明天早上八点", "你好"]
+    assert texts(await find(client, b, "明天")) == ["好的，明天早上八点", "我们明天见"]
+    assert texts(await find(client, b, "明天见")) == ["我们明天见"]
+    assert texts(await find(client, b, "天见")) == ["我们明天见"]
+    assert texts(await find(client, b, "明见")) == []
+    assert texts(await find(client, b, "早上八点")) == ["好的，明天早上八点"]
+
+
+async def test_latin_words_by_prefix_case_and_width_folded(client, deps):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    for t in ("Hello World", "concatenate", "ＦＵＬＬ width", "Straße 5"):
+        await say(deps, a, cid, t)
+    assert texts(await find(client, a, "hel")) == ["Hello World"]
+    assert texts(await find(client, a, "WORLD")) == ["Hello World"]
+    assert texts(await find(client, a, "ｗｏｒ")) == ["Hello World"]  # full-width query
+    assert texts(await find(client, a, "full")) == ["ＦＵＬＬ width"]
+    assert texts(await find(client, a, "cat")) == []  # words, not inside words
+    assert texts(await find(client, a, "strasse")) == ["Straße 5"]
+    # Several terms are ANDed, across scripts too.
+    await say(deps, a, cid, "meeting 明天 at 9")
+    assert texts(await find(client, a, "meet 明天")) == ["meeting 明天 at 9"]
+    assert texts(await find(client, a, "hello 明天")) == []
+
+
+async def test_highlights_are_utf16_offsets_on_emoji_and_cjk(client, deps):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "😀你好 Hello 😀 好")
+    out = await find(client, a, "好 hel")
+    assert out["results"][0]["highlights"] == [[3, 4], [5, 8], [14, 15]]
+    assert out["results"][0]["conversation_id"] == cid
+
+
+async def test_late_joiner_and_left_member(client, deps):
+    owner, m1, late = [await make_user(deps, n) for n in ("owner", "m1", "late")]
+    for p in (m1, late):
+        await make_contacts(deps, owner, p)
+    cid = (await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name="Team", member_ids=[m1.user_id])))["id"]
+    await say(deps, owner, cid, "before join 秘密")
+    await groups.add_members(deps, owner.user_id, cid, groups.AddMembersIn(user_ids=[late.user_id]))
+    await say(deps, owner, cid, "after join 秘密")
+    assert texts(await find(client, late, "秘密")) == ["after join 秘密"]
+    assert len((await find(client, m1, "秘密"))["results"]) == 2
+    await groups.leave(deps, m1.user_id, cid)
+    await say(deps, owner, cid, "after leaving 秘密")
+    # Up to the moment m1 left, nothing after.
+    assert texts(await find(client, m1, "秘密")) == ["after join 秘密", "before join 秘密"]
+    assert len((await find(client, late, "秘密"))["results"]) == 2
+
+
+async def test_cleared_history_window(client, deps):
+    # Clearing a chat's history raises the reader's window (visible_from_seq),
+    # as joining does; search honours the window whatever raised it.
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    old = await say(deps, a, cid, "old 消息")
+    await Membership.filter(conversation_id=cid, user_id=b.user_id).update(
+        visible_from_seq=old["seq"])
+    await say(deps, a, cid, "new 消息")
+    assert texts(await find(client, b, "消息")) == ["new 消息"]
+    assert texts(await find(client, a, "消息")) == ["new 消息", "old 消息"]
+
+
+async def test_deleted_for_me_and_recalled(client, deps):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    hidden = await say(deps, a, cid, "apple hidden")
+    recalled = await say(deps, a, cid, "apple recalled")
+    await say(deps, a, cid, "apple kept")
+    await messaging.delete_for_me(deps, b.user_id, messaging.MessageRef(message_id=hidden["id"]))
+    await messaging.recall(deps, a.user_id, messaging.MessageRef(message_id=recalled["id"]))
+    assert texts(await find(client, b, "apple")) == ["apple kept"]
+    assert texts(await find(client, a, "apple")) == ["apple kept", "apple hidden"]
+    assert texts(await find(client, a, "recalled")) == []
+
+
+async def test_stranger_finds_nothing_and_gets_404_for_the_conversation(client, deps):
+    a, b, c = [await make_user(deps, n) for n in "abc"]
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "private words")
+    assert texts(await find(client, c, "private")) == []
+    resp = await client.get("/api/v1/search/messages", headers=c.headers,
+                            params={"q": "private", "conversation_id": cid})
+    assert resp.status == 404
+    resp = await client.get("/api/v1/search/messages", headers=c.headers,
+                            params={"q": "private", "conversation_id": "not-a-uuid"})
+    assert resp.status in (400, 404)
+
+
+@pytest.mark.parametrize("params", [
+    {"q": ""}, {"q": "   "}, {"q": "\u3000"}, {"q": "x" * 101}, {"q": "ok", "colour": "red"},
+    {"q": "ok", "limit": "51"}, {"q": "ok", "limit": "0"}, {"q": "ok", "type": "system"},
+    {"q": "ok", "cursor": "garbage!"}, {"q": "ok", "cursor": "cTk5OTk5OTk5OTk5OTk5OTk5OTk"}, {"q": "ok", "after": "yesterday"},
+    {"q": "ok", "after": "2026-01-01T00:00:00"}, {},
+])
+async def test_bad_input_is_400_invalid(client, deps, params):
+    a = await make_user(deps, "a")
+    resp = await client.get("/api/v1/search/messages", params=params, headers=a.headers)
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"]["code"] == "invalid"
+    if "q" in params and "colour" not in params and "limit" not in params:
+        resp = await client.get("/api/v1/search", params={"q": params["q"]},
+                                headers=a.headers)
+        assert resp.status in (200, 400)
+
+
+async def test_search_box_refuses_empty_queries(client, deps):
+    a = await make_user(deps, "a")
+    for q in ("", " ", "x" * 101):
+        resp = await client.get("/api/v1/search", params={"q": q}, headers=a.headers)
+        assert resp.status == 400
+
+
+async def test_filters_sender_type_dates_conversation(client, deps):
+    a, b, c = [await make_user(deps, n) for n in "abc"]
+    ab = await direct(deps, a, b)
+    ac = await direct(deps, a, c)
+    await say(deps, a, ab, "report from a")
+    await say(deps, b, ab, "report from b")
+    await say(deps, c, ac, "report from c")
+    assert texts(await find(client, a, "report", sender_id=b.user_id)) == ["report from b"]
+    assert texts(await find(client, a, "report", conversation_id=ac)) == ["report from c"]
+    assert texts(await find(client, a, "report", type="image,video")) == []
+    assert len((await find(client, a, "report", type="text"))["results"]) == 3
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert texts(await find(client, a, "report", after=future)) == []
+    assert len((await find(client, a, "report", after=past, before=future))["results"]) == 3
+
+
+@pytest.mark.parametrize("window", [5000, 4])
+async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, window):
+    # PostgreSQL scans a window of the newest entries, then the GIN index:
+    # a small window makes every page cross from one to the other.
+    monkeypatch.setattr(search, "PG_WINDOW", window)
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    sent = [(await say(deps, a, cid, f"page {i} 分页"))["id"] for i in range(23)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "5"} | ({"cursor": cursor} if cursor else {})
+        out = await find(client, b, "分页", **params)
+        seen += [r["message"]["id"] for r in out["results"]]
+        # A message sent while paging is newer than the cursor: never inside the walk.
+        if len(seen) == 5:
+            await say(deps, a, cid, "late 分页")
+        cursor = out["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(sent))
+
+
+async def test_file_names_and_backfill_and_reindex(client, deps):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    conv = uuid.UUID(cid)
+    media = {"id": str(uuid.uuid4()), "kind": "file", "mime": "application/pdf", "size": 3,
+             "name": "季度报告 Q3.pdf"}
+    # Written straight to the table (as history stored before search existed).
+    file_msg = await Message.create(conversation_id=conv, seq=1, sender_id=a.user_id,
+                                    type="file", text="", data={"media": media})
+    old = await Message.create(conversation_id=conv, seq=2, sender_id=a.user_id,
+                               type="text", text="archived 旧闻")
+    await convs.Conversation.filter(id=conv).update(last_seq=2)
+    assert texts(await find(client, a, "报告")) == []
+    assert await search.backfill(batch=1) == 2
+    assert await search.backfill() == 0  # nothing left to do
+    out = await find(client, a, "报告")
+    assert [r["message"]["id"] for r in out["results"]] == [str(file_msg.id)]
+    assert out["results"][0]["highlight_field"] == "media.name"
+    assert out["results"][0]["highlights"] == [[2, 4]]
+    assert texts(await find(client, a, "旧闻")) == ["archived 旧闻"]
+    # An edit of the text re-indexes through the one function.
+    await Message.filter(id=old.id).update(text="edited 新闻")
+    await search.reindex_message(old.id)
+    assert texts(await find(client, a, "旧闻")) == []
+    assert texts(await find(client, a, "新闻")) == ["edited 新闻"]
+
+
+async def test_history_around_seq_rest_and_socket(client, deps, base_url):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    for i in range(1, 21):
+        await say(deps, a, cid, f"m{i}")
+    resp = await client.get(f"/api/v1/conversations/{cid}/messages",
+                            params={"around_seq": "10", "limit": "6"}, headers=b.headers)
+    assert resp.status == 200
+    page = await resp.json()
+    assert [m["seq"] for m in page["messages"]] == [8, 9, 10, 11, 12, 13]
+    assert page["has_more"] and page["has_more_after"]
+    resp = await client.get(f"/api/v1/conversations/{cid}/messages",
+                            params={"around_seq": "2", "limit": "6"}, headers=b.headers)
+    page = await resp.json()
+    assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5]
+    assert not page["has_more"] and page["has_more_after"]
+    resp = await client.get(f"/api/v1/conversations/{cid}/messages",
+                            params={"around_seq": "5", "before_seq": "3"}, headers=b.headers)
+    assert resp.status == 400
+    sio = await connect(base_url, b.access_token)
+    try:
+        ack = await call(sio, "history", {"conversation_id": cid, "around_seq": 20, "limit": 4})
+        assert ack["ok"] and [m["seq"] for m in ack["messages"]] == [19, 20]
+        assert ack["has_more"] and not ack["has_more_after"]
+        ack = await call(sio, "search:messages", {"q": "m1", "limit": 2})  # word prefix
+        assert ack["ok"] and [r["message"]["text"] for r in ack["results"]] == ["m19", "m18"]
+        ack = await call(sio, "search:messages", {"q": "m7"})
+        assert [r["message"]["text"] for r in ack["results"]] == ["m7"]
+        ack = await call(sio, "search:messages", {"q": "m", "conversation_id": cid, "limit": 3})
+        assert [r["message"]["seq"] for r in ack["results"]] == [20, 19, 18]
+        assert ack["next_cursor"]
+        ack = await call(sio, "search:messages", {"q": " "})
+        assert not ack["ok"] and ack["error"]["code"] == "invalid"
+        ack = await call(sio, "search:messages", {"q": "x", "bogus": 1})
+        assert not ack["ok"] and ack["error"]["code"] == "invalid"
+    finally:
+        await sio.disconnect()
+    resp = await client.get(f"/api/v1/conversations/{cid}/messages",
+                            params={"around_seq": "5"}, headers=(await make_user(deps)).headers)
+    assert resp.status == 404
+
+
+async def test_search_box_contacts_by_pinyin_groups_and_chats(client, deps):
+    me = await make_user(deps, "me")
+    zs = await make_user(deps, "张三")
+    other = await make_user(deps, "Bob")
+    await make_contacts(deps, me, zs)
+    await make_contacts(deps, me, other)
+    await contacts.set_remark(deps, me.user_id, other.user_id,
+                              contacts.ContactPatch(remark="李四"))
+    gid = (await groups.create_group(deps, me.user_id, groups.CreateIn(
+        name="张家群 Family", member_ids=[zs.user_id])))["id"]
+
+    async def box(q):
+        resp = await client.get("/api/v1/search", params={"q": q}, headers=me.headers)
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    for q in ("zhangsan", "zs", "张三", "ZhangSan", "zhang"):
+        out = await box(q)
+        assert [c["user"]["id"] for c in out["contacts"]] == [zs.user_id], q
+    assert [c["user"]["id"] for c in (await box("ls"))["contacts"]] == [other.user_id]
+    assert [c["user"]["id"] for c in (await box("bob"))["contacts"]] == [other.user_id]
+    assert [g["id"] for g in (await box("family"))["groups"]] == [gid]
+    assert [g["id"] for g in (await box("zjq"))["groups"]] == [gid]
+    dm = str((await convs.get_or_create_direct(deps, me.user_id, zs.user_id))[0].id)
+    await say(deps, zs, dm, "周末去爬山吗")
+    await say(deps, me, dm, "爬山好啊")
+    await say(deps, zs, gid, "群里也说爬山")
+    out = await box("爬山")
+    chats = out["conversations_with_matches"]
+    assert [(c["conversation"]["id"], c["match_count"]) for c in chats] == [(gid, 1), (dm, 2)]
+    assert chats[1]["latest"]["text"] == "爬山好啊"
+    assert out["contacts"] == [] and out["groups"] == []
+
+
+async def test_search_is_rate_limited_per_user(server, client, deps):
+    deps.settings = deps.settings.with_(search_rate_limit="3/60")
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    for _ in range(3):
+        assert (await client.get("/api/v1/search/messages", params={"q": "x"},
+                                 headers=a.headers)).status == 200
+    resp = await client.get("/api/v1/search", params={"q": "x"}, headers=a.headers)
+    assert resp.status == 429
+    assert (await client.get("/api/v1/search", params={"q": "x"},
+                             headers=b.headers)).status == 200
+
+
+def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
+    """The migration creates the index (FTS5 / tsvector + GIN) on a database
+    the server never created; the backfill command runs on it."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    from app.config import ROOT
+
+    urls = [f"sqlite://{tmp_path / 'fresh.db'}"]
+    pg = os.environ.get("TEST_DATABASE_URL", "")
+    name = f"parley_search_{uuid.uuid4().hex[:8]}"
+    admin = pg.replace("postgres://", "postgresql://", 1)
+
+    async def admin_sql(sql, fetch=None):
+        con = await asyncpg.connect(admin if fetch is None else fetch, timeout=10)
+        try:
+            return await con.fetch(sql)
+        finally:
+            await con.close()
+
+    if pg:
+        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+        urls.append(f"{pg.rpartition('/')[0]}/{name}")
+    try:
+        for url in urls:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+            env.update(DATABASE_URL=url, SECRET_KEY="cli-test-secret-" + "x" * 40)
+            for args in (["migrate"], ["search-backfill", "--batch", "10"]):
+                proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, timeout=120)
+                assert proc.returncode == 0, proc.stderr
+            assert "indexed 0 messages for search" in proc.stdout
+            if url.startswith("sqlite"):
+                import sqlite3
+
+                con = sqlite3.connect(url[len("sqlite://"):])
+                sql = con.execute("SELECT sql FROM sqlite_master WHERE name='message_search'")
+                assert "fts5" in sql.fetchone()[0].lower()
+                con.close()
+            else:
+                rows = asyncio.run(admin_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'",
+                    fetch=url.replace("postgres://", "postgresql://", 1)))
+                assert any("gin" in r[0].lower() for r in rows), rows
+    finally:
+        if pg:
+            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search_index": False}])
+async def test_search_index_off_writes_nothing_and_says_so(client, deps, settings_overrides):
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "not indexed")
+    resp = await client.get("/api/v1/search/messages", params={"q": "indexed"},
+                            headers=a.headers)
+    assert resp.status == 503
+    resp = await client.get("/api/v1/search", params={"q": "b"}, headers=a.headers)
+    body = await resp.json()
+    assert resp.status == 200 and body["conversations_with_matches"] == []
+    assert [c["user"]["id"] for c in body["contacts"]] == [b.user_id]
+    deps.settings = deps.settings.with_(search_index=True)
+    assert texts(await find(client, a, "indexed")) == []  # the writer wrote no entry
+
+
+async def test_word_prefixes_expand_or_fall_back(client, deps):
+    # A prefix of at most 64 indexed words is searched as those words; a
+    # shorter, broader one as an index prefix query: both find the same.
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, " ".join(f"zz{i}" for i in range(70)))
+    await say(deps, a, cid, "zz6 only")
+    assert texts(await find(client, a, "zz")) == ["zz6 only", texts_70()]
+    assert texts(await find(client, a, "zz6")) == ["zz6 only", texts_70()]
+    assert texts(await find(client, a, "zz69")) == [texts_70()]
+    assert texts(await find(client, a, "zzz")) == []
+    assert texts(await find(client, a, "zz6 nothing")) == []
+
+
+def texts_70() -> str:
+    return " ".join(f"zz{i}" for i in range(70))

@@ -1,0 +1,82 @@
+"""The pure search text rules: normalisation, tokens, query terms, highlights, pinyin."""
+
+import pytest
+
+from app.services import search_text as st
+
+
+def test_nfkc_width_and_case_folding():
+    assert st.normalise("ＨＥＬＬＯ　Ｗｏｒｌｄ") == "hello world"
+    assert st.normalise("ｶﾀｶﾅ") == "カタカナ"  # half-width katakana
+    assert st.normalise("Straße") == "strasse"
+    assert st.normalise("①") == "1"
+
+
+def test_segments_split_words_from_cjk_runs():
+    segs = st.segments(st.normalise("我们明天见 at 3pm, OK?"))
+    assert [(s.kind, s.text) for s in segs] == [
+        ("cjk", "我们明天见"), ("word", "at"), ("word", "3pm"), ("word", "ok")]
+    # Kana and Hangul are CJK runs too; the middle dot is punctuation.
+    assert [s.kind for s in st.segments("こんにちは・안녕")] == ["cjk", "cjk"]
+
+
+def test_document_tokens_hold_bigrams_then_unigrams():
+    assert st.document_tokens("明天见 Hi") == ["明天", "天见", "明", "天", "见", "hi"]
+    assert st.document_tokens("好") == ["好"]
+
+
+def test_query_terms_and_their_tokens():
+    terms = st.parse_query("  明天见  Hello ")
+    assert terms == [st.Term("cjk", "明天见"), st.Term("word", "hello")]
+    assert terms[0].tokens() == ["明天", "天见"]
+    assert terms[1].tokens() == ["hello"] and terms[1].prefix
+    assert st.parse_query("好")[0].tokens() == ["好"]
+    # Full-width query folds like the text does.
+    assert st.parse_query("ＨＥＬ") == [st.Term("word", "hel")]
+
+
+@pytest.mark.parametrize("q", ["", "   ", "\u3000", "!!!", "x" * 101])
+def test_bad_queries_are_refused(q):
+    with pytest.raises(st.BadQuery):
+        st.parse_query(q)
+
+
+def test_matching_rule_cjk_substring_latin_word_prefix():
+    assert st.matches("我们明天见", st.parse_query("明天"))
+    assert st.matches("你好", st.parse_query("好"))
+    assert not st.matches("明 天", st.parse_query("明天"))
+    assert st.matches("Hello world", st.parse_query("hel"))
+    assert not st.matches("concatenate", st.parse_query("cat"))
+    assert st.matches("ＣＡＴ and 狗", st.parse_query("cat 狗"))
+    assert not st.matches("cat", st.parse_query("cat 狗"))  # terms are ANDed
+
+
+def test_highlights_are_utf16_offsets_into_the_original_text():
+    text = "😀你好 Hello 😀 好"
+    # 😀 is 2 UTF-16 units: 你 at 2, 好 at 3; "Hello" at 5..10; the last 好 at 14.
+    assert st.highlights(text, st.parse_query("好 hel")) == [[3, 4], [5, 8], [14, 15]]
+    js_slices = [text.encode("utf-16-le")[2 * a:2 * b].decode("utf-16-le")
+                 for a, b in st.highlights(text, st.parse_query("你好"))]
+    assert js_slices == ["你好"]
+
+
+def test_highlights_map_folded_characters_back_to_their_source():
+    text = "ＡＢＣ straße"
+    assert st.highlights(text, st.parse_query("abc")) == [[0, 3]]
+    assert st.highlights(text, st.parse_query("strasse")) == [[4, 10]]
+    # A combining accent stays with its letter.
+    assert st.highlights("cafe\u0301 x", st.parse_query("café")) == [[0, 5]]
+
+
+def test_overlapping_matches_merge():
+    assert st.highlights("哈哈哈", st.parse_query("哈哈")) == [[0, 3]]
+
+
+def test_pinyin_full_and_initials():
+    assert st.name_keys("张三") == ["张三", "zhangsan", "zs"]
+    assert st.name_matches("zhangsan", "张三")
+    assert st.name_matches("zs", "张三")
+    assert st.name_matches("Zhang San", "张三")
+    assert st.name_matches("张", "张三")
+    assert st.name_matches("ali", None, "Alice")
+    assert not st.name_matches("ls", "张三")
