@@ -72,6 +72,20 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("PATCH", f"{API}/me/settings", "Change privacy settings.", "users",
         body=contacts.SettingsPatch),
     _op("PATCH", f"{API}/me", "Change my profile.", "users", body=accounts.ProfilePatch),
+    # own account and avatars (the sign-in issue)
+    _op("POST", f"{API}/me/password",
+        "Change my password; every other session ends.", "users", body=accounts.PasswordChangeIn),
+    _op("POST", f"{API}/me/email",
+        "Change my email: without `code` one is sent (202), with it the address changes.",
+        "users", body=accounts.EmailChangeIn),
+    _op("POST", f"{API}/me/phone",
+        "Change my phone: without `code` one is sent (202), with it the number changes.",
+        "users", body=accounts.PhoneChangeIn),
+    _op("PUT", f"{API}/me/avatar", "Set my avatar (an image: raw body or multipart `file`).",
+        "users", body="image"),
+    _op("DELETE", f"{API}/me/avatar", "Remove my avatar.", "users"),
+    _op("GET", f"{API}/avatars/{{key}}/{{size}}", "An avatar picture (size 64.jpg, 160.jpg, "
+        "640.jpg); public and immutable.", "users", auth=False, success="image/jpeg"),
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),
@@ -131,6 +145,9 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
         "(owner/admins).", "groups"),
     _op("DELETE", f"{API}/groups/{{group_id}}/invites/{{token}}", "Revoke an invite link.",
         "groups", 204, success=""),
+    _op("PUT", f"{API}/groups/{{group_id}}/avatar",
+        "Set the group's avatar (owners and admins).", "groups", body="image"),
+    _op("DELETE", f"{API}/groups/{{group_id}}/avatar", "Remove the group's avatar.", "groups"),
     # media
     _op("POST", f"{API}/media", "Upload a file (multipart/form-data: `kind`?, `file`).",
         "media", 201, "multipart", query_args={"kind": _STR}),
@@ -224,6 +241,12 @@ def build() -> dict:
                     "kind": {"type": "string", "enum": ["image", "voice", "video", "file"]},
                     "file": {"type": "string", "contentMediaType": "application/octet-stream"},
                 }}}}}
+        elif op.body == "image":
+            operation["requestBody"] = {"required": True, "content": {
+                "image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"], "properties": {
+                        "file": {"type": "string", "contentMediaType": "image/*"}}}}}}
         elif op.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _body_component(op.body, components)}}}

@@ -27,6 +27,13 @@ ROUTES = [
     web.get(f"{API}/me/settings", contacts.get_settings),
     web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
+    # own account: password, addresses, avatar (the sign-in issue)
+    web.post(f"{API}/me/password", users.change_password),
+    web.post(f"{API}/me/email", users.change_email),
+    web.post(f"{API}/me/phone", users.change_phone),
+    web.put(f"{API}/me/avatar", users.put_avatar),
+    web.delete(f"{API}/me/avatar", users.delete_avatar),
+    web.get(f"{API}/avatars/{{key}}/{{size}}", media.avatar),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
     # conversations and messages
@@ -58,6 +65,8 @@ ROUTES = [
     web.patch(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.patch_member),
     web.delete(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.remove_member),
     web.post(f"{API}/groups/{{group_id}}/transfer", groups.transfer),
+    web.put(f"{API}/groups/{{group_id}}/avatar", groups.put_group_avatar),
+    web.delete(f"{API}/groups/{{group_id}}/avatar", groups.delete_group_avatar),
     web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
     web.get(f"{API}/groups/{{group_id}}/invites", groups.list_invites),
     web.delete(f"{API}/groups/{{group_id}}/invites/{{token}}", groups.revoke_invite),
