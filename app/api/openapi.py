@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging
+from app.services import accounts, codes, contacts, groups, messaging, oauth
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -66,6 +66,27 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("POST", f"{API}/auth/logout", "End this session.", "auth", 204, success=""),
     _op("GET", f"{API}/auth/sessions", "My signed-in devices.", "auth"),
     _op("DELETE", f"{API}/auth/sessions/{{session_id}}", "Sign a device out.", "auth", 204,
+        success=""),
+    # sign-in with other providers (docs/api.md, "Sign in with other accounts")
+    _op("GET", f"{API}/auth/oauth/providers", "The configured sign-in providers.", "auth",
+        auth=False),
+    _op("POST", f"{API}/auth/oauth/exchange",
+        "Exchange the one-time code of a finished browser sign-in for tokens.", "auth",
+        body=oauth.ExchangeIn, auth=False),
+    _op("GET", f"{API}/auth/oauth/{{provider}}/start",
+        "Browser: go to the provider (302), with state, PKCE and nonce.", "auth", 302,
+        query_args={"return_to": _STR}, auth=False, success=""),
+    _op("GET", f"{API}/auth/oauth/{{provider}}/callback",
+        "Browser: the provider's redirect; 302 to the web client.", "auth", 302,
+        query_args={"code": _STR, "state": _STR, "error": _STR}, auth=False, success=""),
+    _op("POST", f"{API}/auth/oauth/{{provider}}/token",
+        "Mobile: sign in with the provider's id_token or code.", "auth",
+        body=oauth.MobileTokenIn, auth=False),
+    _op("GET", f"{API}/me/identities", "My linked sign-in accounts.", "users"),
+    _op("POST", f"{API}/me/identities/{{provider}}/start",
+        "Start linking an account of this provider: `{url}` to open.", "users",
+        body=oauth.LinkStartIn),
+    _op("DELETE", f"{API}/me/identities/{{identity_id}}", "Unlink an account.", "users", 204,
         success=""),
     _op("GET", f"{API}/me", "My profile.", "users"),
     _op("GET", f"{API}/me/settings", "My privacy settings.", "users"),

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, openapi, users
+from app.api import auth, contacts, conversations, groups, health, media, oauth, openapi, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -23,6 +23,15 @@ ROUTES = [
     web.post(f"{API}/auth/logout", auth.logout),
     web.get(f"{API}/auth/sessions", auth.list_sessions),
     web.delete(f"{API}/auth/sessions/{{session_id}}", auth.end_session),
+    # sign-in with other providers, linked accounts
+    web.get(f"{API}/auth/oauth/providers", oauth.list_providers),
+    web.post(f"{API}/auth/oauth/exchange", oauth.exchange),
+    web.get(f"{API}/auth/oauth/{{provider}}/start", oauth.start),
+    web.get(f"{API}/auth/oauth/{{provider}}/callback", oauth.callback),
+    web.post(f"{API}/auth/oauth/{{provider}}/token", oauth.mobile_token),
+    web.get(f"{API}/me/identities", oauth.list_identities),
+    web.post(f"{API}/me/identities/{{provider}}/start", oauth.start_link),
+    web.delete(f"{API}/me/identities/{{identity_id}}", oauth.unlink),
     web.get(f"{API}/me", users.get_me),
     web.get(f"{API}/me/settings", contacts.get_settings),
     web.patch(f"{API}/me/settings", contacts.patch_settings),
