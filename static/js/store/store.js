@@ -211,6 +211,7 @@ export class Store extends Emitter {
     });
     // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
     socket.on("resync", () => this.sync());
+    socket.on("security:new_session", (e) => this.emit("security", e));
     socket.on("disconnect", (reason) => {
       this.connected = false;
       this.emit("connection", reason);

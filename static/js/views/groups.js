@@ -137,7 +137,7 @@ export async function renderInfo(main, conv) {
       actions.push(h("button", { class: "link small danger-text", type: "button", "data-action": "remove-member", onclick: () => call("DELETE", `/groups/${gid}/members/${uid}`) }, t("remove")));
     }
     return h("li", { class: "member", dataset: { user: m.user.id } },
-      avatar(m.user.display_name, m.user.id, "small"),
+      avatar(m.user.display_name, m.user.id, "small", m.user.avatar_url),
       h("span", { class: "member-name" }, name),
       m.role !== "member" ? h("span", { class: `tag ${m.role === "owner" ? "green" : ""}` }, t(`role_${m.role}`)) : null,
       mutedUntil ? h("span", { class: "tag", title: shortTime(mutedUntil) }, t("mutedMember")) : null,
