@@ -200,7 +200,7 @@ async def test_avatar_as_multipart_file(client, deps, tmp_path):
     assert img.size == (300, 300)  # never scaled up
 
 
-async def test_group_avatar_for_owners_and_admins_only(client, deps, tmp_path):
+async def test_group_avatar_for_owners_and_admins_only(client, deps, tmp_path, base_url):
     owner = await make_user(deps, "owner")
     member = await make_user(deps, "member")
     await make_contacts(deps, owner, member)
@@ -209,11 +209,18 @@ async def test_group_avatar_for_owners_and_admins_only(client, deps, tmp_path):
     gid = (await r.json())["conversation"]["id"]
     await err(await client.put(f"{API}/groups/{gid}/avatar", headers=member.headers,
                                data=_jpeg_bytes(tmp_path)), 403, "forbidden")
+    sock = await connect(base_url, member.access_token)
     r = await client.put(f"{API}/groups/{gid}/avatar", headers=owner.headers,
                          data=_jpeg_bytes(tmp_path))
     assert r.status == 200, await r.text()
     group = (await r.json())["group"]
     assert group["avatar_urls"]["64"].endswith("/64.jpg")
+    # The members' chat lists hear of it at once.
+    try:
+        await sock.log.wait_for("conversation:updated",
+                                where=lambda s: s.get("avatar_url") == group["avatar_url"])
+    finally:
+        await sock.disconnect()
     got = await client.get(group["avatar_urls"]["64"])
     assert got.status == 200 and Image.open(io.BytesIO(await got.read())).size == (64, 64)
     convs = await (await client.get(f"{API}/conversations", headers=member.headers)).json()

@@ -481,3 +481,13 @@ def test_provider_configuration_is_checked():
     got = oauth.parse_providers('{"wechat": {"appid": "wx1", "secret": "s"}}')["wechat"]
     assert (got.client_id, got.client_secret, got.kind) == ("wx1", "s", "wechat")
     assert got.token_url == "https://api.weixin.qq.com/sns/oauth2/access_token"
+
+
+async def test_provider_pictures_only_from_the_provider_or_public_addresses():
+    p = oauth.parse_providers(
+        '{"corp": {"issuer": "https://id.example.org", "client_id": "x"}}')["corp"]
+    assert await oauth._may_fetch(p, "https://id.example.org/pictures/1.png")
+    for url in ("http://127.0.0.1:8080/admin.png", "http://10.1.2.3/x.png",
+                "http://[::1]/x.png", "http://169.254.169.254/latest/meta-data",
+                "ftp://id.example.org/x.png", "javascript:alert(1)", "", "http:///x"):
+        assert not await oauth._may_fetch(p, url), url

@@ -486,7 +486,8 @@ async def change_address(deps: Deps, auth: Auth, channel: str, raw: str, code: s
     await _throttle_code_use(deps, client, channel, target)
     # The code first: without it, whether an address is taken is not revealed.
     await codes.consume(deps, channel, target, purpose, code)
-    if await User.filter(**{channel: target}).exclude(id=user.id).exists():
+    holder = await find_by_login(target)
+    if holder is not None and holder.id != user.id:
         raise conflict_on(channel)
     old = getattr(user, channel)
     setattr(user, channel, target)

@@ -249,6 +249,7 @@ def shared_summary(conv: Conversation, member_count: int, last_message: dict | N
         "id": str(conv.id),
         "type": "group",
         "title": conv.title,
+        "avatar_url": avatar_url(conv.avatar_key),
         "announcement": conv.announcement,
         "only_admins_can_send": conv.only_admins_can_send,
         "members_can_invite": conv.members_can_invite,
@@ -413,6 +414,7 @@ async def set_group_avatar(deps: Deps, user_id: str, conversation_id, chunks,
         await avatars.delete_avatar(deps, key)
         raise
     await avatars.delete_avatar(deps, old)
+    await _publish(deps, cid, [])  # every member's chat list shows the new picture
     return await get_group(deps, user_id, cid)
 
 

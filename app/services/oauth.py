@@ -300,7 +300,7 @@ async def verify_id_token(p: Provider, id_token: str, nonce: str | None) -> dict
     """The claims of a genuine, current id_token meant for us; OAuthFailed otherwise."""
     meta = await metadata(p)
     algs = [a for a in meta.get("id_token_signing_alg_values_supported") or ["RS256"]
-            if a != "none" and not a.startswith("HS")]
+            if a != "none" and not a.startswith("HS")] or ["RS256"]
     try:
         try:
             token = jwt.decode(id_token, await _key_set(p), algorithms=algs)
@@ -525,9 +525,38 @@ async def _link(p: Provider, user_id, profile: Profile) -> OAuthIdentity:
                           status=409) from None
 
 
-async def _adopt_picture(deps: Deps, user: User, picture: str) -> None:
+def _provider_hosts(p: Provider) -> set[str]:
+    from urllib.parse import urlsplit
+
+    urls = (p.issuer, p.authorize_url, p.token_url, p.userinfo_url, p.api_url)
+    return {urlsplit(u).hostname for u in urls if u} - {None}
+
+
+async def _may_fetch(p: Provider, url: str) -> bool:
+    """Pictures come from the provider's own hosts or from public addresses only:
+    a `picture` claim a person can set must not make the server fetch from the
+    internal network (the result would become a viewable avatar)."""
+    import asyncio
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return False
+    if parts.hostname in _provider_hosts(p):
+        return True
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+                                                             type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_global for i in infos)
+
+
+async def _adopt_picture(deps: Deps, p: Provider, user: User, picture: str) -> None:
     """The provider's picture as the new account's avatar, if it can be had quickly."""
-    if not picture.startswith(("https://", "http://")):
+    if not await _may_fetch(p, picture):
         return
     from app.services import avatars
 
@@ -555,7 +584,7 @@ async def _adopt_picture(deps: Deps, user: User, picture: str) -> None:
 async def _sign_in(deps: Deps, p: Provider, profile: Profile, client: accounts.Client) -> User:
     user, created = await _find_or_create(deps, p, profile)
     if created and profile.picture:
-        await _adopt_picture(deps, user, profile.picture)
+        await _adopt_picture(deps, p, user, profile.picture)
     return user
 
 
@@ -694,7 +723,9 @@ async def exchange(deps: Deps, data: ExchangeIn, client: accounts.Client) -> dic
         raise OAuthFailed("oauth_code_invalid", "This sign-in code is unknown or expired.")
     if not await OAuthFlow.filter(id=flow.id, handoff_used_at=None).update(handoff_used_at=now):
         raise OAuthFailed("oauth_code_invalid", "This sign-in code was already used.")
-    user = await User.get(id=flow.handoff_user_id)
+    user = await User.get_or_none(id=flow.handoff_user_id)
+    if user is None:  # the account was deleted in the meantime
+        raise OAuthFailed("oauth_code_invalid", "This sign-in code is unknown or expired.")
     out = await accounts.issue_tokens(deps, user,
                                       accounts.Client(client.ip, data.device or client.device))
     return {**out, "return_to": flow.return_to}
