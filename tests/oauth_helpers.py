@@ -164,6 +164,7 @@ class StandIn:
     grants: dict = field(default_factory=dict)
     authorize_requests: list = field(default_factory=list)
     token_requests: list = field(default_factory=list)
+    extra_clients: dict = field(default_factory=dict)  # WeChat: further appid → secret
     base: str = ""
     runner: web.AppRunner | None = None
     down: bool = False
@@ -350,7 +351,8 @@ class StandIn:
     async def wechat_token(self, request):
         q = dict(request.query)
         self.token_requests.append(q)
-        if q.get("appid") != self.client_id or q.get("secret") != self.client_secret:
+        clients = {self.client_id: self.client_secret, **self.extra_clients}
+        if q.get("appid") not in clients or q.get("secret") != clients[q.get("appid")]:
             return web.json_response({"errcode": 40125, "errmsg": "invalid appsecret"})
         grant = self.grants.get(q.get("code", ""))
         if grant is None or grant.used or q.get("grant_type") != "authorization_code":

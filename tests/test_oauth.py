@@ -19,6 +19,7 @@ from tests.conftest import _truncate_all
 from tests.factories import make_user
 from tests.oauth_helpers import (
     WEB_SECRET,
+    Grant,
     OidcProvider,
     StandIn,
     browser,
@@ -73,6 +74,7 @@ def settings_overrides(oidc, standins, parley_port):
         "other": {"issuer": oidc.issuer, "client_id": "someone-else", "client_secret": "x"},
         **{kind: s.config() for kind, s in standins.items()},
     }
+    providers["wechat"].update(app_appid="wx-mobile-app", app_secret="mobile-secret")
     return {"oauth_providers": json.dumps(providers),
             "public_url": f"http://127.0.0.1:{parley_port}"}
 
@@ -450,8 +452,19 @@ async def test_wechat_preset_uses_unionid_and_maps_errcodes(client, server, stan
     assert body["user"]["display_name"] == "Wang Fang"
     ident = await OAuthIdentity.get(user_id=body["user"]["id"])
     assert ident.provider == "wechat" and ident.subject == "u_person-1"
+    # The mobile app signs in with its own appid (WeChat SDK); the same unionid is
+    # the same person. Until WeChat knows that appid, it refuses.
+    r = await client.post(f"{API}/auth/oauth/wechat/token", json={"code": "bad"})
+    assert (await err(r, 400, "oauth_provider_error"))["details"] == {"error": "errcode_40125"}
+    wx.extra_clients = {"wx-mobile-app": "mobile-secret"}
     r = await client.post(f"{API}/auth/oauth/wechat/token", json={"code": "bad"})
     assert (await err(r, 400, "oauth_provider_error"))["details"] == {"error": "errcode_40029"}
+    code = "sdk-code"
+    wx.grants[code] = Grant("", None, None, "person-1")
+    r = await client.post(f"{API}/auth/oauth/wechat/token", json={"code": code})
+    assert r.status == 200, await r.text()
+    assert (await r.json())["user"]["id"] == body["user"]["id"]
+    assert wx.token_requests[-1]["appid"] == "wx-mobile-app"
 
 
 async def test_provider_down_is_unavailable_and_creates_nothing(client, server, standins):

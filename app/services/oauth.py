@@ -129,6 +129,10 @@ class Provider:
     team_id: str = ""
     key_id: str = ""
     private_key: str = field(default="", repr=False)
+    # WeChat: the mobile app's own appid/secret (the SDK's codes are for it);
+    # its unionid is the same person as on the website.
+    app_appid: str = ""
+    app_secret: str = field(default="", repr=False)
 
     @property
     def is_oidc(self) -> bool:
@@ -392,10 +396,13 @@ async def authorization_url(p: Provider, redirect_uri: str, state: str, code_ver
 
 
 async def exchange_code(p: Provider, code: str, redirect_uri: str | None,
-                        code_verifier: str | None, nonce: str | None) -> Profile:
+                        code_verifier: str | None, nonce: str | None,
+                        mobile: bool = False) -> Profile:
     """Code → tokens → the person, checked. `nonce` None: none was sent (mobile)."""
     if p.kind == "wechat":
-        return await _wechat_profile(p, code)
+        if mobile and p.app_appid:
+            return await _wechat_profile(p, code, p.app_appid, p.app_secret)
+        return await _wechat_profile(p, code, p.client_id, p.client_secret)
     _, token_url = await _endpoints(p)
     kw = {"code_verifier": code_verifier} if code_verifier else {}
     try:
@@ -450,9 +457,9 @@ async def _github_profile(p: Provider, access_token: str) -> Profile:
                    picture=str(user.get("avatar_url") or ""), email=str(email))
 
 
-async def _wechat_profile(p: Provider, code: str) -> Profile:
+async def _wechat_profile(p: Provider, code: str, appid: str, secret: str) -> Profile:
     token = await _get_json(p, p.token_url, params={
-        "appid": p.client_id, "secret": p.client_secret, "code": code,
+        "appid": appid, "secret": secret, "code": code,
         "grant_type": "authorization_code"})
     if not isinstance(token, dict) or token.get("errcode") or not token.get("openid"):
         raise _provider_error(p, f"errcode_{token.get('errcode')}" if isinstance(token, dict)
@@ -757,7 +764,7 @@ async def mobile_sign_in(deps: Deps, pid: str, data: MobileTokenIn,
         profile = _oidc_profile(await verify_id_token(p, data.id_token, data.nonce))
     else:
         profile = await exchange_code(p, data.code, data.redirect_uri, data.code_verifier,
-                                      data.nonce)
+                                      data.nonce, mobile=True)
     user = await _sign_in(deps, p, profile, client)
     return await accounts.issue_tokens(deps, user,
                                        accounts.Client(client.ip, data.device or client.device))
