@@ -158,3 +158,31 @@ async def test_link_change_password_and_avatar_in_settings(browser, base_url, de
     await page.click("[data-section=devices]")
     await page.locator("[data-session]", has_text="127.0.0.1").first.wait_for()
     assert_no_errors(page)
+
+
+async def test_group_photo_set_by_the_owner_reaches_a_member(browser, base_url, deps):  # noqa: F811
+    import io
+
+    from PIL import Image
+
+    from app.services import groups
+    from tests.factories import make_contacts
+
+    owner, member = await make_user(deps, "Olga"), await make_user(deps, "Max")
+    await make_contacts(deps, owner, member)
+    conv = await groups.create_group(deps, owner.user_id,
+                                     groups.CreateIn(name="Hikers", member_ids=[member.user_id]))
+    max_page = await new_page(browser, base_url, person=member)
+    await max_page.wait_for_selector("body[data-connected=true]")
+    page = await new_page(browser, base_url, person=owner, path=f"/#/chats/{conv['id']}/info")
+    await page.wait_for_selector("[data-section=group-avatar] input[name=avatar]")
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 500), (20, 90, 200)).save(buf, format="JPEG")
+    await page.set_input_files("[data-section=group-avatar] input[name=avatar]", files=[
+        {"name": "g.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}])
+    await page.click("[data-section=group-avatar] [data-action=avatar-save]")
+    await page.locator("#toast", has_text="Photo updated").wait_for()
+    await page.wait_for_selector("[data-section=group-avatar] .avatar.has-img img")
+    # Max's chat list swaps the group icon for the photo without a reload.
+    await max_page.wait_for_selector(".avatar.has-img img[src$='/160.jpg']")
+    assert_no_errors(page, max_page)

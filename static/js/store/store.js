@@ -72,6 +72,12 @@ export class Store extends Emitter {
     return null;
   }
 
+  /** The avatar URL of a user already known here (no fetch: nameOf starts those). */
+  avatarOf(userId) {
+    if (this.me && userId === this.me.id) return this.me.avatar_url || null;
+    return this.contacts.get(userId)?.user.avatar_url || this.users.get(userId)?.avatar_url || null;
+  }
+
   async fetchUser(id) {
     if (this.pendingUsers.has(id) || !this.api) return;
     this.pendingUsers.add(id);
