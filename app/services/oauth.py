@@ -524,8 +524,7 @@ async def _link(p: Provider, user_id, profile: Profile) -> OAuthIdentity:
     try:
         return await OAuthIdentity.create(id=uuid.uuid4(), user_id=user_id, provider=p.id,
                                           subject=profile.subject,
-                                          display_name=(profile.display_name or
-                                                        profile.email)[:128])
+                                          display_name=profile.display_name[:128])
     except IntegrityError:
         raise OAuthFailed("identity_linked_elsewhere",
                           f"This {p.label} account signs in to another Parley account.",
@@ -588,7 +587,7 @@ async def _adopt_picture(deps: Deps, p: Provider, user: User, picture: str) -> N
     await User.filter(id=user.id).update(avatar_key=key)
 
 
-async def _sign_in(deps: Deps, p: Provider, profile: Profile, client: accounts.Client) -> User:
+async def _sign_in(deps: Deps, p: Provider, profile: Profile) -> User:
     user, created = await _find_or_create(deps, p, profile)
     if created and profile.picture:
         await _adopt_picture(deps, p, user, profile.picture)
@@ -698,7 +697,7 @@ async def callback(deps: Deps, pid: str, params: dict, binder: str | None, redir
     if flow.purpose == "link":
         await _link(p, flow.user_id, profile)
         return Finished(f"oauth_linked={p.id}&return_to={_q(flow.return_to)}")
-    user = await _sign_in(deps, p, profile, client)
+    user = await _sign_in(deps, p, profile)
     handoff = generate_token(43)
     await OAuthFlow.filter(id=flow.id).update(
         handoff_hash=_digest(handoff), handoff_user_id=user.id,
@@ -765,6 +764,6 @@ async def mobile_sign_in(deps: Deps, pid: str, data: MobileTokenIn,
     else:
         profile = await exchange_code(p, data.code, data.redirect_uri, data.code_verifier,
                                       data.nonce, mobile=True)
-    user = await _sign_in(deps, p, profile, client)
+    user = await _sign_in(deps, p, profile)
     return await accounts.issue_tokens(deps, user,
                                        accounts.Client(client.ip, data.device or client.device))
