@@ -146,6 +146,9 @@ class Settings:
     apns_topic: str = ""  # the app's bundle id
     apns_endpoint: str = "https://api.push.apple.com"
     apns_sandbox_endpoint: str = "https://api.sandbox.push.apple.com"
+    # Sign-in with other providers (app/services/oauth.py, docs/configuration.md)
+    oauth_providers: str = ""  # JSON object, or the path of a JSON file
+    oauth_flow_ttl: int = 600  # seconds from "start" to the provider's callback
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:
@@ -174,6 +177,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
     from app.netaddr import parse_networks
 
     parse_networks(values.get("trusted_proxies", ""))  # a typo fails at start, not per request
+    if values.get("oauth_providers"):
+        from app.services.oauth import parse_providers
+
+        parse_providers(values["oauth_providers"])  # likewise
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
     if not values.get("secret_key"):

@@ -134,3 +134,19 @@ class InviteExpired(DomainError):
     revoked, or its group was dissolved)."""
 
     code, status, default_message = "invite_expired", 410, "This invite link is no longer valid."
+
+
+# --- sign-in with other providers ----------------------------------------------------
+
+
+class OAuthFailed(DomainError):
+    """A third-party sign-in that did not complete. `code` names the reason and is
+    part of the contract (docs/api.md, "Sign in with other accounts")."""
+
+    code, status, default_message = "oauth_failed", 400, "The sign-in did not complete."
+
+    def __init__(self, code: str, message: str, *, status: int = 400,
+                 details: dict | None = None):
+        super().__init__(message, details=details)
+        self.code = code
+        self.status = status

@@ -8,7 +8,7 @@ from app.models.accounts import User
 from tests.factories import make_user
 
 API = "/api/v1"
-PUBLIC_KEYS = {"id", "username", "display_name", "bio"}
+PUBLIC_KEYS = {"id", "username", "display_name", "bio", "avatar_url", "avatar_urls"}
 
 
 async def assert_error(resp, status: int, code: str) -> dict:
@@ -102,7 +102,8 @@ async def test_get_user_by_id(client, deps):
     user = (await r.json())["user"]
     # Someone else's profile is public fields only: no email or phone.
     assert set(user) == PUBLIC_KEYS
-    assert user == {"id": q.user_id, "username": "quinn", "display_name": "Quinn", "bio": ""}
+    assert user == {"id": q.user_id, "username": "quinn", "display_name": "Quinn", "bio": "",
+                    "avatar_url": None, "avatar_urls": None}
 
     for bad in (str(uuid.uuid4()), "not-a-uuid", "1", "%00", "x" * 300):
         r = await client.get(f"{API}/users/{bad}", headers=p.headers)

@@ -107,3 +107,20 @@ async def readers(request: web.Request) -> web.Response:
                                request.match_info["message_id"])
     return json_response(out)
 
+
+
+async def put_group_avatar(request: web.Request) -> web.Response:
+    from app.api.media import upload_chunks
+
+    auth = await auth_of(request)
+    chunks = await upload_chunks(request)
+    group = await groups.set_group_avatar(deps_of(request), auth.user_id, _gid(request), chunks,
+                                          request.content_length)
+    return json_response({"group": group})
+
+
+async def delete_group_avatar(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    group = await groups.set_group_avatar(deps_of(request), auth.user_id, _gid(request), None,
+                                          None)
+    return json_response({"group": group})

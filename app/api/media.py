@@ -10,9 +10,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from app.api.http import auth_of, deps_of, json_response
-from app.errors import Invalid
+from app.errors import Invalid, NotFound
 from app.services import media
-from app.storage import RangeNotSatisfiable, parse_range
+from app.storage import RangeNotSatisfiable, StorageError, parse_range
 
 READ_CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 64
@@ -116,3 +116,50 @@ async def _download(request: web.Request, variant: str) -> web.StreamResponse:
                 await resp.write(chunk)
     await resp.write_eof()
     return resp
+
+
+async def upload_chunks(request: web.Request):
+    """The uploaded file of a PUT: either the raw body (any Content-Type: the bytes
+    are sniffed) or the `file` field of multipart/form-data."""
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise Invalid("The `file` field is missing.", details={"field": "file"})
+            if part.name == "file":
+                break
+            raise Invalid(f"Unknown field {part.name!r}.", details={"field": part.name})
+
+        async def from_part():
+            while chunk := await part.read_chunk(READ_CHUNK):
+                yield chunk
+
+        return from_part()
+
+    async def from_body():
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            yield chunk
+
+    return from_body()
+
+
+async def avatar(request: web.Request) -> web.StreamResponse:
+    """GET /avatars/{key}/{size}.jpg: public, immutable (a new picture has a new key)."""
+    from app.services import avatars
+
+    key = avatars.object_for(request.match_info["key"], request.match_info["size"])
+    storage = media.storage_of(deps_of(request))
+    headers = {"Content-Type": "image/jpeg", "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "public, max-age=31536000, immutable",
+               "Content-Security-Policy": "default-src 'none'; sandbox"}
+    try:
+        path = storage.local_path(key)
+        if path is not None:
+            if not path.is_file():
+                raise NotFound("No such avatar.")
+            return web.FileResponse(path, headers=headers)
+        body = await storage.read_bytes(key)
+    except StorageError:
+        raise NotFound("No such avatar.") from None
+    return web.Response(body=body, headers=headers)

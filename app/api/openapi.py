@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging, push, search
+from app.services import accounts, codes, contacts, groups, messaging, oauth, push, search
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -67,6 +67,27 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("GET", f"{API}/auth/sessions", "My signed-in devices.", "auth"),
     _op("DELETE", f"{API}/auth/sessions/{{session_id}}", "Sign a device out.", "auth", 204,
         success=""),
+    # sign-in with other providers (docs/api.md, "Sign in with other accounts")
+    _op("GET", f"{API}/auth/oauth/providers", "The configured sign-in providers.", "auth",
+        auth=False),
+    _op("POST", f"{API}/auth/oauth/exchange",
+        "Exchange the one-time code of a finished browser sign-in for tokens.", "auth",
+        body=oauth.ExchangeIn, auth=False),
+    _op("GET", f"{API}/auth/oauth/{{provider}}/start",
+        "Browser: go to the provider (302), with state, PKCE and nonce.", "auth", 302,
+        query_args={"return_to": _STR}, auth=False, success=""),
+    _op("GET", f"{API}/auth/oauth/{{provider}}/callback",
+        "Browser: the provider's redirect; 302 to the web client.", "auth", 302,
+        query_args={"code": _STR, "state": _STR, "error": _STR}, auth=False, success=""),
+    _op("POST", f"{API}/auth/oauth/{{provider}}/token",
+        "Mobile: sign in with the provider's id_token or code.", "auth",
+        body=oauth.MobileTokenIn, auth=False),
+    _op("GET", f"{API}/me/identities", "My linked sign-in accounts.", "users"),
+    _op("POST", f"{API}/me/identities/{{provider}}/start",
+        "Start linking an account of this provider: `{url}` to open.", "users",
+        body=oauth.LinkStartIn),
+    _op("DELETE", f"{API}/me/identities/{{identity_id}}", "Unlink an account.", "users", 204,
+        success=""),
     _op("GET", f"{API}/me", "My profile.", "users"),
     _op("GET", f"{API}/me/settings", "My privacy and push settings.", "users"),
     _op("PATCH", f"{API}/me/settings", "Change privacy and push settings.", "users",
@@ -80,6 +101,20 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("GET", f"{API}/push/subscriptions", "My push devices.", "push"),
     _op("DELETE", f"{API}/push/subscriptions/{{subscription_id}}", "Remove a push device.",
         "push", 204, success=""),
+    # own account and avatars (the sign-in issue)
+    _op("POST", f"{API}/me/password",
+        "Change my password; every other session ends.", "users", body=accounts.PasswordChangeIn),
+    _op("POST", f"{API}/me/email",
+        "Change my email: without `code` one is sent (202), with it the address changes.",
+        "users", body=accounts.EmailChangeIn),
+    _op("POST", f"{API}/me/phone",
+        "Change my phone: without `code` one is sent (202), with it the number changes.",
+        "users", body=accounts.PhoneChangeIn),
+    _op("PUT", f"{API}/me/avatar", "Set my avatar (an image: raw body or multipart `file`).",
+        "users", body="image"),
+    _op("DELETE", f"{API}/me/avatar", "Remove my avatar.", "users"),
+    _op("GET", f"{API}/avatars/{{key}}/{{size}}", "An avatar picture (size 64.jpg, 160.jpg, "
+        "640.jpg); public and immutable.", "users", auth=False, success="image/jpeg"),
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),
@@ -144,6 +179,9 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
         "(owner/admins).", "groups"),
     _op("DELETE", f"{API}/groups/{{group_id}}/invites/{{token}}", "Revoke an invite link.",
         "groups", 204, success=""),
+    _op("PUT", f"{API}/groups/{{group_id}}/avatar",
+        "Set the group's avatar (owners and admins).", "groups", body="image"),
+    _op("DELETE", f"{API}/groups/{{group_id}}/avatar", "Remove the group's avatar.", "groups"),
     # media
     _op("POST", f"{API}/media", "Upload a file (multipart/form-data: `kind`?, `file`).",
         "media", 201, "multipart", query_args={"kind": _STR}),
@@ -237,6 +275,12 @@ def build() -> dict:
                     "kind": {"type": "string", "enum": ["image", "voice", "video", "file"]},
                     "file": {"type": "string", "contentMediaType": "application/octet-stream"},
                 }}}}}
+        elif op.body == "image":
+            operation["requestBody"] = {"required": True, "content": {
+                "image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"], "properties": {
+                        "file": {"type": "string", "contentMediaType": "image/*"}}}}}}
         elif op.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _body_component(op.body, components)}}}

@@ -2,7 +2,8 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, openapi, push, search, users
+from app.api import (auth, contacts, conversations, groups, health, media, oauth, openapi, push,
+                     search, users)
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -23,10 +24,26 @@ ROUTES = [
     web.post(f"{API}/auth/logout", auth.logout),
     web.get(f"{API}/auth/sessions", auth.list_sessions),
     web.delete(f"{API}/auth/sessions/{{session_id}}", auth.end_session),
+    # sign-in with other providers, linked accounts
+    web.get(f"{API}/auth/oauth/providers", oauth.list_providers),
+    web.post(f"{API}/auth/oauth/exchange", oauth.exchange),
+    web.get(f"{API}/auth/oauth/{{provider}}/start", oauth.start),
+    web.get(f"{API}/auth/oauth/{{provider}}/callback", oauth.callback),
+    web.post(f"{API}/auth/oauth/{{provider}}/token", oauth.mobile_token),
+    web.get(f"{API}/me/identities", oauth.list_identities),
+    web.post(f"{API}/me/identities/{{provider}}/start", oauth.start_link),
+    web.delete(f"{API}/me/identities/{{identity_id}}", oauth.unlink),
     web.get(f"{API}/me", users.get_me),
     web.get(f"{API}/me/settings", contacts.get_settings),
     web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
+    # own account: password, addresses, avatar (the sign-in issue)
+    web.post(f"{API}/me/password", users.change_password),
+    web.post(f"{API}/me/email", users.change_email),
+    web.post(f"{API}/me/phone", users.change_phone),
+    web.put(f"{API}/me/avatar", users.put_avatar),
+    web.delete(f"{API}/me/avatar", users.delete_avatar),
+    web.get(f"{API}/avatars/{{key}}/{{size}}", media.avatar),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
     # conversations and messages
@@ -61,6 +78,8 @@ ROUTES = [
     web.patch(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.patch_member),
     web.delete(f"{API}/groups/{{group_id}}/members/{{user_id}}", groups.remove_member),
     web.post(f"{API}/groups/{{group_id}}/transfer", groups.transfer),
+    web.put(f"{API}/groups/{{group_id}}/avatar", groups.put_group_avatar),
+    web.delete(f"{API}/groups/{{group_id}}/avatar", groups.delete_group_avatar),
     web.post(f"{API}/groups/{{group_id}}/invites", groups.create_invite),
     web.get(f"{API}/groups/{{group_id}}/invites", groups.list_invites),
     web.delete(f"{API}/groups/{{group_id}}/invites/{{token}}", groups.revoke_invite),

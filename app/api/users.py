@@ -1,6 +1,7 @@
 from aiohttp import web
 
-from app.api.http import auth_of, deps_of, json_response, read_json
+from app.api.http import auth_of, client_of, deps_of, json_response, read_json
+from app.api.media import upload_chunks
 from app.services import accounts
 
 
@@ -25,3 +26,40 @@ async def search(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     users = await accounts.search_users(deps_of(request), auth, request.query.get("q", ""))
     return json_response({"users": users})
+
+
+async def change_password(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    data = await read_json(request, accounts.PasswordChangeIn, cap=4 * 1024)
+    await accounts.change_password(deps_of(request), auth, data, client_of(request))
+    return json_response({"ok": True})
+
+
+async def _change_address(request: web.Request, channel: str, struct) -> web.Response:
+    auth = await auth_of(request)
+    data = await read_json(request, struct, cap=4 * 1024)
+    user = await accounts.change_address(deps_of(request), auth, channel, getattr(data, channel),
+                                         data.code, client_of(request))
+    if user is None:
+        return json_response({"ok": True, "code_sent": True}, status=202)
+    return json_response({"user": user})
+
+
+async def change_email(request: web.Request) -> web.Response:
+    return await _change_address(request, "email", accounts.EmailChangeIn)
+
+
+async def change_phone(request: web.Request) -> web.Response:
+    return await _change_address(request, "phone", accounts.PhoneChangeIn)
+
+
+async def put_avatar(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    chunks = await upload_chunks(request)
+    user = await accounts.set_avatar(deps_of(request), auth, chunks, request.content_length)
+    return json_response({"user": user})
+
+
+async def delete_avatar(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    return json_response({"user": await accounts.clear_avatar(deps_of(request), auth)})

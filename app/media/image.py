@@ -240,3 +240,34 @@ async def process_image_async(
         process_image, src_path, out_path, thumb_path,
         max_pixels=max_pixels, thumb_size=thumb_size, max_side=max_side,
     )
+
+
+AVATAR_SIZES = (64, 160, 640)
+
+
+def process_avatar(src_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   max_pixels: int, sizes: tuple[int, ...] = AVATAR_SIZES) -> tuple[int, ...]:
+    """Decode an image and write square JPEG avatars ``<out_dir>/<size>.jpg``.
+
+    Same cleaning as :func:`process_image` (decoded and re-encoded, EXIF applied
+    then dropped with every other piece of metadata), then the centred square is
+    cut out and scaled to each size (never up: a small picture gives small files).
+    Transparency is flattened on white: avatars are shown on any background.
+    Returns the sizes written.
+    """
+    out = Path(out_dir)
+    with _open(src_path, max_pixels) as img:
+        _decode(img)
+        clean, alpha = _clean(img)
+        if alpha:
+            clean = _flatten(clean)
+        elif clean.mode != "RGB":
+            clean = clean.convert("RGB")
+        side = min(clean.size)
+        left, top = (clean.width - side) // 2, (clean.height - side) // 2
+        square = clean.crop((left, top, left + side, top + side))
+        for size in sizes:
+            target = min(size, side)
+            square.resize((target, target), Image.Resampling.LANCZOS, reducing_gap=3.0).save(
+                out / f"{size}.jpg", format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        return tuple(sizes)

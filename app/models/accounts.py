@@ -25,6 +25,9 @@ class User(Model):
     dnd_start = fields.CharField(max_length=5, null=True)  # "HH:MM" local time
     dnd_end = fields.CharField(max_length=5, null=True)
     timezone = fields.CharField(max_length=64, default="")  # IANA name; empty: UTC
+    # Avatar objects live in media storage under avatars/<avatar_key>/<size>.jpg;
+    # a new upload gets a new key, so its URLs can be cached for good.
+    avatar_key = fields.CharField(max_length=64, null=True)
 
     class Meta:
         table = "users"
@@ -76,3 +79,52 @@ class VerificationCode(Model):
     class Meta:
         table = "verification_codes"
         indexes = (("target", "purpose", "created_at"),)
+
+
+class OAuthIdentity(Model):
+    # An account at an OAuth/OpenID Connect provider that signs in to one Parley
+    # account. (provider, subject) is the provider's stable id for the person,
+    # never their email address.
+
+    id = fields.UUIDField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="identities",
+                                  on_delete=fields.CASCADE)
+    provider = fields.CharField(max_length=64)  # the OAUTH_PROVIDERS key, e.g. "github"
+    subject = fields.CharField(max_length=255)  # sub, GitHub id, WeChat unionid/openid
+    display_name = fields.CharField(max_length=128, default="")  # shown in the linked list
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "oauth_identities"
+        unique_together = (("provider", "subject"),)
+        indexes = (("user_id",),)
+
+
+class OAuthFlow(Model):
+    # One browser sign-in (or link) in progress: what the callback must find
+    # again (state, PKCE verifier, nonce, the browser it started in), then the
+    # one-time code the page exchanges for its tokens. Secrets are stored as
+    # digests; every step can be used once.
+
+    id = fields.BigIntField(primary_key=True)
+    state_hash = fields.CharField(max_length=64, unique=True)
+    binder_hash = fields.CharField(max_length=64)  # digest of the browser cookie
+    provider = fields.CharField(max_length=64)
+    purpose = fields.CharField(max_length=8)  # login | link
+    user = fields.ForeignKeyField("models.User", related_name="oauth_flows", null=True,
+                                  on_delete=fields.CASCADE)  # who links (purpose link)
+    code_verifier = fields.CharField(max_length=128)
+    nonce = fields.CharField(max_length=64)
+    return_to = fields.CharField(max_length=512, default="/")
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    handoff_hash = fields.CharField(max_length=64, null=True, unique=True)
+    handoff_user_id = fields.UUIDField(null=True)
+    handoff_expires_at = fields.DatetimeField(null=True)
+    handoff_used_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "oauth_flows"
+        indexes = (("expires_at",),)

@@ -16,6 +16,7 @@ class Conversation(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     dissolved_at = fields.DatetimeField(null=True)
+    avatar_key = fields.CharField(max_length=64, null=True)  # groups: see User.avatar_key
 
     class Meta:
         table = "conversations"

@@ -22,6 +22,7 @@ from app.errors import (
 from app.models.accounts import AuthSession, RefreshToken, User
 from app.ratelimit import Limit
 from app.services import codes
+from app.services.avatars import avatar_url, avatar_urls
 from app.services.identity import (
     login_candidates,
     normalise_email,
@@ -50,6 +51,21 @@ class LoginIn(Payload):
 
 class RefreshIn(Payload):
     refresh_token: str
+
+
+class PasswordChangeIn(Payload):
+    new_password: Password
+    current_password: str | None = None  # required when the account has a password
+
+
+class EmailChangeIn(Payload):
+    email: str
+    code: str | None = None  # without: a code is sent to the new address
+
+
+class PhoneChangeIn(Payload):
+    phone: str
+    code: str | None = None
 
 
 class ProfilePatch(Payload):
@@ -89,6 +105,8 @@ def public_user(user: User) -> dict:
         "username": user.username,
         "display_name": user.display_name,
         "bio": user.bio,
+        "avatar_url": avatar_url(user.avatar_key),
+        "avatar_urls": avatar_urls(user.avatar_key),
     }
 
 
@@ -97,6 +115,7 @@ def private_user(user: User) -> dict:
         **public_user(user),
         "email": user.email,
         "phone": user.phone,
+        "has_password": user.password_hash is not None,
         "created_at": user.created_at.isoformat(),
     }
 
@@ -220,10 +239,17 @@ async def reset_password(deps: Deps, data: codes.PasswordResetIn, client: Client
 
 
 async def issue_tokens(deps: Deps, user: User, client: Client) -> dict:
+    device = client.device[:200]
+    known = await AuthSession.filter(user_id=user.id, device=device).exists()
     session = await AuthSession.create(
-        id=uuid.uuid4(), user=user, device=client.device[:200], ip=client.ip[:64]
+        id=uuid.uuid4(), user=user, device=device, ip=client.ip[:64]
     )
     refresh = await _new_refresh_token(deps, session)
+    if not known:
+        # A device this account never signed in from: the person's other devices
+        # hear of it at once (the new one has no socket yet).
+        await deps.fanout.to_users([user.id], "security:new_session",
+                                   {"session": _session_out(session, None)})
     return _token_response(deps, user, session, refresh)
 
 
@@ -319,17 +345,18 @@ async def list_sessions(deps: Deps, auth: Auth) -> list[dict]:
     sessions = await AuthSession.filter(user_id=auth.user.id, revoked_at=None).order_by(
         "-last_used_at"
     )
-    return [
-        {
-            "id": str(s.id),
-            "device": s.device,
-            "ip": s.ip,
-            "created_at": s.created_at.isoformat(),
-            "last_used_at": s.last_used_at.isoformat(),
-            "current": s.id == auth.session.id,
-        }
-        for s in sessions
-    ]
+    return [_session_out(s, auth.session.id) for s in sessions]
+
+
+def _session_out(s: AuthSession, current_id) -> dict:
+    return {
+        "id": str(s.id),
+        "device": s.device,
+        "ip": s.ip,
+        "created_at": s.created_at.isoformat(),
+        "last_used_at": s.last_used_at.isoformat(),
+        "current": s.id == current_id,
+    }
 
 
 async def end_session(deps: Deps, auth: Auth, session_id: str) -> None:
@@ -348,10 +375,12 @@ async def _own_session(auth: Auth, session_id: str) -> AuthSession:
     return session
 
 
-async def end_all_sessions(deps: Deps, user: User) -> None:
-    """After a password reset every device must sign in again."""
+async def end_all_sessions(deps: Deps, user: User, keep=None) -> None:
+    """After a password reset every device must sign in again (after a change,
+    every device but the one that made it: `keep`)."""
     for session in await AuthSession.filter(user_id=user.id, revoked_at=None):
-        await _revoke(deps, session)
+        if keep is None or session.id != keep:
+            await _revoke(deps, session)
 
 
 # --- profiles ----------------------------------------------------------------
@@ -421,3 +450,75 @@ async def set_password(deps: Deps, user: User, new_password: str) -> None:
     user.password_hash = await security.hash_password_async(new_password)
     await user.save(update_fields=["password_hash"])
 
+
+
+# --- own account: password, email, phone, avatar -------------------------------
+
+
+async def change_password(deps: Deps, auth: Auth, data: PasswordChangeIn,
+                          client: Client) -> None:
+    """Ends every other session: whoever knew the old password is signed out."""
+    user = auth.user
+    limit = Limit.parse(deps.settings.login_rate_limit)
+    await deps.limiter.hit(f"login:acct:user:{user.id}", limit)
+    if user.password_hash is not None:
+        if not data.current_password:
+            raise Invalid("Give your current password.", details={"field": "current_password"})
+        ok, _ = await security.verify_password_async(user.password_hash, data.current_password)
+        if not ok:
+            err = InvalidCredentials("The current password is wrong.")
+            err.details = {"field": "current_password"}
+            raise err
+    await set_password(deps, user, data.new_password)
+    await end_all_sessions(deps, user, keep=auth.session.id)
+
+
+async def change_address(deps: Deps, auth: Auth, channel: str, raw: str, code: str | None,
+                         client: Client) -> dict | None:
+    """Two steps: without `code` a code goes to the new address (None is returned);
+    with it the address is changed and the old one told."""
+    target = normalise_email(raw) if channel == "email" else normalise_phone(raw)
+    user = auth.user
+    purpose = f"change_{channel}"
+    if getattr(user, channel) == target:
+        raise Invalid(f"That is already your {'email address' if channel == 'email' else 'phone number'}.",
+                      details={"field": channel})
+    if code is None:
+        await codes.send_code(deps, channel, target, purpose, client.ip)
+        return None
+    await _throttle_code_use(deps, client, channel, target)
+    # The code first: without it, whether an address is taken is not revealed.
+    await codes.consume(deps, channel, target, purpose, code)
+    holder = await find_by_login(target)
+    if holder is not None and holder.id != user.id:
+        raise conflict_on(channel)
+    old = getattr(user, channel)
+    setattr(user, channel, target)
+    try:
+        await user.save(update_fields=[channel])
+    except IntegrityError:
+        raise conflict_on(channel) from None
+    if old:
+        await codes.send_notice(deps, channel, old, f"{channel}_changed")
+    return private_user(user)
+
+
+async def set_avatar(deps: Deps, auth: Auth, chunks, content_length: int | None) -> dict:
+    from app.services import avatars
+
+    key = await avatars.store_avatar(deps, auth.user_id, chunks, content_length)
+    old = auth.user.avatar_key
+    auth.user.avatar_key = key
+    await User.filter(id=auth.user.id).update(avatar_key=key)
+    await avatars.delete_avatar(deps, old)
+    return private_user(auth.user)
+
+
+async def clear_avatar(deps: Deps, auth: Auth) -> dict:
+    from app.services import avatars
+
+    old = auth.user.avatar_key
+    auth.user.avatar_key = None
+    await User.filter(id=auth.user.id).update(avatar_key=None)
+    await avatars.delete_avatar(deps, old)
+    return private_user(auth.user)

@@ -60,6 +60,11 @@ def target_of(email: str | None, phone: str | None) -> tuple[str, str]:
 
 async def request_code(deps: Deps, data: CodeRequestIn, client_ip: str) -> None:
     channel, target = target_of(data.email, data.phone)
+    await send_code(deps, channel, target, data.purpose, client_ip)
+
+
+async def send_code(deps: Deps, channel: str, target: str, purpose: str, client_ip: str) -> None:
+    """Send a fresh code for `purpose` to a normalised target (throttled, stored hashed)."""
     settings = deps.settings
     limit = Limit.parse(settings.code_rate_limit)
     await deps.limiter.hit(f"code:ip:{client_ip}", limit)
@@ -68,7 +73,7 @@ async def request_code(deps: Deps, data: CodeRequestIn, client_ip: str) -> None:
     if channel == "phone":
         await _sms_cost_control(deps, sender, target)
     code = security.new_code()
-    msg = CodeMessage(target=target, purpose=data.purpose, code=code,
+    msg = CodeMessage(target=target, purpose=purpose, code=code,
                       lang=await _language(channel, target),
                       ttl_minutes=max(1, math.ceil(settings.code_ttl / 60)))
     # Whether the account exists or not, the answer is the same; only the
@@ -77,15 +82,35 @@ async def request_code(deps: Deps, data: CodeRequestIn, client_ip: str) -> None:
     # Stored only once the provider took it: a code that never left cannot be
     # guessed at, and a failed resend leaves the previous code usable.
     now = datetime.now(UTC)
-    await VerificationCode.filter(target=target, purpose=data.purpose, consumed_at=None).update(
+    await VerificationCode.filter(target=target, purpose=purpose, consumed_at=None).update(
         consumed_at=now  # only the newest code counts
     )
     await VerificationCode.create(
         target=target,
-        purpose=data.purpose,
-        code_hash=security.code_digest(settings.secret_key, target, data.purpose, code),
+        purpose=purpose,
+        code_hash=security.code_digest(settings.secret_key, target, purpose, code),
         expires_at=now + timedelta(seconds=settings.code_ttl),
     )
+
+
+async def send_notice(deps: Deps, channel: str, target: str, purpose: str) -> None:
+    """Tell an address something happened to its account (e.g. `email_changed`).
+
+    Best effort: the change is already made, and a notice that cannot go out
+    must not undo it. SMS gateways that only send reviewed code templates
+    (Alibaba Cloud, Tencent Cloud) cannot carry a notice; those are logged.
+    """
+    sender = deps.senders[channel]
+    provider = getattr(sender, "provider", "log")
+    if provider in ("aliyun", "tencent"):
+        log.info("no %s notice over %s (code templates only)", purpose, provider)
+        return
+    msg = CodeMessage(target=target, purpose=purpose, code="", lang=await _language(channel, target),
+                      ttl_minutes=0)
+    try:
+        await sender.send(msg)
+    except Exception as exc:
+        log.warning("could not send a %s notice: %s", purpose, type(exc).__name__)
 
 
 def _count(deps: Deps, name: str, **labels: str) -> None:

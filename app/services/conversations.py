@@ -19,6 +19,7 @@ from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
 from app.services import member_cache
 from app.services.accounts import public_user
+from app.services.avatars import avatar_url
 from app.services.sql import as_datetime, is_postgres, send_context_row
 from app.validation import Payload
 
@@ -348,6 +349,8 @@ def summary(m: Membership, peer: dict | None, last_message: dict | None, unread:
         "id": str(c.id),
         "type": c.type,
         "title": c.title if c.type == "group" else (peer or {}).get("display_name", ""),
+        "avatar_url": (avatar_url(c.avatar_key) if c.type == "group"
+                       else (peer or {}).get("avatar_url")),
         "peer": peer,
         "last_message": last_message,
         "last_seq": visible_last_seq(m),

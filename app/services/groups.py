@@ -39,6 +39,7 @@ from app.models.messaging import Conversation, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services.accounts import public_user
+from app.services.avatars import avatar_url, avatar_urls
 from app.services.sql import next_seq
 from app.validation import Id, Payload, clean_name, int_id, representable_in_utc
 
@@ -248,6 +249,7 @@ def shared_summary(conv: Conversation, member_count: int, last_message: dict | N
         "id": str(conv.id),
         "type": "group",
         "title": conv.title,
+        "avatar_url": avatar_url(conv.avatar_key),
         "announcement": conv.announcement,
         "only_admins_can_send": conv.only_admins_can_send,
         "members_can_invite": conv.members_can_invite,
@@ -333,6 +335,8 @@ async def _group_out(deps: Deps, conv: Conversation, viewer_id) -> dict:
     return {
         "id": str(conv.id),
         "name": conv.title,
+        "avatar_url": avatar_url(conv.avatar_key),
+        "avatar_urls": avatar_urls(conv.avatar_key),
         "announcement": conv.announcement,
         "only_admins_can_send": conv.only_admins_can_send,
         "members_can_invite": conv.members_can_invite,
@@ -384,6 +388,33 @@ async def update_group(deps: Deps, user_id: str, conversation_id, data: PatchIn)
         pass
     if lines:
         await _publish(deps, cid, lines)
+    return await get_group(deps, user_id, cid)
+
+
+async def set_group_avatar(deps: Deps, user_id: str, conversation_id, chunks,
+                           content_length: int | None) -> dict:
+    """Owners and admins; `chunks=None` removes the avatar."""
+    from app.services import avatars
+
+    m = await _membership(conversation_id, user_id)
+    _require_admin(m, "change the group's avatar")
+    cid = m.conversation_id
+    key = None
+    if chunks is not None:
+        key = await avatars.store_avatar(deps, user_id, chunks, content_length)
+    try:
+        async with in_transaction() as conn:
+            conv = await _lock(conn, cid)
+            old = conv.avatar_key
+            # Still an admin now that the picture is ready.
+            _require_admin(await _actor(conn, cid, user_id), "change the group's avatar")
+            await Conversation.filter(id=cid).using_db(conn).update(avatar_key=key)
+            await convs.bump_members_version(conn, cid, now())
+    except BaseException:
+        await avatars.delete_avatar(deps, key)
+        raise
+    await avatars.delete_avatar(deps, old)
+    await _publish(deps, cid, [])  # every member's chat list shows the new picture
     return await get_group(deps, user_id, cid)
 
 

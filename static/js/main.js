@@ -3,11 +3,11 @@
 import { io } from "socket.io-client";
 import { t } from "./lib/i18n.js";
 import { Store } from "./store/store.js";
-import { api, accessToken, session } from "./store/api.js";
-import { h, clear } from "./views/dom.js";
+import { api, accessToken, session, deviceLabel } from "./store/api.js";
+import { h, clear, toast } from "./views/dom.js";
 import { ctx, readConfig } from "./views/context.js";
 import { errorText } from "./views/format.js";
-import { renderAuth } from "./views/auth.js";
+import { renderAuth, renderOAuthError } from "./views/auth.js";
 import { buildShell, onRoute, renderBanner, wire, relabel } from "./views/shell.js";
 import * as groupsView from "./views/groups.js";
 
@@ -102,7 +102,34 @@ window.addEventListener("storage", (e) => {
   if (e.key === "parley.refresh" && !e.newValue && store.me) signOutLocal();
 });
 
-if (session.signedIn) startApp();
+/** Back from a provider: `#oauth_code=` (exchanged here for tokens: the code
+ * is single-use and never sent to a server in a URL), `#oauth_linked=` or
+ * `#oauth_error=`. Returns true when it took over the start. */
+function handleOAuthReturn() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const signInPage = () => { history.replaceState(null, "", "/"); renderAuth(root, startApp); };
+  if (p.has("oauth_error")) {
+    history.replaceState(null, "", "/");
+    renderOAuthError(root, p.get("oauth_error"), () => (session.signedIn ? startApp() : signInPage()));
+    return true;
+  }
+  if (p.has("oauth_linked")) {
+    history.replaceState(null, "", "/#/settings/account");
+    return false;
+  }
+  if (!p.has("oauth_code")) return false;
+  history.replaceState(null, "", "/");
+  clear(root, h("div", { class: "boot" }, h("div", { class: "boot-logo" }, t("signingIn"))));
+  api("POST", "/auth/oauth/exchange", { code: p.get("oauth_code"), device: deviceLabel() }, { auth: false })
+    .then((tokens) => { session.store(tokens); startApp(); },
+      (err) => renderOAuthError(root, err.code, signInPage));
+  return true;
+}
+
+store.on("security", ({ session: s }) => toast(t("newSession", { device: s.device || s.ip })));
+
+if (handleOAuthReturn()) { /* started there */ }
+else if (session.signedIn) startApp();
 else renderAuth(root, startApp);
 
 // A click on a push notification while this tab is open: the worker focused

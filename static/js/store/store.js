@@ -72,6 +72,12 @@ export class Store extends Emitter {
     return null;
   }
 
+  /** The avatar URL of a user already known here (no fetch: nameOf starts those). */
+  avatarOf(userId) {
+    if (this.me && userId === this.me.id) return this.me.avatar_url || null;
+    return this.contacts.get(userId)?.user.avatar_url || this.users.get(userId)?.avatar_url || null;
+  }
+
   async fetchUser(id) {
     if (this.pendingUsers.has(id) || !this.api) return;
     this.pendingUsers.add(id);
@@ -220,6 +226,7 @@ export class Store extends Emitter {
     });
     // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
     socket.on("resync", () => this.sync());
+    socket.on("security:new_session", (e) => this.emit("security", e));
     socket.on("disconnect", (reason) => {
       this.connected = false;
       this.emit("connection", reason);

@@ -20,6 +20,31 @@ function target(value) {
   return looksLikePhone(v) ? { phone: v } : { email: v };
 }
 
+/** "Continue with …" links for the providers the server has configured (filled in
+ * once they are known; none configured: nothing shown). */
+function providerButtons() {
+  const box = h("div", { class: "oauth-providers", hidden: true });
+  api("GET", "/auth/oauth/providers", undefined, { auth: false }).then(({ providers }) => {
+    if (!providers.length) return;
+    box.append(h("div", { class: "oauth-sep muted" }, t("orSignInWith")),
+      ...providers.map((p) => h("a", {
+        class: `oauth-btn oauth-${p.type}`, dataset: { provider: p.id },
+        href: `/api/v1/auth/oauth/${encodeURIComponent(p.id)}/start?return_to=/`,
+      }, t("signInWith", { name: p.name }))));
+    box.hidden = false;
+  }, () => {});
+  return box;
+}
+
+/** The page the browser lands on after a provider sign-in that failed. */
+export function renderOAuthError(root, code, onBack) {
+  const back = h("button", { class: "primary wide", type: "button", "data-action": "back-to-signin", onclick: onBack }, t("backToSignIn"));
+  clear(root, h("div", { class: "auth" }, h("main", { class: "auth-card", "data-page": "oauth-error" },
+    h("div", { class: "auth-head" }, appLogo("auth-logo"), h("h1", {}, t("oauthFailed")),
+      h("p", { class: "form-error", role: "alert", dataset: { code } }, errorText({ code }))), back)));
+  back.focus();
+}
+
 export function renderAuth(root, onSignedIn) {
   const cfg = ctx.config;
   const codes = cfg.codeLogin || cfg.requireVerification;
@@ -112,7 +137,8 @@ export function renderAuth(root, onSignedIn) {
       switches.append(h("br"), link("to-code", mode === "code" ? t("passwordSignIn") : t("codeSignIn"), mode === "code" ? "signin" : "code"));
     }
     if (codes && mode === "signin") switches.append(h("br"), link("to-reset", t("forgotPassword"), "reset"));
-    clear(card, head, form, switches);
+    const others = mode === "signin" ? providerButtons() : null;
+    clear(card, head, form, others, switches);
     form.querySelector("input")?.focus();
   }
   draw();

@@ -386,7 +386,7 @@ function messageRow(conv, m, continued, mark) {
     class: `msg ${mine ? "mine" : "theirs"}${continued ? " continued" : ""}${m.local ? ` local ${m.status}` : ""}`,
     dataset: { seq: m.seq ?? "", id: m.id ?? "", cmid: m.client_msg_id ?? "" },
   },
-  avatar(name, m.sender_id, "small"),
+  avatar(name, m.sender_id, "small", store.avatarOf(m.sender_id)),
   h("div", { class: "msg-body" },
     conv.type === "group" && !mine && !continued ? h("div", { class: "sender" }, name) : null,
     h("div", { class: "bubble-row" }, status, bubble),

@@ -30,6 +30,7 @@ function matches(conv) {
 }
 
 export function groupAvatar(conv) {
+  if (conv.avatar_url) return avatar(conv.title || "G", conv.id, "", conv.avatar_url);
   const a = avatar(conv.title || "G", conv.id, "group");
   a.replaceChildren(icon("group", "icon"));
   return a;
@@ -39,7 +40,7 @@ function row(conv) {
   const store = ctx.store;
   const open = store.isOpen(conv);
   const title = convTitle(conv);
-  const av = conv.type === "group" ? groupAvatar(conv) : avatar(title, conv.peer?.id || conv.id);
+  const av = conv.type === "group" ? groupAvatar(conv) : avatar(title, conv.peer?.id || conv.id, "", conv.avatar_url || conv.peer?.avatar_url);
   const pres = conv.type === "direct" && conv.peer ? store.presenceOf(conv.peer.id) : null;
   const draft = !open && store.drafts.get(conv.id);
   const lm = conv.last_message;

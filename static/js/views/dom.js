@@ -105,10 +105,12 @@ export function initials(name) {
   return chars.slice(0, 2).join("").toUpperCase();
 }
 
-export function avatar(name, seed, extraClass = "") {
+export function avatar(name, seed, extraClass = "", url = null) {
   let hsh = 0;
   for (const ch of String(seed || name || "")) hsh = (hsh * 31 + ch.codePointAt(0)) >>> 0;
-  const el = h("div", { class: `avatar ${extraClass}`.trim(), "aria-hidden": "true" }, initials(name));
+  // The picture when there is one (an avatar URL from the server), else initials.
+  const el = h("div", { class: `avatar ${extraClass}${url ? " has-img" : ""}`.trim(), "aria-hidden": "true" },
+    url ? h("img", { src: url, alt: "", loading: "lazy" }) : initials(name));
   el.style.background = AVATAR_COLORS[hsh % AVATAR_COLORS.length];
   return el;
 }

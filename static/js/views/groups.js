@@ -7,6 +7,7 @@ import { api } from "../store/api.js";
 import { ctx, go } from "./context.js";
 import { errorText, displayNameOf, shortTime } from "./format.js";
 import { pane } from "./ui.js";
+import { avatarEditor } from "./avatar-editor.js";
 
 const MUTE_HOURS = 24;
 
@@ -137,7 +138,7 @@ export async function renderInfo(main, conv) {
       actions.push(h("button", { class: "link small danger-text", type: "button", "data-action": "remove-member", onclick: () => call("DELETE", `/groups/${gid}/members/${uid}`) }, t("remove")));
     }
     return h("li", { class: "member", dataset: { user: m.user.id } },
-      avatar(m.user.display_name, m.user.id, "small"),
+      avatar(m.user.display_name, m.user.id, "small", m.user.avatar_url),
       h("span", { class: "member-name" }, name),
       m.role !== "member" ? h("span", { class: `tag ${m.role === "owner" ? "green" : ""}` }, t(`role_${m.role}`)) : null,
       mutedUntil ? h("span", { class: "tag", title: shortTime(mutedUntil) }, t("mutedMember")) : null,
@@ -190,7 +191,15 @@ export async function renderInfo(main, conv) {
       go("#/chats");
     } catch (err) { toast(errorText(err)); }
   };
+  const picture = admin ? [h("h3", {}, t("groupPhoto")), h("div", { "data-section": "group-avatar" },
+    g.avatar_url ? avatar(g.name, g.id, "large", g.avatar_url) : null,
+    avatarEditor({ path: `/groups/${gid}/avatar`, hasAvatar: !!g.avatar_url, onSaved: ({ group }) => {
+      conv.avatar_url = group.avatar_url;
+      store.emit("conv", conv);
+      redraw();
+    } }))] : null;
   clear(main, pane(g.name, back,
+    picture,
     h("h3", {}, t("members", { n: g.member_count })), members,
     canAdd ? [h("h3", {}, t("addMembers")), addForm] : null,
     admin ? [h("h3", {}, t("groupName")), nameForm] : null,

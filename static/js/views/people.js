@@ -25,7 +25,7 @@ export function renderContactList(list) {
       class: `chat-item compact${route.id === c.user.id ? " active" : ""}`, href: `#/contacts/${encodeURIComponent(c.user.id)}`,
       dataset: { user: c.user.id, title: nameOf(c) },
     },
-    h("div", { class: "avatar-wrap" }, avatar(nameOf(c), c.user.id, "small"), p ? h("span", { class: `presence ${p.online ? "on" : "off"}` }) : null),
+    h("div", { class: "avatar-wrap" }, avatar(nameOf(c), c.user.id, "small", c.user.avatar_url), p ? h("span", { class: `presence ${p.online ? "on" : "off"}` }) : null),
     h("div", { class: "chat-item-body" }, h("span", { class: "title" }, nameOf(c)),
       ctx.store.blocks.has(c.user.id) ? h("span", { class: "tag" }, t("blocked")) : null)));
   }
@@ -98,7 +98,7 @@ function personResult(u) {
     });
     action.append(greeting, btn);
   }
-  return h("div", { class: "person-card" }, avatar(u.display_name, u.id),
+  return h("div", { class: "person-card" }, avatar(u.display_name, u.id, "", u.avatar_url),
     h("div", { class: "person-info" }, h("div", { class: "title" }, u.display_name), h("div", { class: "muted" }, `@${u.username}`),
       u.bio ? h("div", { class: "bio" }, u.bio) : null),
     action);
@@ -106,14 +106,14 @@ function personResult(u) {
 
 function renderRequests(main) {
   const incoming = ctx.store.incoming.map((r) => h("div", { class: "person-card", dataset: { request: r.id } },
-    avatar(r.from_user.display_name, r.from_user.id),
+    avatar(r.from_user.display_name, r.from_user.id, "", r.from_user.avatar_url),
     h("div", { class: "person-info" }, h("div", { class: "title" }, r.from_user.display_name),
       h("div", { class: "muted" }, r.message || `@${r.from_user.username}`)),
     h("div", { class: "result-actions" },
       h("button", { class: "primary", type: "button", "data-action": "accept", onclick: () => answer(r, "accept") }, t("accept")),
       h("button", { class: "secondary", type: "button", "data-action": "reject", onclick: () => answer(r, "reject") }, t("reject")))));
   const outgoing = ctx.store.outgoing.map((r) => h("div", { class: "person-card" },
-    avatar(r.to_user.display_name, r.to_user.id),
+    avatar(r.to_user.display_name, r.to_user.id, "", r.to_user.avatar_url),
     h("div", { class: "person-info" }, h("div", { class: "title" }, r.to_user.display_name), h("div", { class: "muted" }, r.message)),
     h("span", { class: "tag" }, t("waiting"))));
   clear(main, h("div", { class: "pane" }, paneHeader(t("newFriends")),
@@ -159,7 +159,7 @@ function renderCard(main, userId) {
   const blocked = ctx.store.blocks.has(userId);
   clear(main, h("div", { class: "pane" }, paneHeader(nameOf(c)),
     h("div", { class: "pane-body narrow" },
-      h("div", { class: "profile-head" }, avatar(nameOf(c), userId, "large"),
+      h("div", { class: "profile-head" }, avatar(nameOf(c), userId, "large", c.user.avatar_url),
         h("div", {}, h("h2", {}, nameOf(c)),
           c.remark ? h("div", { class: "muted" }, `${t("displayName")}: ${c.user.display_name}`) : null,
           h("div", { class: "muted" }, `@${c.user.username}`),

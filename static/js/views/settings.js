@@ -3,17 +3,18 @@ import { h, clear, icon, avatar, toast } from "./dom.js";
 import { t, lang, setLanguage, LANGUAGES } from "../lib/i18n.js";
 import { api } from "../store/api.js";
 import { pushSupported, pushActive, enablePush, disablePush } from "../store/push.js";
+import { avatarEditor } from "./avatar-editor.js";
 import { ctx } from "./context.js";
 import { errorText, shortTime } from "./format.js";
 import { backButton } from "./ui.js";
 
 const SECTIONS = [
-  ["profile", "user"], ["privacy", "shield"], ["notifications", "bell"], ["language", "globe"], ["devices", "devices"],
+  ["profile", "user"], ["account", "shield"], ["privacy", "shield"], ["notifications", "bell"], ["language", "globe"], ["devices", "devices"],
 ];
 
 export function renderMenu(list) {
   const items = [
-    h("a", { class: `me-card${ctx.route.id === "profile" ? " active" : ""}`, href: "#/settings/profile" }, avatar(ctx.store.me.display_name, ctx.store.me.id),
+    h("a", { class: `me-card${ctx.route.id === "profile" ? " active" : ""}`, href: "#/settings/profile" }, avatar(ctx.store.me.display_name, ctx.store.me.id, "", ctx.store.me.avatar_url),
       h("div", {}, h("div", { class: "title" }, ctx.store.me.display_name), h("div", { class: "muted" }, `@${ctx.store.me.username}`))),
   ];
   for (const [id, ico] of SECTIONS) {
@@ -34,6 +35,7 @@ export function renderMain(main, route) {
   if (!id) return clear(main);
   if (id === "profile") return profile(main);
   if (id === "privacy") return privacy(main);
+  if (id === "account") return account(main);
   if (id === "language") return language(main);
   if (id === "devices") return devices(main);
   if (id === "notifications") return notifications(main);
@@ -60,7 +62,80 @@ function profile(main) {
       ctx.store.emit("me"); toast(t("saved"));
     } catch (err) { toast(errorText(err)); }
   });
-  clear(main, pane(t("profile"), h("div", { class: "profile-head" }, avatar(me.display_name, me.id, "large"), h("h2", {}, me.display_name)), form));
+  clear(main, pane(t("profile"), h("div", { class: "profile-head" }, avatar(me.display_name, me.id, "large", me.avatar_url), h("h2", {}, me.display_name)),
+    avatarEditor({ path: "/me/avatar", hasAvatar: !!me.avatar_url, onSaved: ({ user }) => {
+      ctx.store.me = user;
+      ctx.store.emit("me");
+      profile(main);
+    } }), form));
+}
+
+async function account(main) {
+  const me = ctx.store.me;
+  const input = (name, attrs = {}) => h("input", { class: "input", name, ...attrs });
+  const field = (label, el) => h("label", { class: "field" }, h("span", {}, label), el);
+  const refreshMe = async () => { ({ user: ctx.store.me } = await api("GET", "/me")); ctx.store.emit("me"); };
+
+  // Password: the current one is asked for only when the account has one.
+  const cur = me.has_password ? input("current_password", { type: "password", autocomplete: "current-password", required: true }) : null;
+  const nw = input("new_password", { type: "password", autocomplete: "new-password", required: true, minlength: "8" });
+  const pwForm = h("form", { class: "settings-form", "data-form": "password" }, h("h3", {}, t("changePassword")),
+    cur ? field(t("currentPassword"), cur) : null, field(t("newPassword2"), nw),
+    h("button", { class: "primary", type: "submit" }, t("save")));
+  pwForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", "/me/password", { new_password: nw.value, ...(cur ? { current_password: cur.value } : {}) });
+      toast(t("passwordChanged"));
+      await refreshMe();
+      account(main);
+    } catch (err) { toast(errorText(err)); }
+  });
+
+  // Email and phone: a code goes to the new address, then the change is confirmed with it.
+  const addressForm = (kind) => {
+    const value = input(kind, { type: kind === "email" ? "email" : "tel", required: true, placeholder: me[kind] || "" });
+    const code = input("code", { inputmode: "numeric", autocomplete: "one-time-code", maxlength: "6", pattern: "\\d{6}", placeholder: t("code") });
+    const form = h("form", { class: "settings-form", "data-form": kind },
+      h("h3", {}, t(kind === "email" ? "changeEmail" : "changePhone")),
+      field(t(kind === "email" ? "newEmail" : "newPhone"), value),
+      h("div", { class: "inline" }, code, h("button", { class: "secondary", type: "button", "data-action": `send-${kind}-code`, onclick: async () => {
+        try { await api("POST", `/me/${kind}`, { [kind]: value.value.trim() }); toast(t("codeSent")); code.focus(); } catch (err) { toast(errorText(err)); }
+      } }, t("sendCode"))),
+      h("button", { class: "primary", type: "submit" }, t("confirmChange")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      try {
+        const { user } = await api("POST", `/me/${kind}`, { [kind]: value.value.trim(), code: code.value.trim() });
+        ctx.store.me = user; ctx.store.emit("me");
+        toast(t(kind === "email" ? "emailChanged" : "phoneChanged"));
+        account(main);
+      } catch (err) { toast(errorText(err)); }
+    });
+    return form;
+  };
+
+  // Linked accounts, with link buttons for the configured providers.
+  const linked = h("div", { class: "settings-form", "data-section": "identities" }, h("h3", {}, t("linkedAccounts")));
+  clear(main, pane(t("account"), pwForm, addressForm("email"), addressForm("phone"), linked));
+  try {
+    const [{ identities }, { providers }] = await Promise.all([api("GET", "/me/identities"), api("GET", "/auth/oauth/providers", undefined, { auth: false })]);
+    for (const i of identities) {
+      linked.append(h("div", { class: "person-card", dataset: { identity: i.id, provider: i.provider } },
+        h("div", { class: "person-info" }, h("div", { class: "title" }, i.provider_name), h("div", { class: "muted" }, i.display_name)),
+        h("button", { class: "secondary", type: "button", "data-action": "unlink", onclick: async () => {
+          try { await api("DELETE", `/me/identities/${encodeURIComponent(i.id)}`); account(main); } catch (err) { toast(errorText(err)); }
+        } }, t("unlink"))));
+    }
+    for (const p of providers) {
+      linked.append(h("button", { class: "secondary", type: "button", "data-action": "link", dataset: { provider: p.id }, onclick: async () => {
+        try {
+          const { url } = await api("POST", `/me/identities/${encodeURIComponent(p.id)}/start`, { return_to: "/" });
+          location.assign(url);
+        } catch (err) { toast(errorText(err)); }
+      } }, t("linkAccount", { name: p.name })));
+    }
+  } catch (err) { toast(errorText(err)); }
 }
 
 async function privacy(main) {
@@ -118,10 +193,11 @@ async function notifications(main) {
 async function devices(main) {
   let sessions;
   try { ({ sessions } = await api("GET", "/auth/sessions")); } catch (err) { return toast(errorText(err)); }
-  clear(main, pane(t("devices"), sessions.map((s) => h("div", { class: "person-card", dataset: { session: s.id } },
+  clear(main, pane(t("devicesActivity"), sessions.map((s) => h("div", { class: "person-card", dataset: { session: s.id } },
     h("div", { class: "avatar small tile" }, icon("devices", "icon")),
     h("div", { class: "person-info" }, h("div", { class: "title" }, s.device || "—"),
-      h("div", { class: "muted" }, s.current ? t("thisDevice") : t("lastActive", { time: shortTime(s.last_used_at) }), s.ip ? ` · ${s.ip}` : "")),
+      h("div", { class: "muted" }, s.current ? t("thisDevice") : t("lastActive", { time: shortTime(s.last_used_at) }), s.ip ? ` · ${s.ip}` : ""),
+      h("div", { class: "muted small" }, t("signedInAt", { time: shortTime(s.created_at) }))),
     s.current ? h("span", { class: "tag green" }, t("thisDevice"))
       : h("button", { class: "secondary", type: "button", "data-action": "end-session", onclick: async () => {
         try { await api("DELETE", `/auth/sessions/${encodeURIComponent(s.id)}`); devices(main); } catch (err) { toast(errorText(err)); }

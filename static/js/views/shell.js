@@ -41,7 +41,7 @@ export function buildShell(root) {
 
 export function renderNav() {
   const me = ctx.store.me;
-  clear(el.navAvatar, avatar(me.display_name, me.id, "small"));
+  clear(el.navAvatar, avatar(me.display_name, me.id, "small", me.avatar_url));
   el.navAvatar.title = me.display_name;
   for (const b of [el.navChats, el.navContacts, el.navSettings]) {
     const active = b.dataset.view === ctx.route.view;
