@@ -127,6 +127,8 @@ class Settings:
     # Sends waiting for the message writer, per process; more get a `busy` ack
     max_pending_sends: int = 5000
     writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends
+    # Richer messages: edit, reactions, pins, forward
+    edit_window_seconds: int = 86_400  # how long after sending a sender may edit
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:

@@ -2,5 +2,6 @@
 
 from app.realtime import (
     contacts,  # noqa: F401
+    message_changes,  # noqa: F401
     messaging,  # noqa: F401
 )
