@@ -644,3 +644,40 @@ async def test_blocked_contacts_cannot_react_edit_pin_or_forward_in(deps, base_u
             await a.disconnect()
     finally:
         await b.disconnect()
+
+
+# --- retries racing each other -----------------------------------------------------------
+
+
+async def test_concurrent_retries_of_forward_react_and_edit_store_once(deps, base_url):
+    alice, bob, carol = [await make_user(deps, n) for n in ("alice", "bob", "carol")]
+    ab = await chat_between(deps, alice, bob)
+    bc = await chat_between(deps, bob, carol)
+    msgs = [await say(deps, alice, ab, f"m{i}") for i in range(3)]
+    mine = await say(deps, bob, bc, "typo")
+    b1, b2 = [await connect(base_url, bob.access_token) for _ in range(2)]
+    c = await connect(base_url, carol.access_token)
+    try:
+        fw = {"message_ids": [m["id"] for m in msgs], "to": [bc], "mode": "each",
+              "client_msg_id": "same-forward"}
+        react = {"message_id": msgs[0]["id"], "emoji": "🎉", "on": True}
+        edit = {"message_id": mine["id"], "text": "fixed"}
+        acks = await asyncio.gather(*(call(s, ev, p) for s in (b1, b2, b1, b2)
+                                      for ev, p in (("message:forward", fw),
+                                                    ("message:react", react),
+                                                    ("message:edit", edit))))
+        for a in acks:
+            ok(a)
+        forwards = [a["messages"] for a in acks[0::3]]
+        assert all([m["id"] for m in f] == [m["id"] for m in forwards[0]] for f in forwards)
+        assert await Message.filter(conversation_id=bc, type="text").count() == 1 + 3
+        await c.log.wait_for("message:new", 3)
+        await asyncio.sleep(0.3)
+        assert len(c.log.of("message:new")) == 3  # each copy delivered once
+        assert await MessageReaction.filter(message_id=int(msgs[0]["id"])).count() == 1
+        assert len(c.log.of("message:edited")) == 1
+        v = ok(await call(b1, "message:versions", {"message_id": mine["id"]}))
+        assert [x["text"] for x in v["versions"]] == ["typo"]
+    finally:
+        for s in (b1, b2, c):
+            await s.disconnect()
