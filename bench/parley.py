@@ -49,7 +49,7 @@ _new_msg = msgspec.json.Decoder(tuple[str, ParleyMsg]).decode
 GAP_GRACE_S = 0.5
 # Delivered receipts (`--delivered`): like the web client, one `message:delivered` per
 # conversation per this many seconds, for the highest seq received.
-DELIVERED_BATCH_S = 1.0
+DELIVERED_BATCH_S = 2.0
 
 
 class ParleyClient(SocketIOClient):

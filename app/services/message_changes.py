@@ -521,19 +521,50 @@ class DeliveredIn(Payload):
     up_to_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
+def _delivered_sql(pg: bool) -> str:
+    cid, uid, up = ("$1::uuid", "$2::uuid", "$3::bigint") if pg else ("?1", "?2", "?3")
+    least = "LEAST" if pg else "MIN"
+    conv = f'(SELECT c."{{}}" FROM "conversations" c WHERE c."id" = {cid})'
+    target = f'{least}({up}, {conv.format("last_seq")})'
+    return (f'UPDATE "memberships" SET "delivered_seq" = {target} '
+            f'WHERE "conversation_id" = {cid} AND "user_id" = {uid} AND "left_at" IS NULL '
+            f'AND "delivered_seq" < {target} AND {conv.format("dissolved_at")} IS NULL '
+            f'RETURNING "delivered_seq", {conv.format("direct_key")} AS direct_key')
+
+
+_DELIVERED_SQL = {pg: _delivered_sql(pg) for pg in (True, False)}
+_MARK_SQL = {pg: (
+    'SELECT m."delivered_seq" FROM "memberships" m JOIN "conversations" c '
+    'ON c."id" = m."conversation_id" AND c."dissolved_at" IS NULL '
+    f'WHERE m."conversation_id" = {"$1::uuid" if pg else "?1"} '
+    f'AND m."user_id" = {"$2::uuid" if pg else "?2"} AND m."left_at" IS NULL') for pg in (True, False)}
+
+
 async def delivered(deps: Deps, user_id, data: DeliveredIn) -> dict:
     """A device received messages up to `up_to_seq`. Only moves forward; in a
-    direct chat both people's devices get `conversation:delivered`."""
-    m = await convs.active_membership(data.conversation_id, user_id)
-    up_to = min(data.up_to_seq, convs.visible_last_seq(m))
-    if up_to <= m.delivered_seq:
-        return {"delivered_seq": m.delivered_seq}
-    moved = await Membership.filter(id=m.id, delivered_seq__lt=up_to).update(delivered_seq=up_to)
-    if moved and m.conversation.type == "direct":
+    direct chat both people's devices get `conversation:delivered`.
+
+    Every receiving device sends these, so the common case is one statement:
+    the mark moves (clamped to the last seq) only for an active member of a
+    live conversation, and hands back the direct chat's two people."""
+    from tortoise import Tortoise
+
+    cid = convs.parse_uuid(data.conversation_id)
+    uid = convs.parse_uuid(user_id, "user")
+    conn = Tortoise.get_connection("default")
+    pg = is_postgres(conn)
+    params = [cid, uid, data.up_to_seq] if pg else [str(cid), str(uid), data.up_to_seq]
+    rows = await conn.execute_query_dict(_DELIVERED_SQL[pg], params)
+    if not rows:
+        # Nothing moved: already that far (another device said so first), or
+        # not an active member of a live conversation (NotFound).
+        rows = await conn.execute_query_dict(_MARK_SQL[pg], params[:2])
+        if not rows:
+            raise NotFound(convs.NO_SUCH_CONVERSATION)
+        return {"delivered_seq": rows[0]["delivered_seq"]}
+    up_to, key = rows[0]["delivered_seq"], rows[0]["direct_key"]
+    if key:
         await deps.fanout.to_users(
-            await convs.member_ids(m.conversation_id), "conversation:delivered",
-            {"conversation_id": str(m.conversation_id), "user_id": str(user_id),
-             "delivered_seq": up_to})
-    if not moved:
-        up_to = await Membership.filter(id=m.id).values_list("delivered_seq", flat=True).first()
+            key.split(":"), "conversation:delivered",
+            {"conversation_id": str(cid), "user_id": str(uid), "delivered_seq": up_to})
     return {"delivered_seq": up_to}

@@ -25,8 +25,9 @@ import { Emitter, uuid } from "../lib/util.js";
 // Send refusals that mean "not now" (docs/protocol.md): retried by the store itself.
 const RETRY_LATER = new Set(["busy", "unavailable", "rate_limited"]);
 const MAX_ATTEMPTS = 5;
-// Delivered receipts go out at most once per conversation per this many ms.
-const DELIVERED_BATCH_MS = 1000;
+// Delivered receipts go out at most once per conversation per this many ms: each
+// costs the server about half a message, so they are batched, not sent per message.
+const DELIVERED_BATCH_MS = 2000;
 
 export class Store extends Emitter {
   /**
