@@ -128,3 +128,36 @@ async def test_multi_select_forward_merged_record_card_and_location(
     assert href.startswith("https://www.openstreetmap.org/?mlat=48.858400&mlon=2.294500")
     assert await carol.locator("iframe").count() == 0
     assert_no_errors(alice, carol)
+
+
+@pytest.mark.timeout(90)
+async def test_offline_tab_catches_up_on_changes_through_sync(browser, base_url, deps):  # noqa: F811
+    from app.services import message_changes as changes
+    from app.services import messaging
+
+    a, b = await people(deps, "Alice", "Bob")
+    bob = await new_page(browser, base_url, person=b)
+    await open_chat(bob, "Alice")
+    cid = await bob.evaluate("window.__parley.openId")
+    sent = []
+    for text in ("to be edited", "to be liked", "to be recalled"):
+        sent.append(await messaging.send_from_payload(deps, a.user_id, {
+            "conversation_id": cid, "client_msg_id": text, "text": text}))
+    await bubble(bob, "to be recalled").wait_for()
+    # Bob's tab loses the network; the changes happen while it is away.
+    await bob.context.set_offline(True)
+    await bob.wait_for_selector("body[data-connected=false]")
+    await changes.edit(deps, a.user_id, changes.EditIn(message_id=sent[0]["id"], text="edited!"))
+    await changes.react(deps, a.user_id, changes.ReactIn(message_id=sent[1]["id"], emoji="🎉",
+                                                          on=True))
+    await messaging.recall(deps, a.user_id, messaging.MessageRef(message_id=sent[2]["id"]))
+    await changes.pin(deps, a.user_id, changes.PinIn(message_id=sent[1]["id"]))
+    await bob.context.set_offline(False)
+    await bob.wait_for_selector("body[data-connected=true]")
+    await bubble(bob, "edited!").wait_for()
+    await bob.locator(".msg", has=bob.locator(".edited-mark")).first.wait_for()
+    await bob.locator(".reaction-chip", has_text="🎉 1").wait_for()
+    await bob.locator(".sys-line.recalled").wait_for()
+    assert await bubble(bob, "to be recalled").count() == 0
+    await bob.locator(".pinned-bar:not([hidden])", has_text="to be liked").wait_for()
+    assert_no_errors(bob)

@@ -354,6 +354,8 @@ def summary(m: Membership, peer: dict | None, last_message: dict | None, unread:
         "peer": peer,
         "last_message": last_message,
         "last_seq": visible_last_seq(m),
+        # The change cursor a device starts from (sync `changes`, docs/protocol.md).
+        "change_seq": c.change_seq,
         "read_seq": m.read_seq,
         "unread_count": unread,
         "mention_count": mention_count,  # unread messages mentioning me or @all ("[@me]")

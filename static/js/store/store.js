@@ -333,7 +333,7 @@ export class Store extends Emitter {
       Object.assign(old, fresh);
       this.emit("msg:update", conv, old);
     }
-    if (changed.length) this.emit("pins", conv);
+    if (changed.length) { delete conv.pins; this.emit("pins", conv); }
   }
 
   onPinned(e, on) {
