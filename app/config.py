@@ -149,6 +149,8 @@ class Settings:
     # Sign-in with other providers (app/services/oauth.py, docs/configuration.md)
     oauth_providers: str = ""  # JSON object, or the path of a JSON file
     oauth_flow_ttl: int = 600  # seconds from "start" to the provider's callback
+    # Richer messages: edit, reactions, pins, forward
+    edit_window_seconds: int = 86_400  # how long after sending a sender may edit
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:

@@ -58,6 +58,9 @@ def parse_args(argv):
                    help="S6 conversations the searching user is in (200; quick 20)")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy the Parley server in S1 near its limit (default: on, quick off)")
+    p.add_argument("--delivered", action="store_true",
+                   help="Parley clients ack what they receive with message:delivered "
+                        "(batched per second, as the web client does)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
     p.add_argument("--server-cpu", type=int, default=0, help="core for the server (%(default)s)")
     p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")
@@ -277,6 +280,10 @@ def print_table(results, scenarios) -> None:
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     cfg = make_config(a)
+    if a.delivered:
+        from .parley import ParleyClient
+
+        ParleyClient.send_delivered = True
     pin = pin_and_raise_limits(a)
     env = RunEnv(server_cpu=pin.get("server_cpu"))
     # SIGTERM → normal unwinding so every `finally` (and atexit) stops the servers
@@ -301,6 +308,7 @@ def main(argv=None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "quick": a.quick,
+        "delivered_receipts": a.delivered,
         "config": cfg.__dict__,
         "machine": {**machine_info(), **pin},
         "results": results,

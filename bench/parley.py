@@ -47,10 +47,15 @@ _new_msg = msgspec.json.Decoder(tuple[str, ParleyMsg]).decode
 # A conforming client syncs when a seq is skipped (docs/protocol.md); message:new can
 # arrive out of seq order under concurrency, so wait this long for the missing one first.
 GAP_GRACE_S = 0.5
+# Delivered receipts (`--delivered`): like the web client, one `message:delivered` per
+# conversation per this many seconds, for the highest seq received.
+DELIVERED_BATCH_S = 2.0
 
 
 class ParleyClient(SocketIOClient):
     """SocketIOClient for /chat: message:new → Recorder; acks → pending sends or calls."""
+
+    send_delivered = False  # scripts/bench --delivered
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
@@ -62,6 +67,24 @@ class ParleyClient(SocketIOClient):
         self._gap_check = False
         self._syncing = False
         self._sync_again = False
+        self._undelivered: dict[str, int] = {}
+
+    def note_delivered(self, cid: str, seq: int) -> None:
+        if seq > self._undelivered.get(cid, 0):
+            if not self._undelivered:
+                asyncio.get_running_loop().call_later(DELIVERED_BATCH_S, self._flush_delivered)
+            self._undelivered[cid] = seq
+
+    def _flush_delivered(self) -> None:
+        batch, self._undelivered = self._undelivered, {}
+        if self.closed:
+            return
+        ns = self.proto.namespace.encode()
+        for cid, seq in batch.items():
+            self.ack_id = aid = self.ack_id + 1
+            self.calls[aid] = asyncio.get_running_loop().create_future()  # ack ignored
+            self.send(b"42" + ns + b",%d" % aid + msgspec.json.encode(
+                ["message:delivered", {"conversation_id": cid, "up_to_seq": seq}]))
 
     def send_msg(self, tmpl: bytes, step: int, n: int, ts: int) -> None:
         self.ack_id = aid = self.ack_id + 1
@@ -91,6 +114,8 @@ class ParleyClient(SocketIOClient):
             if m.seq < self.last_seq.get(m.conversation_id, 0):
                 self.rec.out_of_order += 1
             self.note_seq(m.conversation_id, m.seq)
+            if self.send_delivered:
+                self.note_delivered(m.conversation_id, m.seq)
             if got[0] != self.idx:  # sync may return my own: not a delivery
                 self.rec.on_msg(self.idx, *got)
             return

@@ -237,7 +237,7 @@ async def test_sync_many_conversations_matches_one_by_one(deps):
         assert conv["mention_count"] == await convs.mention_count(m, me.user_id)
         if cid in cursors:
             assert set(conv) == {"id", "last_seq", "read_seq", "unread_count", "mention_count",
-                                 "left", "messages", "has_more"}
+                                 "left", "messages", "has_more", "change_seq"}
             seqs = [s for s in range(3, convs.visible_last_seq(m) + 1)]
             assert [x["seq"] for x in conv["messages"]] == seqs[:3]
             assert conv["has_more"] == (len(seqs) > 3)

@@ -70,3 +70,11 @@ async def send_message(request: web.Request) -> web.Response:
     payload["conversation_id"] = request.match_info["conversation_id"]
     message = await messaging.send_from_payload(deps_of(request), auth.user_id, payload)
     return json_response({"message": message}, status=201)
+
+
+async def list_pins(request: web.Request) -> web.Response:
+    from app.services import message_changes
+
+    auth = await auth_of(request)
+    return json_response(await message_changes.pins(
+        deps_of(request), auth.user_id, request.match_info["conversation_id"]))

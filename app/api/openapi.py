@@ -138,6 +138,8 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
         "conversations", 201, SendBody),
     _op("GET", f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
         "Who has read a message.", "conversations"),
+    _op("GET", f"{API}/conversations/{{conversation_id}}/pins",
+        "Pinned messages of a chat, newest pin first.", "conversations"),
     # contacts
     _op("GET", f"{API}/contacts", "My contacts.", "contacts"),
     _op("GET", f"{API}/contacts/requests", "Contact requests to and from me.", "contacts"),

@@ -85,6 +85,7 @@ ROUTES = [
     web.delete(f"{API}/groups/{{group_id}}/invites/{{token}}", groups.revoke_invite),
     web.get(f"{API}/conversations/{{conversation_id}}/messages/{{message_id}}/readers",
             groups.readers),
+    web.get(f"{API}/conversations/{{conversation_id}}/pins", conversations.list_pins),
     # media
     web.post(f"{API}/media", media.upload),
     web.get(f"{API}/media/{{media_id}}", media.get_media),

@@ -141,6 +141,7 @@ async def index(request: web.Request) -> web.Response:
         "code_login": bool(settings.smtp_url or settings.sms_provider),
         "require_verification": settings.require_verification,
         "recall_window": settings.recall_window_seconds,
+        "edit_window": settings.edit_window_seconds,
         "max_text": settings.max_text_length,
         # Parts of the UI appear only when the server has their routes.
         "groups": _has_route(app, "/api/v1/groups"),

@@ -10,4 +10,5 @@ MODEL_MODULES = [
     "app.models.groups",
     "app.models.media",
     "app.models.push",
+    "app.models.message_extras",
 ]

@@ -11,8 +11,12 @@ class Conversation(Model):
     announcement = fields.TextField(default="")
     only_admins_can_send = fields.BooleanField(default=False)
     members_can_invite = fields.BooleanField(default=True)
+    members_can_pin = fields.BooleanField(default=False)  # groups: else owner/admins only
     last_seq = fields.BigIntField(default=0)
     last_message_at = fields.DatetimeField(null=True)
+    # Advanced by every change to a stored message (recall, edit, reactions, pin):
+    # the device's change cursor in `sync` (docs/protocol.md, "Changes").
+    change_seq = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     dissolved_at = fields.DatetimeField(null=True)
@@ -30,6 +34,8 @@ class Membership(Model):
     user = fields.ForeignKeyField("models.User", related_name="memberships", on_delete=fields.CASCADE)
     role = fields.CharField(max_length=8, default="member")  # owner | admin | member
     read_seq = fields.BigIntField(default=0)
+    # Highest seq any device of this member acked as received (never moves back).
+    delivered_seq = fields.BigIntField(default=0)
     # History visible to this member: seq in (visible_from_seq, left_seq].
     visible_from_seq = fields.BigIntField(default=0)
     left_seq = fields.BigIntField(null=True)
@@ -56,16 +62,21 @@ class Message(Model):
         "models.User", related_name="sent_messages", null=True, on_delete=fields.SET_NULL
     )
     client_msg_id = fields.CharField(max_length=64, null=True)
-    type = fields.CharField(max_length=8)  # text | image | voice | video | file | system
+    # text | image | voice | video | file | system | chat_record | contact_card | location
+    type = fields.CharField(max_length=16)
     text = fields.TextField(default="")
     reply_to_id = fields.BigIntField(null=True)
     data = fields.JSONField(null=True)  # system event payload, mentions, media snapshot
     created_at = fields.DatetimeField(auto_now_add=True)
     recalled_at = fields.DatetimeField(null=True)
+    # The conversation's change_seq of this message's latest change (NULL: never
+    # changed since it was sent); `sync` returns held messages changed after a cursor.
+    change_seq = fields.BigIntField(null=True)
 
     class Meta:
         table = "messages"
         unique_together = (("conversation", "seq"), ("sender", "client_msg_id"))
+        indexes = (("conversation_id", "change_seq"),)
 
 
 class HiddenMessage(Model):

@@ -2,6 +2,7 @@
 
 from app.realtime import (
     contacts,  # noqa: F401
+    message_changes,  # noqa: F401
     messaging,  # noqa: F401
     push,  # noqa: F401
 )

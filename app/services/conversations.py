@@ -323,6 +323,7 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
     direct_ids = [m.conversation_id for m in memberships if m.conversation.type == "direct"]
     peers = {}
     peer_reads: dict = {}
+    peer_delivered: dict = {}  # the peer's devices received up to (✓ under my messages)
     if direct_ids:
         for pm in await Membership.filter(conversation_id__in=direct_ids).exclude(
             user_id=user_id
@@ -330,6 +331,7 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
             peers[pm.conversation_id] = public_user(pm.user)
             # The peer's read mark ("Read" under my messages) unless they hide receipts.
             peer_reads[pm.conversation_id] = pm.read_seq if pm.user.send_read_receipts else None
+            peer_delivered[pm.conversation_id] = pm.delivered_seq
     mentions = await mention_counts(user_id, memberships)
     unread = await unread_counts(user_id, memberships)
     out = []
@@ -339,6 +341,7 @@ async def summaries(deps: Deps, user_id, memberships: list[Membership]) -> list[
                            unread.get(cid, 0), mentions.get(cid, 0)))
         if m.conversation.type == "direct":
             out[-1]["peer_read_seq"] = peer_reads.get(m.conversation_id)
+            out[-1]["delivered_seq"] = peer_delivered.get(m.conversation_id, 0)
     return out
 
 
@@ -354,6 +357,8 @@ def summary(m: Membership, peer: dict | None, last_message: dict | None, unread:
         "peer": peer,
         "last_message": last_message,
         "last_seq": visible_last_seq(m),
+        # The change cursor a device starts from (sync `changes`, docs/protocol.md).
+        "change_seq": c.change_seq,
         "read_seq": m.read_seq,
         "unread_count": unread,
         "mention_count": mention_count,  # unread messages mentioning me or @all ("[@me]")

@@ -65,6 +65,7 @@ class PatchIn(Payload):
     announcement: AnnouncementText | None = None
     only_admins_can_send: bool | None = None
     members_can_invite: bool | None = None
+    members_can_pin: bool | None = None
 
 
 class AddMembersIn(Payload):
@@ -253,6 +254,7 @@ def shared_summary(conv: Conversation, member_count: int, last_message: dict | N
         "announcement": conv.announcement,
         "only_admins_can_send": conv.only_admins_can_send,
         "members_can_invite": conv.members_can_invite,
+        "members_can_pin": conv.members_can_pin,
         "member_count": member_count,
         "dissolved": conv.dissolved_at is not None,
         "last_message": last_message,
@@ -340,6 +342,7 @@ async def _group_out(deps: Deps, conv: Conversation, viewer_id) -> dict:
         "announcement": conv.announcement,
         "only_admins_can_send": conv.only_admins_can_send,
         "members_can_invite": conv.members_can_invite,
+        "members_can_pin": conv.members_can_pin,
         "owner_id": str(owner.user_id) if owner else None,
         "my_role": mine.role if mine else None,
         "member_count": len(members),
@@ -373,7 +376,7 @@ async def update_group(deps: Deps, user_id: str, conversation_id, data: PatchIn)
                     changes["announcement"] = text
                     lines.append(await _line(conn, cid, user_id, "announcement", text=text))
             settings = {}
-            for key in ("only_admins_can_send", "members_can_invite"):
+            for key in ("only_admins_can_send", "members_can_invite", "members_can_pin"):
                 value = getattr(data, key)
                 if value is not None and value != getattr(conv, key):
                     settings[key] = value

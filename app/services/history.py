@@ -17,6 +17,7 @@ from app.deps import Deps
 from app.errors import Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.services import conversations as convs
+from app.services.message_changes import attach_mine
 from app.services.sql import is_postgres, select_joined
 from app.validation import Id, Payload, Seq
 
@@ -41,6 +42,8 @@ class SyncIn(Payload):
     # Paging across conversations: `next_cursor` of the previous answer.
     cursor: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     conversation_limit: SyncPageSize = 50
+    # Change cursors: per conversation, the `change_seq` of the previous answer.
+    changes: dict[Id, SeqValue] = {}
 
 
 
@@ -58,7 +61,10 @@ ROW_COLUMNS = (
     'r."id" AS r_id, r."seq" AS r_seq, r."sender_id" AS r_sender_id, r."type" AS r_type, '
     'r."text" AS r_text, r."recalled_at" AS r_recalled_at'
 )
-_EXTRA_KEYS = ("system", "mentions", "mention_all", "media")
+_EXTRA_KEYS = ("system", "mentions", "mention_all", "media",
+               # Richer messages (app/services/message_changes.py, forwarding.py).
+               "forwarded", "edited_at", "reactions", "pinned", "chat_record",
+               "contact_card", "location")
 _json_decode = msgspec.json.decode
 
 
@@ -124,12 +130,33 @@ def serialize_row(row, deps: Deps | None, viewer=None) -> dict:
             for key in _EXTRA_KEYS:
                 if key in data:
                     out[key] = data[key]
-            if "media" in data:
-                from app.services import media
-
-                # Links are signed per read, never stored with the message.
-                out["media"] = media.public_media(data["media"], deps, viewer)
+            if "media" in data or "chat_record" in data:
+                sign_media(out, deps, viewer)
     return out
+
+
+def sign_media(out: dict, deps: Deps | None, viewer) -> dict:
+    """Sign the media links of a serialised message (its own media, the media of
+    a chat record's items) for `viewer`, in place. Links are signed per read,
+    never stored with the message."""
+    from app.services import media
+
+    if "media" in out:
+        out["media"] = media.public_media(out["media"], deps, viewer)
+    record = out.get("chat_record")
+    if record and any("media" in it for it in record.get("items", ())):
+        out["chat_record"] = {**record, "items": [
+            {**it, "media": media.public_media(it["media"], deps, viewer)} if "media" in it
+            else it for it in record["items"]]}
+    return out
+
+
+def per_reader(message: dict) -> bool:
+    """Whether this message carries links signed per reader."""
+    if "media" in message:
+        return True
+    record = message.get("chat_record")
+    return bool(record) and any("media" in it for it in record.get("items", ()))
 
 
 def _model_row(msg: Message, reply: Message | None) -> tuple:
@@ -197,24 +224,24 @@ async def audience_views(deps: Deps, message: dict, recipients, reply: Message |
     whose original some recipients may not see splits off a group with an
     unavailable preview; a media message carries links signed per user, so
     each recipient gets their own payload."""
-    if reply is None and "media" not in message:
+    signed = per_reader(message)
+    if reply is None and not signed:
         return [(recipients, message)]  # the common case: nothing per reader
     recipients = [str(u) for u in recipients]
     blind: set[str] = set()
     if reply is not None and "reply_preview" in message:
         blind = await reply_unseen_by(message["conversation_id"], reply, recipients)
-    if "media" not in message:
+    if not signed:
         if not blind:
             return [(recipients, message)]
         hidden_view = {**message, "reply_preview": unavailable_preview(message["reply_to"])}
         seeing = [u for u in recipients if u not in blind]
         return [g for g in ((seeing, message), ([u for u in recipients if u in blind],
                                                  hidden_view)) if g[0]]
-    from app.services import media
 
     out = []
     for u in recipients:
-        view = {**message, "media": media.public_media(message["media"], deps, u)}
+        view = sign_media(dict(message), deps, u)
         if u in blind:
             view["reply_preview"] = unavailable_preview(message["reply_to"])
         out.append(([u], view))
@@ -374,7 +401,7 @@ async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     if not rows and not await _is_reader(cid, uid):
         raise NotFound(convs.NO_SUCH_CONVERSATION)
     messages, has_more = _finish(rows, spec, deps, user_id)
-    return {"messages": messages, "has_more": has_more}
+    return {"messages": await attach_mine(user_id, messages), "has_more": has_more}
 
 
 async def _around(deps: Deps, user_id: str, uid: uuid.UUID, cid: uuid.UUID,
@@ -423,12 +450,16 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     uid = convs.parse_uuid(user_id, "user")
     after = _decode_sync_cursor(data.cursor) if data.cursor else 0
     memberships = await memberships_of(uid)  # ordered by membership id
-    wanted: list[tuple[Membership, PageSpec, bool]] = []  # (m, page, is new to the device)
+    # (m, page or None: only changes, is new to the device, change cursor)
+    wanted: list[tuple[Membership, PageSpec | None, bool, int | None]] = []
     next_cursor = None
     for m in memberships:
         if m.id <= after:
             continue  # returned by an earlier page
-        cursor = data.cursors.get(str(m.conversation_id))
+        cid = str(m.conversation_id)
+        cursor = data.cursors.get(cid)
+        change_cursor = data.changes.get(cid) if cursor is not None else None
+        changed = change_cursor is not None and m.conversation.change_seq > change_cursor
         if cursor is None:
             if m.left_at is not None:
                 continue  # left before this device knew it: nothing to show
@@ -437,26 +468,33 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
             # The unread count rides along in the page statement (one round trip).
             unread = (m.read_seq, last) if last > m.read_seq else None
             spec = PageSpec(m.conversation_id, after=cursor, limit=data.limit, unread=unread)
+        elif changed:
+            spec = None  # nothing new, but held messages changed
         else:
             continue
         if len(wanted) == data.conversation_limit:
             # More to come: the next page starts after the last one returned.
             next_cursor = _encode_sync_cursor(wanted[-1][0].id)
             break
-        wanted.append((m, spec, cursor is None))
+        wanted.append((m, spec, cursor is None, change_cursor if changed else None))
     if not wanted:
         return {"conversations": [], "next_cursor": None}
-    pages = await _fetch_pages(uid, [spec for _m, spec, _new in wanted])
-    new = [m for m, _spec, is_new in wanted if is_new]
-    known = [m for m, _spec, is_new in wanted if not is_new]
+    fetched = iter(await _fetch_pages(uid, [w[1] for w in wanted if w[1] is not None]))
+    pages = [next(fetched) if w[1] is not None else [] for w in wanted]
+    new = [w[0] for w in wanted if w[2]]
+    known = [w[0] for w in wanted if not w[2]]
     summaries = {}
     if new:
         for entry in await convs.summaries(deps, uid, new):
             summaries[entry["id"]] = entry
     unread = {}
     uncounted = []
-    for (m, spec, is_new), rows in zip(wanted, pages, strict=True):
-        if is_new or spec.unread is None:
+    for (m, spec, is_new, _c), rows in zip(wanted, pages, strict=True):
+        if is_new:
+            continue
+        if spec is None or spec.unread is None:
+            if spec is None and convs.visible_last_seq(m) > m.read_seq:
+                uncounted.append(m)
             continue
         if rows:
             unread[str(m.conversation_id)] = rows[0][-1]
@@ -465,7 +503,7 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     unread.update(await convs.unread_counts(uid, uncounted))
     mentions = await convs.mention_counts(uid, known)
     out = []
-    for (m, spec, is_new), rows in zip(wanted, pages, strict=True):
+    for (m, spec, is_new, change_cursor), rows in zip(wanted, pages, strict=True):
         cid = str(m.conversation_id)
         if is_new:
             entry = summaries[cid]
@@ -474,9 +512,43 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
                      "unread_count": unread.get(cid, 0),
                      "mention_count": mentions.get(cid, 0),
                      "left": m.left_at is not None}
-        entry["messages"], entry["has_more"] = _finish(rows, spec, deps, user_id)
+        if spec is not None:
+            entry["messages"], entry["has_more"] = _finish(rows, spec, deps, user_id)
+        else:
+            entry["messages"], entry["has_more"] = [], False
+        await attach_mine(user_id, entry["messages"])
+        entry["change_seq"] = m.conversation.change_seq
+        if change_cursor is not None:
+            held = data.cursors[cid]
+            changes, more, upto = await _changes(deps, uid, m, held, change_cursor, data.limit)
+            entry["changes"], entry["changes_more"] = changes, more
+            entry["change_seq"] = upto
         out.append(entry)
     return {"conversations": out, "next_cursor": next_cursor}
+
+
+async def _changes(deps: Deps, uid: uuid.UUID, m: Membership, held: int, after: int,
+                   limit: int) -> tuple[list[dict], bool, int]:
+    """Messages the device holds (seq <= held, inside the reader's window, not
+    deleted for them) changed after change number `after`, in change order and
+    in their current state; (messages, more to come, the next change cursor)."""
+    hi = min(held, convs.visible_last_seq(m))
+    rows = await Message.filter(
+        conversation_id=m.conversation_id, change_seq__gt=after,
+        seq__gt=m.visible_from_seq, seq__lte=hi).order_by("change_seq").limit(limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if more:
+        upto = rows[-1].change_seq
+    else:
+        # Changes commit in change order, so having seen the newest one
+        # committed, none below it is still to come.
+        upto = max([m.conversation.change_seq, *(r.change_seq for r in rows)])
+    hidden = set(await HiddenMessage.filter(
+        user_id=uid, message_id__in=[r.id for r in rows]).values_list("message_id", flat=True)
+    ) if rows else set()
+    shown = [r for r in rows if r.id not in hidden]
+    return (await attach_mine(uid, await serialize_messages(shown, uid, deps)), more, upto)
 
 
 # A sync page ends after a membership (memberships are visited in id order, so a

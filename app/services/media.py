@@ -262,9 +262,18 @@ async def _carrying_message(att: MediaAttachment | dict, media_id) -> Message | 
     msg = await Message.get_or_none(conversation_id=a["conversation_id"],
                                     sender_id=a["sender_id"],
                                     client_msg_id=a["client_msg_id"])
-    if msg is None or not msg.data or (msg.data.get("media") or {}).get("id") != str(media_id):
+    if msg is None or not msg.data or not carries(msg.data, str(media_id)):
         return None  # the send failed, or that id carried something else in the end
     return msg
+
+
+def carries(data: dict, media_id: str) -> bool:
+    """Whether a message's data holds this media: its own, or an item of the chat
+    record it is (a forwarded record grants access to its media, nothing else)."""
+    if (data.get("media") or {}).get("id") == media_id:
+        return True
+    return any((it.get("media") or {}).get("id") == media_id
+               for it in (data.get("chat_record") or {}).get("items", ()))
 
 
 async def can_view(user_id, media: Media) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Literal
 
@@ -19,11 +19,11 @@ import msgspec
 from tortoise.exceptions import IntegrityError
 
 from app.deps import Deps
-from app.errors import DomainError, Forbidden, Invalid, NotFound
+from app.errors import DomainError, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
-from app.services import push
+from app.services import message_changes, push
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
 from app.services.history import audience_views, serialize_message, serialize_row
@@ -37,15 +37,28 @@ SeqValue = Seq
 MEDIA_TYPES = ("image", "voice", "video", "file")
 
 
+class ContactCardIn(Payload):
+    user_id: Id
+
+
+class LocationIn(Payload):
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lng: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    address: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
 class SendIn(Payload):
     conversation_id: Id
     client_msg_id: ClientMsgId
-    type: Literal["text", "image", "voice", "video", "file"] = "text"
+    type: Literal["text", "image", "voice", "video", "file", "contact_card", "location"] = "text"
     text: str = ""  # the message, or the caption of an image/video
     reply_to: Id | None = None
     media_id: Id | None = None
     mentions: Annotated[list[Id], msgspec.Meta(max_length=100)] = []
     mention_all: bool = False
+    contact_card: ContactCardIn | None = None  # type contact_card
+    location: LocationIn | None = None  # type location
 
 
 class ReadIn(Payload):
@@ -179,9 +192,19 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         # The same client_msg_id was stored first (retry, other device, race):
         # the writer answered before judging, so a retry gets the original.
         return await serialize_message(await Message.get(id=written.id), deps, user_id)
+    return await publish_written(
+        deps, written, uid, origin, reply,
+        lambda: _new_message(written, cid, uid, data, text, extra, reply, created, deps))
+
+
+async def publish_written(deps: Deps, written, uid: uuid.UUID, origin: str | None,
+                          reply: Message | None, build) -> dict:
+    """Emit a message the writer just stored as new (`message:new`, in its
+    conversation's seq order through its Turn); returns the sender's view.
+    `build()` makes the message as clients get it."""
     turn = written.turn
     try:
-        message = _new_message(written, cid, uid, data, text, extra, reply, created, deps)
+        message = build()
         # Each recipient sees the quoted message and media links as their own
         # access allows (one payload for all in the common case).
         views = await audience_views(deps, message, written.recipients, reply)
@@ -211,7 +234,7 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     uid = convs.parse_uuid(user_id, "user")
     extra: dict = {}
     if data.type == "text" and data.reply_to is None and not data.mentions \
-            and not data.mention_all:
+            and not data.mention_all and data.contact_card is None and data.location is None:
         if data.media_id is not None:
             raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
         return cid, uid, _clean_text(deps, data), extra, None
@@ -224,9 +247,18 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
 
         extra["media"] = await media.attach_to_message(deps, user_id, data)
         text = _clean_caption(deps, data)
+    elif data.type in ("contact_card", "location"):
+        from app.services import forwarding
+
+        extra.update(await forwarding.typed_content(user_id, data))
+        text = ""
     else:
         if data.media_id is not None:
             raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
+        if data.contact_card is not None or data.location is not None:
+            field_name = "contact_card" if data.contact_card is not None else "location"
+            raise Invalid(f"{field_name} needs type {field_name!r}.",
+                          details={"field": field_name})
         text = _clean_text(deps, data)
     if data.mentions or data.mention_all:
         from app.services import groups
@@ -283,8 +315,9 @@ async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
 # --- recall and delete ------------------------------------------------------
 
 
-class RecallExpired(DomainError):
-    code, status, default_message = "recall_expired", 403, "Too late to recall that message."
+# Recall changes a message members hold: it goes through the change log
+# (app/services/message_changes.py), like edits, reactions and pins.
+RecallExpired = message_changes.RecallExpired
 
 
 async def _message_for(user_id: str, message_id: str) -> tuple[Message, Membership]:
@@ -304,27 +337,7 @@ async def _message_for(user_id: str, message_id: str) -> tuple[Message, Membersh
 
 
 async def recall(deps: Deps, user_id: str, data: MessageRef) -> None:
-    msg, _m = await _message_for(user_id, data.message_id)
-    if str(msg.sender_id) != str(user_id) or msg.type == "system":
-        raise Forbidden("Only the sender can recall a message.")
-    window = timedelta(seconds=deps.settings.recall_window_seconds)
-    if now() - msg.created_at > window:
-        raise RecallExpired()
-    if msg.recalled_at is None:
-        from tortoise.transactions import in_transaction
-
-        from app.services.search import reindex_message
-
-        async with in_transaction() as conn:  # never findable once recalled
-            await Message.filter(id=msg.id, recalled_at=None).using_db(conn).update(
-                recalled_at=now(), text="")
-            await reindex_message(msg.id, conn)
-        await deps.fanout.to_users(
-            await convs.member_ids(msg.conversation_id), "message:recalled",
-            {"conversation_id": str(msg.conversation_id), "message_id": str(msg.id),
-             "seq": msg.seq},
-        )
-        push.message_recalled(deps, message_id=msg.id, conversation_id=msg.conversation_id)
+    await message_changes.recall(deps, user_id, data.message_id)
 
 
 async def delete_for_me(deps: Deps, user_id: str, data: MessageRef) -> None:

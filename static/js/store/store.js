@@ -6,7 +6,8 @@
 //   conv (conv)              one conversation's row changed (title, preview, badge, order)
 //   convs ()                 many rows changed: redraw the list
 //   msg:add (conv, msg)      one message arrived (live or just acked)
-//   msg:update (conv, msg)   one message changed in place (recalled)
+//   msg:update (conv, msg)   one message changed in place (recalled, edited, reactions, pin)
+//   pins (conv)              a chat's pinned messages changed
 //   msg:remove (conv, id)    one message is gone (deleted for me)
 //   msgs (conv)              a chat's timeline changed in bulk (history page, sync)
 //   pending (conv, p)        a local message changed state (sending, failed, acked)
@@ -24,6 +25,9 @@ import { Emitter, uuid } from "../lib/util.js";
 // Send refusals that mean "not now" (docs/protocol.md): retried by the store itself.
 const RETRY_LATER = new Set(["busy", "unavailable", "rate_limited"]);
 const MAX_ATTEMPTS = 5;
+// Delivered receipts go out at most once per conversation per this many ms: each
+// costs the server about half a message, so they are batched, not sent per message.
+const DELIVERED_BATCH_MS = 2000;
 
 export class Store extends Emitter {
   /**
@@ -56,6 +60,8 @@ export class Store extends Emitter {
     this.pendingUsers = new Set();
     this.typingSent = { conv: null, state: "idle", at: 0 };
     this.sorted = null;            // cached sortedConvs()
+    this.undelivered = new Map();  // conv id → highest seq received, not yet acked
+    this.deliveredTimer = null;
   }
 
   // ------------------------------------------------------------ people
@@ -104,6 +110,7 @@ export class Store extends Emitter {
       msgs: [], pending: [], loaded: false, hasOlder: true, loadingOlder: false,
       held: summary.last_seq || 0,
       peer_read_seq: summary.peer_read_seq ?? 0,
+      delivered_seq: summary.delivered_seq ?? 0,
     };
     delete conv.messages;
     delete conv.has_more;
@@ -124,6 +131,8 @@ export class Store extends Emitter {
         else if (k === "last_message") {
           if (v && (!conv.last_message || v.seq >= conv.last_message.seq)) conv.last_message = v;
         } else if (k === "peer_read_seq") conv.peer_read_seq = Math.max(conv.peer_read_seq || 0, v || 0);
+        else if (k === "delivered_seq") conv.delivered_seq = Math.max(conv.delivered_seq || 0, v || 0);
+        else if (k === "change_seq") { /* only sync moves the change cursor */ }
         else conv[k] = v;
       }
       if (summary.peer) this.rememberUsers([summary.peer]);
@@ -223,6 +232,9 @@ export class Store extends Emitter {
       this.emit("connection");
       this.sync();
       this.retryFailed();
+      if (this.undelivered.size && !this.deliveredTimer) {
+        this.deliveredTimer = setTimeout(() => this.flushDelivered(), DELIVERED_BATCH_MS);
+      }
     });
     // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
     socket.on("resync", () => this.sync());
@@ -239,6 +251,17 @@ export class Store extends Emitter {
     socket.on("message:recalled", (e) => this.onRecalled(e));
     socket.on("message:deleted", (e) => this.onDeleted(e));
     socket.on("conversation:read", (e) => this.onRead(e));
+    socket.on("conversation:delivered", (e) => this.onDelivered(e));
+    socket.on("message:reactions", (e) => this.patchMessage(e, (m) => {
+      if (Object.keys(e.counts).length) m.reactions = e.counts; else delete m.reactions;
+      m.my_reactions = e.mine;
+    }));
+    socket.on("message:edited", (e) => this.patchMessage(e, (m) => {
+      m.text = e.text; m.edited_at = e.edited_at;
+      if ("mentions" in e) { m.mentions = e.mentions; m.mention_all = e.mention_all; }
+    }));
+    socket.on("message:pinned", (e) => this.onPinned(e, true));
+    socket.on("message:unpinned", (e) => this.onPinned(e, false));
     socket.on("typing", ({ conversation_id, user_id, state }) => this.setTyping(conversation_id, user_id, state));
     socket.on("conversation:updated", (summary) => {
       this.groups.delete(summary.id);
@@ -302,6 +325,62 @@ export class Store extends Emitter {
     this.emit("badges");
     if (fresh || hadPending) this.emit("msg:add", conv, m);
     if (this.isOpen(conv)) this.markRead(conv);
+    if (m.sender_id !== this.me?.id) this.noteDelivered(conv, m.seq);
+  }
+
+  /** Apply a live change to a message this tab holds (sync is the source of truth). */
+  patchMessage({ conversation_id, message_id }, change) {
+    const conv = this.convs.get(conversation_id);
+    const m = conv?.msgs.find((x) => x.id === message_id);
+    if (!m) return;
+    change(m);
+    if (conv.last_message?.id === m.id) { conv.last_message = m; this.emit("conv", conv); }
+    this.emit("msg:update", conv, m);
+  }
+
+  /** Replace held messages with their current state (sync `changes`). */
+  applyChanges(conv, changed) {
+    for (const fresh of changed) {
+      const i = conv.msgs.findIndex((x) => x.id === fresh.id);
+      if (i < 0) continue;
+      const old = conv.msgs[i];
+      if (fresh.recalled && !old.recalled) { this.applyRecall(conv, old); }
+      for (const k of Object.keys(old)) if (!(k in fresh)) delete old[k];
+      Object.assign(old, fresh);
+      this.emit("msg:update", conv, old);
+    }
+    if (changed.length) { delete conv.pins; this.emit("pins", conv); }
+  }
+
+  onPinned(e, on) {
+    this.patchMessage(e, (m) => { if (on) m.pinned = e.pinned; else delete m.pinned; });
+    const conv = this.convs.get(e.conversation_id);
+    if (conv) { delete conv.pins; this.emit("pins", conv); }
+  }
+
+  onDelivered({ conversation_id, user_id, delivered_seq }) {
+    const conv = this.convs.get(conversation_id);
+    if (!conv || user_id === this.me?.id) return;
+    if (delivered_seq > (conv.delivered_seq || 0)) {
+      conv.delivered_seq = delivered_seq;
+      this.emit("marks", conv);
+    }
+  }
+
+  /** Received up to `seq`: told to the server batched (one event per chat per second). */
+  noteDelivered(conv, seq) {
+    if (!seq || seq <= (this.undelivered.get(conv.id) || 0)) return;
+    this.undelivered.set(conv.id, seq);
+    if (this.deliveredTimer) return;
+    this.deliveredTimer = setTimeout(() => this.flushDelivered(), DELIVERED_BATCH_MS);
+  }
+
+  flushDelivered() {
+    this.deliveredTimer = null;
+    if (!this.socket?.connected) return; // kept: sent once connected again
+    const batch = [...this.undelivered.entries()];
+    this.undelivered.clear();
+    for (const [id, upTo] of batch) this.emitAck("message:delivered", { conversation_id: id, up_to_seq: upTo });
   }
 
   onRecalled({ conversation_id, message_id }) {
@@ -376,8 +455,12 @@ export class Store extends Emitter {
 
   async runSync(ids) {
     let cursors = {};
+    let changes = {};
     for (const conv of this.convs.values()) {
-      if (!ids || ids.includes(conv.id)) cursors[conv.id] = conv.held;
+      if (!ids || ids.includes(conv.id)) {
+        cursors[conv.id] = conv.held;
+        if (conv.change_seq != null) changes[conv.id] = conv.change_seq;
+      }
     }
     const touched = new Set();
     // Conversations come a page at a time (`next_cursor`); chats with more news
@@ -385,7 +468,7 @@ export class Store extends Emitter {
     let page = null;
     let next = {};
     for (let round = 0; round < 200; round++) {
-      const req = { cursors, limit: 200 };
+      const req = { cursors, changes, limit: 200 };
       if (page) req.cursor = page;
       const ack = await this.emitAck("sync", req, 15000);
       if (!ack.ok) break;
@@ -415,6 +498,11 @@ export class Store extends Emitter {
           }
         }
         for (const k of ["read_seq", "unread_count", "mention_count", "left", "last_seq"]) if (k in c) conv[k] = c[k];
+        if (c.changes) this.applyChanges(conv, c.changes);
+        if (c.changes_more) next[c.id] = conv.held;
+        if ("change_seq" in c) conv.change_seq = c.change_seq;
+        const theirs = messages.filter((m) => m.sender_id && m.sender_id !== this.me?.id);
+        if (theirs.length) this.noteDelivered(conv, theirs[theirs.length - 1].seq);
         this.sorted = null;
         touched.add(conv);
       }
@@ -422,6 +510,8 @@ export class Store extends Emitter {
       if (page) continue;
       if (!Object.keys(next).length) break;
       cursors = next;
+      changes = Object.fromEntries(Object.keys(next).filter((id) => this.convs.get(id)?.change_seq != null)
+        .map((id) => [id, this.convs.get(id).change_seq]));
       next = {};
     }
     if (touched.size) {
@@ -613,6 +703,50 @@ export class Store extends Emitter {
     return ack;
   }
 
+  async react(conv, m, emoji, on) {
+    const ack = await this.emitAck("message:react", { message_id: m.id, emoji, on });
+    if (ack.ok) this.patchMessage({ conversation_id: conv.id, message_id: m.id }, (x) => {
+      if (Object.keys(ack.counts).length) x.reactions = ack.counts; else delete x.reactions;
+      x.my_reactions = ack.mine;
+    });
+    return ack;
+  }
+
+  async edit(conv, m, text) {
+    const ack = await this.emitAck("message:edit", { message_id: m.id, text });
+    if (ack.ok) this.patchMessage(ack, (x) => { x.text = ack.text; x.edited_at = ack.edited_at; });
+    return ack;
+  }
+
+  async pin(conv, m, on) {
+    const ack = await this.emitAck(on ? "message:pin" : "message:unpin", { message_id: m.id });
+    if (ack.ok) { delete conv.pins; this.emit("pins", conv); }
+    return ack;
+  }
+
+  /** The chat's pinned messages (cached until a pin changes). */
+  async pinsOf(conv) {
+    if (!conv.pins) conv.pins = (await this.api("GET", `/conversations/${encodeURIComponent(conv.id)}/pins`)).pins;
+    return conv.pins;
+  }
+
+  /** Forward messages to chats, each as a copy or merged into one chat record. */
+  async forward(messageIds, targetIds, mode) {
+    return this.emitAck("message:forward", { message_ids: messageIds, to: targetIds, mode, client_msg_id: uuid() }, 20000);
+  }
+
+  /** Send a message of another kind (contact_card, location) right away. */
+  async sendTyped(conv, fields) {
+    const ack = await this.emitAck("message:send", { conversation_id: conv.id, client_msg_id: uuid(), text: "", ...fields });
+    if (ack.ok) {
+      const gap = this.addMessages(conv, [ack.message]);
+      this.emit("msg:add", conv, ack.message);
+      this.emit("conv", conv);
+      if (gap) this.sync([conv.id]);
+    }
+    return ack;
+  }
+
   async deleteForMe(conv, m) {
     const ack = await this.emitAck("message:delete", { message_id: m.id });
     if (ack.ok) this.onDeleted({ conversation_id: conv.id, message_id: m.id });
@@ -656,7 +790,11 @@ export class Store extends Emitter {
     let cursor = null;
     for (let i = 0; i < 100; i++) {
       const page = await api("GET", `/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
-      for (const c of page.conversations) this.upsertSummary(c, { quiet: true });
+      for (const c of page.conversations) {
+        const conv = this.upsertSummary(c, { quiet: true });
+        // The list shows their newest message: this device received it.
+        if (c.unread_count) this.noteDelivered(conv, c.last_seq);
+      }
       cursor = page.next_cursor;
       if (!cursor) break;
     }

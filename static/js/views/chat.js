@@ -9,6 +9,7 @@ import { displayNameOf, parseTime, sameDay, hhmm, dayLabel, systemText, previewO
   presenceText, errorText } from "./format.js";
 import * as media from "./media.js";
 import { openChatSearch, closeChatSearch } from "./search.js";
+import * as richer from "./richer.js";
 
 let view = null; // {conv, scroller, list, header, input, replyBar, composer, extra, picker}
 
@@ -37,8 +38,11 @@ export function openChat(main, conv) {
   const picker = h("ul", { class: "mention-picker", role: "listbox", id: "mention-picker", "aria-label": t("mentionPicker"), hidden: true });
   const composer = h("form", { class: "composer" }, tools, picker, h("div", { class: "composer-row" }, input, sendBtn));
   const extra = h("div", { class: "composer-extra" });
-  view = { conv, scroller, list, header, input, replyBar, composer, extra, picker, mentions: new Map(), pickIndex: 0 };
-  clear(main, h("div", { class: "chat" }, header, scroller, replyBar, extra, composer));
+  const pinned = richer.pinnedBar(conv);
+  const selectBar = h("div", { class: "select-bar", hidden: true });
+  view = { conv, scroller, list, header, input, replyBar, composer, extra, picker, mentions: new Map(), pickIndex: 0,
+    pinned, selectBar, selected: null };
+  clear(main, h("div", { class: "chat" }, header, pinned, scroller, replyBar, extra, selectBar, composer));
 
   const submit = () => {
     const text = input.value.trim();
@@ -75,6 +79,10 @@ export function openChat(main, conv) {
     if (atBottom(scroller)) { store.markRead(conv); if (conv.hasNewer) store.loadNewer(conv); }
   });
   if (ctx.config.media) media.mountTools(tools, extra, conv);
+  const tool = (label, action, onclick, glyph) => h("button", { class: "tool", type: "button", title: label, "aria-label": label, dataset: { action }, onclick },
+    h("span", { class: "tool-glyph", "aria-hidden": "true" }, glyph));
+  tools.append(tool(t("shareContact"), "share-contact", () => richer.openShareContact(conv), "👤"),
+    tool(t("sendLocation"), "send-location", () => richer.openLocation(conv), "📍"));
   renderChatHeader();
   renderMessages(true);
   autosize(input);
@@ -211,9 +219,10 @@ export function renderChatHeader() {
 
 // ------------------------------------------------------------ messages
 
-/** The read marks of a direct chat: "Read" under my newest message the peer read, "Sent" under my newest. */
+/** The marks of a direct chat: ✓✓ "Read" under my newest message the peer read; under my
+ * newest otherwise ✓ "Delivered" once a device of theirs received it, else "Sent". */
 function marks(conv) {
-  const out = { readId: null, sentId: null };
+  const out = { readId: null, sentId: null, deliveredId: null };
   if (conv.type !== "direct") return out;
   const me = ctx.store.me.id;
   let last = null; let lastRead = null;
@@ -223,7 +232,10 @@ function marks(conv) {
     if (m.seq <= (conv.peer_read_seq || 0)) lastRead = m;
   }
   out.readId = lastRead?.id ?? null;
-  if (last && last.id !== out.readId && !conv.pending.length) out.sentId = last.id;
+  if (last && last.id !== out.readId && !conv.pending.length) {
+    if (last.seq <= (conv.delivered_seq || 0)) out.deliveredId = last.id;
+    else out.sentId = last.id;
+  }
   return out;
 }
 
@@ -250,7 +262,8 @@ function itemNode(conv, m, prev, mk) {
     return h("li", { class: "sys-line recalled", dataset: { seq: m.seq, id: m.id } },
       mine ? t("recalledMine") : t("recalledTheirs", { name: displayNameOf(m.sender_id) }));
   }
-  return messageRow(conv, m, continues(prev, m), m.id && m.id === mk.readId ? "read" : m.id && m.id === mk.sentId ? "sent" : null);
+  const mark = !m.id ? null : m.id === mk.readId ? "read" : m.id === mk.deliveredId ? "delivered" : m.id === mk.sentId ? "sent" : null;
+  return messageRow(conv, m, continues(prev, m), mark);
 }
 
 function renderMessages(forceBottom = false) {
@@ -355,7 +368,7 @@ export function updateMarks() {
   const conv = view.conv;
   const mk = marks(conv);
   for (const el of view.list.querySelectorAll(".read-mark:not(.failed-text)")) el.remove();
-  for (const [id, mark] of [[mk.readId, "read"], [mk.sentId, "sent"]]) {
+  for (const [id, mark] of [[mk.readId, "read"], [mk.deliveredId, "delivered"], [mk.sentId, "sent"]]) {
     const body = rowOf("id", id)?.querySelector(".msg-body");
     if (body) body.append(h("div", { class: `read-mark ${mark}` }, t(mark)));
   }
@@ -375,7 +388,8 @@ function messageRow(conv, m, continued, mark) {
         rp.recalled ? t("recalledPreview") : previewOf(rp)));
   }
   if (m.type === "text") bubble.append(h("div", { class: "text" }, m.text));
-  else media.renderBody(bubble, m, conv);
+  else if (!richer.renderBody(bubble, m)) media.renderBody(bubble, m, conv);
+  if (m.edited_at) bubble.append(h("span", { class: "edited-mark" }, t("edited")));
   let status = null;
   if (m.local) {
     status = m.status === "failed"
@@ -390,11 +404,54 @@ function messageRow(conv, m, continued, mark) {
   h("div", { class: "msg-body" },
     conv.type === "group" && !mine && !continued ? h("div", { class: "sender" }, name) : null,
     h("div", { class: "bubble-row" }, status, bubble),
+    m.local ? null : richer.reactionChips(conv, m),
     mark ? h("div", { class: `read-mark ${mark}` }, t(mark)) : null,
     m.local && m.status === "failed" ? h("div", { class: "read-mark failed-text" }, t("failed"), " · ",
       h("button", { class: "link", type: "button", onclick: () => store.retry(conv, m) }, t("retry"))) : null));
   if (!m.local) attachMenu(bubble, conv, m);
+  if (view?.selected && !m.local && m.id) {
+    const box = h("input", { type: "checkbox", class: "select-box", "aria-label": t("select"), checked: view.selected.has(m.id) });
+    box.addEventListener("change", () => toggleSelected(m, box.checked));
+    row.prepend(box);
+    row.classList.add("selectable");
+  }
   return row;
+}
+
+// ------------------------------------------------------------ pins and multi-select
+
+export function onPins(conv) {
+  if (view && view.conv === conv) richer.refreshPinned(conv, view.pinned);
+}
+
+function startSelect(m) {
+  view.selected = new Set(m ? [m.id] : []);
+  renderSelectBar();
+  renderMessages();
+}
+
+function stopSelect() {
+  if (!view) return;
+  view.selected = null;
+  view.selectBar.hidden = true;
+  renderMessages();
+}
+
+function toggleSelected(m, on) {
+  if (on && view.selected.size >= 100) return;
+  if (on) view.selected.add(m.id); else view.selected.delete(m.id);
+  renderSelectBar();
+}
+
+function renderSelectBar() {
+  const { selectBar, conv } = view;
+  selectBar.hidden = false;
+  const chosen = () => conv.msgs.filter((x) => view.selected.has(x.id));
+  clear(selectBar,
+    h("span", { class: "select-count" }, t("selectedCount", { n: view.selected.size })),
+    h("button", { class: "primary", type: "button", dataset: { action: "forward-selected" }, disabled: !view.selected.size,
+      onclick: () => richer.openForward(chosen(), stopSelect) }, t("forward")),
+    h("button", { class: "link", type: "button", onclick: stopSelect }, t("cancel")));
 }
 
 // ------------------------------------------------------------ reply
@@ -454,6 +511,13 @@ function showMenu(x, y, conv, m, from) {
     items.push([t("copy"), "copy", () => navigator.clipboard?.writeText(m.text).then(() => toast(t("copied")), () => {})]);
   }
   items.push([t("reply"), "reply", () => setReply(m)]);
+  items.push([t("forward"), "forward", () => richer.openForward([m])]);
+  items.push([t("select"), "select", () => startSelect(m)]);
+  if (richer.canEdit(m)) items.push([t("edit"), "edit", () => richer.startEdit(conv, m, from)]);
+  items.push([m.pinned ? t("unpin") : t("pin"), m.pinned ? "unpin" : "pin", async () => {
+    const ack = await store.pin(conv, m, !m.pinned);
+    if (!ack.ok) toast(errorText(ack.error));
+  }]);
   const age = (Date.now() - parseTime(m.created_at)) / 1000;
   if (m.sender_id === store.me.id && age < ctx.config.recallWindow) {
     items.push([t("recall"), "recall", async () => {
@@ -467,7 +531,8 @@ function showMenu(x, y, conv, m, from) {
   }]);
   const buttons = items.map(([label, action, fn]) =>
     h("button", { role: "menuitem", type: "button", tabindex: "-1", dataset: { action }, onclick: () => { closeMenu(); fn(); } }, label));
-  const menu = h("div", { class: "ctx-menu", role: "menu", "aria-label": t("messageActions") }, buttons);
+  const menu = h("div", { class: "ctx-menu", role: "menu", "aria-label": t("messageActions") },
+    richer.reactionBar(conv, m, closeMenu), buttons);
   menu.addEventListener("keydown", (e) => {
     const i = buttons.indexOf(document.activeElement);
     if (e.key === "ArrowDown") { e.preventDefault(); buttons[(i + 1) % buttons.length].focus(); }

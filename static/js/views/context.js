@@ -19,6 +19,7 @@ export function readConfig(root) {
     codeLogin: d.codeLogin === "true",
     requireVerification: d.requireVerification === "true",
     recallWindow: Number(d.recallWindow || 120),
+    editWindow: Number(d.editWindow || 86400),
     maxText: Number(d.maxText || 16000),
     groups: d.groups === "true",
     media: d.media === "true",

@@ -78,6 +78,9 @@ export function previewOf(msg, conv) {
     case "voice": body = `${t("voice")} ${duration(msg.media?.duration_ms)}`; break;
     case "video": body = t("video"); break;
     case "file": body = `${t("file")} ${msg.media?.name || ""}`.trim(); break;
+    case "chat_record": body = t("chatRecord"); break;
+    case "contact_card": body = `${t("contactCardPreview")} ${msg.contact_card?.display_name || ""}`.trim(); break;
+    case "location": body = `${t("locationPreview")} ${msg.location?.name || ""}`.trim(); break;
     default: body = msg.text || "";
   }
   if (conv?.type === "group" && msg.sender_id && msg.sender_id !== ctx.store.me?.id) {

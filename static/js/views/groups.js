@@ -205,7 +205,7 @@ export async function renderInfo(main, conv) {
     admin ? [h("h3", {}, t("groupName")), nameForm] : null,
     h("h3", {}, t("announcement")),
     admin ? annForm : h("p", { class: g.announcement ? "announcement" : "announcement muted" }, g.announcement || t("noAnnouncement")),
-    admin ? [h("h3", {}, t("groupSettings")), toggle("only_admins_can_send", t("onlyAdminsCanSend")), toggle("members_can_invite", t("membersCanInvite"))] : null,
+    admin ? [h("h3", {}, t("groupSettings")), toggle("only_admins_can_send", t("onlyAdminsCanSend")), toggle("members_can_invite", t("membersCanInvite")), toggle("members_can_pin", t("membersCanPin"))] : null,
     canAdd ? [h("h3", {}, t("inviteLink")), h("button", { class: "secondary", type: "button", "data-action": "invite", onclick: makeInvite }, t("createInvite")), invite, links] : null,
     h("div", { class: "actions" }, h("button", { class: "danger", type: "button", "data-action": "leave", onclick: leave }, owner ? t("dissolveGroup") : t("leaveGroup")))));
 }

@@ -166,6 +166,7 @@ export function wire() {
   store.on("msg:remove", (conv, id) => chat.onMessageRemoved(conv, id));
   store.on("msgs", (conv) => chat.onMessages(conv));
   store.on("marks", (conv) => { if (chat.currentChat() === conv) chat.updateMarks(); });
+  store.on("pins", (conv) => chat.onPins(conv));
   store.on("pending", (conv, p) => chat.onPending(conv, p));
   store.on("typing", (convId) => { if (chat.currentChat()?.id === convId) chat.renderChatHeader(); });
   store.on("presence", (userId) => {
