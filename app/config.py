@@ -127,6 +127,11 @@ class Settings:
     # Sends waiting for the message writer, per process; more get a `busy` ack
     max_pending_sends: int = 5000
     writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends
+    # Data protection: encryption at rest, account deletion, data export
+    data_keys: str = ""  # "id:base64key,..." first current; empty: var/data_keys (local)
+    account_delete_grace_days: int = 7
+    erase_messages_on_delete: bool = False
+    erasure_interval_seconds: int = 300
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:
@@ -157,6 +162,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
     parse_networks(values.get("trusted_proxies", ""))  # a typo fails at start, not per request
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+    if values.get("data_keys"):
+        from app.crypto import parse_keys
+
+        parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key()
     return Settings(**values)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging
+from app.services import accounts, codes, contacts, erasure, groups, messaging
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -72,6 +72,8 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("PATCH", f"{API}/me/settings", "Change privacy settings.", "users",
         body=contacts.SettingsPatch),
     _op("PATCH", f"{API}/me", "Change my profile.", "users", body=accounts.ProfilePatch),
+    _op("DELETE", f"{API}/me", "Delete my account (deactivated now, erased after the grace "
+        "period unless I sign in again).", "users", body=erasure.DeleteAccountIn),
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),

@@ -27,6 +27,7 @@ ROUTES = [
     web.get(f"{API}/me/settings", contacts.get_settings),
     web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
+    web.delete(f"{API}/me", users.delete_me),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
     # conversations and messages

@@ -1,7 +1,7 @@
 from aiohttp import web
 
 from app.api.http import auth_of, deps_of, json_response, read_json
-from app.services import accounts
+from app.services import accounts, erasure
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -25,3 +25,10 @@ async def search(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     users = await accounts.search_users(deps_of(request), auth, request.query.get("q", ""))
     return json_response({"users": users})
+
+
+async def delete_me(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    data = await read_json(request, erasure.DeleteAccountIn, cap=4 * 1024)
+    result = await erasure.request_deletion(deps_of(request), auth, data)
+    return json_response(result, status=202)
