@@ -129,6 +129,9 @@ class Settings:
     writer_drain_seconds: float = 10.0  # shutdown: longest wait for queued sends
     # Data protection: encryption at rest, account deletion, data export
     data_keys: str = ""  # "id:base64key,..." first current; empty: var/data_keys (local)
+    media_encryption: bool = True  # local media files: chunked AES-GCM with the data keys
+    s3_sse: str = ""  # S3 server-side encryption: "" | AES256 | aws:kms
+    s3_sse_kms_key_id: str = ""  # with aws:kms: the KMS key (empty: the bucket's default)
     account_delete_grace_days: int = 7
     erase_messages_on_delete: bool = False
     erasure_interval_seconds: int = 300
@@ -166,6 +169,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         from app.crypto import parse_keys
 
         parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
+    if values.get("s3_sse", "") not in ("", "AES256", "aws:kms"):
+        raise ValueError("S3_SSE is AES256 or aws:kms (or empty)")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key()
     return Settings(**values)
