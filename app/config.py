@@ -135,6 +135,8 @@ class Settings:
     account_delete_grace_days: int = 7
     erase_messages_on_delete: bool = False
     erasure_interval_seconds: int = 300
+    export_ttl_days: int = 7  # data exports are deleted after this many days
+    export_link_ttl: int = 600  # seconds a signed export download link works
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:

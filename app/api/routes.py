@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api import auth, contacts, conversations, groups, health, media, openapi, users
+from app.api import auth, contacts, conversations, groups, health, media, openapi, privacy, users
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -28,6 +28,9 @@ ROUTES = [
     web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
     web.delete(f"{API}/me", users.delete_me),
+    web.post(f"{API}/me/export", privacy.request_export),
+    web.get(f"{API}/me/export", privacy.get_export),
+    web.get(f"{API}/me/export/{{export_id}}/download", privacy.download_export),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
     # conversations and messages

@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
                 ('size', fields.BigIntField(null=True)),
                 ('error', fields.CharField(default='', max_length=200)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('claimed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('ready_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'data_exports', 'app': 'models', 'indexes': [Index(fields=['user_id', 'created_at']), Index(fields=['status', 'created_at'])], 'pk_attr': 'id'},

@@ -35,11 +35,12 @@ class DataExport(Model):
     id = fields.UUIDField(primary_key=True)
     user = fields.ForeignKeyField("models.User", related_name="exports",
                                   on_delete=fields.CASCADE)
-    status = fields.CharField(max_length=8, default="pending")  # pending | ready | failed
+    status = fields.CharField(max_length=8, default="pending")  # pending|building|ready|failed
     storage_key = fields.CharField(max_length=512, null=True)
     size = fields.BigIntField(null=True)
     error = fields.CharField(max_length=200, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
+    claimed_at = fields.DatetimeField(null=True)  # a process started building it
     ready_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -1,4 +1,5 @@
-"""The data protection jobs every process runs (started and stopped by create_app)."""
+"""The data protection jobs every process runs (started and stopped by create_app):
+due account erasures and data exports."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ _TASKS = "privacy_tasks"
 
 
 async def start(deps: Deps) -> None:
-    from app.services import erasure
+    from app.services import erasure, export
 
-    deps.extras[_TASKS] = [asyncio.create_task(erasure.erasure_forever(deps))]
+    deps.extras["export_wakeup"] = asyncio.Event()
+    deps.extras[_TASKS] = [asyncio.create_task(erasure.erasure_forever(deps)),
+                           asyncio.create_task(export.export_forever(deps))]
 
 
 async def stop(deps: Deps) -> None:
