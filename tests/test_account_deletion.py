@@ -45,7 +45,7 @@ async def test_delete_needs_the_password_and_deactivates_at_once(client, deps):
     status, err = await api(client, "DELETE", "/me", ann, {})
     assert status == 400 and err["error"]["code"] == "invalid"
     status, err = await api(client, "DELETE", "/me", ann, {"password": "wrong password!"})
-    assert status == 401 and err["error"]["code"] == "invalid_credentials"
+    assert status == 400 and err["error"]["details"] == {"field": "password"}
     assert (await api(client, "GET", "/me", ann))[0] == 200  # nothing happened
 
     status, body = await api(client, "DELETE", "/me", ann, {"password": ann.password})

@@ -28,7 +28,7 @@ from tortoise.expressions import Q
 
 from app import security
 from app.deps import Deps
-from app.errors import Invalid, InvalidCode, InvalidCredentials
+from app.errors import Invalid, InvalidCode
 from app.models.accounts import AuthSession, User, VerificationCode
 from app.models.contacts import Block, Contact, ContactRequest
 from app.models.media import Media, MediaAttachment
@@ -75,7 +75,8 @@ async def request_deletion(deps: Deps, auth, data: DeleteAccountIn) -> dict:
     if data.password is not None:
         ok, _ = await security.verify_password_async(user.password_hash, data.password)
         if not ok:
-            raise InvalidCredentials("The password is not right.")
+            # Not 401: the caller is signed in; it is this confirmation that failed.
+            raise Invalid("The password is not right.", details={"field": "password"})
     else:
         targets = [(c, v) for c, v in (("email", user.email), ("phone", user.phone)) if v]
         for channel, target in targets:
