@@ -44,6 +44,8 @@ HEADER = struct.Struct(">8s16s16sI")
 HEADER_SIZE = HEADER.size  # 44
 TAG = 16
 CHUNK = 64 * 1024
+READ_CHUNKS = 32  # chunks decrypted per read (2 MiB)
+WRITE_BATCH = 1024 * 1024  # bytes gathered before encrypting and writing
 
 
 class CorruptObject(StorageError):
@@ -102,13 +104,17 @@ class _Sealer:
 
     def feed(self, data: bytes) -> bytes:
         """Sealed chunks now complete; one chunk is always held back so the last is known."""
-        self.buf += data
+        if self.buf:
+            data = bytes(self.buf) + data  # less than one chunk held: a small copy
+        view = memoryview(data)
         out = []
-        while len(self.buf) > self.chunk:
-            piece = bytes(self.buf[:self.chunk])
-            del self.buf[:self.chunk]
-            out.append(self.aead.encrypt(_nonce(self.index, False), piece, self.header))
+        pos = 0
+        while len(data) - pos > self.chunk:  # slices of a view: no copying of the rest
+            out.append(self.aead.encrypt(_nonce(self.index, False),
+                                         view[pos:pos + self.chunk], self.header))
+            pos += self.chunk
             self.index += 1
+        self.buf = bytearray(view[pos:])
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -120,21 +126,31 @@ class _EncryptedWriter(_LocalWriter):
     def __init__(self, storage: EncryptedLocalStorage, key: str, max_size: int | None):
         super().__init__(storage, key, max_size)
         self._sealer = _Sealer(storage.ring(), storage.chunk)
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     async def _start(self) -> None:
         await super()._start()
         await asyncio.to_thread(self._f.write, self._sealer.header)
 
     async def _write(self, chunk: bytes) -> None:
-        def _go():
-            sealed = self._sealer.feed(chunk)
-            if sealed:
-                self._f.write(sealed)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size >= WRITE_BATCH:  # one trip to the thread pool per WRITE_BATCH
+            await asyncio.to_thread(self._seal_pending)
 
-        await asyncio.to_thread(_go)
+    def _seal_pending(self) -> None:
+        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
+        sealed = self._sealer.feed(data)
+        if sealed:
+            self._f.write(sealed)
 
     async def _commit(self) -> None:
-        await asyncio.to_thread(lambda: self._f.write(self._sealer.finish()))
+        def _finish():
+            self._seal_pending()
+            self._f.write(self._sealer.finish())
+
+        await asyncio.to_thread(_finish)
         await super()._commit()
 
 
@@ -154,21 +170,31 @@ class _DecryptingRange(RangeStream):
         return self
 
     def _chunk_at(self, index: int) -> bytes:
+        return self._chunks(index, index)
+
+    def _chunks(self, first: int, last: int) -> bytes:
+        """Chunks first..last, read with one pread and verified one by one."""
         size = self._h.chunk + TAG
-        sealed = os.pread(self._f.fileno(), size, HEADER_SIZE + index * size)
+        sealed = memoryview(os.pread(self._f.fileno(), size * (last - first + 1),
+                                     HEADER_SIZE + first * size))
+        out = []
         try:
-            return self._aead.decrypt(_nonce(index, index == self._last_index), sealed,
-                                      self._h.raw)
+            for i, index in enumerate(range(first, last + 1)):
+                out.append(self._aead.decrypt(_nonce(index, index == self._last_index),
+                                              sealed[i * size:(i + 1) * size], self._h.raw))
         except InvalidTag:
             raise CorruptObject("stored media does not verify: damaged, altered or "
                                 "encrypted with another key") from None
+        return b"".join(out)
 
     async def __anext__(self) -> bytes:
         if self._f is None or self._pos >= self._stop:
             await self.aclose()
             raise StopAsyncIteration
         index, offset = divmod(self._pos, self._h.chunk)
-        plain = await asyncio.to_thread(self._chunk_at, index)
+        # Up to READ_CHUNKS chunks per trip to the thread pool, never past the range.
+        last = min(index + READ_CHUNKS - 1, (self._stop - 1) // self._h.chunk)
+        plain = await asyncio.to_thread(self._chunks, index, last)
         piece = plain[offset:offset + (self._stop - self._pos)]
         if not piece:
             await self.aclose()
