@@ -162,3 +162,46 @@ async def test_the_erasure_job_runs_in_one_process_at_a_time(deps):
     assert await erasure.run_erasure_job(deps, "me") is None
     await erasure.release_lock("erase-due", "other")
     assert await erasure.run_erasure_job(deps, "me") == 0
+
+
+def test_erase_due_on_the_command_line(tmp_path):
+    """`python -m app erase-due` beside a running server (whose own job waits an hour)."""
+    import json as _json
+    import urllib.request
+
+    from tests.test_cli import env_for, run
+    from tests.test_data_keys import KEY_A, login, register, wait_healthy
+
+    db = f"sqlite://{tmp_path / 'e.db'}"
+    env = env_for(db, DATA_KEYS=KEY_A, ACCOUNT_DELETE_GRACE_DAYS="0",
+                  ERASURE_INTERVAL_SECONDS="3600")
+    run(["-m", "app", "migrate"], env)
+    import subprocess
+    import sys
+
+    from app.config import ROOT
+    from tests.test_cli import free_port
+
+    port = free_port()
+    log = open(tmp_path / "e.log", "w+")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base, log)
+        ann = register(base, "erase-me@example.org")
+        req = urllib.request.Request(f"{base}/api/v1/me", method="DELETE",
+                                     data=_json.dumps({"password": "correct horse battery"})
+                                     .encode(), headers={
+                                         "Content-Type": "application/json",
+                                         "Authorization": f"Bearer {ann['access_token']}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 202
+        out = run(["-m", "app", "erase-due"], env)
+        assert out.stdout == "erased 1 account\n", out.stdout
+        assert login(base, "erase-me@example.org")[0] == 401
+        assert run(["-m", "app", "erase-due"], env).stdout == "erased 0 accounts\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
