@@ -61,6 +61,9 @@ async def test_delete_needs_the_password_and_deactivates_at_once(client, deps):
         assert status == 200 and found["users"] == [], q
     row = await User.get(id=ann.user_id)
     assert row.deactivated_at is not None and row.erased_at is None
+    # Nobody can send them new requests while the deletion is pending.
+    status, err = await api(client, "POST", "/contacts/requests", bob, {"user_id": ann.user_id})
+    assert status == 404, err
 
 
 async def test_signing_in_during_the_grace_period_cancels(client, deps):
