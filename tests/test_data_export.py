@@ -175,6 +175,7 @@ async def test_a_200000_message_history_exports_in_flat_memory(client, deps):
     assert (await client.post(f"{API}/me/export", headers=ann.headers)).status == 202
     ready = await wait_ready(client, ann, timeout=600)
     growth = _peak_rss() - before
+    print(f"export of {n} messages: peak RSS +{growth / 2**20:.1f} MiB")
     assert growth < 100 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.0f} MiB"
     row = await DataExport.get(id=ready["id"])
     zipped = await deps.extras["storage"].read_bytes(row.storage_key)
