@@ -118,6 +118,9 @@ async def test_rotation_encrypts_old_plaintext_and_rekeys_files(tmp_path):
     async with old.open_writer("aa/cc/under-a") as w:
         await w.write(data[:1000])
     assert await old.read_bytes("aa/cc/legacy") == data  # plaintext still served
+    spool = root / ".spool" / "job1"
+    spool.mkdir(parents=True)
+    (spool / "upload").write_bytes(b"being processed")  # the pipeline's working file
     new = EncryptedLocalStorage(root, ring=crypto.parse_keys(f"{KEY_B},{KEY_A}"))
     seen = []
     done, failed = await new.rotate_all(progress=lambda *a: seen.append(a))
@@ -127,6 +130,7 @@ async def test_rotation_encrypts_old_plaintext_and_rekeys_files(tmp_path):
         assert raw.startswith(MAGIC) and raw[8:10] == b"mb"
         assert await new.read_bytes(key) == body
     assert await new.rotate_all() == (0, 0)  # resumable: nothing left
+    assert (spool / "upload").read_bytes() == b"being processed"  # left alone
     only_b = EncryptedLocalStorage(root, ring=crypto.parse_keys(KEY_B))
     assert await only_b.read_bytes("aa/cc/legacy") == data
 

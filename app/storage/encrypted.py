@@ -363,7 +363,10 @@ class EncryptedLocalStorage(LocalStorage):
         return done, failed
 
     def _object_files(self) -> list[Path]:
+        """Stored objects only: hidden entries are temp files being written and the
+        media pipeline's working directory (.spool), which must not be touched."""
         out = []
-        for dirpath, _dirs, names in os.walk(self.root):
+        for dirpath, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
             out += [Path(dirpath) / n for n in names if not n.startswith(".")]
         return out
