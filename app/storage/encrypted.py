@@ -170,22 +170,31 @@ class _DecryptingRange(RangeStream):
         return self
 
     def _chunk_at(self, index: int) -> bytes:
-        return self._chunks(index, index)
+        return bytes(self._chunks(index, index))
 
-    def _chunks(self, first: int, last: int) -> bytes:
-        """Chunks first..last, read with one pread and verified one by one."""
+    def _chunks(self, first: int, last: int) -> memoryview:
+        """Chunks first..last: one pread, each chunk verified and decrypted straight
+        into one buffer (no joining copies)."""
         size = self._h.chunk + TAG
         sealed = memoryview(os.pread(self._f.fileno(), size * (last - first + 1),
                                      HEADER_SIZE + first * size))
-        out = []
+        n = len(sealed) // size
+        tail = len(sealed) - n * size  # a final chunk shorter than the others
+        plain = bytearray(n * self._h.chunk + max(0, tail - TAG))
+        out = memoryview(plain)
+        pos = 0
         try:
-            for i, index in enumerate(range(first, last + 1)):
-                out.append(self._aead.decrypt(_nonce(index, index == self._last_index),
-                                              sealed[i * size:(i + 1) * size], self._h.raw))
-        except InvalidTag:
+            for i in range(n + (1 if tail else 0)):
+                index = first + i
+                piece = sealed[i * size:(i + 1) * size]
+                length = len(piece) - TAG
+                self._aead.decrypt_into(_nonce(index, index == self._last_index), piece,
+                                        self._h.raw, out[pos:pos + length])
+                pos += length
+        except (InvalidTag, ValueError):
             raise CorruptObject("stored media does not verify: damaged, altered or "
                                 "encrypted with another key") from None
-        return b"".join(out)
+        return out[:pos]
 
     async def __anext__(self) -> bytes:
         if self._f is None or self._pos >= self._stop:
@@ -195,7 +204,7 @@ class _DecryptingRange(RangeStream):
         # Up to READ_CHUNKS chunks per trip to the thread pool, never past the range.
         last = min(index + READ_CHUNKS - 1, (self._stop - 1) // self._h.chunk)
         plain = await asyncio.to_thread(self._chunks, index, last)
-        piece = plain[offset:offset + (self._stop - self._pos)]
+        piece = plain[offset:offset + (self._stop - self._pos)]  # a view: no copy
         if not piece:
             await self.aclose()
             raise StopAsyncIteration
