@@ -50,6 +50,15 @@ async def wait_ready(client, who, timeout: float = 60.0) -> dict:
         await asyncio.sleep(0.1)
 
 
+async def mail_for(smtp, address: str, timeout: float = 10.0) -> list:  # noqa: F811
+    deadline = time.monotonic() + timeout
+    while True:
+        if mails := smtp.to(address):
+            return mails
+        assert time.monotonic() < deadline, f"no mail for {address}"
+        await asyncio.sleep(0.05)
+
+
 async def download(client, url: str) -> zipfile.ZipFile:
     parts = urlsplit(url)
     r = await client.get(f"{parts.path}?{parts.query}")  # no Authorization: the link is enough
@@ -92,8 +101,9 @@ async def test_export_holds_what_the_person_can_see_and_is_announced(client, dep
         await sock.disconnect()
     assert events[0]["export"]["id"] == ready["id"] and events[0]["export"]["url"]
     assert ready["size"] > 0 and ready["url"]
-    mails = smtp.to(ann.email)
-    assert mails and "export" in mails[-1]["Subject"].lower()
+    # The email goes out right after the event: wait for it.
+    mails = await mail_for(smtp, ann.email)
+    assert "export" in mails[-1]["Subject"].lower()
 
     zf = await download(client, ready["url"])
     names = set(zf.namelist())
