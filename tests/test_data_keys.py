@@ -6,6 +6,8 @@ key refused at start-up. Real subprocesses on real SQLite files."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -180,9 +183,76 @@ def test_wrong_or_missing_key_stops_start_up_with_a_clear_message(tmp_path, serv
     assert login(s.base, "carol@example.org")[0] == 200
 
 
-def test_database_made_before_encryption_is_migrated_in_place(tmp_path, servers):
-    path = tmp_path / "old.db"
-    db = f"sqlite://{path}"
+class Db:
+    """A fresh database of either backend, and raw SQL on it (no ORM, no keys)."""
+
+    def __init__(self, backend: str, tmp_path):
+        self.backend = backend
+        if backend == "sqlite":
+            self.path = tmp_path / "old.db"
+            self.url = f"sqlite://{self.path}"
+        else:
+            from tests.conftest import TEST_DATABASE_URL
+
+            self.name = f"parley_dp_{uuid.uuid4().hex[:10]}"
+            self.admin = TEST_DATABASE_URL.replace("postgres://", "postgresql://", 1)
+            self._pg(f'CREATE DATABASE "{self.name}"', self.admin)
+            base = TEST_DATABASE_URL.rpartition("/")[0]
+            self.url = f"{base}/{self.name}"
+
+    def _pg(self, sql: str, dsn: str, args=(), fetch=False):
+        import asyncio
+
+        import asyncpg
+
+        async def go():
+            conn = await asyncpg.connect(dsn, timeout=10)
+            try:
+                if fetch:
+                    return [dict(r) for r in await conn.fetch(sql, *args)]
+                await conn.execute(sql, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def execute(self, sql: str, args=()) -> None:
+        if self.backend == "sqlite":
+            con = sqlite3.connect(self.path)
+            con.execute(sql, args)
+            con.commit()
+            con.close()
+        else:
+            n = iter(range(1, 100))
+            self._pg(re.sub(r"\?", lambda _: f"${next(n)}", sql),
+                     self.url.replace("postgres://", "postgresql://", 1), args)
+
+    def rows(self, sql: str) -> list[dict]:
+        if self.backend == "sqlite":
+            return raw_rows(self.path, sql)
+        return self._pg(sql, self.url.replace("postgres://", "postgresql://", 1), fetch=True)
+
+    def drop(self) -> None:
+        if self.backend != "sqlite":
+            self._pg(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)', self.admin)
+
+
+BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_database_made_before_encryption_is_migrated_in_place(tmp_path, servers, backend):
+    dbx = Db(backend, tmp_path)
+    try:
+        _migrated_in_place(tmp_path, servers, dbx)
+    finally:
+        for s in servers:
+            s.stop()
+        dbx.drop()
+
+
+def _migrated_in_place(tmp_path, servers, dbx: Db) -> None:
+    db = dbx.url
     env = env_for(db, DATA_KEYS=KEY_A)
     subprocess.run([sys.executable, "-c", MIGRATE_TO, db, OLD_SCHEMA], cwd=ROOT, env=env,
                    check=True, timeout=120)
@@ -190,17 +260,16 @@ def test_database_made_before_encryption_is_migrated_in_place(tmp_path, servers)
     from app.security import hash_password
 
     pw = hash_password("correct horse battery")
-    con = sqlite3.connect(path)
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    for n, uid in enumerate(ids):
-        con.execute(
+    for n in range(3):
+        dbx.execute(
             "INSERT INTO users (id, username, email, phone, password_hash, display_name, bio, "
             "created_at, allow_strangers, send_read_receipts, last_seen_visibility, "
             "discoverable_by_email, discoverable_by_phone, language) VALUES "
-            "(?, ?, ?, ?, ?, 'Old', '', '2026-01-01 00:00:00+00:00', 0, 1, 'contacts', 1, 1, '')",
-            (uid, f"old{n}", f"old{n}@example.org", f"+1415555012{n}", pw))
-    con.commit()
-    con.close()
+            "(?, ?, ?, ?, ?, 'Old', '', ?, FALSE, TRUE, 'contacts', TRUE, TRUE, '')",
+            (uuid.uuid4() if dbx.backend == "postgres" else str(uuid.uuid4()), f"old{n}",
+             f"old{n}@example.org", f"+1415555012{n}", pw,
+             datetime(2026, 1, 1, tzinfo=UTC) if dbx.backend == "postgres"
+             else "2026-01-01 00:00:00+00:00"))
     run(["-m", "app", "migrate"], env)
     # Migrated, not yet rotated: the server serves the old rows (through the
     # plaintext columns) and says what to run.
@@ -212,7 +281,7 @@ def test_database_made_before_encryption_is_migrated_in_place(tmp_path, servers)
     assert status == 409, err
     proc = run(["-m", "app", "rotate-keys"], env)
     assert "3 accounts" in proc.stdout, proc.stdout
-    rows = raw_rows(path, "SELECT * FROM users ORDER BY username")
+    rows = dbx.rows("SELECT * FROM users ORDER BY username")
     assert all(r["email"] is None and r["phone"] is None for r in rows)
     assert all(r["email_enc"].startswith("ka:") and r["phone_bidx"].startswith("ka:")
                for r in rows)
