@@ -1,5 +1,5 @@
 """Command line: `python -m app serve|cluster|migrate|makemigrations|cleanup-media|demo|
-search-backfill`."""
+search-backfill|rotate-keys|erase-due`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     bf = sub.add_parser("search-backfill",
                         help="index messages stored before search existed (safe while serving)")
     bf.add_argument("--batch", type=int, default=2000, help="messages per transaction")
+    rk = sub.add_parser("rotate-keys", help="re-encrypt stored data with the current data key "
+                        "(first in DATA_KEYS); safe while the server runs, resumable")
+    rk.add_argument("--batch", type=int, default=500, help="rows per batch (default 500)")
+    sub.add_parser("erase-due", help="erase the accounts whose deletion grace period is over")
     args = parser.parse_args(argv)
 
     try:
@@ -78,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Parley on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
         # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
         # then give the last requests 10 more seconds.
-        web.run_app(app, host=host, port=port, print=None, access_log=None,
-                    shutdown_timeout=10, ssl_context=ssl_context)
+        from app.crypto import KeyError_
+
+        try:
+            web.run_app(app, host=host, port=port, print=None, access_log=None,
+                        shutdown_timeout=10, ssl_context=ssl_context)
+        except KeyError_ as exc:  # a missing or wrong data key: never serve garbage
+            print(f"parley: data keys: {exc}", file=sys.stderr, flush=True)
+            return 2
         return 0
     if args.command == "cluster":
         from pathlib import Path
@@ -118,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         indexed = asyncio.run(backfill_command(settings.database_url, max(1, args.batch)))
         print(f"indexed {indexed} message{'s' if indexed != 1 else ''} for search", flush=True)
         return 0
+    if args.command == "rotate-keys":
+        from app.crypto import KeyError_
+        from app.dataprot_cli import rotate_keys
+
+        try:
+            return asyncio.run(rotate_keys(settings, batch=max(1, args.batch)))
+        except KeyError_ as exc:
+            print(f"rotate-keys: data keys: {exc}", file=sys.stderr, flush=True)
+            return 2
+    if args.command == "erase-due":
+        from app.dataprot_cli import erase_due
+
+        return asyncio.run(erase_due(settings))
     if args.command == "makemigrations":
         from tortoise.cli.cli import main as tortoise_main
 

@@ -151,6 +151,16 @@ class Settings:
     oauth_flow_ttl: int = 600  # seconds from "start" to the provider's callback
     # Richer messages: edit, reactions, pins, forward
     edit_window_seconds: int = 86_400  # how long after sending a sender may edit
+    # Data protection: encryption at rest, account deletion, data export
+    data_keys: str = ""  # "id:base64key,..." first current; empty: var/data_keys (local)
+    media_encryption: bool = True  # local media files: chunked AES-GCM with the data keys
+    s3_sse: str = ""  # S3 server-side encryption: "" | AES256 | aws:kms
+    s3_sse_kms_key_id: str = ""  # with aws:kms: the KMS key (empty: the bucket's default)
+    account_delete_grace_days: int = 7
+    erase_messages_on_delete: bool = False
+    erasure_interval_seconds: int = 300
+    export_ttl_days: int = 7  # data exports are deleted after this many days
+    export_link_ttl: int = 600  # seconds a signed export download link works
     extra: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> Settings:
@@ -185,6 +195,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         parse_providers(values["oauth_providers"])  # likewise
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+    if values.get("data_keys"):
+        from app.crypto import parse_keys
+
+        parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
+    if values.get("s3_sse", "") not in ("", "AES256", "aws:kms"):
+        raise ValueError("S3_SSE is AES256 or aws:kms (or empty)")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key()
     return Settings(**values)

@@ -31,6 +31,19 @@ TEMPLATES = ROOT / "templates"
 import app.realtime.events  # noqa: E402,F401
 
 
+async def activate_data_keys(settings: Settings) -> None:
+    """Refuse to start with a missing or wrong data key (app/services/dataprot.py)."""
+    from app import crypto
+    from app.services import dataprot
+
+    ring = crypto.ring_for(settings.data_keys)
+    await dataprot.verify_keys(ring)
+    crypto.activate(ring)
+    if await dataprot.legacy_rows():
+        log.warning("some email addresses / phone numbers are still stored in plaintext: "
+                    "run `python -m app rotate-keys`")
+
+
 def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.Application:
     """Build the aiohttp application. `generate_schemas` is for tests only:
     real deployments get their schema from migrations (`python -m app migrate`)."""
@@ -54,6 +67,11 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
 
     async def database(app: web.Application):
         ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)
+        try:
+            await activate_data_keys(settings)
+        except BaseException:
+            await ctx.close_connections()
+            raise
         deps.writer.start(settings)  # supervised: restarts itself if its task dies
         yield
         await deps.writer.close()  # commit what is queued before the database goes
@@ -129,6 +147,15 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(push_notifications)
     app.cleanup_ctx.append(media_storage)
+    async def privacy_jobs(app: web.Application):
+        # Due account erasures (one process at a time through a database lock).
+        from app.services import privacy_runtime
+
+        await privacy_runtime.start(deps)
+        yield
+        await privacy_runtime.stop(deps)
+
     app.cleanup_ctx.append(realtime_manager)
+    app.cleanup_ctx.append(privacy_jobs)
     app.on_shutdown.append(drain)
     return app

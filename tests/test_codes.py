@@ -18,6 +18,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from app.models.accounts import VerificationCode
+from app.services.codes import code_targets
 from tests.factories import make_user
 
 API = "/api/v1"
@@ -104,7 +105,7 @@ async def test_email_code_is_sent_over_smtp_and_hashed_at_rest(client, smtp, dep
     code = smtp.last_code("ann@example.org")
     assert len(code) == 6 and code.isdigit()
 
-    rows = await VerificationCode.filter(target="ann@example.org").values()
+    rows = await VerificationCode.filter(target__in=code_targets("email", "ann@example.org")).values()
     assert len(rows) == 1
     row = rows[0]
     assert row["purpose"] == "login"
@@ -149,7 +150,7 @@ async def test_expired_code_is_refused(client, smtp, deps):
     p = await make_user(deps, email="gus@example.org")
     await request_code(client, "login", email=p.email)
     code = smtp.last_code(p.email)
-    await VerificationCode.filter(target=p.email).update(
+    await VerificationCode.filter(target__in=code_targets("email", p.email)).update(
         expires_at=datetime.now(UTC) - timedelta(seconds=1)
     )
     r = await client.post(f"{API}/auth/login/code", json={"email": p.email, "code": code})
@@ -296,7 +297,7 @@ async def test_phone_code_goes_only_to_the_dev_log(client, smtp, deps, caplog):
     r = await request_code(client, "login", phone="+1 (415) 555-0123")
     assert r.status == 202
     assert smtp.messages == []
-    rows = await VerificationCode.filter(target="+14155550123").values("code_hash")
+    rows = await VerificationCode.filter(target__in=code_targets("phone", "+14155550123")).values("code_hash")
     assert len(rows) == 1
 
     mentioning = [rec for rec in caplog.records if "+14155550123" in rec.getMessage()

@@ -99,6 +99,12 @@ def stored_files(settings) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and ".spool" not in p.parts]
 
 
+async def plain_bytes(deps, settings, path: Path) -> bytes:
+    """A stored file's content as served: files are encrypted at rest."""
+    key = path.relative_to(Path(settings.media_root)).as_posix()
+    return await media_service.storage_of(deps).read_bytes(key)
+
+
 def inside_media_root(settings, path: Path) -> bool:
     return path.resolve().is_relative_to(Path(settings.media_root).resolve())
 
@@ -245,7 +251,8 @@ async def test_file_end_to_end_is_an_attachment_with_a_safe_name(deps, client, t
     files = stored_files(settings)
     assert len(files) == 1 and "passwd" not in str(files[0])
     assert inside_media_root(settings, files[0])
-    assert files[0].read_bytes() == original
+    assert await plain_bytes(deps, settings, files[0]) == original
+    assert original not in files[0].read_bytes()  # ciphertext at rest
     assert not list(Path(settings.media_root).parent.rglob("passwd*"))
     assert spool_leftovers(settings) == []
 
@@ -535,7 +542,7 @@ async def test_orphans_are_deleted_attached_media_kept(deps, client, tmp_path, s
     assert await media_service.delete_orphans(deps, 0) == 2
     assert {str(x.id) for x in await Media.all()} == {kept["id"]}
     files = stored_files(settings)
-    assert len(files) == 1 and files[0].read_bytes() == b"keep me\n"
+    assert len(files) == 1 and await plain_bytes(deps, settings, files[0]) == b"keep me\n"
     resp = await client.get(f"{API}/media/{img['id']}/content", headers=alice.headers)
     assert resp.status == 404
     assert (await client.get(img["url"])).status == 404

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from app.api import conversations as api_convs
 from app.api.http import json_response
-from app.services import accounts, codes, contacts, groups, messaging, oauth, push, search
+from app.services import accounts, codes, contacts, erasure, groups, messaging, oauth, push, search
 from app.services import conversations as convs
 
 API = "/api/v1"
@@ -115,6 +115,14 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("DELETE", f"{API}/me/avatar", "Remove my avatar.", "users"),
     _op("GET", f"{API}/avatars/{{key}}/{{size}}", "An avatar picture (size 64.jpg, 160.jpg, "
         "640.jpg); public and immutable.", "users", auth=False, success="image/jpeg"),
+    _op("DELETE", f"{API}/me", "Delete my account (deactivated now, erased after the grace "
+        "period unless I sign in again).", "users", 202, erasure.DeleteAccountIn),
+    _op("POST", f"{API}/me/export", "Ask for a copy of my data (one a day).", "users", 202),
+    _op("GET", f"{API}/me/export", "My latest data export: status and download link.",
+        "users"),
+    _op("GET", f"{API}/me/export/{{export_id}}/download",
+        "Download an export (signed link from GET /me/export).", "users",
+        query_args={"exp": _STR, "sig": _STR}, auth=False, success="application/zip"),
     _op("GET", f"{API}/users/search", "Find people by username, email or phone.", "users",
         query_args={"q": _STR}),
     _op("GET", f"{API}/users/{{user_id}}", "A user's public profile.", "users"),

@@ -2,8 +2,8 @@
 
 from aiohttp import web
 
-from app.api import (auth, contacts, conversations, groups, health, media, oauth, openapi, push,
-                     search, users)
+from app.api import (auth, contacts, conversations, groups, health, media, oauth, openapi, privacy,
+                     push, search, users)
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 
@@ -44,6 +44,10 @@ ROUTES = [
     web.put(f"{API}/me/avatar", users.put_avatar),
     web.delete(f"{API}/me/avatar", users.delete_avatar),
     web.get(f"{API}/avatars/{{key}}/{{size}}", media.avatar),
+    web.delete(f"{API}/me", users.delete_me),
+    web.post(f"{API}/me/export", privacy.request_export),
+    web.get(f"{API}/me/export", privacy.get_export),
+    web.get(f"{API}/me/export/{{export_id}}/download", privacy.download_export),
     web.get(f"{API}/users/search", users.search),
     web.get(f"{API}/users/{{user_id}}", users.get_user),
     # conversations and messages

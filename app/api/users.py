@@ -2,7 +2,7 @@ from aiohttp import web
 
 from app.api.http import auth_of, client_of, deps_of, json_response, read_json
 from app.api.media import upload_chunks
-from app.services import accounts
+from app.services import accounts, erasure
 
 
 async def get_me(request: web.Request) -> web.Response:
@@ -63,3 +63,8 @@ async def put_avatar(request: web.Request) -> web.Response:
 async def delete_avatar(request: web.Request) -> web.Response:
     auth = await auth_of(request)
     return json_response({"user": await accounts.clear_avatar(deps_of(request), auth)})
+async def delete_me(request: web.Request) -> web.Response:
+    auth = await auth_of(request)
+    data = await read_json(request, erasure.DeleteAccountIn, cap=4 * 1024)
+    result = await erasure.request_deletion(deps_of(request), auth, data)
+    return json_response(result, status=202)

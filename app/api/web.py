@@ -140,6 +140,7 @@ async def index(request: web.Request) -> web.Response:
         "icon": _icon_data_uri(build),
         "code_login": bool(settings.smtp_url or settings.sms_provider),
         "require_verification": settings.require_verification,
+        "delete_grace_days": settings.account_delete_grace_days,
         "recall_window": settings.recall_window_seconds,
         "edit_window": settings.edit_window_seconds,
         "max_text": settings.max_text_length,

@@ -11,4 +11,5 @@ MODEL_MODULES = [
     "app.models.media",
     "app.models.push",
     "app.models.message_extras",
+    "app.models.privacy",
 ]

@@ -1,12 +1,25 @@
 from tortoise import fields
 from tortoise.models import Model
 
+from app import crypto
+
+_UNSET = object()
+
 
 class User(Model):
     id = fields.UUIDField(primary_key=True)
     username = fields.CharField(max_length=32, unique=True)
-    email = fields.CharField(max_length=254, null=True, unique=True)
-    phone = fields.CharField(max_length=20, null=True, unique=True)
+    # Email and phone are stored encrypted (app/crypto.py) with a blind index
+    # for exact lookups; read and set them through the `email` / `phone`
+    # properties, look them up through app.services.accounts (find_by_email…).
+    email_enc = fields.TextField(null=True)
+    email_bidx = fields.CharField(max_length=96, null=True, unique=True)
+    phone_enc = fields.TextField(null=True)
+    phone_bidx = fields.CharField(max_length=96, null=True, unique=True)
+    # Plaintext columns of databases made before encryption; `python -m app
+    # rotate-keys` moves them into the encrypted columns and empties them.
+    legacy_email = fields.CharField(max_length=254, null=True, unique=True, source_field="email")
+    legacy_phone = fields.CharField(max_length=20, null=True, unique=True, source_field="phone")
     password_hash = fields.CharField(max_length=255, null=True)
     display_name = fields.CharField(max_length=64)
     bio = fields.CharField(max_length=280, default="")
@@ -28,9 +41,59 @@ class User(Model):
     # Avatar objects live in media storage under avatars/<avatar_key>/<size>.jpg;
     # a new upload gets a new key, so its URLs can be cached for good.
     avatar_key = fields.CharField(max_length=64, null=True)
+    # Account deletion: signed out and hidden from deactivated_at, erased at erase_after
+    # unless the person signs in again before.
+    deactivated_at = fields.DatetimeField(null=True)
+    erase_after = fields.DatetimeField(null=True)
+    # Erased: what stays is this row as "Deleted account", so the messages kept
+    # in other people's conversations still have a sender.
+    erased_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "users"
+        indexes = (("erase_after",),)  # the erasure job's due accounts
+
+    # Columns a change of email / phone writes (save(update_fields=...)).
+    EMAIL_FIELDS = ("email_enc", "email_bidx", "legacy_email")
+    PHONE_FIELDS = ("phone_enc", "phone_bidx", "legacy_phone")
+
+    def __init__(self, **kwargs) -> None:
+        email = kwargs.pop("email", _UNSET)
+        phone = kwargs.pop("phone", _UNSET)
+        super().__init__(**kwargs)
+        if email is not _UNSET:
+            self.email = email
+        if phone is not _UNSET:
+            self.phone = phone
+
+    def _read(self, name: str) -> str | None:
+        stored = getattr(self, f"{name}_enc")
+        if stored:
+            return crypto.active().decrypt(f"users.{name}", stored)
+        return getattr(self, f"legacy_{name}")
+
+    def _write(self, name: str, value: str | None) -> None:
+        """`value` must already be normalised (app.services.identity)."""
+        ring = crypto.active()
+        setattr(self, f"{name}_enc", ring.encrypt(f"users.{name}", value) if value else None)
+        setattr(self, f"{name}_bidx", ring.blind_index(f"users.{name}", value) if value else None)
+        setattr(self, f"legacy_{name}", None)
+
+    @property
+    def email(self) -> str | None:
+        return self._read("email")
+
+    @email.setter
+    def email(self, value: str | None) -> None:
+        self._write("email", value)
+
+    @property
+    def phone(self) -> str | None:
+        return self._read("phone")
+
+    @phone.setter
+    def phone(self, value: str | None) -> None:
+        self._write("phone", value)
 
 
 class AuthSession(Model):
@@ -68,7 +131,8 @@ class RefreshToken(Model):
 
 class VerificationCode(Model):
     id = fields.BigIntField(primary_key=True)
-    target = fields.CharField(max_length=254)  # normalised email or E.164 phone
+    # Blind index of the normalised email or E.164 phone (app/crypto.py), never the address.
+    target = fields.CharField(max_length=254)
     purpose = fields.CharField(max_length=20)
     code_hash = fields.CharField(max_length=64)
     expires_at = fields.DatetimeField()

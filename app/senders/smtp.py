@@ -36,11 +36,15 @@ class SmtpSender:
     async def send(self, msg: CodeMessage) -> None:
         from app.senders.texts import email_subject, email_text
 
+        await self.send_text(msg.target, email_subject(msg), email_text(msg))
+
+    async def send_text(self, to: str, subject: str, body: str) -> None:
+        """A plain-text notice (e.g. a data export is ready); SendError on failure."""
         mail = EmailMessage()
         mail["From"] = self.sender
-        mail["To"] = msg.target
-        mail["Subject"] = email_subject(msg)
-        mail.set_content(email_text(msg))
+        mail["To"] = to
+        mail["Subject"] = subject
+        mail.set_content(body)
         try:
             await aiosmtplib.send(
                 mail,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
-from app import security
+from app import crypto, security
 from app.deps import Deps
 from app.errors import (
     Conflict,
@@ -147,7 +148,7 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
         # free one get the same answer.
         await codes.consume(deps, channel, target, "register", data.code)
     for field_name, value in (("email", email), ("phone", phone), ("username", data.username)):
-        if value and await User.filter(**{field_name: value}).exists():
+        if value and await identity_taken(field_name, value):
             raise conflict_on(field_name)
     display_name = clean_name(data.display_name, "display_name")
     password_hash = await security.hash_password_async(data.password)
@@ -166,7 +167,7 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
         except IntegrityError:
             # A concurrent sign-up took a value between the check and the insert.
             for field_name, value in (("email", email), ("phone", phone), ("username", username)):
-                if value and await User.filter(**{field_name: value}).exists():
+                if value and await identity_taken(field_name, value):
                     if field_name == "username" and not data.username:
                         break  # generated handle collided: try another
                     raise conflict_on(field_name) from None
@@ -177,9 +178,44 @@ async def register(deps: Deps, data: RegisterIn, client: Client) -> dict:
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
 
 
+def identity_q(kind: str, value: str) -> Q:
+    """Rows whose username / email / phone is exactly `value` (normalised).
+
+    Email and phone go through the blind index under every key of the ring
+    (rows not yet rotated are found too), and through the plaintext column a
+    database made before encryption may still hold until `rotate-keys`.
+    """
+    if kind == "username":
+        return Q(username=value)
+    if kind not in ("email", "phone"):
+        raise ValueError(kind)
+    indexes = crypto.active().blind_indexes(f"users.{kind}", value)
+    return Q(**{f"{kind}_bidx__in": indexes}) | Q(**{f"legacy_{kind}": value})
+
+
+async def find_by(kind: str, value: str) -> User | None:
+    """The account with this exact username, email or phone (normalised), or None."""
+    return await User.filter(identity_q(kind, value)).first()
+
+
+async def find_by_email(email: str) -> User | None:
+    return await find_by("email", email)
+
+
+async def find_by_phone(phone: str) -> User | None:
+    return await find_by("phone", phone)
+
+
+async def identity_taken(kind: str, value: str, *, except_user_id=None) -> bool:
+    query = User.filter(identity_q(kind, value))
+    if except_user_id is not None:
+        query = query.exclude(id=except_user_id)
+    return await query.exists()
+
+
 async def find_by_login(login: str) -> User | None:
     for kind, value in login_candidates(login):
-        user = await User.get_or_none(**{kind: value})
+        user = await find_by(kind, value)
         if user is not None:
             return user
     return None
@@ -221,7 +257,7 @@ async def login_with_code(deps: Deps, data: codes.CodeLoginIn, client: Client) -
     channel, target = codes.target_of(data.email, data.phone)
     await _throttle_code_use(deps, client, channel, target)
     await codes.consume(deps, channel, target, "login", data.code)
-    user = await User.get_or_none(**{channel: target})
+    user = await find_by(channel, target)
     if user is None:
         raise InvalidCredentials()
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
@@ -231,7 +267,7 @@ async def reset_password(deps: Deps, data: codes.PasswordResetIn, client: Client
     channel, target = codes.target_of(data.email, data.phone)
     await _throttle_code_use(deps, client, channel, target)
     await codes.consume(deps, channel, target, "reset_password", data.code)
-    user = await User.get_or_none(**{channel: target})
+    user = await find_by(channel, target)
     if user is None:
         raise InvalidCode()
     await set_password(deps, user, data.new_password)
@@ -239,8 +275,13 @@ async def reset_password(deps: Deps, data: codes.PasswordResetIn, client: Client
 
 
 async def issue_tokens(deps: Deps, user: User, client: Client) -> dict:
+    from app.services.erasure import cancel_deletion
+
     device = client.device[:200]
     known = await AuthSession.filter(user_id=user.id, device=device).exists()
+    # Signing in during the grace period cancels a requested deletion; the
+    # client tells the person so.
+    cancelled = await cancel_deletion(user)
     session = await AuthSession.create(
         id=uuid.uuid4(), user=user, device=device, ip=client.ip[:64]
     )
@@ -250,7 +291,10 @@ async def issue_tokens(deps: Deps, user: User, client: Client) -> dict:
         # hear of it at once (the new one has no socket yet).
         await deps.fanout.to_users([user.id], "security:new_session",
                                    {"session": _session_out(session, None)})
-    return _token_response(deps, user, session, refresh)
+    response = _token_response(deps, user, session, refresh)
+    if cancelled:
+        response["deletion_cancelled"] = True
+    return response
 
 
 async def _new_refresh_token(deps: Deps, session: AuthSession) -> str:
@@ -434,8 +478,8 @@ async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
         return []
     found: dict[str, dict] = {}
     for kind, value in login_candidates(q):
-        user = await User.get_or_none(**{kind: value})
-        if user is None or str(user.id) in found:
+        user = await find_by(kind, value)
+        if user is None or str(user.id) in found or user.deactivated_at is not None:
             continue
         is_me = user.id == auth.user.id
         if kind == "email" and not user.discoverable_by_email and not is_me:
@@ -495,7 +539,8 @@ async def change_address(deps: Deps, auth: Auth, channel: str, raw: str, code: s
     old = getattr(user, channel)
     setattr(user, channel, target)
     try:
-        await user.save(update_fields=[channel])
+        await user.save(update_fields=list(User.EMAIL_FIELDS if channel == "email"
+                                           else User.PHONE_FIELDS))
     except IntegrityError:
         raise conflict_on(channel) from None
     if old:

@@ -17,7 +17,7 @@ from typing import Literal
 import phonenumbers
 from tortoise.expressions import F
 
-from app import security
+from app import crypto, security
 from app.deps import Deps
 from app.errors import Invalid, InvalidCode, RateLimited, Unavailable
 from app.models.accounts import User, VerificationCode
@@ -28,7 +28,7 @@ from app.validation import Password, Payload
 
 log = logging.getLogger("parley.codes")
 
-Purpose = Literal["register", "login", "reset_password"]
+Purpose = Literal["register", "login", "reset_password", "delete_account"]
 
 
 class CodeRequestIn(Payload):
@@ -68,7 +68,9 @@ async def send_code(deps: Deps, channel: str, target: str, purpose: str, client_
     settings = deps.settings
     limit = Limit.parse(settings.code_rate_limit)
     await deps.limiter.hit(f"code:ip:{client_ip}", limit)
-    await deps.limiter.hit(f"code:target:{target}", limit)
+    # Stored and counted under the blind index: no address in the database or Redis.
+    stored_target = code_target(channel, target)
+    await deps.limiter.hit(f"code:target:{stored_target}", limit)
     sender = deps.senders[channel]
     if channel == "phone":
         await _sms_cost_control(deps, sender, target)
@@ -82,11 +84,12 @@ async def send_code(deps: Deps, channel: str, target: str, purpose: str, client_
     # Stored only once the provider took it: a code that never left cannot be
     # guessed at, and a failed resend leaves the previous code usable.
     now = datetime.now(UTC)
-    await VerificationCode.filter(target=target, purpose=purpose, consumed_at=None).update(
+    await VerificationCode.filter(target__in=code_targets(channel, target), purpose=purpose,
+                                  consumed_at=None).update(
         consumed_at=now  # only the newest code counts
     )
     await VerificationCode.create(
-        target=target,
+        target=stored_target,
         purpose=purpose,
         code_hash=security.code_digest(settings.secret_key, target, purpose, code),
         expires_at=now + timedelta(seconds=settings.code_ttl),
@@ -149,12 +152,24 @@ async def _sms_cost_control(deps: Deps, sender, target: str) -> None:
                               headers={"Retry-After": str(seconds)}) from None
 
 
+def code_target(channel: str, target: str) -> str:
+    """What a code row stores for its target: the blind index under the current key."""
+    return crypto.active().blind_index(f"users.{channel}", target)
+
+
+def code_targets(channel: str, target: str) -> list[str]:
+    """Every stored form of the target: under each key of the ring."""
+    return crypto.active().blind_indexes(f"users.{channel}", target)
+
+
 async def _language(channel: str, target: str) -> str:
     """Chinese for +86 numbers and for accounts set to Chinese, English otherwise."""
     if channel == "phone" and target.startswith("+86"):
         return "zh"
-    field = "email" if channel == "email" else "phone"
-    lang = await User.filter(**{field: target}).first().values_list("language", flat=True)
+    from app.services.accounts import identity_q
+
+    lang = await User.filter(identity_q(channel, target)).first().values_list(
+        "language", flat=True)
     return "zh" if (lang or "").lower().startswith("zh") else "en"
 
 
@@ -191,7 +206,8 @@ async def consume(deps: Deps, channel: str, target: str, purpose: str, code: str
     now = datetime.now(UTC)
     row = (
         await VerificationCode.filter(
-            target=target, purpose=purpose, consumed_at=None, expires_at__gt=now
+            target__in=code_targets(channel, target), purpose=purpose, consumed_at=None,
+            expires_at__gt=now
         )
         .order_by("-created_at")
         .first()

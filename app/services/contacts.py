@@ -216,6 +216,8 @@ async def send_request(deps: Deps, me_id: str, data: RequestIn) -> dict:
     await deps.limiter.hit(f"contact_request:{me_id}",
                            Limit.parse(deps.settings.contact_request_rate_limit))
     peer = await _peer(me_id, data.user_id)
+    if peer.deactivated_at is not None:  # deleting their account, or deleted
+        raise NotFound("No such user.")
     greeting = data.message.strip()
     if await has_blocked(me_id, peer.id):
         raise YouBlocked()

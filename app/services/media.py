@@ -103,7 +103,25 @@ def storage_of(deps: Deps) -> Storage:
 
 
 def build_storage(settings: Settings) -> Storage:
-    return storage_from_url(settings.media_storage_url, default_root=settings.media_root)
+    storage = storage_from_url(settings.media_storage_url, default_root=settings.media_root)
+    return protect_storage(settings, storage)
+
+
+def protect_storage(settings: Settings, storage: Storage) -> Storage:
+    """Encryption at rest: local files encrypted with the data keys
+    (app/storage/encrypted.py), S3 objects with server-side encryption (S3_SSE)."""
+    from app import crypto
+    from app.storage import LocalStorage
+    from app.storage.encrypted import EncryptedLocalStorage
+
+    if type(storage) is LocalStorage and settings.media_encryption:
+        return EncryptedLocalStorage(storage.root, fsync=storage.fsync,
+                                     ring=crypto.ring_for(settings.data_keys))
+    if settings.s3_sse and hasattr(storage, "sse"):
+        storage.sse = {"ServerSideEncryption": settings.s3_sse}
+        if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+            storage.sse["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
+    return storage
 
 
 def build_decoder(settings: Settings) -> ImageDecoder:

@@ -58,7 +58,10 @@ class _S3Writer(ObjectWriter):
         self._parts: list[dict] = []
 
     def _extra(self) -> dict:
-        return {"ContentType": self._content_type} if self._content_type else {}
+        extra = dict(self._s3.sse)  # server-side encryption (S3_SSE), on every object
+        if self._content_type:
+            extra["ContentType"] = self._content_type
+        return extra
 
     async def _start(self) -> None:
         pass
@@ -181,6 +184,8 @@ class S3Storage(Storage):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client_obj = None
         self._lock = asyncio.Lock()
+        # ServerSideEncryption / SSEKMSKeyId for every object written (see set_sse).
+        self.sse: dict = {}
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"

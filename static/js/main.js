@@ -48,7 +48,7 @@ function reauth() {
   accessToken(true).then(() => setTimeout(() => store.socket?.connect(), 300), () => signOutLocal());
 }
 
-ctx.actions = { signOut, relabel: () => relabel(root), reauth };
+ctx.actions = { signOut, signOutLocal, relabel: () => relabel(root), reauth };
 
 async function handleJoinPath() {
   const m = location.pathname.match(/^\/join\/([^/]+)$/);

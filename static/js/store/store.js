@@ -20,6 +20,7 @@
 //   notify ({title, body, tag})  something worth a system notification
 //   error (err)              an action failed in the background (e.g. a send)
 //   signedOut ()             the session is gone
+//   export (export)          my data export is ready (export:ready)
 import { Emitter, uuid } from "../lib/util.js";
 
 // Send refusals that mean "not now" (docs/protocol.md): retried by the store itself.
@@ -239,6 +240,7 @@ export class Store extends Emitter {
     // The server's live feed had a gap (e.g. Redis blinked): fill it from sync.
     socket.on("resync", () => this.sync());
     socket.on("security:new_session", (e) => this.emit("security", e));
+    socket.on("export:ready", ({ export: e }) => this.emit("export", e));
     socket.on("disconnect", (reason) => {
       this.connected = false;
       this.emit("connection", reason);

@@ -1,6 +1,6 @@
 // Sign in, sign up (with a verification code when the server asks for one),
 // sign in with a code, and reset a forgotten password.
-import { h, clear, appLogo, toast } from "./dom.js";
+import { h, clear, appLogo, toast, notice } from "./dom.js";
 import { t, lang, setLanguage, LANGUAGES } from "../lib/i18n.js";
 import { api, session, deviceLabel } from "../store/api.js";
 import { ctx } from "./context.js";
@@ -54,7 +54,14 @@ export function renderAuth(root, onSignedIn) {
     Object.entries(LANGUAGES).map(([code, name]) => h("option", { value: code, selected: code === lang() }, name)));
   clear(root, h("div", { class: "auth" }, h("div", { class: "auth-top" }, langSel), card));
 
-  const done = (tokens) => { session.store(tokens); onSignedIn(); };
+  const done = (tokens) => {
+    session.store(tokens);
+    onSignedIn();
+    if (tokens.deletion_cancelled) notice(t("deletionCancelled"));
+  };
+  // Left by "delete my account" before the reload that shows this page.
+  const pending = sessionStorage.getItem("parley.notice");
+  if (pending) { sessionStorage.removeItem("parley.notice"); notice(pending); }
   const errorBox = h("div", { class: "form-error", role: "alert" });
   const fail = (err) => { errorBox.textContent = errorText(err); };
 

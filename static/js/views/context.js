@@ -18,6 +18,7 @@ export function readConfig(root) {
   return {
     codeLogin: d.codeLogin === "true",
     requireVerification: d.requireVerification === "true",
+    deleteGraceDays: Number(d.deleteGraceDays || 7),
     recallWindow: Number(d.recallWindow || 120),
     editWindow: Number(d.editWindow || 86400),
     maxText: Number(d.maxText || 16000),

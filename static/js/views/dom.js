@@ -1,5 +1,6 @@
 // Tiny DOM helpers. User content only ever goes in as text nodes or attribute
 // values: nothing here parses HTML.
+import { t } from "../lib/i18n.js";
 
 export function h(tag, props, ...children) {
   const el = document.createElement(tag);
@@ -116,6 +117,14 @@ export function avatar(name, seed, extraClass = "", url = null) {
 }
 
 let toastTimer;
+/** A message that stays until dismissed (toasts vanish too soon for news like this). */
+export function notice(text) {
+  document.getElementById("notice")?.remove();
+  const box = h("div", { id: "notice", class: "notice", role: "alert" }, h("p", {}, text),
+    h("button", { class: "primary", type: "button", "data-action": "dismiss-notice", onclick: () => box.remove() }, t("dismiss")));
+  document.body.append(box);
+}
+
 export function toast(text) {
   let el = document.getElementById("toast");
   if (!el) {

@@ -151,7 +151,56 @@ async function privacy(main) {
   clear(main, pane(t("privacy"),
     toggle("allow_strangers"), toggle("send_read_receipts"),
     h("label", { class: "field" }, h("span", {}, t("lastSeenVisibility")), vis),
-    toggle("discoverable_by_email"), toggle("discoverable_by_phone")));
+    toggle("discoverable_by_email"), toggle("discoverable_by_phone"),
+    await dataExport(), deleteAccount()));
+}
+
+function fileSize(n) {
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} KB`;
+}
+
+// Download my data: ask for an export, show its state, link it when ready.
+async function dataExport() {
+  const status = h("div", { class: "muted small", "data-export-status": "" });
+  const button = h("button", { class: "secondary", type: "button", "data-action": "export-data" }, t("downloadData"));
+  const show = (e) => {
+    button.disabled = !!e && (e.status === "pending" || Date.now() - Date.parse(e.created_at) < 86400000);
+    if (!e) return clear(status);
+    if (e.status === "pending") return clear(status, t("exportPending"));
+    if (e.status === "failed") return clear(status, t("exportFailed"));
+    clear(status, t("exportReady"), " ",
+      h("a", { href: e.url, download: "", "data-export-link": "" }, t("exportDownload", { size: fileSize(e.size || 0) })));
+  };
+  button.addEventListener("click", async () => {
+    try { show((await api("POST", "/me/export")).export); } catch (err) { toast(errorText(err)); }
+  });
+  const off = ctx.store.on("export", (e) => { if (!status.isConnected) return off(); show(e); });
+  try { show((await api("GET", "/me/export")).export); } catch { /* shown as not asked yet */ }
+  return h("section", { class: "data-block", "data-block": "export" },
+    h("h3", {}, t("yourData")), h("p", { class: "muted small" }, t("downloadDataHelp")), button, status);
+}
+
+// Delete my account: explained, then confirmed with the password.
+function deleteAccount() {
+  const days = ctx.config.deleteGraceDays;
+  const password = h("input", { class: "input", type: "password", name: "delete_password", autocomplete: "current-password", required: true });
+  const error = h("div", { class: "form-error", role: "alert" });
+  const confirmForm = h("form", { class: "settings-form", "data-form": "delete-account", hidden: true },
+    h("label", { class: "field" }, h("span", {}, t("deleteConfirm")), password), error,
+    h("button", { class: "danger", type: "submit" }, t("deleteForever")));
+  confirmForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    try {
+      const { erase_after } = await api("DELETE", "/me", { password: password.value });
+      sessionStorage.setItem("parley.notice", t("deletionScheduled", { date: new Date(erase_after).toLocaleDateString(lang()) }));
+      ctx.actions.signOutLocal();
+    } catch (err) { error.textContent = errorText(err); }
+  });
+  const open = h("button", { class: "secondary danger-text", type: "button", "data-action": "delete-account",
+    onclick: () => { confirmForm.hidden = false; open.hidden = true; password.focus(); } }, t("deleteAccount"));
+  return h("section", { class: "data-block", "data-block": "delete" },
+    h("h3", {}, t("deleteAccount")), h("p", { class: "muted small" }, t("deleteAccountHelp", { days })), open, confirmForm);
 }
 
 function language(main) {
