@@ -41,6 +41,10 @@ class Settings:
     port: int = 8080
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
     redis_url: str = ""
+    # Message queue between server processes (app/realtime/queue.py): redis://… or
+    # amqp://… (RabbitMQ); empty: REDIS_URL's Redis when set, else single process.
+    message_queue_url: str = ""
+    message_queue_channel: str = "parley"  # channel / exchange name prefix
     secret_key: str = ""
     media_root: str = str(VAR_DIR / "media")
     media_storage_url: str = ""
@@ -157,6 +161,13 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
     parse_networks(values.get("trusted_proxies", ""))  # a typo fails at start, not per request
     if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
         raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+    mq = values.get("message_queue_url", "")
+    if mq and not mq.startswith(("redis://", "rediss://", "unix://", "valkey://", "amqp://",
+                                 "amqps://")):
+        raise ValueError("MESSAGE_QUEUE_URL must be redis://… or amqp://…")
+    if mq.startswith(("amqp://", "amqps://")) and not values.get("redis_url"):
+        raise ValueError("MESSAGE_QUEUE_URL=amqp://… needs REDIS_URL too: presence and rate "
+                         "limits are shared through Redis")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key()
     return Settings(**values)

@@ -94,11 +94,14 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         await media.stop_runtime(deps)
 
     async def realtime_manager(app: web.Application):
-        # Subscribe to Redis at start-up, not at the first client (python-socketio's
+        # Subscribe to the message queue at start-up, not at the first client (python-socketio's
         # lazy default), so no publish is missed; stop the listener at the end.
         if not sio.manager_initialized:
             sio.manager_initialized = True
             sio.manager.initialize()
+        start = getattr(sio.manager, "start", None)
+        if start is not None:
+            await start()  # subscribed, and the other processes' users known
         yield
         await sio.manager.close()
 
