@@ -45,6 +45,7 @@ class Settings:
     # amqp://… (RabbitMQ); empty: REDIS_URL's Redis when set, else single process.
     message_queue_url: str = ""
     message_queue_channel: str = "parley"  # channel / exchange name prefix
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     secret_key: str = ""
     media_root: str = str(VAR_DIR / "media")
     media_storage_url: str = ""

@@ -3,6 +3,7 @@ Socket.IO, routes and the web client together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp_jinja2
@@ -69,10 +70,22 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # Short timeouts: a hung Redis must not hold requests (callers fail open).
         # A blocking pool: under load callers wait briefly for a connection
         # instead of failing with MaxConnectionsError (redis-py's default pool).
-        pool = redis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=64, timeout=1,
-            socket_connect_timeout=1, socket_timeout=2)
-        client = redis.Redis.from_pool(pool)  # closes the pool with the client
+        if settings.redis_cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            client = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=1,
+                                           socket_timeout=2)
+            try:
+                # Learn the slots now: redis-py's lazy set-up raced when the first
+                # commands (a burst of rate-limit calls) arrived together.
+                await asyncio.wait_for(client.initialize(), 5)
+            except Exception as exc:  # noqa: BLE001 - callers fail open; retried lazily
+                log.warning("Redis Cluster not reachable at start-up (%s)", type(exc).__name__)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=64, timeout=1,
+                socket_connect_timeout=1, socket_timeout=2)
+            client = redis.Redis.from_pool(pool)  # closes the pool with the client
         deps.redis = client
         deps.limiter = RedisRateLimiter(client, metrics=metrics)
         yield

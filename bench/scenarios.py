@@ -38,6 +38,8 @@ class Config:
     p99_ms: float = 50.0
     step_s: float = 5.0
     s1_start_rate: float = 1000.0
+    cpu_rate: float = 200.0  # "cpu" scenario: fixed offered rate (msg/s)
+    cpu_seconds: float = 10.0  # "cpu" scenario: length of the measured step
     s2_start_rate: float = 10.0
     max_rate: float = 400_000.0
     max_steps: int = 14
@@ -836,6 +838,50 @@ async def _later(delay: float, coro):
     return await coro
 
 
+# -- CPU per delivered message: S1 pairs at a fixed rate, spread over the processes ------
+async def cpu_per_message(target, env, cfg: Config, log) -> dict:
+    """S1's one-to-one traffic at one fixed rate (cfg.cpu_rate, well below every
+    target's limit), every sender on another process than its receiver whenever
+    there are several (sender i on process i mod n, receiver on i+1 mod n). Reports
+    the server's CPU time per delivered message over the whole step (sending and
+    draining): with targeted routing it should not grow with the process count."""
+    n = cfg.pairs
+    specs = [(f"u{i}", None) for i in range(2 * n)]
+    rec = Recorder()
+    await target.provision(env, specs, pairs=[(f"u{i}", f"u{n + i}") for i in range(n)])
+    ports = getattr(target, "ports", None) or []
+    if len(ports) > 1:
+        for i in range(n):
+            target.home[f"u{i}"] = ports[i % len(ports)]
+            target.home[f"u{n + i}"] = ports[(i + 1) % len(ports)]
+    clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
+                                      concurrency=cfg.connect_concurrency)
+    if errors:
+        await close_all(clients)
+        raise RuntimeError(f"{len(errors)} of {len(specs)} clients failed to connect")
+    try:
+        senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
+        await run_step(senders, 1, cfg.cpu_rate, 1.0, rec, target.pids, 1e9)  # warm-up
+        await wait_quiet(cfg.quiet_wait_s)
+        app = CpuMeter(getattr(target, "app_pids", target.pids))
+        every = CpuMeter(target.pids)
+        res = await run_step(senders, 1, cfg.cpu_rate, cfg.cpu_seconds, rec, target.pids, 1e9)
+        a, e = app.read(), every.read()
+        wall = time.monotonic() - app.t0
+    finally:
+        await close_all(clients)
+    delivered = max(1, res["delivered"])
+    per = {k: round(1e6 * (v["server_cpu_pct"] or 0) / 100 * wall / delivered, 1)
+           for k, v in (("app", a), ("all", e))}
+    log(f"    {cfg.cpu_rate:.0f}/s for {cfg.cpu_seconds:.0f}s over {len(ports) or 1} process(es): "
+        f"{per['app']} µs CPU per delivered message (app{' + redis' if 'redis' in target.key else ''}),"
+        f" {per['all']} µs with the database; lost={res['lost']} other={e['other_cpu_pct']}%")
+    return {"metric": "µs server CPU per delivered message (app processes)",
+            "value": per["app"], "with_database_us": per["all"], "processes": len(ports) or 1,
+            "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
+            "step": res}
+
+
 SCENARIOS = {
     "s1": ("S1 one-to-one", s1_one_to_one),
     "s2": ("S2 group fan-out", s2_group),
@@ -843,4 +889,5 @@ SCENARIOS = {
     "s4": ("S4 history page", s4_history),
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
     "flood": ("Flood", flood),
+    "cpu": ("CPU per delivered message", cpu_per_message),
 }

@@ -124,8 +124,9 @@ class RedisTransport(Transport):
     async def publish(self, frames) -> None:
         if self._pub is None:
             await self.connect_publisher()
-        conn = self._pub
-        await asyncio.wait_for(self._publish(conn, frames), self.timeout)
+        # asyncio.timeout, not wait_for: no task per batch.
+        async with asyncio.timeout(self.timeout):
+            await self._publish(self._pub, frames)
 
     async def _publish(self, conn, frames) -> None:
         await conn.send_packed_command(
@@ -177,6 +178,8 @@ class _RedisSubscription:
             # Our own heartbeats come back on the broadcast channel: silence this
             # long means a connection that died without a reset.
             reply = await conn.read_response(timeout=idle)
+            if reply is None:  # read_response's answer to its own timeout
+                raise ConnectionError(f"nothing received for {idle:.0f} s")
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 yield reply[2]
 
@@ -238,7 +241,8 @@ class AmqpTransport(Transport):
                 await ex.publish(aio_pika.Message(frame), routing_key=dest if dest == ALL
                                  else f"p.{dest}", mandatory=False)
 
-        await asyncio.wait_for(send(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await send()
 
     async def close_publisher(self) -> None:
         pub, self._pub = self._pub, None
@@ -669,6 +673,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
                     del self.user_procs[user]
 
     def _forget(self, proc: str) -> None:
+        self._in_seq.pop((proc, True), None)
+        self._in_seq.pop((proc, False), None)
         peer = self.peers.pop(proc, None)
         if peer is not None:
             for u in list(peer.users):
