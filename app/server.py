@@ -22,6 +22,7 @@ from app.metrics import METRICS_KEY, Metrics
 from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
+from app.services.server_secrets import SECRET_KEY_NAME, shared_secret, shares_database
 
 log = logging.getLogger("parley")
 
@@ -54,6 +55,11 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
 
     async def database(app: web.Application):
         ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)
+        if settings.extra.get("secret_key_generated") and shares_database(settings.database_url):
+            # No SECRET_KEY configured: every process sharing this database signs
+            # with the one key stored there.
+            deps.settings = deps.settings.with_(secret_key=await shared_secret(
+                SECRET_KEY_NAME, settings.secret_key))
         deps.writer.start(settings)  # supervised: restarts itself if its task dies
         yield
         await deps.writer.close()  # commit what is queued before the database goes

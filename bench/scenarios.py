@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .eio_client import PAD, close_all, open_client, open_many
-from .stats import CpuMeter, Recorder, now_us, percentiles, proc_rss_kb
+from .stats import CpuMeter, Recorder, _cpu_or_none, now_us, percentiles, proc_rss_kb
 
 TICK_US = 1000
 NOISE_PCT = 25.0  # CPU% used by *other* processes above which a step is "noisy"
@@ -863,11 +863,15 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
         senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
         await run_step(senders, 1, cfg.cpu_rate, 1.0, rec, target.pids, 1e9)  # warm-up
         await wait_quiet(cfg.quiet_wait_s)
-        app = CpuMeter(getattr(target, "app_pids", target.pids))
+        app_pids = list(getattr(target, "app_pids", target.pids))
+        app = CpuMeter(app_pids)
         every = CpuMeter(target.pids)
+        each0 = {p: _cpu_or_none(p) for p in app_pids}
         res = await run_step(senders, 1, cfg.cpu_rate, cfg.cpu_seconds, rec, target.pids, 1e9)
         a, e = app.read(), every.read()
         wall = time.monotonic() - app.t0
+        each = [round(1e6 * ((_cpu_or_none(p) or 0) - (c or 0)) / max(1, res["delivered"]), 1)
+                for p, c in each0.items()]
     finally:
         await close_all(clients)
     delivered = max(1, res["delivered"])
@@ -875,10 +879,11 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
            for k, v in (("app", a), ("all", e))}
     log(f"    {cfg.cpu_rate:.0f}/s for {cfg.cpu_seconds:.0f}s over {len(ports) or 1} process(es): "
         f"{per['app']} µs CPU per delivered message (app{' + redis' if 'redis' in target.key else ''}),"
-        f" {per['all']} µs with the database; lost={res['lost']} other={e['other_cpu_pct']}%")
+        f" {per['all']} µs with the database; per process {each}; lost={res['lost']} "
+        f"other={e['other_cpu_pct']}%")
     return {"metric": "µs server CPU per delivered message (app processes)",
             "value": per["app"], "with_database_us": per["all"], "processes": len(ports) or 1,
-            "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
+            "per_process_us": each, "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
             "step": res}
 
 

@@ -9,4 +9,5 @@ MODEL_MODULES = [
     "app.models.contacts",
     "app.models.groups",
     "app.models.media",
+    "app.models.server",
 ]
