@@ -198,7 +198,8 @@ class RedisRateLimiter:
             for k in keys:
                 window, futs = batch[k]
                 args += (sum(c for _f, c in futs), window)
-            out = await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: no task per batch
+                out = await self._script(keys=keys, args=args)
         except Exception as exc:  # noqa: BLE001 - every hit of the batch falls back
             if not isinstance(exc, _RedisDown):
                 self._mark_down(exc)

@@ -40,6 +40,7 @@ class Config:
     s1_start_rate: float = 1000.0
     cpu_rate: float = 200.0  # "cpu" scenario: fixed offered rate (msg/s)
     cpu_seconds: float = 10.0  # "cpu" scenario: length of the measured step
+    cpu_idle_seconds: float = 5.0  # "cpu" scenario: idle measurement before it
     s2_start_rate: float = 10.0
     max_rate: float = 400_000.0
     max_steps: int = 14
@@ -864,14 +865,24 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
         await run_step(senders, 1, cfg.cpu_rate, 1.0, rec, target.pids, 1e9)  # warm-up
         await wait_quiet(cfg.quiet_wait_s)
         app_pids = list(getattr(target, "app_pids", target.pids))
+        # Idle cost first (clients connected, nothing sent), to tell the cost of a
+        # message from what the processes burn anyway.
+        idle0 = {p: _cpu_or_none(p) for p in app_pids}
+        t_idle = time.monotonic()
+        await asyncio.sleep(cfg.cpu_idle_seconds)
+        idle_s = time.monotonic() - t_idle
+        idle = [((_cpu_or_none(p) or 0) - (c or 0)) / idle_s for p, c in idle0.items()]
         app = CpuMeter(app_pids)
         every = CpuMeter(target.pids)
         each0 = {p: _cpu_or_none(p) for p in app_pids}
         res = await run_step(senders, 1, cfg.cpu_rate, cfg.cpu_seconds, rec, target.pids, 1e9)
         a, e = app.read(), every.read()
         wall = time.monotonic() - app.t0
-        each = [round(1e6 * ((_cpu_or_none(p) or 0) - (c or 0)) / max(1, res["delivered"]), 1)
-                for p, c in each0.items()]
+        used = [(_cpu_or_none(p) or 0) - (c or 0) for p, c in each0.items()]
+        each = [round(1e6 * u / max(1, res["delivered"]), 1) for u in used]
+        # CPU above idle, per message: what one more message costs.
+        marginal = round(1e6 * sum(max(0.0, u - i * wall) for u, i in zip(used, idle, strict=True))
+                         / max(1, res["delivered"]), 1)
     finally:
         await close_all(clients)
     delivered = max(1, res["delivered"])
@@ -879,11 +890,13 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
            for k, v in (("app", a), ("all", e))}
     log(f"    {cfg.cpu_rate:.0f}/s for {cfg.cpu_seconds:.0f}s over {len(ports) or 1} process(es): "
         f"{per['app']} µs CPU per delivered message (app{' + redis' if 'redis' in target.key else ''}),"
-        f" {per['all']} µs with the database; per process {each}; lost={res['lost']} "
+        f" {per['all']} µs with the database; per process {each}; above idle {marginal} µs "
+        f"(idle {[round(100 * i, 1) for i in idle]} % CPU); lost={res['lost']} "
         f"other={e['other_cpu_pct']}%")
     return {"metric": "µs server CPU per delivered message (app processes)",
             "value": per["app"], "with_database_us": per["all"], "processes": len(ports) or 1,
-            "per_process_us": each, "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
+            "per_process_us": each, "above_idle_us": marginal,
+            "idle_cpu_pct": [round(100 * i, 2) for i in idle], "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
             "step": res}
 
 
