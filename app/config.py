@@ -18,17 +18,17 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _local_secret_key() -> str:
+def _local_secret_key(path: Path | None = None) -> str:
     """A random key persisted under var/ so local restarts keep sessions valid.
 
     PyJWT warns for HMAC keys under 32 bytes, so generate 48 random bytes.
     Production sets SECRET_KEY explicitly.
     """
-    path = VAR_DIR / "secret_key"
+    path = path or VAR_DIR / "secret_key"
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
         path.write_text(key)
         path.chmod(0o600)
@@ -41,6 +41,12 @@ class Settings:
     port: int = 8080
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
     redis_url: str = ""
+    # Message queue between server processes (app/realtime/queue.py): redis://… or
+    # amqp://… (RabbitMQ); empty: REDIS_URL's Redis when set, else single process.
+    message_queue_url: str = ""
+    message_queue_channel: str = "parley"  # channel / exchange name prefix
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
+    secret_key_file: str = ""  # where the generated key is kept; empty: var/secret_key
     secret_key: str = ""
     media_root: str = str(VAR_DIR / "media")
     media_storage_url: str = ""
@@ -201,6 +207,17 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
     if values.get("s3_sse", "") not in ("", "AES256", "aws:kms"):
         raise ValueError("S3_SSE is AES256 or aws:kms (or empty)")
+    mq = values.get("message_queue_url", "")
+    if mq and not mq.startswith(("redis://", "rediss://", "unix://", "valkey://", "amqp://",
+                                 "amqps://")):
+        raise ValueError("MESSAGE_QUEUE_URL must be redis://… or amqp://…")
+    if mq.startswith(("amqp://", "amqps://")) and not values.get("redis_url"):
+        raise ValueError("MESSAGE_QUEUE_URL=amqp://… needs REDIS_URL too: presence and rate "
+                         "limits are shared through Redis")
     if not values.get("secret_key"):
-        values["secret_key"] = _local_secret_key()
+        values["secret_key"] = _local_secret_key(
+            Path(values["secret_key_file"]) if values.get("secret_key_file") else None)
+        # Not configured: with a shared database the key stored there wins
+        # (app/services/server_secrets.py).
+        values["extra"] = {**values.get("extra", {}), "secret_key_generated": True}
     return Settings(**values)

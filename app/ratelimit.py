@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +87,10 @@ return out
 """
 
 
+# Slots the counters are spread over on a Redis Cluster (see RedisRateLimiter._key).
+HASH_TAGS = 16
+
+
 class _RedisDown(Exception):
     """A batch could not be counted in Redis: its hits are counted in memory."""
 
@@ -121,6 +126,14 @@ class RedisRateLimiter:
         self._pending: dict[str, tuple[int, list[tuple[asyncio.Future, int]]]] = {}
         self._flusher: asyncio.Task | None = None
         self._script = redis.register_script(_HITS_SCRIPT)
+        # redis.asyncio.RedisCluster (REDIS_CLUSTER): the batch is split by slot.
+        self.cluster = hasattr(redis, "get_nodes")
+
+    def _key(self, key: str) -> str:
+        """`<prefix>{<n>}:<key>`: the hash tag spreads the counters over
+        `HASH_TAGS` slots of a Redis Cluster (a script may only touch keys of one
+        slot), so a batch costs at most that many calls there and one elsewhere."""
+        return f"{self.prefix}{{{zlib.crc32(key.encode()) % HASH_TAGS}}}:{key}"
 
     def _mark_down(self, exc: BaseException) -> None:
         """Leave Redis alone for a while; log (at most every 5 s)."""
@@ -141,7 +154,7 @@ class RedisRateLimiter:
         if time.monotonic() < self._down_until:
             self._failed(None)
             return await self.fallback.hit(key, limit, cost)
-        k = self.prefix + key
+        k = self._key(key)
         fut = asyncio.get_running_loop().create_future()
         entry = self._pending.get(k)
         if entry is None:
@@ -167,6 +180,16 @@ class RedisRateLimiter:
 
     async def _flush(self, batch: dict[str, tuple[int, list[tuple[asyncio.Future, int]]]]
                      ) -> None:
+        if not self.cluster:
+            return await self._flush_group(batch)
+        # Redis Cluster: one script call per hash slot (the keys of one call must
+        # share it), the calls of a flush at once.
+        groups: dict[str, dict] = {}
+        for k, v in batch.items():
+            groups.setdefault(k[: k.index("}") + 1], {})[k] = v
+        await asyncio.gather(*(self._flush_group(g) for g in groups.values()))
+
+    async def _flush_group(self, batch) -> None:
         keys = list(batch)
         try:
             if time.monotonic() < self._down_until:
@@ -175,7 +198,8 @@ class RedisRateLimiter:
             for k in keys:
                 window, futs = batch[k]
                 args += (sum(c for _f, c in futs), window)
-            out = await asyncio.wait_for(self._script(keys=keys, args=args), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: no task per batch
+                out = await self._script(keys=keys, args=args)
         except Exception as exc:  # noqa: BLE001 - every hit of the batch falls back
             if not isinstance(exc, _RedisDown):
                 self._mark_down(exc)
@@ -202,7 +226,7 @@ class RedisRateLimiter:
     async def reset(self, key: str) -> None:
         await self.fallback.reset(key)
         try:
-            await asyncio.wait_for(self.redis.delete(self.prefix + key), self.timeout)
+            await asyncio.wait_for(self.redis.delete(self._key(key)), self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

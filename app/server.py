@@ -3,6 +3,7 @@ Socket.IO, routes and the web client together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp_jinja2
@@ -21,6 +22,7 @@ from app.metrics import METRICS_KEY, Metrics
 from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
+from app.services.server_secrets import SECRET_KEY_NAME, shared_secret, shares_database
 
 log = logging.getLogger("parley")
 
@@ -72,6 +74,11 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         except BaseException:
             await ctx.close_connections()
             raise
+        if settings.extra.get("secret_key_generated") and shares_database(settings.database_url):
+            # No SECRET_KEY configured: every process sharing this database signs
+            # with the one key stored there.
+            deps.settings = deps.settings.with_(secret_key=await shared_secret(
+                SECRET_KEY_NAME, settings.secret_key))
         deps.writer.start(settings)  # supervised: restarts itself if its task dies
         yield
         await deps.writer.close()  # commit what is queued before the database goes
@@ -88,10 +95,22 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # Short timeouts: a hung Redis must not hold requests (callers fail open).
         # A blocking pool: under load callers wait briefly for a connection
         # instead of failing with MaxConnectionsError (redis-py's default pool).
-        pool = redis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=64, timeout=1,
-            socket_connect_timeout=1, socket_timeout=2)
-        client = redis.Redis.from_pool(pool)  # closes the pool with the client
+        if settings.redis_cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            client = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=1,
+                                           socket_timeout=2)
+            try:
+                # Learn the slots now: redis-py's lazy set-up raced when the first
+                # commands (a burst of rate-limit calls) arrived together.
+                await asyncio.wait_for(client.initialize(), 5)
+            except Exception as exc:  # noqa: BLE001 - callers fail open; retried lazily
+                log.warning("Redis Cluster not reachable at start-up (%s)", type(exc).__name__)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=64, timeout=1,
+                socket_connect_timeout=1, socket_timeout=2)
+            client = redis.Redis.from_pool(pool)  # closes the pool with the client
         deps.redis = client
         deps.limiter = RedisRateLimiter(client, metrics=metrics)
         yield
@@ -129,11 +148,14 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         await media.stop_runtime(deps)
 
     async def realtime_manager(app: web.Application):
-        # Subscribe to Redis at start-up, not at the first client (python-socketio's
+        # Subscribe to the message queue at start-up, not at the first client (python-socketio's
         # lazy default), so no publish is missed; stop the listener at the end.
         if not sio.manager_initialized:
             sio.manager_initialized = True
             sio.manager.initialize()
+        start = getattr(sio.manager, "start", None)
+        if start is not None:
+            await start()  # subscribed, and the other processes' users known
         yield
         await sio.manager.close()
 

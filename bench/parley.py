@@ -354,7 +354,7 @@ class ParleyTarget(Target):
     key = "parley-sqlite"
     title = "Parley (python -m app serve), SQLite"
     scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "s2plan",
-                 "pushworker", "s6", "s1-noindex")
+                 "pushworker", "s6", "s1-noindex", "cpu")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1
     start_rates = {"s1": 500.0}
@@ -611,4 +611,54 @@ class ParleyRedis2Target(ParleyPgTarget):
         self.redis = None
 
 
-PARLEY_TARGETS = (ParleyTarget, ParleyPgTarget, ParleyRedis2Target)
+class ParleyRabbit2Target(ParleyRedis2Target):
+    """parley-redis2 with RabbitMQ as the message queue (MESSAGE_QUEUE_URL=amqp://…):
+    the machine's broker at 127.0.0.1:5672 (BENCH_AMQP_URL), an exchange of its own
+    per scenario. Presence and rate limits stay on the private Redis. The broker is
+    shared with the machine, so it is neither pinned to the server core nor counted
+    in the server's CPU (redis-server is, in parley-redis2): say so next to its
+    numbers."""
+
+    key = "parley-rabbit2"
+    title = "Parley x2 processes, PostgreSQL + RabbitMQ (+ Redis for presence)"
+
+    def available(self):
+        url = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        host, _, port = url.split("@")[-1].split("/")[0].partition(":")
+        import socket
+
+        try:
+            socket.create_connection((host, int(port or 5672)), 2).close()
+        except OSError as exc:
+            return f"RabbitMQ at {host}:{port} not reachable ({type(exc).__name__})"
+        return super().available()
+
+    def _server_env(self) -> dict:
+        return {**super()._server_env(),
+                "MESSAGE_QUEUE_URL": os.environ.get("BENCH_AMQP_URL",
+                                                    "amqp://guest:guest@127.0.0.1:5672/"),
+                "MESSAGE_QUEUE_CHANNEL": f"parley-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"}
+
+
+class ParleyRedis1Target(ParleyRedis2Target):
+    """One process on the Redis queue: the base line of the "cpu" scenario."""
+
+    key = "parley-redis1"
+    title = "Parley x1 process, PostgreSQL + Redis"
+    n_procs = 1
+
+
+class ParleyRedis4Target(ParleyRedis2Target):
+    key = "parley-redis4"
+    title = "Parley x4 processes, PostgreSQL + Redis"
+    n_procs = 4
+
+
+class ParleyRabbit4Target(ParleyRabbit2Target):
+    key = "parley-rabbit4"
+    title = "Parley x4 processes, PostgreSQL + RabbitMQ"
+    n_procs = 4
+
+
+PARLEY_TARGETS = (ParleyTarget, ParleyPgTarget, ParleyRedis2Target, ParleyRabbit2Target,
+                  ParleyRedis1Target, ParleyRedis4Target, ParleyRabbit4Target)

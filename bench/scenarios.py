@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .eio_client import PAD, close_all, open_client, open_many
-from .stats import CpuMeter, Recorder, now_us, percentiles, proc_rss_kb
+from .stats import CpuMeter, Recorder, _cpu_or_none, now_us, percentiles, proc_rss_kb
 
 TICK_US = 1000
 NOISE_PCT = 25.0  # CPU% used by *other* processes above which a step is "noisy"
@@ -39,6 +39,9 @@ class Config:
     p99_ms: float = 50.0
     step_s: float = 5.0
     s1_start_rate: float = 1000.0
+    cpu_rate: float = 200.0  # "cpu" scenario: fixed offered rate (msg/s)
+    cpu_seconds: float = 10.0  # "cpu" scenario: length of the measured step
+    cpu_idle_seconds: float = 5.0  # "cpu" scenario: idle measurement before it
     s2_start_rate: float = 10.0
     max_rate: float = 400_000.0
     max_steps: int = 14
@@ -1082,6 +1085,67 @@ async def s1_no_index(target, env, cfg: Config, log) -> dict:
     return await s1_one_to_one(target, env, cfg, log)
 
 
+# -- CPU per delivered message: S1 pairs at a fixed rate, spread over the processes ------
+async def cpu_per_message(target, env, cfg: Config, log) -> dict:
+    """S1's one-to-one traffic at one fixed rate (cfg.cpu_rate, well below every
+    target's limit), every sender on another process than its receiver whenever
+    there are several (sender i on process i mod n, receiver on i+1 mod n). Reports
+    the server's CPU time per delivered message over the whole step (sending and
+    draining): with targeted routing it should not grow with the process count."""
+    n = cfg.pairs
+    specs = [(f"u{i}", None) for i in range(2 * n)]
+    rec = Recorder()
+    await target.provision(env, specs, pairs=[(f"u{i}", f"u{n + i}") for i in range(n)])
+    ports = getattr(target, "ports", None) or []
+    if len(ports) > 1:
+        for i in range(n):
+            target.home[f"u{i}"] = ports[i % len(ports)]
+            target.home[f"u{n + i}"] = ports[(i + 1) % len(ports)]
+    clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
+                                      concurrency=cfg.connect_concurrency)
+    if errors:
+        await close_all(clients)
+        raise RuntimeError(f"{len(errors)} of {len(specs)} clients failed to connect")
+    try:
+        senders = _templates(target, clients, [(i, f"u{n + i}") for i in range(n)])
+        await run_step(senders, 1, cfg.cpu_rate, 1.0, rec, target.pids, 1e9)  # warm-up
+        await wait_quiet(cfg.quiet_wait_s)
+        app_pids = list(getattr(target, "app_pids", target.pids))
+        # Idle cost first (clients connected, nothing sent), to tell the cost of a
+        # message from what the processes burn anyway.
+        idle0 = {p: _cpu_or_none(p) for p in app_pids}
+        t_idle = time.monotonic()
+        await asyncio.sleep(cfg.cpu_idle_seconds)
+        idle_s = time.monotonic() - t_idle
+        idle = [((_cpu_or_none(p) or 0) - (c or 0)) / idle_s for p, c in idle0.items()]
+        app = CpuMeter(app_pids)
+        every = CpuMeter(target.pids)
+        each0 = {p: _cpu_or_none(p) for p in app_pids}
+        res = await run_step(senders, 1, cfg.cpu_rate, cfg.cpu_seconds, rec, target.pids, 1e9)
+        a, e = app.read(), every.read()
+        wall = time.monotonic() - app.t0
+        used = [(_cpu_or_none(p) or 0) - (c or 0) for p, c in each0.items()]
+        each = [round(1e6 * u / max(1, res["delivered"]), 1) for u in used]
+        # CPU above idle, per message: what one more message costs.
+        marginal = round(1e6 * sum(max(0.0, u - i * wall) for u, i in zip(used, idle, strict=True))
+                         / max(1, res["delivered"]), 1)
+    finally:
+        await close_all(clients)
+    delivered = max(1, res["delivered"])
+    per = {k: round(1e6 * (v["server_cpu_pct"] or 0) / 100 * wall / delivered, 1)
+           for k, v in (("app", a), ("all", e))}
+    log(f"    {cfg.cpu_rate:.0f}/s for {cfg.cpu_seconds:.0f}s over {len(ports) or 1} process(es): "
+        f"{per['app']} µs CPU per delivered message (app{' + redis' if 'redis' in target.key else ''}),"
+        f" {per['all']} µs with the database; per process {each}; above idle {marginal} µs "
+        f"(idle {[round(100 * i, 1) for i in idle]} % CPU); lost={res['lost']} "
+        f"other={e['other_cpu_pct']}%")
+    return {"metric": "µs server CPU per delivered message (app processes)",
+            "value": per["app"], "with_database_us": per["all"], "processes": len(ports) or 1,
+            "per_process_us": each, "above_idle_us": marginal,
+            "idle_cpu_pct": [round(100 * i, 2) for i in idle], "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
+            "step": res}
+
+
 SCENARIOS = {
     "s1": ("S1 one-to-one", s1_one_to_one),
     "s2": ("S2 group fan-out", s2_group),
@@ -1089,6 +1153,7 @@ SCENARIOS = {
     "s4": ("S4 history page", s4_history),
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
     "flood": ("Flood", flood),
+    "cpu": ("CPU per delivered message", cpu_per_message),
     "s2half": ("S2, half the group offline", s2_half),
     "s2push": ("S2, half the group offline and subscribed to push", s2_push),
     "s2plan": ("S2, half offline and subscribed, pushes queued but not sent here", s2_plan),

@@ -47,6 +47,7 @@ from tests.cluster_helpers import (
     worker_env,
 )
 from tests.factories import make_contacts, make_user
+from tests.queue_helpers import QUEUES, TEST_AMQP_URL, channel_name, check_reachable
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -77,12 +78,28 @@ async def db():
 
 
 @pytest.fixture
-async def cluster(tmp_path):
-    """start(n, database_url, redis_url) → n healthy workers subscribed to Redis."""
+def queue():
+    """The message queue between the workers: Redis (REDIS_URL alone) unless a
+    test is parametrised with `queue` (tests/queue_helpers.py QUEUES)."""
+    return "redis"
+
+
+@pytest.fixture
+async def cluster(tmp_path, queue):
+    """start(n, database_url, redis_url, queue_url=None) → n healthy workers
+    subscribed to their message queue (Redis, or RabbitMQ with queue="amqp"),
+    on a channel / exchange of their own."""
     workers: list[Worker] = []
     devices: list[Device] = []
+    channel = channel_name()
+    if queue == "amqp":
+        await check_reachable(TEST_AMQP_URL)
 
-    async def start(n: int, database_url: str, redis_url: str = TEST_REDIS_URL, **extra):
+    async def start(n: int, database_url: str, redis_url: str = TEST_REDIS_URL,
+                    queue_url: str | None = None, **extra):
+        extra.setdefault("MESSAGE_QUEUE_CHANNEL", channel)
+        if queue_url or queue == "amqp":
+            extra.setdefault("MESSAGE_QUEUE_URL", queue_url or TEST_AMQP_URL)
         ws = [Worker(f"w{len(workers) + i + 1}",
                      worker_env(database_url, redis_url, tmp_path, **extra), tmp_path)
               for i in range(n)]
@@ -106,6 +123,10 @@ async def cluster(tmp_path):
         await asyncio.gather(*(d.close() for d in devices))
         for w in workers:
             w.stop()
+        if queue == "amqp":
+            from tests.queue_helpers import delete_exchange
+
+            await delete_exchange(TEST_AMQP_URL, channel)
 
 
 async def rest(worker: Worker, method: str, path: str, user, body=None) -> tuple[int, dict]:
@@ -127,6 +148,7 @@ def is_from(cid):
 # --- 1. every emit path crosses processes ------------------------------------------------
 
 
+@pytest.mark.parametrize("queue", QUEUES, indirect=True)
 async def test_events_cross_processes(db, cluster):
     url, deps = db
     w1, w2 = await cluster(2, url)
@@ -236,6 +258,7 @@ async def _send_all(device: Device, items: list[tuple[str, dict]], acked: dict,
     raise AssertionError(f"{len(pending)} messages never acked")
 
 
+@pytest.mark.parametrize("queue", QUEUES, indirect=True)
 async def test_kill9_one_of_two_processes_loses_no_acked_message(db, cluster):
     url, deps = db
     w1, w2 = await cluster(2, url)
@@ -280,12 +303,24 @@ async def test_kill9_one_of_two_processes_loses_no_acked_message(db, cluster):
 # --- 3. Redis stopped for 10 s under load --------------------------------------------------
 
 
-async def test_redis_outage_keeps_acking_and_recovers_by_itself(db, cluster, tmp_path):
+@pytest.mark.parametrize("queue", QUEUES, indirect=True)
+async def test_queue_outage_keeps_acking_and_recovers_by_itself(db, cluster, tmp_path, queue):
+    """Redis stopped (a private redis-server), or RabbitMQ cut off (a TCP proxy in
+    front of it, so the shared broker keeps serving other runs), for 10 s."""
     url, deps = db
     redis = RedisServer(tmp_path)
+    proxy = None
+    if queue == "amqp":
+        proxy = TcpProxy(5672)
+        await proxy.start()
+        creds = TEST_AMQP_URL.split("://", 1)[1].rpartition("@")[0]
+        broker = f"amqp://{creds}@127.0.0.1:{proxy.port}/"
     await redis.start()
     try:
-        w1, w2 = await cluster(2, url, redis.url)
+        if proxy:  # presence and rate limits stay on the (private) Redis
+            w1, w2 = await cluster(2, url, redis.url, queue_url=broker)
+        else:
+            w1, w2 = await cluster(2, url, redis.url)
         alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
         cid = await direct_chat(deps, alice, bob)
         a1, b2 = await cluster.device(alice, w1), await cluster.device(bob, w2)
@@ -311,11 +346,17 @@ async def test_redis_outage_keeps_acking_and_recovers_by_itself(db, cluster, tmp
 
         jobs = [asyncio.ensure_future(load(a1, "a")), asyncio.ensure_future(load(b2, "b"))]
         await asyncio.sleep(1)
-        redis.stop()
+        if proxy:
+            await proxy.cut()
+        else:
+            redis.stop()
         before = len(acked)
         await asyncio.sleep(10)
         during = len(acked) - before
-        await redis.start()  # same port
+        if proxy:
+            await proxy.restore()
+        else:
+            await redis.start()  # same port
         back = time.monotonic()
 
         # Afterwards a message reaches a client on every process within 5 s.
@@ -357,6 +398,8 @@ async def test_redis_outage_keeps_acking_and_recovers_by_itself(db, cluster, tmp
         assert await w1.metric("parley_redis_resubscribes_total") >= 1
     finally:
         redis.stop()
+        if proxy:
+            await proxy.close()
 
 
 # --- 4. database unreachable -----------------------------------------------------------------
@@ -456,6 +499,7 @@ async def test_duplicate_client_msg_id_on_both_processes_is_one_message(db, clus
 # --- graceful shutdown ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("queue", QUEUES, indirect=True)
 async def test_sigterm_drains_and_clients_move_to_the_survivor(db, cluster):
     url, deps = db
     w1, w2 = await cluster(2, url)

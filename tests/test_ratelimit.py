@@ -57,7 +57,7 @@ async def test_redis_limit_is_exact_across_processes_and_batches():
             assert got == sorted(got, reverse=True)
         # Other keys are counted on their own, in the same batches.
         assert await outcomes(a, "send:y", limit, 3) == [True] * 3
-        ttl = await a_client.pttl(prefix + "send:x")
+        ttl = await a_client.pttl(a._key("send:x"))
         assert 0 < ttl <= 60_000
         with pytest.raises(RateLimited) as err:
             await a.hit("send:x", limit)
@@ -65,7 +65,7 @@ async def test_redis_limit_is_exact_across_processes_and_batches():
         await a.reset("send:x")
         assert await outcomes(b, "send:x", limit, 1) == [True]
     finally:
-        await a_client.delete(prefix + "send:x", prefix + "send:y")
+        await a_client.delete(a._key("send:x"), a._key("send:y"))
         await a_client.aclose()
         await b_client.aclose()
 
@@ -80,7 +80,7 @@ async def test_redis_window_restarts_after_expiry():
         await asyncio.sleep(1.1)
         assert await outcomes(limiter, "k", Limit(2, 1), 2) == [True, True]
     finally:
-        await client.delete(prefix + "k")
+        await client.delete(limiter._key("k"))
         await client.aclose()
 
 
@@ -138,7 +138,7 @@ async def test_redis_limiter_counts_costs_in_one_batch():
     try:
         got = await _costs(limiter, "bytes", Limit(1000, 86400), [400, 500, 200, 50])
         assert got == [True, True, False, False]
-        assert int(await client.get(prefix + "bytes")) == 1150
+        assert int(await client.get(limiter._key("bytes"))) == 1150
     finally:
-        await client.delete(prefix + "bytes")
+        await client.delete(limiter._key("bytes"))
         await client.aclose()

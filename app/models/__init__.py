@@ -12,4 +12,5 @@ MODEL_MODULES = [
     "app.models.push",
     "app.models.message_extras",
     "app.models.privacy",
+    "app.models.server",
 ]

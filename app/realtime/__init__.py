@@ -6,12 +6,15 @@ from app import jsonfast
 from app.config import Settings
 from app.realtime.engine import AsyncServer
 from app.realtime.limits import ConnectionLimits
-from app.realtime.managers import LocalManager, RedisManager
+from app.realtime.managers import LocalManager
+from app.realtime.queue import QueueManager
 
 
 def build_sio(settings: Settings, metrics=None) -> AsyncServer:
-    if settings.redis_url:
-        manager = RedisManager(settings.redis_url, channel="parley", metrics=metrics)
+    queue_url = settings.message_queue_url or settings.redis_url
+    if queue_url:
+        manager = QueueManager(queue_url, channel=settings.message_queue_channel,
+                               metrics=metrics)
     else:
         manager = LocalManager()
         manager.metrics = metrics

@@ -1,0 +1,260 @@
+"""QueueManager on a real broker, Redis and RabbitMQ alike: emits cross processes
+whole and in order, go only where the recipients are, registrations follow
+clients and lapse with a crashed process, and any gap makes clients `resync`.
+
+Each "process" is a real aiohttp + Socket.IO server in this test process with
+its own manager and broker connections; clients are real Socket.IO clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.fanout import NAMESPACE
+from app.realtime.managers import RESYNC_EVENT
+from tests.cluster_helpers import RedisServer, TcpProxy
+from tests.queue_helpers import (
+    QUEUES,
+    TEST_AMQP_URL,
+    Client,
+    Node,
+    channel_name,
+    check_reachable,
+    delete_exchange,
+    queue_url,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=QUEUES)
+async def kind(request):
+    await check_reachable(queue_url(request.param))
+    return request.param
+
+
+@pytest.fixture
+async def cluster(kind):
+    """nodes(n, url=None, **options) → n started nodes on one private channel."""
+    channel = channel_name()
+    nodes: list[Node] = []
+    clients: list[Client] = []
+
+    async def make(n: int, url: str | None = None, **options) -> list[Node]:
+        made = [await Node(url or queue_url(kind), channel, **options).start()
+                for _ in range(n)]
+        nodes.extend(made)
+        return made
+
+    async def client(user: str, node: Node) -> Client:
+        c = await Client(user).connect(node)
+        clients.append(c)
+        return c
+
+    make.client = client  # type: ignore[attr-defined]
+    make.kind = kind  # type: ignore[attr-defined]
+    make.channel = channel  # type: ignore[attr-defined]
+    try:
+        yield make
+    finally:
+        for c in clients:
+            await c.close()
+        for n in nodes:
+            await n.close()
+        if kind == "amqp":
+            await delete_exchange(TEST_AMQP_URL, channel)
+
+
+def failures(node: Node) -> float:
+    return node.metrics.redis_publish_failures._value.get()
+
+
+async def emit(node: Node, room, seq: int, event: str = "message:new") -> None:
+    await node.sio.emit(event, {"seq": seq}, room=room, namespace=NAMESPACE)
+
+
+def seqs(client: Client) -> list[int]:
+    return [d["seq"] for d in client.of("message:new")]
+
+
+async def test_a_burst_crosses_processes_whole_and_in_order(cluster):
+    a, b = await cluster(2)
+    bob = await cluster.client("bob", b)
+    n = 3000
+    await asyncio.gather(*(emit(a, ["u:alice", "u:bob"], i) for i in range(n)))
+    await bob.wait_for(lambda: len(seqs(bob)) >= n, 15)
+    await asyncio.sleep(0.2)
+    assert seqs(bob) == list(range(n))  # all of them, once, in emit order
+    assert failures(a) == 0
+    assert not bob.of(RESYNC_EVENT)
+    # Batched: far fewer frames than emits.
+    assert 0 < a.manager.frames_sent < n / 5, a.manager.frames_sent
+
+
+async def test_emits_go_only_to_the_processes_of_their_recipients(cluster):
+    a, b, c = await cluster(3)
+    bob = await cluster.client("bob", b)
+    alice = await cluster.client("alice", a)
+    await c.manager.start()
+    received_by_c = c.manager.emits_received
+    sent_by_a = a.manager.emits_sent
+    for i in range(50):
+        await emit(a, "u:bob", i)
+    await bob.wait_for(lambda: len(seqs(bob)) == 50)
+    # A sent 50 emit records, all to B; C got none of them.
+    assert a.manager.emits_sent - sent_by_a == 50
+    assert c.manager.emits_received == received_by_c
+    # Recipients all on the emitting process: nothing published at all.
+    before = a.manager.emits_sent
+    for i in range(20):
+        await emit(a, "u:alice", i)
+    await alice.wait_for(lambda: len(seqs(alice)) == 20)
+    assert a.manager.emits_sent == before
+    # The registry: bob on B, alice on A, as every process sees it.
+    for node in (a, b, c):
+        assert node.manager.user_procs.get("bob", {b.manager.proc_id}) == {b.manager.proc_id}
+    assert a.manager.user_procs["bob"] == {b.manager.proc_id}
+    assert c.manager.user_procs["alice"] == {a.manager.proc_id}
+
+
+async def test_a_client_moving_process_misses_nothing_emitted_after_its_connect(cluster):
+    a, b, c = await cluster(3)
+    first = await cluster.client("bob", b)
+    stop = asyncio.Event()
+    counter = {"n": 0}
+
+    async def keep_emitting():
+        while not stop.is_set():
+            counter["n"] += 1
+            await emit(a, "u:bob", counter["n"])
+            await asyncio.sleep(0.001)
+
+    job = asyncio.ensure_future(keep_emitting())
+    try:
+        await asyncio.sleep(0.2)
+        moved = Client("bob")
+        await moved.connect(c)  # returns once every process routes bob to C
+        after_connect = counter["n"]
+        await first.close()  # and bob leaves B
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await job
+    await moved.wait_for(lambda: counter["n"] in seqs(moved))
+    got = set(seqs(moved))
+    missing = [s for s in range(after_connect + 1, counter["n"] + 1) if s not in got]
+    # B no longer holds bob: A routes to C only.
+    routes = set(a.manager.user_procs.get("bob", ()))
+    await moved.close()
+    assert not missing, f"{len(missing)} emitted after the connect never arrived: {missing[:5]}"
+    assert routes == {c.manager.proc_id}
+
+
+async def test_a_crashed_process_registrations_expire(cluster):
+    a, b = await cluster(2, heartbeat=0.2)
+    await cluster.client("bob", b)
+    await asyncio.sleep(0.3)
+    assert a.manager.user_procs["bob"] == {b.manager.proc_id}
+    await b.crash()
+    deadline = asyncio.get_running_loop().time() + 3
+    while "bob" in a.manager.user_procs:
+        assert asyncio.get_running_loop().time() < deadline, "B's registrations never lapsed"
+        await asyncio.sleep(0.05)
+    assert b.manager.proc_id not in a.manager.peers
+
+
+async def test_a_skipped_frame_makes_the_receivers_clients_resync(cluster):
+    a, b = await cluster(2)
+    bob = await cluster.client("bob", b)
+    await emit(a, "u:bob", 1)
+    await bob.wait_for(lambda: seqs(bob) == [1])
+    # A frame lost on the way (a RabbitMQ queue overflowing drops the oldest):
+    # the next one's sequence number skips.
+    dest = b.manager.proc_id
+    a.manager._out_seq[dest] += 1
+    await emit(a, "u:bob", 2)
+    await bob.wait_for(lambda: bob.of(RESYNC_EVENT) and 2 in seqs(bob))
+    assert bob.of(RESYNC_EVENT)[0] == {"reason": cluster.kind}
+
+
+async def test_an_overflowing_outbox_is_followed_by_a_resync(cluster):
+    a, b = await cluster(2, outbox_size=10)
+    bob = await cluster.client("bob", b)
+    await asyncio.gather(*(emit(a, "u:bob", i) for i in range(100)))
+    await bob.wait_for(lambda: bob.of(RESYNC_EVENT), 5)
+    delivered = seqs(bob)
+    assert 5 <= len(delivered) < 100
+    assert delivered == sorted(delivered)
+    assert failures(a) == 100 - len(delivered)
+    assert bob.events[-1][0] == RESYNC_EVENT  # after the last message that made it
+
+
+async def test_after_an_outage_resync_goes_out_without_further_traffic(cluster, tmp_path):
+    """The broker goes away (a private redis-server killed, or a TCP proxy in front
+    of RabbitMQ cut) and comes back: emits meanwhile return at once and are
+    counted; afterwards every client hears `resync`, and emits flow again."""
+    redis = proxy = None
+    if cluster.kind == "redis":
+        redis = RedisServer(tmp_path)
+        await redis.start()
+        url = redis.url
+    else:
+        proxy = TcpProxy(5672)
+        await proxy.start()
+        host = TEST_AMQP_URL.split("://", 1)[1].rpartition("@")
+        url = f"amqp://{host[0]}@127.0.0.1:{proxy.port}/"
+    try:
+        a, b = await cluster(2, url, heartbeat=0.5)
+        bob = await cluster.client("bob", b)
+        await emit(a, "u:bob", 1)
+        await bob.wait_for(lambda: seqs(bob) == [1])
+        if redis:
+            redis.stop()
+        else:
+            await proxy.cut()
+        for seq in (2, 3, 4):
+            await asyncio.wait_for(emit(a, "u:bob", seq), 1)
+            await asyncio.sleep(0.2)
+        assert failures(a) >= 1
+        if redis:
+            await redis.start()  # same port
+        else:
+            await proxy.restore()
+        # Nobody emits: the processes notice by themselves.
+        await bob.wait_for(lambda: bob.of(RESYNC_EVENT), 8)
+
+        async def crossed():
+            await emit(a, "u:bob", 5)
+            await asyncio.sleep(0.2)
+            return 5 in seqs(bob)
+
+        deadline = asyncio.get_running_loop().time() + 8
+        while not await crossed():
+            assert asyncio.get_running_loop().time() < deadline, "emits never crossed again"
+        assert not {2, 3, 4} & set(seqs(bob))  # lost live, as expected: sync fetches them
+    finally:
+        if redis:
+            redis.stop()
+        if proxy:
+            await proxy.close()
+
+
+async def test_logout_drops_a_session_sockets_on_every_process(cluster):
+    a, b = await cluster(2)
+    bob = await cluster.client("bob", b)
+    await b.manager.enter_room(next(iter(b.manager.rooms[NAMESPACE][None])), NAMESPACE,
+                               "s:sess1")
+    gone = asyncio.Event()
+    bob.sio.on("disconnect", lambda *_: gone.set(), namespace=NAMESPACE)
+    await a.manager.disconnect_room("s:sess1", NAMESPACE)
+    await asyncio.wait_for(gone.wait(), 5)
+
+
+async def test_a_named_but_unreachable_broker_fails(kind):
+    from _pytest.outcomes import Failed
+
+    with pytest.raises(Failed):
+        await check_reachable("amqp://guest:guest@127.0.0.1:1/" if kind == "amqp"
+                              else "redis://127.0.0.1:1/0")
