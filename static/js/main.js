@@ -114,14 +114,20 @@ function handleOAuthReturn() {
     return true;
   }
   if (p.has("oauth_linked")) {
-    history.replaceState(null, "", "/#/settings/account");
+    const back = p.get("return_to") || "/";
+    history.replaceState(null, "", back.startsWith("/") && !back.startsWith("//") && back !== "/" ? back : "/#/settings/account");
     return false;
   }
   if (!p.has("oauth_code")) return false;
   history.replaceState(null, "", "/");
   clear(root, h("div", { class: "boot" }, h("div", { class: "boot-logo" }, t("signingIn"))));
   api("POST", "/auth/oauth/exchange", { code: p.get("oauth_code"), device: deviceLabel() }, { auth: false })
-    .then((tokens) => { session.store(tokens); startApp(); },
+    .then((tokens) => {
+      session.store(tokens);
+      // Where the sign-in started from (a local path the server checked).
+      if (tokens.return_to?.startsWith("/") && !tokens.return_to.startsWith("//")) history.replaceState(null, "", tokens.return_to);
+      startApp();
+    },
       (err) => renderOAuthError(root, err.code, signInPage));
   return true;
 }

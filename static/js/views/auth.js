@@ -29,7 +29,8 @@ function providerButtons() {
     box.append(h("div", { class: "oauth-sep muted" }, t("orSignInWith")),
       ...providers.map((p) => h("a", {
         class: `oauth-btn oauth-${p.type}`, dataset: { provider: p.id },
-        href: `/api/v1/auth/oauth/${encodeURIComponent(p.id)}/start?return_to=/`,
+        // Back to where the person was (e.g. a group invite link) once signed in.
+        href: `/api/v1/auth/oauth/${encodeURIComponent(p.id)}/start?return_to=${encodeURIComponent(location.pathname + location.hash)}`,
       }, t("signInWith", { name: p.name }))));
     box.hidden = false;
   }, () => {});

@@ -130,7 +130,7 @@ async function account(main) {
     for (const p of providers) {
       linked.append(h("button", { class: "secondary", type: "button", "data-action": "link", dataset: { provider: p.id }, onclick: async () => {
         try {
-          const { url } = await api("POST", `/me/identities/${encodeURIComponent(p.id)}/start`, { return_to: "/" });
+          const { url } = await api("POST", `/me/identities/${encodeURIComponent(p.id)}/start`, { return_to: "/#/settings/account" });
           location.assign(url);
         } catch (err) { toast(errorText(err)); }
       } }, t("linkAccount", { name: p.name })));
