@@ -235,7 +235,7 @@ async def forward(deps: Deps, user_id: str, data: ForwardIn, *, origin: str | No
         if not written.new:
             continue
         out[i] = await messaging.publish_written(
-            deps, written, uid, origin, None, partial(_built, deps, written, item))
+            deps, written, item, origin, None, partial(_built, deps, written, item))
     # Release what we will not emit (a failed neighbour must not stall the order).
     for written in results:
         if not isinstance(written, BaseException) and written.turn is not None:

@@ -170,22 +170,23 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
             raise
         return await serialize_message(repeat, deps, user_id)
     created = now()
+    item = NewMessage(
+        conversation_id=cid,
+        sender_id=uid,
+        client_msg_id=data.client_msg_id,
+        type=data.type,
+        text=text,
+        reply_to_id=reply.id if reply is not None else None,
+        data=extra or None,
+        created_at=created,
+        # Sending a message means I have read everything up to it (the
+        # writer moves the read mark of the membership it judged).
+        mentions=[None] if extra.get("mention_all") else list(extra.get("mentions") or ()),
+        judge=partial(_judge, deps),
+        ordered=True,
+    )
     try:
-        written = await deps.writer.write(NewMessage(
-            conversation_id=cid,
-            sender_id=uid,
-            client_msg_id=data.client_msg_id,
-            type=data.type,
-            text=text,
-            reply_to_id=reply.id if reply is not None else None,
-            data=extra or None,
-            created_at=created,
-            # Sending a message means I have read everything up to it (the
-            # writer moves the read mark of the membership it judged).
-            mentions=[None] if extra.get("mention_all") else list(extra.get("mentions") or ()),
-            judge=partial(_judge, deps),
-            ordered=True,
-        ))
+        written = await deps.writer.write(item)
     except UnknownConversation:
         raise NotFound(convs.NO_SUCH_CONVERSATION) from None
     if not written.new:
@@ -193,15 +194,17 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         # the writer answered before judging, so a retry gets the original.
         return await serialize_message(await Message.get(id=written.id), deps, user_id)
     return await publish_written(
-        deps, written, uid, origin, reply,
+        deps, written, item, origin, reply,
         lambda: _new_message(written, cid, uid, data, text, extra, reply, created, deps))
 
 
-async def publish_written(deps: Deps, written, uid: uuid.UUID, origin: str | None,
+async def publish_written(deps: Deps, written, item: NewMessage, origin: str | None,
                           reply: Message | None, build) -> dict:
     """Emit a message the writer just stored as new (`message:new`, in its
-    conversation's seq order through its Turn); returns the sender's view.
-    `build()` makes the message as clients get it."""
+    conversation's seq order through its Turn), then hand it to push; returns
+    the sender's view. `item` is what was written, `build()` makes the message
+    as clients get it."""
+    uid = item.sender_id
     turn = written.turn
     try:
         message = build()
@@ -217,9 +220,9 @@ async def publish_written(deps: Deps, written, uid: uuid.UUID, origin: str | Non
     finally:
         turn.release()
     # After the emit, without waiting: the planner queues pushes off the send path.
-    push.message_stored(deps, message_id=written.id, conversation_id=cid, sender_id=uid,
-                        recipients=written.recipients, type=data.type, text=text, data=extra,
-                        seq=written.seq)
+    push.message_stored(deps, message_id=written.id, conversation_id=item.conversation_id,
+                        sender_id=uid, recipients=written.recipients, type=item.type,
+                        text=item.text, data=item.data, seq=written.seq)
     for users, view in views:
         if str(uid) in users:
             return view  # the sender's own view
