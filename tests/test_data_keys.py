@@ -73,7 +73,8 @@ class Server:
         self.log = open(tmp_path / f"{name}.log", "w+")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port)], cwd=ROOT, env=env_for(db, DATA_KEYS=keys),
+             str(self.port)], cwd=ROOT,
+            env=env_for(db, DATA_KEYS=keys, MEDIA_ROOT=str(tmp_path / "media")),
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
@@ -320,7 +321,11 @@ def test_rotate_keys_while_servers_run_and_read(tmp_path, servers):
     path = tmp_path / "r.db"
     db = f"sqlite://{path}"
     run(["-m", "app", "migrate"], env_for(db, DATA_KEYS=KEY_A))
-    start(servers, tmp_path, db, KEY_A, "first").stop()  # records key ka as in use
+    first = start(servers, tmp_path, db, KEY_A, "first")  # records key ka as in use
+    uploader = register(first.base, "uploader@example.org")
+    blob = os.urandom(300_000)  # a file under the old key, read during and after rotation
+    media = upload(first.base, uploader["access_token"], blob)
+    first.stop()
     _bulk_users(path, KEY_A, 3000)
     ring = f"{KEY_B},{KEY_A}"  # kb current, ka still readable
     writer = start(servers, tmp_path, db, ring, "writer")
@@ -346,18 +351,23 @@ def test_rotate_keys_while_servers_run_and_read(tmp_path, servers):
     t.start()
     try:
         proc = subprocess.run([sys.executable, "-m", "app", "rotate-keys", "--batch", "200"],
-                              cwd=ROOT, env=env_for(db, DATA_KEYS=ring), capture_output=True,
-                              text=True, timeout=300)
+                              cwd=ROOT, env=env_for(db, DATA_KEYS=ring,
+                                                    MEDIA_ROOT=str(tmp_path / "media")),
+                              capture_output=True, text=True, timeout=300)
     finally:
         stop.set()
         t.join()
     assert proc.returncode == 0, proc.stderr
     assert "rotate-keys: accounts" in proc.stderr  # progress
-    assert "3000 accounts" in proc.stdout and "key(s) ka any more" in proc.stdout, proc.stdout
+    assert "3001 accounts" in proc.stdout and "key(s) ka any more" in proc.stdout, proc.stdout
     assert checks > 0 and not failures, failures[:5]
     rows = raw_rows(path, "SELECT email_enc, email_bidx FROM users")
     assert all(r["email_enc"].startswith("kb:") and r["email_bidx"].startswith("kb:")
                for r in rows)
+    assert "1 media files" in proc.stdout, proc.stdout
+    files = [p for p in (tmp_path / "media").rglob("*") if p.is_file() and ".spool" not in p.parts]
+    assert files and all(p.read_bytes()[8:10] == b"kb" for p in files)
+    assert download(reader.base, uploader["access_token"], media) == blob
     for s in (writer, reader):
         s.stop()
     # Key ka is retired: the ring without it starts and serves everyone...
@@ -370,6 +380,25 @@ def test_rotate_keys_while_servers_run_and_read(tmp_path, servers):
                           cwd=ROOT, env=env_for(db, DATA_KEYS=KEY_A), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "'kb'" in proc.stderr, proc.stderr
+
+
+def upload(base: str, token: str, data: bytes) -> str:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"x.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode() \
+        + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{base}/api/v1/media", data=body, method="POST", headers={
+        "Authorization": f"Bearer {token}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["media"]["id"]
+
+
+def download(base: str, token: str, media_id: str) -> bytes:
+    req = urllib.request.Request(f"{base}/api/v1/media/{media_id}/content",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read()
 
 
 def test_key_ring_parsing_and_values():
