@@ -2,8 +2,20 @@
 
 from aiohttp import web
 
-from app.api import (auth, contacts, conversations, groups, health, media, oauth, openapi, privacy,
-                     push, search, users)
+from app.api import (
+                     auth,
+                     contacts,
+                     conversations,
+                     groups,
+                     health,
+                     media,
+                     oauth,
+                     openapi,
+                     privacy,
+                     push,
+                     search,
+                     users,
+)
 from app.api import web as web_client
 from app.metrics import metrics_endpoint
 

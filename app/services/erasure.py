@@ -2,7 +2,7 @@
 
 DELETE /me (password or code) deactivates: every session ends, pending
 contact requests are dropped, the account is hidden from search, and push
-subscriptions are removed through DEACTIVATION_HOOKS. Signing in again before
+subscriptions are removed. Signing in again before
 `erase_after` cancels. Erasure keeps the user row as "Deleted account" (the
 messages left in other people's conversations still need a sender) and
 deletes everything else that was the person's: profile, email and phone,
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
@@ -29,27 +28,21 @@ from tortoise.expressions import Q
 from app import security
 from app.deps import Deps
 from app.errors import Invalid, InvalidCode
-from app.models.accounts import AuthSession, User, VerificationCode
+from app.models.accounts import AuthSession, OAuthFlow, OAuthIdentity, User, VerificationCode
 from app.models.contacts import Block, Contact, ContactRequest
 from app.models.media import Media, MediaAttachment
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.models.privacy import JobLock
+from app.services import avatars, push
 from app.validation import Payload
 
 log = logging.getLogger("parley.erasure")
 
 DELETED_NAME = "Deleted account"
 
-# Called as hook(deps, user_id) when an account is deactivated. The push
-# notifications module registers the removal of the person's push
-# subscriptions here (register_deactivation_hook), so this module needs no
-# knowledge of push.
-DEACTIVATION_HOOKS: list[Callable[[Deps, str], Awaitable[None]]] = []
-
-
-def register_deactivation_hook(hook: Callable[[Deps, str], Awaitable[None]]) -> None:
-    if hook not in DEACTIVATION_HOOKS:
-        DEACTIVATION_HOOKS.append(hook)
+# An account signed in only through another provider has no password and may
+# have no address for a code: its deletion is confirmed by a sign-in this recent.
+RECENT_SIGN_IN = timedelta(minutes=10)
 
 
 class DeleteAccountIn(Payload):
@@ -71,8 +64,16 @@ async def request_deletion(deps: Deps, auth, data: DeleteAccountIn) -> dict:
 
     user: User = auth.user
     if bool(data.password) == bool(data.code):
-        raise Invalid("Give your password or a code.", details={"field": "password"})
-    if data.password is not None:
+        if not data.password and not data.code and user.password_hash is None \
+                and not (user.email or user.phone) \
+                and now() - auth.session.created_at <= RECENT_SIGN_IN:
+            pass  # just signed in through the provider: that was the confirmation
+        else:
+            raise Invalid("Give your password or a code.", details={"field": "password"})
+    elif data.password is not None:
+        if user.password_hash is None:
+            raise Invalid("This account has no password: confirm with a code, or sign in "
+                          "again and delete within 10 minutes.", details={"field": "password"})
         ok, _ = await security.verify_password_async(user.password_hash, data.password)
         if not ok:
             # Not 401: the caller is signed in; it is this confirmation that failed.
@@ -92,11 +93,7 @@ async def request_deletion(deps: Deps, auth, data: DeleteAccountIn) -> dict:
     await User.filter(id=user.id).update(deactivated_at=at, erase_after=at + grace)
     user.deactivated_at, user.erase_after = at, at + grace
     await _drop_pending_requests(user.id)
-    for hook in DEACTIVATION_HOOKS:
-        try:
-            await hook(deps, str(user.id))
-        except Exception:
-            log.exception("deactivation hook %r failed", hook)
+    await push.delete_subscriptions_for_user(user.id)
     await accounts.end_all_sessions(deps, user)
     return {"erase_after": user.erase_after.isoformat()}
 
@@ -153,6 +150,10 @@ async def erase_account(deps: Deps, user_id: str) -> None:
         except Exception as exc:  # already gone (dissolved meanwhile): nothing to pass on
             log.info("leaving group %s while erasing %s: %s", cid, user_id, exc)
     await AuthSession.filter(user_id=uid).delete()
+    await OAuthIdentity.filter(user_id=uid).delete()
+    await OAuthFlow.filter(user_id=uid).delete()
+    await push.delete_subscriptions_for_user(uid)
+    await avatars.delete_avatar(deps, user.avatar_key)
     await Contact.filter(Q(owner_id=uid) | Q(contact_id=uid)).delete()
     await ContactRequest.filter(Q(from_user_id=uid) | Q(to_user_id=uid)).delete()
     await Block.filter(Q(blocker_id=uid) | Q(blocked_id=uid)).delete()
@@ -174,7 +175,7 @@ async def erase_account(deps: Deps, user_id: str) -> None:
         try:
             await User.filter(id=uid).update(
                 username=f"deleted_{secrets.token_hex(8)}", display_name=DELETED_NAME, bio="",
-                email_enc=None, email_bidx=None, phone_enc=None, phone_bidx=None,
+                email_enc=None, email_bidx=None, phone_enc=None, phone_bidx=None, avatar_key=None,
                 legacy_email=None, legacy_phone=None, password_hash=None, last_seen_at=None,
                 allow_strangers=False, send_read_receipts=False,
                 last_seen_visibility="nobody", discoverable_by_email=False,

@@ -27,7 +27,7 @@ from app.errors import DomainError, Forbidden, Invalid, NotFound
 from app.models.message_extras import MessageReaction, MessageVersion, Pin
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.services import conversations as convs
-from app.services import push, search
+from app.services import push
 from app.services.sql import is_postgres, next_seq
 from app.validation import Id, Payload, int_id, is_blank
 
@@ -76,6 +76,8 @@ TEXT_CHANGED: list[TextChanged] = []
 
 
 async def _text_changed(conn, msg: Message, text: str) -> None:
+    from app.services import search  # search reads rows through history, which imports us
+
     await search.reindex_message(msg.id, conn)
     for hook in TEXT_CHANGED:
         await hook(conn, msg.id, msg.conversation_id, text, msg.type)

@@ -26,7 +26,7 @@ async def drop_search_index(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0002_media_uploader_index')]
+    dependencies = [('models', '0003_push')]
 
     initial = False
 

@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0002_media_uploader_index')]
+    dependencies = [('models', '0007_dataprot')]
 
     initial = False
 

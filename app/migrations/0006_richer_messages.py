@@ -20,7 +20,7 @@ async def restore_message_uniques(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0002_media_uploader_index')]
+    dependencies = [('models', '0005_signin')]
 
     initial = False
 
