@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.models.accounts import AuthSession, User
+from app.models.accounts import AuthSession, OAuthIdentity, User
 from app.models.contacts import Contact, ContactRequest
 from app.models.media import Media
 from app.models.messaging import Message
+from app.models.push import PushSubscription
 from app.services import contacts as contacts_svc
 from app.services import conversations as convs
 from app.services import erasure, groups, messaging
@@ -208,3 +209,38 @@ def test_erase_due_on_the_command_line(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+async def test_deactivation_removes_push_devices_and_erasure_the_identities(client, deps):
+    ann = await make_user(deps, "Ann")
+    r = await client.post(f"{API}/push/subscriptions", headers=ann.headers,
+                          json={"kind": "fcm", "token": "fcm:" + "x" * 150})
+    assert r.status == 201
+    await OAuthIdentity.create(id=uuid.uuid4(), user_id=ann.user_id, provider="github",
+                               subject="4242")
+    assert (await api(client, "DELETE", "/me", ann, {"password": ann.password}))[0] == 202
+    assert not await PushSubscription.filter(user_id=ann.user_id).exists()
+    assert await OAuthIdentity.filter(user_id=ann.user_id).exists()  # cancel still possible
+    await make_due(ann.user_id)
+    assert await erasure.erase_due(deps) == 1
+    assert not await OAuthIdentity.filter(user_id=ann.user_id).exists()
+
+
+async def test_an_account_without_password_or_address_confirms_by_a_recent_sign_in(client, deps):
+    ann = await make_user(deps, "Ann")
+    # As an account made by another provider: no password, no email, no phone.
+    user = await User.get(id=ann.user_id)
+    user.email = None
+    await User.filter(id=ann.user_id).update(password_hash=None, email_enc=None, email_bidx=None,
+                                             legacy_email=None)
+    status, err = await api(client, "DELETE", "/me", ann, {"password": "anything at all"})
+    assert status == 400 and err["error"]["details"] == {"field": "password"}
+    # Signed in long ago: the deletion is refused until the person signs in again.
+    await AuthSession.filter(user_id=ann.user_id).update(
+        created_at=datetime.now(UTC) - timedelta(hours=1))
+    status, err = await api(client, "DELETE", "/me", ann, {})
+    assert status == 400 and err["error"]["code"] == "invalid"
+    await AuthSession.filter(user_id=ann.user_id).update(created_at=datetime.now(UTC))
+    status, body = await api(client, "DELETE", "/me", ann, {})
+    assert status == 202, body
+    assert (await User.get(id=ann.user_id)).deactivated_at is not None
