@@ -252,14 +252,16 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
 
 
 # PostgreSQL: newest messages scanned backwards before the GIN index takes over.
-PG_WINDOW = 5000
+PG_WINDOW = 50_000
 
 
 async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
     """Walking the primary key backwards is the best plan for a term found
     everywhere and the worst for a rare one (it reads the whole table), and
     the planner cannot tell them apart for one reader's conversations. So:
-    the newest PG_WINDOW index entries first (bounded cost); if that does not
+    the newest PG_WINDOW index entries first (bounded cost; large enough that
+    a common term fills its page there: gathering one from the GIN index costs
+    seconds at a million messages); if that does not
     fill the page, the GIN index for the rest, below the window."""
     top = f.below_id
     if top is None:
