@@ -112,8 +112,9 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
                 socket_connect_timeout=1, socket_timeout=2)
             client = redis.Redis.from_pool(pool)  # closes the pool with the client
         deps.redis = client
-        deps.limiter = RedisRateLimiter(client, metrics=metrics)
+        deps.limiter = limiter = RedisRateLimiter(client, metrics=metrics)
         yield
+        await limiter.aclose()
         await client.aclose()
 
     async def presence(app: web.Application):

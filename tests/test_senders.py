@@ -580,7 +580,10 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 async def test_daily_sms_budget_is_shared_through_redis(client, standin):
     import redis.asyncio as redis
 
-    key = f"parley:rl:code:sms:day:{datetime.now(UTC):%Y-%m-%d}"
+    from app.api.http import DEPS_KEY
+
+    limiter = client.server.app[DEPS_KEY].limiter
+    key = limiter._key(f"code:sms:day:{datetime.now(UTC):%Y-%m-%d}")
     other = redis.Redis.from_url(TEST_REDIS_URL)
     try:
         await other.delete(key)
