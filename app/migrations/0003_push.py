@@ -68,16 +68,16 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='User',
             name='push_enabled',
-            field=fields.BooleanField(default=True),
+            field=fields.BooleanField(default=True, db_default=True),
         ),
         ops.AddField(
             model_name='User',
             name='push_preview',
-            field=fields.CharField(default='full', max_length=8),
+            field=fields.CharField(default='full', db_default='full', max_length=8),
         ),
         ops.AddField(
             model_name='User',
             name='timezone',
-            field=fields.CharField(default='', max_length=64),
+            field=fields.CharField(default='', db_default='', max_length=64),
         ),
     ]

@@ -65,17 +65,17 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Conversation',
             name='change_seq',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Conversation',
             name='members_can_pin',
-            field=fields.BooleanField(default=False),
+            field=fields.BooleanField(default=False, db_default=False),
         ),
         ops.AddField(
             model_name='Membership',
             name='delivered_seq',
-            field=fields.BigIntField(default=0),
+            field=fields.BigIntField(default=0, db_default=0),
         ),
         ops.AlterField(
             model_name='Message',

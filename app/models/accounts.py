@@ -33,11 +33,11 @@ class User(Model):
     discoverable_by_phone = fields.BooleanField(default=True)
     language = fields.CharField(max_length=16, default="")
     # Push notifications (app/services/push_rules.py): off, preview mode, do-not-disturb.
-    push_enabled = fields.BooleanField(default=True)
-    push_preview = fields.CharField(max_length=8, default="full")  # full | sender | none
+    push_enabled = fields.BooleanField(default=True, db_default=True)
+    push_preview = fields.CharField(max_length=8, default="full", db_default="full")  # full | sender | none
     dnd_start = fields.CharField(max_length=5, null=True)  # "HH:MM" local time
     dnd_end = fields.CharField(max_length=5, null=True)
-    timezone = fields.CharField(max_length=64, default="")  # IANA name; empty: UTC
+    timezone = fields.CharField(max_length=64, default="", db_default="")  # IANA name; empty: UTC
     # Avatar objects live in media storage under avatars/<avatar_key>/<size>.jpg;
     # a new upload gets a new key, so its URLs can be cached for good.
     avatar_key = fields.CharField(max_length=64, null=True)

@@ -11,12 +11,12 @@ class Conversation(Model):
     announcement = fields.TextField(default="")
     only_admins_can_send = fields.BooleanField(default=False)
     members_can_invite = fields.BooleanField(default=True)
-    members_can_pin = fields.BooleanField(default=False)  # groups: else owner/admins only
+    members_can_pin = fields.BooleanField(default=False, db_default=False)  # groups: else owner/admins only
     last_seq = fields.BigIntField(default=0)
     last_message_at = fields.DatetimeField(null=True)
     # Advanced by every change to a stored message (recall, edit, reactions, pin):
     # the device's change cursor in `sync` (docs/protocol.md, "Changes").
-    change_seq = fields.BigIntField(default=0)
+    change_seq = fields.BigIntField(default=0, db_default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     dissolved_at = fields.DatetimeField(null=True)
@@ -35,7 +35,7 @@ class Membership(Model):
     role = fields.CharField(max_length=8, default="member")  # owner | admin | member
     read_seq = fields.BigIntField(default=0)
     # Highest seq any device of this member acked as received (never moves back).
-    delivered_seq = fields.BigIntField(default=0)
+    delivered_seq = fields.BigIntField(default=0, db_default=0)
     # History visible to this member: seq in (visible_from_seq, left_seq].
     visible_from_seq = fields.BigIntField(default=0)
     left_seq = fields.BigIntField(null=True)
