@@ -54,6 +54,9 @@ log = logging.getLogger("parley.push")
 CLAIM_BATCH = 500
 LEASE_SECONDS = 60
 SEND_CONCURRENCY = 16  # pushes in flight at once (and between yields to the sockets)
+# In a process that serves no sockets nothing waits behind the worker: keep
+# more requests in flight so the push service's round trips overlap.
+SEND_CONCURRENCY_ALONE = 64
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 1000
 PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
@@ -600,19 +603,29 @@ class Worker(Supervised):
             id__in=list({r["subscription_id"] for r in rows})).values(
             "id", "kind", "address", "p256dh", "auth", "environment", "badge")}
         badges = await self._badges({str(r["user_id"]) for r in rows})
-        outcomes = []
+        outcomes: list = []
         serving = self.deps.extras.get("sockets_connected") or (lambda: 0)
-        for start in range(0, len(rows), SEND_CONCURRENCY):
-            chunk = rows[start:start + SEND_CONCURRENCY]
-            began = time.perf_counter()
-            outcomes += await asyncio.gather(*(
-                self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
-                              badges) for r in chunk))
-            if serving():
-                # Encrypting and posting run on the loop that serves the sockets:
-                # give them as much time again as the pushes took, so a burst of
-                # pushes never holds their events back for long.
-                await asyncio.sleep(time.perf_counter() - began)
+        if not serving():
+            gate = asyncio.Semaphore(SEND_CONCURRENCY_ALONE)
+
+            async def gated(r):
+                async with gate:
+                    return await self._deliver(_with_badge(r, subs),
+                                               subs.get(str(r["subscription_id"])), badges)
+
+            outcomes = list(await asyncio.gather(*(gated(r) for r in rows)))
+        else:
+            for start in range(0, len(rows), SEND_CONCURRENCY):
+                chunk = rows[start:start + SEND_CONCURRENCY]
+                began = time.perf_counter()
+                outcomes += await asyncio.gather(*(
+                    self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
+                                  badges) for r in chunk))
+                if serving():
+                    # Encrypting and posting run on the loop that serves the sockets:
+                    # give them as much time again as the pushes took, so a burst of
+                    # pushes never holds their events back for long.
+                    await asyncio.sleep(time.perf_counter() - began)
         await self._record(outcomes)
         return len(rows)
 
