@@ -631,6 +631,44 @@ async def test_messages_queued_together_make_one_push_each_counting_theirs(clien
     assert len(webpush.received) == 2
 
 
+async def test_start_up_replans_what_the_planner_lost_once_and_only_if_still_news(
+        client, deps, webpush):
+    """Events a planner held when its process died (here: never handed over)
+    are planned by the next planner's recovery: not when the message was read
+    or recalled meanwhile, and never twice."""
+    from app.services.push_outbox import Planner
+
+    alice = await make_user(deps, "Alice")
+    people = {n: await make_user(deps, n) for n in ("Bob", "Carol", "Dave")}
+    chats = {}
+    for n, p in people.items():
+        await make_contacts(deps, alice, p)
+        chats[n] = str((await convs.get_or_create_direct(deps, alice.user_id, p.user_id))[0].id)
+        await subscribe(client, p, webpush.subscription(n.lower()))
+    await send(deps, alice, chats["Dave"], "planned live")
+    await drained(deps)
+    assert [g["payload"]["body"] for g in await webpush.wait_for(1)] == ["planned live"]
+    planner = deps.extras.pop("push_planner")  # the sends' events are lost…
+    try:
+        read = await send(deps, alice, chats["Bob"], "read meanwhile")
+        recalled = await send(deps, alice, chats["Carol"], "recalled meanwhile")
+        await send(deps, alice, chats["Dave"], "lost in the crash")
+        await messaging.mark_read(deps, people["Bob"].user_id, messaging.ReadIn(
+            conversation_id=chats["Bob"], seq=int(read["seq"])))
+        await messaging.recall(deps, alice.user_id,
+                               messaging.MessageRef(message_id=recalled["id"]))
+    finally:
+        deps.extras["push_planner"] = planner
+    assert not await PushOutbox.filter(thread__in=[chats["Bob"], chats["Carol"]]).exists()
+    worker = deps.extras["push_worker"]
+    assert await Planner(deps, worker).recover() >= 3  # …and the next start-up finds them
+    got = await webpush.wait_for(2)
+    assert got[1]["name"] == "dave" and got[1]["payload"]["body"].endswith("lost in the crash")
+    assert await Planner(deps, worker).recover() >= 3  # once more: nothing new is owed
+    await asyncio.sleep(0.6)
+    assert [g["name"] for g in webpush.received] == ["dave", "dave"]
+
+
 def test_vapid_key_is_generated_into_var_once(tmp_path):
     from app.config import load_settings
     from app.pushers import build_providers

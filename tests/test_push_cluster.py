@@ -162,3 +162,37 @@ async def test_kill9_with_queued_pushes_delivers_them_after_restart(db, sink, wo
     await asyncio.sleep(1.5)
     assert len(sink.received) == 1
     assert not await PushOutbox.filter(pending=True).exists()
+
+
+async def test_kill9_before_the_planner_wrote_the_outbox_loses_no_push(db, sink, workers):
+    """Acked messages whose pushes the planner still held in memory (a long
+    PUSH_PLANNER_INTERVAL keeps them there) when the process is killed are
+    pushed by the next process, once; what was pushed before is not again."""
+    url, deps = db
+    w1 = await workers(url, "w1", PUSH_PLANNER_INTERVAL="60")
+    alice = await make_user(deps, "Alice")
+    bob, carol = await make_user(deps, "Bob"), await make_user(deps, "Carol")
+    to_bob, to_carol = await direct_chat(deps, alice, bob), await direct_chat(deps, alice, carol)
+    for who, name in ((bob, "bob"), (carol, "carol")):
+        status, _ = await rest(w1, "POST", "/push/subscriptions", who, sink.subscription(name))
+        assert status == 201
+    await send(w1, alice, to_bob, "one")  # the idle planner takes it at once…
+    got = await sink.wait_for(1)
+    assert got[0]["payload"]["body"] == "one"
+    await send(w1, alice, to_bob, "two")  # …then gathers events for a minute
+    await send(w1, alice, to_carol, "three")
+    await asyncio.sleep(0.5)
+    assert not await PushOutbox.filter(thread=to_carol).exists()  # only in memory
+    w1.kill9()
+    assert len(sink.received) == 1
+    await workers(url, "w2")
+    got = await sink.wait_for(3, timeout=20)
+    await asyncio.sleep(2)
+    assert len(sink.received) == 3, [g["payload"]["body"] for g in sink.received]
+    by_name = {}
+    for g in got:
+        by_name.setdefault(g["name"], []).append(g["payload"]["body"])
+    assert by_name["carol"] == ["three"]
+    assert by_name["bob"][0] == "one" and by_name["bob"][1].endswith("two")
+    assert sink.errors == []
+    assert not await PushOutbox.filter(pending=True).exists()

@@ -55,6 +55,16 @@ class Migration(migrations.Migration):
             options={'table': 'push_outbox', 'app': 'models', 'unique_together': (('subscription', 'thread'),), 'indexes': [Index(fields=['pending', 'due_at']), Index(fields=['user_id', 'thread'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
+        ops.CreateModel(
+            name='PushCheckpoint',
+            fields=[
+                ('id', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=16)),
+                ('message_id', fields.BigIntField(default=0)),
+                ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'push_checkpoint', 'app': 'models', 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
         ops.AddField(
             model_name='User',
             name='dnd_end',

@@ -59,3 +59,16 @@ class PushOutbox(Model):
         table = "push_outbox"
         unique_together = (("subscription", "thread"),)
         indexes = (("pending", "due_at"), ("user_id", "thread"))
+
+
+class PushCheckpoint(Model):
+    # How far the planner got: every message up to message_id (give or take
+    # the few handed over out of order) is in the outbox. Start-up re-plans
+    # what is above it, so pushes the planner held in memory survive a crash.
+
+    id = fields.CharField(max_length=16, primary_key=True)  # "planner"
+    message_id = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "push_checkpoint"

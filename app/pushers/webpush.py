@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
@@ -81,8 +80,8 @@ class WebPushProvider:
         return cls(key, settings.vapid_subject)
 
     def _vapid_headers(self, endpoint: str) -> dict:
-        parts = urlsplit(endpoint)
-        aud = f"{parts.scheme}://{parts.netloc}"
+        # scheme://host[:port]: endpoints were checked to be plain http(s) URLs.
+        aud = "/".join(endpoint.split("/", 3)[:3])
         now = time.time()
         hit = self._headers.get(aud)
         if hit is None or hit[0] < now:

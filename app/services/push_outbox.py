@@ -19,6 +19,12 @@
   before Retry-After), or dropped (refused, or older than PUSH_TTL_SECONDS).
   A process that dies mid-send leaves a lease that lapses: the rows are sent
   by whoever claims them next, so a restart loses nothing queued.
+- Events the planner still holds in memory when the process dies are not
+  lost either: after each batch it records the highest message id planned
+  (`push_checkpoint`), and at start-up it re-plans the messages above it (and
+  a margin below) that are younger than PUSH_TTL_SECONDS and not recalled.
+  Re-planning is idempotent: an outbox row ignores a message at or below the
+  one it already announced, so a message already pushed is not pushed again.
 
 Both tasks are supervised like the message writer: a task that dies is
 logged and replaced.
@@ -48,9 +54,16 @@ log = logging.getLogger("parley.push")
 CLAIM_BATCH = 500
 LEASE_SECONDS = 60
 SEND_CONCURRENCY = 16  # pushes in flight at once (and between yields to the sockets)
+# In a process that serves no sockets nothing waits behind the worker: keep
+# more requests in flight so the push service's round trips overlap.
+SEND_CONCURRENCY_ALONE = 64
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 1000
 PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
+# Start-up re-plans the messages above the checkpoint, and this many ids below
+# it: sends hand their events over in roughly, not strictly, id order.
+RECOVERY_LOOKBACK_IDS = 1000
+RECOVERY_PAGE = 500
 
 
 def now() -> datetime:
@@ -163,7 +176,8 @@ class Supervised:
 AUDIENCE = """
 SELECT s.id AS sid, s.user_id AS user_id, u.push_enabled AS push_enabled,
        u.push_preview AS push_preview, u.dnd_start AS dnd_start, u.dnd_end AS dnd_end,
-       u.timezone AS timezone, m.notifications_muted AS notifications_muted
+       u.timezone AS timezone, m.notifications_muted AS notifications_muted,
+       m.read_seq AS read_seq, m.visible_from_seq AS visible_from_seq
 FROM memberships m
 JOIN push_subscriptions s ON s.user_id = m.user_id
 JOIN users u ON u.id = m.user_id
@@ -200,6 +214,13 @@ ON CONFLICT (subscription_id, thread) DO UPDATE SET
 WHERE push_outbox.message_id < excluded.message_id
 """
 
+CHECKPOINT = """
+INSERT INTO push_checkpoint (id, message_id, updated_at) VALUES ('planner', $1, $2)
+ON CONFLICT (id) DO UPDATE SET
+    message_id = GREATEST(push_checkpoint.message_id, EXCLUDED.message_id),
+    updated_at = EXCLUDED.updated_at
+"""
+
 BADGE_UPSERT = """
 INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
     sent_message_id, count, rev, attempts, due_at, expires_at, created_at)
@@ -221,9 +242,11 @@ class Planner(Supervised):
         self.worker = worker
         self.queue: list[tuple[str, dict]] = []
         self.max_queue = 100_000
-        self.tick = PLANNER_TICK
+        self.tick = getattr(deps.settings, "push_planner_interval", PLANNER_TICK)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.recovered = False
+        self.recovered_messages = 0
 
     def submit(self, event: tuple[str, dict]) -> None:
         if len(self.queue) >= self.max_queue:
@@ -243,6 +266,16 @@ class Planner(Supervised):
             await self.idle.wait()
 
     async def _run(self) -> None:
+        while not self.recovered:
+            try:
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("push planner: start-up recovery failed; retrying", exc_info=True)
+                if self._closed:
+                    return
+                await asyncio.sleep(1.0)
         while True:
             while self.queue:
                 batch, self.queue = self.queue[:PLANNER_BATCH], self.queue[PLANNER_BATCH:]
@@ -290,12 +323,62 @@ class Planner(Supervised):
                 queued += await self._read(ev)
         for evs in chats.values():
             queued += await self._messages(evs)
+        top = max((ev["message_id"] for kind, ev in events if kind == "message"), default=0)
+        if top:
+            # After the outbox writes: a crash in between only means start-up
+            # re-plans these messages, which the outbox ignores as already known.
+            await self._checkpoint(top)
         if queued:
             metrics = self.deps.extras.get("metrics")
             if metrics is not None:
                 metrics.push_queued.inc(queued)
             if self.worker is not None:
                 self.worker.wake()
+
+    async def _checkpoint(self, message_id: int) -> None:
+        await run_sql(CHECKPOINT, [message_id, now()])
+
+    async def recover(self) -> int:
+        """Start-up: re-plan the messages the last process may have held in
+        memory when it stopped → how many were handed to plan()."""
+        state = await run_sql("SELECT message_id FROM push_checkpoint WHERE id = 'planner'", [])
+        if not state:
+            # A database that never planned (new, or upgraded): start from here.
+            top = await run_sql("SELECT MAX(id) AS top FROM messages", [])
+            await self._checkpoint(int(top[0]["top"] or 0) if top else 0)
+            self.recovered = True
+            return 0
+        mark = int(state[0]["message_id"])
+        oldest = now() - timedelta(seconds=self.deps.settings.push_ttl_seconds)
+        after, total = max(0, mark - RECOVERY_LOOKBACK_IDS), 0
+        while True:
+            rows = await run_sql(
+                "SELECT id, conversation_id, sender_id, type, text, data, seq, created_at "
+                "FROM messages WHERE id > $1 AND recalled_at IS NULL AND sender_id IS NOT NULL "
+                "AND type <> 'system' ORDER BY id LIMIT $2", [after, RECOVERY_PAGE])
+            if not rows:
+                break
+            after = int(rows[-1]["id"])
+            events = []
+            for r in rows:
+                if as_aware(r["created_at"]) < oldest:
+                    continue
+                data = r["data"]
+                data = json.loads(data) if isinstance(data, str) else (data or {})
+                # recipients None: the members who could see it and have not read it.
+                events.append(("message", {
+                    "message_id": int(r["id"]), "conversation_id": str(r["conversation_id"]),
+                    "sender_id": str(r["sender_id"]), "recipients": None,
+                    "type": r["type"], "text": r["text"] or "", "data": data,
+                    "seq": int(r["seq"])}))
+            if events:
+                await self.plan(events)
+                total += len(events)
+        self.recovered = True
+        self.recovered_messages = total
+        if total:
+            log.info("push planner: re-planned %d recent messages at start-up", total)
+        return total
 
     def _skipped(self, reason: str, n: int = 1) -> None:
         metrics = self.deps.extras.get("metrics")
@@ -305,6 +388,17 @@ class Planner(Supervised):
     async def _messages(self, evs: list[dict]) -> int:
         """New messages of one conversation → outbox rows of the devices to notify."""
         evs.sort(key=lambda e: e["message_id"])
+        cid = evs[0]["conversation_id"]
+        found = None
+        if any(ev["recipients"] is None for ev in evs):
+            # Re-planned at start-up: whoever could see the message and has not read it.
+            found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
+            for ev in evs:
+                if ev["recipients"] is None:
+                    ev["recipients"] = tuple({
+                        str(r["user_id"]) for r in found
+                        if int(r["visible_from_seq"] or 0) < ev["seq"]
+                        and int(r["read_seq"] or 0) < ev["seq"]})
         others: dict[str, None] = {}
         for ev in evs:
             ev["_to"] = set(ev["recipients"])
@@ -313,9 +407,9 @@ class Planner(Supervised):
                     others[u] = None
         if not others:
             return 0
-        cid = evs[0]["conversation_id"]
         # One statement: the conversation's members with a device, their settings.
-        found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
+        if found is None:
+            found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
         subs = [(r["sid"], str(r["user_id"])) for r in found if str(r["user_id"]) in others]
         if not subs:
             return 0
@@ -509,19 +603,29 @@ class Worker(Supervised):
             id__in=list({r["subscription_id"] for r in rows})).values(
             "id", "kind", "address", "p256dh", "auth", "environment", "badge")}
         badges = await self._badges({str(r["user_id"]) for r in rows})
-        outcomes = []
+        outcomes: list = []
         serving = self.deps.extras.get("sockets_connected") or (lambda: 0)
-        for start in range(0, len(rows), SEND_CONCURRENCY):
-            chunk = rows[start:start + SEND_CONCURRENCY]
-            began = time.perf_counter()
-            outcomes += await asyncio.gather(*(
-                self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
-                              badges) for r in chunk))
-            if serving():
-                # Encrypting and posting run on the loop that serves the sockets:
-                # give them as much time again as the pushes took, so a burst of
-                # pushes never holds their events back for long.
-                await asyncio.sleep(time.perf_counter() - began)
+        if not serving():
+            gate = asyncio.Semaphore(SEND_CONCURRENCY_ALONE)
+
+            async def gated(r):
+                async with gate:
+                    return await self._deliver(_with_badge(r, subs),
+                                               subs.get(str(r["subscription_id"])), badges)
+
+            outcomes = list(await asyncio.gather(*(gated(r) for r in rows)))
+        else:
+            for start in range(0, len(rows), SEND_CONCURRENCY):
+                chunk = rows[start:start + SEND_CONCURRENCY]
+                began = time.perf_counter()
+                outcomes += await asyncio.gather(*(
+                    self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
+                                  badges) for r in chunk))
+                if serving():
+                    # Encrypting and posting run on the loop that serves the sockets:
+                    # give them as much time again as the pushes took, so a burst of
+                    # pushes never holds their events back for long.
+                    await asyncio.sleep(time.perf_counter() - began)
         await self._record(outcomes)
         return len(rows)
 
