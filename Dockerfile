@@ -5,7 +5,7 @@
 # Configuration comes only from the environment (docs/configuration.md); no
 # secret is baked in. Without DATABASE_URL it keeps SQLite, media and a local
 # SECRET_KEY in the /data volume (one container); a cluster sets DATABASE_URL,
-# REDIS_URL, SECRET_KEY and MEDIA_STORAGE_URL (see docs/deployment.md).
+# REDIS_URL, SECRET_KEY, DATA_KEYS and MEDIA_STORAGE_URL (see docs/deployment.md).
 #
 # Build from another base (same Python, Debian-like, python3 + venv on PATH):
 #   docker build --build-arg BASE_IMAGE=parley-base:bookworm .

@@ -16,6 +16,7 @@ starts it).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -38,6 +39,7 @@ from tests.cluster_helpers import GENEROUS_LIMITS, create_database, drop_databas
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 SECRET = "docker-test-secret-" + "x" * 40
+DATA_KEYS = "dk1:" + base64.b64encode(bytes(range(32))).decode()
 CLIENT = ROOT / "tests" / "interop" / "deploy_chat.mjs"
 API = "/api/v1"
 
@@ -226,8 +228,9 @@ async def database():
 
 
 def container_env(database_url: str) -> dict:
+    # Containers share no var/: like SECRET_KEY, the data key ring is given to each.
     return {"DATABASE_URL": database_url, "REDIS_URL": TEST_REDIS_URL, "SECRET_KEY": SECRET,
-            "LOG_LEVEL": "WARNING", **GENEROUS_LIMITS}
+            "DATA_KEYS": DATA_KEYS, "LOG_LEVEL": "WARNING", **GENEROUS_LIMITS}
 
 
 async def register(c: Container, name: str) -> dict:
