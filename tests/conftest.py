@@ -90,9 +90,18 @@ async def _truncate_all() -> None:
     conn = Tortoise.get_connection("default")
     tables = [m._meta.db_table for app in Tortoise.apps.values() for m in app.values()]
     if conn.capabilities.dialect == "postgres":
-        await conn.execute_script(
-            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-        )
+        sql = "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        # The app's background workers (push outbox, erasure, exports) have just
+        # started and may hold a row lock the TRUNCATE waits for while they wait
+        # for a table it has locked: PostgreSQL aborts one side; try again.
+        for attempt in range(5):
+            try:
+                await conn.execute_script(sql)
+                return
+            except Exception as exc:
+                if "deadlock" not in str(exc).lower() or attempt == 4:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
 
 @pytest.fixture

@@ -41,6 +41,9 @@ async def test_settings_defaults_and_patch(client, deps):
         "allow_strangers": False, "send_read_receipts": True,
         "last_seen_visibility": "contacts",
         "discoverable_by_email": True, "discoverable_by_phone": True,
+        # push notifications (tests/test_push.py covers their rules)
+        "push_enabled": True, "push_preview": "full", "dnd_start": None, "dnd_end": None,
+        "timezone": "",
     }
     out = await patch_settings(client, alice, allow_strangers=True,
                                last_seen_visibility="nobody")

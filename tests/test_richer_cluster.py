@@ -13,7 +13,7 @@ import pytest
 from app.services import groups
 from tests.cluster_helpers import text
 from tests.factories import make_contacts, make_user
-from tests.test_cluster import cluster, db  # noqa: F401 (fixtures)
+from tests.test_cluster import cluster, db, queue  # noqa: F401 (fixtures)
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
