@@ -224,7 +224,8 @@ class Profile:
     subject: str
     display_name: str = ""
     picture: str = ""
-    email: str = ""  # informational only: never used to find an account
+    # Shown, never looked up: a provider may hand out addresses it did not verify.
+    email: str = ""
 
 
 def _unavailable(p: Provider, exc: Exception) -> OAuthFailed:
