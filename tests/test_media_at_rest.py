@@ -19,6 +19,7 @@ from app.storage.encrypted import (
     HEADER_SIZE,
     MAGIC,
     TAG,
+    READ_CHUNKS,
     CorruptObject,
     EncryptedLocalStorage,
 )
@@ -107,6 +108,41 @@ async def test_a_range_decrypts_only_its_chunks_and_tampering_is_caught(tmp_path
             await w.write(body)
         assert await st.read_bytes(f"aa/bb/{name}") == body
         assert await st.size(f"aa/bb/{name}") == len(body)
+
+
+async def test_ranges_over_several_read_batches_and_a_download_closed_midway(tmp_path):
+    st = EncryptedLocalStorage(tmp_path / "m", ring=crypto.parse_keys(KEY_A))
+    batch = READ_CHUNKS * CHUNK
+    data = os.urandom(2 * batch + 3 * CHUNK + 77)
+    async with st.open_writer("aa/bb/big") as w:
+        await w.write(data)
+    # Whole, and ranges starting mid-chunk that cross batch borders, end in the last
+    # (short) chunk or end exactly on a batch border.
+    for start, end in ((0, None), (CHUNK + 3, batch + 5), (batch - 1, 2 * batch),
+                       (5, batch - 1), (batch + 17, len(data) - 1), (len(data) - 80, None)):
+        stream = await st.open_range("aa/bb/big", start, end)
+        stop = len(data) if end is None else end + 1
+        assert await stream.read_all() == data[start:stop], (start, end)
+    # A reader that stops after the first piece (a client gone mid-download): the
+    # read-ahead already running finishes before the file is closed, and the stream
+    # gives nothing more.
+    stream = await st.open_range("aa/bb/big", 0, None)
+    first = await stream.__anext__()
+    assert bytes(first) == data[:len(first)] and len(first) == batch
+    await stream.aclose()
+    await stream.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    # Damage in a later batch is reported when that batch is reached, not before.
+    path = tmp_path / "m" / "aa" / "bb" / "big"
+    raw = bytearray(path.read_bytes())
+    raw[HEADER_SIZE + (READ_CHUNKS + 1) * (CHUNK + TAG) + 9] ^= 1
+    path.write_bytes(bytes(raw))
+    stream = await st.open_range("aa/bb/big", 0, None)
+    assert bytes(await stream.__anext__()) == data[:batch]
+    with pytest.raises(CorruptObject):
+        await stream.__anext__()
+    await stream.aclose()
 
 
 async def test_rotation_encrypts_old_plaintext_and_rekeys_files(tmp_path):

@@ -164,6 +164,7 @@ class _DecryptingRange(RangeStream):
         self._pos = start
         self._stop = stop
         self._last_index = max(0, -(-total // header.chunk) - 1)
+        self._ahead: tuple[int, asyncio.Future] | None = None
         self.start, self.end, self.total_size = start, stop - 1, total
 
     def __aiter__(self):
@@ -196,25 +197,56 @@ class _DecryptingRange(RangeStream):
                                 "encrypted with another key") from None
         return out[:pos]
 
+    def _batch(self, pos: int) -> tuple[int, int]:
+        """First and last chunk of the batch that starts at plaintext offset pos: up to
+        READ_CHUNKS chunks, never past the range."""
+        index = pos // self._h.chunk
+        return index, min(index + READ_CHUNKS - 1, (self._stop - 1) // self._h.chunk)
+
+    def _read_ahead(self, pos: int) -> None:
+        """Decrypt the batch at pos in a worker thread while the caller sends the one
+        it holds: the cipher and the socket write overlap instead of taking turns."""
+        self._ahead = None
+        if pos < self._stop and self._f is not None:
+            self._ahead = (pos, asyncio.ensure_future(
+                asyncio.to_thread(self._chunks, *self._batch(pos))))
+
     async def __anext__(self) -> bytes:
         if self._f is None or self._pos >= self._stop:
             await self.aclose()
             raise StopAsyncIteration
-        index, offset = divmod(self._pos, self._h.chunk)
-        # Up to READ_CHUNKS chunks per trip to the thread pool, never past the range.
-        last = min(index + READ_CHUNKS - 1, (self._stop - 1) // self._h.chunk)
-        plain = await asyncio.to_thread(self._chunks, index, last)
+        if self._ahead is None or self._ahead[0] != self._pos:
+            self._read_ahead(self._pos)
+        # Shielded: a cancelled download leaves the read to finish in its thread, and
+        # aclose closes the file only after it.
+        plain = await asyncio.shield(self._ahead[1])
+        offset = self._pos % self._h.chunk
         piece = plain[offset:offset + (self._stop - self._pos)]  # a view: no copy
         if not piece:
             await self.aclose()
             raise StopAsyncIteration
         self._pos += len(piece)
+        self._read_ahead(self._pos)
         return piece
 
     async def aclose(self) -> None:
         f, self._f = self._f, None
-        if f is not None:
-            f.close()
+        ahead, self._ahead = self._ahead, None
+        if f is None:
+            return
+        if ahead is not None and not ahead[1].done():
+            # The worker thread may be reading the file right now: close it when the
+            # read ends, never under it (a reused descriptor would be read instead).
+            def _close(task: asyncio.Future) -> None:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a read-ahead nobody wants is no error
+                f.close()
+
+            ahead[1].add_done_callback(_close)
+            return
+        if ahead is not None and not ahead[1].cancelled():
+            ahead[1].exception()
+        f.close()
 
 
 class EncryptedLocalStorage(LocalStorage):
