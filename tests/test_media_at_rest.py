@@ -18,8 +18,8 @@ from app.storage.encrypted import (
     CHUNK,
     HEADER_SIZE,
     MAGIC,
-    TAG,
     READ_CHUNKS,
+    TAG,
     CorruptObject,
     EncryptedLocalStorage,
 )
