@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -56,11 +57,19 @@ def parse_args(argv):
                    help="S6 conversations (2,000; quick 100)")
     p.add_argument("--search-member-of", type=int,
                    help="S6 conversations the searching user is in (200; quick 20)")
+    p.add_argument("--cpu-rate", type=float,
+                   help="offered msg/s of the cpu scenarios (200)")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy the Parley server in S1 near its limit (default: on, quick off)")
     p.add_argument("--delivered", action="store_true",
                    help="Parley clients ack what they receive with message:delivered "
                         "(batched per second, as the web client does)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every (target, scenario) N times, alternating the order "
+                        "(A B … B A …); values are medians, ratios also per round")
+    p.add_argument("--reference", default=None,
+                   help="git revision the *-ref targets run (default: main before the "
+                        "richer messages and encryption at rest, bench/parley.py REFERENCE)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
     p.add_argument("--server-cpu", type=int, default=0, help="core for the server (%(default)s)")
     p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")
@@ -85,7 +94,7 @@ def make_config(a) -> Config:
                       ("storm_clients", a.storm_clients), ("profile", a.profile),
                       ("search_messages", a.search_messages),
                       ("search_conversations", a.search_conversations),
-                      ("search_member_of", a.search_member_of)):
+                      ("search_member_of", a.search_member_of), ("cpu_rate", a.cpu_rate)):
         if val is not None:
             setattr(cfg, attr, val)
     cfg.p99_ms = a.p99_ms
@@ -175,41 +184,161 @@ async def run_all(a, cfg: Config, env: RunEnv) -> dict:
         else:
             runnable[key] = target
     await asyncio.gather(*(prepare(k, t) for k, t in runnable.items()))
-    for key, target in runnable.items():
+
+    async def run_one(key, target, sid) -> dict:
+        name, fn = SCENARIOS[sid]
+        log(f"== {key} {name}")
+        settled = await settle_disk()
+        t0 = time.monotonic()
+        target.scenario = sid  # a target may configure its server per scenario
+        try:
+            await target.start(env)
+            res = await fn(target, env, cfg, log)
+        except NotApplicable as exc:
+            res = {"skipped": str(exc)}
+            log(f"    skipped: {exc}")
+        except Exception as exc:
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"    ERROR: {exc}")
+            traceback.print_exc()
+        finally:
+            target.stop()
+        if isinstance(res, dict):
+            res["elapsed_s"] = round(time.monotonic() - t0, 1)
+            res["disk_settle_s"] = settled
+        return res
+
+    def wanted(key, target, sid) -> bool:
         tres = results[key]
+        if sid not in target.scenarios:
+            tres[sid] = {"skipped": f"{SCENARIOS[sid][0]} not defined for {key}"}
+            return False
+        qs = getattr(target, "quick_scenarios", None)
+        if a.quick and qs is not None and sid not in qs and not a.scenarios_given:
+            tres[sid] = {"skipped": f"not in --quick for {key} (run it with --scenarios)"}
+            return False
+        return True
+
+    for key in list(runnable):
         if ready[key] is not None:
             log(f"== {key}: prepare failed: {ready[key]}")
-            tres["error"] = f"prepare failed: {ready[key]}"
-            continue
-        for sid in a.scenarios:
-            name, fn = SCENARIOS[sid]
-            if sid not in target.scenarios:
-                tres[sid] = {"skipped": f"{name} not defined for {key}"}
-                continue
-            qs = getattr(target, "quick_scenarios", None)
-            if a.quick and qs is not None and sid not in qs and not a.scenarios_given:
-                tres[sid] = {"skipped": f"not in --quick for {key} (run it with --scenarios)"}
-                continue
-            log(f"== {key} {name}")
-            settled = await settle_disk()
-            t0 = time.monotonic()
-            target.scenario = sid  # a target may configure its server per scenario
-            try:
-                await target.start(env)
-                tres[sid] = await fn(target, env, cfg, log)
-            except NotApplicable as exc:
-                tres[sid] = {"skipped": str(exc)}
-                log(f"    skipped: {exc}")
-            except Exception as exc:
-                tres[sid] = {"error": f"{type(exc).__name__}: {exc}"}
-                log(f"    ERROR: {exc}")
-                traceback.print_exc()
-            finally:
-                target.stop()
-            if isinstance(tres.get(sid), dict):
-                tres[sid]["elapsed_s"] = round(time.monotonic() - t0, 1)
-                tres[sid]["disk_settle_s"] = settled
+            results[key]["error"] = f"prepare failed: {ready[key]}"
+            del runnable[key]
+    if a.repeat <= 1:
+        for key, target in runnable.items():
+            for sid in a.scenarios:
+                if wanted(key, target, sid):
+                    results[key][sid] = await run_one(key, target, sid)
+        return results
+    # --repeat N: scenario by scenario, the targets (and in each round the scenarios)
+    # alternate direction, so A and B run next to each other and in both orders.
+    pairs = [(sid, key) for sid in a.scenarios for key, t in runnable.items()
+             if wanted(key, t, sid)]
+    runs: dict = {}
+    for r in range(a.repeat):
+        order = pairs if r % 2 == 0 else pairs[::-1]
+        for sid, key in order:
+            log(f"-- round {r + 1}/{a.repeat}")
+            runs.setdefault((key, sid), []).append(await run_one(key, runnable[key], sid))
+    for (key, sid), rs in runs.items():
+        results[key][sid] = merge_runs(rs)
     return results
+
+
+def merge_runs(rs: list) -> dict:
+    """Repeated runs of one (target, scenario): the run with the median value stands for
+    them (its fields, e.g. the latency at the limit), every run stays under "runs" and
+    "values"."""
+    ok = [r for r in rs if isinstance(r, dict) and r.get("value") is not None]
+    if not ok:
+        return {**rs[-1], "runs": rs}
+    ok.sort(key=lambda r: r["value"])
+    mid = ok[(len(ok) - 1) // 2]
+    return {**mid, "value": statistics.median(r["value"] for r in ok),
+            "values": [r.get("value") if isinstance(r, dict) else None for r in rs],
+            "runs": rs}
+
+
+# Ratios worth reading, each measured in one invocation: (name, A, B, metric) where A and
+# B are (target suffix or "", scenario); "" means the same target.
+SAME_TARGET = (
+    ("delivered receipts: S1 with / without", "s1-delivered", "s1", "value"),
+    ("delivered receipts: CPU per message with / without", "cpu-delivered", "cpu", "value"),
+    ("encrypted media: upload MB/s enc / plain", "media", "media-plain", "upload_MBps"),
+    ("encrypted media: download MB/s enc / plain", "media", "media-plain", "download_MBps"),
+    ("encrypted media: upload CPU per MB enc / plain", "media", "media-plain",
+     "upload_cpu_ms_per_MB"),
+    ("encrypted media: download CPU per MB enc / plain", "media", "media-plain",
+     "download_cpu_ms_per_MB"),
+)
+AGAINST_REFERENCE = (
+    ("S1 this tree / reference", "s1", "value"),
+    ("S1 with receipts this tree / reference", "s1-delivered", "value"),
+    ("sign-ins/s this tree / reference", "login", "value"),
+    ("sign-in CPU this tree / reference", "login", "cpu_ms_per_login"),
+    ("CPU per message this tree / reference", "cpu", "value"),
+)
+
+
+def _metric(r, metric):
+    return r.get(metric) if isinstance(r, dict) else None
+
+
+def _median_metric(r, metric):
+    """The metric's median over the runs (--repeat), else its one value."""
+    vals = [_metric(x, metric) for x in (r or {}).get("runs") or [r]]
+    vals = [v for v in vals if v]
+    return statistics.median(vals) if vals else None
+
+
+def comparisons(results) -> list[dict]:
+    """Each comparison: the ratio of the medians and, with --repeat, the median of the
+    ratios of runs made next to each other (round by round), which cancels slow drifts
+    of the machine's load."""
+    out = []
+
+    def add(name, key_a, sid_a, key_b, sid_b, metric):
+        ra, rb = results.get(key_a, {}).get(sid_a), results.get(key_b, {}).get(sid_b)
+        va, vb = _median_metric(ra, metric), _median_metric(rb, metric)
+        if not va or not vb:
+            return
+        row = {"comparison": name, "a": f"{key_a} {sid_a}", "b": f"{key_b} {sid_b}",
+               "metric": metric, "a_value": va, "b_value": vb, "ratio": round(va / vb, 3)}
+        runs_a, runs_b = ra.get("runs"), rb.get("runs")
+        if runs_a and runs_b and len(runs_a) == len(runs_b):
+            per = [_metric(x, metric) / _metric(y, metric) for x, y in zip(runs_a, runs_b,
+                                                                           strict=True)
+                   if _metric(x, metric) and _metric(y, metric)]
+            if per:
+                row["ratio_per_round"] = [round(x, 3) for x in per]
+                row["median_ratio"] = round(statistics.median(per), 3)
+        out.append(row)
+
+    for key in results:
+        for name, sid_a, sid_b, metric in SAME_TARGET:
+            add(name, key, sid_a, key, sid_b, metric)
+        if key + "-ref" in results:
+            for name, sid, metric in AGAINST_REFERENCE:
+                add(name, key, sid, key + "-ref", sid, metric)
+    return out
+
+
+def print_comparisons(rows) -> None:
+    if not rows:
+        return
+    print("\nratios (same invocation):")
+    table = [("comparison", "A", "B", "A value", "B value", "ratio", "median ratio/round")]
+    def num(v):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+    table += [(r["comparison"], r["a"], r["b"], num(r["a_value"]), num(r["b_value"]),
+               f"{r['ratio']:.3f}",
+               str(r.get("median_ratio", "")) + (f" {r['ratio_per_round']}"
+                                                 if "ratio_per_round" in r else ""))
+              for r in rows]
+    widths = [max(len(str(t[i])) for t in table) for i in range(len(table[0]))]
+    for t in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(t, widths, strict=True)).rstrip())
 
 
 def total_lost(results) -> tuple[int, list[str]]:
@@ -218,15 +347,18 @@ def total_lost(results) -> tuple[int, list[str]]:
     for key, tres in results.items():
         if "error" in tres:
             problems.append(f"{key}: {tres['error']}")
-        for sid, r in tres.items():
-            if not isinstance(r, dict):
+        for sid, merged in tres.items():
+            if not isinstance(merged, dict):
                 continue
-            if "error" in r:
-                problems.append(f"{key} {sid}: {r['error']}")
-            for step in r.get("steps", []):
-                lost += step["lost"] + step["unacked"]
-            if "steps" not in r and "lost" in r:
-                lost += r["lost"]
+            for r in merged.get("runs") or [merged]:  # --repeat: every run counts
+                if not isinstance(r, dict):
+                    continue
+                if "error" in r:
+                    problems.append(f"{key} {sid}: {r['error']}")
+                for step in r.get("steps", []):
+                    lost += step["lost"] + step["unacked"]
+                if "steps" not in r and "lost" in r:
+                    lost += r["lost"]
     return lost, problems
 
 
@@ -255,7 +387,10 @@ def print_table(results, scenarios) -> None:
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
             unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn", "s4": "ms p99/page",
                     "s5": "s catch-up", "flood": "ms victim ack p99",
-                    "s6": "ms p99 worst class", "s1-noindex": "msg/s"}.get(sid, "")
+                    "s6": "ms p99 worst class", "s1-noindex": "msg/s",
+                    "s1-delivered": "msg/s", "cpu": "µs CPU/msg", "cpu-delivered": "µs CPU/msg",
+                    "login": "sign-ins/s", "media": "MB/s down", "media-plain": "MB/s down",
+                    }.get(sid, "")
             v = r["value"]
             other = at.get("other_cpu_pct", "")
             if v is None:
@@ -284,6 +419,10 @@ def main(argv=None) -> int:
         from .parley import ParleyClient
 
         ParleyClient.send_delivered = True
+    if a.reference:
+        from .parley import _Reference
+
+        _Reference.reference = a.reference
     pin = pin_and_raise_limits(a)
     env = RunEnv(server_cpu=pin.get("server_cpu"))
     # SIGTERM → normal unwinding so every `finally` (and atexit) stops the servers
@@ -304,14 +443,17 @@ def main(argv=None) -> int:
         restore_postgres()
         pin.update(pg_placement)
     lost, problems = total_lost(results)
+    ratios = comparisons(results)
     doc = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "quick": a.quick,
         "delivered_receipts": a.delivered,
+        "repeat": a.repeat,
         "config": cfg.__dict__,
         "machine": {**machine_info(), **pin},
         "results": results,
+        "comparisons": ratios,
         "total_lost": lost,
         "problems": problems,
         "ok": lost == 0 and not problems,
@@ -324,6 +466,7 @@ def main(argv=None) -> int:
             json.dump(doc, f, indent=1)
     print()
     print_table(results, a.scenarios)
+    print_comparisons(ratios)
     print(f"\nresults: {path}  total lost: {lost}  elapsed: {doc['elapsed_s']}s")
     for pr in problems:
         print(f"problem: {pr}")

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,13 @@ class Config:
     search_member_of: int = 200
     search_clients: int = 8
     search_s: float = 5.0  # closed loop per query class
+    # Sign-in (login): accounts, closed-loop clients, seconds
+    login_users: int = 20
+    login_concurrency: int = 4
+    login_s: float = 6.0
+    # Media (media, media-plain): object size in MiB, rounds (after one warm-up)
+    media_mb: int = 32
+    media_rounds: int = 9
 
     @classmethod
     def quick_config(cls) -> "Config":
@@ -90,7 +98,8 @@ class Config:
                    storm_clients=500, storm_feeders=10, storm_jitter_s=1.5, storm_limit_s=30.0,
                    profile=False, flood_pairs=10, flood_victim_rate=100.0, flood_s=3.0,
                    search_messages=20_000, search_conversations=100, search_member_of=20,
-                   search_clients=4, search_s=1.0)
+                   search_clients=4, search_s=1.0, login_users=8, login_s=3.0,
+                   media_mb=16, media_rounds=5)
 
 
 # -- one constant-rate step ------------------------------------------------------------------
@@ -1146,6 +1155,161 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
             "step": res}
 
 
+# -- delivered receipts on: S1 and the CPU per message with receipts ----------------------
+async def _with_delivered(fn, target, env, cfg, log) -> dict:
+    """Run ``fn`` with the receiving clients acking what they get with
+    ``message:delivered`` (batched per conversation, as the web client does)."""
+    client = getattr(getattr(target, "protocol", None), "client_class", None)
+    if client is None or not hasattr(client, "send_delivered"):
+        raise NotApplicable("delivered receipts are a Parley event")
+    before, client.send_delivered = client.send_delivered, True
+    try:
+        out = await fn(target, env, cfg, log)
+    finally:
+        client.send_delivered = before
+    out["delivered_receipts"] = True
+    return out
+
+
+async def s1_delivered(target, env, cfg: Config, log) -> dict:
+    """S1 with delivered receipts on (compare with S1 on the same target)."""
+    return await _with_delivered(s1_one_to_one, target, env, cfg, log)
+
+
+async def cpu_delivered(target, env, cfg: Config, log) -> dict:
+    """The "cpu" scenario with delivered receipts on."""
+    return await _with_delivered(cpu_per_message, target, env, cfg, log)
+
+
+# -- sign-in and media throughput over REST (Parley) ---------------------------------------
+BENCH_PASSWORD = "correct horse battery staple"
+
+
+async def _register(http, base: str, name: str) -> dict:
+    async with http.post(f"{base}/api/v1/auth/register", json={
+            "email": f"{name}@bench.example.org", "password": BENCH_PASSWORD,
+            "display_name": name}) as r:
+        body = await r.json()
+        if r.status != 201:
+            raise RuntimeError(f"register {name}: {r.status} {body}")
+        return body
+
+
+async def login(target, env, cfg: Config, log) -> dict:
+    """Sign-in by email and password (`POST /api/v1/auth/login`): ``cfg.login_users``
+    accounts registered over REST, then ``cfg.login_concurrency`` clients in a closed
+    loop for ``cfg.login_s`` seconds. Reports sign-ins/s and the server's CPU time
+    per sign-in (password hashing dominates both)."""
+    _needs_parley(target, "login")
+    import aiohttp
+
+    base = f"http://{env.host}:{target.port}"
+    tag = uuid.uuid4().hex[:6]
+    async with aiohttp.ClientSession() as http:
+        emails = []
+        for i in range(cfg.login_users):
+            await _register(http, base, f"login{i}-{tag}")
+            emails.append(f"login{i}-{tag}@bench.example.org")
+        failed = 0
+
+        async def one(email: str) -> None:
+            nonlocal failed
+            async with http.post(f"{base}/api/v1/auth/login", json={
+                    "login": email, "password": BENCH_PASSWORD}) as r:
+                await r.read()
+                failed += r.status != 200
+
+        for email in emails[: cfg.login_concurrency]:  # warm-up
+            await one(email)
+        await wait_quiet(cfg.quiet_wait_s)
+        done = 0
+        meter = CpuMeter(target.pids)
+        stop = time.monotonic() + cfg.login_s
+
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.monotonic() < stop:
+                await one(emails[i % len(emails)])
+                done += 1
+                i += cfg.login_concurrency
+
+        await asyncio.gather(*(worker(k) for k in range(cfg.login_concurrency)))
+        cpu = meter.read()
+    wall = time.monotonic() - meter.t0
+    rate = done / wall
+    srv_s = (cpu.get("server_cpu_pct") or 0) / 100 * wall
+    out = {"metric": "sign-ins/s (closed loop)", "value": round(rate, 2), "logins": done,
+           "lost": failed, "concurrency": cfg.login_concurrency,
+           "cpu_ms_per_login": round(1000 * srv_s / max(1, done), 2), **cpu}
+    log(f"    {rate:.1f} sign-ins/s, {out['cpu_ms_per_login']} ms server CPU each, "
+        f"failed={failed} other={cpu.get('other_cpu_pct')}%")
+    return out
+
+
+async def media(target, env, cfg: Config, log) -> dict:
+    """Media throughput: one account uploads an object of ``cfg.media_mb`` MiB
+    (multipart `POST /api/v1/media`) and downloads it whole (`GET …/content`),
+    ``cfg.media_rounds`` times. Reports MB/s (median over rounds) and the server's
+    CPU time per MB for each direction; ``media-plain`` is the same on a server with
+    MEDIA_ENCRYPTION=false."""
+    _needs_parley(target, "media")
+    import aiohttp
+
+    base = f"http://{env.host}:{target.port}"
+    size = cfg.media_mb << 20
+    blob = random.Random(7).randbytes(size)
+    mb = size / 1e6
+    up, down, up_cpu, down_cpu = [], [], [], []
+    bad = 0
+    async with aiohttp.ClientSession() as http:
+        user = await _register(http, base, f"media-{uuid.uuid4().hex[:6]}")
+        headers = {"Authorization": f"Bearer {user['access_token']}"}
+        await wait_quiet(cfg.quiet_wait_s)
+        for _ in range(cfg.media_rounds + 1):  # the first round warms up
+            form = aiohttp.FormData()
+            form.add_field("file", blob, filename="bench.bin",
+                           content_type="application/octet-stream")
+            c0, t0 = _cpu_sum(target.pids), time.perf_counter()
+            async with http.post(f"{base}/api/v1/media", data=form, headers=headers) as r:
+                body = await r.json()
+                if r.status != 201:
+                    raise RuntimeError(f"upload: {r.status} {body}")
+            t1, c1 = time.perf_counter(), _cpu_sum(target.pids)
+            got = 0
+            async with http.get(f"{base}/api/v1/media/{body['media']['id']}/content",
+                                headers=headers) as r:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    got += len(chunk)
+                bad += r.status != 200 or got != size
+            t2, c2 = time.perf_counter(), _cpu_sum(target.pids)
+            up.append(t1 - t0)
+            down.append(t2 - t1)
+            up_cpu.append(c1 - c0)
+            down_cpu.append(c2 - c1)
+    up, down, up_cpu, down_cpu = (x[1:] for x in (up, down, up_cpu, down_cpu))
+
+    def med(xs):
+        return sorted(xs)[len(xs) // 2]
+
+    out = {"metric": "MB/s download (median)", "value": round(mb / med(down), 1),
+           "download_MBps": round(mb / med(down), 1), "upload_MBps": round(mb / med(up), 1),
+           # summed over the rounds: /proc counts CPU time in 10 ms ticks
+           "download_cpu_ms_per_MB": round(1000 * sum(down_cpu) / (mb * len(down)), 3),
+           "upload_cpu_ms_per_MB": round(1000 * sum(up_cpu) / (mb * len(up)), 3),
+           "object_MiB": cfg.media_mb, "rounds": cfg.media_rounds, "lost": bad,
+           "encrypted": target.scenario != "media-plain",
+           "upload_s": [round(x, 4) for x in up], "download_s": [round(x, 4) for x in down]}
+    log(f"    {'encrypted' if out['encrypted'] else 'plain'}: upload {out['upload_MBps']} MB/s "
+        f"({out['upload_cpu_ms_per_MB']} ms CPU/MB), download {out['download_MBps']} MB/s "
+        f"({out['download_cpu_ms_per_MB']} ms CPU/MB), bad={bad}")
+    return out
+
+
+def _cpu_sum(pids) -> float:
+    return sum(_cpu_or_none(p) or 0.0 for p in pids)
+
+
 SCENARIOS = {
     "s1": ("S1 one-to-one", s1_one_to_one),
     "s2": ("S2 group fan-out", s2_group),
@@ -1160,4 +1324,9 @@ SCENARIOS = {
     "pushworker": ("Push worker to a local sink", push_worker),
     "s6": ("S6 search", s6_search),
     "s1-noindex": ("S1 one-to-one without the search index", s1_no_index),
+    "s1-delivered": ("S1 one-to-one with delivered receipts", s1_delivered),
+    "cpu-delivered": ("CPU per delivered message, with delivered receipts", cpu_delivered),
+    "login": ("Sign-in by email and password", login),
+    "media": ("Media upload and download", media),
+    "media-plain": ("Media upload and download, MEDIA_ENCRYPTION=false", media),
 }
