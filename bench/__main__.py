@@ -220,6 +220,7 @@ async def run_all(a, cfg: Config, env: RunEnv) -> dict:
         return True
 
     for key in list(runnable):
+        results[key]["title"] = runnable[key].title  # prepare may have named a revision
         if ready[key] is not None:
             log(f"== {key}: prepare failed: {ready[key]}")
             results[key]["error"] = f"prepare failed: {ready[key]}"

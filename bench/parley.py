@@ -694,13 +694,13 @@ class _Reference:
             archive = subprocess.run(["git", "archive", self.reference], cwd=ROOT, check=True,
                                      capture_output=True, timeout=120).stdout
             subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True, timeout=120)
+            commit = subprocess.run(["git", "rev-parse", "--short", self.reference], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip()
+            self.title = f"{self.title} at {commit}"
 
         await asyncio.to_thread(export)
         self.tree = tree
         await super().prepare(env)
-        self.reference_commit = subprocess.run(
-            ["git", "rev-parse", "--short", self.reference], cwd=ROOT, capture_output=True,
-            text=True, timeout=10).stdout.strip()
 
 
 class ParleyRefTarget(_Reference, ParleyTarget):
