@@ -69,7 +69,7 @@ def parse_args(argv):
                         "(A B … B A …); values are medians, ratios also per round")
     p.add_argument("--reference", default=None,
                    help="git revision the *-ref targets run (default: main before the "
-                        "richer messages and encryption at rest, bench/parley.py REFERENCE)")
+                        "richer messages and encryption at rest, bench/targets.py REFERENCE)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (%(default)s)")
     p.add_argument("--server-cpu", type=int, default=0, help="core for the server (%(default)s)")
     p.add_argument("--gen-cpu", type=int, default=1, help="core for the generator (%(default)s)")

@@ -4,7 +4,8 @@ Reports ratios measured in one invocation, never absolute targets:
 
 - sign-in by email (blind index + decrypting the profile) on this tree against
   a reference tree without encryption at rest (`--reference`, default: the
-  `main` branch exported with `git archive` into a temporary directory);
+  revision the `-ref` targets of scripts/bench run, exported with `git archive`
+  into a temporary directory);
   rounds alternate between the two servers so machine noise hits both;
 - media upload and download throughput (MB/s) on this tree with
   MEDIA_ENCRYPTION=true against MEDIA_ENCRYPTION=false.
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 import aiohttp
+
+from bench.targets import REFERENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -155,8 +158,9 @@ def export_reference(ref: str, into: Path) -> Path:
 async def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.dataprot")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reference", default="main",
-                    help="git ref of the tree without encryption at rest (default main)")
+    ap.add_argument("--reference", default=REFERENCE,
+                    help=f"git ref of the tree without encryption at rest (default {REFERENCE}: "
+                         "main before encryption at rest was merged)")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "dataprot.json"))
     args = ap.parse_args(argv)
     rounds, seconds, users = (3, 3.0, 20) if args.quick else (5, 6.0, 50)

@@ -28,7 +28,7 @@ import msgspec
 
 from .eio_client import PAD, SocketIOClient, SocketIOProtocol
 from .parley_seed import pair_key
-from .targets import ROOT, Target, _kill_tree, free_port
+from .targets import REFERENCE, ROOT, Target, _kill_tree, free_port
 from .ws import frame
 
 SECRET_KEY = "parley-bench-" + "k" * 48  # fixed: tokens are minted by the seeding step
@@ -670,11 +670,6 @@ class ParleyRabbit4Target(ParleyRabbit2Target):
     n_procs = 4
 
 
-# What the "-ref" targets run: main before encryption at rest and the richer messages
-# were merged (6a25f80, sign-in merged). The merge of the richer messages alone (c353fba)
-# does not start (an import cycle the next merge resolved), so the reference is the main
-# before both: `parley-pg` against `parley-pg-ref` is today's tree against that one.
-REFERENCE = "6a25f80"
 
 
 class _Reference:

@@ -35,6 +35,12 @@ from .eio_client import RawJsonProtocol, SocketIOProtocol
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = Path(__file__).resolve().parent / "peer"
 
+# What the "-ref" targets run: main before encryption at rest and the richer messages
+# were merged (6a25f80, sign-in merged). The merge of the richer messages alone (c353fba)
+# does not start (an import cycle the next merge resolved), so the reference is the main
+# before both: `parley-pg` against `parley-pg-ref` is today's tree against that one.
+REFERENCE = "6a25f80"
+
 _live: set[subprocess.Popen] = set()
 
 
