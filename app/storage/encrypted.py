@@ -102,20 +102,26 @@ class _Sealer:
         self.index = 0
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> bytes:
-        """Sealed chunks now complete; one chunk is always held back so the last is known."""
-        if self.buf:
-            data = bytes(self.buf) + data  # less than one chunk held: a small copy
-        view = memoryview(data)
-        out = []
-        pos = 0
-        while len(data) - pos > self.chunk:  # slices of a view: no copying of the rest
-            out.append(self.aead.encrypt(_nonce(self.index, False),
-                                         view[pos:pos + self.chunk], self.header))
-            pos += self.chunk
-            self.index += 1
-        self.buf = bytearray(view[pos:])
-        return b"".join(out)
+    def feed(self, *pieces) -> bytearray:
+        """The sealed chunks the pieces complete, in one buffer; one chunk is always
+        held back so the last is known. Each piece is copied once (into the held
+        plaintext) and each chunk sealed straight into the output (no joins)."""
+        buf = self.buf
+        for piece in pieces:
+            buf += piece
+        n = (len(buf) - 1) // self.chunk  # chunks surely not the last
+        if n <= 0:
+            return bytearray()
+        step = self.chunk + TAG
+        out = bytearray(n * step)
+        with memoryview(buf) as src, memoryview(out) as dst:
+            for i in range(n):
+                self.aead.encrypt_into(_nonce(self.index, False),
+                                       src[i * self.chunk:(i + 1) * self.chunk], self.header,
+                                       dst[i * step:(i + 1) * step])
+                self.index += 1
+        del buf[:n * self.chunk]  # bytearray drops a prefix without moving the rest
+        return out
 
     def finish(self) -> bytes:
         piece, self.buf = bytes(self.buf), bytearray()
@@ -140,8 +146,8 @@ class _EncryptedWriter(_LocalWriter):
             await asyncio.to_thread(self._seal_pending)
 
     def _seal_pending(self) -> None:
-        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
-        sealed = self._sealer.feed(data)
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        sealed = self._sealer.feed(*pending)
         if sealed:
             self._f.write(sealed)
 
