@@ -52,6 +52,14 @@ class Metrics:
         self.redis_resubscribes = Counter(
             "parley_redis_resubscribes", "Times the Redis listener came back after a gap.",
             registry=r)
+        self.replica_reads = Counter(
+            "parley_replica_reads", "History, sync and search reads by where they were "
+            "answered: replica, primary (no fit replica), stale (the replica was behind "
+            "the client: redone on the primary), failed (replica error: redone on the "
+            "primary).", ["outcome"], registry=r)
+        self.replica_lag = Gauge(
+            "parley_replica_lag_seconds", "Each read replica's lag at the last check "
+            "(-1: unreachable).", ["replica"], registry=r)
         self.ratelimit_fallbacks = Counter(
             "parley_ratelimit_fallbacks",
             "Rate-limit checks answered in memory because Redis was unreachable.", registry=r)

@@ -86,6 +86,25 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # cleanup may run in another one.
         await ctx.close_connections()
 
+    async def read_replicas(app: web.Application):
+        # After database: the checker compares each replica with the primary.
+        from app.replicas import ReplicaSet, parse_urls
+
+        urls = parse_urls(settings.database_replica_urls)
+        if not urls:
+            yield
+            return
+        replicas = ReplicaSet(urls, settings.replica_max_lag_seconds,
+                              settings.replica_check_interval, metrics=metrics)
+        # One round first (bounded by the connect timeout), so a healthy replica
+        # serves from the first read; a missing one is left to the checker.
+        await replicas.check()
+        replicas.start()
+        deps.extras["replicas"] = replicas
+        yield
+        deps.extras.pop("replicas", None)
+        await replicas.close()
+
     async def redis_client(app: web.Application):
         if not settings.redis_url:
             yield
@@ -166,6 +185,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         await chat.drain()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(read_replicas)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(push_notifications)

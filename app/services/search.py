@@ -25,6 +25,7 @@ from typing import Annotated
 import msgspec
 from tortoise import Tortoise
 
+from app import replicas
 from app.deps import Deps
 from app.errors import Invalid, NotFound, Unavailable
 from app.models.contacts import Contact
@@ -219,18 +220,35 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     named by `highlight_field` (see search_text)."""
     terms = parse_terms(data.q)
     uid = convs.parse_uuid(user_id, "user")
-    f = await _check_filters(uid, data)
-    await _hit_limit(deps, user_id)
-    if not deps.settings.search_index:
-        raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
+    limited = False
+
+    async def run() -> dict:
+        nonlocal limited
+        f = await _check_filters(uid, data)
+        if not limited:  # once, also when a replica's answer is redone on the primary
+            limited = True
+            await _hit_limit(deps, user_id)
+        if not deps.settings.search_index:
+            raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
+        if f.below_id is not None and replicas.on_replica():
+            # The client has seen the message at its cursor: a replica that
+            # has not replayed it yet would answer from before it.
+            replicas.stale(not await Message.filter(id__gte=f.below_id).exists())
+        return await _search_page(deps, user_id, uid, terms, f, data.limit)
+
+    return await replicas.read(deps, run)
+
+
+async def _search_page(deps: Deps, user_id: str, uid: uuid.UUID, terms, f: Filters,
+                       limit: int) -> dict:
     conn, pg = _db()
     prepared = await backend_for(pg).prepare(conn, terms)
     if pg:
-        rows = await _pg_page(conn, uid, terms, f, prepared, data.limit + 1)
+        rows = await _pg_page(conn, uid, terms, f, prepared, limit + 1)
     else:
-        rows = await _page(conn, pg, uid, terms, f, prepared, data.limit + 1)
-    more = len(rows) > data.limit
-    rows = rows[:data.limit]
+        rows = await _page(conn, pg, uid, terms, f, prepared, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
     results = [_result(r, terms, deps, user_id) for r in rows]
     return {"results": results,
             "next_cursor": _encode_cursor(rows[-1][0]) if more and rows else None}
@@ -349,12 +367,16 @@ async def search_all(deps: Deps, user_id: str, data: SearchAllIn) -> dict:
     terms = parse_terms(data.q)
     uid = convs.parse_uuid(user_id, "user")
     await _hit_limit(deps, user_id)
-    return {
-        "contacts": await _contacts(deps, uid, data.q, data.limit),
-        "groups": await _groups(deps, uid, data.q, data.limit),
-        "conversations_with_matches": await _conversations_with_matches(
-            deps, uid, terms, data.limit) if deps.settings.search_index else [],
-    }
+
+    async def run() -> dict:
+        return {
+            "contacts": await _contacts(deps, uid, data.q, data.limit),
+            "groups": await _groups(deps, uid, data.q, data.limit),
+            "conversations_with_matches": await _conversations_with_matches(
+                deps, uid, terms, data.limit) if deps.settings.search_index else [],
+        }
+
+    return await replicas.read(deps, run)
 
 
 # --- index maintenance -----------------------------------------------------------
