@@ -62,6 +62,13 @@ _DOWN_ERRORS = (
 )
 
 
+def replica_gone(exc: BaseException) -> bool:
+    """Whether this error says the replica itself is unreachable (not that
+    one statement was cancelled there)."""
+    return (isinstance(exc, _DOWN_ERRORS)
+            and not isinstance(exc, asyncpg.exceptions.QueryCanceledError))
+
+
 class Stale(Exception):
     """The replica is older than what the client already knows."""
 
@@ -182,13 +189,13 @@ class ReplicaSet:
             self._count("stale")
         except NotFound:
             self._count("stale")  # e.g. a conversation it has not replayed yet
-        except _DOWN_ERRORS as exc:
-            self._count("failed")
-            self.mark_down(i, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - the primary decides; a real bug fails there
             self._count("failed")
-            log.warning("read on replica %s failed (%s); reading from the primary",
-                        self.states[i].name, type(exc).__name__)
+            if replica_gone(exc):
+                self.mark_down(i, f"{type(exc).__name__}: {exc}")
+            else:  # e.g. a query cancelled by a conflict with the replay
+                log.warning("read on replica %s failed (%s); reading from the primary",
+                            self.states[i].name, type(exc).__name__)
         else:
             self._count("replica")
             return result
