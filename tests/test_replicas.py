@@ -24,10 +24,11 @@ import asyncpg
 import pytest
 
 from app.api.http import DEPS_KEY
+from app.models.messaging import Conversation
 from app.replicas import ReplicaState, choose, lag_behind
 from app.server import create_app
 from app.services import conversations as convs
-from app.services import groups, messaging, search
+from app.services import groups, message_changes, messaging, search
 from app.services import history as reading
 from tests.cluster_helpers import free_port
 from tests.conftest import make_settings
@@ -264,12 +265,17 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     a, b, cid = await chat(deps)
     await say(deps, a, cid, "old one")
     await say(deps, a, cid, "old two")
+    old_one = (await reading.history(deps, b.user_id, reading.HistoryIn(
+        conversation_id=str(cid))))["messages"][0]
     await caught_up(primary, replica)
     await _sql(replica.dsn(), "SELECT pg_wal_replay_pause()")
     await say(deps, a, cid, "fresh three")
     m4 = await say(deps, a, cid, "fresh four")
     grp = await groups.create_group(deps, a.user_id, groups.CreateIn(
         name="after the pause", member_ids=[b.user_id]))
+    await message_changes.react(deps, a.user_id, message_changes.ReactIn(
+        message_id=old_one["id"], emoji="👍", on=True))
+    change_seq = (await Conversation.get(id=cid)).change_seq
 
     # No anchor: the replica answers, from before the pause (the proof it served).
     before = served(rs, "replica")
@@ -280,6 +286,13 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     assert sync_texts(answer, cid) == []
     found = await search.search_messages(deps, b.user_id, search.SearchIn(q="fresh"))
     assert found["results"] == []
+    box = await search.search_all(deps, b.user_id, search.SearchAllIn(q="old"))
+    assert [c["conversation"]["id"] for c in box["conversations_with_matches"]] == [str(cid)]
+    assert box["contacts"] == [] and box["groups"] == []
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn())  # a new device
+    assert [c["id"] for c in answer["conversations"]] == [str(cid)]  # not the new group
+    assert sync_texts(answer, cid) == ["old one", "old two"]
+    assert served(rs, "replica") == before + 5
 
     # The client holds seq 3 (it got message:new): the primary answers.
     stale = served(rs, "stale")
@@ -291,6 +304,15 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     assert texts(page)[-1] == "fresh four"
     answer = await reading.sync(deps, b.user_id, reading.SyncIn(cursors={str(cid): 3}))
     assert sync_texts(answer, cid) == ["fresh four"]
+    # It saw the reaction (message:reactions carries the change number), not
+    # the messages: the replica has its seqs but not that change.
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn(
+        cursors={str(cid): 2}, changes={str(cid): change_seq}))
+    assert sync_texts(answer, cid) == ["fresh three", "fresh four"]
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn(
+        cursors={str(cid): 4}, changes={str(cid): change_seq - 1}))
+    [entry] = [c for c in answer["conversations"] if c["id"] == str(cid)]
+    assert [m["text"] for m in entry["changes"]] == ["old one"]
     # A search page after the newest message it was shown.
     found = await search.search_messages(deps, b.user_id, search.SearchIn(
         q="fresh", cursor=search.cursor_for(int(m4["id"]))))
@@ -299,7 +321,7 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     page = await reading.history(deps, b.user_id, reading.HistoryIn(
         conversation_id=grp["id"]))
     assert page["messages"]
-    assert served(rs, "stale") == stale + 5
+    assert served(rs, "stale") == stale + 7
 
     # Replay again: the replica catches up and answers with everything.
     await _sql(replica.dsn(), "SELECT pg_wal_replay_resume()")
