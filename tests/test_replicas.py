@@ -404,3 +404,36 @@ async def test_a_lost_replica_is_skipped_and_used_again_when_back(replicated, pg
     page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
     assert texts(page) == ["one", "two"]
     assert served(rs, "replica") == before + 1
+
+
+@NEEDS_PG
+async def test_a_replica_missing_from_the_start_leaves_reads_on_the_primary(
+        pg_pair, tmp_path, aiohttp_server):
+    primary, _replica = pg_pair
+    name = f"parley_rep_{uuid.uuid4().hex[:10]}"
+    await _sql(primary.dsn(), f'CREATE DATABASE "{name}"')
+    nobody = free_port()  # nothing listens there
+    settings = make_settings(primary.url(name), tmp_path, replica_check_interval=0.1,
+                             database_replica_urls=f"postgres://postgres@127.0.0.1:{nobody}/x")
+    app = create_app(settings, generate_schemas=True)
+    server = await aiohttp_server(app)
+    try:
+        deps = app[DEPS_KEY]
+        rs = deps.extras["replicas"]
+        assert rs.states[0].reachable is False
+        a, b, cid = await chat(deps)
+        await say(deps, a, cid, "hello")
+        before = served(rs, "primary")
+        page = await reading.history(deps, b.user_id, reading.HistoryIn(
+            conversation_id=str(cid)))
+        assert texts(page) == ["hello"]
+        assert served(rs, "primary") == before + 1
+        assert rs.metrics.replica_lag.labels("replica0")._value.get() == -1
+        # The checker is supervised: a task that dies is started again.
+        task = rs._task
+        task.cancel()
+        await until(lambda: rs.restarts == 1 and rs._task is not task and not rs._task.done(),
+                    "the checker restarted")
+    finally:
+        await server.close()
+        await _sql(primary.dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
