@@ -41,7 +41,7 @@ from typing import TypeVar
 import asyncpg
 from tortoise.exceptions import DBConnectionError
 
-from app.errors import NotFound
+from app.errors import DomainError, NotFound
 
 log = logging.getLogger("app.replicas")
 
@@ -189,6 +189,9 @@ class ReplicaSet:
             self._count("stale")
         except NotFound:
             self._count("stale")  # e.g. a conversation it has not replayed yet
+        except DomainError:
+            self._count("replica")
+            raise  # invalid input, a rate limit: the same answer on the primary
         except Exception as exc:  # noqa: BLE001 - the primary decides; a real bug fails there
             self._count("failed")
             if replica_gone(exc):

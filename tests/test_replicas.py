@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from app.api.http import DEPS_KEY
+from app.errors import Invalid, RateLimited
 from app.models.messaging import Conversation
 from app.replicas import ReplicaState, choose, lag_behind
 from app.server import create_app
@@ -330,6 +331,14 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
     assert texts(page) == ["old one", "old two", "fresh three", "fresh four"]
     assert served(rs, "replica") == before + 1
+
+    # Refused on the replica is refused: a rate limit is not retried on the primary.
+    deps.settings = deps.settings.with_(search_rate_limit="1/60")
+    await search.search_messages(deps, a.user_id, search.SearchIn(q="old"))
+    with pytest.raises(RateLimited):
+        await search.search_messages(deps, a.user_id, search.SearchIn(q="old"))
+    with pytest.raises(Invalid):
+        await search.search_messages(deps, a.user_id, search.SearchIn(q="old", type="nope"))
 
 
 @NEEDS_PG
