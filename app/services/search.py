@@ -182,14 +182,11 @@ def _reply_join(u_param: str) -> str:
             f'WHERE hr."user_id" = {u_param} AND hr."message_id" = r."id") ')
 
 
-async def _check_filters(uid: uuid.UUID, data: SearchIn) -> Filters:
+def _parse_filters(data: SearchIn) -> Filters:
     f = Filters(types=_types(data.type), after=_aware(data.after, "after"),
                 before=_aware(data.before, "before"))
     if data.conversation_id is not None:
-        cid = convs.parse_uuid(data.conversation_id)
-        if not await Membership.filter(conversation_id=cid, user_id=uid).exists():
-            raise NotFound(convs.NO_SUCH_CONVERSATION)
-        f.conversation_id = str(cid)
+        f.conversation_id = str(convs.parse_uuid(data.conversation_id))
     if data.sender_id is not None:
         f.sender_id = str(convs.parse_uuid(data.sender_id, "user"))
     if data.cursor is not None:
@@ -220,16 +217,15 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     named by `highlight_field` (see search_text)."""
     terms = parse_terms(data.q)
     uid = convs.parse_uuid(user_id, "user")
-    limited = False
+    f = _parse_filters(data)
+    await _hit_limit(deps, user_id)
+    if not deps.settings.search_index:
+        raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
 
     async def run() -> dict:
-        nonlocal limited
-        f = await _check_filters(uid, data)
-        if not limited:  # once, also when a replica's answer is redone on the primary
-            limited = True
-            await _hit_limit(deps, user_id)
-        if not deps.settings.search_index:
-            raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
+        if f.conversation_id is not None and not await Membership.filter(
+                conversation_id=f.conversation_id, user_id=uid).exists():
+            raise NotFound(convs.NO_SUCH_CONVERSATION)
         if f.below_id is not None and replicas.on_replica():
             # The client has seen the message at its cursor: a replica that
             # has not replayed it yet would answer from before it.
