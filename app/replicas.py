@@ -13,10 +13,10 @@ replica's lag is the age of the oldest primary position it has not replayed
 yet (0 when it has replayed everything the primary had this round).
 
 Read-your-writes: a client that already knows a newer seq than the replica
-holds (a sync cursor, a history anchor, a search cursor) must not be answered
-from the replica's past. The service notices it on the replica's own rows and
-calls `stale()`, which raises `Stale` on a replica only: the read is then run
-again on the primary. A read that fails on a replica because the replica is
+holds (a history anchor, a search cursor; for sync, anything the primary has
+of the user's conversations) must not be answered from the replica's past.
+The service notices it on the replica's own rows and calls `stale()`, which
+raises `Stale` on a replica only: the read is then run again on the primary. A read that fails on a replica because the replica is
 unreachable marks it down (until the checker finds it back) and is run again
 on the primary, as is a domain error (a conversation the replica does not
 know yet answers NotFound there).

@@ -268,6 +268,10 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     await say(deps, a, cid, "old two")
     old_one = (await reading.history(deps, b.user_id, reading.HistoryIn(
         conversation_id=str(cid))))["messages"][0]
+    c = await make_user(deps, "Cy")  # chats with Ann too, nothing new after the pause
+    await make_contacts(deps, a, c)
+    other, _ = await convs.get_or_create_direct(deps, a.user_id, c.user_id)
+    await say(deps, a, other.id, "to Cy")
     await caught_up(primary, replica)
     await _sql(replica.dsn(), "SELECT pg_wal_replay_pause()")
     await say(deps, a, cid, "fresh three")
@@ -283,17 +287,15 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
     assert texts(page) == ["old one", "old two"]
     assert served(rs, "replica") == before + 1
-    answer = await reading.sync(deps, b.user_id, reading.SyncIn(cursors={str(cid): 2}))
-    assert sync_texts(answer, cid) == []
     found = await search.search_messages(deps, b.user_id, search.SearchIn(q="fresh"))
     assert found["results"] == []
     box = await search.search_all(deps, b.user_id, search.SearchAllIn(q="old"))
     assert [c["conversation"]["id"] for c in box["conversations_with_matches"]] == [str(cid)]
     assert box["contacts"] == [] and box["groups"] == []
-    answer = await reading.sync(deps, b.user_id, reading.SyncIn())  # a new device
-    assert [c["id"] for c in answer["conversations"]] == [str(cid)]  # not the new group
-    assert sync_texts(answer, cid) == ["old one", "old two"]
-    assert served(rs, "replica") == before + 5
+    # Sync: the replica has everything of Cy's conversations as the primary has it.
+    answer = await reading.sync(deps, c.user_id, reading.SyncIn(cursors={str(other.id): 0}))
+    assert sync_texts(answer, other.id) == ["to Cy"]
+    assert served(rs, "replica") == before + 4
 
     # The client holds seq 3 (it got message:new): the primary answers.
     stale = served(rs, "stale")
@@ -305,11 +307,13 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     assert texts(page)[-1] == "fresh four"
     answer = await reading.sync(deps, b.user_id, reading.SyncIn(cursors={str(cid): 3}))
     assert sync_texts(answer, cid) == ["fresh four"]
-    # It saw the reaction (message:reactions carries the change number), not
-    # the messages: the replica has its seqs but not that change.
-    answer = await reading.sync(deps, b.user_id, reading.SyncIn(
-        cursors={str(cid): 2}, changes={str(cid): change_seq}))
+    # Sync also when the client knows nothing newer (its socket was down when
+    # message:new went out): the replica lacks what the primary has of Bo's
+    # conversations, so the primary answers and nothing is missed.
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn(cursors={str(cid): 2}))
     assert sync_texts(answer, cid) == ["fresh three", "fresh four"]
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn())  # a new device
+    assert {c["id"] for c in answer["conversations"]} == {str(cid), grp["id"]}
     answer = await reading.sync(deps, b.user_id, reading.SyncIn(
         cursors={str(cid): 4}, changes={str(cid): change_seq - 1}))
     [entry] = [c for c in answer["conversations"] if c["id"] == str(cid)]
@@ -322,7 +326,7 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     page = await reading.history(deps, b.user_id, reading.HistoryIn(
         conversation_id=grp["id"]))
     assert page["messages"]
-    assert served(rs, "stale") == stale + 7
+    assert served(rs, "stale") == stale + 8
 
     # Replay again: the replica catches up and answers with everything.
     await _sql(replica.dsn(), "SELECT pg_wal_replay_resume()")
@@ -330,7 +334,12 @@ async def test_reads_come_from_the_replica_unless_the_client_knows_newer(replica
     before = served(rs, "replica")
     page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
     assert texts(page) == ["old one", "old two", "fresh three", "fresh four"]
-    assert served(rs, "replica") == before + 1
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn())
+    assert {c["id"] for c in answer["conversations"]} == {str(cid), grp["id"]}
+    answer = await reading.sync(deps, b.user_id, reading.SyncIn(
+        cursors={str(cid): 4, grp["id"]: 1}, changes={str(cid): change_seq}))
+    assert answer["conversations"] == []
+    assert served(rs, "replica") == before + 3
 
     # Refused on the replica is refused, not asked again on the primary.
     failed = served(rs, "failed")

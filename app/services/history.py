@@ -468,34 +468,33 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     conversations the device did not know. A reconnecting client whose chats
     are all known: two statements.
 
-    Served by a read replica when one is fit and has replayed every seq and
-    change the cursors name (app/replicas.py).
+    With read replicas, the memberships come from the primary and the rest
+    from a fit replica that has replayed every one of them as the primary has
+    it (each conversation's last_seq and change_seq, the reader's marks and
+    window); else the primary answers (app/replicas.py). So a reconnecting
+    client never misses a message whose event it lost, however far behind a
+    replica is.
     """
     uid = convs.parse_uuid(user_id, "user")
     after = _decode_sync_cursor(data.cursor) if data.cursor else 0
-    return await replicas.read(deps, lambda: _sync(deps, user_id, uid, after, data))
-
-
-def _behind_client(memberships: list[Membership], data: SyncIn) -> bool:
-    """Whether these memberships (read on a replica) are older than what the
-    client holds: a conversation it has cursors for missing, or a seq or change
-    it already has not there yet."""
-    known = {str(m.conversation_id): m.conversation for m in memberships}
-    for cid, seq in data.cursors.items():
-        conv = known.get(cid)
-        if conv is None or conv.last_seq < seq:
-            return True
-    for cid, change in data.changes.items():
-        conv = known.get(cid)
-        if conv is None or conv.change_seq < change:
-            return True
-    return False
-
-
-async def _sync(deps: Deps, user_id: str, uid: uuid.UUID, after: int, data: SyncIn) -> dict:
     memberships = await memberships_of(uid)  # ordered by membership id
+    return await replicas.read(deps, lambda: _sync(deps, user_id, uid, after, data,
+                                                   memberships))
+
+
+def _sync_view(memberships: list[Membership]) -> dict:
+    """What a sync answer is built from, per membership: the replica must show
+    exactly this (the primary's) before it may answer."""
+    return {m.id: (m.conversation.last_seq, m.conversation.change_seq, m.read_seq,
+                   m.visible_from_seq, m.left_seq, m.left_at is None) for m in memberships}
+
+
+async def _sync(deps: Deps, user_id: str, uid: uuid.UUID, after: int, data: SyncIn,
+                memberships: list[Membership]) -> dict:
     if replicas.on_replica():
-        replicas.stale(_behind_client(memberships, data))
+        primary = memberships
+        memberships = await memberships_of(uid)
+        replicas.stale(_sync_view(memberships) != _sync_view(primary))
     # (m, page or None: only changes, is new to the device, change cursor)
     wanted: list[tuple[Membership, PageSpec | None, bool, int | None]] = []
     next_cursor = None
