@@ -47,8 +47,9 @@ log = logging.getLogger("app.replicas")
 
 T = TypeVar("T")
 
-# Seconds to wait for a replica's connection or the checker's query: a replica
-# that hangs must cost one read this long at most before it is marked down.
+# Seconds to wait for a new replica connection, and for the checker's query: a
+# replica that stops answering is skipped within one check interval plus this
+# (the checker then drops its pool, which ends the reads still waiting on it).
 CONNECT_TIMEOUT = 2.0
 
 # Errors that say the replica itself is gone (not that the read was wrong).
@@ -136,7 +137,7 @@ class ReplicaSet:
     states: list[ReplicaState] = field(default_factory=list)
     metrics: object | None = None
     _turn: int = 0
-    _samples: deque = field(default_factory=lambda: deque(maxlen=512))
+    _samples: deque = field(default_factory=deque)  # trimmed to the lag horizon
     _task: asyncio.Task | None = None
     _closed: bool = False
     restarts: int = 0
