@@ -409,16 +409,16 @@ _gc_frozen = False
 
 # Young-generation threshold (CPython's default is 700 allocations). A group
 # fan-out allocates a few objects per recipient that all die within the emit;
-# with 700, collections ran mid-fan-out and promoted them, and the promoted
-# garbage kept triggering full collections every few seconds.
+# at the default, collections run mid-fan-out and promote them, and the promoted
+# garbage keeps triggering full collections.
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
 async def _tune_gc(app) -> None:
     """Once per process, after start-up: start-up objects (modules, ORM metadata,
     templates) live for the whole process, so they are moved out of the
-    collector's reach (`gc.freeze`); full collections walked them every time
-    (90–230 ms pauses in S2 that held every delivery behind them)."""
+    collector's reach (`gc.freeze`); otherwise every full collection walks them,
+    a pause that holds every delivery behind it (docs/benchmarks.md)."""
     global _gc_frozen
     if not _gc_frozen:
         _gc_frozen = True

@@ -1,4 +1,4 @@
-"""Group chats (issue #5): WeChat-like groups with an owner, admins, an
+"""Group chats: WeChat-like groups with an owner, admins, an
 announcement, invite links, mentions and read lists.
 
 Rules that hold everywhere below:

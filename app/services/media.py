@@ -1,5 +1,5 @@
 """Uploaded media: upload rules, attaching to messages, who may download, signed
-links, the orphan sweep (issue #6).
+links, the orphan sweep.
 
 Rules decided here (documented in docs/api.md, "Media"):
 

@@ -174,11 +174,11 @@ def begin_and_lock_pg(conversation_ids) -> str:
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_custom_plan: the batch statements are prepared once per connection,
     # and PostgreSQL may switch a prepared statement to a cached generic plan
-    # after five runs. Made while `messages` was small, that plan scanned the
-    # whole table for every dedupe lookup and kept doing so as the table grew
-    # (until an ANALYZE happened to invalidate it): measured, batch latency grew
-    # step by step to 40 ms at 4,000 msg/s. A custom plan per batch costs ~0.5 ms
-    # of the database's CPU and always sees the tables' current size.
+    # after five runs. A generic plan made while `messages` is small scans the
+    # whole table for every dedupe lookup and keeps doing so as the table grows
+    # (until an ANALYZE happens to invalidate it). A custom plan per batch costs
+    # a little of the database's CPU and always sees the tables' current size
+    # (docs/benchmarks.md has the figures).
     return ('BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; '
             'SELECT 1 FROM "conversations" '
             f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE')
