@@ -58,8 +58,9 @@ class SocketIOFanout:
     ack for long: an emit that raises is logged, counted (parley_fanout_errors)
     and dropped; clients then catch up with `sync`. An event emit does not wait
     by construction (app/realtime/managers.py: local sockets are written to
-    synchronously, Redis publishes are queued), so it carries no timer: a timer
-    per message cost ~3.5 µs, 3 % of a send. A disconnect does wait for sockets
+    synchronously, Redis publishes are queued), so it carries no timer (a timer
+    per message is a measurable share of a send: docs/benchmarks.md). A
+    disconnect does wait for sockets
     to close and is bounded by `timeout`.
     """
 

@@ -1,4 +1,4 @@
-"""scripts/bench — benchmark runner (issue 9).
+"""scripts/bench — benchmark runner.
 
     python -m bench [--quick] [--targets l0,l1,p] [--scenarios s1,s2,s3] [...]
 

@@ -41,6 +41,12 @@ publisher broadcasts a resync record and a snapshot. The listener reconnects
 with a backoff capped at `max_backoff`; after it was away its own clients get
 `resync` and it asks every peer for a snapshot. Clients then fetch what they
 missed from the database with `sync`.
+
+Library internals (python-socketio, pinned in pyproject.toml, checked by
+tests/test_library_internals.py): `QueueManager` extends the manager's
+`basic_enter_room`, `basic_leave_room` and `enter_room` to announce users,
+replaces `emit` (through managers.DirectEmit) and reads the manager's `rooms`
+table; the room index of app/realtime/rooms.py applies as in LocalManager.
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from app import crypto, security
+from app.clock import now
 from app.deps import Deps
 from app.errors import (
     Conflict,
@@ -91,10 +92,6 @@ class Auth:
     @property
     def user_id(self) -> str:
         return str(self.user.id)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- serialisation (shared by REST and Socket.IO) ---------------------------

@@ -20,12 +20,13 @@ import asyncio
 import logging
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from app import security
+from app.clock import now
 from app.deps import Deps
 from app.errors import Invalid, InvalidCode
 from app.models.accounts import AuthSession, OAuthFlow, OAuthIdentity, User, VerificationCode
@@ -48,10 +49,6 @@ RECENT_SIGN_IN = timedelta(minutes=10)
 class DeleteAccountIn(Payload):
     password: str | None = None
     code: str | None = None  # a code requested with purpose "delete_account"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- deactivation ----------------------------------------------------------
