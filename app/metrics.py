@@ -10,15 +10,29 @@ from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 
 # Ack latency: loopback sends take a few ms, a loaded PostgreSQL tens of ms.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class _DatabaseStatements:
+    """Read from the driver hooks' counter when scraped (app/db.py): nothing to
+    update per statement here."""
+
+    def collect(self):
+        from app.db import statements_sent
+
+        yield CounterMetricFamily(
+            "parley_db_statements", "Statements this process sent to the database "
+            "(BEGIN/COMMIT included).", value=statements_sent())
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        r.register(_DatabaseStatements())
         self.connected_sockets = Gauge(
             "parley_connected_sockets", "Authenticated /chat sockets on this process.",
             registry=r)
