@@ -108,3 +108,16 @@ async def test_metrics_count_database_statements(client, deps):
     await Tortoise.get_connection("default").execute_query("SELECT 1")  # one more, raw
     body = await (await client.get("/metrics")).text()
     assert metric(body, "parley_db_statements_total") == before + 2
+
+
+async def test_metrics_show_the_read_cache(client, deps):
+    from tests.factories import make_user
+
+    alice = await make_user(deps, "alice")
+    for _ in range(2):
+        r = await client.get("/api/v1/me", headers=alice.headers)
+        assert r.status == 200
+    body = await (await client.get("/metrics")).text()
+    assert metric(body, 'parley_cache_hits_total{cache="session"}') >= 1
+    assert metric(body, 'parley_cache_misses_total{cache="session"}') >= 1
+    assert metric(body, 'parley_cache_entries{cache="user"}') >= 1
