@@ -157,3 +157,13 @@ async def test_cache_false_reads_the_database_every_time(deps):
         assert len(read_cache.SESSIONS) == 0
     finally:
         read_cache.configure(True)
+
+
+async def test_a_socket_reconnecting_after_going_offline_needs_no_statement(deps):
+    alice = await make_user(deps, "alice")
+    await accounts.authenticate_session(deps, alice.access_token)
+    # Going offline writes last_seen_at: the user's row is dropped, the session's is not.
+    await presence._WentOffline(deps)([alice.user_id])
+    assert read_cache.USERS.get(alice.user_id) is None
+    n, session = await statements_for(accounts.authenticate_session(deps, alice.access_token))
+    assert n == 0 and str(session.user_id) == alice.user_id

@@ -351,6 +351,15 @@ async def refresh(deps: Deps, data: RefreshIn) -> dict:
 
 async def authenticate(deps: Deps, token: str | None) -> Auth:
     """Access token → Auth, checking the session still stands (revocation is immediate)."""
+    session = await authenticate_session(deps, token)
+    user = getattr(session, "_user_loaded", None) or await user_by_id(session.user_id)
+    session.user = user
+    return Auth(user=user, session=session)
+
+
+async def authenticate_session(deps: Deps, token: str | None) -> AuthSession:
+    """Access token → its standing session, without the user's row (a socket
+    connect needs only the ids). From the read cache when there."""
     if not token:
         raise Unauthorized()
     claims = security.decode_access_token(deps.settings.secret_key, token)
@@ -360,7 +369,7 @@ async def authenticate(deps: Deps, token: str | None) -> Auth:
         session_id = uuid.UUID(claims["sid"])
     except ValueError:
         raise Unauthorized("Invalid access token.") from None
-    session = await _session_with_user(session_id)
+    session = await _session_of(session_id)
     if session is None or session.revoked_at is not None or str(session.user_id) != claims["sub"]:
         raise Unauthorized("This session has ended; sign in again.")
     # Keep "last used" roughly right without a write on every request.
@@ -370,28 +379,27 @@ async def authenticate(deps: Deps, token: str | None) -> Auth:
         await session.save(update_fields=["last_used_at"])
         # Only this process's copy: "last used" a minute off elsewhere is harmless.
         read_cache.SESSIONS.put(str(session.id), read_cache.row_of(session), token)
-    return Auth(user=session.user, session=session)
+    return session
 
 
-async def _session_with_user(session_id: uuid.UUID) -> AuthSession | None:
+async def _session_of(session_id: uuid.UUID) -> AuthSession | None:
     """Every socket connect and REST call comes here: from the read cache, else
-    one statement (which fills it). A revoked session is never cached."""
+    one statement that also brings the user's row (both cached then; the user's
+    handed on as `_user_loaded`). A revoked session is never cached."""
     key = str(session_id)
     cached = read_cache.SESSIONS.get(key)
     if cached is not None:
-        user_row = read_cache.USERS.get(str(cached["user_id"]))
-        if user_row is not None:
-            session = read_cache.from_row(AuthSession, cached)
-            session.user = read_cache.from_row(User, user_row)
-            return session
+        return read_cache.from_row(AuthSession, cached)
     tokens = read_cache.SESSIONS.token(), read_cache.USERS.token()
     found = await select_joined(AuthSession, "user", "id", session_id)
     if not found:
         return None
     session = found[0]
+    user = session.user
     if session.revoked_at is None:
         read_cache.SESSIONS.put(key, read_cache.row_of(session), tokens[0])
-        read_cache.USERS.put(str(session.user_id), read_cache.row_of(session.user), tokens[1])
+        read_cache.USERS.put(str(session.user_id), read_cache.row_of(user), tokens[1])
+    session._user_loaded = user
     return session
 
 
