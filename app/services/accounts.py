@@ -374,11 +374,11 @@ async def authenticate_session(deps: Deps, token: str | None) -> AuthSession:
         raise Unauthorized("This session has ended; sign in again.")
     # Keep "last used" roughly right without a write on every request.
     if (now() - session.last_used_at).total_seconds() > 60:
-        token = read_cache.SESSIONS.token()
+        epoch = read_cache.SESSIONS.token()
         session.last_used_at = now()
         await session.save(update_fields=["last_used_at"])
         # Only this process's copy: "last used" a minute off elsewhere is harmless.
-        read_cache.SESSIONS.put(str(session.id), read_cache.row_of(session), token)
+        read_cache.SESSIONS.put(str(session.id), read_cache.row_of(session), epoch)
     return session
 
 
