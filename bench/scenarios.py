@@ -864,6 +864,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
         per_send = (st_storm0 - st_away0) / (n * cfg.storm_away)
         storm_stmts = st_storm1 - st_storm0
         stmts = {"storm_total": storm_stmts, "per_client_raw": round(storm_stmts / n, 2),
+                 "sends_during": n * cfg.storm_during,
                  "per_send_away": round(per_send, 2),
                  "per_reconnect": round((storm_stmts - per_send * n * cfg.storm_during) / n,
                                         2)}

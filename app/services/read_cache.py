@@ -15,7 +15,8 @@ and stores nothing if the cache was dropped from since. A process that may have
 missed records (a gap in the queue's frames, its listener re-subscribed, the
 sender's broker outage ending) clears everything (`clear_all`, from the queue
 manager's resync). Entries also expire after `ttl` seconds: the bound for a
-change made where no queue reaches (the `erase-due` and `rotate-keys` commands).
+change made where no queue reaches (the `erase-due` and `rotate-keys` commands,
+SQL typed into the database).
 
 Membership lists have their own version-checked cache (member_cache.py).
 Conversation summaries are not cached: they carry the last message and unread
@@ -81,8 +82,9 @@ class ReadCache:
         return len(self._data)
 
 
-# session id → the auth_sessions row; user id → the users row.
-SESSIONS = ReadCache("session", 100_000, ttl=30.0)
+# session id → the auth_sessions row; user id → the users row. Sessions change
+# only through the services (sign-in, revoke), so theirs may live longer.
+SESSIONS = ReadCache("session", 100_000, ttl=600.0)
 USERS = ReadCache("user", 100_000, ttl=30.0)
 CACHES = {c.name: c for c in (SESSIONS, USERS)}
 
