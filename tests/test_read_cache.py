@@ -167,3 +167,18 @@ async def test_a_socket_reconnecting_after_going_offline_needs_no_statement(deps
     assert read_cache.USERS.get(alice.user_id) is None
     n, session = await statements_for(accounts.authenticate_session(deps, alice.access_token))
     assert n == 0 and str(session.user_id) == alice.user_id
+
+
+async def test_erasure_and_a_cancelled_deletion_drop_the_user(deps):
+    alice, bob = await make_user(deps, "alice"), await make_user(deps, "bob")
+    a = await auth_of(deps, alice)
+    await erasure.request_deletion(deps, a, erasure.DeleteAccountIn(password=alice.password))
+    assert (await accounts.user_by_id(alice.user_id)).deactivated_at is not None  # cached
+    # Signing in again cancels the deletion.
+    await accounts.login(deps, accounts.LoginIn(login=alice.email, password=alice.password),
+                         accounts.Client(ip="127.0.0.1", device="test"))
+    assert (await accounts.user_by_id(alice.user_id)).deactivated_at is None
+    assert (await accounts.user_by_id(bob.user_id)).display_name == "bob"  # cached
+    await erasure.erase_account(deps, bob.user_id)
+    gone = await accounts.user_by_id(bob.user_id)
+    assert gone.erased_at is not None and gone.display_name != "bob"
