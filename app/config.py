@@ -58,6 +58,12 @@ class Settings:
     # Origin (and optional path) the web client's built assets are served from, e.g. a CDN.
     asset_url: str = ""
     log_level: str = "INFO"
+    # Event loop of `serve`: uvloop where it is installed, else asyncio's own.
+    event_loop: str = "uvloop"
+    # Hot reads (sessions at connect, profiles, privacy settings) served from memory,
+    # invalidated across processes (app/services/read_cache.py); false: every read
+    # goes to the database.
+    cache: bool = True
     # Network: proxies whose X-Forwarded-For / Forwarded are believed (app/netaddr.py),
     # and a certificate to serve HTTPS/WSS directly.
     trusted_proxies: str = ""
@@ -212,6 +218,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
     if values.get("s3_sse", "") not in ("", "AES256", "aws:kms"):
         raise ValueError("S3_SSE is AES256 or aws:kms (or empty)")
+    if values.get("event_loop", "uvloop") not in ("uvloop", "asyncio"):
+        raise ValueError("EVENT_LOOP is uvloop or asyncio")
     mq = values.get("message_queue_url", "")
     if mq and not mq.startswith(("redis://", "rediss://", "unix://", "valkey://", "amqp://",
                                  "amqps://")):

@@ -52,6 +52,9 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app = web.Application(middlewares=[web_headers_middleware, error_and_log_middleware],
                           client_max_size=1024**2)
     metrics = app[METRICS_KEY] = Metrics()  # per app: tests build many
+    from app.services import read_cache
+
+    read_cache.configure(settings.cache)
     sio = realtime.build_sio(settings, metrics)
     deps = Deps(settings=settings, fanout=SocketIOFanout(sio, metrics),
                 limiter=MemoryRateLimiter())

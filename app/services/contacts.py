@@ -455,4 +455,7 @@ async def update_settings(deps: Deps, user: User, data: SettingsPatch) -> dict:
             changed.append(name)
     if changed:
         await user.save(update_fields=changed)
+        from app.services import read_cache
+
+        await read_cache.changed(deps, "user", [user.id])
     return settings_out(user)
