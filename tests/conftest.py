@@ -19,6 +19,18 @@ from app.api.http import DEPS_KEY
 from app.config import load_settings
 from app.server import create_app
 
+# Under `pytest -n N` (pytest-xdist) every worker gets its own Redis database and
+# its own queue channel, so presence keys, registries and broadcasts of tests that
+# run at the same time never meet. PostgreSQL databases and SQLite files are
+# already per run and per test.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER:
+    os.environ.setdefault("MESSAGE_QUEUE_CHANNEL", f"parley-{XDIST_WORKER}")
+    if os.environ.get("TEST_REDIS_URL"):
+        _base, _, _db = os.environ["TEST_REDIS_URL"].rpartition("/")
+        if _db.isdigit() and _base.count("/") >= 2:
+            os.environ["TEST_REDIS_URL"] = f"{_base}/{1 + int(XDIST_WORKER.removeprefix('gw'))}"
+
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 
@@ -70,6 +82,7 @@ def make_settings(database_url: str, tmp_path, **overrides):
         group_create_rate_limit="100000/60",
         upload_rate_limit="100000/60",
         presence_grace_seconds=0.3,
+        message_queue_channel=os.environ.get("MESSAGE_QUEUE_CHANNEL", "parley"),
     )
     base.update(overrides)
     return load_settings(environ={}, **base)
