@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import socketio
@@ -100,3 +101,15 @@ async def make_contacts(deps, a: Person, b: Person) -> None:
     out = await contacts.send_request(deps, a.user_id, contacts.RequestIn(user_id=b.user_id))
     if out["request"]["status"] == "pending":
         await contacts.accept(deps, b.user_id, out["request"]["id"])
+
+
+async def until(predicate, what: str, timeout: float = 20.0, step=None) -> None:
+    """Wait for `predicate()` to hold (calling `step()` between looks, if given):
+    background work (a supervisor's restart, a grace timer) runs when the loop gets
+    to it, later on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        if step is not None:
+            await step()
+        await asyncio.sleep(0.01)

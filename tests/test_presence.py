@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from app.presence import MemoryPresence, PresenceTracker, RedisPresence
-from tests.factories import connect, make_contacts, make_user
+from tests.factories import connect, make_contacts, make_user, until
 
 API = "/api/v1"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -230,14 +230,6 @@ async def test_trackers_on_two_processes(redis_client, prefix):
 
 
 # --- end to end: real server, real clients ------------------------------------------
-
-
-async def until(predicate, what: str):
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def contact_presence(client, viewer, subject):

@@ -155,6 +155,9 @@ def settings_overrides(request):
 
 # Dropped: after 20 refusals (the shipped 100 take ~5 s of flooding: longer than the
 # test), held unread for FLOOD_HOLD, then disconnected.
+# Alone on the machine (`serial`): its bound is the victims' latency, which other
+# tests running at the same time would add to.
+@pytest.mark.serial
 @pytest.mark.parametrize("settings_overrides", [20, 0],
                          ids=["flooder-dropped", "flooder-kept"], indirect=True)
 async def test_a_flooding_socket_does_not_delay_other_users(deps, base_url, settings,

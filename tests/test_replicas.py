@@ -33,7 +33,7 @@ from app.services import groups, message_changes, messaging, search
 from app.services import history as reading
 from tests.cluster_helpers import free_port
 from tests.conftest import make_settings
-from tests.factories import make_contacts, make_user
+from tests.factories import make_contacts, make_user, until
 
 NEEDS_PG = pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"),
                               reason="needs TEST_DATABASE_URL (PostgreSQL installed)")
@@ -190,15 +190,6 @@ async def caught_up(primary: PgNode, replica: PgNode) -> None:
     deadline = time.monotonic() + 30
     while await _sql(replica.dsn(), "SELECT pg_last_wal_replay_lsn()") < target:
         assert time.monotonic() < deadline, "the replica did not catch up"
-        await asyncio.sleep(0.05)
-
-
-async def until(predicate, what: str, timeout: float = 20.0, step=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        if step is not None:
-            await step()
         await asyncio.sleep(0.05)
 
 

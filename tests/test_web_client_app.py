@@ -26,9 +26,14 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
 
 
 async def centre(locator):
-    await locator.wait_for()
-    box = await locator.bounding_box()
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    # The view may re-render the element between the wait and the measure; the
+    # box of a detached element is None, so look again at the new one.
+    for _ in range(50):
+        await locator.wait_for()
+        if (box := await locator.bounding_box()) is not None:
+            return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{locator} never had a box")
 
 
 async def aligned(a, b, axis: int, within: float = 2, seconds: float = 5):
