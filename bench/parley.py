@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import msgspec
 
@@ -361,6 +362,7 @@ class ParleyTarget(Target):
     # --quick (CI) must lose nothing: search from well below the limit (2 steps)
     quick_start_rates = {"s1": 150.0, "s2": 20.0}
     quick_scenarios: tuple[str, ...] | None = None  # None: all of `scenarios`
+    root: Path = ROOT  # the tree whose app is served and seeded
 
     def __init__(self) -> None:
         super().__init__()
@@ -393,7 +395,7 @@ class ParleyTarget(Target):
 
     async def _run(self, argv, env, timeout=300.0, stdin: bytes | None = None) -> bytes:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            *argv, cwd=self.root, env={**os.environ, "PYTHONPATH": str(self.root), **env},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             async with asyncio.timeout(timeout):
@@ -461,7 +463,8 @@ class ParleyTarget(Target):
             argv = [sys.executable, "-m", "app", "serve", "--host", env.host, "--port", str(port)]
             if env.server_cpu is not None and shutil.which("taskset"):
                 argv = ["taskset", "-c", str(env.server_cpu), *argv]
-            self.procs.append(self._spawn(argv, env.log_dir / f"{self.key}-{i}.log", extra))
+            self.procs.append(self._spawn(argv, env.log_dir / f"{self.key}-{i}.log", extra,
+                                          self.root))
         deadline = time.monotonic() + env.start_timeout
         for i, port in enumerate(self.ports):
             await self._wait_port(env, self.procs[i], port, deadline)
@@ -660,5 +663,24 @@ class ParleyRabbit4Target(ParleyRabbit2Target):
     n_procs = 4
 
 
-PARLEY_TARGETS = (ParleyTarget, ParleyPgTarget, ParleyRedis2Target, ParleyRabbit2Target,
+class ParleyBaseTarget(ParleyTarget):
+    """ParleyTarget served from another tree (BENCH_BASE_TREE, e.g. `git archive main`
+    unpacked): before/after ratios of one change from the same invocation."""
+
+    key = "parley-base"
+    title = "Parley (python -m app serve), SQLite, BENCH_BASE_TREE"
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = os.environ.get("BENCH_BASE_TREE", "")
+        self.root = Path(base).resolve() if base else ROOT
+
+    def available(self) -> str | None:
+        base = os.environ.get("BENCH_BASE_TREE", "")
+        if not base or not (Path(base) / "app" / "__main__.py").is_file():
+            return "set BENCH_BASE_TREE to a Parley tree (with app/ and bench/)"
+        return super().available()
+
+
+PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target, ParleyRabbit2Target,
                   ParleyRedis1Target, ParleyRedis4Target, ParleyRabbit4Target)

@@ -137,13 +137,13 @@ class Target:
         raise RuntimeError(f"{self.key} did not listen within {env.start_timeout:.0f}s")
 
     @staticmethod
-    def _spawn(argv: list[str], log_path: Path, extra_env: dict | None = None
-               ) -> subprocess.Popen:
+    def _spawn(argv: list[str], log_path: Path, extra_env: dict | None = None,
+               root: Path = ROOT) -> subprocess.Popen:
         # Popen only forks/execs (fast); own session so the whole tree can be killed
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        penv = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(extra_env or {}))
+        penv = dict(os.environ, PYTHONPATH=str(root), PYTHONUNBUFFERED="1", **(extra_env or {}))
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=penv, start_new_session=True)
         _live.add(proc)
         return proc
