@@ -16,22 +16,25 @@ import asyncio
 import re
 import ssl
 from collections import deque
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
 MAX_BODY = 4096  # bytes of an answer kept (error details); the rest is read and dropped
 IDLE_SECONDS = 30.0  # an idle connection is not reused after this (servers close them)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")  # control characters: never in a request head
+_TARGET_SAFE = "/?#[]@!$&'()*+,;=:%-._~"  # what a request target keeps as it is
 
 
 class HttpError(Exception):
-    """No answer: the connection failed, broke or timed out (`timeout`)."""
+    """No answer: the connection failed, broke or timed out (`timeout`), or the
+    request cannot be made at all (`permanent`: trying again cannot help)."""
 
-    def __init__(self, detail: str, *, timeout: bool = False) -> None:
+    def __init__(self, detail: str, *, timeout: bool = False, permanent: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.timeout = timeout
+        self.permanent = permanent
 
 
 class Response:
@@ -138,7 +141,8 @@ class Origin:
         self.scheme, self.host, self.port = scheme, host, port
         self.idle: deque[_Connection] = deque()
         self.slots = asyncio.Semaphore(limit)
-        self.host_header = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        self.host_header = name if port == (443 if scheme == "https" else 80) else f"{name}:{port}"
 
 
 class Pool:
@@ -163,14 +167,20 @@ class Pool:
         base, sep, rest = url.partition("://")
         host_part, slash, path = rest.partition("/")
         key = f"{base}://{host_part}"
-        target = "/" + path if slash else "/"
+        target = ("/" + path if slash else "/").partition("#")[0]
+        if not target.isascii():
+            target = quote(target, safe=_TARGET_SAFE)  # UTF-8, percent-encoded
         origin = self._origins.get(key)
         if origin is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise HttpError(f"not an http(s) URL: {url[:80]}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            origin = self._origins[key] = Origin(parts.scheme, parts.hostname, port, self.limit)
+            try:
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                host = (parts.hostname or "").encode("idna").decode("ascii")
+            except (ValueError, UnicodeError):
+                raise HttpError(f"not an http(s) URL: {url[:80]}", permanent=True) from None
+            if parts.scheme not in ("http", "https") or not host:
+                raise HttpError(f"not an http(s) URL: {url[:80]}", permanent=True)
+            origin = self._origins[key] = Origin(parts.scheme, host, port, self.limit)
         return origin, target
 
     async def _connect(self, origin: Origin) -> _Connection:
@@ -194,13 +204,15 @@ class Pool:
         lines = [f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         for name, value in headers:
             lines.append(f"{name}: {value}\r\n")
+        if _UNSAFE.search("".join([target, *(n + v for n, v in headers)])) \
+                or " " in target:
+            raise HttpError("bad request: control character in the request head",
+                            permanent=True)
         text = "".join(lines)
-        if _UNSAFE.search(text.replace("\r\n", "")):
-            raise HttpError("bad request: control character in the request head")
         try:
             request = (text + f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
         except UnicodeEncodeError:
-            raise HttpError("bad request: the URL or a header is not latin-1") from None
+            raise HttpError("bad request: a header is not latin-1", permanent=True) from None
         async with origin.slots:
             loop = asyncio.get_running_loop()
             now = loop.time()

@@ -166,6 +166,8 @@ class WebPushProvider:
         try:
             resp = await self._pool.post(device.address, headers, body)
         except HttpError as exc:
+            if exc.permanent:
+                raise PushError("rejected", detail=exc.detail) from None
             if exc.timeout:
                 raise PushError("timeout", transient=True) from None
             raise PushError("outage", transient=True, detail=exc.detail) from None
