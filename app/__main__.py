@@ -26,6 +26,22 @@ def tls_context(settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def new_event_loop(settings) -> tuple[asyncio.AbstractEventLoop, str]:
+    """The loop `serve` runs on, and its name: uvloop unless EVENT_LOOP=asyncio or
+    uvloop is not installed (it has no Windows build)."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print("parley: uvloop is not installed; running on asyncio's event loop",
+                  file=sys.stderr, flush=True)
+        else:
+            loop = uvloop.new_event_loop()
+            return loop, type(loop).__module__.split(".")[0]
+    loop = asyncio.new_event_loop()
+    return loop, type(loop).__module__.split(".")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="Parley server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,14 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"configuration error: {exc}", file=sys.stderr, flush=True)
             return 2
         scheme = "https" if ssl_context else "http"
-        print(f"Parley on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
+        loop, loop_name = new_event_loop(settings)
+        print(f"Parley on {scheme}://{host}:{port} ({loop_name} event loop)",
+              file=sys.stderr, flush=True)
         # SIGTERM: stop accepting, drain events and sockets (create_app's on_shutdown),
         # then give the last requests 10 more seconds.
         from app.crypto import KeyError_
 
         try:
             web.run_app(app, host=host, port=port, print=None, access_log=None,
-                        shutdown_timeout=10, ssl_context=ssl_context)
+                        shutdown_timeout=10, ssl_context=ssl_context, loop=loop)
         except KeyError_ as exc:  # a missing or wrong data key: never serve garbage
             print(f"parley: data keys: {exc}", file=sys.stderr, flush=True)
             return 2

@@ -40,6 +40,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
+    # PostgreSQL streaming replicas serving history, sync and search reads (app/replicas.py)
+    database_replica_urls: str = ""  # comma-separated postgres:// URLs
+    replica_max_lag_seconds: float = 5.0  # a replica further behind is skipped
+    replica_check_interval: float = 1.0  # seconds between lag checks
     redis_url: str = ""
     # Message queue between server processes (app/realtime/queue.py): redis://… or
     # amqp://… (RabbitMQ); empty: REDIS_URL's Redis when set, else single process.
@@ -54,6 +58,12 @@ class Settings:
     # Origin (and optional path) the web client's built assets are served from, e.g. a CDN.
     asset_url: str = ""
     log_level: str = "INFO"
+    # Event loop of `serve`: uvloop where it is installed, else asyncio's own.
+    event_loop: str = "uvloop"
+    # Hot reads (sessions at connect, profiles, privacy settings) served from memory,
+    # invalidated across processes (app/services/read_cache.py); false: every read
+    # goes to the database.
+    cache: bool = True
     # Network: proxies whose X-Forwarded-For / Forwarded are believed (app/netaddr.py),
     # and a certificate to serve HTTPS/WSS directly.
     trusted_proxies: str = ""
@@ -208,6 +218,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         parse_keys(values["data_keys"])  # a malformed key ring fails here, saying why
     if values.get("s3_sse", "") not in ("", "AES256", "aws:kms"):
         raise ValueError("S3_SSE is AES256 or aws:kms (or empty)")
+    if values.get("event_loop", "uvloop") not in ("uvloop", "asyncio"):
+        raise ValueError("EVENT_LOOP is uvloop or asyncio")
     mq = values.get("message_queue_url", "")
     if mq and not mq.startswith(("redis://", "rediss://", "unix://", "valkey://", "amqp://",
                                  "amqps://")):
@@ -215,6 +227,15 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
     if mq.startswith(("amqp://", "amqps://")) and not values.get("redis_url"):
         raise ValueError("MESSAGE_QUEUE_URL=amqp://… needs REDIS_URL too: presence and rate "
                          "limits are shared through Redis")
+    replicas = [u.strip() for u in values.get("database_replica_urls", "").split(",") if u.strip()]
+    if replicas:
+        if not str(values.get("database_url", Settings.database_url)).startswith(
+                ("postgres://", "postgresql://")):
+            raise ValueError("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL")
+        if not all(u.startswith(("postgres://", "postgresql://")) for u in replicas):
+            raise ValueError("DATABASE_REPLICA_URLS are postgres://… URLs, comma-separated")
+    if values.get("replica_check_interval", 1.0) <= 0:
+        raise ValueError("REPLICA_CHECK_INTERVAL must be above 0")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key(
             Path(values["secret_key_file"]) if values.get("secret_key_file") else None)

@@ -20,7 +20,7 @@ class Deps:
     senders: dict[str, CodeSender] = field(default_factory=dict)
     redis: object | None = None  # redis.asyncio.Redis when REDIS_URL is set
     extras: dict = field(default_factory=dict)  # per-domain helpers (presence, storage…)
-    # Group-commits new messages (app/services/message_writer.py).
+    # Group-commits new messages (app/services/message_writer/).
     writer: MessageWriter = field(default_factory=MessageWriter)
     # Who is online; in memory unless create_app swaps in the Redis-backed store.
     presence: PresenceTracker | None = None

@@ -92,7 +92,7 @@ def conflict_on(field_name: str) -> Conflict:
     return err
 
 
-# --- contacts (issue #4) -------------------------------------------------------
+# --- contacts -------------------------------------------------------------------
 
 
 class NotContact(DomainError):
@@ -122,7 +122,7 @@ class YouBlocked(DomainError):
     code, status, default_message = "blocked", 403, "You blocked this person; unblock them first."
 
 
-# --- groups (issue #5) -----------------------------------------------------------
+# --- groups ---------------------------------------------------------------------
 
 
 class GroupFull(DomainError):

@@ -33,6 +33,10 @@ class Fanout(Protocol):
     async def disconnect_session(self, session_id) -> None:
         """Drop every socket signed in with this session (logout, revoke)."""
 
+    async def invalidate(self, kind: str, keys: list[str]) -> None:
+        """Tell the other processes to drop these cached rows
+        (app/services/read_cache.py; this process has dropped them already)."""
+
 
 class RecordingFanout:
     """Keeps what was emitted; for tests and for tools that run services offline."""
@@ -40,12 +44,16 @@ class RecordingFanout:
     def __init__(self) -> None:
         self.sent: list[tuple[tuple[str, ...], str, object]] = []
         self.disconnected: list[str] = []
+        self.invalidated: list[tuple[str, tuple[str, ...]]] = []
 
     async def to_users(self, user_ids, event, data, skip=None) -> None:
         self.sent.append((tuple(str(u) for u in user_ids), event, data))
 
     async def disconnect_session(self, session_id) -> None:
         self.disconnected.append(str(session_id))
+
+    async def invalidate(self, kind, keys) -> None:
+        self.invalidated.append((kind, tuple(keys)))
 
     def events(self, name: str) -> list:
         return [data for _, ev, data in self.sent if ev == name]
@@ -58,8 +66,9 @@ class SocketIOFanout:
     ack for long: an emit that raises is logged, counted (parley_fanout_errors)
     and dropped; clients then catch up with `sync`. An event emit does not wait
     by construction (app/realtime/managers.py: local sockets are written to
-    synchronously, Redis publishes are queued), so it carries no timer: a timer
-    per message cost ~3.5 µs, 3 % of a send. A disconnect does wait for sockets
+    synchronously, Redis publishes are queued), so it carries no timer (a timer
+    per message is a measurable share of a send: docs/benchmarks.md). A
+    disconnect does wait for sockets
     to close and is bounded by `timeout`.
     """
 
@@ -97,3 +106,10 @@ class SocketIOFanout:
         # app/realtime/managers.py), so logout works whichever process holds the socket.
         await self._guarded("disconnect_session", self.sio.manager.disconnect_room(
             session_room(session_id), NAMESPACE), self.timeout)
+
+    async def invalidate(self, kind, keys) -> None:
+        # Queued in order with the events (never waits for the broker); one
+        # process alone has nobody to tell.
+        publish = getattr(self.sio.manager, "invalidate", None)
+        if publish is not None:
+            publish(kind, list(keys))

@@ -10,15 +10,49 @@ from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
 # Ack latency: loopback sends take a few ms, a loaded PostgreSQL tens of ms.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class _DatabaseStatements:
+    """Read from the driver hooks' counter when scraped (app/db.py): nothing to
+    update per statement here."""
+
+    def collect(self):
+        from app.db import statements_sent
+
+        yield CounterMetricFamily(
+            "parley_db_statements", "Statements this process sent to the database "
+            "(BEGIN/COMMIT included).", value=statements_sent())
+
+
+class _ReadCache:
+    """Hits, misses and entries of the read caches (app/services/read_cache.py)."""
+
+    def collect(self):
+        from app.services.read_cache import CACHES
+
+        hits = CounterMetricFamily("parley_cache_hits", "Reads served from the read cache, "
+                                   "by cache (session, user).", labels=["cache"])
+        misses = CounterMetricFamily("parley_cache_misses", "Reads the read cache sent to the "
+                                     "database, by cache.", labels=["cache"])
+        size = GaugeMetricFamily("parley_cache_entries", "Rows held by the read cache, "
+                                 "by cache.", labels=["cache"])
+        for name, cache in CACHES.items():
+            hits.add_metric([name], cache.hits)
+            misses.add_metric([name], cache.misses)
+            size.add_metric([name], len(cache))
+        yield from (hits, misses, size)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        r.register(_DatabaseStatements())
+        r.register(_ReadCache())
         self.connected_sockets = Gauge(
             "parley_connected_sockets", "Authenticated /chat sockets on this process.",
             registry=r)
@@ -52,6 +86,14 @@ class Metrics:
         self.redis_resubscribes = Counter(
             "parley_redis_resubscribes", "Times the Redis listener came back after a gap.",
             registry=r)
+        self.replica_reads = Counter(
+            "parley_replica_reads", "History, sync and search reads by where they were "
+            "answered: replica, primary (no fit replica), stale (the replica was behind "
+            "the client: redone on the primary), failed (replica error: redone on the "
+            "primary).", ["outcome"], registry=r)
+        self.replica_lag = Gauge(
+            "parley_replica_lag_seconds", "Each read replica's lag at the last check "
+            "(-1: unreachable).", ["replica"], registry=r)
         self.ratelimit_fallbacks = Counter(
             "parley_ratelimit_fallbacks",
             "Rate-limit checks answered in memory because Redis was unreachable.", registry=r)

@@ -52,6 +52,9 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app = web.Application(middlewares=[web_headers_middleware, error_and_log_middleware],
                           client_max_size=1024**2)
     metrics = app[METRICS_KEY] = Metrics()  # per app: tests build many
+    from app.services import read_cache
+
+    read_cache.configure(settings.cache)
     sio = realtime.build_sio(settings, metrics)
     deps = Deps(settings=settings, fanout=SocketIOFanout(sio, metrics),
                 limiter=MemoryRateLimiter())
@@ -85,6 +88,25 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # Close on the context object itself: Tortoise keeps state per task and
         # cleanup may run in another one.
         await ctx.close_connections()
+
+    async def read_replicas(app: web.Application):
+        # After database: the checker compares each replica with the primary.
+        from app.replicas import ReplicaSet, parse_urls
+
+        urls = parse_urls(settings.database_replica_urls)
+        if not urls:
+            yield
+            return
+        replicas = ReplicaSet(urls, settings.replica_max_lag_seconds,
+                              settings.replica_check_interval, metrics=metrics)
+        # One round first (bounded by the connect timeout), so a healthy replica
+        # serves from the first read; a missing one is left to the checker.
+        await replicas.check()
+        replicas.start()
+        deps.extras["replicas"] = replicas
+        yield
+        deps.extras.pop("replicas", None)
+        await replicas.close()
 
     async def redis_client(app: web.Application):
         if not settings.redis_url:
@@ -166,6 +188,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         await chat.drain()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(read_replicas)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(push_notifications)

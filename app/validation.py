@@ -30,7 +30,6 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=128)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{3,32}$")]
-Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
 # A position in a conversation (seq, before_seq, read cursors).
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
 

@@ -1,4 +1,4 @@
-"""scripts/bench — benchmark runner (issue 9).
+"""scripts/bench — benchmark runner.
 
     python -m bench [--quick] [--targets l0,l1,p] [--scenarios s1,s2,s3] [...]
 
@@ -50,6 +50,9 @@ def parse_args(argv):
     p.add_argument("--history-messages", type=int,
                    help="S4 seeded messages (1,000,000; quick 50,000)")
     p.add_argument("--storm-clients", type=int, help="S5 clients (5000; quick 500)")
+    p.add_argument("--storm-during", type=int,
+                   help="S5 messages per conversation sent during the storm (1); 0: the "
+                        "storm's database statements are the reconnects' alone")
     p.add_argument("--search-messages", type=int,
                    help="S6 seeded messages (1,000,000; quick 20,000)")
     p.add_argument("--search-conversations", type=int,
@@ -83,6 +86,7 @@ def make_config(a) -> Config:
     for attr, val in (("pairs", a.pairs), ("idle_conns", a.idle), ("group_size", a.group_size),
                       ("step_s", a.step_seconds), ("history_messages", a.history_messages),
                       ("storm_clients", a.storm_clients), ("profile", a.profile),
+                      ("storm_during", a.storm_during),
                       ("search_messages", a.search_messages),
                       ("search_conversations", a.search_conversations),
                       ("search_member_of", a.search_member_of)):

@@ -362,6 +362,8 @@ class ParleyTarget(Target):
     # --quick (CI) must lose nothing: search from well below the limit (2 steps)
     quick_start_rates = {"s1": 150.0, "s2": 20.0}
     quick_scenarios: tuple[str, ...] | None = None  # None: all of `scenarios`
+    event_loop = "uvloop"  # EVENT_LOOP of the server (the *-asyncio targets: asyncio)
+    cache = "true"  # CACHE of the server (the *-nocache targets: false)
     root: Path = ROOT  # the tree whose app is served and seeded
 
     def __init__(self) -> None:
@@ -381,7 +383,8 @@ class ParleyTarget(Target):
                # One bench client stands for many users' traffic: no per-connection caps…
                "SOCKET_EVENT_RATE": "1000000/1", "SOCKET_MAX_INFLIGHT": "100000",
                "REDIS_URL": "", "MEDIA_ROOT": os.path.join(self.tmp.name, "media"),
-               "SEARCH_RATE_LIMIT": "1000000/1"}
+               "SEARCH_RATE_LIMIT": "1000000/1", "EVENT_LOOP": self.event_loop,
+               "CACHE": self.cache}
         if getattr(self, "scenario", None) == "s2plan":
             # Pushes are planned into the outbox but sent by no process: the cost the
             # send path pays for push when delivery runs in other processes.
@@ -682,5 +685,19 @@ class ParleyBaseTarget(ParleyTarget):
         return super().available()
 
 
+def _variant(base, suffix: str, what: str, **attrs):
+    """``base`` with other server settings, under the key ``<base key>-<suffix>``: run
+    both in one invocation to see what one setting is worth."""
+    return type(f"{base.__name__}_{suffix}", (base,),
+                {"key": f"{base.key}-{suffix}", "title": f"{base.title}, {what}", **attrs})
+
+
+# EVENT_LOOP=asyncio and CACHE=false next to the defaults (uvloop, cache on).
+VARIANT_TARGETS = tuple(
+    _variant(base, suffix, what, **attrs)
+    for base in (ParleyTarget, ParleyPgTarget, ParleyRedis2Target)
+    for suffix, what, attrs in (("asyncio", "asyncio event loop", {"event_loop": "asyncio"}),
+                                ("nocache", "no read cache", {"cache": "false"})))
+
 PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target, ParleyRabbit2Target,
-                  ParleyRedis1Target, ParleyRedis4Target, ParleyRabbit4Target)
+                  ParleyRedis1Target, ParleyRedis4Target, ParleyRabbit4Target, *VARIANT_TARGETS)

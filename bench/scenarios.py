@@ -696,6 +696,28 @@ async def _rest_history(env, target, cid, m, count, rnd, bad) -> dict:
     return percentiles(lats)
 
 
+async def db_statements(target, env) -> int | None:
+    """parley_db_statements_total summed over the target's processes (None: not
+    exposed)."""
+    import aiohttp
+
+    total = 0
+    try:
+        async with aiohttp.ClientSession() as http:
+            for port in getattr(target, "ports", None) or [target.port]:
+                async with http.get(f"http://{env.host}:{port}/metrics",
+                                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    body = await resp.text()
+                line = next((ln for ln in body.splitlines()
+                             if ln.startswith("parley_db_statements_total ")), None)
+                if line is None:
+                    return None
+                total += int(float(line.split()[1]))
+    except (OSError, aiohttp.ClientError, TimeoutError):
+        return None
+    return total
+
+
 async def s5_reconnect_storm(target, env, cfg, log) -> dict:
     """N clients, each in a direct conversation with one of F *feeder* users (feeders stay
     connected and do all the sending, acked).  Traffic while connected; then every client
@@ -774,7 +796,12 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(not cl.closed for cl in ccl):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        # Statements per send, to take the storm's own sends out of its count; the
+        # offline updates of the clients that just left (after the presence grace)
+        # are mostly counted here too.
+        st_away0 = await db_statements(target, env)
         away_s = await send_all("a", cfg.storm_away)
+        st_storm0 = await db_statements(target, env)
         # -- reconnect storm
         storm0 = time.monotonic()
         done_at = [None] * n
@@ -830,6 +857,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
         cpu = meter.read()
         during_s = res[0]
         caught_up = time.monotonic()
+        st_storm1 = await db_statements(target, env)
     finally:
         await close_all(fcl + ccl)
     missing = 0
@@ -839,6 +867,17 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
     done = [d - storm0 for d in done_at if d is not None]
     total = n * (cfg.storm_before + cfg.storm_away + cfg.storm_during)
     value = round(max(done), 2) if len(done) == n else None
+    stmts = None
+    if None not in (st_away0, st_storm0, st_storm1):
+        per_send = (st_storm0 - st_away0) / (n * cfg.storm_away)
+        storm_stmts = st_storm1 - st_storm0
+        stmts = {"storm_total": storm_stmts, "per_client_raw": round(storm_stmts / n, 2),
+                 "sends_during": n * cfg.storm_during,
+                 "per_send_away": round(per_send, 2),
+                 "per_reconnect": round((storm_stmts - per_send * n * cfg.storm_during) / n,
+                                        2)}
+        log(f"    database statements: {stmts['per_reconnect']} per reconnecting client "
+            f"({storm_stmts} in the storm, {stmts['per_send_away']} per send before it)")
     log(f"    {n} clients/{nf} feeders, seeded in {seed_s:.1f}s; sent {total} "
         f"(before {before_s:.1f}s, away {away_s:.1f}s, during {during_s:.1f}s); "
         f"all caught up in {value}s after the storm began ({len(done)}/{n} done, "
@@ -851,6 +890,7 @@ async def s5_reconnect_storm(target, env, cfg, log) -> dict:
             "live_missing_before_storm": live_missing,
             "client_done_s": percentiles([int(d * 1e6) for d in done]),
             "sync_calls": syncs[0], "server_cpu_pct_storm": cpu.get("server_cpu_pct"),
+            "db_statements": stmts,
             "storm_wall_s": round(caught_up - storm0, 2), "target_s": 15.0,
             "pass": value is not None and value <= 15.0,
             "lost": missing + len(nack) + len(fails) + (n - len(done)),

@@ -296,3 +296,48 @@ def test_serve_refuses_a_half_configured_provider_with_a_clear_message(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "configuration error: TWILIO_AUTH_TOKEN must be set for this provider")
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio", None])
+def test_serve_runs_on_the_event_loop_chosen_and_says_which(tmp_path, choice):
+    db = f"sqlite://{tmp_path / 'loop.db'}"
+    run(["-m", "app", "migrate"], env_for(db))
+    port = free_port()
+    env = env_for(db)
+    env.pop("EVENT_LOOP", None)
+    if choice is not None:
+        env["EVENT_LOOP"] = choice
+    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
+        while True:
+            assert proc.poll() is None, Path(log.name).read_text()
+            try:
+                status, _ = get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert status == 200
+        expected = choice or "uvloop"  # the default where uvloop installs
+        assert f"http://127.0.0.1:{port} ({expected} event loop)" in Path(log.name).read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_serve_refuses_an_unknown_event_loop(tmp_path):
+    env = env_for(f"sqlite://{tmp_path / 'conf.db'}", EVENT_LOOP="trio")
+    proc = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "EVENT_LOOP is uvloop or asyncio" in proc.stderr

@@ -93,3 +93,31 @@ async def test_in_flight_events_are_read_when_scraped():
     ns = ChatNamespace(None, metrics)
     ns.inflight = 3
     assert b"parley_inflight_events 3.0" in generate_latest(metrics.registry)
+
+
+async def test_metrics_count_database_statements(client, deps):
+    from app.services import accounts
+    from tests.factories import make_user
+
+    alice = await make_user(deps, "alice")
+    body = await (await client.get("/metrics")).text()
+    before = metric(body, "parley_db_statements_total")
+    await accounts.user_by_id(alice.user_id)  # one SELECT through the ORM
+    from tortoise import Tortoise
+
+    await Tortoise.get_connection("default").execute_query("SELECT 1")  # one more, raw
+    body = await (await client.get("/metrics")).text()
+    assert metric(body, "parley_db_statements_total") == before + 2
+
+
+async def test_metrics_show_the_read_cache(client, deps):
+    from tests.factories import make_user
+
+    alice = await make_user(deps, "alice")
+    for _ in range(2):
+        r = await client.get("/api/v1/me", headers=alice.headers)
+        assert r.status == 200
+    body = await (await client.get("/metrics")).text()
+    assert metric(body, 'parley_cache_hits_total{cache="session"}') >= 1
+    assert metric(body, 'parley_cache_misses_total{cache="session"}') >= 1
+    assert metric(body, 'parley_cache_entries{cache="user"}') >= 1

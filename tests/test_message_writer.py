@@ -82,7 +82,7 @@ async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
     from tortoise import Tortoise
 
     from app.services.message_writer import write_batch
-    from app.services.sql import SEND_CHECKS_PG, WRITE_BATCH_PG, is_postgres
+    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, is_postgres
 
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
@@ -96,7 +96,7 @@ async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
         rows = await con.fetch("SELECT statement, generic_plans, custom_plans "
                                "FROM pg_prepared_statements")
     plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in rows}
-    assert plans[SEND_CHECKS_PG] == (0, 8)
+    assert plans[WRITER_FACTS_PG] == (0, 8)
     assert plans[WRITE_BATCH_PG] == (0, 8)
 
 

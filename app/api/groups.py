@@ -1,4 +1,4 @@
-"""REST handlers for group chats (issue #5): parse, call app/services/groups, serialise."""
+"""REST handlers for group chats: parse, call app/services/groups, serialise."""
 
 from aiohttp import web
 

@@ -101,7 +101,7 @@ OPERATIONS: dict[tuple[str, str], Op] = dict([
     _op("GET", f"{API}/push/subscriptions", "My push devices.", "push"),
     _op("DELETE", f"{API}/push/subscriptions/{{subscription_id}}", "Remove a push device.",
         "push", 204, success=""),
-    # own account and avatars (the sign-in issue)
+    # own account and avatars
     _op("POST", f"{API}/me/password",
         "Change my password; every other session ends.", "users", body=accounts.PasswordChangeIn),
     _op("POST", f"{API}/me/email",

@@ -49,7 +49,7 @@ ROUTES = [
     web.get(f"{API}/me/settings", contacts.get_settings),
     web.patch(f"{API}/me/settings", contacts.patch_settings),
     web.patch(f"{API}/me", users.patch_me),
-    # own account: password, addresses, avatar (the sign-in issue)
+    # own account: password, addresses, avatar
     web.post(f"{API}/me/password", users.change_password),
     web.post(f"{API}/me/email", users.change_email),
     web.post(f"{API}/me/phone", users.change_phone),

@@ -25,7 +25,7 @@ class User(Model):
     bio = fields.CharField(max_length=280, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     last_seen_at = fields.DatetimeField(null=True)
-    # Privacy settings (contacts issue); defaults follow WeChat.
+    # Privacy settings; defaults follow WeChat.
     allow_strangers = fields.BooleanField(default=False)
     send_read_receipts = fields.BooleanField(default=True)
     last_seen_visibility = fields.CharField(max_length=16, default="contacts")

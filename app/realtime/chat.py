@@ -103,12 +103,13 @@ class ChatNamespace(socketio.AsyncNamespace):
         token = auth.get("token") if isinstance(auth, dict) else None
         timer = Timer()
         try:
-            a = await accounts.authenticate(self.deps, token if isinstance(token, str) else None)
+            session = await accounts.authenticate_session(
+                self.deps, token if isinstance(token, str) else None)
         except Unauthorized:
             log_event(event="connect", sid=sid, status="unauthorized", duration_ms=timer.ms())
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
         ip = netaddr.of_environ(environ, netaddr.parse_networks(self.deps.settings.trusted_proxies))
-        conn = Conn(sid=sid, user_id=a.user_id, session_id=str(a.session.id), ip=ip)
+        conn = Conn(sid=sid, user_id=str(session.user_id), session_id=str(session.id), ip=ip)
         self.conns[sid] = conn
         bind = getattr(self.server, "bind_user_budget", None)
         if bind is not None:  # from now on the socket spends its user's event budget

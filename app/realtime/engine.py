@@ -1,31 +1,53 @@
-"""A leaner Engine.IO transport, plugged in through python-socketio's and
-python-engineio's own extension points: `AsyncServer._engineio_server_class`,
-the engine's socket table (every socket becomes a `FastSocket`), its
-`_service_task` and its async-driver table (`_async["websocket"]`).
+"""A leaner Engine.IO transport, plugged into python-socketio and python-engineio.
 
-Measured costs this removes (py-spy; see the commit messages):
-
-- Per packet: python-engineio reads every frame through a fresh task plus
-  `asyncio.wait_for`, and writes every packet through a queue to a writer
-  task. Here frames are read in a plain loop and packets are written straight
-  to the transport: `FastSocket.send` never awaits. A recipient whose socket
-  buffer is full therefore cannot stall a fan-out to everyone else; a socket
-  whose unsent data exceeds `MAX_WRITE_BUFFER` is aborted instead (a slow
-  consumer reconnects and catches up with `sync`).
-- Idle: python-engineio keeps one sleeping task per socket for its next ping
-  and a service task that visits every socket with its own `wait_for` (two
-  tasks per socket per ping interval). Here one timer wheel (`_PingWheel`,
-  half-second slots) sends every ping and finds every missed pong; the
-  service task only sweeps closed sockets.
-- Memory: the per-socket `asyncio.Queue` (four deques, ~3 KB) is only needed
-  by long-polling; a socket on the pure WebSocket transport drops it.
+What it saves, per packet: python-engineio reads every frame through a fresh
+task plus `asyncio.wait_for`, and writes every packet through a queue to a
+writer task. Here frames are read in a plain loop and packets are written
+straight to the transport: `FastSocket.send` never awaits. A recipient whose
+socket buffer is full therefore cannot stall a fan-out to everyone else; a
+socket whose unsent data exceeds `MAX_WRITE_BUFFER` is aborted instead (a slow
+consumer reconnects and catches up with `sync`). Idle: python-engineio keeps
+one sleeping task per socket for its next ping and a service task that visits
+every socket with its own `wait_for`; here one timer wheel (`_PingWheel`,
+half-second slots) sends every ping and finds every missed pong, and the
+service task only sweeps closed sockets. Memory: the per-socket
+`asyncio.Queue` is only needed by long-polling; a socket on the pure WebSocket
+transport drops it. The gains are measured in docs/benchmarks.md.
 
 The protocol is unchanged: `pingInterval`/`pingTimeout` in the handshake, a
 PING every interval after the last PONG, and a socket closed with reason
 `PING_TIMEOUT` when no PONG came back within `ping_timeout`. Long-polling and
 upgrades from polling to WebSocket keep the library's own code.
-"""
 
+Library internals this module depends on (both libraries are pinned to the
+tested minor versions in pyproject.toml; tests/test_library_internals.py has
+one test per internal; docs/upstream-patches.md describes the hooks that would
+make most of them unnecessary):
+
+python-engineio
+- `AsyncServer.sockets`: replaced by `_SocketTable`, which turns each
+  `AsyncSocket` the server stores (`AsyncServer._handle_connect`) into a
+  `FastSocket` by assigning its `__class__` (the server has no socket-class hook).
+- `AsyncServer._async["websocket"]` and `["translate_request"]`: the aiohttp
+  driver's WebSocket wrapper is replaced by `FastWebSocket` (no
+  permessage-deflate, synchronous write) and its request translation by
+  `_translate_request` (interned environ keys).
+- `AsyncServer._service_task`: overridden; pings and their timeouts live on
+  the wheel.
+- `AsyncSocket.schedule_ping`, `.receive`, `.send`, `.close`,
+  `.handle_post_request`, `._websocket_handler`: overridden in `FastSocket`;
+  it reads and writes the socket's `last_ping`, `queue`, `upgrading`,
+  `upgraded`, `connected`, `closed` and `closing`.
+- `async_drivers.aiohttp.WebSocket.__call__` (and its `_sock`, `handler`).
+
+python-socketio
+- `AsyncServer._engineio_server_class`: returns `FastEngineServer`.
+- `AsyncServer._handle_event`: overridden to check the connection's limits
+  before the library's dispatch, `_handle_event_internal`, which it calls.
+- `AsyncServer._handle_connect`: overridden (a CONNECT spends a token).
+- `AsyncServer._send_eio_packet` and `._send_packet`: overridden to write
+  synchronously on the WebSocket transport.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -387,16 +409,16 @@ _gc_frozen = False
 
 # Young-generation threshold (CPython's default is 700 allocations). A group
 # fan-out allocates a few objects per recipient that all die within the emit;
-# with 700, collections ran mid-fan-out and promoted them, and the promoted
-# garbage kept triggering full collections every few seconds.
+# at the default, collections run mid-fan-out and promote them, and the promoted
+# garbage keeps triggering full collections.
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
 async def _tune_gc(app) -> None:
     """Once per process, after start-up: start-up objects (modules, ORM metadata,
     templates) live for the whole process, so they are moved out of the
-    collector's reach (`gc.freeze`); full collections walked them every time
-    (90–230 ms pauses in S2 that held every delivery behind them)."""
+    collector's reach (`gc.freeze`); otherwise every full collection walks them,
+    a pause that holds every delivery behind it (docs/benchmarks.md)."""
     global _gc_frozen
     if not _gc_frozen:
         _gc_frozen = True

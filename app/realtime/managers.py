@@ -5,8 +5,15 @@ Disconnecting a whole room everywhere: python-socketio's managers can emit to a
 room on every process but only disconnect a single sid. Logout needs "drop
 every socket of this session, wherever it is", so `disconnect_room` is a
 manager method: local here, a broadcast record in QueueManager.
-"""
 
+Library internals (python-socketio and python-engineio, pinned in
+pyproject.toml, checked by tests/test_library_internals.py): `DirectEmit`
+replaces `AsyncManager.emit` for emits without a callback, builds the packet
+with `server.packet_class` as the library does, walks `get_participants` and
+writes with the engine's `send_now` (app/realtime/engine.py), falling back to
+the server's private `_send_eio_packet`. `LocalManager` also takes the room
+index of app/realtime/rooms.py.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -50,7 +57,7 @@ class DirectEmit(socketio.AsyncManager):
     """Local delivery of one emit without a task per recipient.
 
     python-socketio's `AsyncManager.emit` encodes the packet once but then
-    starts a task per recipient and waits for all of them (~9 µs each). On the
+    starts a task per recipient and waits for all of them. On the
     WebSocket transport a write is synchronous (`FastEngineServer.send_now`,
     app/realtime/engine.py), so this loop writes directly and only falls back to
     the library's send (in tasks) for long-polling or upgrading sockets. It also

@@ -3,18 +3,25 @@
 `socketio.packet.Packet.__init__` calls `data_is_binary(data)` on every packet
 it builds (every emit, every ack) to decide between EVENT/ACK and their
 BINARY_ variants; the library walks the payload with one `functools.reduce`
-and one temporary list per container: ~10 µs for a `message:new` payload,
-3–6 % of the server's CPU under load (py-spy, docs/benchmarks.md).
+and one temporary list per container, a visible share of the server's CPU
+under load (docs/benchmarks.md).
 
 `FastPacket.data_is_binary` gives exactly the same answer for every input —
 True iff a `bytes`/`bytearray` (or subclass) is reachable through `list` and
 `dict` values (or subclasses); tuples and other types are not looked into,
 as in the library — but skips the plain JSON leaves without a call and stops
-at the first binary value: ~1.3 µs for the same payload. Nothing is assumed
+at the first binary value. Nothing is assumed
 about what the server emits: a payload with bytes still becomes a
 BINARY_EVENT/BINARY_ACK with attachments, and incoming binary packets are
 decoded by the library's unchanged code. Plugged in with
 `socketio.AsyncServer(serializer=FastPacket)`.
+
+Library internals (python-socketio, pinned in pyproject.toml, checked by
+tests/test_library_internals.py): `Packet.data_is_binary` (overridden in
+`FastPacket`); `AsyncServer._handle_eio_message` (replaced in `PacketGuard`,
+which keeps pending binary packets in the server's `_binary_packet` table and
+dispatches to the private `_handle_event`, `_handle_ack`, `_handle_connect`,
+`_handle_disconnect` and `_send_packet`).
 """
 
 from __future__ import annotations

@@ -41,6 +41,12 @@ publisher broadcasts a resync record and a snapshot. The listener reconnects
 with a backoff capped at `max_backoff`; after it was away its own clients get
 `resync` and it asks every peer for a snapshot. Clients then fetch what they
 missed from the database with `sync`.
+
+Library internals (python-socketio, pinned in pyproject.toml, checked by
+tests/test_library_internals.py): `QueueManager` extends the manager's
+`basic_enter_room`, `basic_leave_room` and `enter_room` to announce users,
+replaces `emit` (through managers.DirectEmit) and reads the manager's `rooms`
+table; the room index of app/realtime/rooms.py applies as in LocalManager.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from app.realtime.managers import (
     wait_fallback,
 )
 from app.realtime.rooms import SidRoomIndex
+from app.services import read_cache
 
 log = logging.getLogger("parley.queue")
 
@@ -478,6 +485,10 @@ class QueueManager(SidRoomIndex, DirectEmit):
         await _disconnect_local(self, namespace, room)
         self._queue(ALL, _record({"k": "kick", "r": room, "ns": namespace}))
 
+    def invalidate(self, kind: str, keys: list[str]) -> None:
+        """Every other process drops these cached rows (app/services/read_cache.py)."""
+        self._queue(ALL, _record({"k": "inv", "c": kind, "i": keys}))
+
     # --- publishing -----------------------------------------------------------
 
     def _note_failure(self, what: str, exc: BaseException | None, n: int = 1) -> None:
@@ -811,10 +822,14 @@ class QueueManager(SidRoomIndex, DirectEmit):
             self._resync_local(now=True)
         elif k == "kick":
             self._spawn(_disconnect_local(self, m.get("ns") or NAMESPACE, m.get("r")))
+        elif k == "inv":
+            read_cache.drop_local(str(m.get("c")), m.get("i") or ())
 
     def _resync_local(self, now: bool = False) -> None:
         """`resync` to every local client: at once, or at most once per interval
-        (a burst of gaps is one resync, and one more after it)."""
+        (a burst of gaps is one resync, and one more after it).
+        Whatever missed records may have said, cached rows may be stale: all go."""
+        read_cache.clear_all()
         t = time.monotonic()
         if not now and t - self._local_resync_at < self.resync_interval:
             if self._local_resync_later is None:

@@ -5,16 +5,21 @@ socket by copying the namespace's whole room table and testing every room
 (`for room in rooms.copy(): if sid in room`). Every socket has at least three
 rooms here (its sid room, its user room, its session room), so with N sockets
 connected one disconnect is O(3N) and N sockets dropping at once (a reconnect
-storm, a network blip, a deploy) is O(N²) on the event loop: at 5,000 sockets
-that is ~75 million bidict lookups in one burst, long enough to starve every
-other socket of the process (pings, acks).
+storm, a network blip, a deploy) is O(N²) on the event loop, long enough to
+starve every other socket of the process (pings, acks).
 
 `SidRoomIndex` keeps `(namespace, sid) -> rooms` next to the library's table,
 through the library's own entry points (`basic_enter_room`, `basic_leave_room`),
 and answers `basic_disconnect` / `get_rooms` from it. Put it first in the bases
 of a manager: `class LocalManager(SidRoomIndex, socketio.AsyncManager)`.
-"""
 
+Library internals (python-socketio, pinned in pyproject.toml, checked by
+tests/test_library_internals.py): `BaseManager.basic_enter_room`,
+`basic_leave_room` (extended), `basic_disconnect` and `get_rooms` (replaced),
+and the manager's `rooms`, `callbacks`, `pending_connect` and
+`pending_disconnect` tables, which `basic_disconnect` clears as the library's
+does. docs/upstream-patches.md proposes the index upstream.
+"""
 from __future__ import annotations
 
 

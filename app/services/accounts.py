@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from app import crypto, security
+from app.clock import now
 from app.deps import Deps
 from app.errors import (
     Conflict,
@@ -22,7 +23,7 @@ from app.errors import (
 )
 from app.models.accounts import AuthSession, RefreshToken, User
 from app.ratelimit import Limit
-from app.services import codes
+from app.services import codes, read_cache
 from app.services.avatars import avatar_url, avatar_urls
 from app.services.identity import (
     login_candidates,
@@ -91,10 +92,6 @@ class Auth:
     @property
     def user_id(self) -> str:
         return str(self.user.id)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- serialisation (shared by REST and Socket.IO) ---------------------------
@@ -244,6 +241,7 @@ async def login(deps: Deps, data: LoginIn, client: Client) -> dict:
     if needs_rehash:
         user.password_hash = await security.hash_password_async(data.password)
         await user.save(update_fields=["password_hash"])
+        await read_cache.changed(deps, "user", [user.id])
     return await issue_tokens(deps, user, Client(client.ip, data.device or client.device))
 
 
@@ -282,6 +280,8 @@ async def issue_tokens(deps: Deps, user: User, client: Client) -> dict:
     # Signing in during the grace period cancels a requested deletion; the
     # client tells the person so.
     cancelled = await cancel_deletion(user)
+    if cancelled:
+        await read_cache.changed(deps, "user", [user.id])
     session = await AuthSession.create(
         id=uuid.uuid4(), user=user, device=device, ip=client.ip[:64]
     )
@@ -348,6 +348,15 @@ async def refresh(deps: Deps, data: RefreshIn) -> dict:
 
 async def authenticate(deps: Deps, token: str | None) -> Auth:
     """Access token → Auth, checking the session still stands (revocation is immediate)."""
+    session = await authenticate_session(deps, token)
+    user = getattr(session, "_user_loaded", None) or await user_by_id(session.user_id)
+    session.user = user
+    return Auth(user=user, session=session)
+
+
+async def authenticate_session(deps: Deps, token: str | None) -> AuthSession:
+    """Access token → its standing session, without the user's row (a socket
+    connect needs only the ids). From the read cache when there."""
     if not token:
         raise Unauthorized()
     claims = security.decode_access_token(deps.settings.secret_key, token)
@@ -357,24 +366,45 @@ async def authenticate(deps: Deps, token: str | None) -> Auth:
         session_id = uuid.UUID(claims["sid"])
     except ValueError:
         raise Unauthorized("Invalid access token.") from None
-    session = await _session_with_user(session_id)
+    session = await _session_of(session_id)
     if session is None or session.revoked_at is not None or str(session.user_id) != claims["sub"]:
         raise Unauthorized("This session has ended; sign in again.")
     # Keep "last used" roughly right without a write on every request.
     if (now() - session.last_used_at).total_seconds() > 60:
+        epoch = read_cache.SESSIONS.token()
         session.last_used_at = now()
         await session.save(update_fields=["last_used_at"])
-    return Auth(user=session.user, session=session)
+        # Only this process's copy: "last used" a minute off elsewhere is harmless.
+        read_cache.SESSIONS.put(str(session.id), read_cache.row_of(session), epoch)
+    return session
 
 
-async def _session_with_user(session_id: uuid.UUID) -> AuthSession | None:
-    # Every socket connect and REST call comes here: one cached statement.
+async def _session_of(session_id: uuid.UUID) -> AuthSession | None:
+    """Every socket connect and REST call comes here: from the read cache, else
+    one statement that also brings the user's row (both cached then; the user's
+    handed on as `_user_loaded`). A revoked session is never cached."""
+    key = str(session_id)
+    cached = read_cache.SESSIONS.get(key)
+    if cached is not None:
+        return read_cache.from_row(AuthSession, cached)
+    tokens = read_cache.SESSIONS.token(), read_cache.USERS.token()
     found = await select_joined(AuthSession, "user", "id", session_id)
-    return found[0] if found else None
+    if not found:
+        return None
+    session = found[0]
+    user = session.user
+    if session.revoked_at is None:
+        read_cache.SESSIONS.put(key, read_cache.row_of(session), tokens[0])
+        read_cache.USERS.put(str(session.user_id), read_cache.row_of(user), tokens[1])
+    session._user_loaded = user
+    return session
 
 
 async def _revoke(deps: Deps, session: AuthSession) -> None:
     await AuthSession.filter(id=session.id, revoked_at=None).update(revoked_at=now())
+    # Before the disconnect below: every process drops the session before its
+    # sockets are closed, so none lets a reconnect in on a cached copy.
+    await read_cache.changed(deps, "session", [session.id])
     from app.services.push import delete_subscriptions_for_session
 
     await delete_subscriptions_for_session(session.id)  # its devices stop getting pushes
@@ -452,6 +482,7 @@ async def update_profile(deps: Deps, auth: Auth, data: ProfilePatch) -> dict:
             await user.save(update_fields=changed)
         except IntegrityError:
             raise conflict_on("username") from None
+        await read_cache.changed(deps, "user", [user.id])
     return private_user(user)
 
 
@@ -460,13 +491,20 @@ async def get_user(deps: Deps, auth: Auth, user_id: Id) -> dict:
 
 
 async def user_by_id(user_id: str) -> User:
+    """From the read cache when there (a fresh object either way)."""
     try:
         uid = uuid.UUID(str(user_id))
     except ValueError:
         raise NotFound("No such user.") from None
+    key = str(uid)
+    row = read_cache.USERS.get(key)
+    if row is not None:
+        return read_cache.from_row(User, row)
+    token = read_cache.USERS.token()
     user = await User.get_or_none(id=uid)
     if user is None:
         raise NotFound("No such user.")
+    read_cache.USERS.put(key, read_cache.row_of(user), token)
     return user
 
 
@@ -493,6 +531,7 @@ async def search_users(deps: Deps, auth: Auth, q: str) -> list[dict]:
 async def set_password(deps: Deps, user: User, new_password: str) -> None:
     user.password_hash = await security.hash_password_async(new_password)
     await user.save(update_fields=["password_hash"])
+    await read_cache.changed(deps, "user", [user.id])
 
 
 
@@ -543,6 +582,7 @@ async def change_address(deps: Deps, auth: Auth, channel: str, raw: str, code: s
                                            else User.PHONE_FIELDS))
     except IntegrityError:
         raise conflict_on(channel) from None
+    await read_cache.changed(deps, "user", [user.id])
     if old:
         await codes.send_notice(deps, channel, old, f"{channel}_changed")
     return private_user(user)
@@ -555,6 +595,7 @@ async def set_avatar(deps: Deps, auth: Auth, chunks, content_length: int | None)
     old = auth.user.avatar_key
     auth.user.avatar_key = key
     await User.filter(id=auth.user.id).update(avatar_key=key)
+    await read_cache.changed(deps, "user", [auth.user.id])
     await avatars.delete_avatar(deps, old)
     return private_user(auth.user)
 
@@ -565,5 +606,6 @@ async def clear_avatar(deps: Deps, auth: Auth) -> dict:
     old = auth.user.avatar_key
     auth.user.avatar_key = None
     await User.filter(id=auth.user.id).update(avatar_key=None)
+    await read_cache.changed(deps, "user", [auth.user.id])
     await avatars.delete_avatar(deps, old)
     return private_user(auth.user)

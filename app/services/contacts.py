@@ -13,19 +13,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import msgspec
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.clock import now
 from app.deps import Deps
 from app.errors import (
     AlreadyContact,
     Conflict,
     Invalid,
-    NotContact,
     NotFound,
     RequestExpired,
     RequestRefused,
@@ -78,10 +78,6 @@ class SettingsPatch(Payload):
 
 SETTINGS_FIELDS = ("allow_strangers", "send_read_receipts", "last_seen_visibility",
                    "discoverable_by_email", "discoverable_by_phone")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _pending_key(from_id, to_id) -> str:
@@ -172,38 +168,6 @@ async def _expire_pending(user_id) -> None:
         await ContactRequest.filter(
             **{field_name: user_id}, status="pending", expires_at__lte=now()
         ).update(status="expired", pending_key=None)
-
-
-# --- the messaging hook ---------------------------------------------------------
-
-
-async def check_can_message(deps: Deps, sender_id: str, recipient_id: str) -> None:
-    """Raise when sender may not send a direct message to recipient.
-
-    The sender must be in the recipient's contacts unless the recipient allows
-    strangers. A block by the recipient gets the same `not_contact` answer as
-    being removed from their list, so it is never revealed.
-    """
-    recipient = await User.get_or_none(id=recipient_id)
-    direct_send_verdict(
-        i_blocked=await has_blocked(sender_id, recipient_id),
-        they_blocked=await has_blocked(recipient_id, sender_id),
-        they_have_me=await has_contact(recipient_id, sender_id),
-        they_allow_strangers=recipient is not None and recipient.allow_strangers,
-    )
-
-
-def direct_send_verdict(*, i_blocked: bool, they_blocked: bool, they_have_me: bool,
-                        they_allow_strangers: bool) -> None:
-    """The direct-message rule on facts already fetched (the send path gets them
-    in one query with the membership: conversations.send_context)."""
-    if i_blocked:
-        raise YouBlocked("You blocked this person; unblock them to send messages.")
-    if they_blocked:
-        raise NotContact()
-    if they_have_me or they_allow_strangers:
-        return
-    raise NotContact()
 
 
 # --- requests -------------------------------------------------------------------
@@ -491,4 +455,7 @@ async def update_settings(deps: Deps, user: User, data: SettingsPatch) -> dict:
             changed.append(name)
     if changed:
         await user.save(update_fields=changed)
+        from app.services import read_cache
+
+        await read_cache.changed(deps, "user", [user.id])
     return settings_out(user)

@@ -17,13 +17,13 @@ from app.errors import Invalid, NotFound
 from app.models.accounts import User
 from app.models.groups import MessageMention
 from app.models.messaging import Conversation, Membership, Message
-from app.services import member_cache
+from app.services import member_cache, send_rules
 from app.services.accounts import public_user
 from app.services.avatars import avatar_url
-from app.services.sql import as_datetime, is_postgres, send_context_row
+from app.services.sql import is_postgres, send_facts_row
 from app.validation import Payload
 
-NO_SUCH_CONVERSATION = "No such conversation."
+NO_SUCH_CONVERSATION = send_rules.NO_SUCH_CONVERSATION
 
 
 def parse_uuid(value, what: str = "conversation") -> uuid.UUID:
@@ -53,60 +53,13 @@ async def active_membership(conversation_id, user_id) -> Membership:
     return m
 
 
-class SendContext:
-    """What a send is judged on: one row of sql.send_context_row / the writer's
-    batched check (column names there), read as plain values. `membership` (a
-    Membership with its Conversation) is built only when asked for: the group
-    rules, mentions and replies need it, a direct text message does not."""
-
-    __slots__ = ("conversation_id", "user_id", "row", "conversation_type", "peer_id",
-                 "_membership")
-
-    def __init__(self, conversation_id: uuid.UUID, user_id: uuid.UUID, row) -> None:
-        self.conversation_id = conversation_id
-        self.user_id = user_id
-        self.row = row
-        self.conversation_type = row["type"]
-        peer = row["peer_id"]
-        self.peer_id = str(peer) if peer is not None else None
-        self._membership: Membership | None = None
-
-    def contact_facts(self) -> dict:
-        """Direct chats: the block/contact/privacy facts between the two, as
-        contacts.direct_send_verdict takes them."""
-        row = self.row
-        return {"i_blocked": bool(row["i_blocked"]), "they_blocked": bool(row["they_blocked"]),
-                "they_have_me": bool(row["they_have_me"]),
-                "they_allow_strangers": bool(row["peer_allows_strangers"])}
-
-    @property
-    def membership(self) -> Membership:
-        if self._membership is None:
-            row = self.row
-            conv = Conversation(id=self.conversation_id, type=row["type"],
-                                only_admins_can_send=bool(row["only_admins_can_send"]))
-            m = Membership(id=row["mid"], conversation_id=self.conversation_id,
-                           user_id=self.user_id, role=row["role"],
-                           visible_from_seq=row["visible_from_seq"], read_seq=row["read_seq"],
-                           muted_until=as_datetime(row["muted_until"]))
-            m.conversation = conv
-            self._membership = m
-        return self._membership
-
-
-def send_context_from_row(conversation_id: uuid.UUID, user_id: uuid.UUID, row) -> SendContext:
-    """A SendContext of a fetched row; NotFound unless an active member of a live one."""
-    if row is None or row["mid"] is None or row["dissolved_at"] is not None:
-        raise NotFound(NO_SUCH_CONVERSATION)
-    return SendContext(conversation_id, user_id, row)
-
-
-async def send_context(conversation_id, user_id) -> SendContext:
-    """active_membership plus the direct-chat facts, in one query."""
+async def send_facts(conversation_id, user_id) -> send_rules.SendFacts:
+    """What a send (or an action on a message) is judged on, in one query:
+    active_membership plus the direct-chat facts (send_rules.SendFacts)."""
     cid = parse_uuid(conversation_id)
     uid = parse_uuid(user_id, "user")
-    row = await send_context_row(Tortoise.get_connection("default"), cid, uid)
-    return send_context_from_row(cid, uid, row)
+    row = await send_facts_row(Tortoise.get_connection("default"), cid, uid)
+    return send_rules.facts_of_row(cid, uid, row)
 
 
 async def readable_membership(conversation_id, user_id) -> Membership:

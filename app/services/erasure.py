@@ -20,12 +20,13 @@ import asyncio
 import logging
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 
 from app import security
+from app.clock import now
 from app.deps import Deps
 from app.errors import Invalid, InvalidCode
 from app.models.accounts import AuthSession, OAuthFlow, OAuthIdentity, User, VerificationCode
@@ -33,7 +34,7 @@ from app.models.contacts import Block, Contact, ContactRequest
 from app.models.media import Media, MediaAttachment
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.models.privacy import JobLock
-from app.services import avatars, push
+from app.services import avatars, push, read_cache
 from app.validation import Payload
 
 log = logging.getLogger("parley.erasure")
@@ -48,10 +49,6 @@ RECENT_SIGN_IN = timedelta(minutes=10)
 class DeleteAccountIn(Payload):
     password: str | None = None
     code: str | None = None  # a code requested with purpose "delete_account"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- deactivation ----------------------------------------------------------
@@ -92,6 +89,7 @@ async def request_deletion(deps: Deps, auth, data: DeleteAccountIn) -> dict:
     at = now()
     await User.filter(id=user.id).update(deactivated_at=at, erase_after=at + grace)
     user.deactivated_at, user.erase_after = at, at + grace
+    await read_cache.changed(deps, "user", [user.id])
     await _drop_pending_requests(user.id)
     await push.delete_subscriptions_for_user(user.id)
     await accounts.end_all_sessions(deps, user)
@@ -183,6 +181,7 @@ async def erase_account(deps: Deps, user_id: str) -> None:
             break
         except IntegrityError:
             continue  # the random handle collided
+    await read_cache.changed(deps, "user", [uid])
     log.info("erased account %s", user_id)
 
 

@@ -29,10 +29,11 @@ import tempfile
 import time
 import uuid
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tortoise.expressions import Q
 
+from app.clock import now
 from app.config import Settings
 from app.deps import Deps
 from app.errors import NotFound, RateLimited, Unauthorized
@@ -48,10 +49,6 @@ log = logging.getLogger("parley.export")
 EXPORT_PATH = "/api/v1/me/export"
 BATCH = 1000
 BUILD_TIMEOUT = timedelta(hours=1)  # a build claimed longer ago is taken over
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- requests ----------------------------------------------------------------

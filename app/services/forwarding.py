@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Literal
 
 import msgspec
 from tortoise.exceptions import IntegrityError
 
+from app.clock import now
 from app.deps import Deps
 from app.errors import DomainError, Invalid, NotFound
 from app.models.accounts import User
@@ -32,6 +32,7 @@ from app.models.media import Media, MediaAttachment
 from app.models.messaging import Conversation, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
+from app.services import send_rules
 from app.services.accounts import public_user
 from app.services.message_changes import visible_message
 from app.services.message_writer import NewMessage, UnknownConversation
@@ -50,10 +51,6 @@ class ForwardIn(Payload):
     to: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_FORWARD_TARGETS)]
     mode: Literal["each", "merged"]
     client_msg_id: ClientMsgId
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- contact cards and locations ---------------------------------------------------
@@ -183,12 +180,15 @@ async def forward(deps: Deps, user_id: str, data: ForwardIn, *, origin: str | No
     try:
         await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
         sources = await _sources(user_id, data.message_ids)
+        # Every target is judged before anything is shared into one (media
+        # grants, copies): a forward refused by one target shares nothing. The
+        # writer judges each copy again under the conversation's lock.
         for cid in targets:
             from app.services.message_changes import check_can_act
 
-            ctx = await convs.send_context(cid, uid)
-            messaging.check_can_send(deps, ctx)
-            check_can_act(deps, ctx)
+            facts = await convs.send_facts(cid, uid)
+            send_rules.check_may_send(facts, now())
+            check_can_act(deps, facts)
     except DomainError:
         # A retry of a forward stored before gets what was stored.
         keys = [derived_id(data.client_msg_id, cid, p) for cid in targets
@@ -220,7 +220,7 @@ async def forward(deps: Deps, user_id: str, data: ForwardIn, *, origin: str | No
             items.append(NewMessage(
                 conversation_id=cid, sender_id=uid, client_msg_id=cmid, type=mtype,
                 text=text, data=extra, created_at=created,
-                judge=partial(messaging._judge, deps), ordered=True))
+                judge=send_rules.judge_queued_send, ordered=True))
     # Queued in this order, so each target's copies get consecutive seqs in order.
     results = await asyncio.gather(*(deps.writer.write(it) for it in items),
                                    return_exceptions=True)

@@ -1,4 +1,4 @@
-"""Group chats (issue #5): WeChat-like groups with an owner, admins, an
+"""Group chats: WeChat-like groups with an owner, admins, an
 announcement, invite links, mentions and read lists.
 
 Rules that hold everywhere below:
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
+from app.clock import now
 from app.deps import Deps
 from app.errors import Forbidden, GroupFull, Invalid, InviteExpired, NotContact, NotFound
 from app.models.accounts import User
@@ -38,6 +39,7 @@ from app.models.groups import GroupInvite
 from app.models.messaging import Conversation, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
+from app.services import send_rules
 from app.services.accounts import public_user
 from app.services.avatars import avatar_url, avatar_urls
 from app.services.sql import next_seq
@@ -92,10 +94,6 @@ class InviteIn(Payload):
 
 class JoinIn(Payload):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _NothingToDo(Exception):
@@ -729,38 +727,20 @@ async def join(deps: Deps, user_id: str, data: JoinIn) -> dict:
     return await convs.conversation_for(deps, user_id, cid)
 
 
-# --- hooks called by messaging ---------------------------------------------------------
-
-
-def check_can_send(deps: Deps, membership: Membership) -> None:
-    """Raise when this member may not post in the group (muted, admins-only).
-    Synchronous on purpose: it runs inside the message writer's transaction."""
-    m = membership
-    if m.conversation.type != "group":
-        return
-    if m.muted_until is not None and m.muted_until > now():
-        raise Forbidden("You are muted in this group.",
-                        details={"muted_until": m.muted_until.isoformat()})
-    if m.conversation.only_admins_can_send and m.role == "member":
-        raise Forbidden("Only the group's owner and admins can send messages here.")
+# --- the hook called by messaging ---------------------------------------------------------
 
 
 async def resolve_mentions(deps: Deps, membership: Membership, data) -> dict:
-    """Typed mention data for a message ({"mentions": [...], "mention_all": bool})."""
+    """Typed mention data for a message ({"mentions": [...], "mention_all": bool}),
+    judged by send_rules.check_mentions on the group's current members."""
     m = membership
-    if m.conversation.type != "group":
-        raise Invalid("Mentions are only supported in group chats.",
-                      details={"field": "mentions"})
-    if data.mention_all and m.role == "member":
-        raise Forbidden("Only the group's owner and admins can mention everyone.")
     ids = _dedupe(data.mentions)
-    if ids:
+    members = None
+    if ids and m.conversation.type == "group":
         members = set(await convs.member_ids(m.conversation_id))
-        bad = [i for i in ids if i not in members]
-        if bad:
-            raise Invalid("You can only mention members of this group.",
-                          details={"field": "mentions", "user_ids": bad})
-    return {"mentions": ids, "mention_all": bool(data.mention_all)}
+    return send_rules.check_mentions(conversation_type=m.conversation.type, role=m.role,
+                                     mentions=ids, mention_all=data.mention_all,
+                                     members=members)
 
 
 # --- read lists ---------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from typing import Annotated, NamedTuple
 import msgspec
 from tortoise import Tortoise
 
+from app import replicas
 from app.deps import Deps
 from app.errors import Invalid, NotFound
-from app.models.messaging import HiddenMessage, Membership, Message
+from app.models.messaging import Conversation, HiddenMessage, Membership, Message
 from app.services import conversations as convs
 from app.services.message_changes import attach_mine
 from app.services.sql import is_postgres, select_joined
@@ -387,13 +388,33 @@ async def _is_reader(conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     return await Membership.filter(conversation_id=conversation_id, user_id=user_id).exists()
 
 
+async def _replayed(cid: uuid.UUID, known: int | None) -> None:
+    """On a read replica: send the read to the primary when the client already
+    knows seq `known` of this conversation and the replica has not replayed it
+    (a message and its conversation's last_seq commit together)."""
+    if known is None or known <= 0 or not replicas.on_replica():
+        return
+    last = await Conversation.filter(id=cid).values_list("last_seq", flat=True)
+    replicas.stale(not last or last[0] < known)
+
+
 async def history(deps: Deps, user_id: str, data: HistoryIn) -> dict:
     """The page before `before_seq` (the newest without), ascending.
 
     One statement in the common case; an empty page costs one more to tell
-    "nothing there" from "not a member" (NotFound)."""
+    "nothing there" from "not a member" (NotFound). Served by a read replica
+    when one is fit and has replayed the page's anchor (app/replicas.py)."""
     cid = convs.parse_uuid(data.conversation_id)
     uid = convs.parse_uuid(user_id, "user")
+    return await replicas.read(deps, lambda: _history(deps, user_id, uid, cid, data))
+
+
+async def _history(deps: Deps, user_id: str, uid: uuid.UUID, cid: uuid.UUID,
+                   data: HistoryIn) -> dict:
+    if data.around_seq is not None:
+        await _replayed(cid, data.around_seq)
+    elif data.before_seq is not None:
+        await _replayed(cid, data.before_seq - 1)
     if data.around_seq is not None:
         return await _around(deps, user_id, uid, cid, data)
     spec = PageSpec(cid, before=data.before_seq, limit=data.limit)
@@ -446,10 +467,34 @@ async def sync(deps: Deps, user_id: str, data: SyncIn) -> dict:
     statement), mention counts (groups only) and the summaries of the
     conversations the device did not know. A reconnecting client whose chats
     are all known: two statements.
+
+    With read replicas, the memberships come from the primary and the rest
+    from a fit replica that has replayed every one of them as the primary has
+    it (each conversation's last_seq and change_seq, the reader's marks and
+    window); else the primary answers (app/replicas.py). So a reconnecting
+    client never misses a message whose event it lost, however far behind a
+    replica is.
     """
     uid = convs.parse_uuid(user_id, "user")
     after = _decode_sync_cursor(data.cursor) if data.cursor else 0
     memberships = await memberships_of(uid)  # ordered by membership id
+    return await replicas.read(deps, lambda: _sync(deps, user_id, uid, after, data,
+                                                   memberships))
+
+
+def _sync_view(memberships: list[Membership]) -> dict:
+    """What a sync answer is built from, per membership: the replica must show
+    exactly this (the primary's) before it may answer."""
+    return {m.id: (m.conversation.last_seq, m.conversation.change_seq, m.read_seq,
+                   m.visible_from_seq, m.left_seq, m.left_at is None) for m in memberships}
+
+
+async def _sync(deps: Deps, user_id: str, uid: uuid.UUID, after: int, data: SyncIn,
+                memberships: list[Membership]) -> dict:
+    if replicas.on_replica():
+        primary = memberships
+        memberships = await memberships_of(uid)
+        replicas.stale(_sync_view(memberships) != _sync_view(primary))
     # (m, page or None: only changes, is new to the device, change cursor)
     wanted: list[tuple[Membership, PageSpec | None, bool, int | None]] = []
     next_cursor = None

@@ -1,5 +1,5 @@
 """Uploaded media: upload rules, attaching to messages, who may download, signed
-links, the orphan sweep (issue #6).
+links, the orphan sweep.
 
 Rules decided here (documented in docs/api.md, "Media"):
 
@@ -42,13 +42,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Sum
 
+from app.clock import now
 from app.config import Settings
 from app.deps import Deps
 from app.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
@@ -86,10 +87,6 @@ NO_SUCH_MEDIA = "No such media."
 
 class LinkExpired(DomainError):
     code, status, default_message = "link_expired", 403, "This link has expired; fetch a new one."
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- storage lifecycle --------------------------------------------------------

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import msgspec
 import regex
 from tortoise.transactions import in_transaction
 
+from app.clock import now
 from app.deps import Deps
 from app.errors import DomainError, Forbidden, Invalid, NotFound
 from app.models.message_extras import MessageReaction, MessageVersion, Pin
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.services import conversations as convs
-from app.services import push
+from app.services import push, send_rules
+from app.services.send_rules import SendFacts
 from app.services.sql import is_postgres, next_seq
 from app.validation import Id, Payload, int_id, is_blank
 
@@ -35,10 +37,6 @@ NO_SUCH_MESSAGE = "No such message."
 MAX_REACTION_EMOJI = 20  # distinct emoji on one message
 MAX_PINS = 50  # pinned messages per conversation
 EDITABLE = ("text", "image", "video")  # text messages, and the captions of these
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- payloads ------------------------------------------------------------------
@@ -121,28 +119,23 @@ class Target:
 
     __slots__ = ("msg", "ctx")
 
-    def __init__(self, msg: Message, ctx: convs.SendContext) -> None:
+    def __init__(self, msg: Message, ctx: SendFacts) -> None:
         self.msg = msg
         self.ctx = ctx
 
 
-def check_can_act(deps: Deps, ctx: convs.SendContext) -> None:
+def check_can_act(deps: Deps, ctx: SendFacts) -> None:
     """Reacting, editing, pinning, forwarding into: like sending, a direct chat
     follows the contact rules (blocks, strangers) and a muted group member
     cannot act; only_admins_can_send does not stop reactions."""
     if ctx.conversation_type == "direct":
-        from app.services import contacts
-
         if ctx.peer_id is not None:
-            contacts.direct_send_verdict(**ctx.contact_facts())
+            send_rules.check_direct(**ctx.contact_facts())
         return
-    m = ctx.membership
-    if m.muted_until is not None and m.muted_until > now():
-        raise Forbidden("You are muted in this group.",
-                        details={"muted_until": m.muted_until.isoformat()})
+    send_rules.check_not_muted(ctx.membership.muted_until, now())
 
 
-async def visible_message(user_id, message_id) -> tuple[Message, convs.SendContext]:
+async def visible_message(user_id, message_id) -> tuple[Message, SendFacts]:
     """A message of a live conversation the caller is an active member of, inside
     their history and not deleted for them; NotFound for anything else (the
     same answer for strangers, former members and unknown ids)."""
@@ -153,7 +146,7 @@ async def visible_message(user_id, message_id) -> tuple[Message, convs.SendConte
     if msg is None:
         raise NotFound(NO_SUCH_MESSAGE)
     try:
-        ctx = await convs.send_context(msg.conversation_id, user_id)
+        ctx = await convs.send_facts(msg.conversation_id, user_id)
     except NotFound:
         raise NotFound(NO_SUCH_MESSAGE) from None
     if msg.seq <= ctx.row["visible_from_seq"]:
@@ -437,7 +430,7 @@ class _Unchanged(Exception):
     pass
 
 
-def _check_can_pin(ctx: convs.SendContext, members_can_pin: bool) -> None:
+def _check_can_pin(ctx: SendFacts, members_can_pin: bool) -> None:
     if ctx.conversation_type == "group" and ctx.row["role"] == "member" and not members_can_pin:
         raise Forbidden("Only the group's owner and admins can pin messages here.")
 

@@ -1,6 +1,6 @@
 """Sending, reading and syncing messages: the delivery guarantees live here.
 
-- seq: allocated in the same transaction as the insert (app/services/message_writer.py).
+- seq: allocated in the same transaction as the insert (app/services/message_writer/).
 - persist before ack: callers get the message only after commit.
 - idempotent: UNIQUE(sender, client_msg_id); a repeat returns the original, emits nothing.
 - fan-out: one emit to the members' user rooms, after commit.
@@ -11,30 +11,28 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
-from functools import partial
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from tortoise.exceptions import IntegrityError
 
+from app.clock import now
 from app.deps import Deps
 from app.errors import DomainError, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
 from app.services import message_changes, push
+from app.services import send_rules as rules
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
 from app.services.history import audience_views, serialize_message, serialize_row
 from app.services.message_writer import NewMessage, UnknownConversation
-from app.validation import Id, Payload, Seq, convert, int_id, is_blank
+from app.validation import Id, Payload, Seq, convert, int_id
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 SeqValue = Seq
-
-
-MEDIA_TYPES = ("image", "voice", "video", "file")
 
 
 class ContactCardIn(Payload):
@@ -75,65 +73,20 @@ class TypingIn(Payload):
     state: Literal["typing", "recording", "idle"]
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- sending ----------------------------------------------------------------
 #
-# The hot path (a text message, no reply, no mentions) reads nothing before the
-# write: the writer judges the send inside its transaction (_judge, on facts read
-# under the conversation's lock, batched with the other sends of that batch),
-# returns the recipients as of the message's seq, and hands out a Turn so the
-# events of a conversation leave this process in seq order. Media, mentions and
-# replies need the membership first (send_context), and are judged again by the
-# writer like every other send.
-
-
-def check_can_send(deps: Deps, ctx: convs.SendContext) -> None:
-    """Who may post here: the contact rules (direct) or the group rules.
-
-    Also runs inside the message writer's transaction (_judge), on SQLite while
-    the writer holds the one connection: it decides on the facts in `ctx` and is
-    synchronous all the way down, so it cannot query the database."""
-    if ctx.conversation_type == "direct":
-        from app.services import contacts
-
-        if ctx.peer_id is not None:
-            contacts.direct_send_verdict(**ctx.contact_facts())
-    else:
-        from app.services import groups
-
-        groups.check_can_send(deps, ctx.membership)
-
-
-def _judge(deps: Deps, item: NewMessage, facts) -> None:
-    """The writer's in-transaction check of one send (message_writer.Judge)."""
-    ctx = convs.send_context_from_row(item.conversation_id, item.sender_id, facts)
-    check_can_send(deps, ctx)
-
-
-def _clean_text(deps: Deps, data: SendIn) -> str:
-    text = data.text.strip()
-    if is_blank(text):
-        raise Invalid("Message text cannot be empty.", details={"field": "text"})
-    if len(text) > deps.settings.max_text_length:
-        raise Invalid(
-            f"Message text is limited to {deps.settings.max_text_length} characters.",
-            details={"field": "text"},
-        )
-    return text
-
-
-def _clean_caption(deps: Deps, data: SendIn) -> str:
-    caption = data.text.strip()
-    if is_blank(caption):
-        caption = ""
-    if caption and data.type not in ("image", "video"):
-        raise Invalid("Only images and videos take a caption.", details={"field": "text"})
-    if len(caption) > deps.settings.max_text_length:
-        raise Invalid("Caption too long.", details={"field": "text"})
-    return caption
+# One send, top to bottom (send_message): validate the payload (SendIn, then
+# send_rules' text rules), read the facts it is judged on, judge it
+# (send_rules.check_may_send), write it (the message writer), fan it out
+# (publish_written).
+#
+# The rules run once, in the writer's transaction (send_rules.judge_queued_send),
+# on facts read under the conversation's lock and batched with the other sends
+# of that batch, so a block or mute committed before the message got its seq is
+# honoured. A plain text message reads nothing before the write. Media,
+# mentions, replies and typed content need the sender's membership first
+# (convs.send_facts) to check what they refer to; who may post is still
+# judged once, by the writer.
 
 
 async def _existing(user_id: str, client_msg_id: str) -> Message | None:
@@ -160,7 +113,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
 
     `origin` is the sending socket, spared from the echo.
     """
-    try:
+    try:  # validate (and, for richer messages, read the facts)
         cid, uid, text, extra, reply = await _checked_send(deps, user_id, data)
     except DomainError:
         # A retry of a message that was stored before (lost ack) gets the
@@ -182,10 +135,10 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         # Sending a message means I have read everything up to it (the
         # writer moves the read mark of the membership it judged).
         mentions=[None] if extra.get("mention_all") else list(extra.get("mentions") or ()),
-        judge=partial(_judge, deps),
+        judge=rules.judge_queued_send,
         ordered=True,
     )
-    try:
+    try:  # judge (send_rules, in the writer's transaction) and write
         written = await deps.writer.write(item)
     except UnknownConversation:
         raise NotFound(convs.NO_SUCH_CONVERSATION) from None
@@ -193,7 +146,7 @@ async def send_message(deps: Deps, user_id: str, data: SendIn, *, origin: str | 
         # The same client_msg_id was stored first (retry, other device, race):
         # the writer answered before judging, so a retry gets the original.
         return await serialize_message(await Message.get(id=written.id), deps, user_id)
-    return await publish_written(
+    return await publish_written(  # fan out
         deps, written, item, origin, reply,
         lambda: _new_message(written, cid, uid, data, text, extra, reply, created, deps))
 
@@ -230,39 +183,33 @@ async def publish_written(deps: Deps, written, item: NewMessage, origin: str | N
 
 
 async def _checked_send(deps: Deps, user_id: str, data: SendIn):
-    """The rules a send must pass before the writer (which judges membership,
-    contacts and group rules in its transaction); returns what the writer needs."""
+    """Validate a send and resolve what it refers to; returns what the writer
+    needs. Who may post is judged by the writer (send_rules.judge_queued_send)."""
     await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
     cid = convs.parse_uuid(data.conversation_id)
     uid = convs.parse_uuid(user_id, "user")
+    max_length = deps.settings.max_text_length
     extra: dict = {}
-    if data.type == "text" and data.reply_to is None and not data.mentions \
-            and not data.mention_all and data.contact_card is None and data.location is None:
-        if data.media_id is not None:
-            raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
-        return cid, uid, _clean_text(deps, data), extra, None
-    # Media, mentions and replies are checked against the membership first.
-    ctx = await convs.send_context(cid, uid)
-    m = ctx.membership
+    if rules.is_plain_text(data):
+        rules.check_no_media_id(data)
+        return cid, uid, rules.plain_text(data.text, max_length), extra, None
+    # Media, mentions and replies refer to things only a member may use.
+    facts = await convs.send_facts(cid, uid)
+    m = facts.membership
     # Typed data other domains attach: media snapshot, mentions.
-    if data.type in MEDIA_TYPES:
+    if data.type in rules.MEDIA_TYPES:
         from app.services import media
 
         extra["media"] = await media.attach_to_message(deps, user_id, data)
-        text = _clean_caption(deps, data)
-    elif data.type in ("contact_card", "location"):
+        text = rules.caption(data.type, data.text, max_length)
+    elif data.type in rules.TYPED_TYPES:
         from app.services import forwarding
 
         extra.update(await forwarding.typed_content(user_id, data))
         text = ""
     else:
-        if data.media_id is not None:
-            raise Invalid("media_id needs a media message type.", details={"field": "media_id"})
-        if data.contact_card is not None or data.location is not None:
-            field_name = "contact_card" if data.contact_card is not None else "location"
-            raise Invalid(f"{field_name} needs type {field_name!r}.",
-                          details={"field": field_name})
-        text = _clean_text(deps, data)
+        rules.typed_fields(data)
+        text = rules.plain_text(data.text, max_length)
     if data.mentions or data.mention_all:
         from app.services import groups
 
@@ -270,7 +217,6 @@ async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     reply = None
     if data.reply_to is not None:
         reply = await _reply_target(m, data.reply_to)
-    check_can_send(deps, ctx)
     return cid, uid, text, extra, reply
 
 
@@ -285,9 +231,7 @@ async def _reply_target(m: Membership, reply_to: str) -> Message:
     if rid is None:
         raise Invalid("reply_to is not a message id.", details={"field": "reply_to"})
     target = await Message.get_or_none(id=rid, conversation_id=m.conversation_id)
-    if target is None or target.seq <= m.visible_from_seq:
-        raise Invalid("reply_to is not a message of this conversation.",
-                      details={"field": "reply_to"})
+    rules.check_reply_target(target.seq if target is not None else None, m.visible_from_seq)
     return target
 
 

@@ -586,6 +586,9 @@ async def _adopt_picture(deps: Deps, p: Provider, user: User, picture: str) -> N
         return
     user.avatar_key = key
     await User.filter(id=user.id).update(avatar_key=key)
+    from app.services import read_cache
+
+    await read_cache.changed(deps, "user", [user.id])
 
 
 async def _sign_in(deps: Deps, p: Provider, profile: Profile) -> User:

@@ -187,8 +187,11 @@ class _WentOffline:
 
     async def __call__(self, user_ids: list[str]) -> None:
         seen = datetime.now(UTC)
+        from app.services import read_cache
+
         for chunk in _chunks(user_ids):
             await User.filter(id__in=chunk).update(last_seen_at=seen)
+            await read_cache.changed(self.deps, "user", chunk)
         done = announcer(self.deps).add([(u, False, seen) for u in user_ids], wait=True)
         await done
 

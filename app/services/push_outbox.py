@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise import Tortoise
 
+from app.clock import now
 from app.models.accounts import User
 from app.models.messaging import Conversation
 from app.models.push import PushSubscription
@@ -64,10 +65,6 @@ PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
 # it: sends hand their events over in roughly, not strictly, id order.
 RECOVERY_LOOKBACK_IDS = 1000
 RECOVERY_PAGE = 500
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ts(value: datetime) -> str:

@@ -25,6 +25,7 @@ from typing import Annotated
 import msgspec
 from tortoise import Tortoise
 
+from app import replicas
 from app.deps import Deps
 from app.errors import Invalid, NotFound, Unavailable
 from app.models.contacts import Contact
@@ -181,14 +182,11 @@ def _reply_join(u_param: str) -> str:
             f'WHERE hr."user_id" = {u_param} AND hr."message_id" = r."id") ')
 
 
-async def _check_filters(uid: uuid.UUID, data: SearchIn) -> Filters:
+def _parse_filters(data: SearchIn) -> Filters:
     f = Filters(types=_types(data.type), after=_aware(data.after, "after"),
                 before=_aware(data.before, "before"))
     if data.conversation_id is not None:
-        cid = convs.parse_uuid(data.conversation_id)
-        if not await Membership.filter(conversation_id=cid, user_id=uid).exists():
-            raise NotFound(convs.NO_SUCH_CONVERSATION)
-        f.conversation_id = str(cid)
+        f.conversation_id = str(convs.parse_uuid(data.conversation_id))
     if data.sender_id is not None:
         f.sender_id = str(convs.parse_uuid(data.sender_id, "user"))
     if data.cursor is not None:
@@ -219,18 +217,34 @@ async def search_messages(deps: Deps, user_id: str, data: SearchIn) -> dict:
     named by `highlight_field` (see search_text)."""
     terms = parse_terms(data.q)
     uid = convs.parse_uuid(user_id, "user")
-    f = await _check_filters(uid, data)
+    f = _parse_filters(data)
     await _hit_limit(deps, user_id)
     if not deps.settings.search_index:
         raise Unavailable("Message search is turned off on this server (SEARCH_INDEX).")
+
+    async def run() -> dict:
+        if f.conversation_id is not None and not await Membership.filter(
+                conversation_id=f.conversation_id, user_id=uid).exists():
+            raise NotFound(convs.NO_SUCH_CONVERSATION)
+        if f.below_id is not None and replicas.on_replica():
+            # The client has seen the message at its cursor: a replica that
+            # has not replayed it yet would answer from before it.
+            replicas.stale(not await Message.filter(id__gte=f.below_id).exists())
+        return await _search_page(deps, user_id, uid, terms, f, data.limit)
+
+    return await replicas.read(deps, run)
+
+
+async def _search_page(deps: Deps, user_id: str, uid: uuid.UUID, terms, f: Filters,
+                       limit: int) -> dict:
     conn, pg = _db()
     prepared = await backend_for(pg).prepare(conn, terms)
     if pg:
-        rows = await _pg_page(conn, uid, terms, f, prepared, data.limit + 1)
+        rows = await _pg_page(conn, uid, terms, f, prepared, limit + 1)
     else:
-        rows = await _page(conn, pg, uid, terms, f, prepared, data.limit + 1)
-    more = len(rows) > data.limit
-    rows = rows[:data.limit]
+        rows = await _page(conn, pg, uid, terms, f, prepared, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
     results = [_result(r, terms, deps, user_id) for r in rows]
     return {"results": results,
             "next_cursor": _encode_cursor(rows[-1][0]) if more and rows else None}
@@ -349,12 +363,16 @@ async def search_all(deps: Deps, user_id: str, data: SearchAllIn) -> dict:
     terms = parse_terms(data.q)
     uid = convs.parse_uuid(user_id, "user")
     await _hit_limit(deps, user_id)
-    return {
-        "contacts": await _contacts(deps, uid, data.q, data.limit),
-        "groups": await _groups(deps, uid, data.q, data.limit),
-        "conversations_with_matches": await _conversations_with_matches(
-            deps, uid, terms, data.limit) if deps.settings.search_index else [],
-    }
+
+    async def run() -> dict:
+        return {
+            "contacts": await _contacts(deps, uid, data.q, data.limit),
+            "groups": await _groups(deps, uid, data.q, data.limit),
+            "conversations_with_matches": await _conversations_with_matches(
+                deps, uid, terms, data.limit) if deps.settings.search_index else [],
+        }
+
+    return await replicas.read(deps, run)
 
 
 # --- index maintenance -----------------------------------------------------------

@@ -88,7 +88,7 @@ async def next_seq(conn: BaseDBAsyncClient, conversation_id: uuid.UUID, now) -> 
 # What a send is judged on: the sender's membership (m), the conversation's flags
 # and member-list version (c), and for a direct chat the peer (p, u) and the
 # contact/block facts between the two. Shared by the single lookup below and the
-# writer's batched check (send_checks_sql).
+# writer's batched lookup (WRITER_FACTS_*); the rules on them are send_rules.py.
 _FACTS_COLUMNS = (
     'm."id" AS mid, m."role", m."visible_from_seq", m."muted_until", m."read_seq", '
     'c."type", c."dissolved_at", c."only_admins_can_send", c."updated_at" AS members_version, '
@@ -106,37 +106,37 @@ _PEER_JOINS = (
     'AND p."conversation_id" = m."conversation_id" AND p."user_id" <> m."user_id" '
     'LEFT JOIN "users" u ON u."id" = p."user_id"'
 )
-_SEND_CONTEXT = (
+_SEND_FACTS = (
     f'SELECT {_FACTS_COLUMNS} '
     'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
     f'{_PEER_JOINS} '
     'WHERE m."conversation_id" = {0} AND m."user_id" = {1} AND m."left_at" IS NULL'
 )
-_SEND_CONTEXT_PG = _SEND_CONTEXT.format("$1", "$2")
-_SEND_CONTEXT_SQLITE = _SEND_CONTEXT.format("?", "?")
+_SEND_FACTS_PG = _SEND_FACTS.format("$1", "$2")
+_SEND_FACTS_SQLITE = _SEND_FACTS.format("?", "?")
 
 
-async def send_context_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
+async def send_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
                            user_id: uuid.UUID) -> dict | None:
     """Everything a send is judged on, in one round trip: the sender's
     membership, the conversation's flags and, for a direct chat, the peer and
-    the contact/block facts between the two (see services.messaging)."""
+    the contact/block facts between the two (see services.send_rules)."""
     if is_postgres(conn):
-        rows = await conn.execute_query_dict(_SEND_CONTEXT_PG, [conversation_id, user_id])
+        rows = await conn.execute_query_dict(_SEND_FACTS_PG, [conversation_id, user_id])
     else:
-        rows = await conn.execute_query_dict(_SEND_CONTEXT_SQLITE,
+        rows = await conn.execute_query_dict(_SEND_FACTS_SQLITE,
                                              [str(conversation_id), str(user_id)])
     return rows[0] if rows else None
 
 
-# --- the writer's batched check ---------------------------------------------
+# --- the writer's batched facts ---------------------------------------------
 #
 # One row per queued send q(i, cid, uid, cmid): the message already stored under
 # (sender, client_msg_id) if any (dup_id, dup_seq), and the send facts above
 # (all NULL when the sender is no active member). Every join is a LEFT JOIN on a
 # unique key, so each q yields exactly one row.
 
-_SEND_CHECKS_FROM = (
+_WRITER_FACTS_FROM = (
     'LEFT JOIN "messages" d ON d."sender_id" = q.uid AND d."client_msg_id" = q.cmid '
     'LEFT JOIN "memberships" m ON m."conversation_id" = q.cid AND m."user_id" = q.uid '
     'AND m."left_at" IS NULL '
@@ -145,17 +145,17 @@ _SEND_CHECKS_FROM = (
 )
 # PostgreSQL also reads each conversation's last_seq (cl): the rows are locked
 # by begin_and_lock_pg's statement before this one, so it is final until COMMIT.
-SEND_CHECKS_PG = (
+WRITER_FACTS_PG = (
     f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, cl."last_seq" AS conv_last_seq, '
     f'{_FACTS_COLUMNS} '
     'FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[]) AS q(i, cid, uid, cmid) '
     'LEFT JOIN "conversations" cl ON cl."id" = q.cid '
-    f'{_SEND_CHECKS_FROM}'
+    f'{_WRITER_FACTS_FROM}'
 )
-SEND_CHECK_SQLITE = (
+WRITER_FACTS_SQLITE = (
     f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, {_FACTS_COLUMNS} '
     'FROM (SELECT ? AS i, ? AS cid, ? AS uid, ? AS cmid) AS q '
-    f'{_SEND_CHECKS_FROM}'
+    f'{_WRITER_FACTS_FROM}'
 )
 
 
@@ -174,11 +174,11 @@ def begin_and_lock_pg(conversation_ids) -> str:
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_custom_plan: the batch statements are prepared once per connection,
     # and PostgreSQL may switch a prepared statement to a cached generic plan
-    # after five runs. Made while `messages` was small, that plan scanned the
-    # whole table for every dedupe lookup and kept doing so as the table grew
-    # (until an ANALYZE happened to invalidate it): measured, batch latency grew
-    # step by step to 40 ms at 4,000 msg/s. A custom plan per batch costs ~0.5 ms
-    # of the database's CPU and always sees the tables' current size.
+    # after five runs. A generic plan made while `messages` is small scans the
+    # whole table for every dedupe lookup and keeps doing so as the table grows
+    # (until an ANALYZE happens to invalidate it). A custom plan per batch costs
+    # a little of the database's CPU and always sees the tables' current size
+    # (docs/benchmarks.md has the figures).
     return ('BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; '
             'SELECT 1 FROM "conversations" '
             f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE')

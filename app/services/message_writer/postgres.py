@@ -1,0 +1,106 @@
+"""The message writer on PostgreSQL: four round trips per batch, whatever its size.
+
+BEGIN + lock the conversations (one simple-protocol script), the facts (one
+statement, which also reads the locked last_seqs), every write (one statement
+of data-modifying CTEs), COMMIT. Each round trip is a socket write and a
+wake-up of the backend: on a busy one-core server they cost more than the SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from tortoise.exceptions import IntegrityError
+
+from app.services.message_writer.batch import (
+    NewMessage,
+    Plan,
+    cached_members,
+    finish,
+    group_versions,
+    read_facts,
+    recipients_of,
+    refused_sends,
+)
+from app.services.search_index import tsvector_literal
+from app.services.sql import MEMBERS_PG, WRITE_BATCH_PG, WRITER_FACTS_PG, begin_and_lock_pg
+
+log = logging.getLogger("parley.writer")
+
+
+async def write(con, items: list[NewMessage]) -> list:
+    import asyncpg
+
+    try:
+        await con.execute(begin_and_lock_pg(it.conversation_id for it in items))
+        idx = list(range(len(items)))
+        rows = await con.fetch(WRITER_FACTS_PG, idx, [it.conversation_id for it in items],
+                               [it.sender_id for it in items],
+                               [it.client_msg_id for it in items])
+        existing, facts = read_facts(items, rows)
+        current = {items[r["i"]].conversation_id: r["conv_last_seq"] for r in rows
+                   if r["conv_last_seq"] is not None}
+        rejected = refused_sends(items, existing, facts)
+        versions = group_versions(items, existing, rejected, facts)
+        have, load = cached_members(versions)
+        plan = Plan(items, existing, rejected)
+        counts = plan.counts
+        last = {cid: current[cid] + n for cid, n in counts.items() if cid in current}
+        seqs = plan.assign(items, last)
+        ids = {}
+        order = sorted(seqs)
+        if order:
+            cids = sorted(last)
+            marks = [(items[i].membership_id, seqs[i]) for i in order
+                     if items[i].membership_id is not None]
+            mentions = [(items[i].conversation_id, seqs[i],
+                         uuid.UUID(str(u)) if u is not None else None)
+                        for i in order for u in items[i].mentions]
+            written = await con.fetch(
+                WRITE_BATCH_PG,
+                cids, [last[c] for c in cids], [plan.newest[c] for c in cids],
+                [m for m, _ in marks], [s for _, s in marks],
+                [seqs[i] for i in order],
+                [items[i].client_msg_id for i in order],
+                [items[i].type for i in order],
+                [items[i].text for i in order],
+                [items[i].reply_to_id for i in order],
+                [json.dumps(items[i].data) if items[i].data is not None else None
+                 for i in order],
+                [items[i].created_at for i in order],
+                [items[i].conversation_id for i in order],
+                [items[i].sender_id for i in order],
+                [m[0] for m in mentions], [m[1] for m in mentions], [m[2] for m in mentions],
+                *_search_columns(items, order, seqs),
+            )
+            by_pos = {(r["conversation_id"], r["seq"]): r["id"] for r in written}
+            for i in order:
+                ids[i] = by_pos[(items[i].conversation_id, seqs[i])]
+        loaded: dict = {}
+        if load:
+            for r in await con.fetch(MEMBERS_PG, load):
+                loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
+            loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
+        await con.execute("COMMIT")
+    except BaseException as exc:
+        if not con.is_closed():
+            try:
+                await con.execute("ROLLBACK")
+            except Exception as rollback_exc:  # noqa: BLE001 - the pool drops the connection
+                log.warning("message writer: ROLLBACK failed (%s) after %s",
+                            type(rollback_exc).__name__, type(exc).__name__)
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise IntegrityError(exc) from exc
+        raise
+    return finish(plan.results, seqs, ids,
+                  recipients_of(items, facts, seqs, versions, have, loaded))
+
+
+def _search_columns(items, order, seqs) -> tuple[list, list, list]:
+    """(conversation ids, seqs, tsvector literals) of the new messages that
+    have something to index."""
+    found = [i for i in order if items[i].search_tokens]
+    return ([items[i].conversation_id for i in found], [seqs[i] for i in found],
+            [tsvector_literal(items[i].search_tokens) for i in found])
