@@ -3,8 +3,9 @@ by `WebPusher.encode` (http_ece underneath), requests signed with VAPID
 (RFC 8292, `Authorization: vapid t=…,k=…`) by py_vapid, and posted by the push
 worker's lean HTTP/1.1 client (app/pushers/http1.py) on kept-alive connections.
 
-pywebpush's own sending path is not used: it opens a request through aiohttp
-or requests per push, which cost more CPU than the encryption. Every push gets
+pywebpush's own sending path is not used: it makes each request through
+aiohttp or requests, where the worker's client keeps connections to each push
+service open and only parses the answers. Every push gets
 a fresh ephemeral ECDH key and salt from `encode`, as RFC 8291 requires; what
 is reused is only what does not depend on the message, the signed VAPID header
 per push service.
@@ -101,7 +102,7 @@ class WebPushProvider:
         return hit[1]
 
     def encrypt(self, device: Device, data: bytes) -> bytes:
-        """The aes128gcm body (RFC 8188 header and one record) for the device."""
+        """The aes128gcm body (RFC 8188 header and records) for the device."""
         try:
             pusher = WebPusher({"endpoint": device.address,
                                 "keys": {"p256dh": device.p256dh, "auth": device.auth}})
