@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import msgspec
 
@@ -365,6 +366,7 @@ class ParleyTarget(Target):
     tree = ROOT  # the source tree whose `python -m app` runs (reference targets: another)
     event_loop = "uvloop"  # EVENT_LOOP of the server (the *-asyncio targets: asyncio)
     cache = "true"  # CACHE of the server (the *-nocache targets: false)
+    root: Path = ROOT  # the tree whose app is served and seeded
 
     def __init__(self) -> None:
         super().__init__()
@@ -711,6 +713,25 @@ class ParleyPgRefTarget(_Reference, ParleyPgTarget):
     title = "Parley, PostgreSQL, reference tree (--reference)"
 
 
+class ParleyBaseTarget(ParleyTarget):
+    """ParleyTarget served from another tree (BENCH_BASE_TREE, e.g. `git archive main`
+    unpacked): before/after ratios of one change from the same invocation."""
+
+    key = "parley-base"
+    title = "Parley (python -m app serve), SQLite, BENCH_BASE_TREE"
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = os.environ.get("BENCH_BASE_TREE", "")
+        self.tree = Path(base).resolve() if base else ROOT
+
+    def available(self) -> str | None:
+        base = os.environ.get("BENCH_BASE_TREE", "")
+        if not base or not (Path(base) / "app" / "__main__.py").is_file():
+            return "set BENCH_BASE_TREE to a Parley tree (with app/ and bench/)"
+        return super().available()
+
+
 def _variant(base, suffix: str, what: str, **attrs):
     """``base`` with other server settings, under the key ``<base key>-<suffix>``: run
     both in one invocation to see what one setting is worth."""
@@ -725,6 +746,6 @@ VARIANT_TARGETS = tuple(
     for suffix, what, attrs in (("asyncio", "asyncio event loop", {"event_loop": "asyncio"}),
                                 ("nocache", "no read cache", {"cache": "false"})))
 
-PARLEY_TARGETS = (ParleyTarget, ParleyPgTarget, ParleyRedis2Target, ParleyRabbit2Target,
-                  ParleyRedis1Target, ParleyRedis4Target, ParleyRabbit4Target, *VARIANT_TARGETS,
-                  ParleyRefTarget, ParleyPgRefTarget)
+PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target,
+                  ParleyRabbit2Target, ParleyRedis1Target, ParleyRedis4Target,
+                  ParleyRabbit4Target, *VARIANT_TARGETS, ParleyRefTarget, ParleyPgRefTarget)

@@ -551,6 +551,9 @@ async def push_worker(target, env, cfg: Config, log) -> dict:
     users = [f"d{i}" for i in range(n)]
     try:
         t0 = time.monotonic()
+        # From before seeding: the worker may start on the first rows seeded, and all
+        # the server's CPU until the last push counts (it is idle while seeding).
+        whole = CpuMeter(target.pids)
         await target.provision(env, [(u, "g") for u in users],
                                push={"endpoint": sink.url, "users": users, "outbox": True,
                                      **_browser_keys()})
@@ -559,15 +562,20 @@ async def push_worker(target, env, cfg: Config, log) -> dict:
         while sink.count < n and time.monotonic() < deadline:  # noqa: ASYNC110 - a poll
             await asyncio.sleep(0.05)
         cpu_pct = cpu.read().get("server_cpu_pct")
+        whole_read = whole.read()
+        cpu_s = (whole_read.get("server_cpu_pct") or 0) / 100 * (time.monotonic() - whole.t0)
     finally:
         await sink.close()
     span = (sink.last - sink.first) or 1e-9
+    per_cpu = round(sink.count / cpu_s) if cpu_s > 0 else None
     log(f"  push worker: {sink.count}/{n} pushes in {span:.2f}s (first after "
-        f"{sink.first - t0:.2f}s incl. seeding)")
+        f"{sink.first - t0:.2f}s incl. seeding), server CPU {cpu_s:.2f}s: {per_cpu} pushes "
+        f"per CPU-second")
     return {"metric": "pushes/s from outbox to a local sink (one process)",
             "value": round(sink.count / span, 1) if sink.count > 1 else 0,
             "pushes": sink.count, "expected": n, "lost": n - sink.count,
-            "server_cpu_pct": cpu_pct}
+            "server_cpu_pct": cpu_pct, "server_cpu_s": round(cpu_s, 2),
+            "pushes_per_cpu_s": per_cpu, "other_cpu_pct": whole_read.get("other_cpu_pct")}
 
 
 # -- S3 idle connections --------------------------------------------------------------------

@@ -446,6 +446,23 @@ async def test_expired_pushes_are_dropped(client, deps, webpush):
         deps.extras["metrics"].render().decode()
 
 
+async def test_keys_that_are_no_curve_point_drop_the_push_unsent(client, deps, webpush):
+    alice, bob, cid = await pair(deps)
+    body = webpush.subscription("bob")
+    body["keys"]["p256dh"] = b64url(b"\x04" + b"\x01" * 64)  # the right length, off the curve
+    await subscribe(client, bob, body)
+    worker = deps.extras["push_worker"]
+    await worker.close()  # the test runs the worker by hand
+    await send(deps, alice, cid, "unreadable")
+    await drained(deps)
+    assert await worker.run_once() == 1
+    assert not await PushOutbox.filter(pending=True).exists()  # dropped, not retried
+    assert webpush.statuses == [] and webpush.errors == []  # nothing was posted
+    metrics = deps.extras["metrics"].render().decode()
+    assert 'parley_push_failed_total{reason="rejected"} 1.0' in metrics
+    assert "parley_push_retried_total 0.0" in metrics
+
+
 async def test_queued_pushes_survive_a_restart(settings, tmp_path, aiohttp_server, webpush):
     """A process that queued pushes (its worker never ran, or died holding a
     lease) stops; the next process on the database delivers them once."""

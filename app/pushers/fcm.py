@@ -2,7 +2,8 @@
 
 Authentication is OAuth 2.0 with a service account (RFC 7523 JWT bearer): an
 RS256 assertion signed with the account's key is exchanged at its token_uri
-for an access token, which is cached until shortly before it expires.
+for an access token, which is cached until shortly before it expires. Sends
+go through the push worker's kept-alive HTTP/1.1 client (app/pushers/http1.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 import jwt
 
 from app.pushers import Device, PushError, PushMessage, classify_status, retry_after
+from app.pushers.http1 import HttpError, Pool
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -36,7 +38,8 @@ class FcmProvider:
             "token_uri", "https://oauth2.googleapis.com/token")
         self._token: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # the token exchange only
+        self._pool = Pool(connect_timeout=5.0, timeout=15.0)  # the sends, kept alive
         self.token_exchanges = 0
 
     @classmethod
@@ -105,13 +108,15 @@ class FcmProvider:
         for attempt in (0, 1):
             token = await self.access_token(renew=attempt == 1)
             try:
-                async with self._client().post(url, data=body, headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/json; charset=UTF-8"}) as resp:
-                    status, text = resp.status, await resp.read()
-                    header = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise PushError("outage", transient=True, detail=type(exc).__name__) from None
+                resp = await self._pool.post(url, [
+                    ("Authorization", f"Bearer {token}"),
+                    ("Content-Type", "application/json; charset=UTF-8")], body)
+            except HttpError as exc:
+                if exc.permanent:
+                    raise PushError("rejected", detail=exc.detail) from None
+                raise PushError("timeout" if exc.timeout else "outage", transient=True,
+                                detail=exc.detail) from None
+            status, text, header = resp.status, resp.body, resp.headers.get("retry-after")
             if status == 200:
                 return
             if status == 401 and attempt == 0:
@@ -128,6 +133,7 @@ class FcmProvider:
         raise classify_status(status, header, detail=code or f"HTTP {status}")
 
     async def close(self) -> None:
+        await self._pool.close()
         if self._session is not None:
             await self._session.close()
 

@@ -1,26 +1,37 @@
-"""Web Push (RFC 8030) with pywebpush: payloads encrypted aes128gcm (RFC 8291),
-requests signed with VAPID (RFC 8292, `Authorization: vapid t=…,k=…`)."""
+"""Web Push (RFC 8030) with pywebpush: payloads encrypted aes128gcm (RFC 8291)
+by `WebPusher.encode` (http_ece underneath), requests signed with VAPID
+(RFC 8292, `Authorization: vapid t=…,k=…`) by py_vapid, and posted by the push
+worker's lean HTTP/1.1 client (app/pushers/http1.py) on kept-alive connections.
+
+pywebpush's own sending path is not used: it makes each request through
+aiohttp or requests, where the worker's client keeps connections to each push
+service open and only parses the answers. Every push gets
+a fresh ephemeral ECDH key and salt from `encode`, as RFC 8291 requires; what
+is reused is only what does not depend on the message, the signed VAPID header
+per push service.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import time
 from pathlib import Path
 
-import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from http_ece import ECEException
 from py_vapid import Vapid02
-from pywebpush import WebPusher
+from pywebpush import WebPusher, WebPushException
 
 from app.pushers import Device, PushError, PushMessage, classify_status
+from app.pushers.http1 import HttpError, Pool
 
 log = logging.getLogger("parley.push")
 
-TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+CONNECT_TIMEOUT = 5.0
+TIMEOUT = 15.0
 # A signed VAPID header is reused for this long per push service (the JWT
 # lives twice as long): one ES256 signature per service, not per push.
 VAPID_REUSE = 6 * 3600
@@ -67,8 +78,8 @@ class WebPushProvider:
         raw = self.vapid.public_key.public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         self.public_key = b64url(raw)  # what PushManager.subscribe takes
-        self._headers: dict[str, tuple[float, dict]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._headers: dict[str, tuple[float, str]] = {}
+        self._pool = Pool(connect_timeout=CONNECT_TIMEOUT, timeout=TIMEOUT)
 
     @classmethod
     def from_settings(cls, settings, var_dir: Path | None = None) -> WebPushProvider:
@@ -79,7 +90,7 @@ class WebPushProvider:
             key = local_private_key(var_dir or VAR_DIR)
         return cls(key, settings.vapid_subject)
 
-    def _vapid_headers(self, endpoint: str) -> dict:
+    def _vapid_authorization(self, endpoint: str) -> str:
         # scheme://host[:port]: endpoints were checked to be plain http(s) URLs.
         aud = "/".join(endpoint.split("/", 3)[:3])
         now = time.time()
@@ -87,40 +98,45 @@ class WebPushProvider:
         if hit is None or hit[0] < now:
             headers = self.vapid.sign({"aud": aud, "sub": self.subject,
                                        "exp": int(now) + VAPID_LIFETIME})
-            hit = self._headers[aud] = (now + VAPID_REUSE, headers)
-        return dict(hit[1])
+            hit = self._headers[aud] = (now + VAPID_REUSE, headers["Authorization"])
+        return hit[1]
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=256))
-        return self._session
+    def encrypt(self, device: Device, data: bytes) -> bytes:
+        """The aes128gcm body (RFC 8188 header and records) for the device."""
+        try:
+            pusher = WebPusher({"endpoint": device.address,
+                                "keys": {"p256dh": device.p256dh, "auth": device.auth}})
+            return pusher.encode(data, content_encoding="aes128gcm")["body"]
+        except (ValueError, IndexError, WebPushException, ECEException):
+            # Keys that are empty, no base64url or no P-256 point (WebPusher
+            # reads an empty p256dh with an IndexError): no retry can help.
+            raise PushError("rejected", detail="invalid subscription keys") from None
 
     async def send(self, device: Device, msg: PushMessage) -> None:
-        headers = self._vapid_headers(device.address)
-        # Topic (RFC 8030 §5.4): a pending push with the same topic is replaced,
-        # at most 32 base64url characters: the conversation id without dashes.
-        headers["Topic"] = msg.tag.replace("-", "")[:32]
-        headers["Urgency"] = "normal" if msg.kind == "badge" else "high"
-        pusher = WebPusher({"endpoint": device.address,
-                            "keys": {"p256dh": device.p256dh, "auth": device.auth}},
-                           aiohttp_session=self._client())
-        data = json.dumps(msg.web_payload(), separators=(",", ":")).encode()
+        body = self.encrypt(device, json.dumps(msg.web_payload(),
+                                               separators=(",", ":")).encode())
+        headers = [
+            ("Authorization", self._vapid_authorization(device.address)),
+            ("TTL", str(max(0, msg.ttl))),
+            # Topic (RFC 8030 §5.4): a pending push with the same topic is replaced,
+            # at most 32 base64url characters: the conversation id without dashes.
+            ("Topic", msg.tag.replace("-", "")[:32]),
+            ("Urgency", "normal" if msg.kind == "badge" else "high"),
+            ("Content-Encoding", "aes128gcm"),
+            ("Content-Type", "application/octet-stream"),
+        ]
         try:
-            resp = await pusher.send_async(data, headers, ttl=max(0, msg.ttl),
-                                           content_encoding="aes128gcm",
-                                           timeout=TIMEOUT)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise PushError("outage", transient=True, detail=type(exc).__name__) from None
-        except TimeoutError:
-            raise PushError("timeout", transient=True) from None
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            raise PushError("outage", transient=True, detail=type(exc).__name__) from None
+            resp = await self._pool.post(device.address, headers, body)
+        except HttpError as exc:
+            if exc.permanent:
+                raise PushError("rejected", detail=exc.detail) from None
+            if exc.timeout:
+                raise PushError("timeout", transient=True) from None
+            raise PushError("outage", transient=True, detail=exc.detail) from None
         if resp.status in (200, 201, 202):
             return
-        raise classify_status(resp.status, resp.headers.get("Retry-After"),
+        raise classify_status(resp.status, resp.headers.get("retry-after"),
                               detail=f"HTTP {resp.status}")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._pool.close()

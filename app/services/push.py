@@ -245,7 +245,11 @@ def message_stored(deps: Deps, *, message_id: int, conversation_id, sender_id,
         return
     planner.submit(("message", {
         "message_id": int(message_id), "conversation_id": str(conversation_id),
-        "sender_id": str(sender_id), "recipients": tuple(str(u) for u in recipients),
+        "sender_id": str(sender_id),
+        # The writer's recipients are already a tuple of ids as text: kept as they
+        # are, so a large group's send pays nothing per member here.
+        "recipients": recipients if isinstance(recipients, tuple)
+        else tuple(str(u) for u in recipients),
         "type": type, "text": text, "data": data or {}, "seq": seq}))
 
 

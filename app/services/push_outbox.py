@@ -396,12 +396,10 @@ class Planner(Supervised):
                         str(r["user_id"]) for r in found
                         if int(r["visible_from_seq"] or 0) < ev["seq"]
                         and int(r["read_seq"] or 0) < ev["seq"]})
-        others: dict[str, None] = {}
+        others: set[str] = set()
         for ev in evs:
-            ev["_to"] = set(ev["recipients"])
-            for u in ev["recipients"]:
-                if u != ev["sender_id"]:
-                    others[u] = None
+            to = ev["_to"] = frozenset(ev["recipients"])
+            others |= to - {ev["sender_id"]}
         if not others:
             return 0
         # One statement: the conversation's members with a device, their settings.
@@ -411,7 +409,7 @@ class Planner(Supervised):
         if not subs:
             return 0
         people = {str(r["user_id"]): r for r in found}
-        users = sorted(people.keys() & others.keys())
+        users = sorted(people.keys() & others)
         settings = self.deps.settings
         foreground = self.deps.extras.get("foreground")
         fg = await foreground.in_foreground(users) if foreground is not None else set()
@@ -425,10 +423,13 @@ class Planner(Supervised):
         notify: dict[str, tuple[str, int, int]] = {}  # user → (payload, message id, count)
         muted = {u: bool(people[u]["notifications_muted"]) for u in users}
         payloads: dict[tuple, str] = {}  # the same JSON for everyone who sees the same
+        mentioning = any(ev["data"].get("mention_all") or ev["data"].get("mentions")
+                         for ev in evs if ev["data"])
         for u in users:
             person = people[u]
             mine = [ev for ev in evs if ev["sender_id"] != u and u in ev["_to"]]
-            mentions = [ev for ev in mine if push_rules.is_mentioned(u, ev["data"])]
+            mentions = [ev for ev in mine if push_rules.is_mentioned(u, ev["data"])] \
+                if mentioning else []
             if muted[u] and mentions:
                 mine = mentions  # a muted chat announces only what mentions them
             if not mine:
@@ -443,7 +444,8 @@ class Planner(Supervised):
             if reason is not None:
                 self._skipped(reason)
                 continue
-            key = (latest["message_id"], r.preview, push_rules.is_mentioned(u, latest["data"]))
+            key = (latest["message_id"], r.preview,
+                   mentioning and push_rules.is_mentioned(u, latest["data"]))
             payload = payloads.get(key)
             if payload is None:
                 # Text is stored, and so can leave the server, only for `full` previews.
