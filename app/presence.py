@@ -129,6 +129,11 @@ class PresenceTracker:
     """
 
     SWEEP_BATCH = 1000  # users per store call / on_offline call
+    # The sweeper wakes this long after the earliest deadline, so users who dropped
+    # together (a storm whose disconnects a busy loop saw over some milliseconds) are
+    # told in one batch rather than in slices; offline is then announced at most this
+    # much after the grace period, never before it.
+    SWEEP_WINDOW = 0.1
 
     def __init__(self, store: PresenceStore, grace: float) -> None:
         self.store = store
@@ -209,7 +214,7 @@ class PresenceTracker:
                 waiting = [d for u, (d, _cb) in self._timers.items() if u not in self._expiring]
                 if not waiting:
                     return
-                await asyncio.sleep(max(0.0, min(waiting) - now))
+                await asyncio.sleep(max(0.0, min(waiting) + self.SWEEP_WINDOW - now))
                 continue
             await self._expire(due)
 

@@ -20,9 +20,25 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 import socketio
 
 from app.config import ROOT
+from app.services import conversations as convs
+from tests.factories import make_contacts
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+
+# The marks of every suite that runs real worker processes.
+CLUSTER_MARKS = [
+    pytest.mark.skipif(
+        not (TEST_DATABASE_URL.startswith("postgres") and TEST_REDIS_URL),
+        reason="cluster tests need TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL"),
+    pytest.mark.timeout(120),
+]
+
+API = "/api/v1"
 
 SECRET = "cluster-test-secret-" + "x" * 40
 
@@ -458,3 +474,18 @@ class ClusterScript:
 
 def has_nginx() -> bool:
     return bool(shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))
+
+
+# --- REST on a worker ----------------------------------------------------------------
+
+
+async def rest(worker: Worker, method: str, path: str, user, body=None) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http, http.request(
+            method, worker.url + API + path, json=body, headers=user.headers) as r:
+        return r.status, (await r.json() if r.content_type == "application/json" else {})
+
+
+async def direct_chat(deps, a, b) -> str:
+    await make_contacts(deps, a, b)
+    conv, _ = await convs.get_or_create_direct(deps, a.user_id, b.user_id)
+    return str(conv.id)

@@ -7,7 +7,6 @@ process is never served stale by the other once its invalidation has arrived
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -15,20 +14,12 @@ import socketio
 
 from app.models.accounts import User
 from app.services import accounts
-from tests.cluster_helpers import Device, text
+from tests.cluster_fixtures import cluster, db, queue  # noqa: F401 (fixtures)
+from tests.cluster_helpers import CLUSTER_MARKS, Device, rest, text
 from tests.factories import make_contacts, make_user
 from tests.queue_helpers import QUEUES
-from tests.test_cluster import cluster, db, queue, rest  # noqa: F401 (fixtures)
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-
-pytestmark = [
-    pytest.mark.skipif(
-        not (TEST_DATABASE_URL.startswith("postgres") and TEST_REDIS_URL),
-        reason="cluster tests need TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL"),
-    pytest.mark.timeout(120),
-]
+pytestmark = CLUSTER_MARKS
 
 # Far below the cache's own expiry (30 s): only the invalidation can make it fresh.
 ARRIVAL_S = 5.0

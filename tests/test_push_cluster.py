@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 
 import pytest
 
@@ -19,26 +18,22 @@ from app.db import init_db
 from app.deps import Deps
 from app.models.push import PushOutbox
 from tests.cluster_helpers import (
+    CLUSTER_MARKS,
     SECRET,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
     Worker,
     create_database,
+    direct_chat,
     drop_database,
+    rest,
     worker_env,
 )
 from tests.factories import call, connect, make_user
 from tests.push_services import WebPushService
-from tests.test_cluster import direct_chat, rest
 from tests.test_push import VAPID_KEY, vapid_public
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-
-pytestmark = [
-    pytest.mark.skipif(
-        not (TEST_DATABASE_URL.startswith("postgres") and TEST_REDIS_URL),
-        reason="cluster tests need TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL"),
-    pytest.mark.timeout(120),
-]
+pytestmark = CLUSTER_MARKS
 
 PUSH_ENV = {"PUSH_INSECURE_HOSTS": "127.0.0.1", "VAPID_PRIVATE_KEY": VAPID_KEY,
             "PUSH_COALESCE_SECONDS": "0"}

@@ -6,24 +6,13 @@ and a device that was offline converges through `sync`."""
 from __future__ import annotations
 
 import asyncio
-import os
-
-import pytest
 
 from app.services import groups
-from tests.cluster_helpers import text
+from tests.cluster_fixtures import cluster, db, queue  # noqa: F401 (fixtures)
+from tests.cluster_helpers import CLUSTER_MARKS, text
 from tests.factories import make_contacts, make_user
-from tests.test_cluster import cluster, db, queue  # noqa: F401 (fixtures)
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-
-pytestmark = [
-    pytest.mark.skipif(
-        not (TEST_DATABASE_URL.startswith("postgres") and TEST_REDIS_URL),
-        reason="cluster tests need TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL"),
-    pytest.mark.timeout(120),
-]
+pytestmark = CLUSTER_MARKS
 
 
 def ok(ack):
