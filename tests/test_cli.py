@@ -126,18 +126,22 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_serve_answers_health_checks(serve):
-    proc, base, log = serve
+def wait_healthy(proc, base: str, log) -> tuple[int, bytes]:
+    """The first answer of `base`/healthz once the server listens."""
     deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
     while True:
         assert proc.poll() is None, Path(log.name).read_text()
         try:
-            status, body = get(f"{base}/healthz")
-            break
+            return get(f"{base}/healthz")
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_serve_answers_health_checks(serve):
+    proc, base, log = serve
+    status, body = wait_healthy(proc, base, log)
     assert (status, body) == (200, b'{"status":"ok"}')
     status, body = get(f"{base}/readyz")
     assert status == 200, body
@@ -246,22 +250,9 @@ def test_readme_lists_every_cli_command():
     assert missing == [], f"add to README's command table: {missing}"
 
 
-def wait_healthy(proc, base: str, log) -> None:
-    deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
-    while True:
-        assert proc.poll() is None, Path(log.name).read_text()
-        try:
-            if get(f"{base}/healthz")[0] == 200:
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def test_readme_try_the_api_runs_as_written(serve):
     proc, base, log = serve
-    wait_healthy(proc, base, log)
+    assert wait_healthy(proc, base, log)[0] == 200
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Try the API"):readme.index("## Command line")]
     script = section.split("```sh\n", 1)[1].split("```", 1)[0]
@@ -312,16 +303,7 @@ def test_serve_runs_on_the_event_loop_chosen_and_says_which(tmp_path, choice):
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60  # start-up wait, not an assertion on speed
-        while True:
-            assert proc.poll() is None, Path(log.name).read_text()
-            try:
-                status, _ = get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        status, _ = wait_healthy(proc, f"http://127.0.0.1:{port}", log)
         assert status == 200
         expected = choice or "uvloop"  # the default where uvloop installs
         assert f"http://127.0.0.1:{port} ({expected} event loop)" in Path(log.name).read_text()
