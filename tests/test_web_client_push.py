@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from app.models.accounts import User
 from app.services import conversations as convs
+from tests.factories import until
 from tests.web_helpers import (  # noqa: F401 - fixtures
     assert_no_errors,
     browser,
@@ -56,13 +58,17 @@ async def notifications(worker, tag=None) -> list[dict]:
     }""", tag)
 
 
-async def wait_notifications(worker, count: int, tag=None) -> list[dict]:
-    for _ in range(100):
+async def wait_notifications(worker, done, tag=None, timeout: float = 30.0) -> list[dict]:
+    """The worker's notifications once `done(them)` holds, or as they are at the
+    deadline. Chromium shows a notification only after fetching its icon from
+    the server and writing it to its notification database, which takes
+    seconds on a machine busy with other suites."""
+    deadline = time.monotonic() + timeout
+    while True:
         got = await notifications(worker, tag)
-        if len(got) >= count:
+        if done(got) or time.monotonic() > deadline:
             return got
         await asyncio.sleep(0.05)
-    return await notifications(worker, tag)
 
 
 @pytest.mark.timeout(90)
@@ -80,18 +86,15 @@ async def test_worker_shows_pushes_replaces_by_tag_and_a_click_opens_the_chat(
                "badge": 1, "conversation_id": cid, "message_id": "1", "seq": "1",
                "url": f"/#/chats/{cid}"}
     await deliver(page, payload)
-    shown = await wait_notifications(worker, 1)
+    shown = await wait_notifications(worker, lambda ns: len(ns) >= 1)
     assert shown == [{"title": "Bob", "body": "hello there", "tag": cid,
                       "data": {"url": f"/#/chats/{cid}", "conversation_id": cid}}]
     # The same chat again (coalesced), then its recall: still one notification.
     await deliver(page, {**payload, "body": "[2 messages] second"})
     await deliver(page, {**payload, "type": "recall", "body": "Bob recalled a message"})
-    for _ in range(100):
-        now = await notifications(worker)
-        if now and now[0]["body"] == "Bob recalled a message":
-            break
-        await asyncio.sleep(0.05)
-    assert [n["body"] for n in await notifications(worker)] == ["Bob recalled a message"]
+    now = await wait_notifications(
+        worker, lambda ns: bool(ns) and ns[0]["body"] == "Bob recalled a message")
+    assert [n["body"] for n in now] == ["Bob recalled a message"]
     # A silent badge update shows nothing.
     await deliver(page, {"type": "badge", "tag": "badge", "title": "", "body": "", "badge": 0})
     await asyncio.sleep(0.5)
@@ -120,11 +123,7 @@ async def test_page_reports_background_and_foreground(browser, base_url, deps): 
     (a,) = await people(deps, "Alice")
     page = await new_page(browser, base_url, person=a)
     tracker = deps.extras["foreground"]
-    for _ in range(100):
-        if a.user_id in tracker.local:
-            break
-        await asyncio.sleep(0.05)
-    assert a.user_id in tracker.local  # connected and never said: foreground
+    await until(lambda: a.user_id in tracker.local, "connected and never said: foreground")
     hide = """(hidden) => {
         Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
         Object.defineProperty(document, "visibilityState",
@@ -132,17 +131,9 @@ async def test_page_reports_background_and_foreground(browser, base_url, deps): 
         document.dispatchEvent(new Event("visibilitychange"));
     }"""
     await page.evaluate(hide, True)
-    for _ in range(100):
-        if a.user_id not in tracker.local:
-            break
-        await asyncio.sleep(0.05)
-    assert a.user_id not in tracker.local
+    await until(lambda: a.user_id not in tracker.local, "the hidden page counted as background")
     await page.evaluate(hide, False)
-    for _ in range(100):
-        if a.user_id in tracker.local:
-            break
-        await asyncio.sleep(0.05)
-    assert a.user_id in tracker.local
+    await until(lambda: a.user_id in tracker.local, "the shown page counted as foreground")
     assert_no_errors(page)
 
 
@@ -158,9 +149,10 @@ async def test_me_notifications_saves_preview_and_dnd(browser, base_url, deps): 
     await page.fill("input[name=dnd_end]", "07:00")
     await page.locator("input[name=dnd_end]").dispatch_event("change")
     await page.uncheck("input[name=push_enabled]")
-    for _ in range(100):
+    deadline = time.monotonic() + 20
+    while True:
         user = await User.get(id=a.user_id)
-        if not user.push_enabled and user.dnd_end == "07:00":
+        if (not user.push_enabled and user.dnd_end == "07:00") or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     assert (user.push_preview, user.dnd_start, user.dnd_end, user.push_enabled) == \
