@@ -151,7 +151,7 @@ class Settings:
     push_coalesce_seconds: float = 5.0  # at most one notification per chat this often
     push_ttl_seconds: int = 24 * 3600  # a push not delivered by then is dropped
     push_workers: bool = True  # run the outbox worker in this process
-    push_planner_interval: float = 0.25  # seconds between planner batches while events come
+    push_planner_interval: float = 1.0  # seconds between planner batches while events come
     vapid_private_key: str = ""  # base64url raw P-256 key or PEM; empty: generated into var/
     vapid_subject: str = "mailto:admin@localhost"
     fcm_credentials_file: str = ""  # service-account JSON; empty: FCM off

@@ -332,7 +332,7 @@ async def test_push_disabled_sends_nothing(client, deps, webpush):
 
 @pytest.mark.parametrize("settings_overrides", [
     {"push_insecure_hosts": "127.0.0.1", "vapid_private_key": VAPID_KEY,
-     "push_coalesce_seconds": 2.0}])
+     "push_coalesce_seconds": 2.0, "push_planner_interval": 0.25}])
 async def test_a_burst_coalesces_into_one_notification_updated_in_place(client, deps,
                                                                        webpush):
     alice, bob, cid = await pair(deps)

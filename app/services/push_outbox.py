@@ -54,13 +54,18 @@ log = logging.getLogger("parley.push")
 
 CLAIM_BATCH = 500
 LEASE_SECONDS = 60
-SEND_CONCURRENCY = 16  # pushes in flight at once (and between yields to the sockets)
+SEND_CONCURRENCY = 8  # pushes in flight at once (and between yields to the sockets)
+# While the process serves sockets, pushes get at most this share of its loop.
+# The offline members of a busy group all fall due together, once per coalescing
+# window: at full share that burst held the members' live events back by tens
+# of milliseconds; stretched out, it costs them nothing noticeable.
+SERVING_SHARE = 0.1
 # In a process that serves no sockets nothing waits behind the worker: keep
 # more requests in flight so the push service's round trips overlap.
 SEND_CONCURRENCY_ALONE = 64
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 1000
-PLANNER_TICK = 0.25  # seconds between planner batches while events keep coming
+PLANNER_TICK = 1.0  # seconds between planner batches while events keep coming
 # Start-up re-plans the messages above the checkpoint, and this many ids below
 # it: sends hand their events over in roughly, not strictly, id order.
 RECOVERY_LOOKBACK_IDS = 1000
@@ -290,6 +295,8 @@ class Planner(Supervised):
                         return
                     await asyncio.sleep(1.0)
                     continue
+                if not self.queue:
+                    self.idle.set()  # everything submitted is in the outbox
                 if not self._closed:
                     # Let the next events gather: a busy chat's messages then cost one
                     # outbox write per device, not one per message (pushes coalesce
@@ -622,9 +629,9 @@ class Worker(Supervised):
                                   badges) for r in chunk))
                 if serving():
                     # Encrypting and posting run on the loop that serves the sockets:
-                    # give them as much time again as the pushes took, so a burst of
-                    # pushes never holds their events back for long.
-                    await asyncio.sleep(time.perf_counter() - began)
+                    # leave it to them for the rest of this chunk's share.
+                    await asyncio.sleep((time.perf_counter() - began)
+                                        * (1 / SERVING_SHARE - 1))
         await self._record(outcomes)
         return len(rows)
 
