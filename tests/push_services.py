@@ -102,6 +102,7 @@ class WebPushService(_Base):
         self.vapid_public_key = vapid_public_key
         self.keys: dict[str, BrowserKeys] = {}
         self.statuses: list[int] = []
+        self.latency = 0.0  # seconds each answer takes, like a push service far away
 
     def subscription(self, name: str) -> dict:
         """A new subscription as PushSubscription.toJSON() gives it."""
@@ -129,6 +130,8 @@ class WebPushService(_Base):
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await request.read()
+        if self.latency:
+            await asyncio.sleep(self.latency)
         try:
             claims = self._verify_vapid(request.headers.get("Authorization", ""))
             assert request.headers.get("Content-Encoding") == "aes128gcm"

@@ -240,6 +240,27 @@ async def test_webpush_delivers_what_the_preview_mode_allows(client, deps, webpu
         assert "launch" not in json.dumps(rows)
 
 
+async def test_a_distant_push_service_does_not_slow_delivery_beside_sockets(
+        client, deps, webpush, base_url):
+    """While the process serves sockets the worker takes a share of the loop's
+    CPU time, not of the clock: waiting on a push service costs the sockets
+    nothing. 24 devices 0.5 s away are reached in about three round trips;
+    paced by the clock at a tenth of the loop, it would take about 15 s."""
+    alice, bob, cid = await pair(deps)
+    for i in range(24):
+        await subscribe(client, bob, webpush.subscription(f"bob{i}"))
+    webpush.latency = 0.5
+    sio = await connect(base_url, alice.access_token)
+    try:
+        assert deps.extras["sockets_connected"]() == 1  # the worker paces itself
+        await send(deps, alice, cid, "to every device")
+        got = await webpush.wait_for(24, timeout=8)
+        assert sorted(g["name"] for g in got) == sorted(f"bob{i}" for i in range(24))
+        assert webpush.errors == []
+    finally:
+        await sio.disconnect()
+
+
 async def test_a_foreground_session_holds_pushes_until_it_goes_background(client, deps,
                                                                          webpush, base_url):
     alice, bob, cid = await pair(deps)
