@@ -19,6 +19,19 @@ def normalise_db_url(url: str) -> str:
 # asyncpg pool size when DATABASE_URL does not say (`?maxsize=N`): Tortoise's
 # default of 5 made sends, reads and (re)connect storms queue for connections.
 PG_POOL_SIZE = 20
+# Given to every PostgreSQL connection at start-up (so no SET, no reset). No
+# parallel workers: Parley's statements are short and many run at once; a
+# parallel plan spends a worker's start-up, tens of milliseconds, on one of
+# them and takes a core from the other clients' statements.
+PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0"}
+
+
+def pg_credentials(credentials: dict) -> dict:
+    """Tortoise asyncpg credentials with Parley's connection class and settings."""
+    credentials["connection_class"] = _LeanConnection
+    credentials["server_settings"] = {**PG_SERVER_SETTINGS,
+                                      **(credentials.get("server_settings") or {})}
+    return credentials
 
 
 class StatementCounter:
@@ -71,7 +84,7 @@ def _connection_config(url: str):
         return url
     config = expand_db_url(url)
     config["credentials"].setdefault("maxsize", PG_POOL_SIZE)
-    config["credentials"]["connection_class"] = _LeanConnection
+    pg_credentials(config["credentials"])
     return config
 
 

@@ -146,16 +146,15 @@ class ReplicaSet:
         from tortoise.backends.asyncpg import AsyncpgDBClient
         from tortoise.backends.base.config_generator import expand_db_url
 
-        from app.db import _LeanConnection, normalise_db_url
+        from app.db import normalise_db_url, pg_credentials
 
         for i, url in enumerate(self.urls):
             creds = dict(expand_db_url(normalise_db_url(url))["credentials"])
             creds.setdefault("maxsize", 10)
             creds.setdefault("minsize", 1)
             creds.setdefault("timeout", CONNECT_TIMEOUT)  # asyncpg's connect timeout
-            creds["connection_class"] = _LeanConnection
             name = f"replica{i}"
-            self.clients.append(AsyncpgDBClient(connection_name=name, **creds))
+            self.clients.append(AsyncpgDBClient(connection_name=name, **pg_credentials(creds)))
             self.states.append(ReplicaState(name))
 
     # --- choosing -------------------------------------------------------------
