@@ -21,8 +21,8 @@ def normalise_db_url(url: str) -> str:
 PG_POOL_SIZE = 20
 # Given to every PostgreSQL connection at start-up (so no SET, no reset). No
 # parallel workers: Parley's statements are short and many run at once; a
-# parallel plan spends a worker's start-up, tens of milliseconds, on one of
-# them and takes a core from the other clients' statements.
+# parallel plan spends a worker's start-up, longer than such a statement, on
+# one of them and takes a core from the other clients' statements.
 PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0"}
 
 

@@ -57,8 +57,8 @@ LEASE_SECONDS = 60
 SEND_CONCURRENCY = 8  # pushes in flight at once (and between yields to the sockets)
 # While the process serves sockets, pushes get at most this share of its loop.
 # The offline members of a busy group all fall due together, once per coalescing
-# window: at full share that burst held the members' live events back by tens
-# of milliseconds; stretched out, it costs them nothing noticeable. The share
+# window: at full share that burst holds the members' live events back;
+# stretched out, it costs them nothing noticeable. The share
 # is of the loop thread's CPU time, not of the clock: waiting on a distant push
 # service costs the sockets nothing and must not slow delivery down.
 SERVING_SHARE = 0.1
