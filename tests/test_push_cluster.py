@@ -13,19 +13,13 @@ import itertools
 
 import pytest
 
-from app.config import load_settings
-from app.db import init_db
-from app.deps import Deps
 from app.models.push import PushOutbox
+from tests.cluster_fixtures import db  # noqa: F401 (fixture)
 from tests.cluster_helpers import (
     CLUSTER_MARKS,
-    SECRET,
-    TEST_DATABASE_URL,
     TEST_REDIS_URL,
     Worker,
-    create_database,
     direct_chat,
-    drop_database,
     rest,
     worker_env,
 )
@@ -41,18 +35,9 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture
-async def db():
-    url = await create_database(TEST_DATABASE_URL)
-    ctx = await init_db(url, generate_schemas=True)
-    settings = load_settings(environ={}, database_url=url, secret_key=SECRET,
-                             register_rate_limit="100000/60",
-                             register_global_rate_limit="100000/60",
-                             contact_request_rate_limit="100000/60")
-    try:
-        yield url, Deps(settings=settings)
-    finally:
-        await ctx.close_connections()
-        await drop_database(TEST_DATABASE_URL, url)
+def db_limits() -> dict:
+    return {"register_rate_limit": "100000/60", "register_global_rate_limit": "100000/60",
+            "contact_request_rate_limit": "100000/60"}
 
 
 @pytest.fixture

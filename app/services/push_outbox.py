@@ -67,7 +67,6 @@ SERVING_SHARE = 0.1
 SEND_CONCURRENCY_ALONE = 64
 IDLE_POLL = 1.0  # seconds between looks at the outbox when nothing is known to be due
 PLANNER_BATCH = 1000
-PLANNER_TICK = 1.0  # seconds between planner batches while events keep coming
 # Start-up re-plans the messages above the checkpoint, and this many ids below
 # it: sends hand their events over in roughly, not strictly, id order.
 RECOVERY_LOOKBACK_IDS = 1000
@@ -246,7 +245,7 @@ class Planner(Supervised):
         self.worker = worker
         self.queue: list[tuple[str, dict]] = []
         self.max_queue = 100_000
-        self.tick = getattr(deps.settings, "push_planner_interval", PLANNER_TICK)
+        self.tick = deps.settings.push_planner_interval  # between batches while events come
         self.idle = asyncio.Event()
         self.idle.set()
         self.recovered = False
