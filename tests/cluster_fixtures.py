@@ -23,21 +23,19 @@ from tests.cluster_helpers import (
 )
 from tests.queue_helpers import TEST_AMQP_URL, channel_name, check_reachable
 
-
-@pytest.fixture
-def db_limits() -> dict:
-    """Rate limits of the test process's own settings in `db` (a module that
-    builds more users through its Deps overrides this fixture)."""
-    return {"login_rate_limit": "1000/60", "code_rate_limit": "1000/60"}
+# Rate limits of the test process's own settings in `db`; a module that builds
+# more users through its Deps names its own in DB_LIMITS.
+DB_LIMITS = {"login_rate_limit": "1000/60", "code_rate_limit": "1000/60"}
 
 
 @pytest.fixture
-async def db(db_limits):
+async def db(request):
     """A fresh PostgreSQL database with the models' schema; the test process keeps a
     connection to build users and to look at what was stored."""
     url = await create_database(TEST_DATABASE_URL)
     ctx = await init_db(url, generate_schemas=True)
-    settings = load_settings(environ={}, database_url=url, secret_key=SECRET, **db_limits)
+    settings = load_settings(environ={}, database_url=url, secret_key=SECRET,
+                             **getattr(request.module, "DB_LIMITS", DB_LIMITS))
     try:
         yield url, Deps(settings=settings)
     finally:

@@ -34,10 +34,8 @@ PUSH_ENV = {"PUSH_INSECURE_HOSTS": "127.0.0.1", "VAPID_PRIVATE_KEY": VAPID_KEY,
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-def db_limits() -> dict:
-    return {"register_rate_limit": "100000/60", "register_global_rate_limit": "100000/60",
-            "contact_request_rate_limit": "100000/60"}
+DB_LIMITS = {"register_rate_limit": "100000/60", "register_global_rate_limit": "100000/60",
+             "contact_request_rate_limit": "100000/60"}  # for the shared `db` fixture
 
 
 @pytest.fixture
