@@ -473,6 +473,42 @@ async def test_rest_conversation_list_is_newest_first_and_paginated(client, deps
     assert seen == [cids[i] for i in (2, 0, 4, 1, 3)]
 
 
+async def test_chat_list_pages_through_equal_times_without_gaps_or_repeats(deps):
+    from datetime import UTC, datetime, timedelta
+
+    from app.models.messaging import Conversation
+    from app.services import groups
+
+    me, owner = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, me, owner)
+    ids = [(await groups.create_group(deps, owner.user_id, groups.CreateIn(
+        name=f"g{i}", member_ids=[me.user_id])))["id"] for i in range(24)]
+    # Many chats share a time, on whole seconds and fractions of one: the page
+    # boundary falls inside a tie, where only the id orders them.
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i, cid in enumerate(ids[:18]):
+        await Conversation.filter(id=cid).update(
+            last_message_at=base + timedelta(microseconds=(i % 3) * 500_000))
+    await groups.leave(deps, me.user_id, ids[20])
+    await groups.dissolve(deps, owner.user_id, ids[21])
+    direct, _new = await convs.get_or_create_direct(deps, me.user_id, owner.user_id)  # make_contacts's
+    shown = [c for c in ids if c not in (ids[20], ids[21])] + [str(direct.id)]
+    by_time = {c.id: (c.last_message_at or c.created_at, str(c.id))
+               for c in await Conversation.filter(id__in=shown)}
+    want = sorted(shown,
+                  key=lambda c: by_time[uuid.UUID(c)], reverse=True)
+    for limit in (1, 4, 5, 100):
+        seen, cursor = [], None
+        while True:
+            page = await convs.list_conversations(deps, me.user_id, cursor, limit)
+            assert len(page["conversations"]) <= limit
+            seen += [c["id"] for c in page["conversations"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == want, limit
+
+
 async def test_rest_bad_input(client, deps):
     alice, bob, eve = await make_user(deps), await make_user(deps), await make_user(deps)
     cid = await chat_between(deps, alice, bob)

@@ -187,7 +187,8 @@ async def test_main_thread_with_1000_chats_and_20_messages_a_second(browser, bas
     for i in range(1000):
         out = await groups.create_group(deps, b.user_id, groups.CreateIn(name=f"Group {i:04}", member_ids=[a.user_id]))
         ids.append(out["id"])
-    alice = await new_page(browser, base_url, person=a)
+    # A thousand chats to list and sync: more time on a busy machine than one.
+    alice = await new_page(browser, base_url, person=a, ready_within=30_000)
     await alice.locator(".list.windowed .chat-item").first.wait_for(timeout=30_000)
     await alice.wait_for_function("window.__parley.connected && !window.__parley.syncing", timeout=30_000)
     await alice.wait_for_timeout(500)

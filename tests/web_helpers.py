@@ -55,8 +55,9 @@ async def browser(sqlite_only, request):
 
 
 async def new_page(browser, base_url, *, locale="en-US", width=1280, height=800, person=None,
-                   service_workers="block", path="/", lang=None):
-    """A page in a fresh context; signed in as `person` (tokens in localStorage) when given."""
+                   service_workers="block", path="/", lang=None, ready_within=WAIT):
+    """A page in a fresh context; signed in as `person` (tokens in localStorage) when given,
+    then shown and connected within `ready_within` ms."""
     ctx = await browser.new_context(locale=locale, viewport={"width": width, "height": height},
                                     service_workers=service_workers,
                                     permissions=["microphone", "clipboard-read",
@@ -79,8 +80,8 @@ async def new_page(browser, base_url, *, locale="en-US", width=1280, height=800,
     if path is not None:
         await page.goto(base_url + path)
     if person is not None:
-        await page.wait_for_selector(".shell")
-        await page.wait_for_selector("body[data-connected=true]")
+        await page.wait_for_selector(".shell", timeout=ready_within)
+        await page.wait_for_selector("body[data-connected=true]", timeout=ready_within)
     return page
 
 

@@ -20,7 +20,7 @@ from app.models.messaging import Conversation, Membership, Message
 from app.services import member_cache, send_rules
 from app.services.accounts import public_user
 from app.services.avatars import avatar_url
-from app.services.sql import is_postgres, send_facts_row
+from app.services.sql import chat_list_page, is_postgres, send_facts_row
 from app.validation import Payload
 
 NO_SUCH_CONVERSATION = send_rules.NO_SUCH_CONVERSATION
@@ -343,18 +343,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 async def list_conversations(deps: Deps, user_id, cursor: str | None, limit: int) -> dict:
     """Mine, newest activity first, keyset-paginated on (activity, id)."""
-    memberships = await Membership.filter(user_id=user_id, left_at=None).select_related(
-        "conversation"
-    )
-    memberships = [m for m in memberships if m.conversation.dissolved_at is None]
-    memberships.sort(key=lambda m: (activity(m.conversation), str(m.conversation_id)),
-                     reverse=True)
-    if cursor:
-        after = _decode_cursor(cursor)
-        memberships = [m for m in memberships
-                       if (activity(m.conversation), str(m.conversation_id)) < after]
-    page = memberships[:limit]
-    next_cursor = _encode_cursor(page[-1].conversation) if len(memberships) > limit else None
+    after = _decode_cursor(cursor) if cursor else None
+    ids = await chat_list_page(parse_uuid(user_id, "user"), after, limit + 1)
+    found = {m.id: m for m in await Membership.filter(id__in=ids[:limit])
+             .select_related("conversation")}
+    page = [found[i] for i in ids[:limit] if i in found]  # a chat left meanwhile is gone
+    next_cursor = _encode_cursor(page[-1].conversation) if len(ids) > limit and page else None
     return {"conversations": await summaries(deps, user_id, page), "next_cursor": next_cursor}
 
 

@@ -224,3 +224,36 @@ MEMBERS_PG = (
 MEMBERS_SQLITE = (
     'SELECT "user_id" FROM "memberships" WHERE "conversation_id" = ? AND "left_at" IS NULL'
 )
+
+
+async def chat_list_page(user_id: uuid.UUID, after: tuple[datetime, str] | None,
+                         limit: int) -> list[int]:
+    """Ids of one page of the user's current memberships, newest activity
+    first, keyset-paginated on (activity, conversation id) strictly below
+    `after`: the database sorts and cuts, so a page costs the same with ten
+    chats or ten thousand. Activity is the last message's time, else the
+    conversation's creation (services.conversations.activity)."""
+    conn = Tortoise.get_connection("default")
+    pg = is_postgres(conn)
+    activity = 'COALESCE(c."last_message_at", c."created_at")'
+    where = ""
+    if pg:
+        params: list = [user_id]
+        if after is not None:
+            params += [after[0], uuid.UUID(after[1])]
+            where = f' AND ({activity} < $2 OR ({activity} = $2 AND c."id" < $3))'
+        params.append(limit)
+        marks = ("$1", f"${len(params)}")
+    else:
+        # SQLite compares the text Tortoise wrote, str(datetime), as passed here.
+        params = [str(user_id)]
+        if after is not None:
+            params += [str(after[0]), str(after[0]), after[1]]
+            where = f' AND ({activity} < ? OR ({activity} = ? AND c."id" < ?))'
+        params.append(limit)
+        marks = ("?", "?")
+    sql = ('SELECT m."id" FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
+           f'WHERE m."user_id" = {marks[0]} AND m."left_at" IS NULL AND c."dissolved_at" IS NULL'
+           f'{where} ORDER BY {activity} DESC, c."id" DESC LIMIT {marks[1]}')
+    _n, rows = await conn.execute_query(sql, params)
+    return [row[0] for row in rows]

@@ -79,7 +79,9 @@ function mount() {
   onRoute();
   renderBanner();
   handleJoinPath();
-  store.connect();
+  // The socket's first sync sends a cursor for every chat it knows: all of them
+  // once the list is in. Should a page fail, sync brings the chats it missed.
+  store.loadRest().catch(() => {}).finally(() => store.connect());
 }
 
 function startOffline() {

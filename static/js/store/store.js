@@ -57,6 +57,7 @@ export class Store extends Emitter {
     this.openId = null;            // the chat on screen (set by the views)
     this.visible = true;           // the page is visible (set by the views)
     this.syncing = null;
+    this.listCursor = null; // the chat list pages still to load after the first
     this.syncAgain = null;
     this.pendingUsers = new Set();
     this.typingSent = { conv: null, state: "idle", at: 0 };
@@ -789,17 +790,28 @@ export class Store extends Emitter {
     this.incoming = requests.incoming;
     this.outgoing = requests.outgoing;
     try { this.blocks = new Set((await api("GET", "/blocks")).blocks.map((b) => b.user.id)); } catch { /* optional */ }
-    let cursor = null;
-    for (let i = 0; i < 100; i++) {
-      const page = await api("GET", `/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
-      for (const c of page.conversations) {
-        const conv = this.upsertSummary(c, { quiet: true });
-        // The list shows their newest message: this device received it.
-        if (c.unread_count) this.noteDelivered(conv, c.last_seq);
-      }
-      cursor = page.next_cursor;
-      if (!cursor) break;
+    this.listCursor = await this.loadListPage(null);
+  }
+
+  /** The chats after the first page (see `load`), then one redraw. The shell is
+   * already up, so someone with a thousand chats sees the newest at once. */
+  async loadRest() {
+    for (let i = 0; i < 100 && this.listCursor; i++) {
+      this.listCursor = await this.loadListPage(this.listCursor);
     }
+    this.emit("convs");
+    this.emit("badges");
+  }
+
+  /** One page of the chat list, newest activity first; returns the next cursor. */
+  async loadListPage(cursor) {
+    const page = await this.api("GET", `/conversations?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    for (const c of page.conversations) {
+      const conv = this.upsertSummary(c, { quiet: true });
+      // The list shows their newest message: this device received it.
+      if (c.unread_count) this.noteDelivered(conv, c.last_seq);
+    }
+    return page.next_cursor || null;
   }
 
   async toggleMute(conv) {
