@@ -135,3 +135,33 @@ def test_backoff_doubles_and_honours_retry_after():
     assert rules.backoff(1, retry_after=30) == 30
     assert rules.backoff(5, retry_after=1) == 32
     assert rules.backoff(40) == 3600
+
+
+def _msg(mid: int, sender: str, to: tuple[str, ...]) -> dict:
+    return {"message_id": mid, "sender_id": sender, "recipients": to}
+
+
+def test_notifying_counts_what_others_sent_and_names_the_newest():
+    chat = ("ann", "bob", "cat")
+    msgs = [_msg(1, "ann", chat), _msg(2, "bob", chat), _msg(3, "ann", chat)]
+    out = rules.notifying(msgs)
+    assert {u: (m["message_id"], n) for u, (m, n) in out.items()} == {
+        "ann": (2, 1),  # her own messages never notify her; the newest is bob's
+        "bob": (3, 2),
+        "cat": (3, 3),
+    }
+
+
+def test_notifying_follows_the_audience_as_it_changes():
+    before, after = ("ann", "bob"), ("ann", "bob", "dan")  # dan joined between messages
+    msgs = [_msg(1, "ann", before), _msg(2, "bob", before), _msg(3, "ann", after),
+            _msg(4, "bob", before)]  # sent with an audience read before the join
+    out = rules.notifying(msgs)
+    assert {u: (m["message_id"], n) for u, (m, n) in out.items()} == {
+        "ann": (4, 2), "bob": (3, 2), "dan": (3, 1)}
+
+
+def test_notifying_leaves_out_whom_nothing_notifies():
+    assert rules.notifying([_msg(1, "ann", ("ann",))]) == {}
+    assert rules.notifying([_msg(1, "ann", ("ann", "bob")), _msg(2, "bob", ("bob",))]) == {
+        "bob": (_msg(1, "ann", ("ann", "bob")), 1)}

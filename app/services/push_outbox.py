@@ -53,14 +53,15 @@ from app.services.sql import as_datetime, is_postgres
 log = logging.getLogger("parley.push")
 
 CLAIM_BATCH = 500
+# Beside sockets, smaller claims: on SQLite each claim, badge count and
+# record holds the one connection the senders' writes wait for.
+CLAIM_BATCH_SERVING = 64
 LEASE_SECONDS = 60
 SEND_CONCURRENCY = 8  # pushes in flight at once (and between yields to the sockets)
 # While the process serves sockets, pushes get at most this share of its loop.
 # The offline members of a busy group all fall due together, once per coalescing
 # window: at full share that burst holds the members' live events back;
-# stretched out, it costs them nothing noticeable. The share
-# is of the loop thread's CPU time, not of the clock: waiting on a distant push
-# service costs the sockets nothing and must not slow delivery down.
+# stretched out, it costs them nothing noticeable (see Worker._leave_share).
 SERVING_SHARE = 0.1
 # In a process that serves no sockets nothing waits behind the worker: keep
 # more requests in flight so the push service's round trips overlap.
@@ -404,20 +405,18 @@ class Planner(Supervised):
                         str(r["user_id"]) for r in found
                         if int(r["visible_from_seq"] or 0) < ev["seq"]
                         and int(r["read_seq"] or 0) < ev["seq"]})
-        others: set[str] = set()
-        for ev in evs:
-            to = ev["_to"] = frozenset(ev["recipients"])
-            others |= to - {ev["sender_id"]}
-        if not others:
+        # Whom each message notifies; the newest of them per person, and how many.
+        unseen = push_rules.notifying(evs)
+        if not unseen:
             return 0
         # One statement: the conversation's members with a device, their settings.
         if found is None:
             found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
-        subs = [(r["sid"], str(r["user_id"])) for r in found if str(r["user_id"]) in others]
+        subs = [(r["sid"], str(r["user_id"])) for r in found if str(r["user_id"]) in unseen]
         if not subs:
             return 0
         people = {str(r["user_id"]): r for r in found}
-        users = sorted(people.keys() & others)
+        users = sorted(people.keys() & unseen.keys())
         settings = self.deps.settings
         foreground = self.deps.extras.get("foreground")
         fg = await foreground.in_foreground(users) if foreground is not None else set()
@@ -431,18 +430,16 @@ class Planner(Supervised):
         notify: dict[str, tuple[str, int, int]] = {}  # user → (payload, message id, count)
         muted = {u: bool(people[u]["notifications_muted"]) for u in users}
         payloads: dict[tuple, str] = {}  # the same JSON for everyone who sees the same
-        mentioning = any(ev["data"].get("mention_all") or ev["data"].get("mentions")
-                         for ev in evs if ev["data"])
+        mentioning = [ev for ev in evs
+                      if ev["data"] and (ev["data"].get("mention_all") or ev["data"].get("mentions"))]
         for u in users:
             person = people[u]
-            mine = [ev for ev in evs if ev["sender_id"] != u and u in ev["_to"]]
-            mentions = [ev for ev in mine if push_rules.is_mentioned(u, ev["data"])] \
-                if mentioning else []
+            latest, count = unseen[u]
+            mentions = [ev for ev in mentioning if ev["sender_id"] != u
+                        and u in ev["recipients"] and push_rules.is_mentioned(u, ev["data"])]
             if muted[u] and mentions:
-                mine = mentions  # a muted chat announces only what mentions them
-            if not mine:
-                continue
-            latest = mine[-1]
+                # A muted chat announces only what mentions them.
+                latest, count = mentions[-1], len(mentions)
             r = push_rules.Recipient(
                 user_id=u, push_enabled=person["push_enabled"], preview=person["push_preview"],
                 dnd_start=person["dnd_start"], dnd_end=person["dnd_end"],
@@ -453,7 +450,7 @@ class Planner(Supervised):
                 self._skipped(reason)
                 continue
             key = (latest["message_id"], r.preview,
-                   mentioning and push_rules.is_mentioned(u, latest["data"]))
+                   bool(mentions) and push_rules.is_mentioned(u, latest["data"]))
             payload = payloads.get(key)
             if payload is None:
                 # Text is stored, and so can leave the server, only for `full` previews.
@@ -463,7 +460,7 @@ class Planner(Supervised):
                     "type": latest["type"],
                     "text": latest["text"] if r.preview == "full" else "",
                     "mentioned": key[2], "seq": latest["seq"]})
-            notify[u] = (payload, latest["message_id"], len(mine))
+            notify[u] = (payload, latest["message_id"], count)
         rows = [(s, u, *notify[str(u)]) for s, u in subs if str(u) in notify]
         if not rows:
             return 0
@@ -592,18 +589,20 @@ class Worker(Supervised):
         rows = await run_sql("SELECT COUNT(*) AS n FROM push_outbox WHERE pending", [])
         metrics.push_outbox_depth.set(rows[0]["n"] if rows else 0)
 
-    async def claim(self) -> list:
+    async def claim(self, limit: int = CLAIM_BATCH) -> list:
         at = now()
         lease = at + timedelta(seconds=LEASE_SECONDS)
         conn = Tortoise.get_connection("default")
         if is_postgres(conn):
-            return await run_sql(CLAIM_PG, [lease, at, CLAIM_BATCH], conn)
-        return await run_sql(CLAIM_SQLITE, [lease, at, at, CLAIM_BATCH], conn)
+            return await run_sql(CLAIM_PG, [lease, at, limit], conn)
+        return await run_sql(CLAIM_SQLITE, [lease, at, at, limit], conn)
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and deliver it; the number of rows claimed."""
+        serving = self.deps.extras.get("sockets_connected") or (lambda: 0)
+        began = time.process_time()
         await self._update_depth()
-        rows = await self.claim()
+        rows = await self.claim(CLAIM_BATCH_SERVING if serving() else CLAIM_BATCH)
         if not rows:
             return 0
         subs = {str(s["id"]): s for s in await PushSubscription.filter(
@@ -611,7 +610,6 @@ class Worker(Supervised):
             "id", "kind", "address", "p256dh", "auth", "environment", "badge")}
         badges = await self._badges({str(r["user_id"]) for r in rows})
         outcomes: list = []
-        serving = self.deps.extras.get("sockets_connected") or (lambda: 0)
         if not serving():
             gate = asyncio.Semaphore(SEND_CONCURRENCY_ALONE)
 
@@ -624,19 +622,24 @@ class Worker(Supervised):
         else:
             for start in range(0, len(rows), SEND_CONCURRENCY):
                 chunk = rows[start:start + SEND_CONCURRENCY]
-                began = time.thread_time()
                 outcomes += await asyncio.gather(*(
                     self._deliver(_with_badge(r, subs), subs.get(str(r["subscription_id"])),
                                   badges) for r in chunk))
-                if serving():
-                    # Encrypting and posting run on the loop that serves the sockets:
-                    # leave it to them for the rest of this chunk's share. The loop's
-                    # CPU time over the chunk includes the sockets' own work, so the
-                    # busier they are, the longer pushes wait.
-                    await asyncio.sleep((time.thread_time() - began)
-                                        * (1 / SERVING_SHARE - 1))
+                began = await self._leave_share(serving, began)
         await self._record(outcomes)
+        await self._leave_share(serving, began)
         return len(rows)
+
+    @staticmethod
+    async def _leave_share(serving, began: float) -> float:
+        """Beside sockets, pause for the rest of the share of what was just done.
+        Measured in the process's CPU time: it includes the sockets' own work
+        over the same span (the busier they are, the longer pushes wait) and,
+        on SQLite, the database thread's; waiting on a distant push service
+        costs nothing and must not slow delivery down."""
+        if serving():
+            await asyncio.sleep((time.process_time() - began) * (1 / SERVING_SHARE - 1))
+        return time.process_time()
 
     async def _badges(self, users: set[str]) -> dict[str, int]:
         if not users:

@@ -18,7 +18,8 @@ WeChat's behaviour, as docs/push.md describes it for app developers:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -103,6 +104,35 @@ def is_mentioned(user_id: str, data: Mapping | None) -> bool:
     if data.get("mention_all"):
         return True
     return str(user_id) in {str(u) for u in data.get("mentions") or ()}
+
+
+def notifying(messages: Sequence[Mapping]) -> dict[str, tuple[Mapping, int]]:
+    """Per person: the newest of one chat's `messages` (oldest first, each with
+    `message_id`, `sender_id` and `recipients`) that notifies them, and how
+    many do. A message notifies its recipients other than its sender.
+
+    A busy chat's messages share one audience (the same recipients), so the
+    work is per distinct audience and per person, not per message and person."""
+    audiences: dict[tuple, list[Mapping]] = {}
+    for m in messages:
+        audiences.setdefault(m["recipients"], []).append(m)
+    out: dict[str, tuple[Mapping, int]] = {}
+    for recipients, group in audiences.items():
+        sent_by = Counter(m["sender_id"] for m in group)
+        last = group[-1]
+        for u in recipients:
+            n = len(group) - sent_by.get(u, 0)
+            if not n:
+                continue
+            newest = last
+            if newest["sender_id"] == u:
+                newest = next(m for m in reversed(group) if m["sender_id"] != u)
+            seen = out.get(u)
+            if seen is None:
+                out[u] = (newest, n)
+            else:
+                out[u] = (max(seen[0], newest, key=lambda m: m["message_id"]), seen[1] + n)
+    return out
 
 
 def summary(message_type: str, text: str) -> str:
