@@ -242,7 +242,7 @@ async def test_webpush_delivers_what_the_preview_mode_allows(client, deps, webpu
 
 async def test_a_distant_push_service_does_not_slow_delivery_beside_sockets(
         client, deps, webpush, base_url):
-    """While the process serves sockets the worker takes a share of the loop's
+    """While the process serves sockets the worker takes a share of the process's
     CPU time, not of the clock: waiting on a push service costs the sockets
     nothing. 24 devices 0.5 s away are reached in about three round trips;
     paced by the clock at a tenth of the loop, it would take about 15 s."""
