@@ -4,6 +4,8 @@ and a password confirmation, and the notice when signing in again cancels it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from app.models.accounts import User
@@ -65,3 +67,35 @@ async def test_download_my_data_then_delete_and_cancel_by_signing_in(browser, ba
     # requests racing the end of the sessions the deletion ended.
     assert [e for e in page.errors
             if "status of 400" not in e and "status of 401" not in e] == [], page.errors
+
+
+@pytest.mark.timeout(120)
+async def test_the_export_link_stays_when_ready_arrives_before_the_answer_that_asked(
+        browser, base_url, deps):  # noqa: F811
+    """A small export is built and announced (export:ready) at once; the
+    answer to the request that asked for it, saying "pending", can arrive
+    after it. Here that answer is held back until the link is on screen."""
+    (a,) = await people(deps, "Alice")
+    page = await new_page(browser, base_url, person=a)
+    await page.click("a.nav-btn[data-view=settings]")
+    await page.click("[data-section=privacy]")
+    await page.locator("h2", has_text="Privacy & data").wait_for()
+    link = page.locator("[data-export-link]")
+    held = asyncio.Event()
+
+    async def hold_answer(route):
+        answer = await route.fetch()  # the server handles the request now
+        held.set()
+        await link.wait_for(timeout=30_000)  # export:ready came first
+        await route.fulfill(response=answer)
+
+    await page.route("**/api/v1/me/export", lambda route: asyncio.ensure_future(
+        hold_answer(route)) if route.request.method == "POST" else route.continue_())
+    async with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith(
+            "/api/v1/me/export"), timeout=40_000) as answered:
+        await page.click("[data-action=export-data]")
+    assert held.is_set()
+    assert (await (await answered.value).json())["export"]["status"] == "pending"
+    await page.wait_for_timeout(300)  # the late answer has been shown, or ignored
+    assert await link.is_visible()
+    assert await page.locator("[data-action=export-data]").is_disabled()  # one a day

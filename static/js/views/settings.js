@@ -163,7 +163,12 @@ function fileSize(n) {
 async function dataExport() {
   const status = h("div", { class: "muted small", "data-export-status": "" });
   const button = h("button", { class: "secondary", type: "button", "data-action": "export-data" }, t("downloadData"));
+  let shown = null;
   const show = (e) => {
+    // The export can be built, and export:ready arrive, before the answer that
+    // asked for it: a late "pending" never hides the link of the same export.
+    if (e && shown && e.id === shown.id && e.status === "pending" && shown.status !== "pending") return;
+    shown = e;
     button.disabled = !!e && (e.status === "pending" || Date.now() - Date.parse(e.created_at) < 86400000);
     if (!e) return clear(status);
     if (e.status === "pending") return clear(status, t("exportPending"));
