@@ -4,7 +4,8 @@ two processes on PostgreSQL + Redis.
 * ``ParleyProtocol`` — the ``/chat`` Socket.IO adaptor: ``auth={"token": …}``,
   ``message:send`` {conversation_id, client_msg_id "<src>-<step>-<n>", type "text",
   text "<src> <step> <n> <ts> <pad>"}, receives ``message:new`` and parses the four
-  numbers back out of ``text``.  Acks carrying ``"ok":false`` are counted as ``nacked``.
+  numbers back out of ``text``.  Acks carrying ``"ok":false`` are counted as ``nacked``,
+  those refusing the send as ``busy`` also as ``refused`` (not lost: the sender was told).
   ``ParleyClient.call(event, data)`` does request/ack round trips (``sync``, ``history``).
 * Databases: a migrated *template* is made once per run (``prepare``); every scenario
   gets a fresh copy (SQLite: file copy; PostgreSQL: ``CREATE DATABASE … TEMPLATE``),
@@ -129,6 +130,8 @@ class ParleyClient(SocketIOClient):
             return
         if body[i : i + 12] == b'[{"ok":false':
             self.rec.nacked += 1
+            if b'"code":"busy"' in body[i : i + 60]:
+                self.rec.refused += 1
             if self.rec.first_nack is None:
                 self.rec.first_nack = body[i : i + 200].decode(errors="replace")
         else:  # my own message: its seq is mine too (no echo), so no false gap later

@@ -39,6 +39,9 @@ class Recorder:
         self.undecodable = 0
         self.disconnects = 0
         self.nacked = 0  # acks that said {"ok": false} (Parley: error code in first_nack)
+        # Of those, sends the server turned away as "busy" (its overload guard):
+        # the sender was told, so they fail the step but are not lost messages.
+        self.refused = 0
         self.first_nack = None
         self.resyncs = 0  # Parley `resync` events received (live feed had a gap)
         self.gap_syncs = 0  # syncs started because a message:new skipped a seq
