@@ -347,7 +347,8 @@ async def list_conversations(deps: Deps, user_id, cursor: str | None, limit: int
     ids = await chat_list_page(parse_uuid(user_id, "user"), after, limit + 1)
     found = {m.id: m for m in await Membership.filter(id__in=ids[:limit])
              .select_related("conversation")}
-    page = [found[i] for i in ids[:limit] if i in found]  # a chat left meanwhile is gone
+    # A membership deleted between the two statements (its account erased) is skipped.
+    page = [found[i] for i in ids[:limit] if i in found]
     next_cursor = _encode_cursor(page[-1].conversation) if len(ids) > limit and page else None
     return {"conversations": await summaries(deps, user_id, page), "next_cursor": next_cursor}
 
