@@ -1,6 +1,8 @@
 """The pure search text rules: normalisation, tokens, query terms, highlights, pinyin."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from app.services import search_text as st
 
@@ -23,6 +25,37 @@ def test_segments_split_words_from_cjk_runs():
 def test_document_tokens_hold_bigrams_then_unigrams():
     assert st.document_tokens("明天见 Hi") == ["明天", "天见", "明", "天", "见", "hi"]
     assert st.document_tokens("好") == ["好"]
+
+
+def _tokens_by_character_walk(text: str) -> list[str]:
+    """document_tokens spelled out over `segments`, the per-character rule that
+    queries and highlights use: the index must tokenise exactly like them."""
+    tokens: list[str] = []
+    for seg in st.segments(st.normalise(text)):
+        if seg.kind == "word":
+            tokens.append(seg.text[:st.MAX_WORD])
+        else:
+            run = seg.text
+            tokens.extend(run[k:k + 2] for k in range(len(run) - 1))
+            tokens.extend(run)
+    return tokens
+
+
+# Text drawn from the blocks where the rules have edges: ASCII and underscore,
+# accents that stay combining after NFKC, full-width forms, kana with the
+# combining voiced marks and the middle dot, Hangul jamo, Han, emoji.
+_EDGES = hs.text(hs.sampled_from(
+    "aZ9_ -.,!?\t\n\u00e9\u0301\u0308\u0915\u093f\u0e34\uff21\uff41\uff10\u3000"
+    "\u3005\u3041\u3099\u309a\u309b\u30a2\u30fb\u30fc\uff76\uff9e\u1100\u1161\uac00"
+    "\u4e00\u597d\u660e\u5929\uf900\U00020000\U0001f600\u2460\u00df\u0130"), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hs.one_of(_EDGES, hs.text(max_size=40)))
+def test_document_tokens_equal_the_character_walk(text):
+    assert st.document_tokens(text) == _tokens_by_character_walk(text)
+    assert st.word_tokens(st.document_tokens(text)) == {
+        s.text[:st.MAX_WORD] for s in st.segments(st.normalise(text)) if s.kind == "word"}
 
 
 def test_query_terms_and_their_tokens():

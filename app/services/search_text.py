@@ -29,6 +29,7 @@ match counts 2, a CJK character 1.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -51,6 +52,22 @@ def is_cjk(ch: str) -> bool:
     ) and o != 0x30FB  # ・ is punctuation
 
 
+# is_cjk as a regular-expression class (the same code points).
+_CJK = ("\u3005\u3040-\u30fa\u30fc-\u30ff\u3130-\u318f\u31f0-\u31ff"
+        "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\u1100-\u11ff"
+        "\U00020000-\U0003134f")
+# A CJK run, or a run of alphanumerics that are not CJK (`[^\W_]` is str.isalnum).
+_RUNS = re.compile(f"([{_CJK}]+)|([^\\W_{_CJK}]+)")
+# What is neither a word character nor a space: punctuation, symbols, and the
+# combining marks that `_is_word_char` counts as part of a word and `_RUNS` does not.
+_OTHER = re.compile(r"[^\w\s]")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+
+
+def _has_marks(norm: str) -> bool:
+    return any(unicodedata.category(ch) in ("Mn", "Mc") for ch in _OTHER.findall(norm))
+
+
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or unicodedata.category(ch) in ("Mn", "Mc")
 
@@ -69,6 +86,8 @@ def _clusters(text: str):
 
 
 def normalise(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold is lower there
+        return text.lower()
     return unicodedata.normalize("NFKC", text).casefold()
 
 
@@ -125,14 +144,29 @@ def document_tokens(*texts: str) -> list[str]:
     for text in texts:
         if not text:
             continue
-        for seg in segments(normalise(text)):
-            if seg.kind == "word":
-                tokens.append(seg.text[:MAX_WORD])
+        norm = normalise(text)
+        if _has_marks(norm):
+            # Rare (accents NFKC cannot compose, Indic vowel signs): the
+            # character walk, which keeps the marks inside their words.
+            runs = [("", s.text) if s.kind == "word" else (s.text, "") for s in segments(norm)]
+        else:
+            # The message writer tokenises every message: one regular
+            # expression pass instead of a Python step per character.
+            runs = _RUNS.findall(norm)
+        for run, word in runs:
+            if word:
+                tokens.append(word[:MAX_WORD])
             else:
-                run = seg.text
-                tokens.extend(run[k:k + 2] for k in range(len(run) - 1))
+                tokens.extend([run[k:k + 2] for k in range(len(run) - 1)])
                 tokens.extend(run)
     return tokens
+
+
+def word_tokens(tokens: list[str]) -> set[str]:
+    """The word (non-CJK) tokens of a document: a CJK token starts with a CJK
+    character, a word never does."""
+    cjk = _CJK_CHAR.match
+    return {t for t in tokens if not cjk(t)}
 
 
 def document(*texts: str) -> str:

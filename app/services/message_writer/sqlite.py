@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
@@ -19,8 +20,12 @@ from app.services.message_writer.batch import (
     recipients_of,
     refused_sends,
 )
-from app.services.search_index import sqlite_index
+from app.services.search_index import remember_words, sqlite_index
 from app.services.sql import MEMBERS_SQLITE, WRITER_FACTS_SQLITE
+
+# Per database connection: the words its word list is known to hold
+# (search_index.sqlite_index). Weak, so a closed database's set goes with it.
+_known_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def write(client, items: list[NewMessage]) -> list:
@@ -31,15 +36,16 @@ async def write(client, items: list[NewMessage]) -> list:
     # committed state and nothing commits between them and the writes.
     async with client.acquire_connection() as aioconn:
         run, db = aioconn._execute, aioconn._conn
+        known = _known_words.setdefault(aioconn, set())
         try:
             if not any(it.judge is not None for it in items):
-                return await run(_unjudged_batch, db, items)
+                return await run(_unjudged_batch, db, items, known)
             existing, facts = await run(_begin, db, items)
             rejected = refused_sends(items, existing, facts)
             versions = group_versions(items, existing, rejected, facts)
             have, load = cached_members(versions)
             results, seqs, ids, loaded = await run(_write_rest, db, items, existing,
-                                                   rejected, load)
+                                                   rejected, load, known)
         except BaseException:
             # Also when cancelled: the function we were awaiting still runs on the
             # connection's thread (it may have just sent BEGIN); this one runs after
@@ -75,13 +81,13 @@ def _begin(db, items: list[NewMessage]) -> tuple[dict, dict]:
         raise
 
 
-def _unjudged_batch(db, items: list[NewMessage]) -> list:
+def _unjudged_batch(db, items: list[NewMessage], known: set[str]) -> list:
     existing, _facts = _begin(db, items)
-    results, seqs, ids, _loaded = _write_rest(db, items, existing, {}, [])
+    results, seqs, ids, _loaded = _write_rest(db, items, existing, {}, [], known)
     return finish(results, seqs, ids, {})
 
 
-def _write_rest(db, items, existing, rejected, load) -> tuple:
+def _write_rest(db, items, existing, rejected, load, known: set[str]) -> tuple:
     """The rest of the transaction _begin opened, then COMMIT."""
     import sqlite3
 
@@ -119,10 +125,11 @@ def _write_rest(db, items, existing, rejected, load) -> tuple:
                     "VALUES (?, ?, ?, ?)",
                     (ids[i], item.cid_text, seq, str(user_id) if user_id is not None else None),
                 )
-        sqlite_index(db, [(ids[i], items[i].search_tokens) for i in seqs])
+        words = sqlite_index(db, [(ids[i], items[i].search_tokens) for i in seqs], known)
         loaded = {cid: tuple(r[0] for r in db.execute(MEMBERS_SQLITE, (str(cid),)))
                   for cid in load}
         db.execute("COMMIT")
+        remember_words(known, words)
     except sqlite3.IntegrityError as exc:
         db.execute("ROLLBACK")
         raise IntegrityError(exc) from exc
