@@ -394,6 +394,7 @@ def print_table(results, scenarios) -> None:
                     "s5": "s catch-up", "flood": "ms victim ack p99",
                     "s6": "ms p99 worst class", "s1-noindex": "msg/s",
                     "s1-delivered": "msg/s", "cpu": "µs CPU/msg", "cpu-delivered": "µs CPU/msg",
+                    "cpu-noindex": "µs CPU/msg",
                     "login": "sign-ins/s", "media": "MB/s down", "media-plain": "MB/s down",
                     }.get(sid, "")
             v = r["value"]

@@ -358,8 +358,8 @@ class ParleyTarget(Target):
     key = "parley-sqlite"
     title = "Parley (python -m app serve), SQLite"
     scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "s2plan",
-                 "pushworker", "s6", "s1-noindex", "cpu", "s1-delivered", "cpu-delivered",
-                 "login", "media", "media-plain")
+                 "pushworker", "s6", "s1-noindex", "cpu", "cpu-noindex", "s1-delivered",
+                 "cpu-delivered", "login", "media", "media-plain")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1
     start_rates = {"s1": 500.0}
@@ -394,7 +394,7 @@ class ParleyTarget(Target):
             # Pushes are planned into the outbox but sent by no process: the cost the
             # send path pays for push when delivery runs in other processes.
             env["PUSH_WORKERS"] = "false"
-        if getattr(self, "scenario", None) == "s1-noindex":
+        if getattr(self, "scenario", None) in ("s1-noindex", "cpu-noindex"):
             env["SEARCH_INDEX"] = "false"  # what the index costs the send path
         if getattr(self, "scenario", None) == "flood":
             # …except in the flood scenario, which measures the shipped limits.
@@ -686,7 +686,7 @@ class _Reference:
     measured in one invocation."""
 
     reference = REFERENCE
-    scenarios = ("s1", "cpu", "login")
+    scenarios = ("s1", "cpu", "login", "s1-noindex", "cpu-noindex")
 
     async def prepare(self, env) -> None:
         self._ref_dir = tempfile.TemporaryDirectory(prefix="parley-bench-ref-")

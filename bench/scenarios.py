@@ -1144,6 +1144,12 @@ async def s1_no_index(target, env, cfg: Config, log) -> dict:
     return await s1_one_to_one(target, env, cfg, log)
 
 
+async def cpu_no_index(target, env, cfg: Config, log) -> dict:
+    """The "cpu" scenario on a server started with SEARCH_INDEX=false: what the
+    search index costs per message in server CPU (compare with "cpu")."""
+    return await cpu_per_message(target, env, cfg, log)
+
+
 # -- CPU per delivered message: S1 pairs at a fixed rate, spread over the processes ------
 async def cpu_per_message(target, env, cfg: Config, log) -> dict:
     """S1's one-to-one traffic at one fixed rate (cfg.cpu_rate, well below every
@@ -1368,6 +1374,7 @@ SCENARIOS = {
     "s5": ("S5 reconnect storm", s5_reconnect_storm),
     "flood": ("Flood", flood),
     "cpu": ("CPU per delivered message", cpu_per_message),
+    "cpu-noindex": ("CPU per delivered message, no search index", cpu_no_index),
     "s2half": ("S2, half the group offline", s2_half),
     "s2push": ("S2, half the group offline and subscribed to push", s2_push),
     "s2plan": ("S2, half offline and subscribed, pushes queued but not sent here", s2_plan),

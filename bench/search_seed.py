@@ -114,10 +114,12 @@ async def seed(spec: dict) -> dict:
                                (last, cid))
             out["messages_s"] = round(time.monotonic() - t0, 2)
             pages0 = db.execute("PRAGMA page_count").fetchone()[0]
+            known: set[str] = set()  # one transaction: what it wrote, it holds
             with db:
                 for k in range(0, len(rows), chunk):
                     toks = [item_tokens("text", r[3], None) for r in rows[k:k + chunk]]
-                    sqlite_index(db, [(first + k + j, t) for j, t in enumerate(toks)])
+                    known |= sqlite_index(db, [(first + k + j, t) for j, t in enumerate(toks)],
+                                          known)
             db.execute("INSERT INTO message_search(message_search) VALUES ('optimize')")
             db.commit()
             pages1 = db.execute("PRAGMA page_count").fetchone()[0]
