@@ -121,12 +121,27 @@ async def changed(deps, kind: str, keys: Iterable) -> None:
 # --- rows <-> objects ----------------------------------------------------------
 
 
-def row_of(obj) -> dict:
-    """The column values of a model instance, as `_init_from_db` takes them."""
-    meta = obj._meta
-    return {col: getattr(obj, name) for col, name, _f in
-            (*meta.db_native_fields, *meta.db_default_fields, *meta.db_complex_fields)}
+# model → its (column, attribute) pairs, in the order rows are stored.
+_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
-def from_row(model, row: dict):
-    return model._init_from_db(**row)
+def _columns(model) -> tuple[tuple[str, str], ...]:
+    cols = _COLUMNS.get(model)
+    if cols is None:
+        meta = model._meta
+        cols = _COLUMNS[model] = tuple(
+            (col, name) for col, name, _f in
+            (*meta.db_native_fields, *meta.db_default_fields, *meta.db_complex_fields))
+    return cols
+
+
+def row_of(obj) -> tuple:
+    """The column values of a model instance, in `_columns` order: a tuple, not a
+    dict, because every connected person's session and user rows stay in these
+    caches (a dict of a user row's columns is five times its tuple)."""
+    return tuple(getattr(obj, name) for _col, name in _columns(type(obj)))
+
+
+def from_row(model, row: tuple):
+    return model._init_from_db(**{col: v for (col, _n), v in
+                                  zip(_columns(model), row, strict=True)})
