@@ -14,6 +14,13 @@ def test_nfkc_width_and_case_folding():
     assert st.normalise("①") == "1"
 
 
+def test_ascii_takes_the_short_way_to_the_same_normal_form():
+    import unicodedata
+
+    every = "".join(chr(c) for c in range(128))
+    assert st.normalise(every) == unicodedata.normalize("NFKC", every).casefold()
+
+
 def test_segments_split_words_from_cjk_runs():
     segs = st.segments(st.normalise("我们明天见 at 3pm, OK?"))
     assert [(s.kind, s.text) for s in segs] == [
