@@ -162,6 +162,10 @@ class SqliteFts5(SearchBackend):
               'CREATE TABLE IF NOT EXISTS "message_search_words" ("term" TEXT PRIMARY KEY) '
               "WITHOUT ROWID;")
 
+    # The writer's (sqlite_index) and the reindexer's (replace) statements.
+    INSERT_DOC = 'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)'
+    INSERT_WORD = 'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)'
+
     async def ensure_schema(self, conn) -> None:
         await conn.execute_script(self.SCHEMA)
 
@@ -169,12 +173,9 @@ class SqliteFts5(SearchBackend):
         for mid, _cid, tokens in entries:
             await conn.execute_query('DELETE FROM "message_search" WHERE rowid = ?', [mid])
             if tokens:
-                await conn.execute_query(
-                    'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)',
-                    [mid, fts_document(tokens)])
+                await conn.execute_query(self.INSERT_DOC, [mid, fts_document(tokens)])
                 for w in word_tokens(tokens):
-                    await conn.execute_query(
-                        'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)', [w])
+                    await conn.execute_query(self.INSERT_WORD, [w])
 
     async def prepare(self, conn, terms):
         out = {}
@@ -278,11 +279,10 @@ def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str]) -> s
     rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
     if not rows:
         return set()
-    db.executemany('INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)', rows)
+    db.executemany(SqliteFts5.INSERT_DOC, rows)
     words = set().union(*(word_tokens(toks) for _mid, toks in entries if toks)) - known
     if words:
-        db.executemany('INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)',
-                       [(w,) for w in words])
+        db.executemany(SqliteFts5.INSERT_WORD, [(w,) for w in words])
     return words
 
 
