@@ -32,25 +32,6 @@ async def controlled(page) -> None:
     })""")
 
 
-async def deliver(page, payload: dict) -> None:
-    """A push message as the browser's push service would hand it to the worker."""
-    cdp = await page.context.new_cdp_session(page)
-    registrations = asyncio.get_running_loop().create_future()
-
-    def on_update(event):
-        regs = [r for r in event["registrations"] if not r.get("isDeleted")]
-        if regs and not registrations.done():
-            registrations.set_result(regs)
-
-    cdp.on("ServiceWorker.workerRegistrationUpdated", on_update)
-    await cdp.send("ServiceWorker.enable")
-    regs = await asyncio.wait_for(registrations, 10)
-    origin = await page.evaluate("location.origin")
-    await cdp.send("ServiceWorker.deliverPushMessage", {
-        "origin": origin, "registrationId": regs[0]["registrationId"],
-        "data": json.dumps(payload)})
-
-
 async def notifications(worker, tag=None) -> list[dict]:
     return await worker.evaluate("""async (tag) => {
         const ns = await self.registration.getNotifications(tag ? { tag } : {});
@@ -58,7 +39,7 @@ async def notifications(worker, tag=None) -> list[dict]:
     }""", tag)
 
 
-async def wait_notifications(worker, done, tag=None, timeout: float = 30.0) -> list[dict]:
+async def wait_notifications(worker, done, tag=None, timeout: float = 15.0) -> list[dict]:
     """The worker's notifications once `done(them)` holds, or as they are at the
     deadline. Chromium shows a notification only after fetching its icon from
     the server and writing it to its notification database, which takes
@@ -71,7 +52,55 @@ async def wait_notifications(worker, done, tag=None, timeout: float = 30.0) -> l
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.timeout(90)
+class PushService:
+    """Push messages as the browser's push service would hand them to the worker,
+    through the DevTools protocol. That hand-over is fire-and-forget: Chromium
+    answers before the worker has the event and reports nothing if it never
+    arrives, and under a full CI run a first push once showed nothing for 30 s.
+    So a message meant to change the notifications is handed over again until
+    they show the change; the worker replaces by tag, so a second copy of the
+    same message changes nothing."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.cdp = None
+        self.registration = None
+
+    async def _connect(self) -> None:
+        self.cdp = await self.page.context.new_cdp_session(self.page)
+        registrations = asyncio.get_running_loop().create_future()
+
+        def on_update(event):
+            regs = [r for r in event["registrations"] if not r.get("isDeleted")]
+            if regs and not registrations.done():
+                registrations.set_result(regs)
+
+        self.cdp.on("ServiceWorker.workerRegistrationUpdated", on_update)
+        await self.cdp.send("ServiceWorker.enable")
+        self.registration = (await asyncio.wait_for(registrations, 10))[0]["registrationId"]
+
+    async def deliver(self, payload: dict) -> None:
+        if self.cdp is None:
+            await self._connect()
+        origin = await self.page.evaluate("location.origin")
+        await self.cdp.send("ServiceWorker.deliverPushMessage", {
+            "origin": origin, "registrationId": self.registration,
+            "data": json.dumps(payload)})
+
+    async def deliver_until(self, worker, payload: dict, done, *, tries: int = 3,
+                            each: float = 15.0) -> list[dict]:
+        """Deliver `payload` until the worker's notifications satisfy `done`;
+        they are returned as they last were, so the caller's assertion shows
+        what the worker made of every copy."""
+        for _ in range(tries):
+            await self.deliver(payload)
+            shown = await wait_notifications(worker, done, timeout=each)
+            if done(shown):
+                return shown
+        return shown
+
+
+@pytest.mark.timeout(180)
 async def test_worker_shows_pushes_replaces_by_tag_and_a_click_opens_the_chat(
         browser, base_url, deps):  # noqa: F811
     a, b = await people(deps, "Alice", "Bob")
@@ -85,18 +114,21 @@ async def test_worker_shows_pushes_replaces_by_tag_and_a_click_opens_the_chat(
     payload = {"type": "message", "tag": cid, "title": "Bob", "body": "hello there",
                "badge": 1, "conversation_id": cid, "message_id": "1", "seq": "1",
                "url": f"/#/chats/{cid}"}
-    await deliver(page, payload)
-    shown = await wait_notifications(worker, lambda ns: len(ns) >= 1)
+    push = PushService(page)
+    shown = await push.deliver_until(worker, payload, lambda ns: len(ns) >= 1)
     assert shown == [{"title": "Bob", "body": "hello there", "tag": cid,
                       "data": {"url": f"/#/chats/{cid}", "conversation_id": cid}}]
     # The same chat again (coalesced), then its recall: still one notification.
-    await deliver(page, {**payload, "body": "[2 messages] second"})
-    await deliver(page, {**payload, "type": "recall", "body": "Bob recalled a message"})
-    now = await wait_notifications(
-        worker, lambda ns: bool(ns) and ns[0]["body"] == "Bob recalled a message")
-    assert [n["body"] for n in now] == ["Bob recalled a message"]
+    coalesced = "[2 messages] second"
+    now = await push.deliver_until(worker, {**payload, "body": coalesced},
+                                   lambda ns: bool(ns) and ns[0]["body"] == coalesced)
+    assert [n["body"] for n in now] == [coalesced]
+    recalled = "Bob recalled a message"
+    now = await push.deliver_until(worker, {**payload, "type": "recall", "body": recalled},
+                                   lambda ns: bool(ns) and ns[0]["body"] == recalled)
+    assert [n["body"] for n in now] == [recalled]
     # A silent badge update shows nothing.
-    await deliver(page, {"type": "badge", "tag": "badge", "title": "", "body": "", "badge": 0})
+    await push.deliver({"type": "badge", "tag": "badge", "title": "", "body": "", "badge": 0})
     await asyncio.sleep(0.5)
     assert len(await notifications(worker)) == 1
     # A click: the open tab comes forward on that chat. (The event is built in
