@@ -3,6 +3,13 @@
 `RateLimiter.hit(key, limit, cost)` counts `cost` units (one event, or the
 bytes of an upload) and raises RateLimited when the key is over its limit. The in-memory limiter suits one process; the Redis
 limiter shares counts between processes and lets a dead process's counts expire.
+
+`exact=False` is for the limits on the hot path (sends), where a round trip to
+Redis per event would cost more than the rest of the event's work: the Redis
+limiter then decides at once, from this process's own count (exact) and the
+other processes' as of the last exchange (at most `share_every` old), and
+exchanges counts in the background. Sign-in, code and registration limits
+guard against guessing and stay exact.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ class Limit:
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None: ...
+    async def hit(self, key: str, limit: Limit, cost: int = 1, *, exact: bool = True
+                  ) -> None: ...
 
     async def reset(self, key: str) -> None: ...
 
@@ -48,7 +56,8 @@ class MemoryRateLimiter:
         self._windows: dict[str, tuple[float, int, float]] = {}
         self._next_sweep = 0.0
 
-    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None:
+    async def hit(self, key: str, limit: Limit, cost: int = 1, *, exact: bool = True) -> None:
+        # One process's own counts are exact either way.
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
@@ -106,6 +115,13 @@ class RedisRateLimiter:
     exactly what n INCRs would have given them (with costs: the running sums), so the limit is as exact as
     with a round trip per hit, at one round trip per batch.
 
+    Hits with `exact=False` wait for nothing: each key's hits are summed in
+    `_unshared` and sent every `share_every` seconds as one batch (the same
+    script), whose answer becomes the key's `_known` shared count until its
+    window ends. A hit is judged on known + in flight + unshared, so this
+    process never lets through more than the limit on its own; what it does
+    not see yet is the other processes' hits of the last `share_every`.
+
     Fails open: when Redis errs or answers slower than `timeout`, the hits of
     that batch are checked by an in-memory limiter of this process instead,
     and Redis is left alone for `retry_after` seconds. A Redis outage must not
@@ -114,7 +130,8 @@ class RedisRateLimiter:
     """
 
     def __init__(self, redis, prefix: str = "parley:rl:", *, timeout: float = 0.5,
-                 retry_after: float = 1.0, metrics=None) -> None:
+                 retry_after: float = 1.0, share_every: float = 0.1,
+                 metrics=None) -> None:
         self.redis = redis
         self.prefix = prefix
         self.timeout = timeout
@@ -130,6 +147,15 @@ class RedisRateLimiter:
         # redis.asyncio.RedisCluster (REDIS_CLUSTER): the batch is split by slot.
         self.cluster = hasattr(redis, "get_nodes")
         self._conn = None  # see _eval
+        self.share_every = share_every
+        # Redis key → [window in ms, hits not yet sent] (exact=False)
+        self._unshared: dict[str, list[int]] = {}
+        # Redis key → hits sent, answer not back yet
+        self._inflight: dict[str, int] = {}
+        # Redis key → (shared count at the last exchange, monotonic end of its window)
+        self._known: dict[str, tuple[int, float]] = {}
+        self._sharer: asyncio.Task | None = None
+        self._share_lock = asyncio.Lock()
 
     async def _eval(self, keys: list[str], args: list[int]):
         """The script on this limiter's own connection, without redis-py's client
@@ -166,6 +192,10 @@ class RedisRateLimiter:
             raise
 
     async def aclose(self) -> None:
+        sharer, self._sharer = self._sharer, None
+        if sharer is not None:
+            sharer.cancel()
+            await asyncio.gather(sharer, return_exceptions=True)
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect(nowait=True)
@@ -191,15 +221,18 @@ class RedisRateLimiter:
         if self.metrics is not None:
             self.metrics.ratelimit_fallbacks.inc()
 
-    async def hit(self, key: str, limit: Limit, cost: int = 1) -> None:
+    async def hit(self, key: str, limit: Limit, cost: int = 1, *, exact: bool = True) -> None:
         if time.monotonic() < self._down_until:
             self._failed(None)
             return await self.fallback.hit(key, limit, cost)
         k = self._key(key)
+        window = max(1, int(limit.per_seconds + 0.999)) * 1000
+        if not exact:
+            return self._hit_shared_later(k, window, limit, cost)
         fut = asyncio.get_running_loop().create_future()
         entry = self._pending.get(k)
         if entry is None:
-            entry = self._pending[k] = (max(1, int(limit.per_seconds + 0.999)) * 1000, [])
+            entry = self._pending[k] = (window, [])
         entry[1].append((fut, cost))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all(), name="parley-ratelimit")
@@ -210,6 +243,51 @@ class RedisRateLimiter:
             return await self.fallback.hit(key, limit, cost)
         if count > limit.count:
             raise RateLimited(retry_after=max(pttl, 0) / 1000)
+
+    def _hit_shared_later(self, k: str, window: int, limit: Limit, cost: int) -> None:
+        now = time.monotonic()
+        known, until = self._known.get(k, (0, 0.0))
+        if until <= now:
+            known = 0  # its window has ended in Redis too
+        entry = self._unshared.get(k)
+        if entry is None:
+            entry = self._unshared[k] = [window, 0]
+        entry[1] += cost
+        if self._sharer is None:
+            self._sharer = asyncio.create_task(self._share_later(), name="parley-ratelimit-share")
+        if known + self._inflight.get(k, 0) + entry[1] > limit.count:
+            raise RateLimited(retry_after=until - now if known else limit.per_seconds)
+
+    async def _share_later(self) -> None:
+        try:
+            while self._unshared:
+                await asyncio.sleep(self.share_every)
+                await self.share()
+        finally:
+            if self._sharer is asyncio.current_task():
+                self._sharer = None
+
+    async def share(self) -> None:
+        """Send the `exact=False` hits counted since the last exchange; learn
+        each key's shared count. Redis unreachable: they are not counted there
+        (the limiter falls back to memory for a while, as for exact hits)."""
+        async with self._share_lock:
+            batch, self._unshared = self._unshared, {}
+            if not batch:
+                return
+            loop = asyncio.get_running_loop()
+            futs = {k: loop.create_future() for k in batch}
+            self._inflight = {k: n for k, (_w, n) in batch.items()}
+            try:
+                await self._flush({k: (w, [(futs[k], n)]) for k, (w, n) in batch.items()})
+            finally:
+                self._inflight = {}
+            now = time.monotonic()
+            self._known = {k: v for k, v in self._known.items() if v[1] > now}
+            for k, fut in futs.items():
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    total, pttl = fut.result()
+                    self._known[k] = (total, now + max(pttl, 0) / 1000)
 
     async def _flush_all(self) -> None:
         try:

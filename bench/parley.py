@@ -716,6 +716,16 @@ class ParleyPgRefTarget(_Reference, ParleyPgTarget):
     title = "Parley, PostgreSQL, reference tree (--reference)"
 
 
+class ParleyRedis1RefTarget(_Reference, ParleyRedis1Target):
+    key = "parley-redis1-ref"
+    title = "Parley x1 process, PostgreSQL + Redis, reference tree (--reference)"
+
+
+class ParleyRedis2RefTarget(_Reference, ParleyRedis2Target):
+    key = "parley-redis2-ref"
+    title = "Parley x2 processes, PostgreSQL + Redis, reference tree (--reference)"
+
+
 class ParleyBaseTarget(ParleyTarget):
     """ParleyTarget served from another tree (BENCH_BASE_TREE, e.g. `git archive main`
     unpacked): before/after ratios of one change from the same invocation."""
@@ -751,4 +761,5 @@ VARIANT_TARGETS = tuple(
 
 PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target,
                   ParleyRabbit2Target, ParleyRedis1Target, ParleyRedis4Target,
-                  ParleyRabbit4Target, *VARIANT_TARGETS, ParleyRefTarget, ParleyPgRefTarget)
+                  ParleyRabbit4Target, *VARIANT_TARGETS, ParleyRefTarget, ParleyPgRefTarget,
+                  ParleyRedis1RefTarget, ParleyRedis2RefTarget)

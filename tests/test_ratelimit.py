@@ -142,3 +142,89 @@ async def test_redis_limiter_counts_costs_in_one_batch():
     finally:
         await client.delete(limiter._key("bytes"))
         await client.aclose()
+
+
+async def shared_outcomes(limiter, key: str, limit: Limit, n: int) -> list[bool]:
+    got = []
+    for _ in range(n):
+        try:
+            await limiter.hit(key, limit, exact=False)
+            got.append(True)
+        except RateLimited:
+            got.append(False)
+    return got
+
+
+@needs_redis
+async def test_shared_later_hits_wait_for_no_round_trip_and_learn_the_other_processes():
+    """exact=False: a process's own hits are judged exactly at once, Redis hears
+    of them at the next exchange, and another process judges on what it learnt
+    at its last one."""
+    client = aioredis.from_url(TEST_REDIS_URL)
+    prefix = f"test:rl:{uuid.uuid4().hex}:"
+    # Exchanges only when the test says (share()), not on their own.
+    a = RedisRateLimiter(client, prefix, share_every=3600)
+    b = RedisRateLimiter(client, prefix, share_every=3600)
+    limit = Limit(25, 60)
+    key = a._key("send:x")
+    try:
+        assert await shared_outcomes(a, "send:x", limit, 30) == [True] * 25 + [False] * 5
+        assert await client.exists(key) == 0  # no round trip was waited for
+        await a.share()
+        assert int(await client.get(key)) == 30
+        assert 0 < await client.pttl(key) <= 60_000
+        # b has not exchanged yet: it knows only its own hit.
+        assert await shared_outcomes(b, "send:x", limit, 1) == [True]
+        await b.share()
+        with pytest.raises(RateLimited) as err:
+            await b.hit("send:x", limit, exact=False)
+        assert 0 < err.value.details["retry_after"] <= 60
+        # Exact hits see every counted hit at once.
+        with pytest.raises(RateLimited):
+            await a.hit("send:x", limit)
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await client.delete(key)
+        await client.aclose()
+
+
+@needs_redis
+async def test_shared_later_hits_reach_redis_within_the_exchange_interval():
+    client = aioredis.from_url(TEST_REDIS_URL)
+    limiter = RedisRateLimiter(client, f"test:rl:{uuid.uuid4().hex}:", share_every=0.05)
+    key = limiter._key("send:y")
+    try:
+        assert await shared_outcomes(limiter, "send:y", Limit(10, 60), 3) == [True] * 3
+        deadline = time.monotonic() + 5
+        while await client.get(key) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        assert int(await client.get(key)) == 3
+        # Learnt back: 7 more fit in the window, no more.
+        await asyncio.sleep(0.1)
+        assert await shared_outcomes(limiter, "send:y", Limit(10, 60), 8) == [True] * 7 + [False]
+    finally:
+        await limiter.aclose()
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_shared_later_hits_fail_open_when_redis_is_gone(tmp_path):
+    """The exchange fails in the background: hits keep being answered at once,
+    by this process's counts, and nothing is left unretrieved."""
+    server = RedisServer(tmp_path)  # only for its free port: never started
+    client = aioredis.from_url(server.url, socket_connect_timeout=0.2)
+    limiter = RedisRateLimiter(client, timeout=0.5, share_every=0.02)
+    try:
+        t = time.monotonic()
+        assert await shared_outcomes(limiter, "k", Limit(3, 60), 5) == [True] * 3 + [False] * 2
+        deadline = time.monotonic() + 3
+        while time.monotonic() >= limiter._down_until and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        assert limiter._down_until > time.monotonic(), "the failed exchange left Redis alone"
+        # Counted in memory from here, as exact hits are while Redis is gone.
+        assert await shared_outcomes(limiter, "k", Limit(3, 60), 4) == [True] * 3 + [False]
+        assert time.monotonic() - t < 2.5
+    finally:
+        await limiter.aclose()
+        await client.aclose()

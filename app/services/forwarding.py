@@ -178,7 +178,8 @@ async def forward(deps: Deps, user_id: str, data: ForwardIn, *, origin: str | No
     targets = list(dict.fromkeys(convs.parse_uuid(t) for t in data.to))
     parts = ["m"] if data.mode == "merged" else None
     try:
-        await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
+        await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit),
+                               exact=False)
         sources = await _sources(user_id, data.message_ids)
         # Every target is judged before anything is shared into one (media
         # grants, copies): a forward refused by one target shares nothing. The

@@ -185,7 +185,8 @@ async def publish_written(deps: Deps, written, item: NewMessage, origin: str | N
 async def _checked_send(deps: Deps, user_id: str, data: SendIn):
     """Validate a send and resolve what it refers to; returns what the writer
     needs. Who may post is judged by the writer (send_rules.judge_queued_send)."""
-    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit))
+    await deps.limiter.hit(f"send:{user_id}", Limit.parse(deps.settings.send_rate_limit),
+                           exact=False)
     cid = convs.parse_uuid(data.conversation_id)
     uid = convs.parse_uuid(user_id, "user")
     max_length = deps.settings.max_text_length
