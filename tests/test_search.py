@@ -271,9 +271,11 @@ async def test_history_around_seq_rest_and_socket(client, deps, base_url):
 
 
 async def test_search_box_contacts_by_pinyin_groups_and_chats(client, deps):
-    me = await make_user(deps, "me")
-    zs = await make_user(deps, "张三")
-    other = await make_user(deps, "Bob")
+    # Usernames of our own: random ones ("u_" + 10 letters and digits) are
+    # words too, and one starting with "zs" or "ls" would be a right answer.
+    me = await make_user(deps, "me", username=f"x{uuid.uuid4().hex[:12]}")
+    zs = await make_user(deps, "张三", username=f"x{uuid.uuid4().hex[:12]}")
+    other = await make_user(deps, "Bob", username=f"x{uuid.uuid4().hex[:12]}")
     await make_contacts(deps, me, zs)
     await make_contacts(deps, me, other)
     await contacts.set_remark(deps, me.user_id, other.user_id,
