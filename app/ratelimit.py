@@ -262,7 +262,10 @@ class RedisRateLimiter:
         try:
             while self._unshared:
                 await asyncio.sleep(self.share_every)
-                await self.share()
+                try:
+                    await self.share()
+                except Exception:  # a bug here must not stop the exchanges
+                    log.exception("rate limiter: sharing counts failed")
         finally:
             if self._sharer is asyncio.current_task():
                 self._sharer = None
