@@ -1,7 +1,10 @@
 """Messaging core over real sockets: delivery, idempotency, seq, sync, receipts, recall."""
 
 import asyncio
+import os
 import uuid
+
+import pytest
 
 from app.models.messaging import Message
 from app.services import conversations as convs
@@ -388,6 +391,44 @@ async def test_send_rate_limit(deps, base_url, settings):
         assert acks[3]["error"]["code"] == "rate_limited"
     finally:
         await a.disconnect()
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_REDIS_URL"), reason="needs TEST_REDIS_URL")
+async def test_send_rate_limit_on_redis_waits_for_no_round_trip(deps, base_url, settings):
+    """Through Redis (several processes), sends are judged on this process's
+    count at once; Redis hears of them at the next exchange, and another
+    process judges on what it learnt at its own."""
+    import redis.asyncio as aioredis
+
+    from app.ratelimit import RedisRateLimiter
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    client = aioredis.from_url(os.environ["TEST_REDIS_URL"])
+    prefix = f"test:rl:{uuid.uuid4().hex}:"
+    here, there = (RedisRateLimiter(client, prefix, share_every=3600) for _ in range(2))
+    key = here._key(f"send:{alice.user_id}")
+    deps.settings = settings.with_(send_rate_limit="3/60")
+    deps.limiter = here
+    a = await connect(base_url, alice.access_token)
+    try:
+        acks = [await call(a, "message:send", text(cid, f"m{i}")) for i in range(4)]
+        assert [x["ok"] for x in acks] == [True, True, True, False]
+        assert acks[3]["error"]["code"] == "rate_limited"
+        assert await client.exists(key) == 0  # judged without asking Redis
+        await here.share()
+        assert int(await client.get(key)) == 4
+        deps.limiter = there  # the user's next send lands on another process
+        assert (await call(a, "message:send", text(cid, "m4")))["ok"]
+        await there.share()
+        ack = await call(a, "message:send", text(cid, "m5"))
+        assert not ack["ok"] and ack["error"]["code"] == "rate_limited"
+    finally:
+        await a.disconnect()
+        await here.aclose()
+        await there.aclose()
+        await client.delete(key)
+        await client.aclose()
 
 
 # --- REST -------------------------------------------------------------------
