@@ -706,26 +706,6 @@ class _Reference:
         await super().prepare(env)
 
 
-class ParleyRefTarget(_Reference, ParleyTarget):
-    key = "parley-sqlite-ref"
-    title = "Parley, SQLite, reference tree (--reference)"
-
-
-class ParleyPgRefTarget(_Reference, ParleyPgTarget):
-    key = "parley-pg-ref"
-    title = "Parley, PostgreSQL, reference tree (--reference)"
-
-
-class ParleyRedis1RefTarget(_Reference, ParleyRedis1Target):
-    key = "parley-redis1-ref"
-    title = "Parley x1 process, PostgreSQL + Redis, reference tree (--reference)"
-
-
-class ParleyRedis2RefTarget(_Reference, ParleyRedis2Target):
-    key = "parley-redis2-ref"
-    title = "Parley x2 processes, PostgreSQL + Redis, reference tree (--reference)"
-
-
 class ParleyBaseTarget(ParleyTarget):
     """ParleyTarget served from another tree (BENCH_BASE_TREE, e.g. `git archive main`
     unpacked): before/after ratios of one change from the same invocation."""
@@ -745,10 +725,11 @@ class ParleyBaseTarget(ParleyTarget):
         return super().available()
 
 
-def _variant(base, suffix: str, what: str, **attrs):
-    """``base`` with other server settings, under the key ``<base key>-<suffix>``: run
-    both in one invocation to see what one setting is worth."""
-    return type(f"{base.__name__}_{suffix}", (base,),
+def _variant(base, suffix: str, what: str, *mixins, **attrs):
+    """``base`` with other server settings (or another tree: the `_Reference`
+    mixin), under the key ``<base key>-<suffix>``: run both in one invocation to
+    see what one setting is worth."""
+    return type(f"{base.__name__}_{suffix}", (*mixins, base),
                 {"key": f"{base.key}-{suffix}", "title": f"{base.title}, {what}", **attrs})
 
 
@@ -759,7 +740,11 @@ VARIANT_TARGETS = tuple(
     for suffix, what, attrs in (("asyncio", "asyncio event loop", {"event_loop": "asyncio"}),
                                 ("nocache", "no read cache", {"cache": "false"})))
 
+# parley-sqlite-ref, parley-pg-ref, parley-redis1-ref, parley-redis2-ref.
+REFERENCE_TARGETS = tuple(
+    _variant(base, "ref", "reference tree (--reference)", _Reference)
+    for base in (ParleyTarget, ParleyPgTarget, ParleyRedis1Target, ParleyRedis2Target))
+
 PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target,
                   ParleyRabbit2Target, ParleyRedis1Target, ParleyRedis4Target,
-                  ParleyRabbit4Target, *VARIANT_TARGETS, ParleyRefTarget, ParleyPgRefTarget,
-                  ParleyRedis1RefTarget, ParleyRedis2RefTarget)
+                  ParleyRabbit4Target, *VARIANT_TARGETS, *REFERENCE_TARGETS)
