@@ -181,9 +181,10 @@ async def test_filters_sender_type_dates_conversation(client, deps):
 
 @pytest.mark.parametrize("window", [5000, 4])
 async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, window):
-    # PostgreSQL scans a window of the newest entries, then the GIN index:
+    # PostgreSQL walks a window of the newest entries, then the GIN index:
     # a small window makes every page cross from one to the other.
     monkeypatch.setattr(search, "PG_WINDOW", window)
+    monkeypatch.setattr(search, "PG_WINDOW_AND", window)
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
     sent = [(await say(deps, a, cid, f"page {i} 分页"))["id"] for i in range(23)]
@@ -199,6 +200,31 @@ async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, w
         if cursor is None:
             break
     assert seen == list(reversed(sent))
+
+
+@pytest.mark.parametrize("window", [5000, 4])
+async def test_older_visible_matches_behind_many_invisible_ones(client, deps, monkeypatch,
+                                                                window):
+    # PostgreSQL takes candidates from the index before the visibility rule:
+    # a run of newer matches the reader may not see (a cleared chat) is more
+    # than one batch of candidates, and the older visible ones still come.
+    monkeypatch.setattr(search, "PG_WINDOW", window)
+    monkeypatch.setattr(search, "PG_WINDOW_AND", window)
+    monkeypatch.setattr(search, "PG_SLACK", 2)
+    a, b, c = [await make_user(deps, n) for n in "abc"]
+    ac = await direct(deps, a, c)
+    kept = [(await say(deps, c, ac, f"kept {i} 苹果 pie"))["id"] for i in range(3)]
+    ab = await direct(deps, a, b)
+    cleared = [await say(deps, b, ab, f"cleared {i} 苹果 pie") for i in range(12)]
+    await Membership.filter(conversation_id=ab, user_id=a.user_id).update(
+        visible_from_seq=cleared[-1]["seq"])
+    for q in ("苹果", "苹果 pie"):
+        out = await find(client, a, q, limit="2")
+        assert [r["message"]["id"] for r in out["results"]] == kept[:0:-1]
+        rest = await find(client, a, q, limit="2", cursor=out["next_cursor"])
+        assert [r["message"]["id"] for r in rest["results"]] == kept[:1]
+        assert rest["next_cursor"] is None
+    assert len((await find(client, b, "苹果", limit="50"))["results"]) == 12
 
 
 async def test_file_names_and_backfill_and_reindex(client, deps):

@@ -40,6 +40,7 @@ from app.services.search_index import (
     backend_for,
     item_tokens,
     message_texts,
+    tsquery_sql,
 )
 from app.services.sql import is_postgres
 from app.validation import MAX_INT64, Id, Payload, representable_in_utc
@@ -166,6 +167,8 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
         where.append(f'{backend.id_column} < {p(f.below_id)}')
     if f.above_id is not None:
         where.append(f'{backend.id_column} > {p(f.above_id)}')
+    if f.ids:  # PostgreSQL only: the candidates of _pg_page
+        where.append(f'{backend.id_column} = ANY({p(list(f.ids), "::bigint[]")})')
     frm = (
         f'"messages" m {join} '
         'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
@@ -265,22 +268,88 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
     return list(rows)
 
 
-# PostgreSQL: newest messages scanned backwards before the GIN index takes over.
-PG_WINDOW = 50_000
+# PostgreSQL: how many of the newest index entries the first pass may walk,
+# for one token and for several (which all must match, so rarely fill a page
+# by walking and are better gathered from the GIN index early).
+PG_WINDOW = 20_000
+PG_WINDOW_AND = 2_000
+# Candidates fetched beyond what the page still needs: a few may be invisible
+# to the reader (before they joined, after they left, deleted for them).
+PG_SLACK = 8
 
 
 async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
-    """Walking the primary key backwards is the best plan for a term found
-    everywhere and the worst for a rare one (it reads the whole table), and
-    the planner cannot tell them apart for one reader's conversations. So:
-    the newest PG_WINDOW index entries first (bounded cost; large enough that
-    a common term fills its page there: gathering one from the GIN index costs
-    seconds at a million messages); if that does not
-    fill the page, the GIN index for the rest, below the window."""
-    top = f.below_id
-    if top is None:
-        _n, r = await conn.execute_query('SELECT MAX("message_id") FROM "message_search"')
-        top = (r[0][0] or 0) + 1
+    """Up to `n` visible matches, newest first.
+
+    Walking the index's primary key backwards is the best plan for a term
+    found everywhere and the worst for a rare one (it reads the whole table);
+    the GIN index is the reverse (it gathers every match, then sorts). So
+    candidates come from `message_search` alone, restricted to the reader's
+    conversations: first by walking the newest PG_WINDOW entries, then, if
+    the page is not full, from the GIN index below them. Only the candidates
+    are joined to messages and memberships for the visibility rule, so the
+    planner never has to guess how many of a term's matches one reader sees.
+    Filters on the message itself (sender, type, dates) are answered by one
+    joined statement instead (`_pg_filtered_page`)."""
+    if f.sender_id is not None or f.types or f.after is not None or f.before is not None:
+        return await _pg_filtered_page(conn, uid, terms, f, prepared, n)
+    if f.conversation_id is not None:
+        conversations = [uuid.UUID(f.conversation_id)]
+    else:
+        _n, r = await conn.execute_query(
+            'SELECT "conversation_id" FROM "memberships" WHERE "user_id" = $1', [uid])
+        conversations = [row[0] for row in r]
+    if not conversations:
+        return []
+    top = f.below_id if f.below_id is not None else await _pg_top(conn)
+    single = len(terms) == 1 and len(terms[0].tokens()) == 1
+    floor = max(0, top - (PG_WINDOW if single else PG_WINDOW_AND))
+    walking = True
+    out: list = []
+    while len(out) < n:
+        k = n - len(out) + PG_SLACK
+        ids = await _pg_candidates(conn, conversations, terms, top, floor if walking else 0,
+                                   k, walking)
+        if ids:
+            picked = replace(f, below_id=None, above_id=None, ids=tuple(ids))
+            out += await _page(conn, True, uid, terms, picked, prepared, n - len(out))
+        if len(ids) == k:
+            top = ids[-1]  # more candidates below the last one, same pass
+        elif walking and floor > 0:
+            walking, top = False, floor + 1
+        else:
+            break
+    return out
+
+
+async def _pg_top(conn) -> int:
+    _n, r = await conn.execute_query('SELECT MAX("message_id") FROM "message_search"')
+    return (r[0][0] or 0) + 1
+
+
+async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, top: int, floor: int,
+                         k: int, walking: bool) -> list[int]:
+    """Ids of up to `k` index entries below `top` (and above `floor`) in the
+    given conversations that match, newest first. Everything is a literal
+    (ids, uuids and the tsquery), so each statement is planned for its own
+    values: a generic plan cannot tell a window walk from a full-table one.
+    `walking` False orders by an expression so the planner takes the GIN
+    index and sorts rather than walking the primary key."""
+    inside = ",".join(str(c) for c in conversations)
+    sql = ('SELECT s."message_id" FROM "message_search" s '
+           f"WHERE s.\"conversation_id\" = ANY('{{{inside}}}'::uuid[]) "
+           f'AND s."message_id" < {int(top)} AND s."message_id" > {int(floor)} '
+           f'AND s."doc" @@ {tsquery_sql(terms)} '
+           f'ORDER BY s."message_id"{"" if walking else " + 0"} DESC LIMIT {int(k)}')
+    _n, rows = await conn.execute_query(sql)
+    return [row[0] for row in rows]
+
+
+async def _pg_filtered_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
+    """The page for searches filtered on the message itself, in joined
+    statements: the newest PG_WINDOW index entries first, then the GIN index
+    below them."""
+    top = f.below_id if f.below_id is not None else await _pg_top(conn)
     floor = max(0, top - PG_WINDOW)
     first = replace(f, below_id=top, above_id=floor)
     rows = await _page(conn, True, uid, terms, first, prepared, n)

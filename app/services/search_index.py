@@ -73,6 +73,12 @@ def tsvector_literal(tokens: list[str]) -> str:
                     for t, p in positions.items())
 
 
+def tsquery_sql(terms: list[Term]) -> str:
+    """The terms as an SQL tsquery literal (tokens hold only letters, digits
+    and CJK; quotes are doubled anyway)."""
+    return "'" + tsquery_literal(terms).replace("'", "''") + "'::tsquery"
+
+
 def tsquery_literal(terms: list[Term]) -> str:
     parts = []
     for t in terms:
@@ -118,6 +124,7 @@ class Filters:
     before: datetime | None = None
     below_id: int | None = None  # pagination: messages older than this id
     above_id: int | None = None  # only messages newer than this id
+    ids: tuple[int, ...] = ()  # only these index entries (PostgreSQL's candidates)
 
 
 class SearchBackend(ABC):
@@ -237,10 +244,8 @@ class PostgresTsvector(SearchBackend):
         # The query goes in as a literal, not a parameter: a prepared statement
         # run a few times gets a generic plan, which cannot know that "的"
         # matches every tenth message and "bug" a few, and walks the wrong index.
-        # (Tokens hold only letters, digits and CJK; quotes are doubled anyway.)
-        literal = tsquery_literal(terms).replace("'", "''")
         return ('JOIN "message_search" s ON s."message_id" = m."id"',
-                f"s.\"doc\" @@ '{literal}'::tsquery")
+                f's."doc" @@ {tsquery_sql(terms)}')
 
     async def size_bytes(self, conn) -> int:
         _n, rows = await conn.execute_query(
