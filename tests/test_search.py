@@ -332,6 +332,38 @@ async def test_search_box_contacts_by_pinyin_groups_and_chats(client, deps):
     assert out["contacts"] == [] and out["groups"] == []
 
 
+@pytest.mark.parametrize("small", [False, True])
+async def test_search_box_counts_the_newest_visible_matches(client, deps, monkeypatch, small):
+    # The box counts matches per chat over the newest BOX_SCAN visible ones;
+    # with a small scan (and on PostgreSQL small candidate batches and a
+    # window the matches cross), a cleared chat's newer matches take no place.
+    if small:
+        monkeypatch.setattr(search, "BOX_SCAN", 4)
+        monkeypatch.setattr(search, "PG_WINDOW", 2)
+        monkeypatch.setattr(search, "PG_SLACK", 1)
+    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
+    ac = await direct(deps, a, c)
+    for i in (1, 2):
+        await say(deps, c, ac, f"橙子 {i}")
+    ab = await direct(deps, a, b)
+    for i in (3, 4, 5):
+        await say(deps, b, ab, f"橙子 {i}")
+    ad = await direct(deps, a, d)
+    cleared = [await say(deps, d, ad, f"橙子 gone {i}") for i in range(4)]
+    await Membership.filter(conversation_id=ad, user_id=a.user_id).update(
+        visible_from_seq=cleared[-1]["seq"])
+    await say(deps, b, ab, "橙子 6")
+    resp = await client.get("/api/v1/search", params={"q": "橙子"}, headers=a.headers)
+    assert resp.status == 200, await resp.text()
+    chats = (await resp.json())["conversations_with_matches"]
+    got = [(x["conversation"]["id"], x["match_count"], x["more"], x["latest"]["text"])
+           for x in chats]
+    if small:
+        assert got == [(ab, 4, True, "橙子 6"), (ac, 1, True, "橙子 2")]
+    else:
+        assert got == [(ab, 4, False, "橙子 6"), (ac, 2, False, "橙子 2")]
+
+
 async def test_search_is_rate_limited_per_user(server, client, deps):
     deps.settings = deps.settings.with_(search_rate_limit="3/60")
     a, b = await make_user(deps, "a"), await make_user(deps, "b")

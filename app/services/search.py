@@ -242,10 +242,7 @@ async def _search_page(deps: Deps, user_id: str, uid: uuid.UUID, terms, f: Filte
                        limit: int) -> dict:
     conn, pg = _db()
     prepared = await backend_for(pg).prepare(conn, terms)
-    if pg:
-        rows = await _pg_page(conn, uid, terms, f, prepared, limit + 1)
-    else:
-        rows = await _page(conn, pg, uid, terms, f, prepared, limit + 1)
+    rows = await _matches(conn, pg, uid, terms, f, prepared, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     results = [_result(r, terms, deps, user_id) for r in rows]
@@ -253,16 +250,31 @@ async def _search_page(deps: Deps, user_id: str, uid: uuid.UUID, terms, f: Filte
             "next_cursor": _encode_cursor(rows[-1][0]) if more and rows else None}
 
 
+# What the search box needs of a match: (message id, conversation id).
+HIT_COLUMNS = 'm."id", m."conversation_id"'
+
+
+async def _matches(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
+                   columns: str = ROW_COLUMNS) -> list:
+    """Up to `n` visible matches, newest first, as rows of `columns`
+    (ROW_COLUMNS: what serialize_row reads)."""
+    if pg:
+        return await _pg_page(conn, uid, terms, f, prepared, n, columns)
+    return await _page(conn, pg, uid, terms, f, prepared, n, columns=columns)
+
+
 async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
-                by_index: bool = True) -> list:
-    """Up to `n` visible matches, newest first. `by_index` False (PostgreSQL):
-    order by an expression, so the planner gathers the matches from the GIN
-    index and sorts them instead of walking the primary key backwards."""
+                by_index: bool = True, columns: str = ROW_COLUMNS) -> list:
+    """Up to `n` visible matches, newest first, in one statement. `by_index`
+    False (PostgreSQL): order by an expression, so the planner gathers the
+    matches from the GIN index and sorts them instead of walking the primary
+    key backwards."""
     p = _Params(pg)
     frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
     u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
     order = backend_for(pg).id_column + ("" if by_index else " + 0")
-    sql = (f"SELECT {ROW_COLUMNS} FROM {frm} {_reply_join(u)} WHERE {where} "
+    reply = _reply_join(u) if columns == ROW_COLUMNS else ""
+    sql = (f"SELECT {columns} FROM {frm} {reply} WHERE {where} "
            f"ORDER BY {order} DESC LIMIT {p(n)}")
     _n, rows = await conn.execute_query(sql, p.values)
     return list(rows)
@@ -278,7 +290,8 @@ PG_WINDOW_AND = 2_000
 PG_SLACK = 8
 
 
-async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
+async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
+                   columns: str = ROW_COLUMNS) -> list:
     """Up to `n` visible matches, newest first.
 
     Walking the index's primary key backwards is the best plan for a term
@@ -292,7 +305,7 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
     Filters on the message itself (sender, type, dates) are answered by one
     joined statement instead (`_pg_filtered_page`)."""
     if f.sender_id is not None or f.types or f.after is not None or f.before is not None:
-        return await _pg_filtered_page(conn, uid, terms, f, prepared, n)
+        return await _pg_filtered_page(conn, uid, terms, f, prepared, n, columns)
     if f.conversation_id is not None:
         conversations = [uuid.UUID(f.conversation_id)]
     else:
@@ -312,7 +325,8 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
                                    k, walking)
         if ids:
             picked = replace(f, below_id=None, above_id=None, ids=tuple(ids))
-            out += await _page(conn, True, uid, terms, picked, prepared, n - len(out))
+            out += await _page(conn, True, uid, terms, picked, prepared, n - len(out),
+                               columns=columns)
         if len(ids) == k:
             top = ids[-1]  # more candidates below the last one, same pass
         elif walking and floor > 0:
@@ -345,48 +359,47 @@ async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, top: int, 
     return [row[0] for row in rows]
 
 
-async def _pg_filtered_page(conn, uid, terms, f: Filters, prepared, n: int) -> list:
+async def _pg_filtered_page(conn, uid, terms, f: Filters, prepared, n: int,
+                            columns: str) -> list:
     """The page for searches filtered on the message itself, in joined
     statements: the newest PG_WINDOW index entries first, then the GIN index
     below them."""
     top = f.below_id if f.below_id is not None else await _pg_top(conn)
     floor = max(0, top - PG_WINDOW)
     first = replace(f, below_id=top, above_id=floor)
-    rows = await _page(conn, True, uid, terms, first, prepared, n)
+    rows = await _page(conn, True, uid, terms, first, prepared, n, columns=columns)
     if len(rows) >= n or floor == 0:
         return rows
     rest = replace(f, below_id=floor + 1, above_id=None)
     return rows + await _page(conn, True, uid, terms, rest, prepared, n - len(rows),
-                              by_index=False)
+                              by_index=False, columns=columns)
 
 
 async def _conversations_with_matches(deps: Deps, uid: uuid.UUID, terms, limit: int
                                       ) -> list[dict]:
     conn, pg = _db()
-    p = _Params(pg)
     prepared = await backend_for(pg).prepare(conn, terms)
-    frm, where = _visible_sql(pg, uid, terms, Filters(), p, prepared)
-    idc = backend_for(pg).id_column
     # Counted over the newest BOX_SCAN matches (the box answers as one types);
     # `more` says a conversation may have older ones beyond that.
-    sql = (f'SELECT cid, COUNT(*) AS n, MAX(mid) AS latest FROM ('
-           f'SELECT m."conversation_id" AS cid, m."id" AS mid FROM {frm} WHERE {where} '
-           f"ORDER BY {idc} DESC LIMIT {p(BOX_SCAN + 1)}) AS hits "
-           "GROUP BY cid ORDER BY latest DESC")
-    _n, rows = await conn.execute_query(sql, p.values)
-    rows = [tuple(r) for r in rows]
-    capped = sum(r[1] for r in rows) > BOX_SCAN
-    rows = rows[:limit]
+    hits = await _matches(conn, pg, uid, terms, Filters(), prepared, BOX_SCAN + 1,
+                          HIT_COLUMNS)
+    capped = len(hits) > BOX_SCAN
+    counts: dict = {}
+    latest_of: dict = {}  # newest first: a conversation's first hit is its latest
+    for mid, cid in hits:
+        counts[cid] = counts.get(cid, 0) + 1
+        latest_of.setdefault(cid, mid)
+    rows = [(cid, counts[cid], mid) for cid, mid in latest_of.items()][:limit]
     if not rows:
         return []
     latest_ids = [r[2] for r in rows]
-    p2 = _Params(pg)
-    u = p2(uid if pg else str(uid), "::uuid" if pg else "")
-    ids = ", ".join(p2(i) for i in latest_ids)
+    p = _Params(pg)
+    u = p(uid if pg else str(uid), "::uuid" if pg else "")
+    ids = ", ".join(p(i) for i in latest_ids)
     _n, latest_rows = await conn.execute_query(
         f'SELECT {ROW_COLUMNS} FROM "messages" m JOIN "memberships" mb '
         f'ON mb."conversation_id" = m."conversation_id" AND mb."user_id" = {u} '
-        f'{_reply_join(u)} WHERE m."id" IN ({ids})', p2.values)
+        f'{_reply_join(u)} WHERE m."id" IN ({ids})', p.values)
     latest = {r[0]: r for r in latest_rows}
     memberships = {str(m.conversation_id): m for m in await Membership.filter(
         user_id=uid, conversation_id__in=[str(r[0]) for r in rows]
