@@ -423,10 +423,57 @@ def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
                 rows = asyncio.run(admin_sql(
                     "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'",
                     fetch=url.replace("postgres://", "postgresql://", 1)))
-                assert any("gin" in r[0].lower() for r in rows), rows
+                assert any("gin" in r[0].lower() and "fastupdate=off" in r[0]
+                           for r in rows), rows
     finally:
         if pg:
             asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_upgrade_turns_the_gin_pending_list_off():
+    """A PostgreSQL database indexed before 0009 has GIN's pending list on
+    (the default); `migrate` turns it off."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    import asyncpg
+
+    from app.config import ROOT
+    from tests.test_data_keys import MIGRATE_TO
+
+    pg = os.environ.get("TEST_DATABASE_URL", "")
+    if not pg:
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL)")
+    name = f"parley_gin_{uuid.uuid4().hex[:8]}"
+    admin = pg.replace("postgres://", "postgresql://", 1)
+    url = f"{pg.rpartition('/')[0]}/{name}"
+
+    async def sql(query, db=admin):
+        con = await asyncpg.connect(db, timeout=10)
+        try:
+            return await con.fetch(query)
+        finally:
+            await con.close()
+
+    options = "SELECT reloptions FROM pg_class WHERE relname = 'message_search_doc_gin'"
+    db = url.replace("postgres://", "postgresql://", 1)
+    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+        env.update(DATABASE_URL=url, SECRET_KEY="cli-test-secret-" + "x" * 40)
+        subprocess.run([sys.executable, "-c", MIGRATE_TO, url, "models.0008_server_secrets"],
+                       cwd=ROOT, env=env, check=True, timeout=120)
+        # 0004 as it was: the index with the default options.
+        asyncio.run(sql('ALTER INDEX "message_search_doc_gin" RESET (fastupdate)', db))
+        assert asyncio.run(sql(options, db))[0][0] is None
+        proc = subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert asyncio.run(sql(options, db))[0][0] == ["fastupdate=off"]
+    finally:
+        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.mark.parametrize("settings_overrides", [{"search_index": False}])
