@@ -218,9 +218,10 @@ class PostgresTsvector(SearchBackend):
     id_column = 's."message_id"'
 
     # fastupdate off: with GIN's pending list, the insert that finds it full
-    # (4 MB) merges it into the index inside the message writer's transaction,
-    # and every send waits for that (~280 ms); without it each insert updates
-    # the index at once, a little dearer and never all at once.
+    # merges the whole list into the index inside the message writer's
+    # transaction, and every send queued behind it waits; without it each
+    # insert updates the index at once, a little dearer and never all at once
+    # (docs/benchmarks.md, "GIN's pending list").
     FASTUPDATE_OFF = 'ALTER INDEX "message_search_doc_gin" SET (fastupdate = off)'
     SCHEMA = (
         'CREATE TABLE IF NOT EXISTS "message_search" ('
