@@ -4,7 +4,9 @@ Messages go in through the real send path (the message writer indexes them in
 its transaction); visibility rules are checked one by one.
 """
 
+import os
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +15,7 @@ from app.models.messaging import Membership, Message
 from app.services import contacts, groups, messaging, search
 from app.services import conversations as convs
 from tests.factories import call, connect, make_contacts, make_user
+from tests.test_cli import env_for, run
 
 
 @pytest.fixture
@@ -376,104 +379,72 @@ async def test_search_is_rate_limited_per_user(server, client, deps):
                              headers=b.headers)).status == 200
 
 
-def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
-    """The migration creates the index (FTS5 / tsvector + GIN) on a database
-    the server never created; the backfill command runs on it."""
+def _pg(query: str, url: str) -> list:
+    """One statement on PostgreSQL at `url` (postgres://…), outside the app."""
     import asyncio
-    import os
-    import subprocess
-    import sys
 
     import asyncpg
 
-    from app.config import ROOT
-
-    urls = [f"sqlite://{tmp_path / 'fresh.db'}"]
-    pg = os.environ.get("TEST_DATABASE_URL", "")
-    name = f"parley_search_{uuid.uuid4().hex[:8]}"
-    admin = pg.replace("postgres://", "postgresql://", 1)
-
-    async def admin_sql(sql, fetch=None):
-        con = await asyncpg.connect(admin if fetch is None else fetch, timeout=10)
-        try:
-            return await con.fetch(sql)
-        finally:
-            await con.close()
-
-    if pg:
-        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-        urls.append(f"{pg.rpartition('/')[0]}/{name}")
-    try:
-        for url in urls:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
-            env.update(DATABASE_URL=url, SECRET_KEY="cli-test-secret-" + "x" * 40)
-            for args in (["migrate"], ["search-backfill", "--batch", "10"]):
-                proc = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env,
-                                      capture_output=True, text=True, timeout=120)
-                assert proc.returncode == 0, proc.stderr
-            assert "indexed 0 messages for search" in proc.stdout
-            if url.startswith("sqlite"):
-                import sqlite3
-
-                con = sqlite3.connect(url[len("sqlite://"):])
-                sql = con.execute("SELECT sql FROM sqlite_master WHERE name='message_search'")
-                assert "fts5" in sql.fetchone()[0].lower()
-                con.close()
-            else:
-                rows = asyncio.run(admin_sql(
-                    "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'",
-                    fetch=url.replace("postgres://", "postgresql://", 1)))
-                assert any("gin" in r[0].lower() and "fastupdate=off" in r[0]
-                           for r in rows), rows
-    finally:
-        if pg:
-            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def test_upgrade_turns_the_gin_pending_list_off():
-    """A PostgreSQL database indexed before 0009 has GIN's pending list on
-    (the default); `migrate` turns it off."""
-    import asyncio
-    import os
-    import subprocess
-    import sys
-
-    import asyncpg
-
-    from app.config import ROOT
-    from tests.test_data_keys import MIGRATE_TO
-
-    pg = os.environ.get("TEST_DATABASE_URL", "")
-    if not pg:
-        pytest.skip("PostgreSQL only (TEST_DATABASE_URL)")
-    name = f"parley_gin_{uuid.uuid4().hex[:8]}"
-    admin = pg.replace("postgres://", "postgresql://", 1)
-    url = f"{pg.rpartition('/')[0]}/{name}"
-
-    async def sql(query, db=admin):
-        con = await asyncpg.connect(db, timeout=10)
+    async def go():
+        con = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=10)
         try:
             return await con.fetch(query)
         finally:
             await con.close()
 
-    options = "SELECT reloptions FROM pg_class WHERE relname = 'message_search_doc_gin'"
-    db = url.replace("postgres://", "postgresql://", 1)
-    asyncio.run(sql(f'CREATE DATABASE "{name}"'))
+    return asyncio.run(go())
+
+
+@contextmanager
+def _fresh_pg_database(prefix: str):
+    """The URL of a new empty database on TEST_DATABASE_URL's server, dropped after."""
+    admin = os.environ["TEST_DATABASE_URL"]
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    _pg(f'CREATE DATABASE "{name}"', admin)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
-        env.update(DATABASE_URL=url, SECRET_KEY="cli-test-secret-" + "x" * 40)
-        subprocess.run([sys.executable, "-c", MIGRATE_TO, url, "models.0008_server_secrets"],
-                       cwd=ROOT, env=env, check=True, timeout=120)
-        # 0004 as it was: the index with the default options.
-        asyncio.run(sql('ALTER INDEX "message_search_doc_gin" RESET (fastupdate)', db))
-        assert asyncio.run(sql(options, db))[0][0] is None
-        proc = subprocess.run([sys.executable, "-m", "app", "migrate"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        assert asyncio.run(sql(options, db))[0][0] == ["fastupdate=off"]
+        yield f"{admin.rpartition('/')[0]}/{name}"
     finally:
-        asyncio.run(sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin)
+
+
+def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
+    """The migration creates the index (FTS5 / tsvector + GIN) on a database
+    the server never created; the backfill command runs on it."""
+    import sqlite3
+
+    sqlite_url = f"sqlite://{tmp_path / 'fresh.db'}"
+    for args in (["migrate"], ["search-backfill", "--batch", "10"]):
+        proc = run(["-m", "app", *args], env_for(sqlite_url))
+    assert "indexed 0 messages for search" in proc.stdout
+    con = sqlite3.connect(sqlite_url[len("sqlite://"):])
+    sql = con.execute("SELECT sql FROM sqlite_master WHERE name='message_search'")
+    assert "fts5" in sql.fetchone()[0].lower()
+    con.close()
+    if not os.environ.get("TEST_DATABASE_URL"):
+        return
+    with _fresh_pg_database("parley_search") as url:
+        for args in (["migrate"], ["search-backfill", "--batch", "10"]):
+            proc = run(["-m", "app", *args], env_for(url))
+        assert "indexed 0 messages for search" in proc.stdout
+        rows = _pg("SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'", url)
+        assert any("gin" in r[0].lower() and "fastupdate=off" in r[0] for r in rows), rows
+
+
+def test_upgrade_turns_the_gin_pending_list_off():
+    """A PostgreSQL database indexed before 0009 has GIN's pending list on
+    (the default); `migrate` turns it off."""
+    from tests.test_data_keys import MIGRATE_TO
+
+    if not os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL)")
+    options = "SELECT reloptions FROM pg_class WHERE relname = 'message_search_doc_gin'"
+    with _fresh_pg_database("parley_gin") as url:
+        run(["-c", MIGRATE_TO, url, "models.0008_server_secrets"], env_for(url))
+        # 0004 as it was: the index with the default options.
+        _pg('ALTER INDEX "message_search_doc_gin" RESET (fastupdate)', url)
+        assert _pg(options, url)[0][0] is None
+        run(["-m", "app", "migrate"], env_for(url))
+        assert _pg(options, url)[0][0] == ["fastupdate=off"]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"search_index": False}])
