@@ -84,7 +84,13 @@ def plan(spec: dict):
 
 
 async def seed(spec: dict) -> dict:
-    from app.services.search_index import item_tokens, sqlite_index, tsvector_literal
+    from app.services.search_index import (
+        PostgresTsvector,
+        item_tokens,
+        sqlite_index,
+        tsvector_literal,
+    )
+    from app.services.search_text import word_tokens
 
     t0 = time.monotonic()
     url = spec["database_url"]
@@ -148,14 +154,18 @@ async def seed(spec: dict) -> dict:
             await pg.executemany('UPDATE "conversations" SET "last_seq"=$1 WHERE "id"=$2',
                                  [(last, uuid.UUID(cid)) for cid, last in seqs.items()])
             out["messages_s"] = round(time.monotonic() - t0, 2)
+            words: set[str] = set()
             for k in range(0, len(rows), chunk):
                 part = rows[k:k + chunk]
+                toks = [item_tokens("text", r[3], None) for r in part]
+                words |= set().union(*map(word_tokens, toks))
                 await pg.execute(
                     'INSERT INTO "message_search" ("message_id", "conversation_id", "doc") '
                     "SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[]::tsvector[])",
                     [first + k + j for j in range(len(part))],
                     [uuid.UUID(r[0]) for r in part],
-                    [tsvector_literal(item_tokens("text", r[3], None)) for r in part])
+                    [tsvector_literal(t) for t in toks])
+            await pg.execute(PostgresTsvector.INSERT_WORDS, sorted(words))
             await pg.execute("VACUUM ANALYZE")
             out["index_bytes"] = await pg.fetchval(
                 "SELECT pg_total_relation_size('message_search')")

@@ -250,11 +250,13 @@ async def test_file_names_and_backfill_and_reindex(client, deps):
     assert out["results"][0]["highlight_field"] == "media.name"
     assert out["results"][0]["highlights"] == [[2, 4]]
     assert texts(await find(client, a, "旧闻")) == ["archived 旧闻"]
+    assert texts(await find(client, a, "arch")) == ["archived 旧闻"]  # its words listed
     # An edit of the text re-indexes through the one function.
     await Message.filter(id=old.id).update(text="edited 新闻")
     await search.reindex_message(old.id)
     assert texts(await find(client, a, "旧闻")) == []
     assert texts(await find(client, a, "新闻")) == ["edited 新闻"]
+    assert texts(await find(client, a, "edit")) == ["edited 新闻"]
 
 
 async def test_history_around_seq_rest_and_socket(client, deps, base_url):
@@ -447,6 +449,28 @@ def test_upgrade_turns_the_gin_pending_list_off():
         assert _pg(options, url)[0][0] == ["fastupdate=off"]
 
 
+def test_upgrade_fills_the_postgres_word_list_from_the_index():
+    """An index written before PostgreSQL had a word list (0010): `migrate`
+    lists its words, not its CJK tokens, so prefixes expand to them."""
+    from tests.test_data_keys import MIGRATE_TO
+
+    if not os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL)")
+    with _fresh_pg_database("parley_words") as url:
+        run(["-c", MIGRATE_TO, url, "models.0009_search_gin_fastupdate"], env_for(url))
+        # As before the list: entries in the index alone (without the messages
+        # they belong to, which the word list does not read).
+        _pg('DROP TABLE "message_search_words"', url)
+        _pg('ALTER TABLE "message_search" DROP CONSTRAINT "message_search_message_id_fkey"',
+            url)
+        _pg("INSERT INTO message_search VALUES "
+            "(1, gen_random_uuid(), '''quokka'':1 ''明天'':2 ''明'':3'), "
+            "(2, gen_random_uuid(), '''zebra'':1 ''quokka'':2')", url)
+        run(["-m", "app", "migrate"], env_for(url))
+        words = _pg('SELECT "term" FROM "message_search_words" ORDER BY 1', url)
+        assert [r[0] for r in words] == ["quokka", "zebra"]
+
+
 @pytest.mark.parametrize("settings_overrides", [{"search_index": False}])
 async def test_search_index_off_writes_nothing_and_says_so(client, deps, settings_overrides):
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
@@ -481,24 +505,34 @@ def texts_70() -> str:
     return " ".join(f"zz{i}" for i in range(70))
 
 
+# A real failure at COMMIT, after the index and the word list were written,
+# for a message saying "boom".
+BOOM_AT_COMMIT = {
+    # A deferred foreign key that the message breaks.
+    "sqlite": "CREATE TABLE boom_parent (id INTEGER PRIMARY KEY);"
+              "CREATE TABLE boom_child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "
+              "boom_parent (id) DEFERRABLE INITIALLY DEFERRED);"
+              "CREATE TRIGGER boom AFTER INSERT ON messages WHEN NEW.text LIKE '%boom%' "
+              "BEGIN INSERT INTO boom_child (parent) VALUES (1); END;",
+    # A deferred constraint trigger that raises.
+    "postgres": "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.text LIKE '%boom%' THEN RAISE EXCEPTION 'boom'; END IF; "
+                "RETURN NULL; END $$;"
+                "CREATE CONSTRAINT TRIGGER boom AFTER INSERT ON messages "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom();",
+}
+
+
 async def test_a_word_first_written_by_a_batch_that_did_not_commit_is_listed_later(
         client, deps, database_url):
-    # The SQLite writer skips words it knows the word list holds; a word of a
+    # The writer skips words it knows the word list holds; a word of a
     # transaction that rolled back must not count as known.
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the word list is SQLite's (PostgreSQL expands prefixes in the tsquery)")
     from tortoise import Tortoise
 
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
-    # A real failure at COMMIT, after the index and the word list were written:
-    # a deferred foreign key that a message saying "boom" breaks.
     await Tortoise.get_connection("default").execute_script(
-        "CREATE TABLE boom_parent (id INTEGER PRIMARY KEY);"
-        "CREATE TABLE boom_child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "
-        "boom_parent (id) DEFERRABLE INITIALLY DEFERRED);"
-        "CREATE TRIGGER boom AFTER INSERT ON messages WHEN NEW.text LIKE '%boom%' "
-        "BEGIN INSERT INTO boom_child (parent) VALUES (1); END;")
+        BOOM_AT_COMMIT["sqlite" if database_url.startswith("sqlite") else "postgres"])
     with pytest.raises(Exception):  # noqa: B017 - whichever error the sender is given
         await say(deps, a, cid, "quokka boom")
     await say(deps, a, cid, "quokka fine")

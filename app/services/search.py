@@ -40,6 +40,7 @@ from app.services.search_index import (
     backend_for,
     item_tokens,
     message_texts,
+    nothing_matches,
     tsquery_sql,
 )
 from app.services.sql import is_postgres
@@ -306,23 +307,19 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
     joined statement instead (`_pg_filtered_page`)."""
     if f.sender_id is not None or f.types or f.after is not None or f.before is not None:
         return await _pg_filtered_page(conn, uid, terms, f, prepared, n, columns)
-    if f.conversation_id is not None:
-        conversations = [uuid.UUID(f.conversation_id)]
-    else:
-        _n, r = await conn.execute_query(
-            'SELECT "conversation_id" FROM "memberships" WHERE "user_id" = $1', [uid])
-        conversations = [row[0] for row in r]
+    if nothing_matches(prepared):
+        return []
+    conversations, top = await _pg_scope(conn, uid, f)
     if not conversations:
         return []
-    top = f.below_id if f.below_id is not None else await _pg_top(conn)
     single = len(terms) == 1 and len(terms[0].tokens()) == 1
     floor = max(0, top - (PG_WINDOW if single else PG_WINDOW_AND))
     walking = True
     out: list = []
     while len(out) < n:
         k = n - len(out) + PG_SLACK
-        ids = await _pg_candidates(conn, conversations, terms, top, floor if walking else 0,
-                                   k, walking)
+        ids = await _pg_candidates(conn, conversations, terms, prepared, top,
+                                   floor if walking else 0, k, walking)
         if ids:
             picked = replace(f, below_id=None, above_id=None, ids=tuple(ids))
             out += await _page(conn, True, uid, terms, picked, prepared, n - len(out),
@@ -337,23 +334,45 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
 
 
 async def _pg_top(conn) -> int:
-    _n, r = await conn.execute_query('SELECT MAX("message_id") FROM "message_search"')
+    _n, r = await conn.execute_query(_PG_TOP)
     return (r[0][0] or 0) + 1
 
 
-async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, top: int, floor: int,
-                         k: int, walking: bool) -> list[int]:
+_PG_TOP = 'SELECT MAX("message_id") FROM "message_search"'
+
+
+async def _pg_scope(conn, uid, f: Filters) -> tuple[list[uuid.UUID], int]:
+    """(the conversations to search, the index entry to start below), in one
+    round trip: each costs the server more than these two index reads."""
+    if f.conversation_id is not None:
+        top = f.below_id if f.below_id is not None else await _pg_top(conn)
+        return [uuid.UUID(f.conversation_id)], top
+    _n, r = await conn.execute_query(
+        'SELECT ARRAY(SELECT "conversation_id" FROM "memberships" WHERE "user_id" = $1), '
+        f'({_PG_TOP})', [uid])
+    conversations, newest = r[0]
+    top = f.below_id if f.below_id is not None else (newest or 0) + 1
+    return list(conversations), top
+
+
+async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, prepared, top: int,
+                         floor: int, k: int, walking: bool) -> list[int]:
     """Ids of up to `k` index entries below `top` (and above `floor`) in the
     given conversations that match, newest first. Everything is a literal
     (ids, uuids and the tsquery), so each statement is planned for its own
     values: a generic plan cannot tell a window walk from a full-table one.
     `walking` False orders by an expression so the planner takes the GIN
-    index and sorts rather than walking the primary key."""
+    index and sorts rather than walking the primary key; `walking` True
+    matches through the operator's function, which GIN cannot serve, so the
+    planner walks: for exact words it would otherwise gather all of their
+    matches from GIN to keep the few inside the window."""
     inside = ",".join(str(c) for c in conversations)
+    query = tsquery_sql(terms, prepared)
+    match = f's."doc" @@ {query}' if not walking else f'ts_match_vq(s."doc", {query})'
     sql = ('SELECT s."message_id" FROM "message_search" s '
            f"WHERE s.\"conversation_id\" = ANY('{{{inside}}}'::uuid[]) "
            f'AND s."message_id" < {int(top)} AND s."message_id" > {int(floor)} '
-           f'AND s."doc" @@ {tsquery_sql(terms)} '
+           f'AND {match} '
            f'ORDER BY s."message_id"{"" if walking else " + 0"} DESC LIMIT {int(k)}')
     _n, rows = await conn.execute_query(sql)
     return [row[0] for row in rows]

@@ -13,6 +13,12 @@ characters is one token, a longer one a phrase of bigrams.
   with positions, so the text-search parser, dictionaries and locale never see
   the text; phrase (`<->`) and prefix (`:*`) queries come from the same terms.
 
+Both keep a word list (`message_search_words`: every indexed word, not CJK),
+written in the same transaction as the index. A word prefix is expanded through
+it into the words it stands for, so the index is asked for exact words: an
+index prefix query gathers every posting of every word it covers before the
+first row (FTS5), or before intersecting with the other terms (GIN).
+
 Why tokens rather than substring indexes (FTS5 trigram, pg_trgm): trigram
 indexes cannot serve one- and two-character queries, which are the common case
 in Chinese (a name, "好", "明天"), and match Latin text inside words; a
@@ -73,17 +79,21 @@ def tsvector_literal(tokens: list[str]) -> str:
                     for t, p in positions.items())
 
 
-def tsquery_sql(terms: list[Term]) -> str:
+def tsquery_sql(terms: list[Term], words: dict | None = None) -> str:
     """The terms as an SQL tsquery literal (tokens hold only letters, digits
     and CJK; quotes are doubled anyway)."""
-    return "'" + tsquery_literal(terms).replace("'", "''") + "'::tsquery"
+    return "'" + tsquery_literal(terms, words).replace("'", "''") + "'::tsquery"
 
 
-def tsquery_literal(terms: list[Term]) -> str:
+def tsquery_literal(terms: list[Term], words: dict | None = None) -> str:
+    """`words`: as for fts5_query."""
     parts = []
     for t in terms:
         toks = t.tokens()
-        if t.prefix:
+        known = (words or {}).get(t)
+        if t.prefix and known is not None:
+            parts.append("(" + " | ".join(_pg_quote(w) for w in known) + ")")
+        elif t.prefix:
             parts.append(f"{_pg_quote(toks[0])}:*")
         elif len(toks) == 1:
             parts.append(_pg_quote(toks[0]))
@@ -141,9 +151,29 @@ class SearchBackend(ABC):
         """(message id, conversation id, tokens): index or re-index; empty
         tokens remove the message from the index."""
 
-    async def prepare(self, conn, terms: list[Term]):
-        """What match_sql needs to know from the database first (if anything)."""
-        return None
+    # Up to WORD_EXPANSION + 1 words of the word list from $1 up to $2.
+    WORD_RANGE: str
+    # Words into the list, $1 / ? each; present ones are skipped.
+    INSERT_WORD: str
+
+    async def prepare(self, conn, terms: list[Term]) -> dict:
+        """For each word (prefix) term, the indexed words it is a prefix of, or
+        None where there are more than WORD_EXPANSION (then the index's own
+        prefix query is cheaper than that many words)."""
+        out = {}
+        for t in terms:
+            if not t.prefix:
+                continue
+            word = t.tokens()[0]
+            _n, rows = await conn.execute_query(
+                self.WORD_RANGE, [word, word + "\U0010ffff", WORD_EXPANSION + 1])
+            found = [r[0] for r in rows]
+            out[t] = found if len(found) <= WORD_EXPANSION else None
+        return out
+
+    async def add_words(self, conn, tokens: list[str]) -> None:
+        for w in sorted(word_tokens(tokens)):
+            await conn.execute_query(self.INSERT_WORD, [w])
 
     @abstractmethod
     def match_sql(self, terms: list[Term], p, prepared=None) -> tuple[str, str]:
@@ -172,6 +202,8 @@ class SqliteFts5(SearchBackend):
     # The writer's (sqlite_index) and the reindexer's (replace) statements.
     INSERT_DOC = 'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)'
     INSERT_WORD = 'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)'
+    WORD_RANGE = ('SELECT "term" FROM "message_search_words" WHERE "term" >= ?1 '
+                  'AND "term" < ?2 ORDER BY "term" LIMIT ?3')
 
     async def ensure_schema(self, conn) -> None:
         await conn.execute_script(self.SCHEMA)
@@ -181,25 +213,10 @@ class SqliteFts5(SearchBackend):
             await conn.execute_query('DELETE FROM "message_search" WHERE rowid = ?', [mid])
             if tokens:
                 await conn.execute_query(self.INSERT_DOC, [mid, fts_document(tokens)])
-                for w in word_tokens(tokens):
-                    await conn.execute_query(self.INSERT_WORD, [w])
-
-    async def prepare(self, conn, terms):
-        out = {}
-        for t in terms:
-            if not t.prefix:
-                continue
-            word = t.tokens()[0]
-            _n, rows = await conn.execute_query(
-                'SELECT "term" FROM "message_search_words" WHERE "term" >= ? AND "term" < ? '
-                'ORDER BY "term" LIMIT ?', [word, word + "\U0010ffff", WORD_EXPANSION + 1])
-            found = [r[0] for r in rows]
-            out[t] = found if len(found) <= WORD_EXPANSION else None
-        return out
+                await self.add_words(conn, tokens)
 
     def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
-        if prepared and any(v == [] for v in prepared.values()):
-            # A word no indexed word starts with: nothing can match.
+        if nothing_matches(prepared):
             return 'JOIN "message_search" s ON s.rowid = m."id"', "0 = 1"
         return ('JOIN "message_search" s ON s.rowid = m."id"',
                 f's."message_search" MATCH {p(fts5_query(terms, prepared))}')
@@ -223,13 +240,25 @@ class PostgresTsvector(SearchBackend):
     # insert updates the index at once, a little dearer and never all at once
     # (docs/benchmarks.md, "GIN's pending list").
     FASTUPDATE_OFF = 'ALTER INDEX "message_search_doc_gin" SET (fastupdate = off)'
+    # The word list's collation is "C" so that a prefix is one range of the
+    # primary key whatever the database's locale.
+    WORDS_SCHEMA = ('CREATE TABLE IF NOT EXISTS "message_search_words" '
+                    '("term" TEXT COLLATE "C" PRIMARY KEY);')
     SCHEMA = (
         'CREATE TABLE IF NOT EXISTS "message_search" ('
         '"message_id" BIGINT PRIMARY KEY REFERENCES "messages" ("id") ON DELETE CASCADE, '
         '"conversation_id" UUID NOT NULL, "doc" TSVECTOR NOT NULL);'
         'CREATE INDEX IF NOT EXISTS "message_search_doc_gin" ON "message_search" '
         'USING GIN ("doc") WITH (fastupdate = off);'
-    )
+    ) + WORDS_SCHEMA
+    INSERT_WORD = ('INSERT INTO "message_search_words" ("term") VALUES ($1) '
+                   'ON CONFLICT DO NOTHING')
+    # Several at once, in the order given (callers sort them: two transactions
+    # inserting the same new words in opposite orders would wait on each other).
+    INSERT_WORDS = ('INSERT INTO "message_search_words" ("term") '
+                    'SELECT unnest($1::text[]) ON CONFLICT DO NOTHING')
+    WORD_RANGE = ('SELECT "term" FROM "message_search_words" WHERE "term" >= $1 '
+                  'AND "term" < $2 ORDER BY "term" LIMIT $3')
 
     async def ensure_schema(self, conn) -> None:
         await conn.execute_script(self.SCHEMA)
@@ -242,6 +271,7 @@ class PostgresTsvector(SearchBackend):
                     'VALUES ($1, $2::uuid, $3::tsvector) ON CONFLICT ("message_id") '
                     'DO UPDATE SET "doc" = EXCLUDED."doc"',
                     [mid, str(cid), tsvector_literal(tokens)])
+                await self.add_words(conn, tokens)
             else:
                 await conn.execute_query(
                     'DELETE FROM "message_search" WHERE "message_id" = $1', [mid])
@@ -250,13 +280,30 @@ class PostgresTsvector(SearchBackend):
         # The query goes in as a literal, not a parameter: a prepared statement
         # run a few times gets a generic plan, which cannot know that "的"
         # matches every tenth message and "bug" a few, and walks the wrong index.
+        if nothing_matches(prepared):
+            return 'JOIN "message_search" s ON s."message_id" = m."id"', "0 = 1"
         return ('JOIN "message_search" s ON s."message_id" = m."id"',
-                f's."doc" @@ {tsquery_sql(terms)}')
+                f's."doc" @@ {tsquery_sql(terms, prepared)}')
+
+    async def fill_words(self, conn) -> int:
+        """Put every word of the index into the word list (a database indexed
+        before the list existed) → how many words it holds. Reads the index
+        once (ts_stat) and takes no lock writers wait for."""
+        _n, rows = await conn.execute_query(
+            "SELECT word FROM ts_stat('SELECT doc FROM message_search')")
+        words = sorted(word_tokens([r[0] for r in rows]))
+        await conn.execute_query(self.INSERT_WORDS, [words])
+        return len(words)
 
     async def size_bytes(self, conn) -> int:
         _n, rows = await conn.execute_query(
             "SELECT pg_total_relation_size('message_search')")
         return int(rows[0][0] or 0)
+
+
+def nothing_matches(prepared: dict | None) -> bool:
+    """A word that no indexed word starts with: nothing can match."""
+    return bool(prepared) and any(v == [] for v in prepared.values())
 
 
 def backend_for(pg: bool) -> SearchBackend:

@@ -215,6 +215,10 @@ WRITE_BATCH_PG = (
     '  SELECT ins."id", ins."conversation_id", t.doc::tsvector'
     '  FROM unnest($18::uuid[], $19::bigint[], $20::text[]) AS t(cid, seq, doc)'
     '  JOIN ins ON ins."conversation_id" = t.cid AND ins."seq" = t.seq'
+    # Words the word list may lack, sorted (search_index.PostgresTsvector).
+    '), words AS ('
+    '  INSERT INTO "message_search_words" ("term")'
+    '  SELECT unnest($21::text[]) ON CONFLICT DO NOTHING'
     ') SELECT "id", "conversation_id", "seq" FROM ins'
 )
 MEMBERS_PG = (

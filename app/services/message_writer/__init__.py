@@ -316,7 +316,8 @@ async def write_batch(items: list[NewMessage], con=None) -> list[Written | Excep
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
         return await sqlite.write(client, items)
+    known = postgres.known_words(client)
     if con is not None:
-        return await postgres.write(con, items)
+        return await postgres.write(con, items, known)
     async with client.acquire_connection() as con:
-        return await postgres.write(con, items)
+        return await postgres.write(con, items, known)

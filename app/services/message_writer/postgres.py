@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+import weakref
 
 from tortoise.exceptions import IntegrityError
 
@@ -24,13 +25,23 @@ from app.services.message_writer.batch import (
     recipients_of,
     refused_sends,
 )
-from app.services.search_index import tsvector_literal
+from app.services.search_index import remember_words, tsvector_literal
+from app.services.search_text import word_tokens
 from app.services.sql import MEMBERS_PG, WRITE_BATCH_PG, WRITER_FACTS_PG, begin_and_lock_pg
 
 log = logging.getLogger("parley.writer")
 
+# Per database client: the words the word list is known to hold (as for
+# SQLite, search_index.sqlite_index). Weak, so a closed database's set goes.
+_known_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-async def write(con, items: list[NewMessage]) -> list:
+
+def known_words(client) -> set[str]:
+    return _known_words.setdefault(client, set())
+
+
+async def write(con, items: list[NewMessage], known: set[str]) -> list:
+    """`known`: known_words of the database `con` belongs to."""
     import asyncpg
 
     try:
@@ -51,10 +62,12 @@ async def write(con, items: list[NewMessage]) -> list:
         seqs = plan.assign(items, last)
         ids = {}
         order = sorted(seqs)
+        words: list[str] = []
         if order:
             cids = sorted(last)
             marks = [(items[i].membership_id, seqs[i]) for i in order
                      if items[i].membership_id is not None]
+            words = _new_words(items, order, known)
             mentions = [(items[i].conversation_id, seqs[i],
                          uuid.UUID(str(u)) if u is not None else None)
                         for i in order for u in items[i].mentions]
@@ -74,6 +87,7 @@ async def write(con, items: list[NewMessage]) -> list:
                 [items[i].sender_id for i in order],
                 [m[0] for m in mentions], [m[1] for m in mentions], [m[2] for m in mentions],
                 *_search_columns(items, order, seqs),
+                words,
             )
             by_pos = {(r["conversation_id"], r["seq"]): r["id"] for r in written}
             for i in order:
@@ -84,6 +98,7 @@ async def write(con, items: list[NewMessage]) -> list:
                 loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
             loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
         await con.execute("COMMIT")
+        remember_words(known, set(words))
     except BaseException as exc:
         if not con.is_closed():
             try:
@@ -104,3 +119,13 @@ def _search_columns(items, order, seqs) -> tuple[list, list, list]:
     found = [i for i in order if items[i].search_tokens]
     return ([items[i].conversation_id for i in found], [seqs[i] for i in found],
             [tsvector_literal(items[i].search_tokens) for i in found])
+
+
+def _new_words(items, order, known: set[str]) -> list[str]:
+    """The words of the new messages the word list may not hold yet, sorted
+    (search_index.PostgresTsvector.INSERT_WORDS says why)."""
+    words: set[str] = set()
+    for i in order:
+        if items[i].search_tokens:
+            words |= word_tokens(items[i].search_tokens)
+    return sorted(words - known)
