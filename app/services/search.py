@@ -504,8 +504,10 @@ async def ensure_schema(conn=None) -> None:
 async def backfill(batch: int = 2000, *, progress=None) -> int:
     """Index every stored message the index lacks, in short transactions of
     `batch` messages (newest first: recent history is searchable first), so
-    writers are never held up for long. Safe to run while the server runs and
-    to run again: returns how many messages it indexed."""
+    writers are never held up for long; then (PostgreSQL) list every word of
+    the index in the word list, which servers older than the list did not
+    write. Safe to run while the server runs and to run again: returns how
+    many messages it indexed."""
     conn, pg = _db()
     backend = backend_for(pg)
     await backend.ensure_schema(conn)
@@ -519,6 +521,8 @@ async def backfill(batch: int = 2000, *, progress=None) -> int:
             q = q.filter(id__lt=below)
         rows = await q.limit(batch).values("id", "conversation_id", "type", "text", "data")
         if not rows:
+            if pg:
+                await backend.fill_words(conn)
             return done
         below = rows[-1]["id"]
         ids = [r["id"] for r in rows]
