@@ -686,7 +686,7 @@ class _Reference:
     measured in one invocation."""
 
     reference = REFERENCE
-    scenarios = ("s1", "cpu", "login", "s1-noindex", "cpu-noindex")
+    scenarios = ("s1", "cpu", "login", "s1-noindex", "cpu-noindex", "s6")
 
     async def prepare(self, env) -> None:
         self._ref_dir = tempfile.TemporaryDirectory(prefix="parley-bench-ref-")
