@@ -108,6 +108,47 @@ def test_highlights_map_folded_characters_back_to_their_source():
     assert st.highlights("cafe\u0301 x", st.parse_query("café")) == [[0, 5]]
 
 
+def _highlights_the_slow_way(text: str, terms) -> list[list[int]]:
+    """highlights spelled out: NFKC per cluster with its source span, the
+    character walk, UTF-16 offsets by encoding the text before each."""
+    import unicodedata
+
+    out, spans = [], []
+    for a, b in st._clusters(text):
+        piece = unicodedata.normalize("NFKC", text[a:b]).casefold()
+        out.append(piece)
+        spans.extend([(a, b)] * len(piece))
+    segs = st._walk_segments("".join(out))
+    found = sorted((spans[a][0], spans[b - 1][1])
+                   for t in terms for a, b in st._term_spans(t, segs))
+    merged: list[list[int]] = []
+    for a, b in found:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+
+    def units(p: int) -> int:
+        return len(text[:p].encode("utf-16-le", "surrogatepass")) // 2
+
+    return [[units(a), units(b)] for a, b in merged]
+
+
+@settings(max_examples=400, deadline=None)
+@given(hs.one_of(_EDGES, hs.text(max_size=40)), hs.data())
+def test_highlights_equal_the_slow_way(text, data):
+    # Queries cut from the text itself (so that they match), or any text.
+    i = data.draw(hs.integers(0, len(text)))
+    j = data.draw(hs.integers(i, len(text)))
+    q = data.draw(hs.sampled_from([text[i:j], text, data.draw(_EDGES)]))
+    try:
+        terms = st.parse_query(q)
+    except st.BadQuery:
+        return
+    assert st.highlights(text, terms) == _highlights_the_slow_way(text, terms)
+    assert st.segments(st.normalise(text)) == st._walk_segments(st.normalise(text))
+
+
 def test_overlapping_matches_merge():
     assert st.highlights("哈哈哈", st.parse_query("哈哈")) == [[0, 3]]
 

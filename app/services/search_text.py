@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_QUERY_LENGTH = 100
 MAX_TERMS = 8
@@ -91,14 +93,40 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
-def normalise_mapped(text: str) -> tuple[str, list[tuple[int, int]]]:
+class _Fold(dict):
+    """A str.translate table: each character's normal form, worked out the
+    first time the character is seen. Bounded: past FOLD_CACHE characters it
+    starts again."""
+
+    def __missing__(self, code: int) -> str:
+        if len(self) >= FOLD_CACHE:
+            self.clear()
+        out = self[code] = unicodedata.normalize("NFKC", chr(code)).casefold()
+        return out
+
+
+FOLD_CACHE = 50_000
+_FOLD = _Fold()
+
+
+def normalise_mapped(text: str) -> tuple[str, list[tuple[int, int]] | None]:
     """The normalised text and, for each of its characters, the span of the
-    original (code point offsets) it came from."""
-    out: list[str] = []
-    spans: list[tuple[int, int]] = []
+    original (code point offsets) it came from; None when each character of
+    the original became one character (the spans are then (i, i + 1))."""
     if text.isascii():
-        low = text.lower()
-        return low, [(i, i + 1) for i in range(len(text))]
+        return text.lower(), None
+    if not _has_marks(text):
+        # No combining marks: every character is a cluster of its own, and
+        # translate folds them in one pass.
+        norm = text.translate(_FOLD)
+        if len(norm) == len(text):  # a fold never shortens a character
+            return norm, None
+        spans = []
+        for i, ch in enumerate(text):
+            spans.extend([(i, i + 1)] * len(_FOLD[ord(ch)]))
+        return norm, spans
+    out: list[str] = []
+    spans = []
     for a, b in _clusters(text):
         piece = unicodedata.normalize("NFKC", text[a:b]).casefold()
         out.append(piece)
@@ -106,8 +134,7 @@ def normalise_mapped(text: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(out), spans
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):  # a tuple: highlights makes one per run of every result
     kind: str  # "word" | "cjk"
     text: str
     start: int  # offsets in the normalised text
@@ -116,6 +143,16 @@ class Segment:
 
 def segments(norm: str) -> list[Segment]:
     """Words and CJK runs of normalised text, in order."""
+    if _has_marks(norm):
+        return _walk_segments(norm)
+    # Without combining marks a word is a run of alphanumerics: one regular
+    # expression pass gives what the character walk does.
+    return [Segment("cjk", m[0], m.start(), m.end()) if m[1] else
+            Segment("word", m[0], m.start(), m.end()) for m in _RUNS.finditer(norm)]
+
+
+def _walk_segments(norm: str) -> list[Segment]:
+    """segments, one character at a time (a combining mark belongs to its word)."""
     out: list[Segment] = []
     i, n = 0, len(norm)
     while i < n:
@@ -238,14 +275,16 @@ def _term_spans(term: Term, segs: list[Segment]) -> list[tuple[int, int]]:
     return out
 
 
-def _utf16_offsets(text: str) -> list[int]:
-    """UTF-16 offset of every code point position 0..len(text)."""
-    out = [0]
-    acc = 0
-    for ch in text:
-        acc += 2 if ord(ch) > 0xFFFF else 1
-        out.append(acc)
-    return out
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _utf16(text: str, spans: list[list[int]]) -> list[list[int]]:
+    """Code point spans of `text` as UTF-16 spans: a character beyond the
+    Basic Multilingual Plane (most emoji) is two code units."""
+    astral = [m.start() for m in _ASTRAL.finditer(text)]
+    if not astral:
+        return spans
+    return [[a + bisect_left(astral, a), b + bisect_left(astral, b)] for a, b in spans]
 
 
 def highlights(text: str, terms: list[Term]) -> list[list[int]]:
@@ -258,7 +297,7 @@ def highlights(text: str, terms: list[Term]) -> list[list[int]]:
     found: list[tuple[int, int]] = []
     for term in terms:
         for a, b in _term_spans(term, segs):
-            found.append((spans[a][0], spans[b - 1][1]))
+            found.append((a, b) if spans is None else (spans[a][0], spans[b - 1][1]))
     if not found:
         return []
     found.sort()
@@ -268,10 +307,7 @@ def highlights(text: str, terms: list[Term]) -> list[list[int]]:
             merged[-1][1] = max(merged[-1][1], b)
         else:
             merged.append([a, b])
-    units = _utf16_offsets(text) if not text.isascii() else None
-    if units is None:
-        return merged
-    return [[units[a], units[b]] for a, b in merged]
+    return merged if text.isascii() else _utf16(text, merged)
 
 
 # --- names: contacts and groups ------------------------------------------------
