@@ -316,19 +316,29 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
     floor = max(0, top - (PG_WINDOW if single else PG_WINDOW_AND))
     walking = True
     out: list = []
+    pending: tuple[int, ...] = ()
     while len(out) < n:
-        k = n - len(out) + PG_SLACK
+        k = n - len(out) + PG_SLACK - len(pending)
         ids = await _pg_candidates(conn, conversations, terms, prepared, top,
                                    floor if walking else 0, k, walking)
-        if ids:
-            picked = replace(f, below_id=None, above_id=None, ids=tuple(ids))
-            out += await _page(conn, True, uid, terms, picked, prepared, n - len(out),
-                               columns=columns)
+        last = False
         if len(ids) == k:
             top = ids[-1]  # more candidates below the last one, same pass
         elif walking and floor > 0:
-            walking, top = False, floor + 1
+            walking, top = False, floor + 1  # then the GIN index below the window
+            if len(ids) < n - len(out):
+                # Too few to fill the page even if all are visible: joined
+                # for visibility with the GIN pass's, in one statement.
+                pending = tuple(ids)
+                continue
         else:
+            last = True
+        batch, pending = pending + tuple(ids), ()
+        if batch:
+            picked = replace(f, below_id=None, above_id=None, ids=batch)
+            out += await _page(conn, True, uid, terms, picked, prepared, n - len(out),
+                               columns=columns)
+        if last:
             break
     return out
 
