@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="create demo accounts, contacts, a group and history")
     sub.add_parser("cleanup-media", help="delete uploads never attached to a message")
     bf = sub.add_parser("search-backfill",
-                        help="index messages stored before search existed (safe while serving)")
+                        help="index messages stored before search existed, then list "
+                        "every indexed word for prefix search (safe while serving)")
     bf.add_argument("--batch", type=int, default=2000, help="messages per transaction")
     rk = sub.add_parser("rotate-keys", help="re-encrypt stored data with the current data key "
                         "(first in DATA_KEYS); safe while the server runs, resumable")
