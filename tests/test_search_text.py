@@ -35,10 +35,11 @@ def test_document_tokens_hold_bigrams_then_unigrams():
 
 
 def _tokens_by_character_walk(text: str) -> list[str]:
-    """document_tokens spelled out over `segments`, the per-character rule that
-    queries and highlights use: the index must tokenise exactly like them."""
+    """document_tokens spelled out over the character walk (`segments` with
+    marks), the rule queries and highlights use: the index must tokenise
+    exactly like them."""
     tokens: list[str] = []
-    for seg in st.segments(st.normalise(text)):
+    for seg in st._walk_segments(st.normalise(text)):
         if seg.kind == "word":
             tokens.append(seg.text[:st.MAX_WORD])
         else:
@@ -62,7 +63,8 @@ _EDGES = hs.text(hs.sampled_from(
 def test_document_tokens_equal_the_character_walk(text):
     assert st.document_tokens(text) == _tokens_by_character_walk(text)
     assert st.word_tokens(st.document_tokens(text)) == {
-        s.text[:st.MAX_WORD] for s in st.segments(st.normalise(text)) if s.kind == "word"}
+        s.text[:st.MAX_WORD] for s in st._walk_segments(st.normalise(text))
+        if s.kind == "word"}
 
 
 def test_query_terms_and_their_tokens():

@@ -37,6 +37,7 @@ changes a message's text call `reindex_message`.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -285,15 +286,14 @@ class PostgresTsvector(SearchBackend):
         return ('JOIN "message_search" s ON s."message_id" = m."id"',
                 f's."doc" @@ {tsquery_sql(terms, prepared)}')
 
-    async def fill_words(self, conn) -> int:
+    async def fill_words(self, conn) -> None:
         """Put every word of the index into the word list (a database indexed
-        before the list existed) → how many words it holds. Reads the index
-        once (ts_stat) and takes no lock writers wait for."""
+        before the list existed). Reads the index once (ts_stat) and takes no
+        lock writers wait for."""
         _n, rows = await conn.execute_query(
             "SELECT word FROM ts_stat('SELECT doc FROM message_search')")
-        words = sorted(word_tokens([r[0] for r in rows]))
-        await conn.execute_query(self.INSERT_WORDS, [words])
-        return len(words)
+        await conn.execute_query(self.INSERT_WORDS,
+                                 [sorted(word_tokens([r[0] for r in rows]))])
 
     async def size_bytes(self, conn) -> int:
         _n, rows = await conn.execute_query(
@@ -325,20 +325,35 @@ def item_tokens(mtype: str, text: str, data) -> list[str]:
 # database; past it, it forgets them all and re-learns the common ones.
 KNOWN_WORDS_MAX = 50_000
 
+# Per database (the writer's connection on SQLite, the client on PostgreSQL):
+# the words its word list is known to hold. Weak, so a closed database's set
+# goes with it.
+_known_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def known_words(owner) -> set[str]:
+    return _known_words.setdefault(owner, set())
+
+
+def new_words(token_lists, known: set[str]) -> set[str]:
+    """The words of these documents' tokens that `known` does not hold. Most
+    words of a message are common ones, and looking each one up again in the
+    list's B-tree cost the writer more than a third of what indexing the
+    message does."""
+    return set().union(*(word_tokens(toks) for toks in token_lists if toks)) - known
+
 
 def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str]) -> set[str]:
     """Index new messages on the writer's sqlite3 connection, inside its open
     transaction (synchronous: it runs on the connection's thread) → the words
     it added to the word list. `known`: words the list already holds; the
     writer adds the returned words to it once the transaction has committed
-    (`remember_words`). Most words of a message are common ones, and looking
-    each one up again in the list's B-tree cost the writer more than a third
-    of what indexing the message does."""
+    (`remember_words`)."""
     rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
     if not rows:
         return set()
     db.executemany(SqliteFts5.INSERT_DOC, rows)
-    words = set().union(*(word_tokens(toks) for _mid, toks in entries if toks)) - known
+    words = new_words((toks for _mid, toks in entries), known)
     if words:
         db.executemany(SqliteFts5.INSERT_WORD, [(w,) for w in words])
     return words

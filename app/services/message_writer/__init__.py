@@ -57,7 +57,7 @@ from app.services.message_writer.batch import (
     UnknownConversation,
     Written,
 )
-from app.services.search_index import item_tokens
+from app.services.search_index import item_tokens, known_words
 from app.services.sql import is_postgres
 
 __all__ = ["EmitOrder", "Judge", "MessageWriter", "NewMessage", "Turn", "UnknownConversation",
@@ -316,7 +316,7 @@ async def write_batch(items: list[NewMessage], con=None) -> list[Written | Excep
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
         return await sqlite.write(client, items)
-    known = postgres.known_words(client)
+    known = known_words(client)
     if con is not None:
         return await postgres.write(con, items, known)
     async with client.acquire_connection() as con:

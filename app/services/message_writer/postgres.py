@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import weakref
 
 from tortoise.exceptions import IntegrityError
 
@@ -25,23 +24,14 @@ from app.services.message_writer.batch import (
     recipients_of,
     refused_sends,
 )
-from app.services.search_index import remember_words, tsvector_literal
-from app.services.search_text import word_tokens
+from app.services.search_index import new_words, remember_words, tsvector_literal
 from app.services.sql import MEMBERS_PG, WRITE_BATCH_PG, WRITER_FACTS_PG, begin_and_lock_pg
 
 log = logging.getLogger("parley.writer")
 
-# Per database client: the words the word list is known to hold (as for
-# SQLite, search_index.sqlite_index). Weak, so a closed database's set goes.
-_known_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def known_words(client) -> set[str]:
-    return _known_words.setdefault(client, set())
-
 
 async def write(con, items: list[NewMessage], known: set[str]) -> list:
-    """`known`: known_words of the database `con` belongs to."""
+    """`known`: search_index.known_words of the database `con` belongs to."""
     import asyncpg
 
     try:
@@ -67,7 +57,8 @@ async def write(con, items: list[NewMessage], known: set[str]) -> list:
             cids = sorted(last)
             marks = [(items[i].membership_id, seqs[i]) for i in order
                      if items[i].membership_id is not None]
-            words = _new_words(items, order, known)
+            # Sorted: search_index.PostgresTsvector.INSERT_WORDS says why.
+            words = sorted(new_words((items[i].search_tokens for i in order), known))
             mentions = [(items[i].conversation_id, seqs[i],
                          uuid.UUID(str(u)) if u is not None else None)
                         for i in order for u in items[i].mentions]
@@ -120,12 +111,3 @@ def _search_columns(items, order, seqs) -> tuple[list, list, list]:
     return ([items[i].conversation_id for i in found], [seqs[i] for i in found],
             [tsvector_literal(items[i].search_tokens) for i in found])
 
-
-def _new_words(items, order, known: set[str]) -> list[str]:
-    """The words of the new messages the word list may not hold yet, sorted
-    (search_index.PostgresTsvector.INSERT_WORDS says why)."""
-    words: set[str] = set()
-    for i in order:
-        if items[i].search_tokens:
-            words |= word_tokens(items[i].search_tokens)
-    return sorted(words - known)

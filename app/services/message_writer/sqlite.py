@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import weakref
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
@@ -20,12 +19,8 @@ from app.services.message_writer.batch import (
     recipients_of,
     refused_sends,
 )
-from app.services.search_index import remember_words, sqlite_index
+from app.services.search_index import known_words, remember_words, sqlite_index
 from app.services.sql import MEMBERS_SQLITE, WRITER_FACTS_SQLITE
-
-# Per database connection: the words its word list is known to hold
-# (search_index.sqlite_index). Weak, so a closed database's set goes with it.
-_known_words: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def write(client, items: list[NewMessage]) -> list:
@@ -36,7 +31,7 @@ async def write(client, items: list[NewMessage]) -> list:
     # committed state and nothing commits between them and the writes.
     async with client.acquire_connection() as aioconn:
         run, db = aioconn._execute, aioconn._conn
-        known = _known_words.setdefault(aioconn, set())
+        known = known_words(aioconn)
         try:
             if not any(it.judge is not None for it in items):
                 return await run(_unjudged_batch, db, items, known)
