@@ -148,7 +148,10 @@ async def _peer(me_id: str, user_id: str) -> User:
 async def _add_contacts(conn, a, b) -> None:
     """Both sides of a friendship. Rows that exist stay as they are (a concurrent
     accept, or one side kept the other): ON CONFLICT DO NOTHING, which unlike a
-    caught IntegrityError leaves a PostgreSQL transaction usable."""
+    caught IntegrityError leaves a PostgreSQL transaction usable. The two rows go
+    in the same order whichever side accepts: two people accepting each other at
+    once would otherwise each wait on the row the other inserted first."""
+    a, b = sorted((str(a), str(b)))
     await Contact.bulk_create([Contact(owner_id=a, contact_id=b), Contact(owner_id=b, contact_id=a)],
                               ignore_conflicts=True, using_db=conn)
 
