@@ -49,6 +49,7 @@ from app.models.push import PushSubscription
 from app.pushers import Device, PushError, PushMessage
 from app.services import push_rules
 from app.services.sql import as_datetime, is_postgres
+from app.services.workers import Supervised
 
 log = logging.getLogger("parley.push")
 
@@ -123,54 +124,6 @@ def _sqlite_value(v):
     return v
 
 
-class Supervised:
-    """A background loop that is restarted if it ever dies while not closed."""
-
-    name = "push-task"
-
-    def __init__(self) -> None:
-        self._task: asyncio.Task | None = None
-        self._closed = False
-        self._wakeup = asyncio.Event()
-        self.restarts = 0
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
-            self._task.add_done_callback(self._supervise)
-
-    def _supervise(self, task: asyncio.Task) -> None:
-        if task is not self._task or self._closed:
-            return
-        exc = None if task.cancelled() else task.exception()
-        log.error("%s died (%s); starting a fresh one", self.name,
-                  "cancelled" if exc is None else type(exc).__name__, exc_info=exc)
-        self.restarts += 1
-        self._task = None
-        self.start()
-
-    def wake(self) -> None:
-        self._wakeup.set()
-
-    async def close(self, timeout: float = 5.0) -> None:
-        self._closed = True
-        self._wakeup.set()
-        task = self._task
-        if task is not None and not task.done():
-            done, _ = await asyncio.wait([task], timeout=timeout)
-            if not done:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
-
-    async def _run(self) -> None:
-        raise NotImplementedError
 
 
 # --- planner -----------------------------------------------------------------
