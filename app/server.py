@@ -89,6 +89,22 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # cleanup may run in another one.
         await ctx.close_connections()
 
+    async def search_index_merger(app: web.Application):
+        # After database, so it stops before the database closes.
+        from tortoise import Tortoise
+
+        from app.services.search_index import PendingListMerger
+        from app.services.sql import is_postgres
+
+        if not settings.search_index or not is_postgres(Tortoise.get_connection("default")):
+            yield
+            return
+        merger = deps.extras["search_merger"] = PendingListMerger(
+            lambda: Tortoise.get_connection("default"))
+        merger.start()
+        yield
+        await merger.close()
+
     async def read_replicas(app: web.Application):
         # After database: the checker compares each replica with the primary.
         from app.replicas import ReplicaSet, parse_urls
@@ -188,6 +204,7 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         await chat.drain()
 
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(search_index_merger)
     app.cleanup_ctx.append(read_replicas)
     app.cleanup_ctx.append(redis_client)
     app.cleanup_ctx.append(presence)

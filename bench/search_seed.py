@@ -90,7 +90,7 @@ async def seed(spec: dict) -> dict:
         sqlite_index,
         tsvector_literal,
     )
-    from app.services.search_text import word_tokens
+    from app.services.search_text import listed_words
 
     t0 = time.monotonic()
     url = spec["database_url"]
@@ -158,7 +158,7 @@ async def seed(spec: dict) -> dict:
             for k in range(0, len(rows), chunk):
                 part = rows[k:k + chunk]
                 toks = [item_tokens("text", r[3], None) for r in part]
-                words |= set().union(*map(word_tokens, toks))
+                words |= set().union(*map(listed_words, toks))
                 await pg.execute(
                     'INSERT INTO "message_search" ("message_id", "conversation_id", "doc") '
                     "SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[]::tsvector[])",

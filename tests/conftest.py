@@ -103,6 +103,8 @@ async def _truncate_all() -> None:
     conn = Tortoise.get_connection("default")
     tables = [m._meta.db_table for app in Tortoise.apps.values() for m in app.values()]
     if conn.capabilities.dialect == "postgres":
+        # The search index's tables are not models (search_index.PostgresTsvector).
+        tables += ["message_search", "message_search_words"]
         sql = "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
         # The app's background workers (push outbox, erasure, exports) have just
         # started and may hold a row lock the TRUNCATE waits for while they wait

@@ -14,7 +14,7 @@ import pytest
 from app.models.messaging import Membership, Message
 from app.services import contacts, groups, messaging, search
 from app.services import conversations as convs
-from tests.factories import call, connect, make_contacts, make_user
+from tests.factories import call, connect, make_contacts, make_user, until
 from tests.test_cli import env_for, run
 
 
@@ -429,24 +429,34 @@ def test_migrate_then_backfill_on_a_fresh_database(tmp_path):
             proc = run(["-m", "app", *args], env_for(url))
         assert "indexed 0 messages for search" in proc.stdout
         rows = _pg("SELECT indexdef FROM pg_indexes WHERE tablename = 'message_search'", url)
-        assert any("gin" in r[0].lower() and "fastupdate=off" in r[0] for r in rows), rows
+        assert any("gin" in r[0].lower() for r in rows), rows
+        assert _pg("SELECT reloptions FROM pg_class WHERE relname = 'message_search_doc_gin'",
+                   url) == [(["fastupdate=on"],)]
 
 
-def test_upgrade_turns_the_gin_pending_list_off():
-    """A PostgreSQL database indexed before 0009 has GIN's pending list on
-    (the default); `migrate` turns it off."""
+def test_upgrades_set_the_gin_pending_list_and_drop_the_foreign_key():
+    """0009 turned GIN's pending list off on a database indexed with the
+    default; 0011 turns it back on (a merger empties it) and drops the index
+    table's foreign key to `messages`."""
     from tests.test_data_keys import MIGRATE_TO
 
     if not os.environ.get("TEST_DATABASE_URL"):
         pytest.skip("PostgreSQL only (TEST_DATABASE_URL)")
     options = "SELECT reloptions FROM pg_class WHERE relname = 'message_search_doc_gin'"
+    keys = ("SELECT conname FROM pg_constraint "
+            "WHERE conrelid = 'message_search'::regclass AND contype = 'f'")
     with _fresh_pg_database("parley_gin") as url:
         run(["-c", MIGRATE_TO, url, "models.0008_server_secrets"], env_for(url))
-        # 0004 as it was: the index with the default options.
+        # 0004 as it was: the index with the default options and the key.
         _pg('ALTER INDEX "message_search_doc_gin" RESET (fastupdate)', url)
+        _pg('ALTER TABLE "message_search" ADD CONSTRAINT "message_search_message_id_fkey" '
+            'FOREIGN KEY ("message_id") REFERENCES "messages" ("id") ON DELETE CASCADE', url)
         assert _pg(options, url)[0][0] is None
-        run(["-m", "app", "migrate"], env_for(url))
+        run(["-c", MIGRATE_TO, url, "models.0010_search_words_pg"], env_for(url))
         assert _pg(options, url)[0][0] == ["fastupdate=off"]
+        run(["-m", "app", "migrate"], env_for(url))
+        assert _pg(options, url)[0][0] == ["fastupdate=on"]
+        assert _pg(keys, url) == []
 
 
 def test_upgrade_fills_the_postgres_word_list_from_the_index():
@@ -462,8 +472,6 @@ def test_upgrade_fills_the_postgres_word_list_from_the_index():
         # As before the list: entries in the index alone (without the messages
         # they belong to, which the word list does not read).
         _pg('DROP TABLE "message_search_words"', url)
-        _pg('ALTER TABLE "message_search" DROP CONSTRAINT "message_search_message_id_fkey"',
-            url)
         _pg("INSERT INTO message_search VALUES "
             "(1, gen_random_uuid(), '''quokka'':1 ''明天'':2 ''明'':3'), "
             "(2, gen_random_uuid(), '''zebra'':1 ''quokka'':2')", url)
@@ -504,6 +512,63 @@ async def test_word_prefixes_expand_or_fall_back(client, deps):
     assert texts(await find(client, a, "zz69")) == [texts_70()]
     assert texts(await find(client, a, "zzz")) == []
     assert texts(await find(client, a, "zz6 nothing")) == []
+
+
+async def test_numbers_are_found_by_prefix_and_kept_out_of_the_word_list(client, deps):
+    # Numbers are mostly unique: the word list (a vocabulary) does not hold
+    # them, and a term that starts with a digit is asked of the index as a
+    # prefix. Words with digits inside still go through the list.
+    from tortoise import Tortoise
+
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    for text in ("order 20241205 shipped", "2024 plans", "call １３８１２３４５６７８",
+                 "3d print", "mp3 file"):
+        await say(deps, a, cid, text)
+    assert texts(await find(client, b, "2024")) == ["2024 plans", "order 20241205 shipped"]
+    assert texts(await find(client, b, "20241205")) == ["order 20241205 shipped"]
+    assert texts(await find(client, b, "1381")) == ["call １３８１２３４５６７８"]
+    assert texts(await find(client, b, "ord 2024")) == ["order 20241205 shipped"]
+    assert texts(await find(client, b, "3")) == ["3d print"]
+    assert texts(await find(client, b, "mp")) == ["mp3 file"]
+    assert texts(await find(client, b, "2025")) == []
+    _n, rows = await Tortoise.get_connection("default").execute_query(
+        'SELECT "term" FROM "message_search_words" ORDER BY 1')
+    assert [r[0] for r in rows] == ["call", "file", "mp3", "order", "plans", "print",
+                                    "shipped"]
+
+
+async def test_the_pending_list_is_merged_in_the_background(client, deps, database_url):
+    # PostgreSQL: a new message's entries wait in GIN's pending list, where
+    # searches find them, until the merger moves them into the index.
+    from tortoise import Tortoise
+
+    from app.services.search_index import PendingListMerger
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("GIN's pending list is PostgreSQL's")
+    conn = Tortoise.get_connection("default")
+    await conn.execute_script("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+
+    async def pending() -> int:
+        _n, rows = await conn.execute_query(
+            "SELECT pending_tuples FROM pgstatginindex('message_search_doc_gin')")
+        return rows[0][0]
+
+    await deps.extras["search_merger"].close()
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "quokka 明天")
+    assert await pending() > 0
+    assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
+    merger = PendingListMerger(lambda: Tortoise.get_connection("default"))
+    merger.start()
+    try:
+        await until(lambda: merger.merges > 0, "the merger ran")
+        assert await pending() == 0
+    finally:
+        await merger.close()
+    assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
 
 
 def texts_70() -> str:

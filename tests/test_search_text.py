@@ -62,9 +62,9 @@ _EDGES = hs.text(hs.sampled_from(
 @given(hs.one_of(_EDGES, hs.text(max_size=40)))
 def test_document_tokens_equal_the_character_walk(text):
     assert st.document_tokens(text) == _tokens_by_character_walk(text)
-    assert st.word_tokens(st.document_tokens(text)) == {
+    assert st.listed_words(st.document_tokens(text)) == {
         s.text[:st.MAX_WORD] for s in st._walk_segments(st.normalise(text))
-        if s.kind == "word"}
+        if s.kind == "word" and not s.text[0].isdecimal()}
 
 
 def test_query_terms_and_their_tokens():

@@ -13,8 +13,9 @@ characters is one token, a longer one a phrase of bigrams.
   with positions, so the text-search parser, dictionaries and locale never see
   the text; phrase (`<->`) and prefix (`:*`) queries come from the same terms.
 
-Both keep a word list (`message_search_words`: every indexed word, not CJK),
-written in the same transaction as the index. A word prefix is expanded through
+Both keep a word list (`message_search_words`: every indexed word, not CJK
+and not numbers: search_text.listed), written in the same transaction as the
+index. A word prefix is expanded through
 it into the words it stands for, so the index is asked for exact words: an
 index prefix query gathers every posting of every word it covers before the
 first row (FTS5), or before intersecting with the other terms (GIN).
@@ -32,17 +33,23 @@ visible windows (see docs/deployment.md).
 
 Writes: the message writer indexes new messages in its own transaction (see
 `sqlite_index` / the PostgreSQL write statement); recall and anything that
-changes a message's text call `reindex_message`.
+changes a message's text call `reindex_message`. On PostgreSQL new entries go
+to GIN's pending list, which `PendingListMerger` merges into the index in the
+background (`PostgresTsvector.SCHEMA` says why).
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.services.search_text import Term, document_tokens, word_tokens
+from app.services.search_text import Term, document_tokens, listed, listed_words
+from app.services.workers import Supervised
+
+log = logging.getLogger("parley.search")
 
 SEARCHABLE_TYPES = ("text", "image", "video", "file")
 
@@ -160,12 +167,16 @@ class SearchBackend(ABC):
     async def prepare(self, conn, terms: list[Term]) -> dict:
         """For each word (prefix) term, the indexed words it is a prefix of, or
         None where there are more than WORD_EXPANSION (then the index's own
-        prefix query is cheaper than that many words)."""
+        prefix query is cheaper than that many words), or where the word list
+        does not hold such words (search_text.listed)."""
         out = {}
         for t in terms:
             if not t.prefix:
                 continue
             word = t.tokens()[0]
+            if not listed(word):
+                out[t] = None
+                continue
             _n, rows = await conn.execute_query(
                 self.WORD_RANGE, [word, word + "\U0010ffff", WORD_EXPANSION + 1])
             found = [r[0] for r in rows]
@@ -173,7 +184,7 @@ class SearchBackend(ABC):
         return out
 
     async def add_words(self, conn, tokens: list[str]) -> None:
-        for w in sorted(word_tokens(tokens)):
+        for w in sorted(listed_words(tokens)):
             await conn.execute_query(self.INSERT_WORD, [w])
 
     @abstractmethod
@@ -235,22 +246,29 @@ class PostgresTsvector(SearchBackend):
     name = "postgres-gin"
     id_column = 's."message_id"'
 
-    # fastupdate off: with GIN's pending list, the insert that finds it full
-    # merges the whole list into the index inside the message writer's
-    # transaction, and every send queued behind it waits; without it each
-    # insert updates the index at once, a little dearer and never all at once
-    # (docs/benchmarks.md, "GIN's pending list").
-    FASTUPDATE_OFF = 'ALTER INDEX "message_search_doc_gin" SET (fastupdate = off)'
+    # GIN's pending list (fastupdate, the default) with a merger: an insert
+    # only appends the message's entries to the list, and PendingListMerger
+    # merges them into the index once a second, many postings of a word at a
+    # time and outside every sender's transaction. Without the list each
+    # insert updates every word's posting tree at once, which makes a
+    # message's WAL several times larger, and every ack waits for that flush
+    # (docs/benchmarks.md, "GIN's pending list, merged aside"); with
+    # the list and nobody merging it, the insert that finds it full (4 MB)
+    # merges it inside the writer's transaction and the sends behind it wait.
+    # Searches read what is still pending (at most a second's worth).
+    # No foreign key to `messages`: messages are never deleted, a search joins
+    # its candidates to `messages` anyway, and the key's check locked every
+    # new message row a second time.
     # The word list's collation is "C" so that a prefix is one range of the
     # primary key whatever the database's locale.
     WORDS_SCHEMA = ('CREATE TABLE IF NOT EXISTS "message_search_words" '
                     '("term" TEXT COLLATE "C" PRIMARY KEY);')
     SCHEMA = (
         'CREATE TABLE IF NOT EXISTS "message_search" ('
-        '"message_id" BIGINT PRIMARY KEY REFERENCES "messages" ("id") ON DELETE CASCADE, '
+        '"message_id" BIGINT PRIMARY KEY, '
         '"conversation_id" UUID NOT NULL, "doc" TSVECTOR NOT NULL);'
         'CREATE INDEX IF NOT EXISTS "message_search_doc_gin" ON "message_search" '
-        'USING GIN ("doc") WITH (fastupdate = off);'
+        'USING GIN ("doc") WITH (fastupdate = on);'
     ) + WORDS_SCHEMA
     INSERT_WORD = ('INSERT INTO "message_search_words" ("term") VALUES ($1) '
                    'ON CONFLICT DO NOTHING')
@@ -286,6 +304,18 @@ class PostgresTsvector(SearchBackend):
         return ('JOIN "message_search" s ON s."message_id" = m."id"',
                 f's."doc" @@ {tsquery_sql(terms, prepared)}')
 
+    # One merger at a time across the processes sharing the database: the
+    # others skip their round rather than queue behind it. A transaction lock,
+    # so it goes with the statement.
+    MERGE_PENDING = ("SELECT gin_clean_pending_list('message_search_doc_gin') "
+                     "WHERE pg_try_advisory_xact_lock(7283061420555)")
+
+    async def merge_pending(self, conn) -> int | None:
+        """Merge GIN's pending list into the index → the pages it emptied, or
+        None when another process was merging."""
+        _n, rows = await conn.execute_query(self.MERGE_PENDING)
+        return int(rows[0][0]) if rows else None
+
     async def fill_words(self, conn) -> None:
         """Put every word of the index into the word list (a database indexed
         before the list existed). Reads the index once (ts_stat) and takes no
@@ -293,12 +323,45 @@ class PostgresTsvector(SearchBackend):
         _n, rows = await conn.execute_query(
             "SELECT word FROM ts_stat('SELECT doc FROM message_search')")
         await conn.execute_query(self.INSERT_WORDS,
-                                 [sorted(word_tokens([r[0] for r in rows]))])
+                                 [sorted(listed_words([r[0] for r in rows]))])
 
     async def size_bytes(self, conn) -> int:
         _n, rows = await conn.execute_query(
             "SELECT pg_total_relation_size('message_search')")
         return int(rows[0][0] or 0)
+
+
+# How often the pending list is merged: what a search reads unmerged is at
+# most this long's new messages.
+MERGE_SECONDS = 1.0
+
+
+class PendingListMerger(Supervised):
+    """Merges the PostgreSQL index's pending list in the background
+    (PostgresTsvector.SCHEMA says why). Every process runs one."""
+
+    name = "parley-search-merger"
+
+    def __init__(self, connection) -> None:
+        super().__init__()
+        self._connection = connection  # () -> the database client
+        self.merges = 0
+
+    async def _run(self) -> None:
+        failing = False
+        while not self._closed:
+            await self._sleep(MERGE_SECONDS)
+            if self._closed:
+                return
+            try:
+                if await _PG.merge_pending(self._connection()) is not None:
+                    self.merges += 1
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the database is away; next round
+                if not failing:
+                    log.warning("search index: merging the pending list failed (%s); "
+                                "retrying every %s s", type(exc).__name__, MERGE_SECONDS)
+                failing = True
 
 
 def nothing_matches(prepared: dict | None) -> bool:
@@ -340,7 +403,7 @@ def new_words(token_lists, known: set[str]) -> set[str]:
     words of a message are common ones, and looking each one up again in the
     list's B-tree cost the writer more than a third of what indexing the
     message does."""
-    return set().union(*(word_tokens(toks) for toks in token_lists if toks)) - known
+    return set().union(*(listed_words(toks) for toks in token_lists if toks)) - known
 
 
 def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str]) -> set[str]:

@@ -199,11 +199,21 @@ def document_tokens(*texts: str) -> list[str]:
     return tokens
 
 
-def word_tokens(tokens: list[str]) -> set[str]:
-    """The word (non-CJK) tokens of a document: a CJK token starts with a CJK
-    character, a word never does."""
+def listed(word: str) -> bool:
+    """Whether a word (or a word prefix) goes through the word list: not one
+    that starts with a digit. Numbers (order numbers, amounts, times, phone
+    numbers) are mostly unique, so listing them would add a row to the list
+    for nearly every message that carries one, where the list is meant to be
+    a vocabulary; a term that starts with a digit is asked of the index as a
+    prefix, and any other prefix only ever stands for listed words."""
+    return not word[:1].isdecimal()
+
+
+def listed_words(tokens: list[str]) -> set[str]:
+    """The tokens of a document that the word list holds: words (a CJK token
+    starts with a CJK character, a word never does) that are `listed`."""
     cjk = _CJK_CHAR.match
-    return {t for t in tokens if not cjk(t)}
+    return {t for t in tokens if not cjk(t) and listed(t)}
 
 
 def document(*texts: str) -> str:
