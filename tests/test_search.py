@@ -555,6 +555,8 @@ async def test_the_pending_list_is_merged_in_the_background(client, deps, databa
             "SELECT pending_tuples FROM pgstatginindex('message_search_doc_gin')")
         return rows[0][0]
 
+    # The server's own merger runs; stopped here so that the list fills.
+    await until(lambda: deps.extras["search_merger"].merges > 0, "the server's merger ran")
     await deps.extras["search_merger"].close()
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
