@@ -574,6 +574,41 @@ async def test_the_pending_list_is_merged_in_the_background(client, deps, databa
     assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
 
 
+async def test_a_merger_that_may_not_merge_says_so_once_and_keeps_going(
+        deps, database_url, caplog):
+    # Merging needs the index's owner (as VACUUM does): a server connected as
+    # another role logs it once and keeps trying, and nothing else breaks.
+    import asyncpg
+
+    from app.services.search_index import PendingListMerger
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("GIN's pending list is PostgreSQL's")
+    role = f"parley_not_owner_{uuid.uuid4().hex[:8]}"
+    dsn = database_url.replace("postgres://", "postgresql://", 1)
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    con = await asyncpg.connect(dsn.replace("//postgres@", f"//{role}@", 1))
+
+    class AsRole:  # the merger's one call, on the other role's connection
+        async def execute_query(self, sql, values=None):
+            rows = await con.fetch(sql)
+            return len(rows), rows
+
+    merger = PendingListMerger(AsRole)
+    merger.start()
+    try:
+        await until(lambda: merger.failures >= 3, "three rounds refused")
+        assert merger.merges == 0 and merger.restarts == 0
+    finally:
+        await merger.close()
+        await con.close()
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
+    said = [r.getMessage() for r in caplog.records if "pending list" in r.getMessage()]
+    assert len(said) == 1 and "InsufficientPrivilegeError" in said[0], said
+
+
 def texts_70() -> str:
     return " ".join(f"zz{i}" for i in range(70))
 

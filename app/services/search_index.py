@@ -358,6 +358,7 @@ class PendingListMerger(Supervised):
         super().__init__()
         self._connection = connection  # () -> the database client
         self.merges = 0
+        self.failures = 0
 
     async def _run(self) -> None:
         failing = False
@@ -370,6 +371,7 @@ class PendingListMerger(Supervised):
                     self.merges += 1
                 failing = False
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
+                self.failures += 1
                 if not failing:
                     log.warning("search index: merging the pending list failed (%s); "
                                 "retrying every %s s", type(exc).__name__, MERGE_SECONDS)
