@@ -574,6 +574,27 @@ async def test_the_pending_list_is_merged_in_the_background(client, deps, databa
     assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
 
 
+async def test_one_process_merges_at_a_time_and_the_others_skip_their_round(
+        deps, database_url):
+    import asyncpg
+    from tortoise import Tortoise
+
+    from app.services.search_index import PostgresTsvector, backend_for
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("GIN's pending list is PostgreSQL's")
+    await deps.extras["search_merger"].close()  # only this test merges
+    conn = Tortoise.get_connection("default")
+    other = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    try:
+        async with other.transaction():  # another process, merging
+            await other.execute("SELECT pg_advisory_xact_lock($1)", PostgresTsvector.MERGE_LOCK)
+            assert await backend_for(True).merge_pending(conn) is None
+        assert await backend_for(True).merge_pending(conn) == 0  # nothing was pending
+    finally:
+        await other.close()
+
+
 async def test_a_merger_that_may_not_merge_says_so_once_and_keeps_going(
         deps, database_url, caplog):
     # Merging needs the index's owner (as VACUUM does): a server connected as

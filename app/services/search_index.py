@@ -319,8 +319,9 @@ class PostgresTsvector(SearchBackend):
     # One merger at a time across the processes sharing the database: the
     # others skip their round rather than queue behind it. A transaction lock,
     # so it goes with the statement.
+    MERGE_LOCK = 7283061420555
     MERGE_PENDING = ("SELECT gin_clean_pending_list('message_search_doc_gin') "
-                     "WHERE pg_try_advisory_xact_lock(7283061420555)")
+                     f"WHERE pg_try_advisory_xact_lock({MERGE_LOCK})")
 
     async def merge_pending(self, conn) -> int | None:
         """Merge GIN's pending list into the index → the pages it emptied, or
