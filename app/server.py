@@ -93,14 +93,15 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # After database, so it stops before the database closes.
         from tortoise import Tortoise
 
-        from app.services.search_index import PendingListMerger
+        from app.services.search_index import PendingListMerger, backend_for
         from app.services.sql import is_postgres
 
-        if not settings.search_index or not is_postgres(Tortoise.get_connection("default")):
+        if not settings.search_index:
             yield
             return
         merger = deps.extras["search_merger"] = PendingListMerger(
-            lambda: Tortoise.get_connection("default"))
+            lambda: Tortoise.get_connection("default"),
+            backend_for(is_postgres(Tortoise.get_connection("default"))))
         merger.start()
         yield
         await merger.close()

@@ -459,6 +459,43 @@ def test_upgrades_set_the_gin_pending_list_and_drop_the_foreign_key():
         assert _pg(keys, url) == []
 
 
+def test_upgrade_gives_sqlite_its_pending_list(tmp_path):
+    """A SQLite database indexed before the pending list (0011): 0012 adds it,
+    and the writer's entries go there on the upgraded database."""
+    import sqlite3
+
+    from tests.test_data_keys import MIGRATE_TO
+
+    path = tmp_path / "old.db"
+    url = f"sqlite://{path}"
+    run(["-c", MIGRATE_TO, url, "models.0011_search_pending_list"], env_for(url))
+    con = sqlite3.connect(path)
+    con.execute('DROP TABLE "message_search_pending"')  # 0004 as it was
+    con.commit()
+    exists = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'message_search_pending'"
+    assert con.execute(exists).fetchone() == (0,)
+    run(["-m", "app", "migrate"], env_for(url))
+    assert con.execute(exists).fetchone() == (1,)
+    con.close()
+
+
+async def test_backfill_counts_pending_entries_as_indexed(client, deps, database_url):
+    # What the writer indexed is indexed, merged or not: the backfill adds no
+    # second entry.
+    from tortoise import Tortoise
+
+    from app.services.search_index import backend_for
+
+    await deps.extras["search_merger"].close()
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "numbat")
+    assert await search.backfill() == 0
+    pg = not database_url.startswith("sqlite")
+    await backend_for(pg).merge_pending(Tortoise.get_connection("default"))
+    assert texts(await find(client, b, "numbat")) == ["numbat"]
+
+
 def test_upgrade_fills_the_postgres_word_list_from_the_index():
     """An index written before PostgreSQL had a word list (0010): `migrate`
     lists its words, not its CJK tokens, so prefixes expand to them; so does
@@ -539,21 +576,22 @@ async def test_numbers_are_found_by_prefix_and_kept_out_of_the_word_list(client,
 
 
 async def test_the_pending_list_is_merged_in_the_background(client, deps, database_url):
-    # PostgreSQL: a new message's entries wait in GIN's pending list, where
-    # searches find them, until the merger moves them into the index.
+    # A new message's entries wait in a pending list (GIN's own on PostgreSQL,
+    # a table on SQLite), where searches find them, until the merger moves
+    # them into the index.
     from tortoise import Tortoise
 
-    from app.services.search_index import PendingListMerger
+    from app.services.search_index import PendingListMerger, backend_for
 
-    if database_url.startswith("sqlite"):
-        assert "search_merger" not in deps.extras  # FTS5 has no pending list
-        return
     conn = Tortoise.get_connection("default")
-    await conn.execute_script("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+    pg = not database_url.startswith("sqlite")
+    if pg:
+        await conn.execute_script("CREATE EXTENSION IF NOT EXISTS pgstattuple")
 
     async def pending() -> int:
         _n, rows = await conn.execute_query(
-            "SELECT pending_tuples FROM pgstatginindex('message_search_doc_gin')")
+            "SELECT pending_tuples FROM pgstatginindex('message_search_doc_gin')" if pg
+            else 'SELECT COUNT(*) FROM "message_search_pending"')
         return rows[0][0]
 
     # The server's own merger runs; stopped here so that the list fills.
@@ -564,14 +602,73 @@ async def test_the_pending_list_is_merged_in_the_background(client, deps, databa
     await say(deps, a, cid, "quokka 明天")
     assert await pending() > 0
     assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
-    merger = PendingListMerger(lambda: Tortoise.get_connection("default"))
+    if not pg:
+        # SQLite's search moved the entry into the index before it looked.
+        assert await pending() == 0
+        await say(deps, a, cid, "quokka 后天")
+        assert await pending() == 1
+    merger = PendingListMerger(lambda: Tortoise.get_connection("default"), backend_for(pg))
     merger.start()
     try:
         await until(lambda: merger.merges > 0, "the merger ran")
         assert await pending() == 0
     finally:
         await merger.close()
-    assert texts(await find(client, b, "明天 quokka")) == ["quokka 明天"]
+    assert texts(await find(client, b, "quokka")) == (
+        ["quokka 明天"] if pg else ["quokka 后天", "quokka 明天"])
+
+
+async def test_sqlite_merges_its_pending_list_a_bounded_number_at_a_time(
+        deps, database_url, monkeypatch):
+    # The writer waits while the connection merges: a round moves at most
+    # MERGE_ROWS entries, and a search's merge goes on until none are left.
+    from tortoise import Tortoise
+
+    from app.services.search_index import SqliteFts5, backend_for
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's pending list is a table of its own")
+    await deps.extras["search_merger"].close()
+    monkeypatch.setattr(SqliteFts5, "MERGE_ROWS", 2)
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    for k in range(5):
+        await say(deps, a, cid, f"wombat {k}")
+    conn = Tortoise.get_connection("default")
+    backend = backend_for(False)
+
+    async def counts() -> tuple[int, int]:
+        _n, p = await conn.execute_query('SELECT COUNT(*) FROM "message_search_pending"')
+        _n, i = await conn.execute_query('SELECT COUNT(*) FROM "message_search"')
+        return p[0][0], i[0][0]
+
+    assert await counts() == (5, 0)
+    assert await backend.merge_pending(conn) == 2
+    assert await counts() == (3, 2)
+    await backend.before_search(conn)
+    assert await counts() == (0, 5)
+    assert await backend.merge_pending(conn) == 0
+
+
+async def test_sqlite_merge_replaces_an_entry_the_index_already_has(client, deps,
+                                                                    database_url):
+    # A backfill run beside the writer may have indexed a message whose entry
+    # is still pending: the merge keeps the writer's and goes on.
+    from tortoise import Tortoise
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's pending list is a table of its own")
+    await deps.extras["search_merger"].close()
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    sent = await say(deps, a, cid, "bilby")
+    conn = Tortoise.get_connection("default")
+    await conn.execute_query('INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)',
+                             [int(sent["id"]), "stale"])
+    assert texts(await find(client, b, "bilby")) == ["bilby"]
+    _n, rows = await conn.execute_query(
+        'SELECT doc FROM "message_search" WHERE rowid = ?', [int(sent["id"])])
+    assert [r[0] for r in rows] == ["bilby"]
 
 
 async def test_one_process_merges_at_a_time_and_the_others_skip_their_round(
@@ -601,7 +698,7 @@ async def test_a_merger_that_may_not_merge_says_so_once_and_keeps_going(
     # another role logs it once and keeps trying, and nothing else breaks.
     import asyncpg
 
-    from app.services.search_index import PendingListMerger
+    from app.services.search_index import PendingListMerger, backend_for
 
     if database_url.startswith("sqlite"):
         pytest.skip("GIN's pending list is PostgreSQL's")
@@ -616,7 +713,7 @@ async def test_a_merger_that_may_not_merge_says_so_once_and_keeps_going(
             rows = await con.fetch(sql)
             return len(rows), rows
 
-    merger = PendingListMerger(AsRole)
+    merger = PendingListMerger(AsRole, backend_for(True))
     merger.start()
     try:
         await until(lambda: merger.failures >= 3, "three rounds refused")

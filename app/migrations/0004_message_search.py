@@ -22,7 +22,8 @@ async def create_search_index(apps, schema_editor) -> None:
 
 async def drop_search_index(apps, schema_editor) -> None:
     await schema_editor.client.execute_script(
-        'DROP TABLE IF EXISTS "message_search"; DROP TABLE IF EXISTS "message_search_words";')
+        'DROP TABLE IF EXISTS "message_search"; DROP TABLE IF EXISTS "message_search_words";'
+        'DROP TABLE IF EXISTS "message_search_pending";')
 
 
 class Migration(migrations.Migration):

@@ -259,6 +259,7 @@ async def _matches(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
                    columns: str = ROW_COLUMNS) -> list:
     """Up to `n` visible matches, newest first, as rows of `columns`
     (ROW_COLUMNS: what serialize_row reads)."""
+    await backend_for(pg).before_search(conn)
     if pg:
         return await _pg_page(conn, uid, terms, f, prepared, n, columns)
     return await _page(conn, pg, uid, terms, f, prepared, n, columns=columns)
@@ -550,9 +551,13 @@ async def backfill(batch: int = 2000, *, progress=None) -> int:
 
 async def _indexed(conn, pg: bool, ids: list[int]) -> set[int]:
     marks = ", ".join(f"${i}" if pg else "?" for i in range(1, len(ids) + 1))
-    col = '"message_id"' if pg else "rowid"
-    _n, rows = await conn.execute_query(
-        f'SELECT {col} FROM "message_search" WHERE {col} IN ({marks})', ids)
+    if pg:
+        sql = f'SELECT "message_id" FROM "message_search" WHERE "message_id" IN ({marks})'
+    else:  # in the index, or waiting in its pending list (search_index.SqliteFts5)
+        sql = (f'SELECT rowid FROM "message_search" WHERE rowid IN ({marks}) UNION '
+               f'SELECT "id" FROM "message_search_pending" WHERE "id" IN ({marks})')
+        ids = ids + ids
+    _n, rows = await conn.execute_query(sql, ids)
     return {r[0] for r in rows}
 
 

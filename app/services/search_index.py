@@ -33,9 +33,12 @@ visible windows (see docs/deployment.md).
 
 Writes: the message writer indexes new messages in its own transaction (see
 `sqlite_index` / the PostgreSQL write statement); recall and anything that
-changes a message's text call `reindex_message`. On PostgreSQL new entries go
-to GIN's pending list, which `PendingListMerger` merges into the index in the
-background (`PostgresTsvector.SCHEMA` says why).
+changes a message's text call `reindex_message`. On both databases new
+entries go to a pending list that `PendingListMerger` merges into the index in
+the background: GIN's own on PostgreSQL (`PostgresTsvector.SCHEMA` says why),
+a plain table on SQLite (`SqliteFts5.SCHEMA`). What is pending is searchable:
+PostgreSQL reads its pending list, and a search on SQLite merges the list
+first (`before_search`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
+
+from tortoise.transactions import in_transaction
 
 from app.services.search_text import Term, document_tokens, listed, listed_words
 from app.services.workers import Supervised
@@ -65,6 +70,12 @@ def message_texts(mtype: str, text: str, data) -> tuple[str, ...]:
         if isinstance(media, dict) and isinstance(media.get("name"), str):
             out.append(media["name"])
     return tuple(t for t in out if t)
+
+
+# SQLite: the writer's entries until PendingListMerger moves them into the
+# index (SqliteFts5.SCHEMA); id = the message's id.
+PENDING_SCHEMA_SQLITE = ('CREATE TABLE IF NOT EXISTS "message_search_pending" '
+                         '("id" INTEGER PRIMARY KEY, "doc" TEXT NOT NULL);')
 
 
 def fts_document(tokens: list[str]) -> str:
@@ -199,6 +210,18 @@ class SearchBackend(ABC):
         for w in sorted(listed_words(tokens)):
             await conn.execute_query(self.INSERT_WORD, [w])
 
+    # How often PendingListMerger merges this backend's pending list.
+    merge_every: float
+
+    @abstractmethod
+    async def merge_pending(self, conn) -> int | None:
+        """Merge (part of) the pending list into the index → how many entries or
+        pages it moved, or None when another process was merging."""
+
+    @abstractmethod
+    async def before_search(self, conn) -> None:
+        """Make every committed entry visible to the search that follows."""
+
     @abstractmethod
     def match_sql(self, terms: list[Term], p, prepared=None) -> tuple[str, str]:
         """(FROM item joined to `m`, WHERE condition) for the terms; `p(value)`
@@ -218,13 +241,20 @@ class SqliteFts5(SearchBackend):
 
     # message_search_words: every indexed word (not CJK), so a word prefix is
     # expanded into the words it stands for with one B-tree range read.
+    # message_search_pending: the writer's entries, which PendingListMerger
+    # moves into the FTS5 table many at a time. FTS5 writes a segment, its
+    # structure record and its averages at every commit, several pages each
+    # time whatever the number of rows: for the writer's small transactions
+    # that cost several times what the message itself does, where a row in a
+    # plain table costs one page shared with the rows before it.
     SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS \"message_search\" USING fts5("
               "doc, tokenize = 'unicode61 remove_diacritics 0');"
               'CREATE TABLE IF NOT EXISTS "message_search_words" ("term" TEXT PRIMARY KEY) '
-              "WITHOUT ROWID;")
+              "WITHOUT ROWID;" + PENDING_SCHEMA_SQLITE)
 
     # The writer's (sqlite_index) and the reindexer's (replace) statements.
     INSERT_DOC = 'INSERT INTO "message_search" (rowid, doc) VALUES (?, ?)'
+    INSERT_PENDING = 'INSERT INTO "message_search_pending" ("id", "doc") VALUES (?, ?)'
     INSERT_WORD = 'INSERT OR IGNORE INTO "message_search_words" ("term") VALUES (?)'
     WORD_RANGE = ('SELECT "term" FROM "message_search_words" WHERE "term" >= ?1 '
                   'AND "term" < ?2 ORDER BY "term" LIMIT ?3')
@@ -235,9 +265,45 @@ class SqliteFts5(SearchBackend):
     async def replace(self, conn, entries) -> None:
         for mid, _cid, tokens in entries:
             await conn.execute_query('DELETE FROM "message_search" WHERE rowid = ?', [mid])
+            await conn.execute_query(
+                'DELETE FROM "message_search_pending" WHERE "id" = ?', [mid])
             if tokens:
                 await conn.execute_query(self.INSERT_DOC, [mid, fts_document(tokens)])
                 await self.add_words(conn, tokens)
+
+    # Often and a bounded number at a time: the writer waits while the
+    # connection merges (the merge costs a few microseconds an entry).
+    merge_every = 0.25
+    MERGE_ROWS = 2000
+
+    async def merge_pending(self, conn) -> int:
+        _n, rows = await conn.execute_query(
+            'SELECT "id" FROM "message_search_pending" ORDER BY "id" LIMIT 1 OFFSET ?',
+            [self.MERGE_ROWS - 1])
+        if rows:
+            bound = int(rows[0][0])
+        else:
+            _n, rows = await conn.execute_query('SELECT MAX("id") FROM "message_search_pending"')
+            if rows[0][0] is None:
+                return 0
+            bound = int(rows[0][0])
+        # One transaction on the shared connection (Tortoise's lock keeps the
+        # writer out until it ends). The writer only ever adds ids above the
+        # bound: a message's id is allocated when its batch writes it.
+        async with in_transaction(conn.connection_name) as tx:
+            await tx.execute_query(
+                # OR REPLACE: an entry the index already holds for the message
+                # (a backfill that ran beside the writer) must not stop the merge.
+                'INSERT OR REPLACE INTO "message_search" (rowid, doc) SELECT "id", "doc" '
+                'FROM "message_search_pending" WHERE "id" <= ?', [bound])
+            n, _rows = await tx.execute_query(
+                'DELETE FROM "message_search_pending" WHERE "id" <= ?', [bound])
+        return n
+
+    async def before_search(self, conn) -> None:
+        # A message is searchable once acked: its entry may still be pending.
+        while await self.merge_pending(conn) >= self.MERGE_ROWS:
+            pass
 
     def match_sql(self, terms, p, prepared=None) -> tuple[str, str]:
         if nothing_matches(prepared):
@@ -323,6 +389,11 @@ class PostgresTsvector(SearchBackend):
     MERGE_PENDING = ("SELECT gin_clean_pending_list('message_search_doc_gin') "
                      f"WHERE pg_try_advisory_xact_lock({MERGE_LOCK})")
 
+    merge_every = 1.0  # what a search reads unmerged is at most this long's
+
+    async def before_search(self, conn) -> None:
+        pass  # a GIN index scan reads the pending list too
+
     async def merge_pending(self, conn) -> int | None:
         """Merge GIN's pending list into the index → the pages it emptied, or
         None when another process was merging."""
@@ -344,38 +415,35 @@ class PostgresTsvector(SearchBackend):
         return int(rows[0][0] or 0)
 
 
-# How often the pending list is merged: what a search reads unmerged is at
-# most this long's new messages.
-MERGE_SECONDS = 1.0
-
-
 class PendingListMerger(Supervised):
-    """Merges the PostgreSQL index's pending list in the background
-    (PostgresTsvector.SCHEMA says why). Every process runs one."""
+    """Merges the index's pending list in the background (PostgresTsvector.SCHEMA
+    and SqliteFts5.SCHEMA say why). Every process runs one."""
 
     name = "parley-search-merger"
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection, backend: SearchBackend) -> None:
         super().__init__()
         self._connection = connection  # () -> the database client
+        self._backend = backend
         self.merges = 0
         self.failures = 0
 
     async def _run(self) -> None:
+        backend = self._backend
         failing = False
         while not self._closed:
-            await self._sleep(MERGE_SECONDS)
+            await self._sleep(backend.merge_every)
             if self._closed:
                 return
             try:
-                if await _PG.merge_pending(self._connection()) is not None:
+                if await backend.merge_pending(self._connection()) is not None:
                     self.merges += 1
                 failing = False
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
                 self.failures += 1
                 if not failing:
                     log.warning("search index: merging the pending list failed (%s); "
-                                "retrying every %s s", type(exc).__name__, MERGE_SECONDS)
+                                "retrying every %s s", type(exc).__name__, backend.merge_every)
                 failing = True
 
 
@@ -422,15 +490,15 @@ def new_words(token_lists, known: set[str]) -> set[str]:
 
 
 def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str]) -> set[str]:
-    """Index new messages on the writer's sqlite3 connection, inside its open
-    transaction (synchronous: it runs on the connection's thread) → the words
-    it added to the word list. `known`: words the list already holds; the
-    writer adds the returned words to it once the transaction has committed
-    (`remember_words`)."""
+    """Index new messages (into the pending list) on the writer's sqlite3
+    connection, inside its open transaction (synchronous: it runs on the
+    connection's thread) → the words it added to the word list. `known`: words
+    the list already holds; the writer adds the returned words to it once the
+    transaction has committed (`remember_words`)."""
     rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
     if not rows:
         return set()
-    db.executemany(SqliteFts5.INSERT_DOC, rows)
+    db.executemany(SqliteFts5.INSERT_PENDING, rows)
     words = new_words((toks for _mid, toks in entries), known)
     if words:
         db.executemany(SqliteFts5.INSERT_WORD, [(w,) for w in words])
