@@ -159,6 +159,12 @@ class MessageWriter:
         if len(self._queue) >= self.max_pending:
             raise Busy()
         self._ensure_running()
+        if msg.search_tokens is None:
+            # Here, in the sender's coroutine, rather than in the writer's
+            # loop, whose batches are serial: the next batch waits for
+            # whatever the writer computes.
+            msg.search_tokens = item_tokens(msg.type, msg.text, msg.data) \
+                if self.index_search else []
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((msg, fut))
         self._wakeup.set()
