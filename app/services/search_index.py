@@ -277,16 +277,14 @@ class SqliteFts5(SearchBackend):
     MERGE_ROWS = 2000
 
     async def merge_pending(self, conn) -> int:
+        # The MERGE_ROWS-th pending id, else the last one.
         _n, rows = await conn.execute_query(
-            'SELECT "id" FROM "message_search_pending" ORDER BY "id" LIMIT 1 OFFSET ?',
+            'SELECT COALESCE((SELECT "id" FROM "message_search_pending" ORDER BY "id" '
+            'LIMIT 1 OFFSET ?), (SELECT MAX("id") FROM "message_search_pending"))',
             [self.MERGE_ROWS - 1])
-        if rows:
-            bound = int(rows[0][0])
-        else:
-            _n, rows = await conn.execute_query('SELECT MAX("id") FROM "message_search_pending"')
-            if rows[0][0] is None:
-                return 0
-            bound = int(rows[0][0])
+        if rows[0][0] is None:
+            return 0
+        bound = int(rows[0][0])
         # One transaction on the shared connection (Tortoise's lock keeps the
         # writer out until it ends). The writer only ever adds ids above the
         # bound: a message's id is allocated when its batch writes it.
