@@ -86,6 +86,7 @@ def plan(spec: dict):
 async def seed(spec: dict) -> dict:
     from app.services.search_index import (
         PostgresTsvector,
+        SqliteFts5,
         item_tokens,
         sqlite_index,
         tsvector_literal,
@@ -125,7 +126,7 @@ async def seed(spec: dict) -> dict:
                 for k in range(0, len(rows), chunk):
                     toks = [item_tokens("text", r[3], None) for r in rows[k:k + chunk]]
                     known |= sqlite_index(db, [(first + k + j, t) for j, t in enumerate(toks)],
-                                          known)
+                                          known, into=SqliteFts5.INSERT_DOC)
             db.execute("INSERT INTO message_search(message_search) VALUES ('optimize')")
             db.commit()
             pages1 = db.execute("PRAGMA page_count").fetchone()[0]

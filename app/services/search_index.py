@@ -487,16 +487,19 @@ def new_words(token_lists, known: set[str]) -> set[str]:
     return set().union(*(listed_words(toks) for toks in token_lists if toks)) - known
 
 
-def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str]) -> set[str]:
+def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str],
+                 into: str = SqliteFts5.INSERT_PENDING) -> set[str]:
     """Index new messages (into the pending list) on the writer's sqlite3
     connection, inside its open transaction (synchronous: it runs on the
     connection's thread) → the words it added to the word list. `known`: words
     the list already holds; the writer adds the returned words to it once the
-    transaction has committed (`remember_words`)."""
+    transaction has committed (`remember_words`). `into`: a bulk load of
+    history (scripts/bench's seed) writes straight into the index
+    (SqliteFts5.INSERT_DOC)."""
     rows = [(mid, fts_document(toks)) for mid, toks in entries if toks]
     if not rows:
         return set()
-    db.executemany(SqliteFts5.INSERT_PENDING, rows)
+    db.executemany(into, rows)
     words = new_words((toks for _mid, toks in entries), known)
     if words:
         db.executemany(SqliteFts5.INSERT_WORD, [(w,) for w in words])
