@@ -479,6 +479,26 @@ def test_upgrade_gives_sqlite_its_pending_list(tmp_path):
     con.close()
 
 
+def test_downgrade_moves_pending_entries_into_the_sqlite_index(tmp_path):
+    """Undoing 0012 keeps what was pending: those are the messages' only entries."""
+    import sqlite3
+
+    from tests.test_data_keys import MIGRATE_TO
+
+    path = tmp_path / "new.db"
+    url = f"sqlite://{path}"
+    run(["-m", "app", "migrate"], env_for(url))
+    con = sqlite3.connect(path)
+    con.execute('INSERT INTO "message_search_pending" ("id", "doc") VALUES (7, \'potoroo\')')
+    con.commit()
+    run(["-c", MIGRATE_TO, url, "models.0011_search_pending_list"], env_for(url))
+    assert con.execute("SELECT rowid FROM message_search WHERE message_search MATCH "
+                       "'potoroo'").fetchall() == [(7,)]
+    assert con.execute("SELECT COUNT(*) FROM sqlite_master "
+                       "WHERE name = 'message_search_pending'").fetchone() == (0,)
+    con.close()
+
+
 async def test_backfill_counts_pending_entries_as_indexed(client, deps, database_url):
     # What the writer indexed is indexed, merged or not: the backfill adds no
     # second entry.

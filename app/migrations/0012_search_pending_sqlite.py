@@ -23,7 +23,7 @@ async def drop_pending_list(apps, schema_editor) -> None:
     if not is_postgres(conn):
         # Its entries go into the index first: they are messages' only entries.
         await conn.execute_script(
-            'INSERT INTO "message_search" (rowid, doc) '
+            'INSERT OR REPLACE INTO "message_search" (rowid, doc) '
             'SELECT "id", "doc" FROM "message_search_pending";'
             'DROP TABLE IF EXISTS "message_search_pending"')
 
