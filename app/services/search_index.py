@@ -271,10 +271,12 @@ class SqliteFts5(SearchBackend):
                 await conn.execute_query(self.INSERT_DOC, [mid, fts_document(tokens)])
                 await self.add_words(conn, tokens)
 
-    # Often and a bounded number at a time: the writer waits while the
-    # connection merges (the merge costs a few microseconds an entry).
-    merge_every = 0.25
-    MERGE_ROWS = 2000
+    # Often and a few hundred at a time: the writer waits while the
+    # connection merges (a few microseconds an entry, and FTS5's own segment
+    # merges now and then), and a send that arrives during a long merge
+    # waits all of it.
+    merge_every = 0.05
+    MERGE_ROWS = 500
 
     async def merge_pending(self, conn) -> int:
         # The MERGE_ROWS-th pending id, else the last one.
