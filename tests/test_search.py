@@ -460,8 +460,7 @@ def test_upgrades_set_the_gin_pending_list_and_drop_the_foreign_key():
 
 
 def test_upgrade_gives_sqlite_its_pending_list(tmp_path):
-    """A SQLite database indexed before the pending list (0011): 0012 adds it,
-    and the writer's entries go there on the upgraded database."""
+    """A SQLite database indexed before the pending list (0011): 0012 adds it."""
     import sqlite3
 
     from tests.test_data_keys import MIGRATE_TO
@@ -668,6 +667,23 @@ async def test_sqlite_merges_its_pending_list_a_bounded_number_at_a_time(
     await backend.before_search(conn)
     assert await counts() == (0, 5)
     assert await backend.merge_pending(conn) == 0
+
+
+async def test_a_recall_removes_the_entry_while_it_is_still_pending(client, deps,
+                                                                    database_url):
+    # Recalled before any merge: the merge that follows must not bring it back.
+    from tortoise import Tortoise
+
+    await deps.extras["search_merger"].close()
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    sent = await say(deps, a, cid, "dunnart")
+    await messaging.recall(deps, a.user_id, messaging.MessageRef(message_id=sent["id"]))
+    if database_url.startswith("sqlite"):
+        _n, rows = await Tortoise.get_connection("default").execute_query(
+            'SELECT COUNT(*) FROM "message_search_pending"')
+        assert rows[0][0] == 0
+    assert texts(await find(client, b, "dunnart")) == []
 
 
 async def test_sqlite_merge_replaces_an_entry_the_index_already_has(client, deps,

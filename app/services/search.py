@@ -550,13 +550,12 @@ async def backfill(batch: int = 2000, *, progress=None) -> int:
 
 
 async def _indexed(conn, pg: bool, ids: list[int]) -> set[int]:
-    marks = ", ".join(f"${i}" if pg else "?" for i in range(1, len(ids) + 1))
+    marks = ", ".join(f"${i}" if pg else f"?{i}" for i in range(1, len(ids) + 1))
     if pg:
         sql = f'SELECT "message_id" FROM "message_search" WHERE "message_id" IN ({marks})'
     else:  # in the index, or waiting in its pending list (search_index.SqliteFts5)
         sql = (f'SELECT rowid FROM "message_search" WHERE rowid IN ({marks}) UNION '
                f'SELECT "id" FROM "message_search_pending" WHERE "id" IN ({marks})')
-        ids = ids + ids
     _n, rows = await conn.execute_query(sql, ids)
     return {r[0] for r in rows}
 

@@ -276,9 +276,6 @@ class MessageWriter:
 
     async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
         items = [m for m, _ in batch]
-        if not self.index_search:
-            for it in items:
-                it.search_tokens = []
         self._current = batch
         try:
             results = await write_batch(items, con)
