@@ -392,7 +392,8 @@ def print_table(results, scenarios) -> None:
             srv = at.get("server_cpu_pct", r.get("idle_cpu_pct", ""))
             unit = {"s1": "msg/s", "s2": "group msg/s", "s3": "KB/conn", "s4": "ms p99/page",
                     "s5": "s catch-up", "flood": "ms victim ack p99",
-                    "s6": "ms p99 worst class", "s1-noindex": "msg/s",
+                    "s6": "ms p99 worst class", "s6-trgm": "× p99 trgm/ours",
+                    "s1-noindex": "msg/s",
                     "s1-delivered": "msg/s", "cpu": "µs CPU/msg", "cpu-delivered": "µs CPU/msg",
                     "cpu-noindex": "µs CPU/msg",
                     "login": "sign-ins/s", "media": "MB/s down", "media-plain": "MB/s down",

@@ -358,7 +358,7 @@ class ParleyTarget(Target):
     key = "parley-sqlite"
     title = "Parley (python -m app serve), SQLite"
     scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "s2plan",
-                 "pushworker", "s6", "s1-noindex", "cpu", "cpu-noindex", "s1-delivered",
+                 "pushworker", "s6", "s6-trgm", "s1-noindex", "cpu", "cpu-noindex", "s1-delivered",
                  "cpu-delivered", "login", "media", "media-plain")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1

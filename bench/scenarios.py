@@ -1048,14 +1048,10 @@ SEARCH_QUERIES = {
 }
 
 
-async def s6_search(target, env, cfg: Config, log) -> dict:
-    """Message search on generated mixed Chinese/English history: M messages over K
-    conversations, the searching user a member of J of them (direct chats and groups);
-    C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
-    one query class at a time (1-char CJK, 2-char CJK, an English word, two terms).
-    Reports p99 per class, index bytes per message (seeded through the app's own
-    tokenizer), and how many searches failed (lost)."""
-    _needs_parley(target, "S6")
+async def _s6_seed(target, env, cfg: Config, log):
+    """S6's users and conversations, provisioned through the target, and M messages
+    of generated history over them, indexed → (the reader's client specs, the
+    seed's report, seconds it took, the reader's conversation ids)."""
     m, k, j, c = (cfg.search_messages, cfg.search_conversations, cfg.search_member_of,
                   cfg.search_clients)
     n_groups = max(1, j // 4)
@@ -1066,7 +1062,6 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     pairs += [(f"o{i}", f"o{i + 1}") for i in range(0, 2 * n_other, 2)]
     groups = {f"sg{i}": ["q0", *(f"p{(i + d) % max(1, n_direct)}" for d in range(4))]
               for i in range(n_groups)}
-    rec = Recorder()
     t0 = time.monotonic()
     # Clients q1… are more sockets of the same person: they sign in as q0.
     await target.provision(env, specs, pairs=pairs, groups=groups)
@@ -1087,6 +1082,21 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     seed_s = round(time.monotonic() - t0, 2)
     log(f"    {m:,} messages over {len(convs):,} conversations seeded and indexed in "
         f"{seed_s}s; index {seeded['index_bytes_per_message']} B/message")
+    mine = [cid for cid, members in convs.items() if ids["q0"] in members]
+    return specs, seeded, seed_s, mine
+
+
+async def s6_search(target, env, cfg: Config, log) -> dict:
+    """Message search on generated mixed Chinese/English history: M messages over K
+    conversations, the searching user a member of J of them (direct chats and groups);
+    C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
+    one query class at a time (1-char CJK, 2-char CJK, an English word, two terms).
+    Reports p99 per class, index bytes per message (seeded through the app's own
+    tokenizer), and how many searches failed (lost)."""
+    _needs_parley(target, "S6")
+    c = cfg.search_clients
+    specs, seeded, seed_s, _mine = await _s6_seed(target, env, cfg, log)
+    rec = Recorder()
     clients, errors = await open_many(target.protocol, env.host, target.port_for, specs, rec,
                                       concurrency=cfg.connect_concurrency)
     if errors:
@@ -1131,7 +1141,8 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     worst = max((v["p99_ms"] or 0) for v in classes.values()) if classes else None
     empty = sorted(q for qs in SEARCH_QUERIES.values() for q in qs if not found.get(q))
     return {"metric": "search p99 ms, worst query class", "value": worst,
-            "messages": m, "conversations": len(convs), "member_of": j, "clients": c,
+            "messages": cfg.search_messages, "conversations": cfg.search_conversations,
+            "member_of": cfg.search_member_of, "clients": c,
             "seed_s": seed_s, "seed": seeded, "classes": classes, "target_p99_ms": 50.0,
             "pass": worst is not None and worst <= 50.0, "queries_without_results": empty,
             "index_bytes_per_message": seeded["index_bytes_per_message"],
@@ -1148,6 +1159,157 @@ async def cpu_no_index(target, env, cfg: Config, log) -> dict:
     """The "cpu" scenario on a server started with SEARCH_INDEX=false: what the
     search index costs per message in server CPU (compare with "cpu")."""
     return await cpu_per_message(target, env, cfg, log)
+
+
+# -- S6's index design against pg_trgm ------------------------------------------------------
+class _PgClient:
+    """asyncpg behind the one method of Tortoise's client that
+    SearchBackend.prepare calls."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    async def execute_query(self, sql: str, params: list):
+        rows = await self.conn.fetch(sql, *params)
+        return len(rows), rows
+
+
+# Beyond S6's classes: terms no message holds, the worst case for a plan that
+# walks the newest messages and filters them (pg_trgm has no trigram to look up
+# in a one- or two-character term).
+TRGM_EXTRA_QUERIES = {"absent": ["鲸", "鲸鱼", "zebra"]}
+
+
+def _plan_outline(plan_json) -> str:
+    """EXPLAIN (FORMAT JSON) → its nodes, outermost first, with the index each
+    scan used: "Limit > Index Scan (messages_pkey)"."""
+    plan = (json.loads(plan_json) if isinstance(plan_json, str) else plan_json)[0]["Plan"]
+    out = []
+    stack = [plan]
+    while stack:
+        node = stack.pop(0)
+        name = node["Node Type"]
+        if node.get("Index Name"):
+            name += f" ({node['Index Name']})"
+        out.append(name)
+        stack.extend(node.get("Plans") or [])
+    return " > ".join(out)
+
+
+def _like_literal(term: str) -> str:
+    """One query term as a quoted `LIKE '%…%'` pattern (literal, not a parameter,
+    for the reason PostgresTsvector.match_sql gives)."""
+    esc = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "'%" + esc.replace("'", "''") + "%'"
+
+
+async def s6_trgm(target, env, cfg: Config, log) -> dict:
+    """S6's history and queries at the database, two index designs side by side:
+    the shipped one (a tsvector of Latin words, CJK characters and CJK bigrams,
+    GIN) and the pg_trgm GIN index on the lower-cased text that the issue
+    suggested (queried with LIKE '%term%' per term). Each query is one statement,
+    the reader's newest 20 matches in their conversations, from C concurrent
+    connections in a closed loop, one class at a time, each design in turn;
+    visibility rules and the server are left out of both. Reports p50/p99 per
+    class and design, the trigram index's size and build time."""
+    _needs_parley(target, "S6")
+    if not target.db_url.startswith("postgres"):
+        raise NotApplicable("pg_trgm is PostgreSQL's")
+    import asyncpg
+
+    from app.services.search_index import PostgresTsvector, nothing_matches, tsquery_sql
+    from app.services.search_text import parse_query
+
+    _specs, seeded, seed_s, mine = await _s6_seed(target, env, cfg, log)
+    url = target.db_url.replace("postgres://", "postgresql://", 1)
+    mine_uuids = [uuid.UUID(c) for c in mine]
+    conns = [await asyncpg.connect(url) for _ in range(cfg.search_clients)]
+    try:
+        admin = conns[0]
+        t0 = time.monotonic()
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        await admin.execute("SET maintenance_work_mem = '512MB'")
+        await admin.execute('CREATE INDEX "bench_messages_trgm" ON "messages" '
+                            'USING GIN (lower("text") gin_trgm_ops)')
+        await admin.execute('ANALYZE "messages"')
+        build_s = round(time.monotonic() - t0, 2)
+        trgm_bytes = await admin.fetchval("SELECT pg_relation_size('bench_messages_trgm')")
+        per_msg = round(trgm_bytes / max(1, cfg.search_messages), 1)
+        # The shipped index is a table of documents and its GIN index; the GIN
+        # index alone is what compares with pg_trgm's.
+        gin_per_msg = round(await admin.fetchval(
+            "SELECT pg_relation_size('message_search_doc_gin')")
+            / max(1, cfg.search_messages), 1)
+        log(f"    pg_trgm GIN built in {build_s}s: {per_msg} B/message (the shipped "
+            f"index: {seeded['index_bytes_per_message']}, its GIN index {gin_per_msg})")
+        backend = PostgresTsvector()
+
+        async def shipped_sql(q: str) -> str:
+            terms = parse_query(q)
+            prepared = await backend.prepare(_PgClient(admin), terms)
+            match = ("false" if nothing_matches(prepared)  # as the app: no statement
+                     else f'"doc" @@ {tsquery_sql(terms, prepared)}')
+            return ('SELECT "message_id" FROM "message_search" '
+                    f'WHERE "conversation_id" = ANY($1::uuid[]) AND {match} '
+                    'ORDER BY "message_id" DESC LIMIT 20')
+
+        def trgm_sql(q: str) -> str:
+            likes = " AND ".join(f'lower("text") LIKE {_like_literal(t)}'
+                                 for t in q.lower().split())
+            return ('SELECT "id" FROM "messages" WHERE "conversation_id" = ANY($1::uuid[]) '
+                    f'AND {likes} ORDER BY "id" DESC LIMIT 20')
+
+        queries_by_class = {**SEARCH_QUERIES, **TRGM_EXTRA_QUERIES}
+        every = [q for qs in queries_by_class.values() for q in qs]
+        designs = {"shipped": {q: await shipped_sql(q) for q in every},
+                   "trgm": {q: trgm_sql(q) for q in every}}
+        plans = {d: {q: _plan_outline(await admin.fetchval(
+                     "EXPLAIN (FORMAT JSON) " + sql, mine_uuids)) for q, sql in sqls.items()}
+                 for d, sqls in designs.items()}
+        classes: dict = {}
+        found: dict = {}
+        for name, queries in queries_by_class.items():
+            for design, sqls in designs.items():
+                lats: list[int] = []
+                end = time.monotonic() + cfg.search_s
+
+                async def loop(i, conn, queries=queries, sqls=sqls, end=end, lats=lats,
+                               design=design):
+                    n = i
+                    while time.monotonic() < end:
+                        q = queries[n % len(queries)]
+                        t = now_us()
+                        rows = await conn.fetch(sqls[q], mine_uuids)
+                        lats.append(now_us() - t)
+                        found[(design, q)] = len(rows)
+                        n += 1
+
+                await asyncio.gather(*(loop(i, c) for i, c in enumerate(conns)))
+                classes.setdefault(name, {})[design] = {
+                    **percentiles(lats), "per_s": round(len(lats) / cfg.search_s, 1)}
+                r = classes[name][design]
+                log(f"    {name} {design}: p50={r['p50_ms']} p99={r['p99_ms']}ms "
+                    f"({r['per_s']}/s, {len(conns)} connections); plans: "
+                    + "; ".join(sorted({plans[design][q] for q in queries})))
+        # The two designs match differently (a trigram is found inside a word, a word
+        # of the shipped index only at a word's start), so the counts are a sanity
+        # check that both found something, not an equality.
+        empty = sorted(f"{d}:{q}" for (d, q), n in found.items() if not n)
+    finally:
+        for c in conns:
+            await c.close()
+    ratios = {name: round(v["trgm"]["p99_ms"] / v["shipped"]["p99_ms"], 2)
+              for name, v in classes.items()
+              if v["trgm"]["p99_ms"] and v["shipped"]["p99_ms"]}
+    worst = {d: max(v[d]["p99_ms"] or 0 for v in classes.values())
+             for d in ("shipped", "trgm")}
+    return {"metric": "p99 ms worst class, pg_trgm / shipped", "value":
+            round(worst["trgm"] / worst["shipped"], 2) if worst["shipped"] else None,
+            "worst_p99_ms": worst, "p99_ratio_trgm_over_shipped": ratios,
+            "classes": classes, "plans": plans, "seed_s": seed_s, "trgm_build_s": build_s,
+            "index_bytes_per_message": {"shipped": seeded["index_bytes_per_message"],
+                                        "shipped_gin": gin_per_msg, "trgm": per_msg},
+            "queries_without_results": empty, "lost": 0}
 
 
 # -- CPU per delivered message: S1 pairs at a fixed rate, spread over the processes ------
@@ -1380,6 +1542,7 @@ SCENARIOS = {
     "s2plan": ("S2, half offline and subscribed, pushes queued but not sent here", s2_plan),
     "pushworker": ("Push worker to a local sink", push_worker),
     "s6": ("S6 search", s6_search),
+    "s6-trgm": ("S6's queries at the database: the shipped index against pg_trgm", s6_trgm),
     "s1-noindex": ("S1 one-to-one without the search index", s1_no_index),
     "s1-delivered": ("S1 one-to-one with delivered receipts", s1_delivered),
     "cpu-delivered": ("CPU per delivered message, with delivered receipts", cpu_delivered),
