@@ -302,18 +302,27 @@ def keep_postgres_off(server_cpu: int | None) -> dict:
         if not cores:
             raise OSError("no core left besides the server's")
         everywhere = set(range(os.cpu_count() or 1))
+        moved = 0
         for pid in tree:
-            saved = os.sched_getaffinity(pid)
+            try:
+                saved = os.sched_getaffinity(pid)
+                os.sched_setaffinity(pid, cores)
+            except ProcessLookupError:
+                # A backend that ended since the listing (psql's own, a closing
+                # client's) needs no place; the postmaster's end is an error.
+                if pid == tree[0]:
+                    raise
+                continue
             # Already restricted the same way: another bench run is moving it; give it
             # back to every core afterwards rather than keep that run's restriction.
             _pg_saved_affinity[pid] = everywhere if saved == cores else saved
-            os.sched_setaffinity(pid, cores)
+            moved += 1
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
         restore_postgres()
         pg_placement.update(postgres_cpus=None,
                             note=f"PostgreSQL not moved off the server core ({exc!r})")
     else:
-        pg_placement.update(postgres_cpus=sorted(cores), postgres_processes=len(tree))
+        pg_placement.update(postgres_cpus=sorted(cores), postgres_processes=moved)
     return pg_placement
 
 
