@@ -403,7 +403,7 @@ def print_table(results, scenarios) -> None:
             if v is None:
                 rows.append((sid, key, "none passed", unit, "", "", "", "", "", ""))
                 continue
-            if sid in ("s4", "s5", "flood", "s6"):
+            if sid in ("s4", "s5", "flood", "s6", "s6-trgm"):
                 p99 = (r.get("socketio") or {}).get("p99_ms", "") if sid == "s4" else ""
                 if sid == "flood":  # the victims' ack p99 without the flooder, for the ratio
                     p99 = f"alone {r.get('victim_ack_p99_ms_alone')}"
