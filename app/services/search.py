@@ -138,13 +138,21 @@ def _ts_param(pg: bool, value: datetime):
 
 
 def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
-                 prepared=None) -> tuple[str, str]:
-    """(FROM … joins, WHERE …) of the messages `user_id` may find for `terms`."""
+                 prepared=None) -> tuple[str, str, str]:
+    """(FROM … joins, WHERE …, the id column to order by) of the messages
+    `user_id` may find for `terms`."""
     backend = backend_for(pg)
     u = p(user_id if pg else str(user_id), "::uuid" if pg else "")
-    join, match = backend.match_sql(terms, p, prepared)
+    if f.ids:
+        # PostgreSQL's candidates matched the index a moment ago: only the
+        # visibility rule is left to check, and without the tsquery literal
+        # the statement's text is the same for every search, so PostgreSQL
+        # plans it once instead of once per search.
+        join, match, id_column = "", None, 'm."id"'
+    else:
+        join, match = backend.match_sql(terms, p, prepared)
+        id_column = backend.id_column
     where = [
-        match,
         'm."seq" > mb."visible_from_seq"',
         '(mb."left_seq" IS NULL OR m."seq" <= mb."left_seq")',
         'm."recalled_at" IS NULL',
@@ -164,18 +172,20 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
         where.append(f'm."created_at" >= {p(_ts_param(pg, f.after))}')
     if f.before is not None:
         where.append(f'm."created_at" < {p(_ts_param(pg, f.before))}')
+    if match is not None:
+        where.insert(0, match)
     if f.below_id is not None:
-        where.append(f'{backend.id_column} < {p(f.below_id)}')
+        where.append(f'{id_column} < {p(f.below_id)}')
     if f.above_id is not None:
-        where.append(f'{backend.id_column} > {p(f.above_id)}')
+        where.append(f'{id_column} > {p(f.above_id)}')
     if f.ids:  # PostgreSQL only: the candidates of _pg_page
-        where.append(f'{backend.id_column} = ANY({p(list(f.ids), "::bigint[]")})')
+        where.append(f'{id_column} = ANY({p(list(f.ids), "::bigint[]")})')
     frm = (
         f'"messages" m {join} '
         'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
         f'AND mb."user_id" = {u}'
     )
-    return frm, " AND ".join(where)
+    return frm, " AND ".join(where), id_column
 
 
 def _reply_join(u_param: str) -> str:
@@ -272,9 +282,9 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
     matches from the GIN index and sorts them instead of walking the primary
     key backwards."""
     p = _Params(pg)
-    frm, where = _visible_sql(pg, uid, terms, f, p, prepared)
+    frm, where, id_column = _visible_sql(pg, uid, terms, f, p, prepared)
     u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
-    order = backend_for(pg).id_column + ("" if by_index else " + 0")
+    order = id_column + ("" if by_index else " + 0")
     reply = _reply_join(u) if columns == ROW_COLUMNS else ""
     sql = (f"SELECT {columns} FROM {frm} {reply} WHERE {where} "
            f"ORDER BY {order} DESC LIMIT {p(n)}")
