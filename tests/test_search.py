@@ -230,6 +230,61 @@ async def test_older_visible_matches_behind_many_invisible_ones(client, deps, mo
     assert len((await find(client, b, "苹果", limit="50"))["results"]) == 12
 
 
+def test_walk_may_fill_only_where_the_statistics_say_the_terms_are_common():
+    from app.services.search_index import TokenStats
+
+    stats = TokenStats({"的": 0.2, "明天": 0.05, "meeting": 0.05, "meetings": 0.01,
+                        "天": 0.1}, floor=0.001)
+    terms = search.parse_terms
+    assert search.walk_may_fill(terms("的"), {}, None, 100, 29)  # never analysed: walk
+    assert search.walk_may_fill(terms("的"), {}, stats, 200, 29)
+    assert not search.walk_may_fill(terms("的"), {}, stats, 100, 29)
+    assert not search.walk_may_fill(terms("鲸"), {}, stats, 20_000, 29)  # unlisted
+    # An AND is no more common than its rarest term; a phrase than its rarest bigram.
+    assert not search.walk_may_fill(terms("明天 鲸"), {}, stats, 20_000, 29)
+    assert search.walk_may_fill(terms("明天 的"), {}, stats, 2_000, 29)
+    assert not search.walk_may_fill(terms("明天鲸"), {}, stats, 20_000, 29)
+    # A word stands for the words it is a prefix of; unexpanded, it may be any.
+    meet = terms("meet")
+    assert search.walk_may_fill(meet, {meet[0]: ["meeting", "meetings"]}, stats, 500, 29)
+    assert not search.walk_may_fill(meet, {meet[0]: ["meetings"]}, stats, 500, 29)
+    assert search.walk_may_fill(meet, {meet[0]: None}, stats, 29, 29)
+
+
+async def test_rare_terms_go_to_the_gin_index_without_walking(client, deps, database_url,
+                                                              monkeypatch):
+    from tortoise import Tortoise
+
+    from app.services.search_index import PostgresTsvector
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("the walk and the GIN pass are PostgreSQL's")
+    monkeypatch.setattr(PostgresTsvector, "stats_every", 0.0)
+    monkeypatch.setattr(search, "PG_WINDOW", 100)
+    walks: list[bool] = []
+    real = search._pg_candidates
+
+    async def noted(conn, conversations, terms, prepared, top, floor, k, walking):
+        walks.append(walking)
+        return await real(conn, conversations, terms, prepared, top, floor, k, walking)
+
+    monkeypatch.setattr(search, "_pg_candidates", noted)
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    rare = [(await say(deps, a, cid, f"{i} 稀有 常见"))["id"] for i in range(3)]
+    for i in range(40):
+        await say(deps, a, cid, f"{i} 常见")
+    await Tortoise.get_connection("default").execute_query('ANALYZE "message_search"')
+
+    out = await find(client, b, "稀有")
+    assert [r["message"]["id"] for r in out["results"]] == rare[::-1]
+    assert walks == [False]  # 3 in 43 entries: too rare to fill a page in 100
+    walks.clear()
+    out = await find(client, b, "常见", limit="2")
+    assert texts(out) == ["39 常见", "38 常见"]
+    assert walks[0] is True
+
+
 async def test_file_names_and_backfill_and_reindex(client, deps):
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)

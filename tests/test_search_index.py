@@ -1,9 +1,9 @@
-"""The PostgreSQL index entry as a tsvector literal."""
+"""The PostgreSQL index entry as a tsvector literal, and the index's statistics."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from app.services.search_index import tsvector_literal
+from app.services.search_index import token_stats_from, tsvector_literal
 
 
 def _literal_the_slow_way(tokens: list[str]) -> str:
@@ -29,3 +29,14 @@ def test_positions_past_postgres_limit_are_capped_and_at_most_256_kept():
     lit = tsvector_literal(tokens)
     assert lit == _literal_the_slow_way(tokens)
     assert lit.endswith("'y':16383") and lit.split(" ")[0].count(",") == 255
+
+
+def test_token_stats_read_pg_stats_arrays():
+    # A tsvector's most_common_elem_freqs end with the lowest and highest
+    # frequency; the lowest is what an unlisted token is rarer than.
+    stats = token_stats_from(["的", "meeting"], [0.4, 0.05, 0.05, 0.4])
+    assert stats.frequency("的") == 0.4 and stats.frequency("meeting") == 0.05
+    assert stats.frequency("鲸") == 0.05
+    assert token_stats_from(["a", "b"], [0.3, 0.2]).frequency("c") == 0.2
+    assert token_stats_from(None, None) is None  # never analysed
+    assert token_stats_from(["a", "b"], [0.3]) is None

@@ -37,6 +37,7 @@ from app.services.history import ROW_COLUMNS, serialize_row
 from app.services.search_index import (
     SEARCHABLE_TYPES,
     Filters,
+    TokenStats,
     backend_for,
     item_tokens,
     message_texts,
@@ -302,6 +303,32 @@ PG_WINDOW_AND = 2_000
 PG_SLACK = 8
 
 
+def term_frequency(term: search_text.Term, prepared: dict | None, stats: TokenStats) -> float:
+    """The share of index entries expected to match one term: a word stands
+    for the indexed words it is a prefix of, a longer CJK term for a phrase
+    that cannot be more common than its rarest bigram."""
+    if term.prefix:
+        known = (prepared or {}).get(term)
+        if known is None:  # queried as a prefix: no telling how many words
+            return 1.0
+        return min(1.0, sum(stats.frequency(w) for w in known))
+    return min(stats.frequency(tok) for tok in term.tokens())
+
+
+def walk_may_fill(terms, prepared: dict | None, stats: TokenStats | None, window: int,
+                  k: int) -> bool:
+    """Whether walking the newest `window` index entries can be expected to
+    find `k` matches. Counted as if every entry were the reader's and as if
+    all terms matched wherever the rarest does, so it errs towards walking:
+    below that, the walk would read its whole window and find too few, and
+    the GIN index gathers a rare term's few matches at once. Without
+    statistics (a table never analysed), walk."""
+    if stats is None:
+        return True
+    rarest = min(term_frequency(t, prepared, stats) for t in terms)
+    return window * rarest >= k
+
+
 async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
                    columns: str = ROW_COLUMNS) -> list:
     """Up to `n` visible matches, newest first.
@@ -311,7 +338,9 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
     the GIN index is the reverse (it gathers every match, then sorts). So
     candidates come from `message_search` alone, restricted to the reader's
     conversations: first by walking the newest PG_WINDOW entries, then, if
-    the page is not full, from the GIN index below them. Only the candidates
+    the page is not full, from the GIN index below them; a term that the
+    index's statistics show too rare to fill the page in that window goes to
+    the GIN index at once (`walk_may_fill`). Only the candidates
     are joined to messages and memberships for the visibility rule, so the
     planner never has to guess how many of a term's matches one reader sees.
     Filters on the message itself (sender, type, dates) are answered by one
@@ -324,8 +353,10 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
     if not conversations:
         return []
     single = len(terms) == 1 and len(terms[0].tokens()) == 1
-    floor = max(0, top - (PG_WINDOW if single else PG_WINDOW_AND))
-    walking = True
+    window = PG_WINDOW if single else PG_WINDOW_AND
+    floor = max(0, top - window)
+    stats = await backend_for(True).token_stats(conn)
+    walking = walk_may_fill(terms, prepared, stats, window, n + PG_SLACK)
     out: list = []
     pending: tuple[int, ...] = ()
     while len(out) < n:

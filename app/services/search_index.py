@@ -44,6 +44,7 @@ first (`before_search`).
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -413,6 +414,52 @@ class PostgresTsvector(SearchBackend):
         _n, rows = await conn.execute_query(
             "SELECT pg_total_relation_size('message_search')")
         return int(rows[0][0] or 0)
+
+    # ANALYZE's most common elements of `doc` and their frequencies (for a
+    # tsvector the frequencies end with the lowest and highest of them).
+    STATS = ("SELECT most_common_elems::text::text[], most_common_elem_freqs "
+             "FROM pg_stats WHERE schemaname = current_schema() "
+             "AND tablename = 'message_search' AND attname = 'doc'")
+    # They change only when the table is analysed, so a process reads them
+    # at most this often.
+    stats_every = 60.0
+
+    async def token_stats(self, conn) -> TokenStats | None:
+        """How common the index's tokens are, as of the last ANALYZE; None
+        before the table was first analysed."""
+        now = time.monotonic()
+        cached = _token_stats.get(conn)
+        if cached is not None and now - cached[0] < self.stats_every:
+            return cached[1]
+        _n, rows = await conn.execute_query(self.STATS)
+        stats = token_stats_from(rows[0][0], rows[0][1]) if rows else None
+        _token_stats[conn] = (now, stats)
+        return stats
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """The share of index entries holding each common token; a token not
+    listed is rarer than `floor`, the least common one listed."""
+
+    freqs: dict[str, float]
+    floor: float
+
+    def frequency(self, token: str) -> float:
+        return self.freqs.get(token, self.floor)
+
+
+def token_stats_from(elems, freqs) -> TokenStats | None:
+    if not elems or not freqs or len(freqs) < len(elems):
+        return None
+    listed_freqs = [float(f) for f in freqs[:len(elems)]]
+    floor = float(freqs[len(elems)]) if len(freqs) > len(elems) else min(listed_freqs)
+    return TokenStats(dict(zip(elems, listed_freqs, strict=True)), floor)
+
+
+# Per database client: (when read, its TokenStats or None). Weak, as
+# _known_words.
+_token_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class PendingListMerger(Supervised):
