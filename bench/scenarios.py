@@ -1046,6 +1046,11 @@ SEARCH_QUERIES = {
     "two_terms": ["明天 meeting", "project 时间", "会议 report", "周末 coffee", "代码 bug",
                   "deploy 服务器"],
 }
+# Reported beside the issue's four classes, not part of S6's target: terms in
+# a few hundred of the million messages (bigrams that the generator makes only
+# across a word boundary) or in none. A rare term is where a plan that walks
+# the newest messages reads the most for the least.
+SEARCH_EXTRA_QUERIES = {"rare": ["题的", "饭没", "鲸", "鲸鱼"]}
 
 
 async def _s6_seed(target, env, cfg: Config, log):
@@ -1090,8 +1095,8 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     """Message search on generated mixed Chinese/English history: M messages over K
     conversations, the searching user a member of J of them (direct chats and groups);
     C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
-    one query class at a time (1-char CJK, 2-char CJK, an English word, two terms).
-    Reports p99 per class, index bytes per message (seeded through the app's own
+    one query class at a time (1-char CJK, 2-char CJK, an English word, two terms),
+    then rare terms (SEARCH_EXTRA_QUERIES, not in the target). Reports p99 per class, index bytes per message (seeded through the app's own
     tokenizer), and how many searches failed (lost)."""
     _needs_parley(target, "S6")
     c = cfg.search_clients
@@ -1119,7 +1124,7 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
         for cl in clients:  # warm-up, not reported
             for qs in SEARCH_QUERIES.values():
                 await one(cl, qs[0])
-        for name, queries in SEARCH_QUERIES.items():
+        for name, queries in {**SEARCH_QUERIES, **SEARCH_EXTRA_QUERIES}.items():
             lats: list[int] = []
             meter = CpuMeter(target.pids)
             end = time.monotonic() + cfg.search_s
@@ -1138,7 +1143,8 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
                 f"({classes[name]['per_s']}/s, {c} clients, srv {cpu.get('server_cpu_pct')}%)")
     finally:
         await close_all(clients)
-    worst = max((v["p99_ms"] or 0) for v in classes.values()) if classes else None
+    worst = max(((classes[k]["p99_ms"] or 0) for k in SEARCH_QUERIES if k in classes),
+                default=None)
     empty = sorted(q for qs in SEARCH_QUERIES.values() for q in qs if not found.get(q))
     return {"metric": "search p99 ms, worst query class", "value": worst,
             "messages": cfg.search_messages, "conversations": cfg.search_conversations,
