@@ -1046,11 +1046,14 @@ SEARCH_QUERIES = {
     "two_terms": ["明天 meeting", "project 时间", "会议 report", "周末 coffee", "代码 bug",
                   "deploy 服务器"],
 }
+# CJK terms no generated message holds: the worst case for a plan that walks the
+# newest messages and filters them.
+ABSENT_TERMS = ["鲸", "鲸鱼"]
 # Reported beside the issue's four classes, not part of S6's target: terms in
 # a few hundred of the million messages (bigrams that the generator makes only
 # across a word boundary) or in none. A rare term is where a plan that walks
 # the newest messages reads the most for the least.
-SEARCH_EXTRA_QUERIES = {"rare": ["题的", "饭没", "鲸", "鲸鱼"]}
+SEARCH_EXTRA_QUERIES = {"rare": ["题的", "饭没", *ABSENT_TERMS]}
 
 
 async def _s6_seed(target, env, cfg: Config, log):
@@ -1096,8 +1099,9 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     conversations, the searching user a member of J of them (direct chats and groups);
     C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
     one query class at a time (1-char CJK, 2-char CJK, an English word, two terms),
-    then rare terms (SEARCH_EXTRA_QUERIES, not in the target). Reports p99 per class, index bytes per message (seeded through the app's own
-    tokenizer), and how many searches failed (lost)."""
+    then rare terms (SEARCH_EXTRA_QUERIES, not in the target). Reports p99 per
+    class, index bytes per message (seeded through the app's own tokenizer), and
+    how many searches failed (lost)."""
     _needs_parley(target, "S6")
     c = cfg.search_clients
     specs, seeded, seed_s, _mine = await _s6_seed(target, env, cfg, log)
@@ -1180,10 +1184,9 @@ class _PgClient:
         return len(rows), rows
 
 
-# Beyond S6's classes: terms no message holds, the worst case for a plan that
-# walks the newest messages and filters them (pg_trgm has no trigram to look up
+# Beyond S6's classes: terms no message holds (pg_trgm has no trigram to look up
 # in a one- or two-character term).
-TRGM_EXTRA_QUERIES = {"absent": ["鲸", "鲸鱼", "zebra"]}
+TRGM_EXTRA_QUERIES = {"absent": [*ABSENT_TERMS, "zebra"]}
 
 
 def _plan_outline(plan_json) -> str:
