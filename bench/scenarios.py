@@ -1054,6 +1054,10 @@ ABSENT_TERMS = ["鲸", "鲸鱼"]
 # across a word boundary) or in none. A rare term is where a plan that walks
 # the newest messages reads the most for the least.
 SEARCH_EXTRA_QUERIES = {"rare": ["题的", "饭没", *ABSENT_TERMS]}
+# Also reported, not in the target: common terms searched by people with one
+# direct chat each (most of S6's users), C of them at once. Their few hundred
+# messages hold few of a common term's many matches in everyone's history.
+ONE_CHAT_QUERIES = ["天", "好", "明天", "meeting", "明天 meeting", "会"]
 
 
 async def _s6_seed(target, env, cfg: Config, log):
@@ -1099,9 +1103,10 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
     conversations, the searching user a member of J of them (direct chats and groups);
     C clients of that user run ``search:messages`` {q, limit: 20} in a closed loop,
     one query class at a time (1-char CJK, 2-char CJK, an English word, two terms),
-    then rare terms (SEARCH_EXTRA_QUERIES, not in the target). Reports p99 per
-    class, index bytes per message (seeded through the app's own tokenizer), and
-    how many searches failed (lost)."""
+    then rare terms (SEARCH_EXTRA_QUERIES), then common terms searched by C users
+    with one direct chat each (ONE_CHAT_QUERIES); the last two are not in the
+    target. Reports p99 per class, index bytes per message (seeded through the
+    app's own tokenizer), and how many searches failed (lost)."""
     _needs_parley(target, "S6")
     c = cfg.search_clients
     specs, seeded, seed_s, _mine = await _s6_seed(target, env, cfg, log)
@@ -1128,12 +1133,12 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
         for cl in clients:  # warm-up, not reported
             for qs in SEARCH_QUERIES.values():
                 await one(cl, qs[0])
-        for name, queries in {**SEARCH_QUERIES, **SEARCH_EXTRA_QUERIES}.items():
+        async def run_class(name, queries, clients) -> None:
             lats: list[int] = []
             meter = CpuMeter(target.pids)
             end = time.monotonic() + cfg.search_s
 
-            async def loop(i, cl, queries=queries, end=end, lats=lats):
+            async def loop(i, cl):
                 n = i
                 while time.monotonic() < end:
                     lats.append(await one(cl, queries[n % len(queries)]))
@@ -1144,7 +1149,21 @@ async def s6_search(target, env, cfg: Config, log) -> dict:
             classes[name] = {**percentiles(lats), "per_s": round(len(lats) / cfg.search_s, 1),
                              **cpu}
             log(f"    {name}: p50={classes[name]['p50_ms']} p99={classes[name]['p99_ms']}ms "
-                f"({classes[name]['per_s']}/s, {c} clients, srv {cpu.get('server_cpu_pct')}%)")
+                f"({classes[name]['per_s']}/s, {len(clients)} clients, "
+                f"srv {cpu.get('server_cpu_pct')}%)")
+
+        for name, queries in {**SEARCH_QUERIES, **SEARCH_EXTRA_QUERIES}.items():
+            await run_class(name, queries, clients)
+        others = [(f"o{2 * i}", None) for i in range(c)
+                  if f"o{2 * i}" in target.protocol.tokens]
+        if others:
+            await close_all(clients)
+            clients, errors = await open_many(target.protocol, env.host, target.port_for,
+                                              others, rec, concurrency=cfg.connect_concurrency)
+            if errors:
+                raise RuntimeError(f"{len(errors)} one-chat clients failed to connect: "
+                                   f"{errors[0]}")
+            await run_class("one_chat", ONE_CHAT_QUERIES, clients)
     finally:
         await close_all(clients)
     worst = max(((classes[k]["p99_ms"] or 0) for k in SEARCH_QUERIES if k in classes),

@@ -23,6 +23,30 @@ def settings_overrides():
     return {"search_rate_limit": "100000/60"}
 
 
+@pytest.fixture(params=["walk", "mine"])
+def candidates(request, monkeypatch, database_url):
+    """PostgreSQL's sources of candidates: the newest index entries, then the
+    GIN index (what an index never analysed takes), or the reader's own
+    conversations, forced here whatever the statistics would choose."""
+    if request.param == "walk":
+        yield request.param
+        return
+    if database_url.startswith("sqlite"):
+        pytest.skip("reading the reader's conversations is one of PostgreSQL's sources")
+    calls = []
+    real = search._pg_conversation_candidates
+
+    async def noted(*args):
+        calls.append(args)
+        return await real(*args)
+
+    monkeypatch.setattr(search, "walk_may_fill", lambda *a, **k: False)
+    monkeypatch.setattr(search, "conversations_pay", lambda *a, **k: True)
+    monkeypatch.setattr(search, "_pg_conversation_candidates", noted)
+    yield request.param
+    assert calls, "the reader's conversations were never read"
+
+
 async def say(deps, who, cid, text) -> dict:
     return await messaging.send_message(deps, who.user_id, messaging.SendIn(
         conversation_id=str(cid), client_msg_id=uuid.uuid4().hex, text=text))
@@ -45,7 +69,7 @@ def texts(out) -> list[str]:
     return [r["message"]["text"] for r in out["results"]]
 
 
-async def test_cjk_substrings_of_one_two_and_more_characters(client, deps):
+async def test_cjk_substrings_of_one_two_and_more_characters(client, deps, candidates):
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
     for t in ("我们明天见", "你好", "明 天", "天明", "好的，明天早上八点"):
@@ -58,7 +82,7 @@ async def test_cjk_substrings_of_one_two_and_more_characters(client, deps):
     assert texts(await find(client, b, "早上八点")) == ["好的，明天早上八点"]
 
 
-async def test_latin_words_by_prefix_case_and_width_folded(client, deps):
+async def test_latin_words_by_prefix_case_and_width_folded(client, deps, candidates):
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
     for t in ("Hello World", "concatenate", "ＦＵＬＬ width", "Straße 5"):
@@ -84,7 +108,7 @@ async def test_highlights_are_utf16_offsets_on_emoji_and_cjk(client, deps):
     assert out["results"][0]["conversation_id"] == cid
 
 
-async def test_late_joiner_and_left_member(client, deps):
+async def test_late_joiner_and_left_member(client, deps, candidates):
     owner, m1, late = [await make_user(deps, n) for n in ("owner", "m1", "late")]
     for p in (m1, late):
         await make_contacts(deps, owner, p)
@@ -102,7 +126,7 @@ async def test_late_joiner_and_left_member(client, deps):
     assert len((await find(client, late, "秘密"))["results"]) == 2
 
 
-async def test_cleared_history_window(client, deps):
+async def test_cleared_history_window(client, deps, candidates):
     # Clearing a chat's history raises the reader's window (visible_from_seq),
     # as joining does; search honours the window whatever raised it.
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
@@ -115,7 +139,7 @@ async def test_cleared_history_window(client, deps):
     assert texts(await find(client, a, "消息")) == ["new 消息", "old 消息"]
 
 
-async def test_deleted_for_me_and_recalled(client, deps):
+async def test_deleted_for_me_and_recalled(client, deps, candidates):
     a, b = await make_user(deps, "a"), await make_user(deps, "b")
     cid = await direct(deps, a, b)
     hidden = await say(deps, a, cid, "apple hidden")
@@ -165,7 +189,7 @@ async def test_search_box_refuses_empty_queries(client, deps):
         assert resp.status == 400
 
 
-async def test_filters_sender_type_dates_conversation(client, deps):
+async def test_filters_sender_type_dates_conversation(client, deps, candidates):
     a, b, c = [await make_user(deps, n) for n in "abc"]
     ab = await direct(deps, a, b)
     ac = await direct(deps, a, c)
@@ -183,7 +207,8 @@ async def test_filters_sender_type_dates_conversation(client, deps):
 
 
 @pytest.mark.parametrize("window", [5000, 4])
-async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, window):
+async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, window,
+                                                    candidates):
     # PostgreSQL walks a window of the newest entries, then the GIN index:
     # a small window makes every page cross from one to the other.
     monkeypatch.setattr(search, "PG_WINDOW", window)
@@ -207,7 +232,7 @@ async def test_pagination_has_no_duplicates_or_gaps(client, deps, monkeypatch, w
 
 @pytest.mark.parametrize("window", [5000, 4])
 async def test_older_visible_matches_behind_many_invisible_ones(client, deps, monkeypatch,
-                                                                window):
+                                                                window, candidates):
     # PostgreSQL takes candidates from the index before the visibility rule:
     # a run of newer matches the reader may not see (a cleared chat) is more
     # than one batch of candidates, and the older visible ones still come.
@@ -250,6 +275,33 @@ def test_walk_may_fill_only_where_the_statistics_say_the_terms_are_common():
     assert not search.walk_may_fill(meet, {meet[0]: ["meetings"]}, stats, 500, 29)
     assert search.walk_may_fill(meet, {meet[0]: None}, stats, 29, 29)
 
+    # Counted on the reader's share of the entries.
+    assert search.walk_may_fill(terms("的"), {}, stats, 1_000, 29, share=0.15)
+    assert not search.walk_may_fill(terms("的"), {}, stats, 1_000, 29, share=0.1)
+
+
+def test_reader_share_is_their_history_over_everyones_with_a_margin():
+    assert search.reader_share(100, 1_000) == 2 * 100 / 1_000
+    assert search.reader_share(800, 1_000) == 1.0
+    assert search.reader_share(0, 0) == 0.0
+
+
+def test_conversations_pay_where_the_readers_history_is_small_next_to_the_matches():
+    from app.services.search_index import TokenStats
+
+    stats = TokenStats({"天": 0.2, "明天": 0.05, "meeting": 0.05}, floor=0.001)
+    terms = search.parse_terms
+    # One token: every match is read from the table; 1M × 0.2 × 0.5 = 100,000.
+    assert search.conversations_pay(terms("天"), {}, stats, 20_000, 1_000_000)
+    assert not search.conversations_pay(terms("天"), {}, stats, 20_001, 1_000_000)
+    # Absent from the statistics: the GIN index finds its few matches cheaply.
+    assert not search.conversations_pay(terms("鲸"), {}, stats, 200, 1_000_000)
+    assert search.conversations_pay(terms("鲸"), {}, stats, 100, 1_000_000)
+    # Several: the GIN index decodes postings, cheaper per match than a row.
+    assert search.conversations_pay(terms("明天 meeting"), {}, stats, 600, 1_000_000)
+    assert not search.conversations_pay(terms("明天 meeting"), {}, stats, 601, 1_000_000)
+    assert not search.conversations_pay(terms("天"), {}, None, 1, 1_000_000)  # never analysed
+
 
 async def test_rare_terms_go_to_the_gin_index_without_walking(client, deps, database_url,
                                                               monkeypatch):
@@ -283,6 +335,61 @@ async def test_rare_terms_go_to_the_gin_index_without_walking(client, deps, data
     out = await find(client, b, "常见", limit="2")
     assert texts(out) == ["39 常见", "38 常见"]
     assert walks[0] is True
+
+
+async def test_small_histories_read_their_own_conversations(client, deps, database_url,
+                                                             monkeypatch):
+    from tortoise import Tortoise
+
+    from app.services.search_index import PostgresTsvector
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("the sources of candidates are PostgreSQL's")
+    monkeypatch.setattr(PostgresTsvector, "stats_every", 0.0)
+    monkeypatch.setattr(search, "READER_SIZES_EVERY", 0.0)
+    monkeypatch.setattr(search, "PG_WINDOW", 100)
+    used: list[str] = []
+    real_mine, real_index = search._pg_conversation_candidates, search._pg_candidates
+
+    async def mine(*args):
+        used.append("mine")
+        return await real_mine(*args)
+
+    async def index(conn, conversations, terms, prepared, top, floor, k, walking):
+        used.append("walk" if walking else "index")
+        return await real_index(conn, conversations, terms, prepared, top, floor, k, walking)
+
+    monkeypatch.setattr(search, "_pg_conversation_candidates", mine)
+    monkeypatch.setattr(search, "_pg_candidates", index)
+    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
+    small = await direct(deps, a, b)
+    other = await direct(deps, c, d)
+    for i in range(60):
+        await say(deps, c, other, f"{i} 常见")
+    first = await say(deps, a, small, "first 常见")
+    await say(deps, a, small, "second 常见")
+    await say(deps, b, small, "third 常见")
+    await Membership.filter(conversation_id=small, user_id=b.user_id).update(
+        visible_from_seq=first["seq"])
+    await Tortoise.get_connection("default").execute_query('ANALYZE "message_search"')
+
+    # b sees 2 messages, the term is in 63: read b's chat, not the index.
+    assert texts(await find(client, b, "常见")) == ["third 常见", "second 常见"]
+    assert used == ["mine"]
+    used.clear()
+    assert texts(await find(client, b, "常见", conversation_id=small)) == [
+        "third 常见", "second 常见"]
+    assert used == ["mine"]
+    used.clear()
+    out = await find(client, a, "常见", limit="2")
+    assert texts(out) == ["third 常见", "second 常见"]
+    rest = await find(client, a, "常见", limit="2", cursor=out["next_cursor"])
+    assert texts(rest) == ["first 常见"] and rest["next_cursor"] is None
+    assert set(used) == {"mine"}
+    used.clear()
+    # c's chat holds nearly every match: c walks the newest entries.
+    assert len((await find(client, c, "常见"))["results"]) == 20
+    assert used[0] == "walk"
 
 
 async def test_file_names_and_backfill_and_reindex(client, deps):

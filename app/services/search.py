@@ -17,7 +17,9 @@ cursor is the last id returned, so pages neither repeat nor skip messages.
 from __future__ import annotations
 
 import base64
+import time
 import uuid
+import weakref
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
@@ -301,6 +303,18 @@ PG_WINDOW_AND = 2_000
 # Candidates fetched beyond what the page still needs: a few may be invisible
 # to the reader (before they joined, after they left, deleted for them).
 PG_SLACK = 8
+# The reader's share of the newest entries, as a multiple of their share of
+# all history: their chats may be busier lately than on average.
+SHARE_MARGIN = 2.0
+# What each source of candidates costs, relative to each other: reading one
+# of the reader's own messages and its index entry (the conversations' walk),
+# fetching one match of a single token from the GIN index (its table row is
+# read to learn the conversation), and decoding one posting of the rarest
+# term when several must match (the rows read are then only the few matching
+# all). Measured on PostgreSQL 15, docs/benchmarks.md.
+CONVERSATION_ROW_COST = 5.0
+GIN_MATCH_COST = 0.5
+GIN_POSTING_COST = 0.06
 
 
 def term_frequency(term: search_text.Term, prepared: dict | None, stats: TokenStats) -> float:
@@ -316,17 +330,38 @@ def term_frequency(term: search_text.Term, prepared: dict | None, stats: TokenSt
 
 
 def walk_may_fill(terms, prepared: dict | None, stats: TokenStats | None, window: int,
-                  k: int) -> bool:
+                  k: int, share: float = 1.0) -> bool:
     """Whether walking the newest `window` index entries can be expected to
-    find `k` matches. Counted as if every entry were the reader's and as if
-    all terms matched wherever the rarest does, so it errs towards walking:
-    below that, the walk would read its whole window and find too few, and
-    the GIN index gathers a rare term's few matches at once. Without
-    statistics (a table never analysed), walk."""
+    find `k` matches, `share` of the entries being the reader's. Counted as
+    if all terms matched wherever the rarest does, so it errs towards
+    walking: below that, the walk would read its whole window and find too
+    few, and the GIN index gathers a rare term's few matches at once.
+    Without statistics (a table never analysed), walk."""
     if stats is None:
         return True
     rarest = min(term_frequency(t, prepared, stats) for t in terms)
-    return window * rarest >= k
+    return window * share * rarest >= k
+
+
+def reader_share(reader_messages: int, indexed: int) -> float:
+    """The share of the newest index entries expected in the reader's
+    conversations, from their share of all messages (SHARE_MARGIN)."""
+    return min(1.0, SHARE_MARGIN * reader_messages / max(1, indexed))
+
+
+def conversations_pay(terms, prepared: dict | None, stats: TokenStats | None,
+                      reader_messages: int, indexed: int) -> bool:
+    """Whether reading the reader's own conversations, newest first, costs
+    less than the GIN index: their messages are few next to the term's
+    matches in everyone's history. At worst it reads all `reader_messages`;
+    the GIN index reads every match (one token) or decodes the rarest term's
+    postings (several). Without statistics, never."""
+    if stats is None:
+        return False
+    rarest = min(term_frequency(t, prepared, stats) for t in terms)
+    single = len(terms) == 1 and len(terms[0].tokens()) == 1
+    per_match = GIN_MATCH_COST if single else GIN_POSTING_COST
+    return reader_messages * CONVERSATION_ROW_COST <= indexed * rarest * per_match
 
 
 async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
@@ -335,34 +370,42 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
 
     Walking the index's primary key backwards is the best plan for a term
     found everywhere and the worst for a rare one (it reads the whole table);
-    the GIN index is the reverse (it gathers every match, then sorts). So
-    candidates come from `message_search` alone, restricted to the reader's
-    conversations: first by walking the newest PG_WINDOW entries, then, if
-    the page is not full, from the GIN index below them; a term that the
-    index's statistics show too rare to fill the page in that window goes to
-    the GIN index at once (`walk_may_fill`). Only the candidates
-    are joined to messages and memberships for the visibility rule, so the
-    planner never has to guess how many of a term's matches one reader sees.
-    Filters on the message itself (sender, type, dates) are answered by one
-    joined statement instead (`_pg_filtered_page`)."""
+    the GIN index is the reverse (it gathers every match, then sorts); and
+    reading the reader's own conversations is best when they hold few
+    messages next to the term's matches in everyone's. So candidates come
+    from one of three sources, chosen from the index's statistics and the
+    size of the reader's history: walking the newest PG_WINDOW entries of
+    `message_search` in the reader's conversations, then the GIN index below
+    them, where the term is common enough to fill the page in that window
+    (`walk_may_fill`); the reader's conversations newest first where that
+    pays (`conversations_pay`); otherwise the GIN index at once. Only the
+    candidates are joined to messages and memberships for the visibility
+    rule, so the planner never has to guess how many of a term's matches one
+    reader sees. Filters on the message itself (sender, type, dates) are
+    answered by one joined statement instead (`_pg_filtered_page`)."""
     if f.sender_id is not None or f.types or f.after is not None or f.before is not None:
         return await _pg_filtered_page(conn, uid, terms, f, prepared, n, columns)
     if nothing_matches(prepared):
         return []
-    conversations, top = await _pg_scope(conn, uid, f)
+    conversations, top, newest, reader_messages = await _pg_scope(conn, uid, f)
     if not conversations:
         return []
     single = len(terms) == 1 and len(terms[0].tokens()) == 1
     window = PG_WINDOW if single else PG_WINDOW_AND
     floor = max(0, top - window)
     stats = await backend_for(True).token_stats(conn)
-    walking = walk_may_fill(terms, prepared, stats, window, n + PG_SLACK)
+    share = reader_share(reader_messages, newest)
+    walking = walk_may_fill(terms, prepared, stats, window, n + PG_SLACK, share)
+    mine = not walking and conversations_pay(terms, prepared, stats, reader_messages, newest)
     out: list = []
     pending: tuple[int, ...] = ()
     while len(out) < n:
         k = n - len(out) + PG_SLACK - len(pending)
-        ids = await _pg_candidates(conn, conversations, terms, prepared, top,
-                                   floor if walking else 0, k, walking)
+        if mine:
+            ids = await _pg_conversation_candidates(conn, uid, f, terms, prepared, top, k)
+        else:
+            ids = await _pg_candidates(conn, conversations, terms, prepared, top,
+                                       floor if walking else 0, k, walking)
         last = False
         if len(ids) == k:
             top = ids[-1]  # more candidates below the last one, same pass
@@ -391,20 +434,48 @@ async def _pg_top(conn) -> int:
 
 
 _PG_TOP = 'SELECT MAX("message_id") FROM "message_search"'
+# How many messages the reader may see in one membership's window (a left
+# chat up to where they left). A subquery per membership: joined, the
+# planner would read the whole conversations table.
+_READER_MESSAGES = (
+    'COALESCE(SUM(GREATEST(0, LEAST((SELECT c."last_seq" FROM "conversations" c '
+    'WHERE c."id" = mb."conversation_id"), mb."left_seq") - mb."visible_from_seq")), 0)')
+# The reader's history only steers the choice of plan, and reading it costs
+# a lookup per conversation: each process reads it at most this often per
+# reader (and search scope), and forgets them all past READER_SIZES_MAX.
+READER_SIZES_EVERY = 30.0
+READER_SIZES_MAX = 10_000
+# Per database client: (reader, conversation or None) → (when read, messages).
+_reader_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def _pg_scope(conn, uid, f: Filters) -> tuple[list[uuid.UUID], int]:
-    """(the conversations to search, the index entry to start below), in one
-    round trip: each costs the server more than these two index reads."""
+async def _pg_scope(conn, uid, f: Filters) -> tuple[list[uuid.UUID], int, int, int]:
+    """(the conversations to search, the index entry to start below, the
+    newest entry + 1, how many messages the reader may see in them), in one
+    round trip: each costs the server more than these index reads."""
+    sizes = _reader_sizes.setdefault(conn, {})
+    key = (uid, f.conversation_id)
+    now = time.monotonic()
+    known = sizes.get(key)
+    fresh = known is not None and now - known[0] < READER_SIZES_EVERY
+    only, values = "", [uid]
     if f.conversation_id is not None:
-        top = f.below_id if f.below_id is not None else await _pg_top(conn)
-        return [uuid.UUID(f.conversation_id)], top
+        only = ' AND mb."conversation_id" = $2'
+        values.append(uuid.UUID(f.conversation_id))
     _n, r = await conn.execute_query(
-        'SELECT ARRAY(SELECT "conversation_id" FROM "memberships" WHERE "user_id" = $1), '
-        f'({_PG_TOP})', [uid])
-    conversations, newest = r[0]
-    top = f.below_id if f.below_id is not None else (newest or 0) + 1
-    return list(conversations), top
+        f'SELECT ARRAY_AGG(mb."conversation_id"), {"NULL" if fresh else _READER_MESSAGES}, '
+        f'({_PG_TOP}) FROM "memberships" mb WHERE mb."user_id" = $1{only}', values)
+    conversations, counted, newest = r[0]
+    if fresh:
+        reader_messages = known[1]
+    else:
+        if len(sizes) >= READER_SIZES_MAX:
+            sizes.clear()
+        reader_messages = int(counted)
+        sizes[key] = (now, reader_messages)
+    newest = (newest or 0) + 1
+    top = f.below_id if f.below_id is not None else newest
+    return list(conversations or ()), top, newest, reader_messages
 
 
 async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, prepared, top: int,
@@ -426,6 +497,29 @@ async def _pg_candidates(conn, conversations: list[uuid.UUID], terms, prepared, 
            f'AND s."message_id" < {int(top)} AND s."message_id" > {int(floor)} '
            f'AND {match} '
            f'ORDER BY s."message_id"{"" if walking else " + 0"} DESC LIMIT {int(k)}')
+    _n, rows = await conn.execute_query(sql)
+    return [row[0] for row in rows]
+
+
+async def _pg_conversation_candidates(conn, uid: uuid.UUID, f: Filters, terms, prepared,
+                                      top: int, k: int) -> list[int]:
+    """Ids of up to `k` messages below `top` that match, newest first, read
+    from each of the reader's conversations (inside their window, through the
+    messages' conversation index) and matched through the operator's
+    function, so the GIN index is not used. Literals, as in _pg_candidates."""
+    query = tsquery_sql(terms, prepared)
+    only = (f" AND mb.\"conversation_id\" = '{uuid.UUID(f.conversation_id)}'"
+            if f.conversation_id is not None else "")
+    sql = ('SELECT x."id" FROM "memberships" mb, LATERAL ('
+           ' SELECT m."id" FROM "messages" m '
+           ' JOIN "message_search" s ON s."message_id" = m."id" '
+           ' WHERE m."conversation_id" = mb."conversation_id" '
+           ' AND m."seq" > mb."visible_from_seq" '
+           ' AND (mb."left_seq" IS NULL OR m."seq" <= mb."left_seq") '
+           f' AND m."id" < {int(top)} AND ts_match_vq(s."doc", {query}) '
+           f' ORDER BY m."id" DESC LIMIT {int(k)}) x '
+           f"WHERE mb.\"user_id\" = '{uuid.UUID(str(uid))}'{only} "
+           f'ORDER BY x."id" DESC LIMIT {int(k)}')
     _n, rows = await conn.execute_query(sql)
     return [row[0] for row in rows]
 
