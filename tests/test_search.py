@@ -25,15 +25,26 @@ def settings_overrides():
 
 @pytest.fixture(params=["walk", "mine"])
 def candidates(request, monkeypatch, database_url):
-    """PostgreSQL's sources of candidates: the newest index entries, then the
-    GIN index (what an index never analysed takes), or the reader's own
-    conversations, forced here whatever the statistics would choose."""
+    """Where matches are read from: the index, newest first (on PostgreSQL the
+    newest entries, then the GIN index: what an index never analysed takes),
+    or the reader's own conversations, each message looked up in the index;
+    forced here whatever the rules would choose."""
     if request.param == "walk":
         yield request.param
         return
-    if database_url.startswith("sqlite"):
-        pytest.skip("reading the reader's conversations is one of PostgreSQL's sources")
     calls = []
+    if database_url.startswith("sqlite"):
+        real_page = search._page
+
+        async def noted_page(*args, **kwargs):
+            calls.append(kwargs.get("own"))
+            return await real_page(*args, **kwargs)
+
+        monkeypatch.setattr(search, "sqlite_reads_own", lambda *a: True)
+        monkeypatch.setattr(search, "_page", noted_page)
+        yield request.param
+        assert any(calls), "the reader's conversations were never read"
+        return
     real = search._pg_conversation_candidates
 
     async def noted(*args):
@@ -390,6 +401,52 @@ async def test_small_histories_read_their_own_conversations(client, deps, databa
     # c's chat holds nearly every match: c walks the newest entries.
     assert len((await find(client, c, "常见"))["results"]) == 20
     assert used[0] == "walk"
+
+
+def test_sqlite_reads_a_small_share_of_the_history_from_the_readers_chats():
+    assert search.sqlite_reads_own(500, 1_000_000)
+    assert search.sqlite_reads_own(2_000, 40_000)
+    assert not search.sqlite_reads_own(2_001, 1_000_000)  # too many to look up
+    assert not search.sqlite_reads_own(500, 9_999)  # most matches may be theirs
+
+
+async def test_sqlite_small_histories_read_their_own_chats(client, deps, database_url,
+                                                           monkeypatch):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's rule; PostgreSQL's is tested above")
+    monkeypatch.setattr(search, "READER_SIZES_EVERY", 0.0)
+    owns: list[bool] = []
+    real = search._page
+
+    async def noted(*args, **kwargs):
+        owns.append(kwargs.get("own", False))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_page", noted)
+    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
+    small = await direct(deps, a, b)
+    other = await direct(deps, c, d)
+    for i in range(60):
+        await say(deps, c, other, f"{i} 常见")
+    first = await say(deps, a, small, "first 常见")
+    await say(deps, a, small, "second 常见")
+    await say(deps, b, small, "third 常见")
+    await Membership.filter(conversation_id=small, user_id=b.user_id).update(
+        visible_from_seq=first["seq"])
+
+    # b sees 2 of 63 messages: their chat is read, not the index's matches.
+    assert texts(await find(client, b, "常见")) == ["third 常见", "second 常见"]
+    assert texts(await find(client, b, "常见", conversation_id=small)) == [
+        "third 常见", "second 常见"]
+    out = await find(client, a, "常见", limit="2")
+    assert texts(out) == ["third 常见", "second 常见"]
+    rest = await find(client, a, "常见", limit="2", cursor=out["next_cursor"])
+    assert texts(rest) == ["first 常见"] and rest["next_cursor"] is None
+    assert owns == [True] * 4
+    owns.clear()
+    # c's chat holds nearly every message: the index's matches, newest first.
+    assert len((await find(client, c, "常见"))["results"]) == 20
+    assert owns == [False]
 
 
 async def test_file_names_and_backfill_and_reindex(client, deps):

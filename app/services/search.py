@@ -141,9 +141,11 @@ def _ts_param(pg: bool, value: datetime):
 
 
 def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
-                 prepared=None) -> tuple[str, str, str]:
+                 prepared=None, own: bool = False) -> tuple[str, str, str]:
     """(FROM … joins, WHERE …, the id column to order by) of the messages
-    `user_id` may find for `terms`."""
+    `user_id` may find for `terms`. `own` (SQLite): joined from the reader's
+    memberships to their messages to the index, in that order (CROSS JOIN is
+    SQLite's way to fix the order)."""
     backend = backend_for(pg)
     u = p(user_id if pg else str(user_id), "::uuid" if pg else "")
     if f.ids:
@@ -154,7 +156,7 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
         join, match, id_column = "", None, 'm."id"'
     else:
         join, match = backend.match_sql(terms, p, prepared)
-        id_column = backend.id_column
+        id_column = 'm."id"' if own else backend.id_column
     where = [
         'm."seq" > mb."visible_from_seq"',
         '(mb."left_seq" IS NULL OR m."seq" <= mb."left_seq")',
@@ -183,6 +185,11 @@ def _visible_sql(pg: bool, user_id: uuid.UUID, terms, f: Filters, p: _Params,
         where.append(f'{id_column} > {p(f.above_id)}')
     if f.ids:  # PostgreSQL only: the candidates of _pg_page
         where.append(f'{id_column} = ANY({p(list(f.ids), "::bigint[]")})')
+    if own:
+        frm = ('"memberships" mb CROSS JOIN "messages" m '
+               f'ON m."conversation_id" = mb."conversation_id" CROSS {join}')
+        where.insert(0, f'mb."user_id" = {u}')
+        return frm, " AND ".join(where), id_column
     frm = (
         f'"messages" m {join} '
         'JOIN "memberships" mb ON mb."conversation_id" = m."conversation_id" '
@@ -275,17 +282,20 @@ async def _matches(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
     await backend_for(pg).before_search(conn)
     if pg:
         return await _pg_page(conn, uid, terms, f, prepared, n, columns)
-    return await _page(conn, pg, uid, terms, f, prepared, n, columns=columns)
+    reader_messages, everyone = await _sqlite_sizes(conn, uid, f)
+    return await _page(conn, pg, uid, terms, f, prepared, n, columns=columns,
+                       own=sqlite_reads_own(reader_messages, everyone))
 
 
 async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
-                by_index: bool = True, columns: str = ROW_COLUMNS) -> list:
+                by_index: bool = True, columns: str = ROW_COLUMNS, own: bool = False) -> list:
     """Up to `n` visible matches, newest first, in one statement. `by_index`
     False (PostgreSQL): order by an expression, so the planner gathers the
     matches from the GIN index and sorts them instead of walking the primary
-    key backwards."""
+    key backwards. `own` (SQLite): read the reader's messages and look each
+    up in the index, instead of reading the index's matches newest first."""
     p = _Params(pg)
-    frm, where, id_column = _visible_sql(pg, uid, terms, f, p, prepared)
+    frm, where, id_column = _visible_sql(pg, uid, terms, f, p, prepared, own)
     u = "$1::uuid" if pg else "?1"  # the first parameter is always the user
     order = id_column + ("" if by_index else " + 0")
     reply = _reply_join(u) if columns == ROW_COLUMNS else ""
@@ -293,6 +303,71 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
            f"ORDER BY {order} DESC LIMIT {p(n)}")
     _n, rows = await conn.execute_query(sql, p.values)
     return list(rows)
+
+
+# SQLite: a reader whose chats hold at most SQLITE_OWN_MAX messages, and at
+# most 1 / SQLITE_OWN_SHARE of everyone's, is searched by looking each of
+# their messages up in the index (about 9 µs each): a common term's matches
+# in everyone's history, read newest first, would mostly be other people's.
+SQLITE_OWN_MAX = 2_000
+SQLITE_OWN_SHARE = 20
+
+
+def sqlite_reads_own(reader_messages: int, everyone: int) -> bool:
+    return reader_messages <= SQLITE_OWN_MAX and reader_messages * SQLITE_OWN_SHARE <= everyone
+
+
+# How many messages the reader may see in one membership's window (a left
+# chat up to where they left), per database. A subquery per membership:
+# joined, PostgreSQL's planner would read the whole conversations table.
+_READER_MESSAGES_PG = (
+    'COALESCE(SUM(GREATEST(0, LEAST((SELECT c."last_seq" FROM "conversations" c '
+    'WHERE c."id" = mb."conversation_id"), mb."left_seq") - mb."visible_from_seq")), 0)')
+_READER_MESSAGES_SQLITE = (
+    'COALESCE(SUM(MAX(0, MIN((SELECT c."last_seq" FROM "conversations" c '
+    'WHERE c."id" = mb."conversation_id"), COALESCE(mb."left_seq", 1 << 62)) '
+    '- mb."visible_from_seq")), 0)')
+# The reader's history only steers the choice of plan, and reading it costs
+# a lookup per conversation: each process reads it at most this often per
+# reader (and search scope), and forgets them all past READER_SIZES_MAX.
+READER_SIZES_EVERY = 30.0
+READER_SIZES_MAX = 10_000
+# Per database client: (reader, conversation or None) → (when read, what was
+# read: the reader's messages; on SQLite with the newest message's id).
+_reader_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _known_size(conn, key):
+    known = _reader_sizes.setdefault(conn, {}).get(key)
+    if known is None or time.monotonic() - known[0] >= READER_SIZES_EVERY:
+        return None
+    return known[1]
+
+
+def _remember_size(conn, key, n) -> None:
+    sizes = _reader_sizes.setdefault(conn, {})
+    if len(sizes) >= READER_SIZES_MAX:
+        sizes.clear()
+    sizes[key] = (time.monotonic(), n)
+
+
+async def _sqlite_sizes(conn, uid, f: Filters) -> tuple[int, int]:
+    """(messages the reader may see in the conversations searched, the
+    newest message's id), both remembered as the reader's size is."""
+    key = (uid, f.conversation_id)
+    known = _known_size(conn, key)
+    if known is not None:
+        return known
+    only, values = "", [str(uid)]
+    if f.conversation_id is not None:
+        only = ' AND mb."conversation_id" = ?2'
+        values.append(str(uuid.UUID(f.conversation_id)))
+    _n, r = await conn.execute_query(
+        f'SELECT (SELECT {_READER_MESSAGES_SQLITE} FROM "memberships" mb '
+        f'WHERE mb."user_id" = ?1{only}), (SELECT MAX("id") FROM "messages")', values)
+    sizes = (int(r[0][0] or 0), int(r[0][1] or 0))
+    _remember_size(conn, key, sizes)
+    return sizes
 
 
 # PostgreSQL: how many of the newest index entries the first pass may walk,
@@ -434,45 +509,27 @@ async def _pg_top(conn) -> int:
 
 
 _PG_TOP = 'SELECT MAX("message_id") FROM "message_search"'
-# How many messages the reader may see in one membership's window (a left
-# chat up to where they left). A subquery per membership: joined, the
-# planner would read the whole conversations table.
-_READER_MESSAGES = (
-    'COALESCE(SUM(GREATEST(0, LEAST((SELECT c."last_seq" FROM "conversations" c '
-    'WHERE c."id" = mb."conversation_id"), mb."left_seq") - mb."visible_from_seq")), 0)')
-# The reader's history only steers the choice of plan, and reading it costs
-# a lookup per conversation: each process reads it at most this often per
-# reader (and search scope), and forgets them all past READER_SIZES_MAX.
-READER_SIZES_EVERY = 30.0
-READER_SIZES_MAX = 10_000
-# Per database client: (reader, conversation or None) → (when read, messages).
-_reader_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def _pg_scope(conn, uid, f: Filters) -> tuple[list[uuid.UUID], int, int, int]:
     """(the conversations to search, the index entry to start below, the
     newest entry + 1, how many messages the reader may see in them), in one
     round trip: each costs the server more than these index reads."""
-    sizes = _reader_sizes.setdefault(conn, {})
     key = (uid, f.conversation_id)
-    now = time.monotonic()
-    known = sizes.get(key)
-    fresh = known is not None and now - known[0] < READER_SIZES_EVERY
+    known = _known_size(conn, key)
     only, values = "", [uid]
     if f.conversation_id is not None:
         only = ' AND mb."conversation_id" = $2'
         values.append(uuid.UUID(f.conversation_id))
+    counted = "NULL" if known is not None else _READER_MESSAGES_PG
     _n, r = await conn.execute_query(
-        f'SELECT ARRAY_AGG(mb."conversation_id"), {"NULL" if fresh else _READER_MESSAGES}, '
-        f'({_PG_TOP}) FROM "memberships" mb WHERE mb."user_id" = $1{only}', values)
+        f'SELECT ARRAY_AGG(mb."conversation_id"), {counted}, ({_PG_TOP}) '
+        f'FROM "memberships" mb WHERE mb."user_id" = $1{only}', values)
     conversations, counted, newest = r[0]
-    if fresh:
-        reader_messages = known[1]
-    else:
-        if len(sizes) >= READER_SIZES_MAX:
-            sizes.clear()
-        reader_messages = int(counted)
-        sizes[key] = (now, reader_messages)
+    if known is None:
+        known = int(counted)
+        _remember_size(conn, key, known)
+    reader_messages = known
     newest = (newest or 0) + 1
     top = f.below_id if f.below_id is not None else newest
     return list(conversations or ()), top, newest, reader_messages
