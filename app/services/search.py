@@ -307,8 +307,9 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
 
 # SQLite: a reader whose chats hold at most SQLITE_OWN_MAX messages, and at
 # most 1 / SQLITE_OWN_SHARE of everyone's, is searched by looking each of
-# their messages up in the index (about 9 µs each): a common term's matches
-# in everyone's history, read newest first, would mostly be other people's.
+# their messages up in the index: a common term's matches in everyone's
+# history, read newest first, would mostly be other people's, and the cap
+# bounds what a rare term costs that way (docs/benchmarks.md).
 SQLITE_OWN_MAX = 2_000
 SQLITE_OWN_SHARE = 20
 
@@ -386,7 +387,7 @@ SHARE_MARGIN = 2.0
 # fetching one match of a single token from the GIN index (its table row is
 # read to learn the conversation), and decoding one posting of the rarest
 # term when several must match (the rows read are then only the few matching
-# all). Measured on PostgreSQL 15, docs/benchmarks.md.
+# all). From the plans in docs/benchmarks.md.
 CONVERSATION_ROW_COST = 5.0
 GIN_MATCH_COST = 0.5
 GIN_POSTING_COST = 0.06
