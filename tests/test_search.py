@@ -404,10 +404,13 @@ async def test_small_histories_read_their_own_conversations(client, deps, databa
 
 
 def test_sqlite_reads_a_small_share_of_the_history_from_the_readers_chats():
-    assert search.sqlite_reads_own(500, 1_000_000)
-    assert search.sqlite_reads_own(2_000, 40_000)
-    assert not search.sqlite_reads_own(2_001, 1_000_000)  # too many to look up
-    assert not search.sqlite_reads_own(500, 9_999)  # most matches may be theirs
+    # 1,000² × 8.5 = 8.5M against 21 × 1M × 1.0 = 21M: looking up their messages pays.
+    assert search.sqlite_reads_own(1_000, 1_000_000, 21)
+    assert not search.sqlite_reads_own(1_600, 1_000_000, 21)  # 21.8M: the index's matches
+    assert search.sqlite_reads_own(1_600, 1_000_000, 1_000)  # the search box counts more
+    assert not search.sqlite_reads_own(2_001, 10**9, 21)  # past the cap, whatever else
+    assert not search.sqlite_reads_own(100, 2_000, 21)  # most matches may be theirs
+    assert search.sqlite_reads_own(0, 0, 21)  # nothing to read either way
 
 
 async def test_sqlite_small_histories_read_their_own_chats(client, deps, database_url,

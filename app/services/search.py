@@ -284,7 +284,7 @@ async def _matches(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
         return await _pg_page(conn, uid, terms, f, prepared, n, columns)
     reader_messages, everyone = await _sqlite_sizes(conn, uid, f)
     return await _page(conn, pg, uid, terms, f, prepared, n, columns=columns,
-                       own=sqlite_reads_own(reader_messages, everyone))
+                       own=sqlite_reads_own(reader_messages, everyone, n))
 
 
 async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
@@ -305,17 +305,24 @@ async def _page(conn, pg: bool, uid, terms, f: Filters, prepared, n: int,
     return list(rows)
 
 
-# SQLite: a reader whose chats hold at most SQLITE_OWN_MAX messages, and at
-# most 1 / SQLITE_OWN_SHARE of everyone's, is searched by looking each of
-# their messages up in the index: a common term's matches in everyone's
-# history, read newest first, would mostly be other people's, and the cap
-# bounds what a rare term costs that way (docs/benchmarks.md).
+# SQLite keeps no statistics of its index, so it chooses on sizes alone. Read
+# newest first, the index's matches of a common term are the reader's in
+# proportion to their share of everyone's messages: filling a page of `n`
+# reads about n × everyone / reader_messages matches (SQLITE_MATCH_COST each),
+# where looking each of the reader's messages up in the index reads
+# reader_messages (SQLITE_ROW_COST each), whatever the term. The cap bounds
+# what that costs a rare term, whose few matches the index reads at once.
+# Costs relative to each other, from the timings in docs/benchmarks.md.
 SQLITE_OWN_MAX = 2_000
-SQLITE_OWN_SHARE = 20
+SQLITE_ROW_COST = 8.5
+SQLITE_MATCH_COST = 1.0
 
 
-def sqlite_reads_own(reader_messages: int, everyone: int) -> bool:
-    return reader_messages <= SQLITE_OWN_MAX and reader_messages * SQLITE_OWN_SHARE <= everyone
+def sqlite_reads_own(reader_messages: int, everyone: int, n: int) -> bool:
+    """Whether to search the reader's own messages for a page of `n`."""
+    return (reader_messages <= SQLITE_OWN_MAX
+            and reader_messages * reader_messages * SQLITE_ROW_COST
+            <= n * everyone * SQLITE_MATCH_COST)
 
 
 # How many messages the reader may see in one membership's window (a left
