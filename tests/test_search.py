@@ -348,6 +348,33 @@ async def test_rare_terms_go_to_the_gin_index_without_walking(client, deps, data
     assert walks[0] is True
 
 
+async def small_and_large_histories(deps):
+    """a and b share a chat of 3 messages (b sees the last 2); c and d one of
+    60. Every message holds 常见 → (a, b, c, the small chat's id)."""
+    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
+    small = await direct(deps, a, b)
+    other = await direct(deps, c, d)
+    for i in range(60):
+        await say(deps, c, other, f"{i} 常见")
+    first = await say(deps, a, small, "first 常见")
+    await say(deps, a, small, "second 常见")
+    await say(deps, b, small, "third 常见")
+    await Membership.filter(conversation_id=small, user_id=b.user_id).update(
+        visible_from_seq=first["seq"])
+    return a, b, c, small
+
+
+async def small_histories_find_their_matches(client, a, b, small) -> None:
+    """Four searches: b's, b's inside the chat, a's in two pages."""
+    assert texts(await find(client, b, "常见")) == ["third 常见", "second 常见"]
+    assert texts(await find(client, b, "常见", conversation_id=small)) == [
+        "third 常见", "second 常见"]
+    out = await find(client, a, "常见", limit="2")
+    assert texts(out) == ["third 常见", "second 常见"]
+    rest = await find(client, a, "常见", limit="2", cursor=out["next_cursor"])
+    assert texts(rest) == ["first 常见"] and rest["next_cursor"] is None
+
+
 async def test_small_histories_read_their_own_conversations(client, deps, database_url,
                                                              monkeypatch):
     from tortoise import Tortoise
@@ -372,31 +399,12 @@ async def test_small_histories_read_their_own_conversations(client, deps, databa
 
     monkeypatch.setattr(search, "_pg_conversation_candidates", mine)
     monkeypatch.setattr(search, "_pg_candidates", index)
-    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
-    small = await direct(deps, a, b)
-    other = await direct(deps, c, d)
-    for i in range(60):
-        await say(deps, c, other, f"{i} 常见")
-    first = await say(deps, a, small, "first 常见")
-    await say(deps, a, small, "second 常见")
-    await say(deps, b, small, "third 常见")
-    await Membership.filter(conversation_id=small, user_id=b.user_id).update(
-        visible_from_seq=first["seq"])
+    a, b, c, small = await small_and_large_histories(deps)
     await Tortoise.get_connection("default").execute_query('ANALYZE "message_search"')
 
     # b sees 2 messages, the term is in 63: read b's chat, not the index.
-    assert texts(await find(client, b, "常见")) == ["third 常见", "second 常见"]
-    assert used == ["mine"]
-    used.clear()
-    assert texts(await find(client, b, "常见", conversation_id=small)) == [
-        "third 常见", "second 常见"]
-    assert used == ["mine"]
-    used.clear()
-    out = await find(client, a, "常见", limit="2")
-    assert texts(out) == ["third 常见", "second 常见"]
-    rest = await find(client, a, "常见", limit="2", cursor=out["next_cursor"])
-    assert texts(rest) == ["first 常见"] and rest["next_cursor"] is None
-    assert set(used) == {"mine"}
+    await small_histories_find_their_matches(client, a, b, small)
+    assert used == ["mine"] * 4
     used.clear()
     # c's chat holds nearly every match: c walks the newest entries.
     assert len((await find(client, c, "常见"))["results"]) == 20
@@ -426,25 +434,10 @@ async def test_sqlite_small_histories_read_their_own_chats(client, deps, databas
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(search, "_page", noted)
-    a, b, c, d = [await make_user(deps, n) for n in "abcd"]
-    small = await direct(deps, a, b)
-    other = await direct(deps, c, d)
-    for i in range(60):
-        await say(deps, c, other, f"{i} 常见")
-    first = await say(deps, a, small, "first 常见")
-    await say(deps, a, small, "second 常见")
-    await say(deps, b, small, "third 常见")
-    await Membership.filter(conversation_id=small, user_id=b.user_id).update(
-        visible_from_seq=first["seq"])
+    a, b, c, small = await small_and_large_histories(deps)
 
     # b sees 2 of 63 messages: their chat is read, not the index's matches.
-    assert texts(await find(client, b, "常见")) == ["third 常见", "second 常见"]
-    assert texts(await find(client, b, "常见", conversation_id=small)) == [
-        "third 常见", "second 常见"]
-    out = await find(client, a, "常见", limit="2")
-    assert texts(out) == ["third 常见", "second 常见"]
-    rest = await find(client, a, "常见", limit="2", cursor=out["next_cursor"])
-    assert texts(rest) == ["first 常见"] and rest["next_cursor"] is None
+    await small_histories_find_their_matches(client, a, b, small)
     assert owns == [True] * 4
     owns.clear()
     # c's chat holds nearly every message: the index's matches, newest first.

@@ -412,6 +412,16 @@ def term_frequency(term: search_text.Term, prepared: dict | None, stats: TokenSt
     return min(stats.frequency(tok) for tok in term.tokens())
 
 
+def rarest_frequency(terms, prepared: dict | None, stats: TokenStats) -> float:
+    """The expected share of entries matching all `terms`, counted as if all
+    matched wherever the rarest does."""
+    return min(term_frequency(t, prepared, stats) for t in terms)
+
+
+def single_token(terms) -> bool:
+    return len(terms) == 1 and len(terms[0].tokens()) == 1
+
+
 def walk_may_fill(terms, prepared: dict | None, stats: TokenStats | None, window: int,
                   k: int, share: float = 1.0) -> bool:
     """Whether walking the newest `window` index entries can be expected to
@@ -422,8 +432,7 @@ def walk_may_fill(terms, prepared: dict | None, stats: TokenStats | None, window
     Without statistics (a table never analysed), walk."""
     if stats is None:
         return True
-    rarest = min(term_frequency(t, prepared, stats) for t in terms)
-    return window * share * rarest >= k
+    return window * share * rarest_frequency(terms, prepared, stats) >= k
 
 
 def reader_share(reader_messages: int, indexed: int) -> float:
@@ -441,10 +450,9 @@ def conversations_pay(terms, prepared: dict | None, stats: TokenStats | None,
     postings (several). Without statistics, never."""
     if stats is None:
         return False
-    rarest = min(term_frequency(t, prepared, stats) for t in terms)
-    single = len(terms) == 1 and len(terms[0].tokens()) == 1
-    per_match = GIN_MATCH_COST if single else GIN_POSTING_COST
-    return reader_messages * CONVERSATION_ROW_COST <= indexed * rarest * per_match
+    per_match = GIN_MATCH_COST if single_token(terms) else GIN_POSTING_COST
+    return (reader_messages * CONVERSATION_ROW_COST
+            <= indexed * rarest_frequency(terms, prepared, stats) * per_match)
 
 
 async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
@@ -473,8 +481,7 @@ async def _pg_page(conn, uid, terms, f: Filters, prepared, n: int,
     conversations, top, newest, reader_messages = await _pg_scope(conn, uid, f)
     if not conversations:
         return []
-    single = len(terms) == 1 and len(terms[0].tokens()) == 1
-    window = PG_WINDOW if single else PG_WINDOW_AND
+    window = PG_WINDOW if single_token(terms) else PG_WINDOW_AND
     floor = max(0, top - window)
     stats = await backend_for(True).token_stats(conn)
     share = reader_share(reader_messages, newest)
