@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -18,21 +19,39 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def local_secret_file(path: Path, make) -> str:
+    """The secret kept in `path`, created from `make()` on first use.
+
+    Several processes starting at once agree on one value and never read a
+    half-written file: the new value is written to a private temporary file
+    that is then hard-linked to `path`, which fails if another process got
+    there first (its value is then read and used)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text().strip()
+    finally:
+        os.unlink(tmp)
+    return value
+
+
 def _local_secret_key(path: Path | None = None) -> str:
     """A random key persisted under var/ so local restarts keep sessions valid.
 
     PyJWT warns for HMAC keys under 32 bytes, so generate 48 random bytes.
     Production sets SECRET_KEY explicitly.
     """
-    path = path or VAR_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+    return local_secret_file(path or VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(48))
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,7 @@ class Settings:
     push_workers: bool = True  # run the outbox worker in this process
     push_planner_interval: float = 1.0  # seconds between planner batches while events come
     vapid_private_key: str = ""  # base64url raw P-256 key or PEM; empty: generated into var/
+    vapid_private_key_file: str = ""  # where the generated key is kept; empty: var/vapid_private_key
     vapid_subject: str = "mailto:admin@localhost"
     fcm_credentials_file: str = ""  # service-account JSON; empty: FCM off
     fcm_endpoint: str = "https://fcm.googleapis.com"

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from app.config import local_secret_file
+
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 NONCE_BYTES = 12
 CHECK_LABEL = b"parley data key check"
@@ -149,21 +151,7 @@ def new_key_spec(kid: str) -> str:
 
 def local_data_keys(var_dir: Path) -> str:
     """var/data_keys, created on first use (local runs only; production sets DATA_KEYS)."""
-    path = var_dir / "data_keys"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    var_dir.mkdir(parents=True, exist_ok=True)
-    spec = new_key_spec("local1")
-    try:
-        # O_EXCL: two processes starting at once agree on one key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(spec)
-    return spec
+    return local_secret_file(var_dir / "data_keys", lambda: new_key_spec("local1"))
 
 
 # --- the process's ring ---------------------------------------------------

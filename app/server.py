@@ -22,7 +22,12 @@ from app.metrics import METRICS_KEY, Metrics
 from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
-from app.services.server_secrets import SECRET_KEY_NAME, shared_secret, shares_database
+from app.services.server_secrets import (
+    SECRET_KEY_NAME,
+    VAPID_KEY_NAME,
+    shared_secret,
+    shares_database,
+)
 
 log = logging.getLogger("parley")
 
@@ -167,11 +172,18 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # After redis_client: foreground state is shared through Redis when set.
         from app.foreground import build_foreground
         from app.pushers import build_providers
+        from app.pushers.webpush import local_private_key
         from app.services import push_outbox
 
         foreground = deps.extras["foreground"] = build_foreground(deps.redis)
         await foreground.start()
-        providers = deps.extras["push_providers"] = build_providers(settings)
+        push_settings = settings
+        if not settings.vapid_private_key and shares_database(settings.database_url):
+            # Browsers' subscriptions are bound to the VAPID key: every process
+            # sharing this database signs with the one stored there.
+            push_settings = settings.with_(vapid_private_key=await shared_secret(
+                VAPID_KEY_NAME, local_private_key(settings)))
+        providers = deps.extras["push_providers"] = build_providers(push_settings)
         await push_outbox.start_runtime(deps, providers, run_worker=settings.push_workers)
         yield
         await push_outbox.stop_runtime(deps)

@@ -25,6 +25,7 @@ from http_ece import ECEException
 from py_vapid import Vapid02
 from pywebpush import WebPusher, WebPushException
 
+from app.config import VAR_DIR, local_secret_file
 from app.pushers import Device, PushError, PushMessage, classify_status
 from app.pushers.http1 import HttpError, Pool
 
@@ -48,17 +49,12 @@ def generate_private_key() -> str:
     return b64url(key.private_numbers().private_value.to_bytes(32, "big"))
 
 
-def local_private_key(var_dir: Path) -> str:
-    """The key persisted under var/ (made on first use), like the secret key."""
-    path = var_dir / "vapid_private_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        var_dir.mkdir(parents=True, exist_ok=True)
-        key = generate_private_key()
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+def local_private_key(settings, var_dir: Path | None = None) -> str:
+    """The generated key, persisted in VAPID_PRIVATE_KEY_FILE or var/ (made on
+    first use), like the secret key."""
+    path = (Path(settings.vapid_private_key_file) if settings.vapid_private_key_file
+            else (var_dir or VAR_DIR) / "vapid_private_key")
+    return local_secret_file(path, generate_private_key)
 
 
 def load_vapid(private_key: str) -> Vapid02:
@@ -83,12 +79,8 @@ class WebPushProvider:
 
     @classmethod
     def from_settings(cls, settings, var_dir: Path | None = None) -> WebPushProvider:
-        key = settings.vapid_private_key
-        if not key:
-            from app.config import VAR_DIR
-
-            key = local_private_key(var_dir or VAR_DIR)
-        return cls(key, settings.vapid_subject)
+        return cls(settings.vapid_private_key or local_private_key(settings, var_dir),
+                   settings.vapid_subject)
 
     def _vapid_authorization(self, endpoint: str) -> str:
         # scheme://host[:port]: endpoints were checked to be plain http(s) URLs.

@@ -2,10 +2,12 @@
 
 Without SECRET_KEY in the environment a process generates one (var/secret_key).
 Processes of one checkout share that file; processes of several checkouts or
-machines do not, and each would refuse the others' tokens. So when the database
-is one many processes can share (PostgreSQL), the first process to start stores
-its key there and every process uses the stored one. SQLite is local to one
-machine and one checkout: the file is shared already.
+machines do not, and each would refuse the others' tokens. The generated
+VAPID key (var/vapid_private_key) is the same: browsers' push subscriptions
+are bound to one process's key. So when the database is one many processes
+can share (PostgreSQL), the first process to start stores its keys there and
+every process uses the stored ones. SQLite is local to one machine and one
+checkout: the files are shared already.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tortoise.exceptions import IntegrityError
 from app.models.server import ServerSecret
 
 SECRET_KEY_NAME = "secret_key"
+VAPID_KEY_NAME = "vapid_private_key"
 
 
 async def shared_secret(name: str, candidate: str) -> str:

@@ -1,0 +1,39 @@
+"""Settings helpers: generated secrets kept in files under var/."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from app.config import local_secret_file
+
+
+def test_processes_starting_at_once_agree_on_one_generated_secret(tmp_path):
+    path = tmp_path / "var" / "secret"
+    n = 16
+    barrier = threading.Barrier(n)
+    made = iter(range(1000))
+    lock = threading.Lock()
+
+    def make() -> str:
+        with lock:
+            return f"value-{next(made)}"
+
+    def start() -> str:
+        barrier.wait()
+        return local_secret_file(path, make)
+
+    with ThreadPoolExecutor(n) as pool:
+        seen = list(pool.map(lambda _: start(), range(n)))
+    stored = path.read_text()
+    assert stored.startswith("value-")
+    assert seen == [stored] * n  # nobody kept a value of its own, nobody read a partial file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temporary file left
+
+
+def test_a_generated_secret_is_kept_across_restarts(tmp_path):
+    path = tmp_path / "secret"
+    first = local_secret_file(path, lambda: "first")
+    assert local_secret_file(path, lambda: "second") == first == "first"
