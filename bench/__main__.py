@@ -443,12 +443,20 @@ def main(argv=None) -> int:
         log("bench: interrupted")
         return 130
     finally:
-        from .parley import drop_pg_databases, pg_placement, restore_postgres
+        from .parley import (
+            broker_placement,
+            drop_pg_databases,
+            pg_placement,
+            restore_broker,
+            restore_postgres,
+        )
 
         kill_all()
         drop_pg_databases()
         restore_postgres()
+        restore_broker()
         pin.update(pg_placement)
+        pin.update(broker_placement)
     lost, problems = total_lost(results)
     ratios = comparisons(results)
     doc = {

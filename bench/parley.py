@@ -349,6 +349,62 @@ def restore_postgres() -> None:
 atexit.register(restore_postgres)
 
 
+# -- RabbitMQ placement ------------------------------------------------------------------
+# The machine's RabbitMQ broker is, like PostgreSQL, another machine in production and
+# neither pinned nor counted for parley-rabbit*: left on every core, its scheduler threads
+# run on the server core and take CPU from the pinned app processes. While those targets
+# run, every thread of the broker's Erlang VM (beam.smp) is kept off the server core.
+_broker_saved_affinity: dict[int, set[int]] = {}
+broker_placement: dict = {}
+
+
+def _broker_threads() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True,
+                         timeout=10).stdout.split()
+    return [int(t) for pid in out for t in os.listdir(f"/proc/{pid}/task")]
+
+
+def keep_broker_off(server_cpu: int | None) -> dict:
+    if broker_placement or server_cpu is None:
+        return broker_placement
+    try:
+        threads = _broker_threads()
+        if not threads:
+            raise OSError("no beam.smp process (is the broker on this machine?)")
+        # The VM binds each scheduler thread to one core (+stbt): the server core's
+        # goes to the others too.
+        cores = set(range(os.cpu_count() or 1)) - {server_cpu}
+        if not cores:
+            raise OSError("no core left besides the server's")
+        moved = 0
+        for tid in threads:
+            try:
+                saved = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cores)
+            except ProcessLookupError:
+                continue
+            _broker_saved_affinity[tid] = saved
+            moved += 1
+        broker_placement.update(broker_cpus=sorted(cores), broker_threads=moved)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        restore_broker()
+        broker_placement.update(broker_cpus=None,
+                                broker_note=f"RabbitMQ not moved off the server core ({exc!r})")
+    return broker_placement
+
+
+def restore_broker() -> None:
+    for tid, cores in _broker_saved_affinity.items():
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:
+            pass  # gone
+    _broker_saved_affinity.clear()
+
+
+atexit.register(restore_broker)
+
+
 _pg_databases: set[str] = set()
 
 
@@ -642,9 +698,9 @@ class ParleyRabbit2Target(ParleyRedis2Target):
     """parley-redis2 with RabbitMQ as the message queue (MESSAGE_QUEUE_URL=amqp://…):
     the machine's broker at 127.0.0.1:5672 (BENCH_AMQP_URL), an exchange of its own
     per scenario. Presence and rate limits stay on the private Redis. The broker is
-    shared with the machine, so it is neither pinned to the server core nor counted
-    in the server's CPU (redis-server is, in parley-redis2): say so next to its
-    numbers."""
+    shared with the machine, so it is neither counted in the server's CPU nor let on
+    the server core (keep_broker_off; redis-server is both, in parley-redis2): say
+    so next to its numbers."""
 
     key = "parley-rabbit2"
     title = "Parley x2 processes, PostgreSQL + RabbitMQ (+ Redis for presence)"
@@ -659,6 +715,10 @@ class ParleyRabbit2Target(ParleyRedis2Target):
         except OSError as exc:
             return f"RabbitMQ at {host}:{port} not reachable ({type(exc).__name__})"
         return super().available()
+
+    async def prepare(self, env) -> None:
+        keep_broker_off(env.server_cpu)
+        await super().prepare(env)
 
     def _server_env(self) -> dict:
         return {**super()._server_env(),
@@ -749,10 +809,12 @@ VARIANT_TARGETS = tuple(
     for suffix, what, attrs in (("asyncio", "asyncio event loop", {"event_loop": "asyncio"}),
                                 ("nocache", "no read cache", {"cache": "false"})))
 
-# parley-sqlite-ref, parley-pg-ref, parley-redis1-ref, parley-redis2-ref.
+# parley-sqlite-ref, parley-pg-ref, parley-redis1-ref, parley-redis2-ref,
+# parley-redis4-ref, parley-rabbit2-ref, parley-rabbit4-ref.
 REFERENCE_TARGETS = tuple(
     _variant(base, "ref", "reference tree (--reference)", _Reference)
-    for base in (ParleyTarget, ParleyPgTarget, ParleyRedis1Target, ParleyRedis2Target))
+    for base in (ParleyTarget, ParleyPgTarget, ParleyRedis1Target, ParleyRedis2Target,
+                 ParleyRedis4Target, ParleyRabbit2Target, ParleyRabbit4Target))
 
 PARLEY_TARGETS = (ParleyTarget, ParleyBaseTarget, ParleyPgTarget, ParleyRedis2Target,
                   ParleyRabbit2Target, ParleyRedis1Target, ParleyRedis4Target,

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .eio_client import PAD, close_all, open_client, open_many
-from .stats import CpuMeter, Recorder, _cpu_or_none, now_us, percentiles, proc_rss_kb
+from .stats import (
+    CpuMeter,
+    Recorder,
+    _cpu_or_none,
+    now_us,
+    percentiles,
+    proc_rss_kb,
+    proc_switches,
+)
 
 TICK_US = 1000
 NOISE_PCT = 25.0  # CPU% used by *other* processes above which a step is "noisy"
@@ -1376,8 +1384,11 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
         app = CpuMeter(app_pids)
         every = CpuMeter(target.pids)
         each0 = {p: _cpu_or_none(p) for p in app_pids}
+        sw0 = [proc_switches(p) for p in app_pids]
         res = await run_step(senders, 1, cfg.cpu_rate, cfg.cpu_seconds, rec, target.pids, 1e9)
         a, e = app.read(), every.read()
+        sw = [tuple(x - y for x, y in zip(proc_switches(p), s0, strict=True))
+              for p, s0 in zip(app_pids, sw0, strict=True)]
         wall = time.monotonic() - app.t0
         used = [(_cpu_or_none(p) or 0) - (c or 0) for p, c in each0.items()]
         each = [round(1e6 * u / max(1, res["delivered"]), 1) for u in used]
@@ -1389,14 +1400,19 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
     delivered = max(1, res["delivered"])
     per = {k: round(1e6 * (v["server_cpu_pct"] or 0) / 100 * wall / delivered, 1)
            for k, v in (("app", a), ("all", e))}
+    # Context switches of the app processes per delivered message: voluntary ones
+    # are waits (the loop had nothing to do), involuntary ones preemptions.
+    switches = [round(sum(x[i] for x in sw) / delivered, 2) for i in (0, 1)]
     log(f"    {cfg.cpu_rate:.0f}/s for {cfg.cpu_seconds:.0f}s over {len(ports) or 1} process(es): "
         f"{per['app']} µs CPU per delivered message (app{' + redis' if 'redis' in target.key else ''}),"
         f" {per['all']} µs with the database; per process {each}; above idle {marginal} µs "
-        f"(idle {[round(100 * i, 1) for i in idle]} % CPU); lost={res['lost']} "
+        f"(idle {[round(100 * i, 1) for i in idle]} % CPU); context switches per message "
+        f"{switches[0]} waits, {switches[1]} preemptions; lost={res['lost']} "
         f"other={e['other_cpu_pct']}%")
     return {"metric": "µs server CPU per delivered message (app processes)",
             "value": per["app"], "with_database_us": per["all"], "processes": len(ports) or 1,
             "per_process_us": each, "above_idle_us": marginal,
+            "switches_per_message": {"voluntary": switches[0], "involuntary": switches[1]},
             "idle_cpu_pct": [round(100 * i, 2) for i in idle], "rate": cfg.cpu_rate, "lost": res["lost"], "other_cpu_pct": e["other_cpu_pct"],
             "step": res}
 

@@ -130,6 +130,28 @@ def _cpu_or_none(pid) -> float | None:
         return None
 
 
+def proc_switches(pid) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of the whole process (every
+    thread: /proc/<pid>/task/*/status), (0, 0) when it is gone. Involuntary
+    ones are preemptions: another process on the core was woken and ran first."""
+    vol = invol = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol += int(line.split()[1])
+        except OSError:
+            continue
+    return vol, invol
+
+
 def proc_rss_kb(pid) -> int:
     if isinstance(pid, (list, tuple)):
         return sum(proc_rss_kb(p) for p in pid)
