@@ -13,13 +13,14 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from app.config import ROOT
+from app.config import ROOT, Settings
 
 K8S = ROOT / "deploy" / "kubernetes"
 K8S_VERSION = "1.31"
@@ -184,6 +185,24 @@ def test_compose_takes_secrets_from_the_env_file(tmp_path):
     example = (ROOT / ".env.example").read_text()
     assert "SECRET_KEY=\n" in example  # the example holds no real key
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_every_app_setting_of_the_env_file_reaches_the_app():
+    """A variable .env.example sets or shows (`# NAME=…`) that is one of the app's
+    settings must be passed to the app by compose.yaml: .env only fills in
+    compose.yaml's ${…}, it does not reach the containers by itself."""
+    settings = {f.name.upper() for f in fields(Settings)}
+    named = set()
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name = line.lstrip("# ").split("=", 1)[0]
+        if "=" in line and name.isupper() and name in settings:
+            named.add(name)
+    assert {"SECRET_KEY", "MESSAGE_QUEUE_URL", "MEDIA_STORAGE_URL"} <= named
+    proc = compose_config("--profile", "rabbitmq",
+                          env={n: f"value-of-{n}" for n in named})
+    assert proc.returncode == 0, proc.stderr
+    env = yaml.safe_load(proc.stdout)["services"]["app"]["environment"]
+    assert not [n for n in named if env.get(n) != f"value-of-{n}"]
 
 
 # --- Kubernetes ------------------------------------------------------------------------
