@@ -292,6 +292,24 @@ def _postgres_tree() -> list[int]:
     return tree
 
 
+def _restrict(ids, cores: set[int], saved: dict[int, set[int]], required=None) -> int:
+    """Give each process or thread of `ids` only `cores`, remembering its own mask in
+    `saved` for the restore; returns how many moved. One that ended since the listing
+    needs no place (unless it is `required`)."""
+    moved = 0
+    for i in ids:
+        try:
+            old = os.sched_getaffinity(i)
+            os.sched_setaffinity(i, cores)
+        except ProcessLookupError:
+            if i == required:
+                raise
+            continue
+        saved[i] = old
+        moved += 1
+    return moved
+
+
 def keep_postgres_off(server_cpu: int | None) -> dict:
     """Restrict the local PostgreSQL server to every core but ``server_cpu`` (once per run)."""
     if pg_placement or server_cpu is None:
@@ -301,22 +319,14 @@ def keep_postgres_off(server_cpu: int | None) -> dict:
         cores = os.sched_getaffinity(tree[0]) - {server_cpu}
         if not cores:
             raise OSError("no core left besides the server's")
+        # A backend may end meanwhile (psql's own, a closing client's); the postmaster not.
+        moved = _restrict(tree, cores, _pg_saved_affinity, required=tree[0])
+        # Already restricted the same way: another bench run is moving it; give it
+        # back to every core afterwards rather than keep that run's restriction.
         everywhere = set(range(os.cpu_count() or 1))
-        moved = 0
-        for pid in tree:
-            try:
-                saved = os.sched_getaffinity(pid)
-                os.sched_setaffinity(pid, cores)
-            except ProcessLookupError:
-                # A backend that ended since the listing (psql's own, a closing
-                # client's) needs no place; the postmaster's end is an error.
-                if pid == tree[0]:
-                    raise
-                continue
-            # Already restricted the same way: another bench run is moving it; give it
-            # back to every core afterwards rather than keep that run's restriction.
-            _pg_saved_affinity[pid] = everywhere if saved == cores else saved
-            moved += 1
+        for pid, old in _pg_saved_affinity.items():
+            if old == cores:
+                _pg_saved_affinity[pid] = everywhere
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
         restore_postgres()
         pg_placement.update(postgres_cpus=None,
@@ -376,15 +386,7 @@ def keep_broker_off(server_cpu: int | None) -> dict:
         cores = set(range(os.cpu_count() or 1)) - {server_cpu}
         if not cores:
             raise OSError("no core left besides the server's")
-        moved = 0
-        for tid in threads:
-            try:
-                saved = os.sched_getaffinity(tid)
-                os.sched_setaffinity(tid, cores)
-            except ProcessLookupError:
-                continue
-            _broker_saved_affinity[tid] = saved
-            moved += 1
+        moved = _restrict(threads, cores, _broker_saved_affinity)
         broker_placement.update(broker_cpus=sorted(cores), broker_threads=moved)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         restore_broker()
