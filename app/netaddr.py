@@ -154,7 +154,10 @@ def of_request(request, trusted: Networks) -> str:
 
 def of_environ(environ: Mapping, trusted: Networks) -> str:
     """`client_address` of an Engine.IO environ (the Socket.IO connect). Its
-    REMOTE_ADDR is a placeholder; the peer comes from the aiohttp request."""
+    The peer is the aiohttp request's while the environ holds one (long-polling),
+    else REMOTE_ADDR: app/realtime/engine.py puts the same peer there, as a
+    WebSocket's environ lets go of its request (the driver's own REMOTE_ADDR is
+    a placeholder)."""
     request = environ.get("aiohttp.request")
     peer = request.remote if request is not None else environ.get("REMOTE_ADDR")
     return client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"),

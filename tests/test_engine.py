@@ -225,6 +225,67 @@ async def test_slow_consumer_is_dropped_and_does_not_stall_others(deps, base_url
         await slow_session.close()
 
 
+async def _until(predicate, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    assert predicate()
+
+
+async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        sid = hello["sid"]
+        # aiohttp's request handler has let go of the connection (well before
+        # the unanswered PING would end it) ...
+        await _until(lambda: not server.runner.server.connections, timeout=1.0)
+        environ = sio.environ[sid]
+        assert "aiohttp.request" not in environ and "wsgi.input" not in environ
+        assert environ["REMOTE_ADDR"] == "127.0.0.1"  # the peer, kept without the request
+        gc.collect()
+        kept = [o for o in gc.get_objects()
+                if isinstance(o, aiohttp.web.BaseRequest) and o.path.startswith("/socket.io")]
+        assert kept == []  # ... and the upgrade request is freed
+        # ... while the connection reads and writes: a PONG brings the next PING.
+        assert await _text(ws) == "2"
+        await ws.send_str("3")
+        assert await _text(ws) == "2"
+        await ws.close()
+        assert ws.close_code == aiohttp.WSCloseCode.OK  # our CLOSE answered theirs
+        await _until(lambda: sid not in sio.eio.sockets)
+
+
+async def test_websocket_ping_is_answered_and_an_oversized_message_closes_1009(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(base_url + EIO_WS, autoping=False)
+        sid = json.loads((await _text(ws))[1:])["sid"]
+        await ws.ping(b"are you there")
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type is aiohttp.WSMsgType.PONG:
+                break
+            assert msg.type is aiohttp.WSMsgType.TEXT  # an Engine.IO PING meanwhile
+        assert msg.data == b"are you there"
+        await ws.send_str("4" + "x" * (sio.eio.max_http_buffer_size + 1))
+        while msg.type is not aiohttp.WSMsgType.CLOSE:
+            msg = await ws.receive(timeout=10)
+        assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        await _until(lambda: sid not in sio.eio.sockets)
+
+
+async def test_closing_server_side_sends_close_and_ends_the_connection(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        await sio.eio.sockets[hello["sid"]].close(wait=False)
+        assert await _text(ws) == "1"  # Engine.IO CLOSE, then the WebSocket CLOSE
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.OK
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.CLOSED
+        await _until(lambda: hello["sid"] not in sio.eio.sockets)
+
+
 async def test_gc_is_tuned_once_after_startup(server):
     assert gc.get_threshold() == engine.GC_THRESHOLDS
     assert gc.get_freeze_count() > 0

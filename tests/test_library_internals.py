@@ -1,4 +1,4 @@
-"""The python-socketio and python-engineio internals Parley overrides or calls.
+"""The python-socketio, python-engineio and aiohttp internals Parley overrides or calls.
 
 app/realtime/engine.py, packets.py, rooms.py, managers.py and queue.py replace
 private methods of the two libraries and swap their socket classes (each
@@ -17,6 +17,7 @@ import inspect
 import engineio
 import pytest
 import socketio
+from aiohttp.web import WebSocketResponse
 from engineio import async_server as eio_async_server
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -315,6 +316,63 @@ def test_eio_aiohttp_translate_request():
     if found != "(request)":
         pytest.fail(f"library internal {name} changed its signature: was (request), "
                     f"is {found}. {HINT}")
+
+
+def test_eio_aiohttp_environ_keys():
+    """engine.FastWebSocket drops `aiohttp.request` and `wsgi.input` from a
+    WebSocket's environ so it does not keep the request alive; a new key that
+    holds the request would defeat that."""
+    source_has(eio_aiohttp.translate_request, "'aiohttp.request': request",
+               "'wsgi.input': request.content")
+
+
+# --- aiohttp: taking a WebSocket's transport over (engine.FastWebSocket) ---------
+
+
+def test_aiohttp_websocket_response_parser_and_queue():
+    """`prepare` creates the frame queue and parser FastWebSocket takes over, and
+    hands the parser to the request handler."""
+    source_has(WebSocketResponse._post_start, "self._reader = WebSocketDataQueue(",
+               "self._parser = WebSocketReader(", "request.protocol.set_parser(self._parser")
+
+
+def test_aiohttp_websocket_response_write_eof():
+    """`_eof_sent` keeps aiohttp's end of the request from closing the WebSocket."""
+    source_has(WebSocketResponse.write_eof, "if self._eof_sent:\n            return")
+
+
+def test_aiohttp_frame_queue_flow_control():
+    """The queue pauses and resumes reading through its `_protocol`."""
+    # The compiled queue cannot be read; its Python twin is the same code.
+    from aiohttp._websocket import reader_py
+    from aiohttp._websocket.reader import WebSocketDataQueue
+
+    source_has(reader_py.WebSocketDataQueue.feed_data, "self._protocol._reading_paused",
+               "self._protocol.pause_reading()")
+    source_has(reader_py.WebSocketDataQueue._read_from_buffer, "self._protocol.resume_reading()")
+    loop = asyncio.new_event_loop()
+    try:
+        queue = WebSocketDataQueue(object(), 16, loop=loop)
+        queue._protocol = marker = object()
+        assert queue._protocol is marker
+    finally:
+        loop.close()
+
+
+def test_aiohttp_request_handler_lets_go():
+    """With its `transport` and `_payload_parser` cleared, `connection_lost(None)`
+    removes the handler from the server's table and closes nothing."""
+    from aiohttp.web_protocol import RequestHandler
+
+    for name in ("transport", "_payload_parser", "_reading_paused"):
+        if name not in RequestHandler.__slots__ and not any(
+                name in getattr(c, "__slots__", ()) for c in RequestHandler.__mro__):
+            pytest.fail(f"library internal aiohttp.web_protocol.RequestHandler.{name} is "
+                        f"gone. {HINT}")
+    params(RequestHandler, "connection_lost", "(self, exc: BaseException | None) -> None")
+    source_has(RequestHandler.connection_lost, "self._manager.connection_lost(self, exc)",
+               "self.force_close()", "if self._payload_parser is not None:")
+    source_has(RequestHandler.force_close, "if self.transport is not None:")
 
 
 def test_eio_packet_decoding():

@@ -14,6 +14,12 @@ service task only sweeps closed sockets. Memory: the per-socket
 `asyncio.Queue` is only needed by long-polling; a socket on the pure WebSocket
 transport drops it. The gains are measured in docs/benchmarks.md.
 
+A connection that starts on the WebSocket transport leaves aiohttp's HTTP
+layer once the upgrade is answered (`FastWebSocket`): the transport's protocol
+becomes the socket's own, so an idle connection keeps its transport, aiohttp's
+frame parser and queue, and one reading task, not the upgrade request, the
+HTTP parser and the request handler's frames.
+
 The protocol is unchanged: `pingInterval`/`pingTimeout` in the handshake, a
 PING every interval after the last PONG, and a socket closed with reason
 `PING_TIMEOUT` when no PONG came back within `ping_timeout`. Long-polling and
@@ -39,6 +45,20 @@ python-engineio
   it reads and writes the socket's `last_ping`, `queue`, `upgrading`,
   `upgraded`, `connected`, `closed` and `closing`.
 - `async_drivers.aiohttp.WebSocket.__call__` (and its `_sock`, `handler`).
+- `async_drivers.aiohttp.translate_request`: its environ keys
+  `aiohttp.request` and `wsgi.input`, dropped from a WebSocket's environ.
+
+aiohttp (pinned to the tested minor version too)
+- `WebSocketResponse._reader` / `._parser`: the frame queue and parser that
+  `prepare` creates and hands to the request handler (`set_parser`), taken over.
+- `WebSocketResponse._eof_sent`: set so that aiohttp's `write_eof` at the end
+  of the request does not close a WebSocket that lives on.
+- `WebSocketDataQueue._protocol`, and that the queue pauses and resumes
+  reading through that protocol's `pause_reading`, `resume_reading` and
+  `_reading_paused`.
+- `web_protocol.RequestHandler`: its `transport`, `_payload_parser`,
+  `_reading_paused`, and that `connection_lost(None)` forgets the connection
+  (the server's connection table) without closing a transport it no longer has.
 
 python-socketio
 - `AsyncServer._engineio_server_class`: returns `FastEngineServer`.
@@ -60,7 +80,8 @@ import time
 
 import engineio
 import socketio
-from aiohttp import WSMsgType
+from aiohttp import EofStream, WSCloseCode, WSMsgType
+from aiohttp.http import WebSocketError
 from aiohttp.web import WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -83,6 +104,11 @@ log = logging.getLogger("parley.engine")
 MAX_WRITE_BUFFER = 1024 * 1024
 TICK = 0.5  # timer-wheel slot, seconds
 
+# How long a closed connection may take to accept its last data (the CLOSE
+# frame) before it is cut off.
+CLOSE_TIMEOUT = 10.0
+
+_CLOSE_CODE = struct.Struct("!H").pack
 _PACK2 = struct.Struct("!BBH").pack
 _PACK8 = struct.Struct("!BBQ").pack
 _PING_FRAME = b"\x81\x012"  # FIN + text, length 1, Engine.IO PING "2"
@@ -105,10 +131,21 @@ def ws_frame(data: str | bytes) -> bytes:
     return _PACK8(op, 127, n) + data
 
 
+def _control_frame(op: int, payload: bytes) -> bytes:
+    return bytes((op, len(payload))) + payload  # control payloads are ≤ 125 bytes
+
+
+def _close_frame(code: int) -> bytes:
+    return _control_frame(0x88, _CLOSE_CODE(code))
+
+
 def _translate_request(request):
-    """engineio's environ, with its `HTTP_*` keys interned: python-socketio keeps
-    every connection's environ, and each built its own copies of the same keys."""
+    """engineio's environ, with its `HTTP_*` keys interned (python-socketio keeps
+    every connection's environ, and each built its own copies of the same keys)
+    and the real peer address as REMOTE_ADDR (the driver's is a placeholder,
+    and a WebSocket's environ does not keep the request)."""
     environ = eio_aiohttp.translate_request(request)
+    environ["REMOTE_ADDR"] = request.remote
     return {sys.intern(k): v for k, v in environ.items()}
 
 
@@ -152,27 +189,106 @@ class _NoQueue:
 _NO_QUEUE = _NoQueue()
 
 
-class FastWebSocket(eio_aiohttp.WebSocket):
+class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
     """engineio's aiohttp WebSocket wrapper without permessage-deflate (zlib per
-    recipient on every fan-out; Node's socket.io disables it by default too) and
-    with a synchronous, non-blocking `write`."""
+    recipient on every fan-out; Node's socket.io disables it by default too),
+    with a synchronous, non-blocking `write`, and, on a connection that starts
+    on the WebSocket transport, without aiohttp's HTTP machinery.
+
+    aiohttp answers the upgrade (`WebSocketResponse.prepare`: the handshake
+    checks, the 101, the frame parser). Then this object takes the transport
+    over as its asyncio protocol: aiohttp's request handler forgets the
+    connection without closing it and its task ends, so the upgrade request,
+    the HTTP parser, the handler and middleware frames are freed, not kept
+    alive for the hours a WebSocket lasts. Frames still go through aiohttp's
+    parser and its queue (with its flow control); one task per connection reads
+    that queue (`FastSocket._websocket_handler`). An upgrade from long-polling
+    keeps aiohttp's `WebSocketResponse` for its whole life, as the library's
+    probe handshake reads and writes through it."""
 
     transport = None
+    _frames = None  # aiohttp's WebSocketDataQueue, once the transport is ours
+    _parser = None
+    _reading_paused = False
+    closing = False
 
     async def __call__(self, environ):
         request = environ["aiohttp.request"]
-        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                       compress=False)
-        await self._sock.prepare(request)
-        self.transport = request.transport
-        await self.handler(self)
-        return self._sock
+        ws = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
+                               compress=False)
+        await ws.prepare(request)
+        if getattr(self.handler, "__self__", None) is None or self.handler.__self__.connected:
+            self._sock = ws
+            self.transport = request.transport
+            await self.handler(self)
+            return ws
+        self._take_over(request, ws)
+        # The socket keeps its environ (python-socketio's `environ[sid]`): it
+        # must not keep the request, and through it aiohttp's protocol, alive.
+        environ.pop("aiohttp.request", None)
+        environ.pop("wsgi.input", None)
+        _spawn(self.handler(self))
+        return ws
+
+    def _take_over(self, request, ws: WebSocketResponse) -> None:
+        handler = request.protocol
+        transport = request.transport
+        self._frames = ws._reader
+        self._parser = ws._parser
+        self._frames._protocol = self  # the queue pauses and resumes reading through us
+        self._reading_paused = handler._reading_paused
+        # aiohttp's handler lets go: no parser to end, no transport to close.
+        handler._payload_parser = None
+        handler.transport = None
+        transport.set_protocol(self)
+        self.transport = transport
+        handler.connection_lost(None)
+        # aiohttp ends the handler's response with write_eof, which for a
+        # WebSocketResponse sends a CLOSE frame: it was never this response's to end.
+        ws._eof_sent = True
+        if not self._reading_paused and not transport.is_reading() and not transport.is_closing():
+            transport.resume_reading()
+
+    # asyncio.Protocol, once the transport is ours
+
+    def data_received(self, data: bytes) -> None:
+        # A protocol error is stored in the queue: the read loop sees it, closes.
+        self._parser.feed_data(data)
+
+    def eof_received(self):
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self._frames.feed_eof()
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def read(self):
+        """The next WSMessage; None when the connection has ended (after a
+        protocol error, with a CLOSE frame that says why)."""
+        try:
+            return await self._frames.read()
+        except EofStream:
+            return None
+        except WebSocketError as exc:
+            log.info("engine.io: WebSocket protocol error (%s), closing the connection", exc)
+            self.shut(exc.code)
+            return None
 
     def write(self, frame: bytes) -> bool:
         """Queue one encoded frame on the transport; never waits. False when the
         connection is gone, or was just aborted because it is not reading."""
         t = self.transport
-        if t is None or self._sock.closed or t.is_closing():
+        if t is None or self.closing or t.is_closing():
             return False
         t.write(frame)
         if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
@@ -181,6 +297,24 @@ class FastWebSocket(eio_aiohttp.WebSocket):
             t.abort()  # the read loop sees the connection end and closes the socket
             return False
         return True
+
+    def shut(self, code: int = WSCloseCode.OK) -> None:
+        """Send a CLOSE frame and close the transport once its data is out; a
+        peer that does not take that data within CLOSE_TIMEOUT is cut off."""
+        t = self.transport
+        if t is None or self.closing:
+            return
+        self.closing = True
+        if not t.is_closing():
+            t.write(_close_frame(code))
+            t.close()
+            if t.get_write_buffer_size():
+                asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, t.abort)
+
+    async def close(self):
+        if self._frames is None:
+            return await super().close()
+        self.shut()
 
 
 class FastSocket(AsyncSocket):
@@ -266,15 +400,15 @@ class FastSocket(AsyncSocket):
         if not asyncio.iscoroutinefunction(on_message):
             on_message = None  # not python-socketio's: every packet takes the library path
         sid = self.sid
-        sock = ws._sock
         try:
             while not self.closed:
                 try:
-                    msg = await sock.receive()
-                except Exception:  # torn down under us (aiohttp reports a normal end
-                    # as a CLOSE/ERROR message, so this is unexpected): say so once.
+                    msg = await ws.read()
+                except Exception:  # not a protocol error nor the end: unexpected, say so once
                     log.warning("engine.io: reading a WebSocket failed; closing it",
                                 exc_info=True, extra={"fields": {"sid": sid}})
+                    break
+                if msg is None:
                     break
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
@@ -306,10 +440,13 @@ class FastSocket(AsyncSocket):
                         continue
                 elif kind is WSMsgType.BINARY:
                     data = msg.data
-                elif kind is WSMsgType.PING or kind is WSMsgType.PONG:
+                elif kind is WSMsgType.PING:
+                    ws.write(_control_frame(0x8A, msg.data))  # PONG with the same payload
+                    continue
+                elif kind is WSMsgType.PONG:
                     continue
                 else:
-                    break  # CLOSE / CLOSING / CLOSED / ERROR
+                    break  # CLOSE: answered by ws.close() below
                 try:
                     pkt = packet.Packet(encoded_packet=data)
                 except (ValueError, IndexError):
@@ -330,6 +467,10 @@ class FastSocket(AsyncSocket):
             self._ws = None
             await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
             await ws.close()
+            # What engineio's request handler does when a WebSocket ends; here
+            # that handler returned at the upgrade.
+            if self.server.sockets.get(sid) is self:
+                del self.server.sockets[sid]
 
 
 class _PingWheel:
