@@ -757,7 +757,7 @@ class _Reference:
     measured in one invocation."""
 
     reference = REFERENCE
-    scenarios = ("s1", "s2", "s3", "cpu", "login", "s1-noindex", "cpu-noindex", "s6")
+    scenarios = ("s1", "s2", "s3", "s5", "cpu", "login", "s1-noindex", "cpu-noindex", "s6")
 
     async def prepare(self, env) -> None:
         self._ref_dir = tempfile.TemporaryDirectory(prefix="parley-bench-ref-")
