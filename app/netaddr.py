@@ -153,7 +153,7 @@ def of_request(request, trusted: Networks) -> str:
 
 
 def of_environ(environ: Mapping, trusted: Networks) -> str:
-    """`client_address` of an Engine.IO environ (the Socket.IO connect). Its
+    """`client_address` of an Engine.IO environ (the Socket.IO connect).
     The peer is the aiohttp request's while the environ holds one (long-polling),
     else REMOTE_ADDR: app/realtime/engine.py puts the same peer there, as a
     WebSocket's environ lets go of its request (the driver's own REMOTE_ADDR is
