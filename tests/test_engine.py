@@ -256,6 +256,18 @@ async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
         await _until(lambda: sid not in sio.eio.sockets)
 
 
+def test_environ_carries_the_peer_not_the_drivers_placeholder():
+    from aiohttp.test_utils import make_mocked_request
+
+    class Transport:
+        def get_extra_info(self, name, default=None):
+            return ("198.51.100.7", 40000) if name == "peername" else default
+
+    request = make_mocked_request("GET", "/socket.io/?EIO=4&transport=websocket",
+                                  transport=Transport())
+    assert engine._translate_request(request)["REMOTE_ADDR"] == "198.51.100.7"
+
+
 async def test_websocket_ping_is_answered_and_an_oversized_message_closes_1009(sio, base_url):
     async with aiohttp.ClientSession() as session:
         ws = await session.ws_connect(base_url + EIO_WS, autoping=False)
