@@ -195,11 +195,19 @@ class ChatNamespace(socketio.AsyncNamespace):
         """Graceful shutdown: let in-flight events finish and ack, then close every
         socket at the Engine.IO level so clients reconnect (through the balancer,
         to another process) instead of treating it as a server-side kick."""
+        eio = self.server.eio
+        # Read no more events first: under steady load the sockets would keep the
+        # server from ever being idle, and every shutdown would wait the whole
+        # timeout. What clients send meanwhile is unread and unacked, so they send
+        # it again after reconnecting.
+        for sock in list(eio.sockets.values()):
+            hold = getattr(sock, "hold", None)
+            if hold is not None:
+                hold()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             log.warning("shutdown: %d events still running after %.0f s", self.inflight, timeout)
-        eio = self.server.eio
         reason = eio.reason.SERVER_DISCONNECT
         for sock in list(eio.sockets.values()):
             # wait=False: a long-polling client that is already gone would never

@@ -210,6 +210,7 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
     _frames = None  # aiohttp's WebSocketDataQueue, once the transport is ours
     _parser = None
     _reading_paused = False
+    held = False  # reading stopped for good (shutdown): flow control must not resume it
     closing = False
 
     async def __call__(self, environ):
@@ -269,8 +270,16 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
 
     def resume_reading(self) -> None:
         self._reading_paused = False
-        if self.transport is not None and not self.transport.is_closing():
+        if not self.held and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def hold(self) -> None:
+        """Read nothing more from the peer. What it sends from now on is neither
+        read nor acked, so it sends that again after reconnecting elsewhere."""
+        self.held = True
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
 
     async def read(self):
         """The next WSMessage; None when the connection has ended (after a
@@ -341,6 +350,13 @@ class FastSocket(AsyncSocket):
     async def send(self, pkt):
         if not self.send_now(pkt):
             return await super().send(pkt)
+
+    def hold(self) -> None:
+        """Read no more events (a graceful shutdown, before the socket is closed);
+        long-polling and upgraded sockets are read until they close."""
+        ws = self._ws
+        if ws is not None:
+            ws.hold()
 
     def schedule_ping(self):
         # Same rule as the library: only after the previous ping was answered.
