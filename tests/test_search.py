@@ -852,6 +852,32 @@ async def test_the_pending_list_is_merged_in_the_background(client, deps, databa
         ["quokka 明天"] if pg else ["quokka 后天", "quokka 明天"])
 
 
+async def test_sqlite_merger_leaves_the_database_alone_while_nothing_is_written(
+        deps, database_url):
+    # A laptop's idle server: the merger (every 50 ms) asks SQLite nothing
+    # until the writer commits something, then merges it.
+    import asyncio
+
+    from tortoise import Tortoise
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's merger knows what its process wrote")
+    merger = deps.extras["search_merger"]
+    await until(lambda: merger.merges > 0, "the server's merger ran")
+    a, b = await make_user(deps, "a"), await make_user(deps, "b")
+    cid = await direct(deps, a, b)
+    await say(deps, a, cid, "numbat")
+    await until(lambda: merger.merges > 1, "the merger merged the new entry")
+    conn = Tortoise.get_connection("default")
+    _n, rows = await conn.execute_query('SELECT COUNT(*) FROM "message_search_pending"')
+    assert rows[0][0] == 0
+    idle = merger.merges
+    await asyncio.sleep(0.5)  # ten rounds
+    assert merger.merges == idle
+    await say(deps, a, cid, "numbat again")
+    await until(lambda: merger.merges > idle, "the merger looked again after a write")
+
+
 async def test_sqlite_merges_its_pending_list_a_bounded_number_at_a_time(
         deps, database_url, monkeypatch):
     # The writer waits while the connection merges: a round moves at most

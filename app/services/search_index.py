@@ -214,6 +214,12 @@ class SearchBackend(ABC):
     # How often PendingListMerger merges this backend's pending list.
     merge_every: float
 
+    def pending_written(self) -> int | None:
+        """How many times this process has added to the pending list, for the
+        merger to skip the rounds with nothing new; None: not known here (the
+        merger looks every round)."""
+        return None
+
     @abstractmethod
     async def merge_pending(self, conn) -> int | None:
         """Merge (part of) the pending list into the index → how many entries or
@@ -278,6 +284,11 @@ class SqliteFts5(SearchBackend):
     # waits all of it.
     merge_every = 0.05
     MERGE_ROWS = 500
+
+    def pending_written(self) -> int | None:
+        # Every process that writes runs a merger, and a search merges what is
+        # pending before it looks, so a round may skip what other processes wrote.
+        return _sqlite_pending_writes
 
     async def merge_pending(self, conn) -> int:
         # The MERGE_ROWS-th pending id, else the last one.
@@ -478,15 +489,24 @@ class PendingListMerger(Supervised):
     async def _run(self) -> None:
         backend = self._backend
         failing = False
+        merged_up_to = None  # the first round looks: entries may be left from before
         while not self._closed:
             await self._sleep(backend.merge_every)
             if self._closed:
                 return
+            written = backend.pending_written()
+            if written is not None and written == merged_up_to:
+                continue  # nothing added since the pending list was last found empty
             try:
-                if await backend.merge_pending(self._connection()) is not None:
+                moved = await backend.merge_pending(self._connection())
+                if moved is not None:
                     self.merges += 1
+                # A round that moved a full batch leaves more: look again.
+                more = moved is None or moved >= getattr(backend, "MERGE_ROWS", moved + 1)
+                merged_up_to = None if more else written
                 failing = False
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
+                merged_up_to = None
                 self.failures += 1
                 if not failing:
                     log.warning("search index: merging the pending list failed (%s); "
@@ -503,6 +523,9 @@ def backend_for(pg: bool) -> SearchBackend:
     return _PG if pg else _SQLITE
 
 
+# Batches this process's SQLite writer has committed (`pending_committed`;
+# SqliteFts5.pending_written).
+_sqlite_pending_writes = 0
 _SQLITE = SqliteFts5()
 _PG = PostgresTsvector()
 
@@ -553,6 +576,13 @@ def sqlite_index(db, entries: list[tuple[int, list[str]]], known: set[str],
     if words:
         db.executemany(SqliteFts5.INSERT_WORD, [(w,) for w in words])
     return words
+
+
+def pending_committed() -> None:
+    """After the COMMIT of a writer batch that may have added to SQLite's pending
+    list: the merger's next round looks."""
+    global _sqlite_pending_writes
+    _sqlite_pending_writes += 1
 
 
 def remember_words(known: set[str], words: set[str]) -> None:

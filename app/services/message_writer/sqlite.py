@@ -19,7 +19,12 @@ from app.services.message_writer.batch import (
     recipients_of,
     refused_sends,
 )
-from app.services.search_index import known_words, remember_words, sqlite_index
+from app.services.search_index import (
+    known_words,
+    pending_committed,
+    remember_words,
+    sqlite_index,
+)
 from app.services.sql import MEMBERS_SQLITE, WRITER_FACTS_SQLITE
 
 
@@ -124,6 +129,7 @@ def _write_rest(db, items, existing, rejected, load, known: set[str]) -> tuple:
         loaded = {cid: tuple(r[0] for r in db.execute(MEMBERS_SQLITE, (str(cid),)))
                   for cid in load}
         db.execute("COMMIT")
+        pending_committed()
         remember_words(known, words)
     except sqlite3.IntegrityError as exc:
         db.execute("ROLLBACK")
