@@ -17,7 +17,7 @@ from app.realtime import engine
 from app.realtime.chat import EVENTS
 from app.realtime.packets import FastPacket, has_binary
 from app.server import SIO_KEY
-from tests.factories import call, connect, make_user
+from tests.factories import call, connect, make_user, until
 
 EIO_WS = "/socket.io/?EIO=4&transport=websocket"
 
@@ -225,21 +225,14 @@ async def test_slow_consumer_is_dropped_and_does_not_stall_others(deps, base_url
         await slow_session.close()
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    assert predicate()
-
-
 async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
     async with aiohttp.ClientSession() as session:
         ws, hello = await _open_raw(session, base_url)
         sid = hello["sid"]
         # aiohttp's request handler has let go of the connection (well before
         # the unanswered PING would end it) ...
-        await _until(lambda: not server.runner.server.connections, timeout=1.0)
+        await until(lambda: not server.runner.server.connections,
+                    "aiohttp let go of the connection", timeout=1.0)
         environ = sio.environ[sid]
         assert "aiohttp.request" not in environ and "wsgi.input" not in environ
         assert environ["REMOTE_ADDR"] == "127.0.0.1"  # the peer, kept without the request
@@ -253,7 +246,7 @@ async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
         assert await _text(ws) == "2"
         await ws.close()
         assert ws.close_code == aiohttp.WSCloseCode.OK  # our CLOSE answered theirs
-        await _until(lambda: sid not in sio.eio.sockets)
+        await until(lambda: sid not in sio.eio.sockets, "the socket was forgotten")
 
 
 def test_environ_carries_the_peer_not_the_drivers_placeholder():
@@ -283,7 +276,7 @@ async def test_websocket_ping_is_answered_and_an_oversized_message_closes_1009(s
         while msg.type is not aiohttp.WSMsgType.CLOSE:
             msg = await ws.receive(timeout=10)
         assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
-        await _until(lambda: sid not in sio.eio.sockets)
+        await until(lambda: sid not in sio.eio.sockets, "the socket was forgotten")
 
 
 async def test_closing_server_side_sends_close_and_ends_the_connection(sio, base_url):
@@ -295,7 +288,7 @@ async def test_closing_server_side_sends_close_and_ends_the_connection(sio, base
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.OK
         msg = await ws.receive(timeout=10)
         assert msg.type is aiohttp.WSMsgType.CLOSED
-        await _until(lambda: hello["sid"] not in sio.eio.sockets)
+        await until(lambda: hello["sid"] not in sio.eio.sockets, "the socket was forgotten")
 
 
 async def test_gc_is_tuned_once_after_startup(server):

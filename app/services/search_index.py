@@ -217,7 +217,8 @@ class SearchBackend(ABC):
     def pending_written(self) -> int | None:
         """How many times this process has added to the pending list, for the
         merger to skip the rounds with nothing new; None: not known here (the
-        merger looks every round)."""
+        merger looks every round). A backend that counts also has MERGE_ROWS, and
+        its merge_pending returns the entries it moved, at most that many."""
         return None
 
     @abstractmethod
@@ -501,9 +502,10 @@ class PendingListMerger(Supervised):
                 moved = await backend.merge_pending(self._connection())
                 if moved is not None:
                     self.merges += 1
-                # A round that moved a full batch leaves more: look again.
-                more = moved is None or moved >= getattr(backend, "MERGE_ROWS", moved + 1)
-                merged_up_to = None if more else written
+                if written is not None:
+                    # Only a backend that counts its writes (SQLite) gets here; a
+                    # round that moved a full batch left more: look again.
+                    merged_up_to = written if moved < backend.MERGE_ROWS else None
                 failing = False
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
                 merged_up_to = None
