@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from socketio.packet import Packet
 
 from app.realtime import engine
@@ -247,6 +249,25 @@ async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
         await ws.close()
         assert ws.close_code == aiohttp.WSCloseCode.OK  # our CLOSE answered theirs
         await until(lambda: sid not in sio.eio.sockets, "the socket was forgotten")
+
+
+async def test_client_gone_before_its_101_leaves_no_socket_and_no_error(sio, caplog):
+    """A client that gave up waiting (a connect storm on a busy server) is gone
+    when its upgrade is answered: the Engine.IO socket opened for it is closed
+    at once, and nothing is logged as an error or answered 500."""
+    async def hung_up(request):
+        request.transport.close()  # the peer left before the answer
+        return await sio.eio.handle_request(request)
+
+    front = aiohttp.web.Application()
+    front.router.add_get("/socket.io/", hung_up)
+    opened = set(sio.eio.sockets)
+    caplog.set_level(logging.INFO)
+    async with TestServer(front) as srv, aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientError):
+            await session.ws_connect(srv.make_url(EIO_WS))
+    assert set(sio.eio.sockets) == opened
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_environ_carries_the_peer_not_the_drivers_placeholder():

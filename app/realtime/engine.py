@@ -82,7 +82,7 @@ import engineio
 import socketio
 from aiohttp import EofStream, WSCloseCode, WSMsgType
 from aiohttp.http import WebSocketError
-from aiohttp.web import WebSocketResponse
+from aiohttp.web import Response, WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
@@ -217,7 +217,10 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
         request = environ["aiohttp.request"]
         ws = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
                                compress=False)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:
+            return await self._client_gone()
         if getattr(self.handler, "__self__", None) is None or self.handler.__self__.connected:
             self._sock = ws
             self.transport = request.transport
@@ -230,6 +233,17 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
         environ.pop("wsgi.input", None)
         _spawn(self.handler(self))
         return ws
+
+    async def _client_gone(self) -> Response:
+        """The client left before its 101 went out (it gave up waiting while the
+        server was busy, e.g. in a reconnect storm). A new connection's Engine.IO
+        socket is closed now rather than at its ping timeout; an upgrade from
+        long-polling leaves that session as it is. aiohttp's attempt to send the
+        returned response fails quietly, as for any client that hung up."""
+        sock = getattr(self.handler, "__self__", None)
+        if sock is not None and not sock.connected:
+            await sock.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        return Response(status=499, reason="Client Closed Request")
 
     def _take_over(self, request, ws: WebSocketResponse) -> None:
         handler = request.protocol
