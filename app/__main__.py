@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             web.run_app(app, host=host, port=port, print=None, access_log=None,
-                        shutdown_timeout=10, ssl_context=ssl_context, loop=loop)
+                        shutdown_timeout=10, ssl_context=ssl_context, loop=loop,
+                        backlog=settings.listen_backlog)
         except KeyError_ as exc:  # a missing or wrong data key: never serve garbage
             print(f"parley: data keys: {exc}", file=sys.stderr, flush=True)
             return 2

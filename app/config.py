@@ -58,6 +58,11 @@ def _local_secret_key(path: Path | None = None) -> str:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Connections the kernel holds for `serve` until the event loop accepts them
+    # (capped by net.core.somaxconn): a reconnect storm after a restart arrives
+    # faster than a busy loop accepts, and a connection dropped here waits out
+    # the client's SYN retries (1, 3, 7, 15 s).
+    listen_backlog: int = 1024
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
     # PostgreSQL streaming replicas serving history, sync and search reads (app/replicas.py)
     database_replica_urls: str = ""  # comma-separated postgres:// URLs
@@ -256,6 +261,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
             raise ValueError("DATABASE_REPLICA_URLS are postgres://… URLs, comma-separated")
     if values.get("replica_check_interval", 1.0) <= 0:
         raise ValueError("REPLICA_CHECK_INTERVAL must be above 0")
+    if values.get("listen_backlog", 1) < 1:
+        raise ValueError("LISTEN_BACKLOG must be at least 1")
     if not values.get("secret_key"):
         values["secret_key"] = _local_secret_key(
             Path(values["secret_key_file"]) if values.get("secret_key_file") else None)

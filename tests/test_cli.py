@@ -298,6 +298,7 @@ def test_serve_runs_on_the_event_loop_chosen_and_says_which(tmp_path, choice):
     env.pop("EVENT_LOOP", None)
     if choice is not None:
         env["EVENT_LOOP"] = choice
+    env["LISTEN_BACKLOG"] = "777"
     log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -307,6 +308,10 @@ def test_serve_runs_on_the_event_loop_chosen_and_says_which(tmp_path, choice):
         assert status == 200
         expected = choice or "uvloop"  # the default where uvloop installs
         assert f"http://127.0.0.1:{port} ({expected} event loop)" in Path(log.name).read_text()
+        # A listening socket's Send-Q is its backlog.
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                                   text=True, check=True).stdout.split()
+        assert listening[2] == "777", listening
     finally:
         proc.terminate()
         try:

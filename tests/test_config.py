@@ -1,4 +1,4 @@
-"""Settings helpers: generated secrets kept in files under var/."""
+"""Settings: validation, and generated secrets kept in files under var/."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from app.config import local_secret_file
+import pytest
+
+from app.config import load_settings, local_secret_file
 
 
 def test_processes_starting_at_once_agree_on_one_generated_secret(tmp_path):
@@ -37,3 +39,9 @@ def test_a_generated_secret_is_kept_across_restarts(tmp_path):
     path = tmp_path / "secret"
     first = local_secret_file(path, lambda: "first")
     assert local_secret_file(path, lambda: "second") == first == "first"
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_listen_backlog_below_one_is_refused(value):
+    with pytest.raises(ValueError, match="LISTEN_BACKLOG must be at least 1"):
+        load_settings(environ={"LISTEN_BACKLOG": value, "SECRET_KEY": "x" * 32})
