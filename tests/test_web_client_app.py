@@ -22,6 +22,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     send_text,
     shot,
     sqlite_only,
+    wait_for_js,
 )
 
 
@@ -190,7 +191,7 @@ async def test_main_thread_with_1000_chats_and_20_messages_a_second(browser, bas
     # A thousand chats to list and sync: more time on a busy machine than one.
     alice = await new_page(browser, base_url, person=a, ready_within=30_000)
     await alice.locator(".list.windowed .chat-item").first.wait_for(timeout=30_000)
-    await alice.wait_for_function("window.__parley.connected && !window.__parley.syncing", timeout=30_000)
+    await wait_for_js(alice, "window.__parley.connected && !window.__parley.syncing", 30_000)
     await alice.wait_for_timeout(500)
     cdp = await alice.context.new_cdp_session(alice)
     await cdp.send("Performance.enable")

@@ -22,6 +22,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     people,
     shot,
     sqlite_only,
+    wait_for_js,
 )
 
 
@@ -143,7 +144,7 @@ async def test_worker_shows_pushes_replaces_by_tag_and_a_click_opens_the_chat(
         await Promise.all(work);
         return work.length;
     }""", cid) == 1
-    await page.wait_for_function(f"location.hash === '#/chats/{cid}'")
+    await wait_for_js(page, f"location.hash === '#/chats/{cid}'")
     await page.locator(f".chat-item[data-id='{cid}'].active, .chat-title h2").first.wait_for()
     assert await notifications(worker) == []  # the click closed it
     await shot(page, "push-click-opened-chat")

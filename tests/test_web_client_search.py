@@ -18,6 +18,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     new_page,
     shot,
     sqlite_only,
+    wait_for_js,
 )
 
 
@@ -87,8 +88,7 @@ async def test_search_box_jump_to_message_and_chat_search(browser, base_url, dep
     assert await result.locator("mark").text_content() == "msg77"
     await panel.locator("[data-role=chat-search]").fill("msg7")
     await panel.locator("[data-role=member]").select_option(zs.user_id)
-    await page.wait_for_function(
-        "() => document.querySelectorAll('.chat-search .search-hit').length === 6")
+    await wait_for_js(page, "document.querySelectorAll('.chat-search .search-hit').length === 6")
     # msg7, msg71, msg73, …: zhangsan sent the odd ones only.
     got = await panel.locator(".search-hit[data-kind=message]").evaluate_all(
         "els => els.map(e => Number(e.dataset.seq))")

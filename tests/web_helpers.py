@@ -4,9 +4,11 @@ on a real port, signed-in pages, axe-core checks, screenshots to test-artifacts/
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,18 @@ async def new_page(browser, base_url, *, locale="en-US", width=1280, height=800,
         await page.wait_for_selector(".shell", timeout=ready_within)
         await page.wait_for_selector("body[data-connected=true]", timeout=ready_within)
     return page
+
+
+async def wait_for_js(page, expression: str, timeout_ms: int = WAIT) -> None:
+    """Wait until `expression` (page JavaScript) is truthy, polling `page.evaluate`,
+    which runs it through the DevTools protocol where the page's CSP does not apply.
+    Not `page.wait_for_function`: its later polls evaluate the predicate inside the
+    page, where our CSP (no 'unsafe-eval') may refuse it on a loaded machine
+    (EvalError, microsoft/playwright#36982)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not await page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
+        await asyncio.sleep(0.05)
 
 
 async def shot(page, name):
