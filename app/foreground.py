@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from app.presence import MemoryPresence, PresenceStore, RedisPresence
+from app.presence import Coalesced, MemoryPresence, PresenceStore, RedisPresence
 
 log = logging.getLogger("parley.foreground")
 
@@ -76,6 +76,6 @@ class ForegroundTracker:
 
 
 def build_foreground(redis=None) -> ForegroundTracker:
-    store = (RedisPresence(redis, prefix="parley:fg:") if redis is not None
+    store = (Coalesced(RedisPresence(redis, prefix="parley:fg:")) if redis is not None
              else MemoryPresence())
     return ForegroundTracker(store)

@@ -77,35 +77,126 @@ class RedisPresence:
         return f"{self.prefix}{user_id}"
 
     async def mark(self, user_ids) -> None:
-        user_ids = [str(u) for u in user_ids]
-        if not user_ids:
-            return
-        expiry = self.clock() + self.ttl
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for u in user_ids:
-                pipe.zadd(self._key(u), {self.proc_id: expiry})
-                pipe.expire(self._key(u), math.ceil(self.ttl))
-            await pipe.execute()
+        await self.apply({str(u): True for u in user_ids}, [])
 
     async def unmark(self, user_ids) -> None:
-        user_ids = [str(u) for u in user_ids]
-        if not user_ids:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for u in user_ids:
-                pipe.zrem(self._key(u), self.proc_id)
-            await pipe.execute()
+        await self.apply({str(u): False for u in user_ids}, [])
 
     async def online(self, user_ids) -> set[str]:
-        user_ids = [str(u) for u in user_ids]
-        if not user_ids:
-            return set()
+        [answer] = await self.apply({}, [[str(u) for u in user_ids]])
+        return answer
+
+    async def apply(self, marks: dict[str, bool], questions: list[list[str]]) -> list[set[str]]:
+        """Mark (True) or unmark (False) users, then answer `online` for each list
+        of users, all in one round trip."""
+        if not marks and not any(questions):
+            return [set() for _ in questions]
         now = self.clock()
+        expiry = now + self.ttl
+        writes = 0
         async with self.redis.pipeline(transaction=False) as pipe:
-            for u in user_ids:
-                pipe.zcount(self._key(u), f"({now}", "+inf")
-            counts = await pipe.execute()
-        return {u for u, n in zip(user_ids, counts, strict=True) if n}
+            for u, marked in marks.items():
+                if marked:
+                    pipe.zadd(self._key(u), {self.proc_id: expiry})
+                    pipe.expire(self._key(u), math.ceil(self.ttl))
+                    writes += 2
+                else:
+                    pipe.zrem(self._key(u), self.proc_id)
+                    writes += 1
+            for users in questions:
+                for u in users:
+                    pipe.zcount(self._key(u), f"({now}", "+inf")
+            replies = iter((await pipe.execute())[writes:])
+        return [{u for u in users if next(replies)} for users in questions]
+
+
+class Coalesced:
+    """A shared store whose calls travel together: every mark, unmark and
+    `online` question that arrives while a round trip is out goes in the next
+    one, so at most one is out at a time. A reconnect storm's thousands of
+    sockets then cost a few round trips instead of a pooled connection each,
+    which a bounded pool would make them queue for, and give up on.
+
+    Writes to one user within a round trip collapse to the last (the callers
+    keep their own per-user state, so the last call is the state to store).
+    A failed round trip fails every call it carried."""
+
+    def __init__(self, store: RedisPresence) -> None:
+        self.store = store
+        self.heartbeat_interval = store.heartbeat_interval
+        self._marks: dict[str, bool] = {}
+        self._written: asyncio.Future | None = None  # resolves when _marks are stored
+        self._questions: list[tuple[list[str], asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def mark(self, user_ids) -> None:
+        await self._write(user_ids, True)
+
+    async def unmark(self, user_ids) -> None:
+        await self._write(user_ids, False)
+
+    async def online(self, user_ids) -> set[str]:
+        users = [str(u) for u in user_ids]
+        if not users:
+            return set()
+        answer = asyncio.get_running_loop().create_future()
+        self._questions.append((users, answer))
+        self._start()
+        return await answer
+
+    async def _write(self, user_ids, marked: bool) -> None:
+        users = [str(u) for u in user_ids]
+        if not users:
+            return
+        for u in users:
+            self._marks[u] = marked
+        if self._written is None:
+            self._written = asyncio.get_running_loop().create_future()
+        written = self._written
+        self._start()
+        # Shared by every caller of this round trip: one caller's cancellation
+        # must not cancel it for the others.
+        await asyncio.shield(written)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="parley-presence-writes")
+
+    async def _run(self) -> None:
+        try:
+            while self._marks or self._questions:
+                marks, self._marks = self._marks, {}
+                written, self._written = self._written, None
+                asked, self._questions = self._questions, []
+                try:
+                    answers = await self.store.apply(marks, [users for users, _ in asked])
+                except asyncio.CancelledError:
+                    # Stopped (the loop is closing): nothing more goes out.
+                    _settle(written, asked, cancel=True)
+                    _settle(self._written, self._questions, cancel=True)
+                    self._marks, self._written, self._questions = {}, None, []
+                    raise
+                except Exception as exc:
+                    _settle(written, asked, exc=exc)
+                    continue
+                _settle(written, asked, answers=answers)
+        finally:
+            self._task = None
+
+
+def _settle(written, asked, *, answers=None, exc=None, cancel=False) -> None:
+    pending = [(written, None)] + [
+        (answer, None if answers is None else answers[i]) for i, (_users, answer) in enumerate(asked)]
+    for future, result in pending:
+        if future is None or future.done():  # done: its caller was cancelled
+            continue
+        if cancel:
+            future.cancel()
+        elif exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+            future.exception()  # its callers may all be gone: not "never retrieved"
 
 
 # Called with every user of one sweep who went offline (a batch, in disconnect order).
@@ -256,5 +347,5 @@ class PresenceTracker:
 
 
 def build_presence(settings, redis=None) -> PresenceTracker:
-    store = RedisPresence(redis) if redis is not None else MemoryPresence()
+    store = Coalesced(RedisPresence(redis)) if redis is not None else MemoryPresence()
     return PresenceTracker(store, grace=settings.presence_grace_seconds)

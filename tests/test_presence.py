@@ -4,18 +4,19 @@ means fail), the per-process tracker with its reload grace period, and the
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 
 import pytest
 import redis.asyncio as redis
 
-from app.presence import MemoryPresence, PresenceTracker, RedisPresence
+from app.presence import Coalesced, MemoryPresence, PresenceTracker, RedisPresence
 from tests.factories import connect, make_contacts, make_user, until
 
 API = "/api/v1"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-STORES = ["memory"] + (["redis"] if TEST_REDIS_URL else [])
+STORES = ["memory"] + (["redis", "redis-coalesced"] if TEST_REDIS_URL else [])
 needs_redis = pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL not set")
 
 
@@ -41,7 +42,10 @@ async def make_store(request, prefix):
         return
     client = redis.from_url(TEST_REDIS_URL)
     await client.ping()  # unreachable: the test fails here, it does not skip
-    yield lambda proc=None: RedisPresence(client, proc_id=proc, prefix=prefix)
+    if request.param == "redis":
+        yield lambda proc=None: RedisPresence(client, proc_id=proc, prefix=prefix)
+    else:
+        yield lambda proc=None: Coalesced(RedisPresence(client, proc_id=proc, prefix=prefix))
     await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")] or ["-"])
     await client.aclose()
 
@@ -166,6 +170,83 @@ async def test_tracker_handles_a_storm_of_disconnects_in_batches(make_store):
         assert await tracker.connect(back[0]) is True
     finally:
         await tracker.close()
+
+
+class CountingPresence(RedisPresence):
+    """Counts round trips (each `apply` is one pipeline)."""
+
+    trips = 0
+
+    async def apply(self, marks, questions):
+        self.trips += 1
+        return await super().apply(marks, questions)
+
+
+@needs_redis
+async def test_coalesced_store_serves_a_storm_through_a_small_pool(prefix):
+    """5,000 sockets marking and unmarking at once through a pool of 2 connections
+    that gives up after 0.2 s: every call succeeds, in a few round trips. (Each
+    call with its own pipeline waits for one of the 2 connections, and most give
+    up: "No connection available".)"""
+    pool = redis.BlockingConnectionPool.from_url(TEST_REDIS_URL, max_connections=2, timeout=0.2)
+    client = redis.Redis(connection_pool=pool)
+    inner = CountingPresence(client, prefix=prefix)
+    store = Coalesced(inner)
+    users = [uid() for _ in range(5000)]
+    try:
+        await asyncio.gather(*(store.mark([u]) for u in users))
+        assert await inner.online(users) == set(users)
+        asked = await asyncio.gather(*(store.online([u]) for u in users[:100]))
+        assert asked == [{u} for u in users[:100]]
+        await asyncio.gather(*(store.unmark([u]) for u in users))
+        assert await inner.online(users) == set()
+        assert inner.trips <= 3 + 3 + 3 + 2  # per storm: the first call's trip, then the rest
+    finally:
+        await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")] or ["-"])
+        await client.aclose()
+
+
+@needs_redis
+async def test_coalesced_store_keeps_the_last_write_and_answers_after_it(prefix):
+    client = redis.from_url(TEST_REDIS_URL)
+    inner = CountingPresence(client, prefix=prefix)
+    store = Coalesced(inner)
+    a, b = uid(), uid()
+    try:
+        first = asyncio.gather(store.mark([a]), store.mark([a, b]))
+        await until(lambda: inner.trips == 1, "the first trip is out")
+        # Issued while it is out: all in the next trip, where the last write per
+        # user wins and the question sees the writes before it.
+        *_, online = await asyncio.gather(
+            first, store.unmark([a]), store.mark([a]), store.unmark([a]), store.online([a, b]))
+        assert online == {b}
+        assert inner.trips == 2
+    finally:
+        await client.delete(*[k async for k in client.scan_iter(f"{prefix}*")] or ["-"])
+        await client.aclose()
+
+
+async def test_coalesced_store_fails_every_call_of_a_failed_trip_then_recovers(prefix):
+    """Redis down: every caller of the trip gets the error (none hangs); a caller
+    cancelled meanwhile does not take the others' answers with it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    down = redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    store = Coalesced(RedisPresence(down, prefix=prefix))
+    calls = [asyncio.ensure_future(store.mark([uid()])) for _ in range(20)]
+    calls.append(asyncio.ensure_future(store.online([uid()])))
+    calls[0].cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls[1:], return_exceptions=True), 10)
+    assert all(isinstance(r, redis.ConnectionError) for r in results), results
+    await down.aclose()
+    if TEST_REDIS_URL:  # the same store again once a server answers
+        store.store.redis = redis.from_url(TEST_REDIS_URL)
+        u = uid()
+        await store.mark([u])
+        assert await store.online([u]) == {u}
+        await store.unmark([u])
+        await store.store.redis.aclose()
 
 
 async def reference_watchers(subject) -> list[str]:
@@ -305,7 +386,8 @@ async def test_offline_after_the_last_device_and_the_grace(client, deps, base_ur
 async def test_presence_through_redis_with_another_process(client, deps, base_url):
     """The server keeps presence in Redis; a second process (a RedisPresence of
     its own) holding one of Bob's sockets keeps him online here."""
-    assert isinstance(deps.presence.store, RedisPresence)
+    assert isinstance(deps.presence.store, Coalesced)
+    assert isinstance(deps.presence.store.store, RedisPresence)
     alice, bob, other = await make_user(deps), await make_user(deps), await make_user(deps)
     await make_contacts(deps, alice, bob)
     elsewhere = RedisPresence(deps.redis, proc_id=f"elsewhere-{uuid.uuid4().hex}")
