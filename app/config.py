@@ -63,6 +63,9 @@ class Settings:
     # faster than a busy loop accepts, and a connection dropped here waits out
     # the client's SYN retries (1, 3, 7, 15 s).
     listen_backlog: int = 1024
+    # A request body that stops arriving, or a download the client stops taking,
+    # for this many seconds is cut off (nginx's client_body_timeout/send_timeout).
+    http_stall_timeout: float = 60.0
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
     # PostgreSQL streaming replicas serving history, sync and search reads (app/replicas.py)
     database_replica_urls: str = ""  # comma-separated postgres:// URLs
@@ -261,6 +264,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
             raise ValueError("DATABASE_REPLICA_URLS are postgres://… URLs, comma-separated")
     if values.get("replica_check_interval", 1.0) <= 0:
         raise ValueError("REPLICA_CHECK_INTERVAL must be above 0")
+    if values.get("http_stall_timeout", 1.0) <= 0:
+        raise ValueError("HTTP_STALL_TIMEOUT must be above 0")
     if values.get("listen_backlog", 1) < 1:
         raise ValueError("LISTEN_BACKLOG must be at least 1")
     if not values.get("secret_key"):

@@ -58,6 +58,16 @@ class TooLarge(DomainError):
     code, status, default_message = "too_large", 413, "The request is too large."
 
 
+class Stalled(DomainError):
+    """The request body stopped arriving (HTTP_STALL_TIMEOUT)."""
+
+    code, status, default_message = "request_timeout", 408, "The request body stopped arriving."
+
+    def __init__(self, message: str | None = None):
+        # What is left of the body is not worth waiting for: no keep-alive.
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class RateLimited(DomainError):
     code, status, default_message = "rate_limited", 429, "Too many requests; slow down."
 

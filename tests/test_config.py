@@ -45,3 +45,9 @@ def test_a_generated_secret_is_kept_across_restarts(tmp_path):
 def test_a_listen_backlog_below_one_is_refused(value):
     with pytest.raises(ValueError, match="LISTEN_BACKLOG must be at least 1"):
         load_settings(environ={"LISTEN_BACKLOG": value, "SECRET_KEY": "x" * 32})
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_stall_timeout_not_above_zero_is_refused(value):
+    with pytest.raises(ValueError, match="HTTP_STALL_TIMEOUT must be above 0"):
+        load_settings(environ={"HTTP_STALL_TIMEOUT": value, "SECRET_KEY": "x" * 32})

@@ -5,8 +5,10 @@ Domain errors become HTTP responses here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import msgspec
@@ -14,7 +16,7 @@ from aiohttp import http_exceptions, web
 
 from app import netaddr
 from app.deps import Deps
-from app.errors import DomainError, Invalid, NotFound, TooLarge
+from app.errors import DomainError, Invalid, NotFound, Stalled, TooLarge
 from app.logs import Timer, log_request
 from app.services import accounts
 from app.validation import HAS_NUL, convert_query, decode
@@ -32,6 +34,30 @@ _encoder = msgspec.json.Encoder()
 
 def deps_of(request: web.Request) -> Deps:
     return request.app[DEPS_KEY]
+
+
+async def body_read(request: web.Request, read: Awaitable[T]) -> T:
+    """One read of the request body. A body that stops arriving for
+    HTTP_STALL_TIMEOUT seconds ends the request (408) rather than holding its
+    connection and handler for as long as the client likes."""
+    try:
+        async with asyncio.timeout(deps_of(request).settings.http_stall_timeout):
+            return await read
+    except TimeoutError:
+        raise Stalled() from None
+
+
+async def send_chunk(request: web.Request, resp: web.StreamResponse, chunk: bytes) -> None:
+    """One piece of a streamed response. A client that takes nothing for
+    HTTP_STALL_TIMEOUT seconds is cut off, and the file or object it held open
+    with it."""
+    try:
+        async with asyncio.timeout(deps_of(request).settings.http_stall_timeout):
+            await resp.write(chunk)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("the client took nothing for too long") from None
 
 
 def json_response(data, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -68,7 +94,7 @@ async def read_json(request: web.Request, struct_type: type[T], cap: int = DEFAU
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.read(cap + 1 - size)
+        chunk = await body_read(request, request.content.read(cap + 1 - size))
         if not chunk:
             break
         chunks.append(chunk)
@@ -142,6 +168,11 @@ async def error_and_log_middleware(request: web.Request, handler):
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
+    except ConnectionResetError:
+        # The client hung up, or was cut off, mid-request: nothing can reach it,
+        # and aiohttp's attempt to send this response fails quietly.
+        log.info("client gone mid-request", extra={"fields": {"request_id": request_id}})
+        response = web.Response(status=499, reason="Client Closed Request")
     except http_exceptions.HttpProcessingError as exc:
         # Raised while a handler parses the request itself, e.g. the headers of a
         # multipart part (a NUL or a bare CR in a file name): the client's fault.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api.http import auth_of, deps_of, json_response
+from app.api.http import auth_of, body_read, deps_of, json_response, send_chunk
 from app.errors import Invalid, NotFound
 from app.services import media
 from app.storage import RangeNotSatisfiable, StorageError, parse_range
@@ -18,9 +18,9 @@ READ_CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 64
 
 
-async def _small_field(part) -> str:
+async def _small_field(request: web.Request, part) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(MAX_FIELD_BYTES + 1):
+    while chunk := await body_read(request, part.read_chunk(MAX_FIELD_BYTES + 1)):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise Invalid(f"Field {part.name!r} is too long.", details={"field": part.name})
@@ -41,19 +41,19 @@ async def upload(request: web.Request) -> web.Response:
         raise Invalid("Send multipart/form-data with a `file` field.")
     reader = await request.multipart()
     while True:
-        part = await reader.next()
+        part = await body_read(request, reader.next())
         if part is None:
             raise Invalid("The `file` field is missing.", details={"field": "file"})
         if part.name == "file":
             break
         if part.name == "kind":
-            declared = await _small_field(part)
+            declared = await _small_field(request, part)
             media.check_length(deps.settings, declared, request.content_length)
             continue
         raise Invalid(f"Unknown field {part.name!r}.", details={"field": part.name})
 
     async def chunks():
-        while chunk := await part.read_chunk(READ_CHUNK):
+        while chunk := await body_read(request, part.read_chunk(READ_CHUNK)):
             yield chunk
 
     result = await media.upload(deps, auth.user_id, chunks(), filename=part.filename,
@@ -113,7 +113,7 @@ async def _download(request: web.Request, variant: str) -> web.StreamResponse:
     if request.method != "HEAD" and total > 0:
         async with await d.open(start, end) as stream:
             async for chunk in stream:
-                await resp.write(chunk)
+                await send_chunk(request, resp, chunk)
     await resp.write_eof()
     return resp
 
@@ -124,7 +124,7 @@ async def upload_chunks(request: web.Request):
     if request.content_type == "multipart/form-data":
         reader = await request.multipart()
         while True:
-            part = await reader.next()
+            part = await body_read(request, reader.next())
             if part is None:
                 raise Invalid("The `file` field is missing.", details={"field": "file"})
             if part.name == "file":
@@ -132,13 +132,13 @@ async def upload_chunks(request: web.Request):
             raise Invalid(f"Unknown field {part.name!r}.", details={"field": part.name})
 
         async def from_part():
-            while chunk := await part.read_chunk(READ_CHUNK):
+            while chunk := await body_read(request, part.read_chunk(READ_CHUNK)):
                 yield chunk
 
         return from_part()
 
     async def from_body():
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        while chunk := await body_read(request, request.content.read(READ_CHUNK)):
             yield chunk
 
     return from_body()

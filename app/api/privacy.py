@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api.http import auth_of, deps_of, json_response
+from app.api.http import auth_of, deps_of, json_response, send_chunk
 from app.services import export
 
 
@@ -33,6 +33,6 @@ async def download_export(request: web.Request) -> web.StreamResponse:
     if request.method != "HEAD":
         async with await storage.open_range(key, 0, None) as stream:
             async for chunk in stream:
-                await resp.write(chunk)
+                await send_chunk(request, resp, chunk)
     await resp.write_eof()
     return resp
