@@ -141,6 +141,12 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else request.path
 
 
+def _internal(request_id: str) -> web.Response:
+    """A bug on our side: logged with its traceback, answered without it."""
+    log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
+    return error_response(500, "internal", "Something went wrong on our side.")
+
+
 @web.middleware
 async def error_and_log_middleware(request: web.Request, handler):
     timer = Timer()
@@ -169,18 +175,21 @@ async def error_and_log_middleware(request: web.Request, handler):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
     except ConnectionResetError:
-        # The client hung up, or was cut off, mid-request: nothing can reach it,
-        # and aiohttp's attempt to send this response fails quietly.
-        log.info("client gone mid-request", extra={"fields": {"request_id": request_id}})
-        response = web.Response(status=499, reason="Client Closed Request")
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            response = _internal(request_id)  # not this client's connection: storage's?
+        else:
+            # The client hung up, or was cut off, mid-request: nothing can reach
+            # it, and aiohttp's attempt to send this response fails quietly.
+            log.info("client gone mid-request", extra={"fields": {"request_id": request_id}})
+            response = web.Response(status=499, reason="Client Closed Request")
     except http_exceptions.HttpProcessingError as exc:
         # Raised while a handler parses the request itself, e.g. the headers of a
         # multipart part (a NUL or a bare CR in a file name): the client's fault.
         reason = str(getattr(exc, "message", "") or "").splitlines()[0][:200]
         response = error_response(400, "invalid", f"Malformed request: {reason or 'bad syntax'}.")
     except Exception:
-        log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
-        response = error_response(500, "internal", "Something went wrong on our side.")
+        response = _internal(request_id)
     response.headers["X-Request-Id"] = request_id
     log_request(
         request_id=request_id,
