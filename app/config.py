@@ -165,6 +165,7 @@ class Settings:
     # Socket.IO engine
     ping_interval: int = 25
     ping_timeout: int = 20
+    socket_connect_timeout: float = 45.0  # seconds to join a namespace; 0: no limit
     cors_allowed_origins: str = ""
     # What one connection may cost (app/realtime/limits.py)
     socket_max_inflight: int = 8  # events of one socket handled at once

@@ -251,6 +251,33 @@ async def test_websocket_lets_go_of_the_upgrade_request(sio, server, base_url):
         await until(lambda: sid not in sio.eio.sockets, "the socket was forgotten")
 
 
+@pytest.mark.parametrize("settings_overrides", [
+    {"ping_interval": 1, "ping_timeout": 5, "socket_connect_timeout": 2}])
+async def test_a_connection_that_joins_no_namespace_is_closed(sio, deps, base_url):
+    """An Engine.IO connection that never signs in to /chat is closed at the join
+    deadline, although it answers every ping; one that joined stays."""
+    alice = await make_user(deps, "alice")
+    member = await connect(base_url, alice.access_token)
+    try:
+        async with aiohttp.ClientSession() as session:
+            idle, hello = await _open_raw(session, base_url)
+            pongs, texts = 0, []
+            while pongs < 10:  # pings come every second; the deadline is 2 s
+                msg = await idle.receive(timeout=15)
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                texts.append(msg.data)
+                if msg.data == "2":
+                    await idle.send_str("3")
+                    pongs += 1
+            assert pongs >= 1 and texts[-1] == "1", texts  # Engine.IO CLOSE, then the end
+            await until(lambda: hello["sid"] not in sio.eio.sockets, "the socket was forgotten")
+        assert member.connected
+        assert (await call(member, "sync", {"cursors": {}}))["ok"] is True
+    finally:
+        await member.disconnect()
+
+
 async def test_client_gone_before_its_101_leaves_no_socket_and_no_error(sio, caplog):
     """A client that gave up waiting (a connect storm on a busy server) is gone
     when its upgrade is answered: the Engine.IO socket opened for it is closed

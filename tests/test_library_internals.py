@@ -92,6 +92,21 @@ def test_sio_handle_connect():
     params(socketio.AsyncServer, "_handle_connect", "(self, eio_sid, namespace, data)")
 
 
+def test_sio_handle_eio_connect():
+    """engine.AsyncServer._handle_eio_connect: sets the namespace-join deadline after
+    the library's own; the library registers it as the engine's connect handler."""
+    params(socketio.AsyncServer, "_handle_eio_connect", "(self, eio_sid, environ)")
+    server = AsyncServer(async_mode="aiohttp")
+    assert server.eio.handlers.get("connect") == server._handle_eio_connect, \
+        "socketio.AsyncServer no longer hands _handle_eio_connect to its engine"
+
+
+def test_sio_manager_sid_from_eio_sid():
+    """engine.AsyncServer._handle_connect: a connection has joined once the manager
+    maps its Engine.IO sid to a namespace sid (after a successful CONNECT)."""
+    params(socketio.AsyncManager, "sid_from_eio_sid", "(self, eio_sid, namespace)")
+
+
 def test_sio_send_eio_packet():
     """engine.AsyncServer._send_eio_packet: the synchronous WebSocket write; also
     called by managers.DirectEmit.deliver for long-polling sockets."""

@@ -31,4 +31,5 @@ def build_sio(settings: Settings, metrics=None) -> AsyncServer:
         engineio_logger=False,
         limits=ConnectionLimits.from_settings(settings),
         metrics=metrics,
+        connect_timeout=settings.socket_connect_timeout,
     )

@@ -64,7 +64,9 @@ python-socketio
 - `AsyncServer._engineio_server_class`: returns `FastEngineServer`.
 - `AsyncServer._handle_event`: overridden to check the connection's limits
   before the library's dispatch, `_handle_event_internal`, which it calls.
-- `AsyncServer._handle_connect`: overridden (a CONNECT spends a token).
+- `AsyncServer._handle_connect`: overridden (a CONNECT spends a token; a
+  joined connection is marked, as the manager's `sid_from_eio_sid` tells).
+- `AsyncServer._handle_eio_connect`: extended (the namespace-join deadline).
 - `AsyncServer._send_eio_packet` and `._send_packet`: overridden to write
   synchronously on the WebSocket transport.
 """
@@ -342,6 +344,10 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
 
 class FastSocket(AsyncSocket):
     _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
+    joined = False  # has joined a Socket.IO namespace (AsyncServer._handle_connect)
+    # Loop time by which it must have joined one, checked when a ping is due (so
+    # the deadline is kept to within a ping interval); None: no deadline.
+    join_by: float | None = None
     # The budget this connection's events spend (app/realtime/limits.py): its own
     # until it authenticates, then its user's.
     budget: EventBudget | None = None
@@ -547,10 +553,15 @@ class _PingWheel:
     def _fire(self, bucket) -> None:
         server = self.server
         timeout = server.ping_timeout
+        now = asyncio.get_running_loop().time()
         for sock, stamp in bucket:
             if sock.closed or sock.closing:
                 continue
             if stamp is None:
+                if not sock.joined and sock.join_by is not None and now >= sock.join_by:
+                    _spawn(sock.close(wait=False, abort=False,
+                                      reason=server.reason.SERVER_DISCONNECT))
+                    continue
                 if sock.last_ping is None:
                     sock.send_ping()
                     self.add(sock, timeout, sock.last_ping)
@@ -642,10 +653,16 @@ class FastEngineServer(engineio.AsyncServer):
 
 
 class AsyncServer(PacketGuard, socketio.AsyncServer):
-    def __init__(self, *args, limits: ConnectionLimits | None = None, metrics=None, **kwargs):
+    def __init__(self, *args, limits: ConnectionLimits | None = None, metrics=None,
+                 connect_timeout: float = 45.0, **kwargs):
         kwargs.setdefault("serializer", FastPacket)
         super().__init__(*args, **kwargs)
         self.limits = limits or ConnectionLimits()
+        # An Engine.IO connection that has joined no namespace by then is closed
+        # (at its next ping): it is not signed in, and would otherwise hold a
+        # socket, answering pings, for as long as its client likes. Socket.IO's
+        # own server does the same (`connectTimeout`, 45 s).
+        self.connect_timeout = connect_timeout
         self.metrics = metrics
         self._refused_counter = None
         # Signed-in users' budgets, shared by their connections on this process and
@@ -714,6 +731,12 @@ class AsyncServer(PacketGuard, socketio.AsyncServer):
             budget = sock.budget = EventBudget(self.limits, now)
         return budget
 
+    async def _handle_eio_connect(self, eio_sid, environ):
+        await super()._handle_eio_connect(eio_sid, environ)
+        sock = self.eio.sockets.get(eio_sid)
+        if isinstance(sock, FastSocket) and self.connect_timeout:
+            sock.join_by = asyncio.get_running_loop().time() + self.connect_timeout
+
     async def _handle_connect(self, eio_sid, namespace, data):
         """A namespace CONNECT authenticates (a database read): it spends a token of
         the connection's bucket like an event, so repeating it is no way around."""
@@ -729,7 +752,9 @@ class AsyncServer(PacketGuard, socketio.AsyncServer):
                     "message": "rate_limited"}, namespace=namespace or "/")
                 await self._send_packet(eio_sid, pkt)
                 return
-        return await super()._handle_connect(eio_sid, namespace, data)
+        await super()._handle_connect(eio_sid, namespace, data)
+        if sock is not None and self.manager.sid_from_eio_sid(eio_sid, namespace or "/"):
+            sock.joined = True
 
     def _refuse_over_limit(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
         drop = budget.refuse(now)
