@@ -177,7 +177,7 @@ async def error_and_log_middleware(request: web.Request, handler):
     except ConnectionResetError:
         transport = request.transport
         if transport is not None and not transport.is_closing():
-            response = _internal(request_id)  # not this client's connection: storage's?
+            response = _internal(request_id)  # another connection's (storage's, say)
         else:
             # The client hung up, or was cut off, mid-request: nothing can reach
             # it, and aiohttp's attempt to send this response fails quietly.
