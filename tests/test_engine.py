@@ -278,6 +278,29 @@ async def test_a_connection_that_joins_no_namespace_is_closed(sio, deps, base_ur
         await member.disconnect()
 
 
+@pytest.mark.parametrize("settings_overrides", [{"ping_interval": 20, "ping_timeout": 20}])
+async def test_a_polling_client_that_collects_nothing_is_dropped(sio, base_url, monkeypatch):
+    """Long-polling's slow consumer: packets wait for the client's next GET, and a
+    client that never comes for them (it could keep the session alive by posting
+    PONGs alone) is dropped at MAX_POLLING_QUEUE, not queued for without end."""
+    monkeypatch.setattr(engine, "MAX_POLLING_QUEUE", 50)
+    url = base_url + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as session:
+        opened = await (await session.get(url)).text()
+        sid = json.loads(opened[1:])["sid"]
+        sock = sio.eio.sockets[sid]
+        for i in range(40):
+            await sio.eio.send(sid, f"first {i}")
+        collected = await (await session.get(f"{url}&sid={sid}")).text()
+        assert collected.count("first") == 40
+        for i in range(49):
+            await sio.eio.send(sid, f"second {i}")
+        assert not sock.closed  # 49 waiting: under the cap
+        await sio.eio.send(sid, "the 50th")
+        await sio.eio.send(sid, "one too many")
+        assert sock.closed
+
+
 async def test_client_gone_before_its_101_leaves_no_socket_and_no_error(sio, caplog):
     """A client that gave up waiting (a connect storm on a busy server) is gone
     when its upgrade is answered: the Engine.IO socket opened for it is closed

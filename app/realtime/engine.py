@@ -104,6 +104,10 @@ log = logging.getLogger("parley.engine")
 # Unsent bytes a socket may hold in its transport before it is aborted as a
 # slow consumer (a few thousand chat events; the client resyncs on reconnect).
 MAX_WRITE_BUFFER = 1024 * 1024
+# The same for long-polling, in packets waiting for the client's next GET: a
+# client that keeps its session alive by posting PONGs but never collects what
+# is queued for it would otherwise grow the queue with every event it is sent.
+MAX_POLLING_QUEUE = 4096
 TICK = 0.5  # timer-wheel slot, seconds
 
 # How long a closed connection may take to accept its last data (the CLOSE
@@ -368,8 +372,16 @@ class FastSocket(AsyncSocket):
         return True
 
     async def send(self, pkt):
-        if not self.send_now(pkt):
-            return await super().send(pkt)
+        if self.send_now(pkt):
+            return None
+        if self.queue.qsize() >= MAX_POLLING_QUEUE:
+            if not (self.closed or self.closing):
+                log.warning("engine.io: closing a long-polling connection with %d uncollected "
+                            "packets (slow consumer)", self.queue.qsize())
+                await self.close(wait=False, abort=True,
+                                 reason=self.server.reason.TRANSPORT_ERROR)
+            return None
+        return await super().send(pkt)
 
     def hold(self) -> None:
         """Read no more events (a graceful shutdown, before the socket is closed);
