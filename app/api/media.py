@@ -30,6 +30,11 @@ async def _small_field(request: web.Request, part) -> str:
         raise Invalid(f"Field {part.name!r} is not text.", details={"field": part.name}) from None
 
 
+async def _part_chunks(request: web.Request, part):
+    while chunk := await body_read(request, part.read_chunk(READ_CHUNK)):
+        yield chunk
+
+
 async def upload(request: web.Request) -> web.Response:
     """POST /media: multipart/form-data with `file` (and optionally `kind` before it,
     or `?kind=` in the query)."""
@@ -52,11 +57,8 @@ async def upload(request: web.Request) -> web.Response:
             continue
         raise Invalid(f"Unknown field {part.name!r}.", details={"field": part.name})
 
-    async def chunks():
-        while chunk := await body_read(request, part.read_chunk(READ_CHUNK)):
-            yield chunk
-
-    result = await media.upload(deps, auth.user_id, chunks(), filename=part.filename,
+    result = await media.upload(deps, auth.user_id, _part_chunks(request, part),
+                                filename=part.filename,
                                 declared_kind=declared, content_length=request.content_length)
     return json_response({"media": result}, status=201)
 
@@ -131,11 +133,7 @@ async def upload_chunks(request: web.Request):
                 break
             raise Invalid(f"Unknown field {part.name!r}.", details={"field": part.name})
 
-        async def from_part():
-            while chunk := await body_read(request, part.read_chunk(READ_CHUNK)):
-                yield chunk
-
-        return from_part()
+        return _part_chunks(request, part)
 
     async def from_body():
         while chunk := await body_read(request, request.content.read(READ_CHUNK)):

@@ -201,9 +201,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         # timeout. What clients send meanwhile is unread and unacked, so they send
         # it again after reconnecting.
         for sock in list(eio.sockets.values()):
-            hold = getattr(sock, "hold", None)
-            if hold is not None:
-                hold()
+            sock.hold()  # a FastSocket (engine._SocketTable)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:

@@ -65,7 +65,8 @@ python-socketio
 - `AsyncServer._handle_event`: overridden to check the connection's limits
   before the library's dispatch, `_handle_event_internal`, which it calls.
 - `AsyncServer._handle_connect`: overridden (a CONNECT spends a token; a
-  joined connection is marked, as the manager's `sid_from_eio_sid` tells).
+  connection that joined, as the manager's `sid_from_eio_sid` tells, loses
+  its join deadline).
 - `AsyncServer._handle_eio_connect`: extended (the namespace-join deadline).
 - `AsyncServer._send_eio_packet` and `._send_packet`: overridden to write
   synchronously on the WebSocket transport.
@@ -243,9 +244,10 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
     async def _client_gone(self) -> Response:
         """The client left before its 101 went out (it gave up waiting while the
         server was busy, e.g. in a reconnect storm). A new connection's Engine.IO
-        socket is closed now rather than at its ping timeout; an upgrade from
-        long-polling leaves that session as it is. aiohttp's attempt to send the
-        returned response fails quietly, as for any client that hung up."""
+        socket is closed now rather than at its ping timeout (returning, not
+        raising, lets engineio forget it); an upgrade from long-polling leaves
+        that session as it is. aiohttp's attempt to send the returned response
+        fails quietly, as for any client that hung up."""
         sock = getattr(self.handler, "__self__", None)
         if sock is not None and not sock.connected:
             await sock.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
@@ -348,9 +350,9 @@ class FastWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):
 
 class FastSocket(AsyncSocket):
     _ws: FastWebSocket | None = None  # set while on the pure WebSocket transport
-    joined = False  # has joined a Socket.IO namespace (AsyncServer._handle_connect)
-    # Loop time by which it must have joined one, checked when a ping is due (so
-    # the deadline is kept to within a ping interval); None: no deadline.
+    # Loop time by which it must join a Socket.IO namespace, checked when a ping
+    # is due (so kept to within a ping interval); None once it has joined one,
+    # or with no deadline (AsyncServer._handle_eio_connect, ._handle_connect).
     join_by: float | None = None
     # The budget this connection's events spend (app/realtime/limits.py): its own
     # until it authenticates, then its user's.
@@ -570,7 +572,7 @@ class _PingWheel:
             if sock.closed or sock.closing:
                 continue
             if stamp is None:
-                if not sock.joined and sock.join_by is not None and now >= sock.join_by:
+                if sock.join_by is not None and now >= sock.join_by:
                     _spawn(sock.close(wait=False, abort=False,
                                       reason=server.reason.SERVER_DISCONNECT))
                     continue
@@ -766,7 +768,7 @@ class AsyncServer(PacketGuard, socketio.AsyncServer):
                 return
         await super()._handle_connect(eio_sid, namespace, data)
         if sock is not None and self.manager.sid_from_eio_sid(eio_sid, namespace or "/"):
-            sock.joined = True
+            sock.join_by = None
 
     def _refuse_over_limit(self, sock, budget, sid, eio_sid, namespace, id, retry_after, now) -> None:
         drop = budget.refuse(now)
