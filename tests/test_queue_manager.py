@@ -93,6 +93,38 @@ async def test_a_burst_crosses_processes_whole_and_in_order(cluster):
     assert 0 < a.manager.frames_sent < n / 5, a.manager.frames_sent
 
 
+async def chat_message(node: Node, room, seq: int, conversation: str = "c1") -> None:
+    await node.sio.emit("message:new", {"conversation_id": conversation, "seq": seq},
+                        room=room, namespace=NAMESPACE)
+
+
+async def test_a_conversation_reaches_clients_in_seq_order_whichever_process_sent_it(cluster):
+    a, b = await cluster(2)
+    bob = await cluster.client("bob", b)
+    await chat_message(b, "u:bob", 1)
+    await bob.wait_for(lambda: seqs(bob) == [1])
+    # Seq 3 was sent through B while seq 2, sent through A, is still on its way.
+    await chat_message(b, "u:bob", 3)
+    await chat_message(b, "u:bob", 4, conversation="c2")  # another chat: not held
+    await bob.wait_for(lambda: 4 in seqs(bob))
+    await chat_message(a, ["u:alice", "u:bob"], 2)
+    await bob.wait_for(lambda: len(seqs(bob)) == 4)
+    assert seqs(bob) == [1, 4, 2, 3]
+    assert (b.manager.order.held, b.manager.order.timeouts) == (1, 0)
+    assert not bob.of(RESYNC_EVENT)
+
+
+async def test_a_message_whose_predecessor_never_comes_waits_no_longer_than_its_hold(cluster):
+    a, b = await cluster(2)
+    bob = await cluster.client("bob", b)
+    for seq in (1, 3):
+        await chat_message(a, "u:bob", seq)
+    await bob.wait_for(lambda: seqs(bob) == [1, 3], 5)
+    assert b.manager.order.timeouts == 1
+    await chat_message(a, "u:bob", 2)  # too late to be waited for: delivered all the same
+    await bob.wait_for(lambda: seqs(bob) == [1, 3, 2])
+
+
 async def test_emits_go_only_to_the_processes_of_their_recipients(cluster):
     a, b, c = await cluster(3)
     bob = await cluster.client("bob", b)

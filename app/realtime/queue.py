@@ -28,6 +28,10 @@ once; local sockets get it, and the same text travels to the other processes
 inside a record (`<small JSON header>\\t<packet text>`) that they write to
 their sockets without decoding the payload.
 
+Order. A `message:new` record carries its conversation and seq in the header,
+so the receiver can release each conversation's messages in seq order
+together with its own (app/realtime/seq_order.py) without decoding the payload.
+
 Batches. Emits are queued to one publisher task (an emit never waits for the
 broker, so a committed message's ack is never held by it) that sends what
 accumulated as one frame per destination. A frame carries the sender, a
@@ -69,6 +73,7 @@ from app.realtime.managers import (
     wait_fallback,
 )
 from app.realtime.rooms import SidRoomIndex
+from app.realtime.seq_order import SeqOrder
 from app.services import read_cache
 
 log = logging.getLogger("parley.queue")
@@ -398,6 +403,9 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._pending_fence: asyncio.Future | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        # Each conversation's message:new events leave this process in seq
+        # order, wherever they were sent (app/realtime/seq_order.py).
+        self.order = SeqOrder(self._release_held)
         # Counted for tests and benchmarks: frames published, emit records sent
         # to (a copy per destination) and received from other processes.
         self.frames_sent = 0
@@ -426,6 +434,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
 
     async def close(self) -> None:
         self._closing = True
+        self.order.flush()  # held messages go out to clients still connected
         if self._publisher is not None and not self._down:
             # Tell the peers we are gone (their routes to us end now) and let what
             # is queued go out (bounded).
@@ -455,14 +464,32 @@ class QueueManager(SidRoomIndex, DirectEmit):
                                       callback=callback, **kwargs)
         encoded = self.encode(event, data, namespace)
         count = event == "message:new"
-        fallback = self.deliver(encoded, namespace, room, skip_sid, count)
+        order = _conversation_seq(data) if count else None
+        if order is None:
+            fallback = self.deliver(encoded, namespace, room, skip_sid, count)
+        else:
+            fallback = self._deliver_in_order(order, encoded, namespace, room, skip_sid)
         if not ignore_queue:
             if isinstance(encoded, list):
                 log.warning("queue: binary event %r not sent to other processes", event)
             else:
-                self._route(namespace, room, skip_sid, encoded, count)
+                self._route(namespace, room, skip_sid, encoded, count, order)
         if fallback:
             await wait_fallback(fallback)
+
+    def _deliver_in_order(self, order: tuple[str, int], encoded, namespace, room,
+                          skip_sid) -> list:
+        fallback: list = []
+        for item in self.order.offer(*order, (encoded, namespace, room, skip_sid)):
+            fallback += self.deliver(*item, True)
+        return fallback
+
+    def _release_held(self, items: list) -> None:
+        fallback: list = []
+        for item in items:
+            fallback += self.deliver(*item, True)
+        if fallback:
+            self._spawn(wait_fallback(fallback))
 
     def _targets(self, namespace: str, room) -> tuple[set[str], bool]:
         """(processes to send to, broadcast instead)."""
@@ -481,7 +508,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
         procs.discard(self.proc_id)
         return procs, False
 
-    def _route(self, namespace, room, skip_sid, encoded: str, count: bool) -> None:
+    def _route(self, namespace, room, skip_sid, encoded: str, count: bool,
+               order: tuple[str, int] | None = None) -> None:
         procs, broadcast = self._targets(namespace, room)
         if not procs and not broadcast:
             return
@@ -492,6 +520,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
             head["s"] = skip_sid
         if count:
             head["m"] = 1
+        if order is not None:
+            head["c"], head["q"] = order
         rec = _enc.encode(head) + b"\t" + encoded.encode()
         if broadcast:
             self.emits_sent += 1
@@ -802,8 +832,13 @@ class QueueManager(SidRoomIndex, DirectEmit):
             k = m.get("k")
             if k == "e":
                 self.emits_received += 1
-                f = self.deliver(rest.decode(), m.get("ns", NAMESPACE), m.get("r"), m.get("s"),
-                                 "m" in m)
+                order = _conversation_seq(m, "c", "q")
+                if order is None:
+                    f = self.deliver(rest.decode(), m.get("ns", NAMESPACE), m.get("r"),
+                                     m.get("s"), "m" in m)
+                else:
+                    f = self._deliver_in_order(order, rest.decode(), m.get("ns", NAMESPACE),
+                                               m.get("r"), m.get("s"))
                 if f:
                     fallback = (fallback or []) + f
             else:
@@ -848,8 +883,10 @@ class QueueManager(SidRoomIndex, DirectEmit):
     def _resync_local(self, now: bool = False) -> None:
         """`resync` to every local client: at once, or at most once per interval
         (a burst of gaps is one resync, and one more after it).
-        Whatever missed records may have said, cached rows may be stale: all go."""
+        Whatever missed records may have said, cached rows may be stale: all go;
+        and a message held for one that was lost waits no longer."""
         read_cache.clear_all()
+        self.order.flush()
         t = time.monotonic()
         if not now and t - self._local_resync_at < self.resync_interval:
             if self._local_resync_later is None:
@@ -871,6 +908,17 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_log_death)
+
+
+def _conversation_seq(obj, conversation: str = "conversation_id",
+                      seq: str = "seq") -> tuple[str, int] | None:
+    """(conversation, seq) of a message:new payload or emit record, if it has both."""
+    if not isinstance(obj, dict):
+        return None
+    c, q = obj.get(conversation), obj.get(seq)
+    if isinstance(c, str) and type(q) is int:
+        return c, q
+    return None
 
 
 def _record(obj: dict) -> bytes:
