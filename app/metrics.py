@@ -86,6 +86,12 @@ class Metrics:
         self.redis_resubscribes = Counter(
             "parley_redis_resubscribes", "Times the Redis listener came back after a gap.",
             registry=r)
+        self.queue_order_held = Counter(
+            "parley_queue_order_held", "message:new events held until an earlier seq of "
+            "their conversation, sent through another process, arrived.", registry=r)
+        self.queue_order_timeouts = Counter(
+            "parley_queue_order_timeouts", "Holds of message:new that ended without the "
+            "earlier seq (its clients see a gap and sync).", registry=r)
         self.replica_reads = Counter(
             "parley_replica_reads", "History, sync and search reads by where they were "
             "answered: replica, primary (no fit replica), stale (the replica was behind "

@@ -111,6 +111,8 @@ async def test_a_conversation_reaches_clients_in_seq_order_whichever_process_sen
     await bob.wait_for(lambda: len(seqs(bob)) == 4)
     assert seqs(bob) == [1, 4, 2, 3]
     assert (b.manager.order.held, b.manager.order.timeouts) == (1, 0)
+    assert b.metrics.queue_order_held._value.get() == 1
+    assert b.metrics.queue_order_timeouts._value.get() == 0
     assert not bob.of(RESYNC_EVENT)
 
 
@@ -121,6 +123,7 @@ async def test_a_message_whose_predecessor_never_comes_waits_no_longer_than_its_
         await chat_message(a, "u:bob", seq)
     await bob.wait_for(lambda: seqs(bob) == [1, 3], 5)
     assert b.manager.order.timeouts == 1
+    assert b.metrics.queue_order_timeouts._value.get() == 1
     await chat_message(a, "u:bob", 2)  # too late to be waited for: delivered all the same
     await bob.wait_for(lambda: seqs(bob) == [1, 3, 2])
 

@@ -17,7 +17,8 @@ class Sink:
 
     def __init__(self, hold: float = 30.0, memory: float = 30.0) -> None:
         self.out: list = []
-        self.order = SeqOrder(self.out.extend, hold=hold, memory=memory)
+        self.order = SeqOrder(lambda items, _timed_out: self.out.extend(items), hold=hold,
+                              memory=memory)
 
     def offer(self, conversation: str, seq: int, item=None) -> list:
         got = self.order.offer(conversation, seq, seq if item is None else item)

@@ -479,12 +479,17 @@ class QueueManager(SidRoomIndex, DirectEmit):
 
     def _deliver_in_order(self, order: tuple[str, int], encoded, namespace, room,
                           skip_sid) -> list:
+        items = self.order.offer(*order, (encoded, namespace, room, skip_sid))
+        if not items and self.metrics is not None:
+            self.metrics.queue_order_held.inc()
         fallback: list = []
-        for item in self.order.offer(*order, (encoded, namespace, room, skip_sid)):
+        for item in items:
             fallback += self.deliver(*item, True)
         return fallback
 
-    def _release_held(self, items: list) -> None:
+    def _release_held(self, items: list, timed_out: bool) -> None:
+        if timed_out and self.metrics is not None:
+            self.metrics.queue_order_timeouts.inc()
         fallback: list = []
         for item in items:
             fallback += self.deliver(*item, True)

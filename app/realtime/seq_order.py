@@ -23,7 +23,8 @@ to wait for the messages of the time they were away). Events of one seq
 arriving as several emits (recipients with different views) all pass.
 
 Pure bookkeeping: no I/O. The manager delivers what `offer` returns, and what
-`release` is called with when a hold ends (app/realtime/queue.py).
+`release` is called with when a hold ends, with whether it timed out
+(app/realtime/queue.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MEMORY = 30.0  # seconds a quiet conversation's last seq is kept
 
 
 class SeqOrder:
-    def __init__(self, release: Callable[[list], None], hold: float = HOLD,
+    def __init__(self, release: Callable[[list, bool], None], hold: float = HOLD,
                  memory: float = MEMORY) -> None:
         self._release = release
         self.hold = hold
@@ -106,7 +107,7 @@ class SeqOrder:
         entry = self._last.get(conversation)
         if entry is not None:
             entry[0] = max(entry[0], seqs[-1])
-        self._release([item for s in seqs for item in held[s]])
+        self._release([item for s in seqs for item in held[s]], timed_out)
 
     def _forget_hold(self, conversation: str) -> None:
         self._held.pop(conversation, None)
