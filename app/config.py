@@ -76,6 +76,10 @@ class Settings:
     # amqp://… (RabbitMQ); empty: REDIS_URL's Redis when set, else single process.
     message_queue_url: str = ""
     message_queue_channel: str = "parley"  # channel / exchange name prefix
+    # Seconds a process holds a message that came after a seq gap, waiting for the
+    # earlier ones sent through other processes (app/realtime/seq_order.py); 0: no
+    # holding, each event goes out as it arrives.
+    message_order_hold: float = 0.1
     redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster
     secret_key_file: str = ""  # where the generated key is kept; empty: var/secret_key
     secret_key: str = ""
@@ -267,6 +271,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         raise ValueError("REPLICA_CHECK_INTERVAL must be above 0")
     if values.get("http_stall_timeout", 1.0) <= 0:
         raise ValueError("HTTP_STALL_TIMEOUT must be above 0")
+    if not 0 <= values.get("message_order_hold", 0.1) <= 5:
+        raise ValueError("MESSAGE_ORDER_HOLD is seconds from 0 (off) to 5")
     if values.get("listen_backlog", 1) < 1:
         raise ValueError("LISTEN_BACKLOG must be at least 1")
     if not values.get("secret_key"):

@@ -51,3 +51,19 @@ def test_a_listen_backlog_below_one_is_refused(value):
 def test_a_stall_timeout_not_above_zero_is_refused(value):
     with pytest.raises(ValueError, match="HTTP_STALL_TIMEOUT must be above 0"):
         load_settings(environ={"HTTP_STALL_TIMEOUT": value, "SECRET_KEY": "x" * 32})
+
+
+@pytest.mark.parametrize("value", ["-0.1", "5.5"])
+def test_a_message_order_hold_outside_zero_to_five_is_refused(value):
+    with pytest.raises(ValueError, match="MESSAGE_ORDER_HOLD is seconds from 0"):
+        load_settings(environ={"MESSAGE_ORDER_HOLD": value, "SECRET_KEY": "x" * 32})
+
+
+def test_message_order_hold_reaches_the_queue_manager():
+    from app.realtime import build_sio
+
+    on = load_settings(environ={"REDIS_URL": "redis://127.0.0.1:1/0", "SECRET_KEY": "x" * 32})
+    off = load_settings(environ={"REDIS_URL": "redis://127.0.0.1:1/0", "SECRET_KEY": "x" * 32,
+                                 "MESSAGE_ORDER_HOLD": "0"})
+    assert build_sio(on).manager.order.hold == 0.1
+    assert build_sio(off).manager.order is None

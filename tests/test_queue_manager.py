@@ -100,6 +100,7 @@ async def chat_message(node: Node, room, seq: int, conversation: str = "c1") -> 
 
 async def test_a_conversation_reaches_clients_in_seq_order_whichever_process_sent_it(cluster):
     a, b = await cluster(2)
+    b.manager.order.hold = 30.0  # however slow this machine, 2 arrives within the hold
     bob = await cluster.client("bob", b)
     await chat_message(b, "u:bob", 1)
     await bob.wait_for(lambda: seqs(bob) == [1])
@@ -114,6 +115,17 @@ async def test_a_conversation_reaches_clients_in_seq_order_whichever_process_sen
     assert b.metrics.queue_order_held._value.get() == 1
     assert b.metrics.queue_order_timeouts._value.get() == 0
     assert not bob.of(RESYNC_EVENT)
+
+
+async def test_with_no_hold_messages_go_out_as_they_arrive(cluster):
+    a, b = await cluster(2, order_hold=0)
+    bob = await cluster.client("bob", b)
+    for seq in (1, 3):
+        await chat_message(b, "u:bob", seq)
+    await bob.wait_for(lambda: seqs(bob) == [1, 3])
+    await chat_message(a, "u:bob", 2)
+    await bob.wait_for(lambda: seqs(bob) == [1, 3, 2])
+    assert b.manager.order is None
 
 
 async def test_a_message_whose_predecessor_never_comes_waits_no_longer_than_its_hold(cluster):

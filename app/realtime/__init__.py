@@ -14,7 +14,7 @@ def build_sio(settings: Settings, metrics=None) -> AsyncServer:
     queue_url = settings.message_queue_url or settings.redis_url
     if queue_url:
         manager = QueueManager(queue_url, channel=settings.message_queue_channel,
-                               metrics=metrics)
+                               metrics=metrics, order_hold=settings.message_order_hold)
     else:
         manager = LocalManager()
         manager.metrics = metrics

@@ -73,6 +73,7 @@ from app.realtime.managers import (
     wait_fallback,
 )
 from app.realtime.rooms import SidRoomIndex
+from app.realtime.seq_order import HOLD as ORDER_HOLD
 from app.realtime.seq_order import SeqOrder
 from app.services import read_cache
 
@@ -362,7 +363,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
                  publish_timeout: float = 1.0, max_backoff: float = 2.0,
                  outbox_size: int = 20_000, batch_size: int = 512,
                  resync_interval: float = 1.0, heartbeat: float = 2.0,
-                 expiry: float | None = None, fence_timeout: float = 1.0) -> None:
+                 expiry: float | None = None, fence_timeout: float = 1.0,
+                 order_hold: float = ORDER_HOLD) -> None:
         super().__init__()
         self.url = url
         self.channel = channel
@@ -404,8 +406,9 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         # Each conversation's message:new events leave this process in seq
-        # order, wherever they were sent (app/realtime/seq_order.py).
-        self.order = SeqOrder(self._release_held)
+        # order, wherever they were sent (app/realtime/seq_order.py); None: as
+        # they come.
+        self.order = SeqOrder(self._release_held, hold=order_hold) if order_hold > 0 else None
         # Counted for tests and benchmarks: frames published, emit records sent
         # to (a copy per destination) and received from other processes.
         self.frames_sent = 0
@@ -434,7 +437,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
 
     async def close(self) -> None:
         self._closing = True
-        self.order.flush()  # held messages go out to clients still connected
+        if self.order is not None:
+            self.order.flush()  # held messages go out to clients still connected
         if self._publisher is not None and not self._down:
             # Tell the peers we are gone (their routes to us end now) and let what
             # is queued go out (bounded).
@@ -465,7 +469,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
         encoded = self.encode(event, data, namespace)
         count = event == "message:new"
         order = _conversation_seq(data) if count else None
-        if order is None:
+        if order is None or self.order is None:
             fallback = self.deliver(encoded, namespace, room, skip_sid, count)
         else:
             fallback = self._deliver_in_order(order, encoded, namespace, room, skip_sid)
@@ -837,7 +841,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
             k = m.get("k")
             if k == "e":
                 self.emits_received += 1
-                order = _conversation_seq(m, "c", "q")
+                order = _conversation_seq(m, "c", "q") if self.order is not None else None
                 if order is None:
                     f = self.deliver(rest.decode(), m.get("ns", NAMESPACE), m.get("r"),
                                      m.get("s"), "m" in m)
@@ -891,7 +895,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
         Whatever missed records may have said, cached rows may be stale: all go;
         and a message held for one that was lost waits no longer."""
         read_cache.clear_all()
-        self.order.flush()
+        if self.order is not None:
+            self.order.flush()
         t = time.monotonic()
         if not now and t - self._local_resync_at < self.resync_interval:
             if self._local_resync_later is None:

@@ -33,7 +33,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-HOLD = 0.1  # seconds a message after a gap waits for the ones before it
+HOLD = 0.1  # seconds a message after a gap waits for the ones before it (MESSAGE_ORDER_HOLD)
 MEMORY = 30.0  # seconds a quiet conversation's last seq is kept
 
 
