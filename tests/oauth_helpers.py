@@ -36,6 +36,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def lasting_port() -> int:
+    """A free port for a server a whole module restarts on (the redirect URI
+    registered at the provider names it), from below the kernel's ephemeral
+    range: a port from that range, free when picked, can be taken between two
+    tests by any outgoing connection on the machine."""
+    import random
+    import socket
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(20000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 20000–{low}")
+
+
+async def serve_on(app, port: int):
+    """aiohttp's TestServer for `app` on `port`, closed again (the app's
+    cleanup run, its database context released) if it cannot listen there,
+    so one busy port fails one test, not every later one of the worker."""
+    from aiohttp.test_utils import TestServer
+
+    server = TestServer(app, host="127.0.0.1", port=port)
+    try:
+        await server.start_server()
+    except BaseException:
+        await server.close()
+        raise
+    return server
+
+
 class OidcProvider:
     """`node tests/oidc/provider.mjs` on a free port, with the given clients."""
 

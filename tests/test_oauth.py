@@ -25,9 +25,10 @@ from tests.oauth_helpers import (
     browser,
     drive,
     fragment_of,
-    free_port,
+    lasting_port,
     pkce_pair,
     query_of,
+    serve_on,
 )
 
 API = "/api/v1"
@@ -36,7 +37,7 @@ MOBILE_REDIRECT = "com.example.parley:/oauth"
 
 @pytest.fixture(scope="module")
 def parley_port():
-    return free_port()
+    return lasting_port()
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +81,13 @@ def settings_overrides(oidc, standins, parley_port):
 
 
 @pytest.fixture
-async def server(app, aiohttp_server, parley_port):
-    # A fixed port: the redirect URI registered at the provider names it.
-    srv = await aiohttp_server(app, port=parley_port)
-    await _truncate_all()
-    return srv
+async def server(app, parley_port):
+    srv = await serve_on(app, parley_port)
+    try:
+        await _truncate_all()
+        yield srv
+    finally:
+        await srv.close()
 
 
 def base(server) -> str:

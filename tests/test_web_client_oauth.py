@@ -12,7 +12,7 @@ import pytest
 from app.models.accounts import OAuthIdentity, User
 from tests.conftest import _truncate_all
 from tests.factories import make_user
-from tests.oauth_helpers import WEB_SECRET, OidcProvider, free_port
+from tests.oauth_helpers import WEB_SECRET, OidcProvider, lasting_port, serve_on
 from tests.web_helpers import (  # noqa: F401 - fixtures
     assert_accessible,
     assert_no_errors,
@@ -24,7 +24,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
 
 @pytest.fixture(scope="module")
 def parley_port():
-    return free_port()
+    return lasting_port()
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,13 @@ def settings_overrides(oidc, parley_port):
 
 
 @pytest.fixture
-async def server(app, aiohttp_server, parley_port):
-    srv = await aiohttp_server(app, port=parley_port)
-    await _truncate_all()
-    return srv
+async def server(app, parley_port):
+    srv = await serve_on(app, parley_port)
+    try:
+        await _truncate_all()
+        yield srv
+    finally:
+        await srv.close()
 
 
 @pytest.fixture
