@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
+import pytest
 from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
@@ -56,19 +57,29 @@ def lasting_port() -> int:
     raise RuntimeError(f"no free port in 20000–{low}")
 
 
-async def serve_on(app, port: int):
-    """aiohttp's TestServer for `app` on `port`, closed again (the app's
-    cleanup run, its database context released) if it cannot listen there,
-    so one busy port fails one test, not every later one of the worker."""
+# Fixtures of the modules that sign in through a provider (imported there).
+
+@pytest.fixture(scope="module")
+def parley_port():
+    return lasting_port()
+
+
+@pytest.fixture
+async def server(app, parley_port):
+    """The app on `parley_port`, with empty tables. If it cannot listen there it
+    is closed again (its cleanup run, its database context released), so one
+    busy port fails one test, not every later one of the worker."""
     from aiohttp.test_utils import TestServer
 
-    server = TestServer(app, host="127.0.0.1", port=port)
+    from tests.conftest import _truncate_all
+
+    srv = TestServer(app, host="127.0.0.1", port=parley_port)
     try:
-        await server.start_server()
-    except BaseException:
-        await server.close()
-        raise
-    return server
+        await srv.start_server()
+        await _truncate_all()
+        yield srv
+    finally:
+        await srv.close()
 
 
 class OidcProvider:

@@ -15,7 +15,6 @@ from yarl import URL
 
 from app.models.accounts import OAuthFlow, OAuthIdentity, User
 from app.services import oauth
-from tests.conftest import _truncate_all
 from tests.factories import make_user
 from tests.oauth_helpers import (
     WEB_SECRET,
@@ -25,19 +24,14 @@ from tests.oauth_helpers import (
     browser,
     drive,
     fragment_of,
-    lasting_port,
+    parley_port,  # noqa: F401 - fixture
     pkce_pair,
     query_of,
-    serve_on,
+    server,  # noqa: F401 - fixture
 )
 
 API = "/api/v1"
 MOBILE_REDIRECT = "com.example.parley:/oauth"
-
-
-@pytest.fixture(scope="module")
-def parley_port():
-    return lasting_port()
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +72,6 @@ def settings_overrides(oidc, standins, parley_port):
     providers["wechat"].update(app_appid="wx-mobile-app", app_secret="mobile-secret")
     return {"oauth_providers": json.dumps(providers),
             "public_url": f"http://127.0.0.1:{parley_port}"}
-
-
-@pytest.fixture
-async def server(app, parley_port):
-    srv = await serve_on(app, parley_port)
-    try:
-        await _truncate_all()
-        yield srv
-    finally:
-        await srv.close()
 
 
 def base(server) -> str:

@@ -10,9 +10,13 @@ import json
 import pytest
 
 from app.models.accounts import OAuthIdentity, User
-from tests.conftest import _truncate_all
 from tests.factories import make_user
-from tests.oauth_helpers import WEB_SECRET, OidcProvider, lasting_port, serve_on
+from tests.oauth_helpers import (  # noqa: F401 - fixtures
+    WEB_SECRET,
+    OidcProvider,
+    parley_port,
+    server,
+)
 from tests.web_helpers import (  # noqa: F401 - fixtures
     assert_accessible,
     assert_no_errors,
@@ -20,11 +24,6 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     new_page,
     sqlite_only,
 )
-
-
-@pytest.fixture(scope="module")
-def parley_port():
-    return lasting_port()
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +47,6 @@ def settings_overrides(oidc, parley_port):
     }
     return {"oauth_providers": json.dumps(providers),
             "public_url": f"http://127.0.0.1:{parley_port}"}
-
-
-@pytest.fixture
-async def server(app, parley_port):
-    srv = await serve_on(app, parley_port)
-    try:
-        await _truncate_all()
-        yield srv
-    finally:
-        await srv.close()
 
 
 @pytest.fixture

@@ -486,19 +486,21 @@ class QueueManager(SidRoomIndex, DirectEmit):
         items = self.order.offer(*order, (encoded, namespace, room, skip_sid))
         if not items and self.metrics is not None:
             self.metrics.queue_order_held.inc()
-        fallback: list = []
-        for item in items:
-            fallback += self.deliver(*item, True)
-        return fallback
+        return self._deliver_items(items)
 
     def _release_held(self, items: list, timed_out: bool) -> None:
         if timed_out and self.metrics is not None:
             self.metrics.queue_order_timeouts.inc()
+        fallback = self._deliver_items(items)
+        if fallback:
+            self._spawn(wait_fallback(fallback))
+
+    def _deliver_items(self, items: list) -> list:
+        """Deliver held or released message:new items in order; their long-polling futures."""
         fallback: list = []
         for item in items:
             fallback += self.deliver(*item, True)
-        if fallback:
-            self._spawn(wait_fallback(fallback))
+        return fallback
 
     def _targets(self, namespace: str, room) -> tuple[set[str], bool]:
         """(processes to send to, broadcast instead)."""
