@@ -51,13 +51,15 @@ class FakeSocket {
 
 const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function settle(store) {
   for (let i = 0; i < 5; i++) { await flush(); if (store.syncing) await store.syncing; }
 }
 
 /** A store with one direct conversation holding messages 1..n, read up to `read`. */
-function storeWith({ n = 2, read = n, handlers = {} } = {}) {
-  const store = new Store({ api: async () => { throw new Error("no REST in these tests"); } });
+function storeWith({ n = 2, read = n, handlers = {}, gapGraceMs = 30 } = {}) {
+  const store = new Store({ api: async () => { throw new Error("no REST in these tests"); }, gapGraceMs });
   store.me = ME;
   const conv = store.upsertSummary({
     id: "c1", type: "direct", peer: PEER, last_seq: n, read_seq: read, unread_count: n - read,
@@ -88,7 +90,7 @@ test("a message right after the last one held needs no sync", async () => {
   assert.equal(socket.sentOf("sync").length, 0);
 });
 
-test("a seq gap is detected and filled from sync, without duplicates", async () => {
+test("a seq gap waits the grace, then is filled from sync, without duplicates", async () => {
   let onServer = [];
   const { store, conv, socket } = storeWith({
     handlers: {
@@ -105,12 +107,62 @@ test("a seq gap is detected and filled from sync, without duplicates", async () 
   onServer = [msg(3), msg(4), msg(5)];
   socket.fire("message:new", msg(5)); // 3 and 4 were lost on the way
   await settle(store);
+  assert.equal(socket.sentOf("sync").length, 0, "a gap first waits for the missing messages");
+  await sleep(60);
+  await settle(store);
   const syncs = socket.sentOf("sync");
   assert.equal(syncs.length, 1);
   assert.deepEqual(syncs[0].cursors, { c1: 2 }); // asks from the last seq held without a gap
   assert.deepEqual(conv.msgs.map((m) => m.seq), [1, 2, 3, 4, 5]);
   assert.equal(conv.held, 5);
   assert.equal(conv.unread_count, 3);
+});
+
+test("a late message within the grace fills the gap: no sync, shown in order, counted and notified", async () => {
+  const { store, conv, socket, events } = storeWith();
+  socket.up();
+  await settle(store);
+  socket.sent.length = 0;
+  socket.fire("message:new", msg(4));
+  socket.fire("message:new", msg(3)); // sent through another server process, it crossed later
+  await sleep(60);
+  await settle(store);
+  assert.equal(socket.sentOf("sync").length, 0);
+  assert.deepEqual(conv.msgs.map((m) => m.seq), [1, 2, 3, 4]);
+  assert.equal(conv.held, 4);
+  assert.equal(conv.unread_count, 2);
+  assert.deepEqual(events.filter(([t]) => t === "msg:add").map(([, , m]) => m.seq), [4, 3]);
+  assert.deepEqual(events.filter(([t]) => t === "notify").map(([, e]) => e.msg.seq), [4, 3]);
+  assert.equal(conv.last_message.seq, 4, "the chat row still previews the newest message");
+  socket.fire("message:new", msg(4)); // the same one again: counted once
+  assert.equal(conv.unread_count, 2);
+});
+
+test("a message seen past a gap is not notified again when sync brings it", async () => {
+  let onServer = [];
+  const { store, conv, socket, events } = storeWith({
+    handlers: {
+      sync: ({ cursors }) => ({
+        ok: true,
+        conversations: [{ id: "c1", type: "direct", last_seq: 2 + onServer.length, read_seq: 2,
+          unread_count: onServer.length, has_more: false, messages: onServer.filter((m) => m.seq > cursors.c1) }],
+      }),
+    },
+  });
+  socket.up();
+  await settle(store);
+  store.visible = false;
+  socket.sent.length = 0;
+  events.length = 0;
+  onServer = [msg(3), msg(4)];
+  socket.fire("message:new", msg(4)); // 3 never comes live
+  await sleep(60);
+  await settle(store);
+  assert.deepEqual(socket.sentOf("sync").map((s) => s.cursors.c1), [2]);
+  assert.deepEqual(conv.msgs.map((m) => m.seq), [1, 2, 3, 4]);
+  assert.equal(conv.held, 4);
+  assert.deepEqual(conv.ahead, new Set());
+  assert.deepEqual(events.filter(([t]) => t === "notify").map(([, e]) => e.msg.seq), [4, 3]);
 });
 
 test("sync pages through has_more with the cursor it got back", async () => {

@@ -29,17 +29,24 @@ const MAX_ATTEMPTS = 5;
 // Delivered receipts go out at most once per conversation per this many ms: each
 // costs the server about half a message, so they are batched, not sent per message.
 const DELIVERED_BATCH_MS = 2000;
+// A seq gap in the live feed waits this long for the missing messages before a
+// sync: one sent through another server process can arrive just after a later one.
+// Half a second, as Telegram's clients wait for a pts gap to fill.
+const GAP_GRACE_MS = 500;
 
 export class Store extends Emitter {
   /**
    * @param {object} deps
    * @param {(method: string, path: string, body?: any) => Promise<any>} deps.api REST client
    * @param {() => object} [deps.createSocket] returns a socket.io-like client
+   * @param {number} [deps.gapGraceMs] how long a seq gap waits before a sync
    */
-  constructor({ api, createSocket } = {}) {
+  constructor({ api, createSocket, gapGraceMs = GAP_GRACE_MS } = {}) {
     super();
     this.api = api;
     this.createSocket = createSocket;
+    this.gapGraceMs = gapGraceMs;
+    this.gapTimers = new Map();    // conv id → timer of a gap waiting to fill
     this.me = null;
     this.convs = new Map();        // id → conversation (summary + msgs + pending)
     this.contacts = new Map();     // user id → {user, remark, presence}
@@ -110,7 +117,9 @@ export class Store extends Emitter {
     const conv = {
       ...summary,
       msgs: [], pending: [], loaded: false, hasOlder: true, loadingOlder: false,
+      // Every seq up to `held` is here or was seen; `ahead` are seqs received past a gap.
       held: summary.last_seq || 0,
+      ahead: new Set(),
       peer_read_seq: summary.peer_read_seq ?? 0,
       delivered_seq: summary.delivered_seq ?? 0,
     };
@@ -185,8 +194,9 @@ export class Store extends Emitter {
     return !!m.sender_id && m.sender_id !== this.me?.id && m.type !== "system" && !m.recalled;
   }
 
-  /** Merge server messages into a conversation; returns true if a seq gap appeared. */
-  addMessages(conv, messages) {
+  /** Merge server messages into a conversation; returns true if a seq gap appeared.
+   * History pages (`live: false`) leave the live feed's bookkeeping (`held`) alone. */
+  addMessages(conv, messages, { live = true } = {}) {
     let gap = false;
     for (const m of messages) {
       const last = conv.msgs[conv.msgs.length - 1];
@@ -200,8 +210,9 @@ export class Store extends Emitter {
       if (m.sender_id === this.me?.id && m.client_msg_id) {
         conv.pending = conv.pending.filter((p) => p.client_msg_id !== m.client_msg_id);
       }
-      if (m.seq === conv.held + 1) conv.held = m.seq;
-      else if (m.seq > conv.held + 1) gap = true;
+      if (!live) { /* a page of history */ }
+      else if (m.seq === conv.held + 1) this.raiseHeld(conv, m.seq);
+      else if (m.seq > conv.held + 1) { conv.ahead.add(m.seq); gap = true; }
       if (m.seq >= (conv.last_seq || 0)) {
         conv.last_seq = m.seq;
         conv.last_message = m;
@@ -212,6 +223,27 @@ export class Store extends Emitter {
       }
     }
     return gap;
+  }
+
+  /** Everything up to `seq` is held: move `held` there, and on over seqs already ahead. */
+  raiseHeld(conv, seq) {
+    if (seq > conv.held) conv.held = seq;
+    while (conv.ahead.delete(conv.held + 1)) conv.held += 1;
+    for (const s of conv.ahead) if (s <= conv.held) conv.ahead.delete(s);
+  }
+
+  /** A message this tab has not had yet, live or from sync (not one seen before a gap). */
+  isNew(conv, seq) {
+    return seq > conv.held && !conv.ahead.has(seq);
+  }
+
+  /** A live message left a seq gap: sync that chat unless the gap fills within the grace. */
+  awaitGap(conv) {
+    if (this.gapTimers.has(conv.id)) return;
+    this.gapTimers.set(conv.id, setTimeout(() => {
+      this.gapTimers.delete(conv.id);
+      if (conv.ahead.size) this.sync([conv.id]);
+    }, this.gapGraceMs));
   }
 
   // ------------------------------------------------------------ socket
@@ -309,7 +341,8 @@ export class Store extends Emitter {
       this.sync();
       return;
     }
-    const fresh = !conv.msgs.some((x) => x.seq === m.seq) && m.seq > (conv.last_seq || 0);
+    // A late message (its seq below one already here) is as new as any other.
+    const fresh = !conv.msgs.some((x) => x.seq === m.seq) && this.isNew(conv, m.seq);
     const hadPending = conv.pending.some((p) => p.client_msg_id && p.client_msg_id === m.client_msg_id
       && m.sender_id === this.me?.id);
     const gap = this.addMessages(conv, [m]);
@@ -320,7 +353,7 @@ export class Store extends Emitter {
       if (m.mention_all || (m.mentions || []).includes(this.me.id)) conv.mention_count = (conv.mention_count || 0) + 1;
     }
     if (m.sender_id && m.sender_id !== this.me?.id) this.setTyping(conv.id, m.sender_id, "idle");
-    if (gap) this.sync([conv.id]);
+    if (gap) this.awaitGap(conv);
     if (fresh && this.countsAsUnread(m) && (!this.visible || !this.isOpen(conv)) && !conv.muted) {
       this.emit("notify", { kind: "message", conv, msg: m });
     }
@@ -484,17 +517,20 @@ export class Store extends Emitter {
         if (!known) {
           // Newest page of a chat this tab did not have.
           conv.msgs = [];
+          conv.ahead = new Set();
           conv.held = messages.length ? messages[0].seq - 1 : c.last_seq;
           this.addMessages(conv, messages);
-          conv.held = c.last_seq;
+          this.raiseHeld(conv, c.last_seq);
           conv.loaded = true;
           conv.hasOlder = has_more;
         } else {
+          // Messages that already came live were notified then.
+          const news = messages.filter((m) => this.isNew(conv, m.seq));
           this.addMessages(conv, messages);
-          if (messages.length) conv.held = Math.max(conv.held, messages[messages.length - 1].seq);
+          if (messages.length) this.raiseHeld(conv, messages[messages.length - 1].seq);
           if (has_more) next[c.id] = conv.held;
-          else conv.held = Math.max(conv.held, c.last_seq);
-          for (const m of messages) {
+          else this.raiseHeld(conv, c.last_seq);
+          for (const m of news) {
             if (!this.visible && this.countsAsUnread(m) && m.seq > (c.read_seq || 0) && !conv.muted) {
               this.emit("notify", { kind: "message", conv, msg: m });
             }
@@ -537,9 +573,8 @@ export class Store extends Emitter {
     const ack = await this.emitAck("history", payload);
     conv.loadingOlder = false;
     if (!ack.ok) return;
-    const held = conv.held;
-    this.addMessages(conv, ack.messages);
-    conv.held = Math.max(held, first && ack.messages.length ? ack.messages[ack.messages.length - 1].seq : held);
+    this.addMessages(conv, ack.messages, { live: false });
+    if (first && ack.messages.length) this.raiseHeld(conv, ack.messages[ack.messages.length - 1].seq);
     conv.hasOlder = ack.has_more;
     conv.loaded = true;
     this.emit("msgs", conv);
@@ -565,11 +600,9 @@ export class Store extends Emitter {
     if (conv.loaded && conv.msgs.some((m) => m.seq === seq)) { this.emit("msgs", conv); return; }
     const ack = await this.emitAck("history", { conversation_id: conv.id, around_seq: seq, limit: 40 });
     if (!ack.ok) return;
-    const held = conv.held;
     conv.msgs = [];
     conv.hasNewer = false;
-    this.addMessages(conv, ack.messages);
-    conv.held = held;
+    this.addMessages(conv, ack.messages, { live: false });
     conv.hasOlder = ack.has_more;
     conv.hasNewer = ack.has_more_after;
     conv.loaded = true;
@@ -586,10 +619,8 @@ export class Store extends Emitter {
     const ack = await this.emitAck("history", { conversation_id: conv.id, around_seq: last.seq + 20, limit: 40 });
     conv.loadingNewer = false;
     if (!ack.ok) return;
-    const held = conv.held;
     conv.hasNewer = false;
-    this.addMessages(conv, ack.messages.filter((m) => m.seq > last.seq));
-    conv.held = held;
+    this.addMessages(conv, ack.messages.filter((m) => m.seq > last.seq), { live: false });
     conv.hasNewer = ack.has_more_after;
     this.emit("msgs", conv);
   }
@@ -651,7 +682,7 @@ export class Store extends Emitter {
       this.emit("pending", conv, p);
       if (!already) this.emit("msg:add", conv, m);
       this.emit("conv", conv);
-      if (gap) this.sync([conv.id]);
+      if (gap) this.awaitGap(conv);
     } else if (RETRY_LATER.has(ack.error?.code) && (p.attempts = (p.attempts || 0) + 1) <= MAX_ATTEMPTS) {
       // The server asked to come back later: the message stays "sending" and goes
       // again, same client_msg_id, after the wait it named (or a growing one).
@@ -745,7 +776,7 @@ export class Store extends Emitter {
       const gap = this.addMessages(conv, [ack.message]);
       this.emit("msg:add", conv, ack.message);
       this.emit("conv", conv);
-      if (gap) this.sync([conv.id]);
+      if (gap) this.awaitGap(conv);
     }
     return ack;
   }
