@@ -88,7 +88,7 @@ class Metrics:
             registry=r)
         self.queue_order_held = Counter(
             "parley_queue_order_held", "message:new events held until an earlier seq of "
-            "their conversation, sent through another process, arrived.", registry=r)
+            "their conversation arrived (through another process, or emitted later by this one).", registry=r)
         self.queue_order_timeouts = Counter(
             "parley_queue_order_timeouts", "Holds of message:new that ended without the "
             "earlier seq (its clients see a gap and sync).", registry=r)

@@ -22,6 +22,7 @@ from app import jsonfast
 from app.fanout import NAMESPACE, user_room
 from app.metrics import Metrics
 from app.realtime.engine import AsyncServer
+from app.realtime.managers import LocalManager
 from app.realtime.queue import QueueManager
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -61,11 +62,16 @@ async def delete_exchange(amqp_url: str, name: str) -> None:
 
 
 class Node:
-    """One server process's worth: aiohttp app, Socket.IO server, QueueManager."""
+    """One server process's worth: aiohttp app, Socket.IO server, QueueManager
+    (a LocalManager when `url` is None: a server on its own)."""
 
-    def __init__(self, url: str, channel: str, **options) -> None:
+    def __init__(self, url: str | None, channel: str = "", **options) -> None:
         self.metrics = Metrics()
-        self.manager = QueueManager(url, channel=channel, metrics=self.metrics, **options)
+        if url is None:
+            self.manager = LocalManager(**options)
+            self.manager.metrics = self.metrics
+        else:
+            self.manager = QueueManager(url, channel=channel, metrics=self.metrics, **options)
         self.sio = AsyncServer(async_mode="aiohttp", client_manager=self.manager,
                                json=jsonfast, logger=False, engineio_logger=False)
         node = self
@@ -81,7 +87,8 @@ class Node:
         async def manager_ctx(app):
             node.sio.manager_initialized = True
             node.manager.initialize()
-            await node.manager.start()
+            if isinstance(node.manager, QueueManager):
+                await node.manager.start()
             yield
             if not node.crashed:
                 await node.manager.close()

@@ -59,11 +59,12 @@ def test_a_message_order_hold_outside_zero_to_five_is_refused(value):
         load_settings(environ={"MESSAGE_ORDER_HOLD": value, "SECRET_KEY": "x" * 32})
 
 
-def test_message_order_hold_reaches_the_queue_manager():
+@pytest.mark.parametrize("queue", [{"REDIS_URL": "redis://127.0.0.1:1/0"}, {}],
+                         ids=["queue", "one-process"])
+def test_message_order_hold_reaches_the_manager(queue):
     from app.realtime import build_sio
 
-    on = load_settings(environ={"REDIS_URL": "redis://127.0.0.1:1/0", "SECRET_KEY": "x" * 32})
-    off = load_settings(environ={"REDIS_URL": "redis://127.0.0.1:1/0", "SECRET_KEY": "x" * 32,
-                                 "MESSAGE_ORDER_HOLD": "0"})
+    on = load_settings(environ={**queue, "SECRET_KEY": "x" * 32})
+    off = load_settings(environ={**queue, "SECRET_KEY": "x" * 32, "MESSAGE_ORDER_HOLD": "0"})
     assert build_sio(on).manager.order.hold == 0.1
     assert build_sio(off).manager.order is None

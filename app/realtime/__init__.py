@@ -16,7 +16,7 @@ def build_sio(settings: Settings, metrics=None) -> AsyncServer:
         manager = QueueManager(queue_url, channel=settings.message_queue_channel,
                                metrics=metrics, order_hold=settings.message_order_hold)
     else:
-        manager = LocalManager()
+        manager = LocalManager(order_hold=settings.message_order_hold)
         manager.metrics = metrics
     origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()] or None
     return AsyncServer(

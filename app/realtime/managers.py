@@ -24,6 +24,7 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from app.realtime.rooms import SidRoomIndex
+from app.realtime.seq_order import SeqOrder, conversation_seq
 
 # Server → client: "you may have missed live events; run sync".
 RESYNC_EVENT = "resync"
@@ -66,9 +67,21 @@ class DirectEmit(socketio.AsyncManager):
     `encode` and `deliver` are split so that the cross-process manager
     (app/realtime/queue.py) encodes an event once and hands the same text to
     its local sockets and to the other processes, which deliver it as is.
+
+    `order_hold` > 0: each conversation's `message:new` events leave in seq
+    order (app/realtime/seq_order.py), a message after a gap waiting up to that
+    many seconds for the ones before it. In one process most messages are
+    ordered already by the writer's emit order; system lines (group changes)
+    are emitted by the service that wrote them and can overtake or be overtaken.
     """
 
     metrics = None
+
+    def __init__(self, *args, order_hold: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Deliveries to long-polling sockets of messages released from a hold.
+        self._tasks: set[asyncio.Task] = set()
+        self.order = SeqOrder(self._release_held, hold=order_hold) if order_hold > 0 else None
 
     def encode(self, event, data, namespace) -> str | list:
         if isinstance(data, tuple):
@@ -109,10 +122,55 @@ class DirectEmit(socketio.AsyncManager):
         if callback is not None or send_now is None or namespace not in self.rooms:
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       callback=callback, **kwargs)
-        fallback = self.deliver(self.encode(event, data, namespace), namespace, room,
-                                skip_sid, event == "message:new")
+        encoded = self.encode(event, data, namespace)
+        order = self.order_of(event, data)
+        if order is None:
+            fallback = self.deliver(encoded, namespace, room, skip_sid, event == "message:new")
+        else:
+            fallback = self.deliver_in_order(order, encoded, namespace, room, skip_sid)
         if fallback:
             await wait_fallback(fallback)
+
+    def order_of(self, event, data) -> tuple[str, int] | None:
+        """(conversation, seq) when this emit takes its place in seq order."""
+        if self.order is None or event != "message:new":
+            return None
+        return conversation_seq(data)
+
+    def deliver_in_order(self, order: tuple[str, int], encoded, namespace, room,
+                         skip_sid) -> list:
+        items = self.order.offer(*order, (encoded, namespace, room, skip_sid))
+        if not items and self.metrics is not None:
+            self.metrics.queue_order_held.inc()
+        return self._deliver_items(items)
+
+    def _release_held(self, items: list, timed_out: bool) -> None:
+        if timed_out and self.metrics is not None:
+            self.metrics.queue_order_timeouts.inc()
+        fallback = self._deliver_items(items)
+        if fallback:
+            self._spawn(wait_fallback(fallback))
+
+    def _deliver_items(self, items: list) -> list:
+        """Deliver held or released message:new items in order; their long-polling futures."""
+        fallback: list = []
+        for item in items:
+            fallback += self.deliver(*item, True)
+        return fallback
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_death)
+
+    async def _close_order(self) -> None:
+        """Held messages go out to the clients still connected; then the tasks end."""
+        if self.order is not None:
+            self.order.flush()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def wait_fallback(fallback) -> None:
@@ -127,4 +185,4 @@ class LocalManager(SidRoomIndex, DirectEmit):
         await _disconnect_local(self, namespace, room)
 
     async def close(self) -> None:
-        pass
+        await self._close_order()

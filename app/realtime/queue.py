@@ -74,7 +74,7 @@ from app.realtime.managers import (
 )
 from app.realtime.rooms import SidRoomIndex
 from app.realtime.seq_order import HOLD as ORDER_HOLD
-from app.realtime.seq_order import SeqOrder
+from app.realtime.seq_order import conversation_seq
 from app.services import read_cache
 
 log = logging.getLogger("parley.queue")
@@ -365,7 +365,9 @@ class QueueManager(SidRoomIndex, DirectEmit):
                  resync_interval: float = 1.0, heartbeat: float = 2.0,
                  expiry: float | None = None, fence_timeout: float = 1.0,
                  order_hold: float = ORDER_HOLD) -> None:
-        super().__init__()
+        # Each conversation's message:new events leave this process in seq
+        # order, wherever they were sent (app/realtime/seq_order.py).
+        super().__init__(order_hold=order_hold)
         self.url = url
         self.channel = channel
         self.proc_id = uuid.uuid4().hex
@@ -403,12 +405,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._announce: dict[str, bool] = {}  # user → registered (True) / not, unsent
         self._fences: dict[str, tuple[set[str], asyncio.Future]] = {}
         self._pending_fence: asyncio.Future | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._closing = False
-        # Each conversation's message:new events leave this process in seq
-        # order, wherever they were sent (app/realtime/seq_order.py); None: as
-        # they come.
-        self.order = SeqOrder(self._release_held, hold=order_hold) if order_hold > 0 else None
         # Counted for tests and benchmarks: frames published, emit records sent
         # to (a copy per destination) and received from other processes.
         self.frames_sent = 0
@@ -468,11 +465,12 @@ class QueueManager(SidRoomIndex, DirectEmit):
                                       callback=callback, **kwargs)
         encoded = self.encode(event, data, namespace)
         count = event == "message:new"
-        order = _conversation_seq(data) if count else None
+        # Sent to the others with the header even when this process does not hold.
+        order = conversation_seq(data) if count else None
         if order is None or self.order is None:
             fallback = self.deliver(encoded, namespace, room, skip_sid, count)
         else:
-            fallback = self._deliver_in_order(order, encoded, namespace, room, skip_sid)
+            fallback = self.deliver_in_order(order, encoded, namespace, room, skip_sid)
         if not ignore_queue:
             if isinstance(encoded, list):
                 log.warning("queue: binary event %r not sent to other processes", event)
@@ -480,27 +478,6 @@ class QueueManager(SidRoomIndex, DirectEmit):
                 self._route(namespace, room, skip_sid, encoded, count, order)
         if fallback:
             await wait_fallback(fallback)
-
-    def _deliver_in_order(self, order: tuple[str, int], encoded, namespace, room,
-                          skip_sid) -> list:
-        items = self.order.offer(*order, (encoded, namespace, room, skip_sid))
-        if not items and self.metrics is not None:
-            self.metrics.queue_order_held.inc()
-        return self._deliver_items(items)
-
-    def _release_held(self, items: list, timed_out: bool) -> None:
-        if timed_out and self.metrics is not None:
-            self.metrics.queue_order_timeouts.inc()
-        fallback = self._deliver_items(items)
-        if fallback:
-            self._spawn(wait_fallback(fallback))
-
-    def _deliver_items(self, items: list) -> list:
-        """Deliver held or released message:new items in order; their long-polling futures."""
-        fallback: list = []
-        for item in items:
-            fallback += self.deliver(*item, True)
-        return fallback
 
     def _targets(self, namespace: str, room) -> tuple[set[str], bool]:
         """(processes to send to, broadcast instead)."""
@@ -843,12 +820,12 @@ class QueueManager(SidRoomIndex, DirectEmit):
             k = m.get("k")
             if k == "e":
                 self.emits_received += 1
-                order = _conversation_seq(m, "c", "q") if self.order is not None else None
+                order = conversation_seq(m, "c", "q") if self.order is not None else None
                 if order is None:
                     f = self.deliver(rest.decode(), m.get("ns", NAMESPACE), m.get("r"),
                                      m.get("s"), "m" in m)
                 else:
-                    f = self._deliver_in_order(order, rest.decode(), m.get("ns", NAMESPACE),
+                    f = self.deliver_in_order(order, rest.decode(), m.get("ns", NAMESPACE),
                                                m.get("r"), m.get("s"))
                 if f:
                     fallback = (fallback or []) + f
@@ -915,22 +892,6 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._local_resync_later = None
         self._resync_local(now=True)
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_death)
-
-
-def _conversation_seq(obj, conversation: str = "conversation_id",
-                      seq: str = "seq") -> tuple[str, int] | None:
-    """(conversation, seq) of a message:new payload or emit record, if it has both."""
-    if not isinstance(obj, dict):
-        return None
-    c, q = obj.get(conversation), obj.get(seq)
-    if isinstance(c, str) and type(q) is int:
-        return c, q
-    return None
 
 
 def _record(obj: dict) -> bytes:

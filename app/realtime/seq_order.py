@@ -24,7 +24,12 @@ arriving as several emits (recipients with different views) all pass.
 
 Pure bookkeeping: no I/O. The manager delivers what `offer` returns, and what
 `release` is called with when a hold ends, with whether it timed out
-(app/realtime/queue.py).
+(app/realtime/managers.py).
+
+One process needs it less but not never: the message writer emits its sends in
+seq order, but a group's system line (a rename, a member added) is written and
+emitted by its own service, and a send committed just after it can be emitted
+first.
 """
 
 from __future__ import annotations
@@ -119,3 +124,14 @@ class SeqOrder:
         self._next_sweep = now + self.memory
         stale = now - self.memory
         self._last = {c: e for c, e in self._last.items() if e[1] >= stale or c in self._held}
+
+
+def conversation_seq(obj, conversation: str = "conversation_id",
+                     seq: str = "seq") -> tuple[str, int] | None:
+    """(conversation, seq) of a message:new payload or emit record, if it has both."""
+    if not isinstance(obj, dict):
+        return None
+    c, q = obj.get(conversation), obj.get(seq)
+    if isinstance(c, str) and type(q) is int:
+        return c, q
+    return None
