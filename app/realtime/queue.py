@@ -826,7 +826,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
                                      m.get("s"), "m" in m)
                 else:
                     f = self.deliver_in_order(order, rest.decode(), m.get("ns", NAMESPACE),
-                                               m.get("r"), m.get("s"))
+                                              m.get("r"), m.get("s"))
                 if f:
                     fallback = (fallback or []) + f
             else:
@@ -891,7 +891,6 @@ class QueueManager(SidRoomIndex, DirectEmit):
     def _resync_local_later(self) -> None:
         self._local_resync_later = None
         self._resync_local(now=True)
-
 
 
 def _record(obj: dict) -> bytes:
