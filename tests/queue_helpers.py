@@ -153,5 +153,39 @@ class Client:
             await asyncio.wait_for(self.sio.disconnect(), 5)
 
 
+class Started:
+    """A test's started nodes and connected clients, closed together."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.clients: list[Client] = []
+
+    async def node(self, node: Node) -> Node:
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    async def client(self, user: str, node: Node) -> Client:
+        c = await Client(user).connect(node)
+        self.clients.append(c)
+        return c
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        for n in self.nodes:
+            await n.close()
+
+
+async def chat_message(node: Node, room, seq: int, conversation: str = "c1") -> None:
+    """A `message:new` of `conversation` at `seq`, emitted through `node`."""
+    await node.sio.emit("message:new", {"conversation_id": conversation, "seq": seq},
+                        room=room, namespace=NAMESPACE)
+
+
+def seqs(client: Client) -> list[int]:
+    return [d["seq"] for d in client.of("message:new")]
+
+
 def channel_name() -> str:
     return f"parley-test-{uuid.uuid4().hex[:10]}"

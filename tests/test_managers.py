@@ -5,12 +5,9 @@ that went through the writer). Real aiohttp + Socket.IO server, real clients."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from app.fanout import NAMESPACE
-from tests.queue_helpers import Client, Node
+from tests.queue_helpers import Node, Started, chat_message, seqs
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -18,46 +15,26 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 async def server():
     """server(**options) → a started single-process node; its clients close with it."""
-    nodes: list[Node] = []
-    clients: list[Client] = []
+    started = Started()
 
     async def make(**options) -> Node:
-        node = await Node(None, **options).start()
-        nodes.append(node)
-        return node
+        return await started.node(Node(None, **options))
 
-    async def client(user: str, node: Node) -> Client:
-        c = await Client(user).connect(node)
-        clients.append(c)
-        return c
-
-    make.client = client  # type: ignore[attr-defined]
+    make.client = started.client  # type: ignore[attr-defined]
     try:
         yield make
     finally:
-        for c in clients:
-            await c.close()
-        for n in nodes:
-            await n.close()
-
-
-async def chat_message(node: Node, seq: int, conversation: str = "c1") -> None:
-    await node.sio.emit("message:new", {"conversation_id": conversation, "seq": seq},
-                        room="u:bob", namespace=NAMESPACE)
-
-
-def seqs(client: Client) -> list[int]:
-    return [d["seq"] for d in client.of("message:new")]
+        await started.close()
 
 
 async def test_a_message_emitted_after_a_later_one_still_reaches_clients_first(server):
     node = await server(order_hold=30.0)  # however slow this machine, 2 comes within it
     bob = await server.client("bob", node)
-    await chat_message(node, 1)
-    await chat_message(node, 3)  # seq 2 (a system line) is still being emitted
-    await chat_message(node, 4, conversation="c2")  # another chat: not held
+    await chat_message(node, "u:bob", 1)
+    await chat_message(node, "u:bob", 3)  # seq 2 (a system line) is still being emitted
+    await chat_message(node, "u:bob", 4, conversation="c2")  # another chat: not held
     await bob.wait_for(lambda: 4 in seqs(bob))
-    await chat_message(node, 2)
+    await chat_message(node, "u:bob", 2)
     await bob.wait_for(lambda: len(seqs(bob)) == 4)
     assert seqs(bob) == [1, 4, 2, 3]
     assert (node.manager.order.held, node.manager.order.timeouts) == (1, 0)
@@ -68,7 +45,7 @@ async def test_a_seq_that_is_never_emitted_holds_the_next_one_no_longer_than_the
     node = await server(order_hold=0.1)
     bob = await server.client("bob", node)
     for seq in (1, 3):
-        await chat_message(node, seq)
+        await chat_message(node, "u:bob", seq)
     await bob.wait_for(lambda: seqs(bob) == [1, 3], 5)
     assert node.manager.order.timeouts == 1
     assert node.metrics.queue_order_timeouts._value.get() == 1
@@ -78,7 +55,7 @@ async def test_without_a_hold_events_go_out_as_emitted(server):
     node = await server()
     bob = await server.client("bob", node)
     for seq in (1, 3, 2):
-        await chat_message(node, seq)
+        await chat_message(node, "u:bob", seq)
     await bob.wait_for(lambda: seqs(bob) == [1, 3, 2])
     assert node.manager.order is None
 
@@ -87,8 +64,7 @@ async def test_closing_releases_what_is_held(server):
     node = await server(order_hold=30.0)
     bob = await server.client("bob", node)
     for seq in (1, 3):
-        await chat_message(node, seq)
+        await chat_message(node, "u:bob", seq)
     await bob.wait_for(lambda: seqs(bob) == [1])
     await node.manager.close()
     await bob.wait_for(lambda: seqs(bob) == [1, 3])
-    await asyncio.sleep(0)

@@ -20,10 +20,13 @@ from tests.queue_helpers import (
     TEST_AMQP_URL,
     Client,
     Node,
+    Started,
     channel_name,
+    chat_message,
     check_reachable,
     delete_exchange,
     queue_url,
+    seqs,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,30 +42,19 @@ async def kind(request):
 async def cluster(kind):
     """nodes(n, url=None, **options) → n started nodes on one private channel."""
     channel = channel_name()
-    nodes: list[Node] = []
-    clients: list[Client] = []
+    started = Started()
 
     async def make(n: int, url: str | None = None, **options) -> list[Node]:
-        made = [await Node(url or queue_url(kind), channel, **options).start()
+        return [await started.node(Node(url or queue_url(kind), channel, **options))
                 for _ in range(n)]
-        nodes.extend(made)
-        return made
 
-    async def client(user: str, node: Node) -> Client:
-        c = await Client(user).connect(node)
-        clients.append(c)
-        return c
-
-    make.client = client  # type: ignore[attr-defined]
+    make.client = started.client  # type: ignore[attr-defined]
     make.kind = kind  # type: ignore[attr-defined]
     make.channel = channel  # type: ignore[attr-defined]
     try:
         yield make
     finally:
-        for c in clients:
-            await c.close()
-        for n in nodes:
-            await n.close()
+        await started.close()
         if kind == "amqp":
             await delete_exchange(TEST_AMQP_URL, channel)
 
@@ -73,10 +65,6 @@ def failures(node: Node) -> float:
 
 async def emit(node: Node, room, seq: int, event: str = "message:new") -> None:
     await node.sio.emit(event, {"seq": seq}, room=room, namespace=NAMESPACE)
-
-
-def seqs(client: Client) -> list[int]:
-    return [d["seq"] for d in client.of("message:new")]
 
 
 async def test_a_burst_crosses_processes_whole_and_in_order(cluster):
@@ -91,11 +79,6 @@ async def test_a_burst_crosses_processes_whole_and_in_order(cluster):
     assert not bob.of(RESYNC_EVENT)
     # Batched: far fewer frames than emits.
     assert 0 < a.manager.frames_sent < n / 5, a.manager.frames_sent
-
-
-async def chat_message(node: Node, room, seq: int, conversation: str = "c1") -> None:
-    await node.sio.emit("message:new", {"conversation_id": conversation, "seq": seq},
-                        room=room, namespace=NAMESPACE)
 
 
 async def test_a_conversation_reaches_clients_in_seq_order_whichever_process_sent_it(cluster):

@@ -122,23 +122,19 @@ class DirectEmit(socketio.AsyncManager):
         if callback is not None or send_now is None or namespace not in self.rooms:
             return await super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                       callback=callback, **kwargs)
-        encoded = self.encode(event, data, namespace)
-        order = self.order_of(event, data)
-        if order is None:
-            fallback = self.deliver(encoded, namespace, room, skip_sid, event == "message:new")
-        else:
-            fallback = self.deliver_in_order(order, encoded, namespace, room, skip_sid)
+        count = event == "message:new"
+        fallback = self.deliver_local(conversation_seq(data) if count else None,
+                                      self.encode(event, data, namespace), namespace, room,
+                                      skip_sid, count)
         if fallback:
             await wait_fallback(fallback)
 
-    def order_of(self, event, data) -> tuple[str, int] | None:
-        """(conversation, seq) when this emit takes its place in seq order."""
-        if self.order is None or event != "message:new":
-            return None
-        return conversation_seq(data)
-
-    def deliver_in_order(self, order: tuple[str, int], encoded, namespace, room,
-                         skip_sid) -> list:
+    def deliver_local(self, order: tuple[str, int] | None, encoded, namespace, room,
+                      skip_sid, count: bool) -> list:
+        """`deliver`, in its conversation's seq order when `order` (conversation,
+        seq) is given and this manager keeps order."""
+        if order is None or self.order is None:
+            return self.deliver(encoded, namespace, room, skip_sid, count)
         items = self.order.offer(*order, (encoded, namespace, room, skip_sid))
         if not items and self.metrics is not None:
             self.metrics.queue_order_held.inc()

@@ -467,10 +467,7 @@ class QueueManager(SidRoomIndex, DirectEmit):
         count = event == "message:new"
         # Sent to the others with the header even when this process does not hold.
         order = conversation_seq(data) if count else None
-        if order is None or self.order is None:
-            fallback = self.deliver(encoded, namespace, room, skip_sid, count)
-        else:
-            fallback = self.deliver_in_order(order, encoded, namespace, room, skip_sid)
+        fallback = self.deliver_local(order, encoded, namespace, room, skip_sid, count)
         if not ignore_queue:
             if isinstance(encoded, list):
                 log.warning("queue: binary event %r not sent to other processes", event)
@@ -820,13 +817,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
             k = m.get("k")
             if k == "e":
                 self.emits_received += 1
-                order = conversation_seq(m, "c", "q") if self.order is not None else None
-                if order is None:
-                    f = self.deliver(rest.decode(), m.get("ns", NAMESPACE), m.get("r"),
-                                     m.get("s"), "m" in m)
-                else:
-                    f = self.deliver_in_order(order, rest.decode(), m.get("ns", NAMESPACE),
-                                              m.get("r"), m.get("s"))
+                f = self.deliver_local(conversation_seq(m, "c", "q"), rest.decode(),
+                                       m.get("ns", NAMESPACE), m.get("r"), m.get("s"), "m" in m)
                 if f:
                     fallback = (fallback or []) + f
             else:

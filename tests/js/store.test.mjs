@@ -78,6 +78,16 @@ function storeWith({ n = 2, read = n, handlers = {}, gapGraceMs = 30 } = {}) {
 
 // ------------------------------------------------------------ seq gaps and sync
 
+/** A `sync` answer for c1 (read up to 2) from what `server.messages` holds when asked. */
+function syncFrom(server) {
+  return ({ cursors }) => ({
+    ok: true,
+    conversations: [{ id: "c1", type: "direct", last_seq: 2 + server.messages.length, read_seq: 2,
+      unread_count: server.messages.length, has_more: false,
+      messages: server.messages.filter((m) => m.seq > cursors.c1) }],
+  });
+}
+
 test("a message right after the last one held needs no sync", async () => {
   const { store, conv, socket } = storeWith();
   socket.up();
@@ -91,20 +101,12 @@ test("a message right after the last one held needs no sync", async () => {
 });
 
 test("a seq gap waits the grace, then is filled from sync, without duplicates", async () => {
-  let onServer = [];
-  const { store, conv, socket } = storeWith({
-    handlers: {
-      sync: ({ cursors }) => ({
-        ok: true,
-        conversations: [{ id: "c1", type: "direct", last_seq: 2 + onServer.length, read_seq: 2,
-          unread_count: onServer.length, has_more: false, messages: onServer.filter((m) => m.seq > cursors.c1) }],
-      }),
-    },
-  });
+  const server = { messages: [] };
+  const { store, conv, socket } = storeWith({ handlers: { sync: syncFrom(server) } });
   socket.up();
   await settle(store);
   socket.sent.length = 0;
-  onServer = [msg(3), msg(4), msg(5)];
+  server.messages = [msg(3), msg(4), msg(5)];
   socket.fire("message:new", msg(5)); // 3 and 4 were lost on the way
   await settle(store);
   assert.equal(socket.sentOf("sync").length, 0, "a gap first waits for the missing messages");
@@ -139,22 +141,14 @@ test("a late message within the grace fills the gap: no sync, shown in order, co
 });
 
 test("a message seen past a gap is not notified again when sync brings it", async () => {
-  let onServer = [];
-  const { store, conv, socket, events } = storeWith({
-    handlers: {
-      sync: ({ cursors }) => ({
-        ok: true,
-        conversations: [{ id: "c1", type: "direct", last_seq: 2 + onServer.length, read_seq: 2,
-          unread_count: onServer.length, has_more: false, messages: onServer.filter((m) => m.seq > cursors.c1) }],
-      }),
-    },
-  });
+  const server = { messages: [] };
+  const { store, conv, socket, events } = storeWith({ handlers: { sync: syncFrom(server) } });
   socket.up();
   await settle(store);
   store.visible = false;
   socket.sent.length = 0;
   events.length = 0;
-  onServer = [msg(3), msg(4)];
+  server.messages = [msg(3), msg(4)];
   socket.fire("message:new", msg(4)); // 3 never comes live
   await sleep(60);
   await settle(store);
