@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
 from datetime import UTC
 from typing import Annotated, TypeVar
 
@@ -34,6 +35,29 @@ Username = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{3,32}$")]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
 
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+
+class TextUUID(uuid.UUID):
+    """A UUID that keeps its canonical text.
+
+    One send prints its conversation and sender ids several times (the
+    writer's parameters and dedupe key, the message as clients get it, the
+    hand-off to push), and `uuid.UUID.__str__` formats them from the integer
+    each time. The text is made by `uuid.UUID` itself, so it is only ever hex
+    digits and dashes; equality and hashing are the UUID's.
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        object.__setattr__(self, "_text", super().__str__())
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __reduce__(self):
+        return (TextUUID, (self._text,))
 
 
 class Payload(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -14,6 +14,7 @@ from app.services import accounts, contacts, groups
 from app.validation import (
     MAX_INT64,
     Payload,
+    TextUUID,
     clean_name,
     clean_optional_name,
     convert,
@@ -100,6 +101,27 @@ def test_int_id():
         with pytest.raises(Invalid) as info:
             int_id(huge, "message_id")
         assert info.value.details == {"field": "message_id"}
+
+
+def test_text_uuid_is_a_uuid_that_prints_its_canonical_text():
+    import copy
+    import pickle
+
+    from app.services.sql import begin_and_lock_pg
+
+    plain = uuid.uuid4()
+    for written in (str(plain).upper(), f"{{{plain}}}", plain.hex):
+        kept = TextUUID(written)
+        assert str(kept) == str(plain) and f"{kept}" == str(plain)
+        assert kept == plain and hash(kept) == hash(plain) and {plain: 1}[kept] == 1
+        assert kept.hex == plain.hex and kept.int == plain.int
+        for again in (pickle.loads(pickle.dumps(kept)), copy.deepcopy(kept)):
+            assert again == kept and str(again) == str(plain)
+    for bad in ("", "x", str(plain)[:-1], f"{plain}'; DROP TABLE messages; --"):
+        with pytest.raises(ValueError):
+            TextUUID(bad)
+    # Ids are written into the writer's lock statement as literals.
+    assert f"IN ('{plain}')" in begin_and_lock_pg([TextUUID(str(plain).upper()), plain])
 
 
 def _all_payload_types():

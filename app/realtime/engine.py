@@ -733,7 +733,8 @@ class AsyncServer(PacketGuard, socketio.AsyncServer):
         if retry_after:
             self._refuse_over_limit(sock, budget, sid, eio_sid, namespace, id, retry_after, now)
             return
-        task = asyncio.ensure_future(
+        # The loop's own create_task: ensure_future first asks what it was given.
+        task = asyncio.get_running_loop().create_task(
             self._handle_event_internal(self, sid, eio_sid, data, namespace, id))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)

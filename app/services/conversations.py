@@ -21,14 +21,14 @@ from app.services import member_cache, send_rules
 from app.services.accounts import public_user
 from app.services.avatars import avatar_url
 from app.services.sql import chat_list_page, is_postgres, send_facts_row
-from app.validation import Payload
+from app.validation import Payload, TextUUID
 
 NO_SUCH_CONVERSATION = send_rules.NO_SUCH_CONVERSATION
 
 
 def parse_uuid(value, what: str = "conversation") -> uuid.UUID:
     try:
-        return uuid.UUID(str(value))
+        return TextUUID(str(value))
     except ValueError:
         raise NotFound(f"No such {what}.") from None
 

@@ -8,6 +8,8 @@ from datetime import datetime
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from app.validation import TextUUID
+
 
 def is_postgres(conn: BaseDBAsyncClient) -> bool:
     return conn.capabilities.dialect == "postgres"
@@ -159,17 +161,22 @@ WRITER_FACTS_SQLITE = (
 )
 
 
+# Id types whose str() is known to be a canonical UUID (begin_and_lock_pg).
+_PRINTS_HEX = (uuid.UUID, TextUUID)
+
+
 def begin_and_lock_pg(conversation_ids) -> str:
     """BEGIN, then lock these conversation rows in id order: one simple-protocol
     round trip (it takes no parameters, so the ids are written in as literals;
-    they go through uuid.UUID, which only ever prints hex digits and dashes).
+    they go through uuid.UUID, which only ever prints hex digits and dashes, as
+    does TextUUID's kept text).
 
     Taken first in the writer's transaction, in one order for every writer:
     every membership or settings change of a group locks its conversation row
     first, so the checks that follow (a new statement, a new READ COMMITTED
     snapshot) see everything committed before this batch gets its seqs.
     """
-    ids = sorted({str(c if type(c) is uuid.UUID else uuid.UUID(str(c)))
+    ids = sorted({str(c if type(c) in _PRINTS_HEX else uuid.UUID(str(c)))
                   for c in set(conversation_ids)})
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_custom_plan: the batch statements are prepared once per connection,
