@@ -747,6 +747,28 @@ async def test_member_cache_is_right_even_for_a_process_that_heard_nothing(deps)
     assert sorted(await convs.member_ids(direct.id)) == sorted([owner.user_id, bob.user_id])
 
 
+def test_member_cache_lookup_survives_an_entry_dropped_under_it(monkeypatch):
+    """SQLite's writer looks lists up on its connection's thread while the event
+    loop may drop the same entry: a hit whose entry is gone by the time it is
+    marked recent is still a hit, not a KeyError that fails the batch."""
+    from collections import OrderedDict
+
+    from app.services import member_cache
+
+    class DroppedUnderUs(OrderedDict):
+        def get(self, key, default=None):
+            hit = super().get(key, default)
+            self.pop(key, None)  # the other thread's put() between get and move_to_end
+            return hit
+
+    cache = DroppedUnderUs()
+    monkeypatch.setattr(member_cache, "_member_cache", cache)
+    version = member_cache.as_version("2026-12-06 12:00:00+00:00")
+    member_cache.put("c1", version, ("u1", "u2"))
+    assert member_cache.get("c1", version) == ("u1", "u2")
+    assert "c1" not in cache
+
+
 # --- mentions ------------------------------------------------------------------------------------
 
 

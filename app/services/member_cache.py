@@ -35,7 +35,10 @@ def get(conversation_id, version) -> tuple[str, ...] | None:
     hit = _member_cache.get(key)
     if hit is None or version is None or hit[0] != version:
         return None
-    _member_cache.move_to_end(key)
+    try:
+        _member_cache.move_to_end(key)
+    except KeyError:  # put() on the event loop dropped it meanwhile: SQLite's
+        pass          # writer looks lists up on its connection's thread
     return hit[1]
 
 

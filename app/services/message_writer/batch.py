@@ -14,6 +14,7 @@ from app.services import member_cache
 # sql.WRITER_FACTS_* (mid None: the sender is no active member). It runs inside
 # the writer's transaction, so it is a plain function: it cannot await, so it
 # cannot touch the database (on SQLite that would wait for the writer forever).
+# On SQLite it runs on the connection's thread: it reads only its arguments.
 Judge = Callable[["NewMessage", Mapping], None]
 
 

@@ -1,5 +1,5 @@
-"""The message writer on SQLite: a batch in one hop to the connection's thread
-(two when its sends are judged)."""
+"""The message writer on SQLite: a batch, judged or not, in one hop to the
+connection's thread."""
 
 from __future__ import annotations
 
@@ -30,30 +30,34 @@ from app.services.sql import MEMBERS_SQLITE, WRITER_FACTS_SQLITE
 
 async def write(client, items: list[NewMessage]) -> list:
     # Tortoise serialises use of its one aiosqlite connection with a lock; we
-    # hold it and run the batch as functions on aiosqlite's thread, instead of
-    # paying a thread hop (and an event-loop turn) per statement. BEGIN
+    # hold it and run the whole batch as one function on aiosqlite's thread,
+    # judging included (the judges are plain functions), instead of paying a
+    # thread hop (and an event-loop turn) per statement or per step. BEGIN
     # IMMEDIATE takes SQLite's write lock first, so the checks read the latest
-    # committed state and nothing commits between them and the writes.
+    # committed state and nothing commits between them and the writes; the
+    # lock is not held across an event-loop turn.
     async with client.acquire_connection() as aioconn:
-        run, db = aioconn._execute, aioconn._conn
-        known = known_words(aioconn)
         try:
-            if not any(it.judge is not None for it in items):
-                return await run(_unjudged_batch, db, items, known)
-            existing, facts = await run(_begin, db, items)
-            rejected = refused_sends(items, existing, facts)
-            versions = group_versions(items, existing, rejected, facts)
-            have, load = cached_members(versions)
-            results, seqs, ids, loaded = await run(_write_rest, db, items, existing,
-                                                   rejected, load, known)
+            results, seqs, ids, recipients = await aioconn._execute(
+                _batch, aioconn._conn, items, known_words(aioconn))
         except BaseException:
             # Also when cancelled: the function we were awaiting still runs on the
             # connection's thread (it may have just sent BEGIN); this one runs after
             # it, so the shared connection is never left inside our transaction.
-            await run(_rollback, db)
+            await aioconn._execute(_rollback, aioconn._conn)
             raise
-        return finish(results, seqs, ids,
-                      recipients_of(items, facts, seqs, versions, have, loaded))
+        return finish(results, seqs, ids, recipients())
+
+
+def _batch(db, items: list[NewMessage], known: set[str]) -> tuple:
+    """The batch's transaction, on the connection's thread. Returns the
+    recipients as a function: the member cache is filled on the event loop."""
+    existing, facts = _begin(db, items)
+    rejected = refused_sends(items, existing, facts)
+    versions = group_versions(items, existing, rejected, facts)
+    have, load = cached_members(versions)
+    results, seqs, ids, loaded = _write_rest(db, items, existing, rejected, load, known)
+    return results, seqs, ids, lambda: recipients_of(items, facts, seqs, versions, have, loaded)
 
 
 def _ts(value: datetime) -> str:
@@ -79,12 +83,6 @@ def _begin(db, items: list[NewMessage]) -> tuple[dict, dict]:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-
-
-def _unjudged_batch(db, items: list[NewMessage], known: set[str]) -> list:
-    existing, _facts = _begin(db, items)
-    results, seqs, ids, _loaded = _write_rest(db, items, existing, {}, [], known)
-    return finish(results, seqs, ids, {})
 
 
 def _write_rest(db, items, existing, rejected, load, known: set[str]) -> tuple:
