@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import socketio
 from app.config import ROOT
 from app.services import conversations as convs
 from tests.factories import make_contacts
+from tests.ports import free_port, free_run
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -41,12 +41,6 @@ CLUSTER_MARKS = [
 API = "/api/v1"
 
 SECRET = "cluster-test-secret-" + "x" * 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- PostgreSQL ----------------------------------------------------------------------
@@ -413,22 +407,6 @@ def check_exactly_once(acked: dict[str, dict], holder: Holder, who: str) -> None
 
 
 # --- scripts/cluster as a whole ------------------------------------------------------
-
-
-def free_run(n: int) -> int:
-    """A base port with n free consecutive ports from it."""
-    import random
-
-    for _ in range(50):
-        base = random.randint(20000, 40000)
-        try:
-            for p in range(base, base + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range")
 
 
 class ClusterScript:

@@ -24,44 +24,18 @@ from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from tests.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_SCRIPT = ROOT / "tests" / "oidc" / "provider.mjs"
 WEB_SECRET = "parley-web-secret-" + "x" * 24
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def lasting_port() -> int:
-    """A free port for a server a whole module restarts on (the redirect URI
-    registered at the provider names it), from below the kernel's ephemeral
-    range: a port from that range, free when picked, can be taken between two
-    tests by any outgoing connection on the machine."""
-    import random
-    import socket
-
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        port = random.randrange(20000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in 20000–{low}")
 
 
 # Fixtures of the modules that sign in through a provider (imported there).
 
 @pytest.fixture(scope="module")
 def parley_port():
-    return lasting_port()
+    return free_port()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ROOT
+from tests.ports import free_port
 
 GENERATE = """
 import asyncio, sys
@@ -89,12 +89,6 @@ def test_migrate_creates_the_tables_the_models_describe(tmp_path):
 
     # Running it again is a no-op, not an error.
     run(["-m", "app", "migrate"], env_for(f"sqlite://{migrated}"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -20,16 +19,11 @@ from aiosmtpd.controller import Controller
 from app.models.accounts import VerificationCode
 from app.services.codes import code_targets
 from tests.factories import make_user
+from tests.ports import free_port
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"
 CODE_RE = re.compile(r"\b(\d{6})\b")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mailbox:
