@@ -14,6 +14,7 @@ The message writer and services.conversations both use it.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from datetime import datetime
 
@@ -35,10 +36,10 @@ def get(conversation_id, version) -> tuple[str, ...] | None:
     hit = _member_cache.get(key)
     if hit is None or version is None or hit[0] != version:
         return None
-    try:
+    # SQLite's writer looks lists up on its connection's thread, where put() on
+    # the event loop may have dropped this entry since the read above.
+    with contextlib.suppress(KeyError):
         _member_cache.move_to_end(key)
-    except KeyError:  # put() on the event loop dropped it meanwhile: SQLite's
-        pass          # writer looks lists up on its connection's thread
     return hit[1]
 
 
