@@ -35,6 +35,8 @@ WEB_SECRET = "parley-web-secret-" + "x" * 24
 
 @pytest.fixture(scope="module")
 def parley_port():
+    """One port for the module: the redirect URI registered at the provider
+    names it, and each test restarts the server there."""
     return free_port()
 
 
