@@ -100,6 +100,28 @@ async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
     assert plans[WRITE_BATCH_PG] == (0, 8)
 
 
+async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(deps):
+    """The writer's statements are planned in the order they are written
+    (sql.begin_and_lock_pg); other statements on the connection are not."""
+    from tortoise import Tortoise
+
+    from app.services.sql import begin_and_lock_pg, is_postgres
+
+    client = Tortoise.get_connection("default")
+    if not is_postgres(client):
+        pytest.skip("PostgreSQL's planner settings")
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    async with client.acquire_connection() as con:
+        default = await con.fetchval("SHOW join_collapse_limit")
+        await con.execute(begin_and_lock_pg([conv.id]))
+        try:
+            assert await con.fetchval("SHOW join_collapse_limit") == "1"
+            assert await con.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        finally:
+            await con.execute("ROLLBACK")
+        assert await con.fetchval("SHOW join_collapse_limit") == default != "1"
+
+
 # --- supervision, bounded queue, shutdown ---------------------------------------------
 
 
