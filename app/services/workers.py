@@ -49,11 +49,17 @@ class Supervised:
                 await asyncio.gather(task, return_exceptions=True)
 
     async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` pass or `wake()` is called. A wake-up is used up here
+        (unless closing), so the next sleep sleeps again; one that comes while
+        the loop works still ends the next sleep at once."""
         try:
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
         except TimeoutError:
             pass
+        else:
+            if not self._closed:
+                self._wakeup.clear()
 
     async def _run(self) -> None:
         raise NotImplementedError
