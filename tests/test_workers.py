@@ -3,54 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from app.services.workers import Supervised
 from tests.factories import until
 
 
 class Ticker(Supervised):
-    """Counts its rounds; sleeps `every` seconds between them."""
+    """Counts its rounds and sleeps an hour between them; a round waits for
+    `hold` when it is given."""
 
     name = "ticker"
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, hold: asyncio.Event | None = None) -> None:
         super().__init__()
-        self.every = every
+        self.hold = hold
         self.rounds = 0
 
     async def _run(self) -> None:
         while not self._closed:
             self.rounds += 1
-            await asyncio.sleep(0)  # a round's work yields to the loop
-            await self._sleep(self.every)
+            if self.hold is not None:
+                await self.hold.wait()
+            await asyncio.sleep(0)  # the round's work yields to the loop
+            await self._sleep(3600)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Supervised):
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.close()
+    assert worker._task.done()
+
+
+async def rounds_once_settled(ticker: Ticker) -> int:
+    await asyncio.sleep(0.1)
+    return ticker.rounds
 
 
 async def test_a_wake_up_ends_one_sleep_not_every_one_after_it():
-    ticker = Ticker(every=3600)
-    ticker.start()
-    try:
+    async with running(Ticker()) as ticker:
         await until(lambda: ticker.rounds == 1, "the first round ran")
         ticker.wake()
+        ticker.wake()  # twice while asleep: one more round, not two
         await until(lambda: ticker.rounds >= 2, "the wake-up ended the sleep")
-        await asyncio.sleep(0.1)
-        assert ticker.rounds == 2  # asleep again, not spinning
-    finally:
-        await ticker.close()
-    assert ticker._task.done()
+        assert await rounds_once_settled(ticker) == 2  # asleep again, not spinning
 
 
-async def test_a_wake_up_during_a_round_is_not_lost():
-    ticker = Ticker(every=3600)
-    ticker.start()
-    try:
-        await until(lambda: ticker.rounds == 1, "the first round ran")
-        ticker.wake()
-        ticker.wake()  # twice before the loop runs: one more round, not two
-        await until(lambda: ticker.rounds >= 2, "woken")
-        await asyncio.sleep(0.1)
-        assert ticker.rounds == 2
-    finally:
-        await ticker.close()
+async def test_a_wake_up_during_a_round_ends_the_next_sleep():
+    hold = asyncio.Event()
+    async with running(Ticker(hold)) as ticker:
+        await until(lambda: ticker.rounds == 1, "the first round started")
+        ticker.wake()  # while the round works
+        hold.set()
+        await until(lambda: ticker.rounds >= 2, "the wake-up was kept for the sleep")
+        assert await rounds_once_settled(ticker) == 2
 
 
 async def test_a_loop_that_dies_is_started_again():
@@ -59,12 +69,8 @@ async def test_a_loop_that_dies_is_started_again():
             self.rounds += 1
             if self.rounds == 1:
                 raise RuntimeError("boom")
-            await self._sleep(self.every)
+            await self._sleep(3600)
 
-    worker = Dies(every=3600)
-    worker.start()
-    try:
+    async with running(Dies()) as worker:
         await until(lambda: worker.rounds == 2, "restarted")
         assert worker.restarts == 1
-    finally:
-        await worker.close()

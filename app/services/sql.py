@@ -188,8 +188,8 @@ def begin_and_lock_pg(conversation_ids) -> str:
     # (docs/benchmarks.md has the figures).
     # join_collapse_limit = 1: the writer's statements are written in the order
     # they run best at any size (the batch's rows first, then each table joined
-    # by its key), so the planner keeps that order instead of searching all of
-    # them, most of a custom plan's time for the facts statement's seven joins.
+    # by its key), so the planner keeps that order instead of searching every
+    # other one for each batch; it still picks each join's method.
     return ('BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; '
             'SET LOCAL join_collapse_limit = 1; '
             'SELECT 1 FROM "conversations" '
