@@ -19,7 +19,7 @@ from app.services import conversations as convs
 from app.services import groups, messaging
 from app.services.push_outbox import run_sql
 from tests.conftest import _truncate_all, make_settings
-from tests.factories import call, connect, make_contacts, make_user
+from tests.factories import call, connect, make_contacts, make_user, until
 from tests.push_services import ApnsService, FcmService, WebPushService, b64url
 
 VAPID_KEY = generate_private_key()
@@ -667,6 +667,31 @@ async def test_messages_queued_together_make_one_push_each_counting_theirs(clien
     assert got["bob"]["message_id"] == sent[2][0]["id"]
     await asyncio.sleep(0.5)
     assert len(webpush.received) == 2
+
+
+async def test_a_planner_a_full_batch_behind_goes_on_without_waiting_for_its_tick(deps):
+    """Events that come faster than a batch per tick are planned batch after
+    batch; only a remainder smaller than a batch waits for the tick to gather."""
+    from app.services.push_outbox import PLANNER_BATCH, Planner
+
+    planner = Planner(deps)
+    planner.recovered = True
+    planner.tick = 60.0
+    chats = [str(uuid.uuid4()) for _ in range(10)]
+    sender, other = str(uuid.uuid4()), str(uuid.uuid4())
+    total = 2 * PLANNER_BATCH + PLANNER_BATCH // 2
+    for i in range(total):
+        planner.submit(("message", {
+            "message_id": i + 1, "conversation_id": chats[i % len(chats)],
+            "sender_id": sender, "recipients": (sender, other), "type": "text",
+            "text": f"m{i}", "data": {}, "seq": i // len(chats) + 1}))
+    try:
+        await until(lambda: len(planner.queue) <= PLANNER_BATCH // 2,
+                    "two batches planned without the tick between them")
+        await asyncio.sleep(0.5)
+        assert len(planner.queue) == PLANNER_BATCH // 2
+    finally:
+        await planner.close(timeout=0.1)
 
 
 async def test_start_up_replans_what_the_planner_lost_once_and_only_if_still_news(

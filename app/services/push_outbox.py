@@ -252,10 +252,14 @@ class Planner(Supervised):
                     continue
                 if not self.queue:
                     self.idle.set()  # everything submitted is in the outbox
-                if not self._closed:
+                if not self._closed and len(self.queue) < PLANNER_BATCH:
                     # Let the next events gather: a busy chat's messages then cost one
                     # outbox write per device, not one per message (pushes coalesce
                     # over seconds anyway), and the database stays free for sends.
+                    # A full batch already waiting goes at once: events that come
+                    # faster than a batch per tick would otherwise pile up without
+                    # end (and be dropped at max_queue), and every one held through
+                    # the collector's young collections makes its older ones slower.
                     await asyncio.sleep(self.tick)
             self.idle.set()
             if self._closed:
