@@ -603,19 +603,26 @@ async def s3_idle(target, env, cfg: Config, log) -> dict:
     try:
         await asyncio.sleep(cfg.settle_s)
         rss1 = proc_rss_kb(pid)
+        pids = list(pid) if isinstance(pid, (list, tuple)) else [pid]
+        sw0 = [proc_switches(p) for p in pids]
         meter = CpuMeter(pid)
         await asyncio.sleep(cfg.idle_measure_s)
         cpu = meter.read()
+        # Voluntary switches: a thread of the server going to sleep with nothing to
+        # do, so each is one wake-up; what idle CPU is spent on besides the pings.
+        wakeups = sum(proc_switches(p)[0] - s[0]
+                      for p, s in zip(pids, sw0, strict=True)) / cfg.idle_measure_s
         alive = sum(1 for c in clients if not c.closed)
     finally:
         await close_all(clients)
     kb = (rss1 - rss0) / k
     log(f"    {k} conns in {connect_s:.1f}s, {kb:.1f} KB/conn, idle cpu "
-        f"{cpu.get('server_cpu_pct')}%, alive {alive}/{k}")
+        f"{cpu.get('server_cpu_pct')}%, {wakeups:.0f} wake-ups/s, alive {alive}/{k}")
     return {"metric": "KB/conn (RSS delta / K)", "value": round(kb, 2), "conns": k,
             "rss_before_kb": rss0, "rss_after_kb": rss1, "connect_s": round(connect_s, 2),
             "idle_cpu_pct": cpu.get("server_cpu_pct"), "idle_measure_s": cfg.idle_measure_s,
-            "gen_cpu_pct_idle": cpu["gen_cpu_pct"], "alive_at_end": alive,
+            "idle_wakeups_per_s": round(wakeups, 1), "gen_cpu_pct_idle": cpu["gen_cpu_pct"],
+            "alive_at_end": alive,
             "lost": k - alive}  # a dropped idle connection counts as lost
 
 
