@@ -258,8 +258,9 @@ class Planner(Supervised):
                     # over seconds anyway), and the database stays free for sends.
                     # A full batch already waiting goes at once: events that come
                     # faster than a batch per tick would otherwise pile up without
-                    # end (and be dropped at max_queue), and every one held through
-                    # the collector's young collections makes its older ones slower.
+                    # end (and be dropped at max_queue), and the garbage collector
+                    # would walk every held event each time it looks at its older
+                    # generations, with the loop stopped meanwhile.
                     await asyncio.sleep(self.tick)
             self.idle.set()
             if self._closed:
