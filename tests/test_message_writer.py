@@ -197,6 +197,35 @@ async def test_writer_killed_mid_burst_loses_nothing_doubles_nothing_hangs_nothi
     assert "message writer task died (cancelled)" in caplog.text
 
 
+async def test_a_send_that_comes_before_a_dead_writers_supervisor_loses_no_batch(deps):
+    """The writer dies mid-batch, and a send reaches the writer before the dead
+    task's done callback runs (its step was queued first): the batch the dead
+    task was writing is still answered, not left waiting for ever."""
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    writer = MessageWriter()
+    try:
+        async with asyncio.timeout(20):
+            first = asyncio.ensure_future(writer.write(new(conv.id, a.user_id, "first")))
+            while not writer._current:  # noqa: ASYNC110 - until the writer is mid-batch
+                await asyncio.sleep(0)
+            dead = writer._task
+            dead.cancel()
+            # Looked at every turn of the loop: once the task is done, its done
+            # callback is queued and has not run yet.
+            while not dead.done():  # noqa: ASYNC110 - each turn, not an event's later one
+                await asyncio.sleep(0)
+            # In this very step, as a socket's send would be: write() runs up to
+            # its first wait before the dead task's supervisor.
+            second = await writer.write(new(conv.id, a.user_id, "second"))
+            with pytest.raises(Unavailable):
+                await first
+        assert second.new
+        assert writer.restarts == 1
+    finally:
+        await writer.close()
+
+
 async def test_writer_crash_is_logged_and_a_fresh_writer_takes_the_queue(deps, caplog):
     a = await make_user(deps)
     conv = await Conversation.create(id=uuid.uuid4(), type="group")

@@ -180,6 +180,12 @@ class MessageWriter:
             raise
 
     def _ensure_running(self) -> None:
+        task = self._task
+        if task is not None and task.done():
+            # It ended, but its done callback has not run yet (a send can come
+            # first in the loop's queue): settle it now, so the batch it was
+            # writing is answered before a fresh task takes `_current` over.
+            self._supervise(task)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="parley-message-writer")
@@ -187,7 +193,9 @@ class MessageWriter:
 
     def _supervise(self, task: asyncio.Task) -> None:
         """The writer task ended: fine after close(); otherwise answer what it was
-        writing and start a fresh task for the queue."""
+        writing and start a fresh task for the queue. Called as the task's done
+        callback, and earlier from _ensure_running when a send comes first; the
+        later call finds a fresh task in its place and does nothing."""
         if task is not self._task:
             return
         failure = None if task.cancelled() else task.exception()
