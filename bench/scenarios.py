@@ -603,15 +603,13 @@ async def s3_idle(target, env, cfg: Config, log) -> dict:
     try:
         await asyncio.sleep(cfg.settle_s)
         rss1 = proc_rss_kb(pid)
-        pids = list(pid) if isinstance(pid, (list, tuple)) else [pid]
-        sw0 = [proc_switches(p) for p in pids]
+        waits0 = proc_switches(pid)[0]
         meter = CpuMeter(pid)
         await asyncio.sleep(cfg.idle_measure_s)
         cpu = meter.read()
         # Voluntary switches: a thread of the server going to sleep with nothing to
         # do, so each is one wake-up; what idle CPU is spent on besides the pings.
-        wakeups = sum(proc_switches(p)[0] - s[0]
-                      for p, s in zip(pids, sw0, strict=True)) / cfg.idle_measure_s
+        wakeups = (proc_switches(pid)[0] - waits0) / cfg.idle_measure_s
         alive = sum(1 for c in clients if not c.closed)
     finally:
         await close_all(clients)

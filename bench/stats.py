@@ -133,7 +133,11 @@ def _cpu_or_none(pid) -> float | None:
 def proc_switches(pid) -> tuple[int, int]:
     """(voluntary, involuntary) context switches of the whole process (every
     thread: /proc/<pid>/task/*/status), (0, 0) when it is gone. Involuntary
-    ones are preemptions: another process on the core was woken and ran first."""
+    ones are preemptions: another process on the core was woken and ran first.
+    A list of pids: summed."""
+    if isinstance(pid, (list, tuple)):
+        both = [proc_switches(p) for p in pid]
+        return sum(v for v, _ in both), sum(i for _, i in both)
     vol = invol = 0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
