@@ -74,3 +74,25 @@ async def test_a_loop_that_dies_is_started_again():
     async with running(Dies()) as worker:
         await until(lambda: worker.rounds == 2, "restarted")
         assert worker.restarts == 1
+
+
+async def test_a_start_that_comes_before_a_dead_loops_supervisor_still_counts_its_death(caplog):
+    class DiesOnce(Ticker):
+        async def _run(self) -> None:
+            self.rounds += 1
+            if self.rounds == 1:
+                raise RuntimeError("boom")
+            await self._sleep(3600)
+
+    async with running(DiesOnce()) as worker:
+        dead = worker._task
+        # The task is done, its done callback queued and not yet run.
+        while not dead.done():  # noqa: ASYNC110 - each turn, not an event's later one
+            await asyncio.sleep(0)
+        worker.start()  # in this very step, as submit() would
+        assert worker.restarts == 1
+        assert worker._task is not dead
+        await until(lambda: worker.rounds == 2, "the fresh loop ran")
+        await asyncio.sleep(0)  # the dead task's own callback runs and changes nothing
+        assert worker.restarts == 1
+    assert "ticker died (RuntimeError)" in caplog.text

@@ -21,11 +21,19 @@ class Supervised:
         self.restarts = 0
 
     def start(self) -> None:
+        task = self._task
+        if task is not None and task.done():
+            # It ended, but its done callback has not run yet (a start() can
+            # come first in the loop's queue): settle it now, so its end is
+            # logged and counted before a fresh task takes its place.
+            self._supervise(task)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
             self._task.add_done_callback(self._supervise)
 
     def _supervise(self, task: asyncio.Task) -> None:
+        """The task's done callback, or start()'s when it comes first; the later
+        call finds a fresh task in its place and does nothing."""
         if task is not self._task or self._closed:
             return
         exc = None if task.cancelled() else task.exception()
