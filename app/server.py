@@ -22,6 +22,7 @@ from app.metrics import METRICS_KEY, Metrics
 from app.presence import build_presence
 from app.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from app.realtime.chat import ChatNamespace
+from app.services.presence import close_announcer
 from app.services.server_secrets import (
     SECRET_KEY_NAME,
     VAPID_KEY_NAME,
@@ -215,6 +216,9 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         # SIGTERM: aiohttp stops accepting, then runs on_shutdown: finish in-flight
         # events, then close the sockets so clients reconnect to another process.
         await chat.drain()
+        # The last connects' presence events go out before the realtime
+        # manager and the database close under them.
+        await close_announcer(deps)
 
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(search_index_merger)

@@ -409,3 +409,36 @@ async def test_presence_through_redis_with_another_process(client, deps, base_ur
         assert (await contact_presence(client, alice, bob))["online"] is False
     finally:
         await watcher.disconnect()
+
+
+async def test_shutdown_sends_queued_announcements_before_the_database_closes(
+        server, deps, monkeypatch):
+    from app.services import presence as presence_service
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    await make_contacts(deps, alice, bob)
+    real = presence_service._announce_many
+    release = asyncio.Event()
+    outcome = []
+
+    async def held(deps_, changes):
+        await release.wait()
+        try:
+            await real(deps_, changes)
+        except Exception as exc:
+            outcome.append(exc)
+            raise
+        outcome.append("announced")
+
+    monkeypatch.setattr(presence_service, "_announce_many", held)
+    announcer = presence_service.announcer(deps)
+    announcer.add([(bob.user_id, True, None)])  # as a connect's would be, in flight
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0.3)  # the shutdown is under way
+    release.set()
+    await closing
+    await asyncio.gather(announcer.task, return_exceptions=True)
+    assert outcome == ["announced"]
+    # Nothing is taken once closed; a caller waiting on it is not left hanging.
+    done = announcer.add([(alice.user_id, False, None)], wait=True)
+    assert done.done() and announcer.queue == []

@@ -141,9 +141,16 @@ class Announcer:
         self.deps = deps
         self.queue: list[tuple[Change, asyncio.Future | None]] = []
         self.task: asyncio.Task | None = None
+        self.closed = False
 
     def add(self, changes: list[Change], *, wait: bool = False) -> asyncio.Future | None:
         done = asyncio.get_running_loop().create_future() if wait else None
+        if self.closed:
+            # Shutting down: the queue and the database are going; other
+            # processes learn from the presence store that this one's users left.
+            if done is not None:
+                done.set_result(None)
+            return done
         for i, change in enumerate(changes):
             self.queue.append((change, done if i == len(changes) - 1 else None))
         if not changes and done is not None:
@@ -151,6 +158,22 @@ class Announcer:
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run())
         return done
+
+    async def close(self, timeout: float) -> None:
+        """Announce what is queued (at most `timeout` seconds), then take no more."""
+        self.closed = True
+        task = self.task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=timeout)
+            if not done:
+                log.warning("shutdown: presence announcements still running after %.0f s; "
+                            "cancelling them", timeout)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        for _c, f in self.queue:
+            if f is not None and not f.done():
+                f.set_result(None)
+        self.queue = []
 
     async def _run(self) -> None:
         while self.queue:
@@ -170,6 +193,11 @@ def announcer(deps: Deps) -> Announcer:
     if a is None:
         a = deps.extras["presence_announcer"] = Announcer(deps)
     return a
+
+
+async def close_announcer(deps: Deps, timeout: float = 5.0) -> None:
+    """At shutdown, while the message queue and the database are still open."""
+    await announcer(deps).close(timeout)
 
 
 class _WentOffline:
