@@ -96,3 +96,38 @@ async def test_a_start_that_comes_before_a_dead_loops_supervisor_still_counts_it
         await asyncio.sleep(0)  # the dead task's own callback runs and changes nothing
         assert worker.restarts == 1
     assert "ticker died (RuntimeError)" in caplog.text
+
+
+async def test_a_periodic_job_that_fails_is_logged_and_runs_again_on_time(caplog):
+    from app.services.workers import Periodic
+
+    rounds = []
+
+    async def job():
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise RuntimeError("the database went away")
+
+    async with running(Periodic("test job", job, 0.05)) as worker:
+        await until(lambda: len(rounds) >= 3, "rounds after the failed one")
+        assert worker.restarts == 0  # the loop went on; it did not die
+    assert "test job failed" in caplog.text and "the database went away" in caplog.text
+
+
+async def test_a_periodic_job_runs_at_once_when_woken_and_can_wait_its_first_interval():
+    from app.services.workers import Periodic
+
+    rounds = []
+
+    async def job():
+        rounds.append(1)
+
+    async with running(Periodic("test job", job, 3600, delay_first=True)) as worker:
+        await asyncio.sleep(0.1)
+        assert rounds == []  # waits its first hour
+        worker.wake()
+        await until(lambda: len(rounds) == 1, "woken")
+        worker.wake()
+        await until(lambda: len(rounds) == 2, "woken again")
+        await asyncio.sleep(0.1)
+        assert len(rounds) == 2

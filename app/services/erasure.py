@@ -16,7 +16,6 @@ at a time do it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import uuid
@@ -35,6 +34,7 @@ from app.models.media import Media, MediaAttachment
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.models.privacy import JobLock
 from app.services import avatars, push, read_cache
+from app.services.workers import Periodic
 from app.validation import Payload
 
 log = logging.getLogger("parley.erasure")
@@ -248,13 +248,13 @@ async def run_erasure_job(deps: Deps, holder: str) -> int | None:
         await release_lock("erase-due", holder)
 
 
-async def erasure_forever(deps: Deps) -> None:
+def erasure_worker(deps: Deps) -> Periodic:
+    """Due erasures every ERASURE_INTERVAL_SECONDS, by one process at a time."""
     holder = uuid.uuid4().hex
-    while True:
-        try:
-            erased = await run_erasure_job(deps, holder)
-            if erased:
-                log.info("erased accounts", extra={"fields": {"count": erased}})
-        except Exception:
-            log.exception("erasure job failed")
-        await asyncio.sleep(max(1, deps.settings.erasure_interval_seconds))
+
+    async def job() -> None:
+        erased = await run_erasure_job(deps, holder)
+        if erased:
+            log.info("erased accounts", extra={"fields": {"count": erased}})
+
+    return Periodic("erasure job", job, max(1, deps.settings.erasure_interval_seconds))

@@ -42,6 +42,7 @@ from app.models.contacts import Contact
 from app.models.media import Media
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.models.privacy import DataExport
+from app.services.workers import Periodic
 from app.storage import new_key
 
 log = logging.getLogger("parley.export")
@@ -63,9 +64,9 @@ async def request_export(deps: Deps, user_id: str) -> dict:
         raise RateLimited(max(1.0, wait), "One export a day: the last one is on the way or "
                                           "ready to download.")
     export = await DataExport.create(id=uuid.uuid4(), user_id=user_id)
-    wake = deps.extras.get("export_wakeup")
-    if wake is not None:
-        wake.set()
+    worker = deps.extras.get("export_worker")
+    if worker is not None:
+        worker.wake()
     return export_view(deps.settings, export)
 
 
@@ -395,14 +396,7 @@ async def delete_expired(deps: Deps) -> int:
     return len(old)
 
 
-async def export_forever(deps: Deps, interval: float = 5.0) -> None:
-    wake = deps.extras.setdefault("export_wakeup", asyncio.Event())
-    while True:
-        try:
-            await run_once(deps)
-        except Exception:
-            log.exception("export job failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)
-        wake.clear()
+def export_worker(deps: Deps, interval: float = 5.0) -> Periodic:
+    """Requested exports, every `interval` and at once when one is requested."""
+    return Periodic("export job", lambda: run_once(deps), interval)
 

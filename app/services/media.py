@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -70,6 +69,7 @@ from app.media import (
 from app.models.media import Media, MediaAttachment
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
+from app.services.workers import Periodic
 from app.storage import RangeStream, Storage, derive_key, new_key, storage_from_url
 
 log = logging.getLogger("parley.media")
@@ -140,17 +140,17 @@ async def start_runtime(deps: Deps) -> Storage:
     storage = build_storage(deps.settings)
     deps.extras["storage"] = storage
     deps.extras["image_decoder"] = build_decoder(deps.settings)
-    deps.extras["media_sweeper"] = asyncio.create_task(
-        _sweep_forever(deps, sweep_interval(deps.settings)))
+    sweeper = deps.extras["media_sweeper"] = Periodic(
+        "orphan media sweep", lambda: _sweep(deps), sweep_interval(deps.settings),
+        delay_first=True)
+    sweeper.start()
     return storage
 
 
 async def stop_runtime(deps: Deps) -> None:
-    task = deps.extras.pop("media_sweeper", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    sweeper = deps.extras.pop("media_sweeper", None)
+    if sweeper is not None:
+        await sweeper.close()
     decoder = deps.extras.pop("image_decoder", None)
     if decoder is not None:
         decoder.close()
@@ -159,15 +159,10 @@ async def stop_runtime(deps: Deps) -> None:
         await storage.aclose()
 
 
-async def _sweep_forever(deps: Deps, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            n = await delete_orphans(deps, deps.settings.orphan_media_ttl)
-            if n:
-                log.info("deleted orphan media", extra={"fields": {"count": n}})
-        except Exception:
-            log.exception("orphan media sweep failed")
+async def _sweep(deps: Deps) -> None:
+    n = await delete_orphans(deps, deps.settings.orphan_media_ttl)
+    if n:
+        log.info("deleted orphan media", extra={"fields": {"count": n}})
 
 
 # --- signed links ------------------------------------------------------------

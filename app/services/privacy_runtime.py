@@ -3,24 +3,21 @@ due account erasures and data exports."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from app.deps import Deps
 
-_TASKS = "privacy_tasks"
+_WORKERS = "privacy_workers"
 
 
 async def start(deps: Deps) -> None:
     from app.services import erasure, export
 
-    deps.extras["export_wakeup"] = asyncio.Event()
-    deps.extras[_TASKS] = [asyncio.create_task(erasure.erasure_forever(deps)),
-                           asyncio.create_task(export.export_forever(deps))]
+    exporter = deps.extras["export_worker"] = export.export_worker(deps)
+    workers = deps.extras[_WORKERS] = [erasure.erasure_worker(deps), exporter]
+    for worker in workers:
+        worker.start()
 
 
 async def stop(deps: Deps) -> None:
-    for task in deps.extras.pop(_TASKS, []):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    deps.extras.pop("export_worker", None)
+    for worker in deps.extras.pop(_WORKERS, []):
+        await worker.close()

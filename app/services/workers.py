@@ -1,10 +1,12 @@
 """Background loops the factory starts (push planner and worker, the search
-index's merger): each is restarted if it dies while not closed."""
+index's merger, account erasure, data exports, the orphan media sweep): each is
+restarted if it dies while not closed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("parley.workers")
 
@@ -71,3 +73,27 @@ class Supervised:
 
     async def _run(self) -> None:
         raise NotImplementedError
+
+
+class Periodic(Supervised):
+    """`job` every `interval` seconds, and at once when woken. A round that fails
+    is logged and the next one comes on time; `delay_first` makes the first
+    round wait an interval too (a job with nothing to do at start-up)."""
+
+    def __init__(self, name: str, job: Callable[[], Awaitable[object]], interval: float,
+                 *, delay_first: bool = False) -> None:
+        super().__init__()
+        self.name = name
+        self._job = job
+        self.interval = interval
+        self._delay_first = delay_first
+
+    async def _run(self) -> None:
+        if self._delay_first:
+            await self._sleep(self.interval)
+        while not self._closed:
+            try:
+                await self._job()
+            except Exception:
+                log.exception("%s failed", self.name)
+            await self._sleep(self.interval)
