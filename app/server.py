@@ -212,6 +212,15 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         yield
         await sio.manager.close()
 
+    async def privacy_jobs(app: web.Application):
+        # Due account erasures (one process at a time through a database lock) and
+        # requested data exports.
+        from app.services import privacy_runtime
+
+        await privacy_runtime.start(deps)
+        yield
+        await privacy_runtime.stop(deps)
+
     async def drain(app: web.Application):
         # SIGTERM: aiohttp stops accepting, then runs on_shutdown: finish in-flight
         # events, then close the sockets so clients reconnect to another process.
@@ -227,14 +236,6 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
     app.cleanup_ctx.append(presence)
     app.cleanup_ctx.append(push_notifications)
     app.cleanup_ctx.append(media_storage)
-    async def privacy_jobs(app: web.Application):
-        # Due account erasures (one process at a time through a database lock).
-        from app.services import privacy_runtime
-
-        await privacy_runtime.start(deps)
-        yield
-        await privacy_runtime.stop(deps)
-
     app.cleanup_ctx.append(realtime_manager)
     app.cleanup_ctx.append(privacy_jobs)
     app.on_shutdown.append(drain)

@@ -3,6 +3,8 @@ due account erasures and data exports."""
 
 from __future__ import annotations
 
+import asyncio
+
 from app.deps import Deps
 
 _WORKERS = "privacy_workers"
@@ -19,5 +21,5 @@ async def start(deps: Deps) -> None:
 
 async def stop(deps: Deps) -> None:
     deps.extras.pop("export_worker", None)
-    for worker in deps.extras.pop(_WORKERS, []):
-        await worker.close()
+    # Together: each may let its round finish, and shutdown waits for the longest only.
+    await asyncio.gather(*(worker.close() for worker in deps.extras.pop(_WORKERS, [])))
