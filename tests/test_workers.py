@@ -63,28 +63,22 @@ async def test_a_wake_up_during_a_round_ends_the_next_sleep():
         assert await rounds_once_settled(ticker) == 2
 
 
-async def test_a_loop_that_dies_is_started_again():
-    class Dies(Ticker):
-        async def _run(self) -> None:
-            self.rounds += 1
-            if self.rounds == 1:
-                raise RuntimeError("boom")
-            await self._sleep(3600)
+class DiesInItsFirstRound(Ticker):
+    async def _run(self) -> None:
+        self.rounds += 1
+        if self.rounds == 1:
+            raise RuntimeError("boom")
+        await self._sleep(3600)
 
-    async with running(Dies()) as worker:
+
+async def test_a_loop_that_dies_is_started_again():
+    async with running(DiesInItsFirstRound()) as worker:
         await until(lambda: worker.rounds == 2, "restarted")
         assert worker.restarts == 1
 
 
 async def test_a_start_that_comes_before_a_dead_loops_supervisor_still_counts_its_death(caplog):
-    class DiesOnce(Ticker):
-        async def _run(self) -> None:
-            self.rounds += 1
-            if self.rounds == 1:
-                raise RuntimeError("boom")
-            await self._sleep(3600)
-
-    async with running(DiesOnce()) as worker:
+    async with running(DiesInItsFirstRound()) as worker:
         dead = worker._task
         # The task is done, its done callback queued and not yet run.
         while not dead.done():  # noqa: ASYNC110 - each turn, not an event's later one
