@@ -77,6 +77,21 @@ async def test_a_loop_that_dies_is_started_again():
         assert worker.restarts == 1
 
 
+class ReturnsAfterItsFirstRound(Ticker):
+    async def _run(self) -> None:
+        self.rounds += 1
+        if self.rounds == 1:
+            return  # a bug: a loop should only end when closed
+        await self._sleep(3600)
+
+
+async def test_a_loop_that_returns_is_logged_as_returned_and_started_again(caplog):
+    async with running(ReturnsAfterItsFirstRound()) as worker:
+        await until(lambda: worker.rounds == 2, "restarted")
+        assert worker.restarts == 1
+    assert "ticker died (returned)" in caplog.text
+
+
 async def test_a_start_that_comes_before_a_dead_loops_supervisor_still_counts_its_death(caplog):
     async with running(DiesInItsFirstRound()) as worker:
         dead = worker._task

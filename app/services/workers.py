@@ -38,9 +38,12 @@ class Supervised:
         call finds a fresh task in its place and does nothing."""
         if task is not self._task or self._closed:
             return
-        exc = None if task.cancelled() else task.exception()
-        log.error("%s died (%s); starting a fresh one", self.name,
-                  "cancelled" if exc is None else type(exc).__name__, exc_info=exc)
+        if task.cancelled():
+            exc, how = None, "cancelled"
+        else:
+            exc = task.exception()
+            how = "returned" if exc is None else type(exc).__name__
+        log.error("%s died (%s); starting a fresh one", self.name, how, exc_info=exc)
         self.restarts += 1
         self._task = None
         self.start()
