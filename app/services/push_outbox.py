@@ -110,6 +110,15 @@ async def run_many(sql: str, rows: list[list], conn=None) -> None:
     await conn.execute_many(sql, [[_sqlite_value(v) for v in row] for row in rows])
 
 
+async def _audiences(cids: list[str]) -> list:
+    """AUDIENCE's rows for these conversations, in one statement."""
+    conn = Tortoise.get_connection("default")
+    if is_postgres(conn):
+        return await conn.execute_query_dict(AUDIENCE_PG, [[uuid.UUID(c) for c in cids]])
+    _n, rows = await conn.execute_query(AUDIENCE_SQLITE, [json.dumps(cids)])
+    return rows
+
+
 def _sqlite_sql(sql: str) -> str:
     return _CAST.sub("", _PARAM.sub("?", sql)).replace("GREATEST(", "MAX(")
 
@@ -130,16 +139,22 @@ def _sqlite_value(v):
 
 
 # Members of a conversation ($1) who have a push device, with their settings.
-AUDIENCE = """
-SELECT s.id AS sid, s.user_id AS user_id, u.push_enabled AS push_enabled,
-       u.push_preview AS push_preview, u.dnd_start AS dnd_start, u.dnd_end AS dnd_end,
-       u.timezone AS timezone, m.notifications_muted AS notifications_muted,
+# The members with a device of several conversations, and their settings: one
+# statement per AUDIENCE_CHATS conversations that a batch of events touches.
+_AUDIENCE = """
+SELECT m.conversation_id AS conversation_id, s.id AS sid, s.user_id AS user_id,
+       u.push_enabled AS push_enabled, u.push_preview AS push_preview,
+       u.dnd_start AS dnd_start, u.dnd_end AS dnd_end, u.timezone AS timezone,
+       m.notifications_muted AS notifications_muted,
        m.read_seq AS read_seq, m.visible_from_seq AS visible_from_seq
 FROM memberships m
 JOIN push_subscriptions s ON s.user_id = m.user_id
 JOIN users u ON u.id = m.user_id
-WHERE m.conversation_id = $1::uuid AND m.left_at IS NULL
+WHERE m.conversation_id {} AND m.left_at IS NULL
 """
+AUDIENCE_PG = _AUDIENCE.format("= ANY($1::uuid[])")
+AUDIENCE_SQLITE = _AUDIENCE.format("IN (SELECT value FROM json_each(?))")
+AUDIENCE_CHATS = 100
 
 UPSERT = """
 INSERT INTO push_outbox (subscription_id, user_id, thread, kind, pending, payload, message_id,
@@ -278,15 +293,13 @@ class Planner(Supervised):
             if kind == "message":
                 chats.setdefault(ev["conversation_id"], []).append(ev)
                 continue
-            for evs in chats.values():  # what came before a recall / read goes first
-                queued += await self._messages(evs)
+            queued += await self._chats(chats)  # what came before a recall / read goes first
             chats = {}
             if kind == "recall":
                 queued += await self._recall(ev)
             elif kind == "read":
                 queued += await self._read(ev)
-        for evs in chats.values():
-            queued += await self._messages(evs)
+        queued += await self._chats(chats)
         top = max((ev["message_id"] for kind, ev in events if kind == "message"), default=0)
         if top:
             # After the outbox writes: a crash in between only means start-up
@@ -349,14 +362,28 @@ class Planner(Supervised):
         if metrics is not None and n:
             metrics.push_skipped.labels(reason=reason).inc(n)
 
-    async def _messages(self, evs: list[dict]) -> int:
-        """New messages of one conversation → outbox rows of the devices to notify."""
+    async def _chats(self, chats: dict[str, list[dict]]) -> int:
+        """The new messages of several conversations → outbox rows. Their
+        audiences are read a slice of conversations at a time: a busy server's
+        batch touches hundreds of chats, most with no device to notify."""
+        queued = 0
+        cids = list(chats)
+        for at in range(0, len(cids), AUDIENCE_CHATS):
+            part = cids[at:at + AUDIENCE_CHATS]
+            found: dict[str, list] = {cid: [] for cid in part}
+            for r in await _audiences(part):
+                found[str(r["conversation_id"])].append(r)
+            for cid in part:
+                queued += await self._messages(chats[cid], found[cid])
+        return queued
+
+    async def _messages(self, evs: list[dict], found: list) -> int:
+        """New messages of one conversation, and its members with a device
+        (`found`: AUDIENCE's rows) → outbox rows of the devices to notify."""
         evs.sort(key=lambda e: e["message_id"])
         cid = evs[0]["conversation_id"]
-        found = None
         if any(ev["recipients"] is None for ev in evs):
             # Re-planned at start-up: whoever could see the message and has not read it.
-            found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
             for ev in evs:
                 if ev["recipients"] is None:
                     ev["recipients"] = tuple({
@@ -367,9 +394,6 @@ class Planner(Supervised):
         unseen = push_rules.notifying(evs)
         if not unseen:
             return 0
-        # One statement: the conversation's members with a device, their settings.
-        if found is None:
-            found = await run_sql(AUDIENCE, [uuid.UUID(cid)])
         subs = [(r["sid"], str(r["user_id"])) for r in found if str(r["user_id"]) in unseen]
         if not subs:
             return 0
