@@ -197,7 +197,11 @@ def is_invisible(ch: str) -> bool:
 def is_blank(text: str | None) -> bool:
     """True when nothing in `text` would be visible: empty, whitespace, or only
     zero-width/format characters, BOMs, fillers and the like."""
-    return not text or all(is_invisible(ch) for ch in text)
+    if not text:
+        return True
+    if "!" <= text[0] <= "~":  # printable ASCII: most texts are answered here
+        return False
+    return all(is_invisible(ch) for ch in text)
 
 
 def strip_invisible(text: str) -> str:

@@ -8,6 +8,8 @@ import uuid
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from app.errors import Invalid
 from app.services import accounts, contacts, groups
@@ -22,6 +24,7 @@ from app.validation import (
     decode,
     int_id,
     is_blank,
+    is_invisible,
     loads,
 )
 from tests.factories import call, connect, make_contacts, make_user
@@ -42,6 +45,11 @@ def test_invisible_only_is_blank():
         assert is_blank(text), repr(text)
     for text in VISIBLE:
         assert not is_blank(text), repr(text)
+
+
+@given(hs.text(max_size=8))
+def test_is_blank_means_every_character_is_invisible(text):
+    assert is_blank(text) == all(is_invisible(ch) for ch in text)
 
 
 def test_clean_name_refuses_invisible_only_names():

@@ -67,6 +67,8 @@ _CJK_CHAR = re.compile(f"[{_CJK}]")
 
 
 def _has_marks(norm: str) -> bool:
+    if norm.isascii():  # no combining marks there, and no lookups per symbol
+        return False
     return any(unicodedata.category(ch) in ("Mn", "Mc") for ch in _OTHER.findall(norm))
 
 
