@@ -380,6 +380,8 @@ class Planner(Supervised):
     async def _messages(self, evs: list[dict], found: list) -> int:
         """New messages of one conversation, and its members with a device
         (`found`: AUDIENCE's rows) → outbox rows of the devices to notify."""
+        if not found:  # nobody in the chat has a device
+            return 0
         evs.sort(key=lambda e: e["message_id"])
         cid = evs[0]["conversation_id"]
         if any(ev["recipients"] is None for ev in evs):
