@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.api.http import DEPS_KEY
+from app.db import statements_sent
 from app.models.push import PushOutbox, PushSubscription
 from app.pushers.webpush import generate_private_key, load_vapid
 from app.server import create_app
 from app.services import conversations as convs
-from app.services import groups, messaging
+from app.services import groups, messaging, push_outbox
 from app.services.push_outbox import run_sql
 from tests.conftest import _truncate_all, make_settings
 from tests.factories import call, connect, make_contacts, make_user, until
@@ -673,8 +674,6 @@ async def test_a_batch_over_many_chats_reads_their_audiences_a_slice_at_a_time(
         client, deps, webpush, monkeypatch):
     """Five chats in one batch, audiences read two chats per statement: three
     statements, not five; each device is told of its own chat only."""
-    from app.db import statements_sent
-    from app.services import push_outbox
 
     monkeypatch.setattr(push_outbox, "AUDIENCE_CHATS", 2)
     pairs = [await pair(deps) for _ in range(5)]
@@ -707,6 +706,64 @@ async def test_a_batch_over_many_chats_reads_their_audiences_a_slice_at_a_time(
     # checkpoint. The fewest of three tries: the push worker's own polls may
     # land in a try's count, never take from it.
     assert min([await statements_to_plan() for _ in range(3)]) == 3 + 1
+
+
+def message_event(m: dict, sender, recipients) -> tuple[str, dict]:
+    return ("message", {
+        "message_id": int(m["id"]), "conversation_id": m["conversation_id"],
+        "sender_id": sender.user_id, "recipients": tuple(p.user_id for p in recipients),
+        "type": "text", "text": m["text"], "data": {}, "seq": m["seq"]})
+
+
+def read_event(reader, cid: str) -> tuple[str, dict]:
+    return ("read", {"user_id": reader.user_id, "conversation_id": cid})
+
+
+async def sent_unplanned(deps, *sends) -> list[dict]:
+    """Messages stored without their events reaching the planner: the test
+    hands them over in one batch, as it goes under load."""
+    planner = deps.extras.pop("push_planner")
+    try:
+        return [await send(deps, who, cid, text) for who, cid, text in sends]
+    finally:
+        deps.extras["push_planner"] = planner
+
+
+async def test_reads_by_people_without_a_device_cost_one_statement_and_split_no_run(
+        deps, webpush):
+    (a1, b1, c1), (a2, b2, c2) = await pair(deps), await pair(deps)
+    m1, m2, m3 = await sent_unplanned(deps, (a1, c1, "one"), (a2, c2, "two"),
+                                      (a1, c1, "three"))
+    events = [message_event(m1, a1, [b1]), read_event(b1, c1),
+              message_event(m2, a2, [b2]), read_event(b2, c2),
+              message_event(m3, a1, [b1])]
+    planner = deps.extras["push_planner"]
+
+    async def statements_to_plan() -> int:
+        before = statements_sent()
+        await planner.plan(events)
+        return statements_sent() - before
+
+    # Who has a device, both chats' audiences, the checkpoint (8 when each read
+    # cost two statements and split the batch into three runs). The fewest of
+    # three tries: the push worker's polls may add to a try, never take from it.
+    assert min([await statements_to_plan() for _ in range(3)]) == 3
+
+
+async def test_a_read_still_comes_after_the_messages_of_its_chat_before_it(
+        client, deps, webpush):
+    alice, bob, cid = await pair(deps)
+    await subscribe(client, bob, webpush.subscription("bob"))
+    planner = deps.extras["push_planner"]
+    [first] = await sent_unplanned(deps, (alice, cid, "read at once"))
+    await planner.plan([message_event(first, alice, [bob]), read_event(bob, cid)])
+    await drained(deps)
+    await asyncio.sleep(0.5)
+    assert webpush.received == []  # read before it was pushed: nothing to tell
+    [second] = await sent_unplanned(deps, (alice, cid, "after the read"))
+    await planner.plan([read_event(bob, cid), message_event(second, alice, [bob])])
+    [got] = await webpush.wait_for(1)
+    assert got["payload"]["body"].endswith("after the read")
 
 
 async def test_a_planner_a_full_batch_behind_goes_on_without_waiting_for_its_tick(deps):

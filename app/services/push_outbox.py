@@ -38,6 +38,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from tortoise import Tortoise
@@ -117,6 +118,20 @@ async def _audiences(cids: list[str]) -> list:
         return await conn.execute_query_dict(AUDIENCE_PG, [[uuid.UUID(c) for c in cids]])
     _n, rows = await conn.execute_query(AUDIENCE_SQLITE, [json.dumps(cids)])
     return rows
+
+
+async def _with_devices(user_ids: list[str]) -> set[str]:
+    """Which of these users have a push device, in one statement."""
+    conn = Tortoise.get_connection("default")
+    if is_postgres(conn):
+        rows = await conn.execute_query_dict(
+            "SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id = ANY($1::uuid[])",
+            [[uuid.UUID(u) for u in user_ids]])
+    else:
+        _n, rows = await conn.execute_query(
+            "SELECT DISTINCT user_id FROM push_subscriptions "
+            "WHERE user_id IN (SELECT value FROM json_each(?))", [json.dumps(user_ids)])
+    return {str(r["user_id"]) for r in rows}
 
 
 def _sqlite_sql(sql: str) -> str:
@@ -286,20 +301,41 @@ class Planner(Supervised):
 
     async def plan(self, events: list[tuple[str, dict]]) -> None:
         queued = 0
-        # The messages of one chat that queued up together are planned together:
-        # one outbox write per device, counting them all.
-        chats: dict[str, list[dict]] = {}
+        # A read by someone with no device has nothing to clear: no outbox row,
+        # no badge. One statement finds the readers who have one.
+        readers = {ev["user_id"] for kind, ev in events if kind == "read"}
+        with_device = await _with_devices(sorted(readers)) if readers else set()
+        # Each chat's events in their order. Chats are independent of each other
+        # (an outbox row, a read and a recall belong to one chat; a badge is
+        # counted when it is sent), so one chat's read does not split the runs
+        # of messages of every other.
+        per_chat: dict[str, deque] = {}
         for kind, ev in events:
-            if kind == "message":
-                chats.setdefault(ev["conversation_id"], []).append(ev)
+            if kind == "read" and ev["user_id"] not in with_device:
                 continue
-            queued += await self._chats(chats)  # what came before a recall / read goes first
-            chats = {}
-            if kind == "recall":
-                queued += await self._recall(ev)
-            elif kind == "read":
-                queued += await self._read(ev)
-        queued += await self._chats(chats)
+            per_chat.setdefault(ev["conversation_id"], deque()).append((kind, ev))
+        while per_chat:
+            # A round: each chat's next run of messages, planned together (one
+            # outbox write per device, counting them all), then the read or
+            # recall that ended the run.
+            chats: dict[str, list[dict]] = {}
+            after = []
+            for cid, evs in list(per_chat.items()):
+                run = []
+                while evs and evs[0][0] == "message":
+                    run.append(evs.popleft()[1])
+                if run:
+                    chats[cid] = run
+                if evs:
+                    after.append(evs.popleft())
+                if not evs:
+                    del per_chat[cid]
+            queued += await self._chats(chats)
+            for kind, ev in after:
+                if kind == "recall":
+                    queued += await self._recall(ev)
+                elif kind == "read":
+                    queued += await self._read(ev)
         top = max((ev["message_id"] for kind, ev in events if kind == "message"), default=0)
         if top:
             # After the outbox writes: a crash in between only means start-up
