@@ -58,6 +58,7 @@ class ParleyClient(SocketIOClient):
     """SocketIOClient for /chat: message:new → Recorder; acks → pending sends or calls."""
 
     send_delivered = False  # scripts/bench --delivered
+    send_read = False  # the cpu-read scenario: every message read as it arrives
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
@@ -76,6 +77,15 @@ class ParleyClient(SocketIOClient):
             if not self._undelivered:
                 asyncio.get_running_loop().call_later(DELIVERED_BATCH_S, self._flush_delivered)
             self._undelivered[cid] = seq
+
+    def mark_read(self, cid: str, seq: int) -> None:
+        """`message:read` up to `seq`, as the web client sends it for each
+        message that arrives in the chat it has open."""
+        self.ack_id = aid = self.ack_id + 1
+        self.calls[aid] = asyncio.get_running_loop().create_future()  # ack ignored
+        ns = self.proto.namespace.encode()
+        self.send(b"42" + ns + b",%d" % aid + msgspec.json.encode(
+            ["message:read", {"conversation_id": cid, "seq": seq}]))
 
     def _flush_delivered(self) -> None:
         batch, self._undelivered = self._undelivered, {}
@@ -118,6 +128,8 @@ class ParleyClient(SocketIOClient):
             self.note_seq(m.conversation_id, m.seq)
             if self.send_delivered:
                 self.note_delivered(m.conversation_id, m.seq)
+            if self.send_read and not self.closed:
+                self.mark_read(m.conversation_id, m.seq)
             if got[0] != self.idx:  # sync may return my own: not a delivery
                 self.rec.on_msg(self.idx, *got)
             return
@@ -426,7 +438,7 @@ class ParleyTarget(Target):
     title = "Parley (python -m app serve), SQLite"
     scenarios = ("s1", "s2", "s3", "s4", "s5", "flood", "s2half", "s2push", "s2plan",
                  "pushworker", "s6", "s6-trgm", "s1-noindex", "cpu", "cpu-noindex", "s1-delivered",
-                 "cpu-delivered", "login", "media", "media-plain")
+                 "cpu-delivered", "cpu-read", "login", "media", "media-plain")
     echo_to_sender = False  # the sender gets its message in the ack, not as message:new
     n_procs = 1
     start_rates = {"s1": 500.0}
@@ -757,7 +769,7 @@ class _Reference:
     measured in one invocation."""
 
     reference = REFERENCE
-    scenarios = ("s1", "s2", "s3", "s5", "cpu", "login", "s1-noindex", "cpu-noindex", "s6")
+    scenarios = ("s1", "s2", "s3", "s5", "cpu", "cpu-read", "login", "s1-noindex", "cpu-noindex", "s6")
 
     async def prepare(self, env) -> None:
         self._ref_dir = tempfile.TemporaryDirectory(prefix="parley-bench-ref-")

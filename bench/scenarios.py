@@ -1422,20 +1422,27 @@ async def cpu_per_message(target, env, cfg: Config, log) -> dict:
             "step": res}
 
 
-# -- delivered receipts on: S1 and the CPU per message with receipts ----------------------
-async def _with_delivered(fn, target, env, cfg, log) -> dict:
-    """Run ``fn`` with the receiving clients acking what they get with
-    ``message:delivered`` (batched per conversation, as the web client does)."""
+# -- receipts on: S1 and the CPU per message with delivered or read receipts -------------
+async def _with_receipts(fn, target, env, cfg, log, kind: str = "delivered") -> dict:
+    """Run ``fn`` with the receiving clients answering what they get: with
+    ``message:delivered`` (batched per conversation, as the web client does), or
+    for ``kind`` "read" with ``message:read`` for each message as it arrives."""
     client = getattr(getattr(target, "protocol", None), "client_class", None)
-    if client is None or not hasattr(client, "send_delivered"):
-        raise NotApplicable("delivered receipts are a Parley event")
-    before, client.send_delivered = client.send_delivered, True
+    attr = f"send_{kind}"
+    if client is None or not hasattr(client, attr):
+        raise NotApplicable(f"{kind} receipts are a Parley event")
+    before = getattr(client, attr)
+    setattr(client, attr, True)
     try:
         out = await fn(target, env, cfg, log)
     finally:
-        client.send_delivered = before
-    out["delivered_receipts"] = True
+        setattr(client, attr, before)
+    out[f"{kind}_receipts"] = True
     return out
+
+
+async def _with_delivered(fn, target, env, cfg, log) -> dict:
+    return await _with_receipts(fn, target, env, cfg, log, "delivered")
 
 
 async def s1_delivered(target, env, cfg: Config, log) -> dict:
@@ -1446,6 +1453,11 @@ async def s1_delivered(target, env, cfg: Config, log) -> dict:
 async def cpu_delivered(target, env, cfg: Config, log) -> dict:
     """The "cpu" scenario with delivered receipts on."""
     return await _with_delivered(cpu_per_message, target, env, cfg, log)
+
+
+async def cpu_read(target, env, cfg: Config, log) -> dict:
+    """The "cpu" scenario with every message marked read as it arrives."""
+    return await _with_receipts(cpu_per_message, target, env, cfg, log, "read")
 
 
 # -- sign-in and media throughput over REST (Parley) ---------------------------------------
@@ -1595,6 +1607,7 @@ SCENARIOS = {
     "s1-noindex": ("S1 one-to-one without the search index", s1_no_index),
     "s1-delivered": ("S1 one-to-one with delivered receipts", s1_delivered),
     "cpu-delivered": ("CPU per delivered message, with delivered receipts", cpu_delivered),
+    "cpu-read": ("CPU per delivered message, each message read as it arrives", cpu_read),
     "login": ("Sign-in by email and password", login),
     "media": ("Media upload and download", media),
     "media-plain": ("Media upload and download, MEDIA_ENCRYPTION=false", media),
