@@ -206,6 +206,38 @@ async def test_read_receipts_and_unread_across_devices(deps, base_url):
             await s.disconnect()
 
 
+async def test_a_read_overtaken_by_another_device_answers_with_the_further_mark(
+        deps, base_url, monkeypatch):
+    """Bob's phone reads up to 1; between its facts and its update his laptop
+    reads up to 3. The phone's update moves nothing, and its answer is where
+    the mark is (3), not where it asked (1) nor where it was (0)."""
+    from app.services import messaging, sql
+
+    alice, bob = await make_user(deps), await make_user(deps)
+    cid = await chat_between(deps, alice, bob)
+    a = await connect(base_url, alice.access_token)
+    try:
+        for i in range(3):
+            await call(a, "message:send", text(cid, f"m{i}"))
+    finally:
+        await a.disconnect()
+    real = sql.read_facts_row
+    overtaken = []
+
+    async def facts_then_the_laptop_reads(conn, conversation_id, user_id):
+        row = await real(conn, conversation_id, user_id)
+        if not overtaken:
+            overtaken.append(True)
+            await messaging.mark_read(deps, bob.user_id,
+                                      messaging.ReadIn(conversation_id=cid, seq=3))
+        return row
+
+    monkeypatch.setattr(sql, "read_facts_row", facts_then_the_laptop_reads)
+    got = await messaging.mark_read(deps, bob.user_id,
+                                    messaging.ReadIn(conversation_id=cid, seq=1))
+    assert overtaken and got == {"read_seq": 3, "unread_count": 0}
+
+
 async def test_receipts_off_only_notifies_own_devices(deps, base_url):
     from app.models.accounts import User
 

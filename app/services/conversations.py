@@ -182,12 +182,16 @@ async def get_or_create_direct(deps: Deps, user_id, peer_id) -> tuple[Conversati
 
 async def unread_count(m: Membership, user_id) -> int:
     """Messages from others after my read_seq (recalled and system lines excluded)."""
-    last = visible_last_seq(m)
-    if last <= m.read_seq:
+    return await unread_between(m.conversation_id, user_id, m.read_seq, visible_last_seq(m))
+
+
+async def unread_between(conversation_id, user_id, read_seq: int, last: int) -> int:
+    """unread_count for a read mark and a last visible seq already known."""
+    if last <= read_seq:
         return 0
     return (
         await Message.filter(
-            conversation_id=m.conversation_id, seq__gt=m.read_seq, seq__lte=last,
+            conversation_id=conversation_id, seq__gt=read_seq, seq__lte=last,
             recalled_at=None,
         )
         .exclude(type="system")

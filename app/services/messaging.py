@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
+from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
 from app.clock import now
@@ -23,7 +24,7 @@ from app.errors import DomainError, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
-from app.services import message_changes, push
+from app.services import message_changes, push, sql
 from app.services import send_rules as rules
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
@@ -237,27 +238,35 @@ async def _reply_target(m: Membership, reply_to: str) -> Message:
 
 
 async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
-    m = await convs.readable_membership(data.conversation_id, user_id)
-    if m.left_at is not None:
+    # Plain rows, not models: a chat open on a phone marks each message read as
+    # it arrives, so this runs about as often as sends do.
+    cid, uid = convs.parse_uuid(data.conversation_id), convs.parse_uuid(user_id, "user")
+    conn = Tortoise.get_connection("default")
+    m = await sql.read_facts_row(conn, cid, uid)
+    if m is None or m["left_at"] is not None:
         # Left or removed: refused like a stranger (no receipt reaches the group).
         raise NotFound(convs.NO_SUCH_CONVERSATION)
-    target = min(data.seq, convs.visible_last_seq(m))
-    moved = 0
-    if target > m.read_seq:
-        # Only forward: a stale device cannot move the mark back.
-        moved = await Membership.filter(id=m.id, read_seq__lt=target).update(read_seq=target)
-    fresh = await Membership.get(id=m.id).select_related("conversation", "user")
-    unread = await convs.unread_count(fresh, user_id)
+    last = m["last_seq"] if m["left_seq"] is None else min(m["last_seq"], m["left_seq"])
+    target = min(data.seq, last)
+    moved = target > m["read_seq"] and await sql.move_read_mark(conn, m["id"], target)
     if moved:
-        event = {"conversation_id": str(m.conversation_id), "user_id": str(user_id),
-                 "read_seq": fresh.read_seq}
-        if fresh.user.send_read_receipts:
-            recipients = await convs.member_ids(m.conversation_id)
+        read_seq = target
+    elif target > m["read_seq"]:
+        # Another device moved it further meanwhile: answer with where it is.
+        fresh = await sql.read_facts_row(conn, cid, uid)
+        read_seq = fresh["read_seq"] if fresh is not None else m["read_seq"]
+    else:
+        read_seq = m["read_seq"]
+    unread = await convs.unread_between(cid, user_id, read_seq, last)
+    if moved:
+        event = {"conversation_id": str(cid), "user_id": str(user_id), "read_seq": read_seq}
+        if m["send_read_receipts"]:
+            recipients = await convs.member_ids(cid)
         else:
             recipients = [str(user_id)]  # my own devices still clear their badge
         await deps.fanout.to_users(recipients, "conversation:read", event)
-        push.conversation_read(deps, user_id=user_id, conversation_id=m.conversation_id)
-    return {"read_seq": fresh.read_seq, "unread_count": unread}
+        push.conversation_read(deps, user_id=user_id, conversation_id=cid)
+    return {"read_seq": read_seq, "unread_count": unread}
 
 
 # --- recall and delete ------------------------------------------------------

@@ -131,6 +131,44 @@ async def send_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
     return rows[0] if rows else None
 
 
+# --- a read mark ------------------------------------------------------------
+
+_READ_FACTS = (
+    'SELECT m."id" AS id, m."read_seq" AS read_seq, m."left_at" AS left_at, '
+    'm."left_seq" AS left_seq, c."last_seq" AS last_seq, '
+    'u."send_read_receipts" AS send_read_receipts '
+    'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
+    'JOIN "users" u ON u."id" = m."user_id" '
+    'WHERE m."conversation_id" = {0} AND m."user_id" = {1}'
+)
+_READ_FACTS_PG = _READ_FACTS.format("$1", "$2")
+_READ_FACTS_SQLITE = _READ_FACTS.format("?", "?")
+# Only forward: a stale device cannot move the mark back.
+_MOVE_READ = ('UPDATE "memberships" SET "read_seq" = {0} '
+              'WHERE "id" = {1} AND "read_seq" < {2} RETURNING "read_seq"')
+_MOVE_READ_PG = _MOVE_READ.format("$1", "$2", "$3")
+_MOVE_READ_SQLITE = _MOVE_READ.format("?", "?", "?")
+
+
+async def read_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
+                         user_id: uuid.UUID) -> dict | None:
+    """What a read mark is judged on, in one round trip: the reader's
+    membership (left or not), the conversation's last seq, and whether the
+    reader sends read receipts."""
+    if is_postgres(conn):
+        rows = await conn.execute_query_dict(_READ_FACTS_PG, [conversation_id, user_id])
+    else:
+        rows = await conn.execute_query_dict(_READ_FACTS_SQLITE,
+                                             [str(conversation_id), str(user_id)])
+    return rows[0] if rows else None
+
+
+async def move_read_mark(conn: BaseDBAsyncClient, membership_id: int, seq: int) -> bool:
+    """Move the membership's read_seq forward to `seq` → whether it moved."""
+    sql = _MOVE_READ_PG if is_postgres(conn) else _MOVE_READ_SQLITE
+    return bool(await conn.execute_query_dict(sql, [seq, membership_id, seq]))
+
+
 # --- the writer's batched facts ---------------------------------------------
 #
 # One row per queued send q(i, cid, uid, cmid): the message already stored under
