@@ -747,6 +747,34 @@ async def test_member_cache_is_right_even_for_a_process_that_heard_nothing(deps)
     assert sorted(await convs.member_ids(direct.id)) == sorted([owner.user_id, bob.user_id])
 
 
+async def test_a_read_receipt_reaches_the_members_of_now_even_through_a_stale_cache(
+        deps, base_url):
+    """Bob reads in a group Carol was just removed from, on a process whose
+    cached list still has her (put back, as one that heard nothing would):
+    the receipt reaches the owner and Bob's devices, not Carol."""
+    owner = await make_user(deps)
+    bob, carol = await friends_of(deps, owner, 2)
+    cid = await new_group(deps, owner, [bob, carol])
+    await convs.member_ids(cid)
+    stale = convs._member_cache[cid]
+    first = await messaging.send_message(deps, owner.user_id, messaging.SendIn(
+        conversation_id=cid, client_msg_id="before", type="text", text="hello all"))
+    sockets = {p.user_id: await connect(base_url, p.access_token) for p in (owner, carol)}
+    try:
+        await groups.remove_member(deps, owner.user_id, cid, carol.user_id)
+        convs._member_cache[cid] = stale
+        ack = await messaging.mark_read(deps, bob.user_id, messaging.ReadIn(
+            conversation_id=cid, seq=int(first["seq"])))
+        assert ack["read_seq"] == int(first["seq"])
+        [ev] = await sockets[owner.user_id].log.wait_for("conversation:read")
+        assert ev["user_id"] == bob.user_id
+        await asyncio.sleep(0.3)
+        assert sockets[carol.user_id].log.of("conversation:read") == []
+    finally:
+        for sock in sockets.values():
+            await sock.disconnect()
+
+
 def test_member_cache_lookup_survives_an_entry_dropped_under_it(monkeypatch):
     """SQLite's writer looks lists up on its connection's thread while the event
     loop may drop the same entry: a hit whose entry is gone by the time it is

@@ -108,15 +108,18 @@ async def _load_members(cid) -> list[str]:
     return [str(r) for r in rows]
 
 
-async def member_ids(conversation_id) -> list[str]:
-    """Users who currently receive this conversation's events."""
+async def member_ids(conversation_id, head: tuple | None = None) -> list[str]:
+    """Users who currently receive this conversation's events. `head`: the
+    conversation's (type, updated_at) when the caller has just read them."""
     key = str(conversation_id)
     if key in _direct_ids:
         return await _load_members(conversation_id)
-    head = await Conversation.filter(id=conversation_id).values_list("type", "updated_at")
-    if not head:
-        return []
-    ctype, version = head[0]
+    if head is None:
+        rows = await Conversation.filter(id=conversation_id).values_list("type", "updated_at")
+        if not rows:
+            return []
+        head = rows[0]
+    ctype, version = head
     if ctype != "group":
         if len(_direct_ids) < MEMBER_CACHE_SIZE * 10:
             _direct_ids.add(key)

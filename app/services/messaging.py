@@ -24,7 +24,7 @@ from app.errors import DomainError, Invalid, NotFound
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services import conversations as convs
-from app.services import message_changes, push, sql
+from app.services import member_cache, message_changes, push, sql
 from app.services import send_rules as rules
 
 # The reading half (history, sync, the one serialiser) is app/services/history.py.
@@ -260,10 +260,13 @@ async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
     unread = await convs.unread_between(cid, user_id, read_seq, last)
     if moved:
         event = {"conversation_id": str(cid), "user_id": str(user_id), "read_seq": read_seq}
-        if m["send_read_receipts"]:
-            recipients = await convs.member_ids(cid)
-        else:
+        if not m["send_read_receipts"]:
             recipients = [str(user_id)]  # my own devices still clear their badge
+        elif m["type"] == "direct":
+            recipients = [str(user_id)] + ([str(m["peer_id"])] if m["peer_id"] else [])
+        else:
+            recipients = await convs.member_ids(cid, head=(
+                m["type"], member_cache.as_version(m["members_version"])))
         await deps.fanout.to_users(recipients, "conversation:read", event)
         push.conversation_read(deps, user_id=user_id, conversation_id=cid)
     return {"read_seq": read_seq, "unread_count": unread}

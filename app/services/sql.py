@@ -135,10 +135,14 @@ async def send_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
 
 _READ_FACTS = (
     'SELECT m."id" AS id, m."read_seq" AS read_seq, m."left_at" AS left_at, '
-    'm."left_seq" AS left_seq, c."last_seq" AS last_seq, '
+    'm."left_seq" AS left_seq, c."last_seq" AS last_seq, c."type" AS type, '
+    'c."updated_at" AS members_version, p."user_id" AS peer_id, '
     'u."send_read_receipts" AS send_read_receipts '
     'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
     'JOIN "users" u ON u."id" = m."user_id" '
+    'LEFT JOIN "memberships" p ON c."type" = \'direct\' '
+    'AND p."conversation_id" = m."conversation_id" AND p."user_id" <> m."user_id" '
+    'AND p."left_at" IS NULL '
     'WHERE m."conversation_id" = {0} AND m."user_id" = {1}'
 )
 _READ_FACTS_PG = _READ_FACTS.format("$1", "$2")
@@ -153,8 +157,9 @@ _MOVE_READ_SQLITE = _MOVE_READ.format("?", "?", "?")
 async def read_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
                          user_id: uuid.UUID) -> dict | None:
     """What a read mark is judged on, in one round trip: the reader's
-    membership (left or not), the conversation's last seq, and whether the
-    reader sends read receipts."""
+    membership (left or not), the conversation's last seq, whether the reader
+    sends read receipts, and who receives them: a direct chat's peer, or a
+    group's member-list version (services.member_cache)."""
     if is_postgres(conn):
         rows = await conn.execute_query_dict(_READ_FACTS_PG, [conversation_id, user_id])
     else:
