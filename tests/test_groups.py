@@ -775,6 +775,26 @@ async def test_a_read_receipt_reaches_the_members_of_now_even_through_a_stale_ca
             await sock.disconnect()
 
 
+async def test_a_dissolved_group_is_read_to_the_end_but_typed_in_no_more(deps):
+    from app.errors import NotFound
+
+    owner = await make_user(deps)
+    [bob] = await friends_of(deps, owner, 1)
+    cid = await new_group(deps, owner, [bob])
+    await messaging.send_message(deps, owner.user_id, messaging.SendIn(
+        conversation_id=cid, client_msg_id="last words", type="text", text="goodbye"))
+    await messaging.typing(deps, bob.user_id, messaging.TypingIn(
+        conversation_id=cid, state="typing"))
+    await groups.dissolve(deps, owner.user_id, cid)
+    with pytest.raises(NotFound):
+        await messaging.typing(deps, bob.user_id, messaging.TypingIn(
+            conversation_id=cid, state="idle"))
+    last = (await convs.readable_membership(cid, bob.user_id)).conversation.last_seq
+    ack = await messaging.mark_read(deps, bob.user_id, messaging.ReadIn(
+        conversation_id=cid, seq=last))
+    assert ack == {"read_seq": last, "unread_count": 0}
+
+
 def test_member_cache_lookup_survives_an_entry_dropped_under_it(monkeypatch):
     """SQLite's writer looks lists up on its connection's thread while the event
     loop may drop the same entry: a hit whose entry is gone by the time it is

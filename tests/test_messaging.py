@@ -221,7 +221,7 @@ async def test_a_read_overtaken_by_another_device_answers_with_the_further_mark(
             await call(a, "message:send", text(cid, f"m{i}"))
     finally:
         await a.disconnect()
-    real = sql.read_facts_row
+    real = sql.member_facts_row
     overtaken = []
 
     async def facts_then_the_laptop_reads(conn, conversation_id, user_id):
@@ -232,7 +232,7 @@ async def test_a_read_overtaken_by_another_device_answers_with_the_further_mark(
                                       messaging.ReadIn(conversation_id=cid, seq=3))
         return row
 
-    monkeypatch.setattr(sql, "read_facts_row", facts_then_the_laptop_reads)
+    monkeypatch.setattr(sql, "member_facts_row", facts_then_the_laptop_reads)
     got = await messaging.mark_read(deps, bob.user_id,
                                     messaging.ReadIn(conversation_id=cid, seq=1))
     assert overtaken and got == {"read_seq": 3, "unread_count": 0}

@@ -237,36 +237,50 @@ async def _reply_target(m: Membership, reply_to: str) -> Message:
     return target
 
 
-async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
-    # Plain rows, not models: a chat open on a phone marks each message read as
-    # it arrives, so this runs about as often as sends do.
-    cid, uid = convs.parse_uuid(data.conversation_id), convs.parse_uuid(user_id, "user")
-    conn = Tortoise.get_connection("default")
-    m = await sql.read_facts_row(conn, cid, uid)
-    if m is None or m["left_at"] is not None:
-        # Left or removed: refused like a stranger (no receipt reaches the group).
+async def _member_facts(conversation_id, user_id, *, live: bool = False
+                        ) -> tuple[uuid.UUID, dict]:
+    """A current member's facts (sql.member_facts_row) as a plain row, not
+    models: reads and typing come about as often as sends do. `live`: a
+    dissolved group is refused too (it can still be read, not written in)."""
+    cid, uid = convs.parse_uuid(conversation_id), convs.parse_uuid(user_id, "user")
+    m = await sql.member_facts_row(Tortoise.get_connection("default"), cid, uid)
+    if m is None or m["left_at"] is not None or (live and m["dissolved_at"] is not None):
+        # Left or removed: refused like a stranger (nothing of theirs reaches the group).
         raise NotFound(convs.NO_SUCH_CONVERSATION)
+    return cid, m
+
+
+async def _receivers(cid, user_id: str, m: dict) -> list[str]:
+    """Who receives this member's events: a direct chat's two people, or the
+    group's members (the cached list, checked against the version in `m`)."""
+    if m["type"] == "direct":
+        return [str(user_id)] + ([str(m["peer_id"])] if m["peer_id"] else [])
+    return await convs.member_ids(cid, head=(
+        m["type"], member_cache.as_version(m["members_version"])))
+
+
+async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
+    cid, m = await _member_facts(data.conversation_id, user_id)
     last = m["last_seq"] if m["left_seq"] is None else min(m["last_seq"], m["left_seq"])
     target = min(data.seq, last)
-    moved = target > m["read_seq"] and await sql.move_read_mark(conn, m["id"], target)
+    moved = target > m["read_seq"] and await sql.move_read_mark(
+        Tortoise.get_connection("default"), m["id"], target)
     if moved:
         read_seq = target
     elif target > m["read_seq"]:
         # Another device moved it further meanwhile: answer with where it is.
-        fresh = await sql.read_facts_row(conn, cid, uid)
+        fresh = await sql.member_facts_row(Tortoise.get_connection("default"), cid,
+                                           convs.parse_uuid(user_id, "user"))
         read_seq = fresh["read_seq"] if fresh is not None else m["read_seq"]
     else:
         read_seq = m["read_seq"]
     unread = await convs.unread_between(cid, user_id, read_seq, last)
     if moved:
         event = {"conversation_id": str(cid), "user_id": str(user_id), "read_seq": read_seq}
-        if not m["send_read_receipts"]:
-            recipients = [str(user_id)]  # my own devices still clear their badge
-        elif m["type"] == "direct":
-            recipients = [str(user_id)] + ([str(m["peer_id"])] if m["peer_id"] else [])
+        if m["send_read_receipts"]:
+            recipients = await _receivers(cid, user_id, m)
         else:
-            recipients = await convs.member_ids(cid, head=(
-                m["type"], member_cache.as_version(m["members_version"])))
+            recipients = [str(user_id)]  # my own devices still clear their badge
         await deps.fanout.to_users(recipients, "conversation:read", event)
         push.conversation_read(deps, user_id=user_id, conversation_id=cid)
     return {"read_seq": read_seq, "unread_count": unread}
@@ -319,8 +333,8 @@ _typing_seen: dict[tuple[str, str], tuple[str, float]] = {}
 
 
 async def typing(deps: Deps, user_id: str, data: TypingIn) -> None:
-    m = await convs.active_membership(data.conversation_id, user_id)
-    key = (str(user_id), str(m.conversation_id))
+    cid, m = await _member_facts(data.conversation_id, user_id, live=True)
+    key = (str(user_id), str(cid))
     now_s = time.monotonic()
     last = _typing_seen.get(key)
     # Throttled: the same state is repeated at most every TYPING_THROTTLE_SECONDS.
@@ -329,6 +343,6 @@ async def typing(deps: Deps, user_id: str, data: TypingIn) -> None:
     _typing_seen[key] = (data.state, now_s)
     if len(_typing_seen) > 100_000:
         _typing_seen.clear()
-    others = [u for u in await convs.member_ids(m.conversation_id) if u != str(user_id)]
-    await deps.fanout.to_users(others, "typing", {"conversation_id": str(m.conversation_id),
+    others = [u for u in await _receivers(cid, user_id, m) if u != str(user_id)]
+    await deps.fanout.to_users(others, "typing", {"conversation_id": str(cid),
                                                   "user_id": str(user_id), "state": data.state})

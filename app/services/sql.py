@@ -131,12 +131,13 @@ async def send_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
     return rows[0] if rows else None
 
 
-# --- a read mark ------------------------------------------------------------
+# --- a member's read mark and typing ----------------------------------------
 
-_READ_FACTS = (
+_MEMBER_FACTS = (
     'SELECT m."id" AS id, m."read_seq" AS read_seq, m."left_at" AS left_at, '
     'm."left_seq" AS left_seq, c."last_seq" AS last_seq, c."type" AS type, '
-    'c."updated_at" AS members_version, p."user_id" AS peer_id, '
+    'c."updated_at" AS members_version, c."dissolved_at" AS dissolved_at, '
+    'p."user_id" AS peer_id, '
     'u."send_read_receipts" AS send_read_receipts '
     'FROM "memberships" m JOIN "conversations" c ON c."id" = m."conversation_id" '
     'JOIN "users" u ON u."id" = m."user_id" '
@@ -145,8 +146,8 @@ _READ_FACTS = (
     'AND p."left_at" IS NULL '
     'WHERE m."conversation_id" = {0} AND m."user_id" = {1}'
 )
-_READ_FACTS_PG = _READ_FACTS.format("$1", "$2")
-_READ_FACTS_SQLITE = _READ_FACTS.format("?", "?")
+_MEMBER_FACTS_PG = _MEMBER_FACTS.format("$1", "$2")
+_MEMBER_FACTS_SQLITE = _MEMBER_FACTS.format("?", "?")
 # Only forward: a stale device cannot move the mark back.
 _MOVE_READ = ('UPDATE "memberships" SET "read_seq" = {0} '
               'WHERE "id" = {1} AND "read_seq" < {2} RETURNING "read_seq"')
@@ -154,16 +155,16 @@ _MOVE_READ_PG = _MOVE_READ.format("$1", "$2", "$3")
 _MOVE_READ_SQLITE = _MOVE_READ.format("?", "?", "?")
 
 
-async def read_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
+async def member_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
                          user_id: uuid.UUID) -> dict | None:
-    """What a read mark is judged on, in one round trip: the reader's
-    membership (left or not), the conversation's last seq, whether the reader
-    sends read receipts, and who receives them: a direct chat's peer, or a
-    group's member-list version (services.member_cache)."""
+    """What a read mark or a typing state is judged on, in one round trip: the
+    member's membership (left or not), the conversation's last seq and whether
+    it was dissolved, whether they send read receipts, and who receives their events: a direct chat's
+    peer, or a group's member-list version (services.member_cache)."""
     if is_postgres(conn):
-        rows = await conn.execute_query_dict(_READ_FACTS_PG, [conversation_id, user_id])
+        rows = await conn.execute_query_dict(_MEMBER_FACTS_PG, [conversation_id, user_id])
     else:
-        rows = await conn.execute_query_dict(_READ_FACTS_SQLITE,
+        rows = await conn.execute_query_dict(_MEMBER_FACTS_SQLITE,
                                              [str(conversation_id), str(user_id)])
     return rows[0] if rows else None
 
