@@ -153,7 +153,6 @@ def _sqlite_value(v):
 # --- planner -----------------------------------------------------------------
 
 
-# Members of a conversation ($1) who have a push device, with their settings.
 # The members with a device of several conversations, and their settings: one
 # statement per AUDIENCE_CHATS conversations that a batch of events touches.
 _AUDIENCE = """
