@@ -207,7 +207,7 @@ async def test_read_receipts_and_unread_across_devices(deps, base_url):
 
 
 async def test_a_read_overtaken_by_another_device_answers_with_the_further_mark(
-        deps, base_url, monkeypatch):
+        deps, monkeypatch):
     """Bob's phone reads up to 1; between its facts and its update his laptop
     reads up to 3. The phone's update moves nothing, and its answer is where
     the mark is (3), not where it asked (1) nor where it was (0)."""
@@ -215,12 +215,8 @@ async def test_a_read_overtaken_by_another_device_answers_with_the_further_mark(
 
     alice, bob = await make_user(deps), await make_user(deps)
     cid = await chat_between(deps, alice, bob)
-    a = await connect(base_url, alice.access_token)
-    try:
-        for i in range(3):
-            await call(a, "message:send", text(cid, f"m{i}"))
-    finally:
-        await a.disconnect()
+    for i in range(3):
+        await messaging.send_message(deps, alice.user_id, messaging.SendIn(**text(cid, f"m{i}")))
     real = sql.member_facts_row
     overtaken = []
 

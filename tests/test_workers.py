@@ -63,37 +63,38 @@ async def test_a_wake_up_during_a_round_ends_the_next_sleep():
         assert await rounds_once_settled(ticker) == 2
 
 
-class DiesInItsFirstRound(Ticker):
+class EndsInItsFirstRound(Ticker):
+    """Its first round ends the loop: by raising `error`, or, without one, by
+    returning (a bug: a loop should only end when closed)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.error = error
+
     async def _run(self) -> None:
         self.rounds += 1
         if self.rounds == 1:
-            raise RuntimeError("boom")
+            if self.error is not None:
+                raise self.error
+            return
         await self._sleep(3600)
 
 
 async def test_a_loop_that_dies_is_started_again():
-    async with running(DiesInItsFirstRound()) as worker:
+    async with running(EndsInItsFirstRound(RuntimeError("boom"))) as worker:
         await until(lambda: worker.rounds == 2, "restarted")
         assert worker.restarts == 1
 
 
-class ReturnsAfterItsFirstRound(Ticker):
-    async def _run(self) -> None:
-        self.rounds += 1
-        if self.rounds == 1:
-            return  # a bug: a loop should only end when closed
-        await self._sleep(3600)
-
-
 async def test_a_loop_that_returns_is_logged_as_returned_and_started_again(caplog):
-    async with running(ReturnsAfterItsFirstRound()) as worker:
+    async with running(EndsInItsFirstRound()) as worker:
         await until(lambda: worker.rounds == 2, "restarted")
         assert worker.restarts == 1
     assert "ticker died (returned)" in caplog.text
 
 
 async def test_a_start_that_comes_before_a_dead_loops_supervisor_still_counts_its_death(caplog):
-    async with running(DiesInItsFirstRound()) as worker:
+    async with running(EndsInItsFirstRound(RuntimeError("boom"))) as worker:
         dead = worker._task
         # The task is done, its done callback queued and not yet run.
         while not dead.done():  # noqa: ASYNC110 - each turn, not an event's later one

@@ -269,9 +269,7 @@ async def mark_read(deps: Deps, user_id: str, data: ReadIn) -> dict:
         read_seq = target
     elif target > m["read_seq"]:
         # Another device moved it further meanwhile: answer with where it is.
-        fresh = await sql.member_facts_row(Tortoise.get_connection("default"), cid,
-                                           convs.parse_uuid(user_id, "user"))
-        read_seq = fresh["read_seq"] if fresh is not None else m["read_seq"]
+        read_seq = (await _member_facts(cid, user_id))[1]["read_seq"]
     else:
         read_seq = m["read_seq"]
     unread = await convs.unread_between(cid, user_id, read_seq, last)

@@ -111,26 +111,22 @@ async def run_many(sql: str, rows: list[list], conn=None) -> None:
     await conn.execute_many(sql, [[_sqlite_value(v) for v in row] for row in rows])
 
 
-async def _audiences(cids: list[str]) -> list:
-    """AUDIENCE's rows for these conversations, in one statement."""
+async def _for_ids(sql: str, ids: list[str]) -> list:
+    """The rows of `sql`, whose `{}` stands for "is one of these ids" (uuids as
+    text), in one statement on either backend."""
     conn = Tortoise.get_connection("default")
     if is_postgres(conn):
-        return await conn.execute_query_dict(AUDIENCE_PG, [[uuid.UUID(c) for c in cids]])
-    _n, rows = await conn.execute_query(AUDIENCE_SQLITE, [json.dumps(cids)])
+        return await conn.execute_query_dict(sql.format("= ANY($1::uuid[])"),
+                                             [[uuid.UUID(i) for i in ids]])
+    _n, rows = await conn.execute_query(sql.format("IN (SELECT value FROM json_each(?))"),
+                                        [json.dumps(ids)])
     return rows
 
 
 async def _with_devices(user_ids: list[str]) -> set[str]:
     """Which of these users have a push device, in one statement."""
-    conn = Tortoise.get_connection("default")
-    if is_postgres(conn):
-        rows = await conn.execute_query_dict(
-            "SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id = ANY($1::uuid[])",
-            [[uuid.UUID(u) for u in user_ids]])
-    else:
-        _n, rows = await conn.execute_query(
-            "SELECT DISTINCT user_id FROM push_subscriptions "
-            "WHERE user_id IN (SELECT value FROM json_each(?))", [json.dumps(user_ids)])
+    rows = await _for_ids("SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id {}",
+                          user_ids)
     return {str(r["user_id"]) for r in rows}
 
 
@@ -155,7 +151,7 @@ def _sqlite_value(v):
 
 # The members with a device of several conversations, and their settings: one
 # statement per AUDIENCE_CHATS conversations that a batch of events touches.
-_AUDIENCE = """
+AUDIENCE = """
 SELECT m.conversation_id AS conversation_id, s.id AS sid, s.user_id AS user_id,
        u.push_enabled AS push_enabled, u.push_preview AS push_preview,
        u.dnd_start AS dnd_start, u.dnd_end AS dnd_end, u.timezone AS timezone,
@@ -166,8 +162,6 @@ JOIN push_subscriptions s ON s.user_id = m.user_id
 JOIN users u ON u.id = m.user_id
 WHERE m.conversation_id {} AND m.left_at IS NULL
 """
-AUDIENCE_PG = _AUDIENCE.format("= ANY($1::uuid[])")
-AUDIENCE_SQLITE = _AUDIENCE.format("IN (SELECT value FROM json_each(?))")
 AUDIENCE_CHATS = 100
 
 UPSERT = """
@@ -406,7 +400,7 @@ class Planner(Supervised):
         for at in range(0, len(cids), AUDIENCE_CHATS):
             part = cids[at:at + AUDIENCE_CHATS]
             found: dict[str, list] = {cid: [] for cid in part}
-            for r in await _audiences(part):
+            for r in await _for_ids(AUDIENCE, part):
                 found[str(r["conversation_id"])].append(r)
             for cid in part:
                 queued += await self._messages(chats[cid], found[cid])

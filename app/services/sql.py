@@ -123,11 +123,17 @@ async def send_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
     """Everything a send is judged on, in one round trip: the sender's
     membership, the conversation's flags and, for a direct chat, the peer and
     the contact/block facts between the two (see services.send_rules)."""
+    return await _member_row(conn, _SEND_FACTS_PG, _SEND_FACTS_SQLITE, conversation_id,
+                             user_id)
+
+
+async def _member_row(conn: BaseDBAsyncClient, pg: str, sqlite: str,
+                      conversation_id: uuid.UUID, user_id: uuid.UUID) -> dict | None:
+    """The one row of a statement on (conversation id, user id), or None."""
     if is_postgres(conn):
-        rows = await conn.execute_query_dict(_SEND_FACTS_PG, [conversation_id, user_id])
+        rows = await conn.execute_query_dict(pg, [conversation_id, user_id])
     else:
-        rows = await conn.execute_query_dict(_SEND_FACTS_SQLITE,
-                                             [str(conversation_id), str(user_id)])
+        rows = await conn.execute_query_dict(sqlite, [str(conversation_id), str(user_id)])
     return rows[0] if rows else None
 
 
@@ -156,17 +162,14 @@ _MOVE_READ_SQLITE = _MOVE_READ.format("?", "?", "?")
 
 
 async def member_facts_row(conn: BaseDBAsyncClient, conversation_id: uuid.UUID,
-                         user_id: uuid.UUID) -> dict | None:
+                           user_id: uuid.UUID) -> dict | None:
     """What a read mark or a typing state is judged on, in one round trip: the
     member's membership (left or not), the conversation's last seq and whether
-    it was dissolved, whether they send read receipts, and who receives their events: a direct chat's
-    peer, or a group's member-list version (services.member_cache)."""
-    if is_postgres(conn):
-        rows = await conn.execute_query_dict(_MEMBER_FACTS_PG, [conversation_id, user_id])
-    else:
-        rows = await conn.execute_query_dict(_MEMBER_FACTS_SQLITE,
-                                             [str(conversation_id), str(user_id)])
-    return rows[0] if rows else None
+    it was dissolved, whether they send read receipts, and who receives their
+    events: a direct chat's peer, or a group's member-list version
+    (services.member_cache)."""
+    return await _member_row(conn, _MEMBER_FACTS_PG, _MEMBER_FACTS_SQLITE, conversation_id,
+                             user_id)
 
 
 async def move_read_mark(conn: BaseDBAsyncClient, membership_id: int, seq: int) -> bool:
