@@ -37,6 +37,25 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 BACKENDS = ["sqlite"] + (["postgres"] if TEST_DATABASE_URL else [])
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files marked `heavy` first (in collection order), then the rest by their
+    number of tests, most first (the order pytest-xdist's loadfile would pick). Under `-n N --dist loadfile` a
+    file runs on one worker from its first test to its last, so a file that
+    takes minutes in a few tests, sorted by count, would start last and the
+    whole run would wait on it; CI passes `--no-loadscope-reorder` so that
+    xdist keeps this order. Without xdist the order does not matter: every
+    test builds its own state."""
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def weight(group: list) -> tuple[bool, int]:
+        light = group[0].get_closest_marker("heavy") is None
+        return (light, -len(group) if light else 0)
+
+    items[:] = [item for group in sorted(files.values(), key=weight) for item in group]
+
+
 def _pg_admin_dsn() -> str:
     return TEST_DATABASE_URL.replace("postgres://", "postgresql://", 1)
 

@@ -19,6 +19,8 @@ import pytest
 from app.config import ROOT
 from tests.ports import free_port
 
+pytestmark = pytest.mark.heavy
+
 GENERATE = """
 import asyncio, sys
 from app.db import init_db

@@ -46,7 +46,7 @@ from tests.cluster_helpers import (
 from tests.factories import make_contacts, make_user
 from tests.queue_helpers import QUEUES, TEST_AMQP_URL
 
-pytestmark = CLUSTER_MARKS
+pytestmark = [*CLUSTER_MARKS, pytest.mark.heavy]
 
 
 def is_from(cid):

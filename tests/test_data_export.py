@@ -24,6 +24,8 @@ from tests.factories import connect, make_contacts, make_user
 from tests.test_codes import smtp  # noqa: F401 (fixture: a real SMTP server)
 from tests.test_media_api import uploaded
 
+pytestmark = pytest.mark.heavy
+
 API = "/api/v1"
 
 

@@ -23,6 +23,8 @@ from app import crypto
 from app.config import ROOT
 from tests.test_cli import env_for, free_port, run, wait_healthy
 
+pytestmark = pytest.mark.heavy
+
 KEY_A = crypto.new_key_spec("ka")
 KEY_B = crypto.new_key_spec("kb")
 

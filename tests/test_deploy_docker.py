@@ -45,6 +45,7 @@ API = "/api/v1"
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.heavy,
     pytest.mark.docker,
     pytest.mark.skipif(
         not (TEST_DATABASE_URL.startswith("postgres") and TEST_REDIS_URL),

@@ -38,7 +38,8 @@ REST_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 SOCKET_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or 150
 SEED = int(os.environ.get("FUZZ_SEED", "20261204"))
 # A long run may take a while: scale pytest-timeout with it.
-pytestmark = pytest.mark.timeout(120 + 2 * max(REST_EXAMPLES, SOCKET_EXAMPLES))
+pytestmark = [pytest.mark.heavy,
+              pytest.mark.timeout(120 + 2 * max(REST_EXAMPLES, SOCKET_EXAMPLES))]
 
 # Kept to the end: they end the fuzzing user's session.
 LAST = {("POST", "/api/v1/auth/logout"), ("DELETE", "/api/v1/auth/sessions/{session_id}")}

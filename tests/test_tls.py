@@ -21,6 +21,8 @@ import trustme
 
 from tests.cluster_helpers import SECRET, free_port
 
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "tests" / "interop" / "chat_client.mjs"
 API = "/api/v1"
