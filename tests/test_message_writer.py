@@ -122,6 +122,82 @@ async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(dep
         assert await con.fetchval("SHOW join_collapse_limit") == default != "1"
 
 
+def _postgres_writer_or_skip():
+    from tortoise import Tortoise
+
+    from app.services.sql import is_postgres
+
+    client = Tortoise.get_connection("default")
+    if not is_postgres(client):
+        pytest.skip("the PostgreSQL writer's transactions")
+    return client
+
+
+async def test_postgres_batches_in_a_row_begin_with_the_previous_commit(deps, monkeypatch):
+    """When sends are queued as a batch commits, the COMMIT's round trip also
+    begins the next batch and locks its conversations (postgres.Chain): only
+    the first batch of a burst has a BEGIN of its own."""
+    from app.services import message_writer
+    from app.services.message_writer import postgres
+
+    _postgres_writer_or_skip()
+    a = await make_user(deps)
+    convs = [await Conversation.create(id=uuid.uuid4(), type="group") for _ in range(3)]
+    begins = []
+    real = postgres.begin_and_lock_pg
+
+    def counted(ids, *, nowait=False):
+        begins.append(nowait)
+        return real(ids, nowait=nowait)
+
+    monkeypatch.setattr(postgres, "begin_and_lock_pg", counted)
+    monkeypatch.setattr(message_writer, "MAX_BATCH", 1)  # a batch per send
+    writer = MessageWriter()
+    try:
+        results = await asyncio.gather(*(writer.write(new(convs[i % 3].id, a.user_id, f"c{i}"))
+                                         for i in range(6)))
+    finally:
+        await writer.close()
+    assert [r.seq for r in results] == [1, 1, 1, 2, 2, 2] and all(r.new for r in results)
+    assert begins == [False] + [True] * 5  # six plain begins without the chain
+    for conv in convs:
+        assert await Message.filter(conversation_id=conv.id).count() == 2
+
+
+async def test_postgres_a_batch_is_answered_without_waiting_for_the_next_ones_locks(
+        deps, monkeypatch):
+    """The next batch's locks are taken NOWAIT in the COMMIT's round trip: a
+    conversation row held by another transaction does not hold up the answer
+    of the batch that just committed; the next batch waits for it as usual."""
+    from app.services import message_writer
+
+    client = _postgres_writer_or_skip()
+    a = await make_user(deps)
+    free = await Conversation.create(id=uuid.uuid4(), type="group")
+    held = await Conversation.create(id=uuid.uuid4(), type="group")
+    monkeypatch.setattr(message_writer, "MAX_BATCH", 1)
+    writer = MessageWriter()
+    async with client.acquire_connection() as other:
+        await other.execute("BEGIN")
+        try:
+            await other.execute('SELECT 1 FROM "conversations" WHERE "id" = $1 FOR UPDATE',
+                                held.id)
+            first = asyncio.ensure_future(writer.write(new(free.id, a.user_id, "f1")))
+            second = asyncio.ensure_future(writer.write(new(held.id, a.user_id, "h1")))
+            done = await asyncio.wait_for(first, 3)  # while `held` is still locked
+            assert done.new and done.seq == 1
+            await asyncio.sleep(0.2)
+            assert not second.done()
+            await other.execute("COMMIT")
+            waited = await asyncio.wait_for(second, 5)
+            assert waited.new and waited.seq == 1
+        finally:
+            if other.is_in_transaction():
+                await other.execute("ROLLBACK")
+            await writer.close()
+    assert await Message.filter(conversation_id=held.id).count() == 1
+
+
 # --- supervision, bounded queue, shutdown ---------------------------------------------
 
 
@@ -233,11 +309,11 @@ async def test_writer_crash_is_logged_and_a_fresh_writer_takes_the_queue(deps, c
     original = writer._take
     crashes = []
 
-    def take_or_crash():
+    def take_or_crash(size=None):
         if not crashes:
             crashes.append(1)
             raise RuntimeError("bug in the writer")
-        return original()
+        return original(size)
 
     writer._take = take_or_crash
     try:
@@ -259,9 +335,9 @@ def held_writes(monkeypatch):
     release = asyncio.Event()
     real = message_writer.write_batch
 
-    async def held(items, con=None):
+    async def held(items, con=None, **chained):
         await release.wait()
-        return await real(items, con)
+        return await real(items, con, **chained)
 
     monkeypatch.setattr(message_writer, "write_batch", held)
     return release

@@ -212,7 +212,7 @@ WRITER_FACTS_SQLITE = (
 _PRINTS_HEX = (uuid.UUID, TextUUID)
 
 
-def begin_and_lock_pg(conversation_ids) -> str:
+def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
     """BEGIN, then lock these conversation rows in id order: one simple-protocol
     round trip (it takes no parameters, so the ids are written in as literals;
     they go through uuid.UUID, which only ever prints hex digits and dashes, as
@@ -222,6 +222,9 @@ def begin_and_lock_pg(conversation_ids) -> str:
     every membership or settings change of a group locks its conversation row
     first, so the checks that follow (a new statement, a new READ COMMITTED
     snapshot) see everything committed before this batch gets its seqs.
+
+    `nowait`: fail at once (lock_not_available) rather than wait for a row
+    another transaction holds (the writer's chained begin, message_writer/postgres.py).
     """
     ids = sorted({str(c if type(c) in _PRINTS_HEX else uuid.UUID(str(c)))
                   for c in set(conversation_ids)})
@@ -240,7 +243,7 @@ def begin_and_lock_pg(conversation_ids) -> str:
     return ('BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; '
             'SET LOCAL join_collapse_limit = 1; '
             'SELECT 1 FROM "conversations" '
-            f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE')
+            f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE{" NOWAIT" if nowait else ""}')
 
 
 # A batch's writes in one statement (PostgreSQL), seqs computed by the writer

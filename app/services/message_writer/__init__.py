@@ -254,9 +254,14 @@ class MessageWriter:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def _take(self) -> list[tuple[NewMessage, asyncio.Future]]:
-        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+    def _take(self, size: int | None = None) -> list[tuple[NewMessage, asyncio.Future]]:
+        size = MAX_BATCH if size is None else size
+        batch, self._queue = self._queue[:size], self._queue[size:]
         return batch
+
+    def _peek(self) -> list[NewMessage]:
+        """The next batch, as it would be taken now."""
+        return [m for m, _ in self._queue[:MAX_BATCH]]
 
     async def _burst(self) -> None:
         """Write batches until the queue is empty. PostgreSQL: on one pooled
@@ -273,20 +278,27 @@ class MessageWriter:
         except Exception as exc:  # noqa: BLE001 - the database is unreachable
             self._resolve(self._take(), None, exc)
             return
+        # A batch that commits while more sends are queued begins the next one
+        # (postgres.Chain): that one is exactly the sends it locked for. An
+        # open transaction left here is rolled back as the pool takes it back.
+        chain = postgres.Chain()
         try:
             while self._queue and not con.is_closed():
-                await self._commit(self._take(), con)
+                size = chain.size if chain.state is postgres.LOCKED else MAX_BATCH
+                await self._commit(self._take(size), con, chain)
         finally:
             try:
                 await holder.__aexit__(None, None, None)
             except Exception:  # noqa: BLE001 - the pool discards it
                 log.warning("message writer: could not release its connection", exc_info=True)
 
-    async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con) -> None:
+    async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future]], con,
+                      chain: postgres.Chain | None = None) -> None:
         items = [m for m, _ in batch]
         self._current = batch
         try:
-            results = await write_batch(items, con)
+            results = await write_batch(items, con, chain=chain,
+                                        peek=self._peek if chain is not None else None)
         except IntegrityError:
             # A concurrent writer (another process) stored one of these
             # client_msg_ids first. Retry one by one so only that one answers
@@ -318,9 +330,11 @@ class MessageWriter:
 
 
 
-async def write_batch(items: list[NewMessage], con=None) -> list[Written | Exception]:
+async def write_batch(items: list[NewMessage], con=None, *, chain: postgres.Chain | None = None,
+                      peek=None) -> list[Written | Exception]:
     """Write one batch. `con`: a pooled asyncpg connection to use (PostgreSQL);
-    without one, one is taken from the pool for this batch."""
+    without one, one is taken from the pool for this batch. `chain`, `peek`:
+    see postgres.write (PostgreSQL, with `con`)."""
     for it in items:
         if it.search_tokens is None:
             it.search_tokens = item_tokens(it.type, it.text, it.data)
@@ -329,6 +343,6 @@ async def write_batch(items: list[NewMessage], con=None) -> list[Written | Excep
         return await sqlite.write(client, items)
     known = known_words(client)
     if con is not None:
-        return await postgres.write(con, items, known)
+        return await postgres.write(con, items, known, chain, peek)
     async with client.acquire_connection() as con:
         return await postgres.write(con, items, known)

@@ -1,16 +1,26 @@
-"""The message writer on PostgreSQL: four round trips per batch, whatever its size.
+"""The message writer on PostgreSQL: four round trips per batch, whatever its
+size, and three while batches follow one another.
 
 BEGIN + lock the conversations (one simple-protocol script), the facts (one
 statement, which also reads the locked last_seqs), every write (one statement
 of data-modifying CTEs), COMMIT. Each round trip is a socket write and a
-wake-up of the backend: on a busy one-core server they cost more than the SQL.
-"""
+wake-up of the backend, and on a busy server it also waits for a turn of the
+event loop: it costs more than the SQL.
 
+When more sends are queued as a batch commits (the writer is never idle
+under load), the COMMIT's script also begins the next batch's transaction and
+locks its conversations, without waiting (`Chain`). If another transaction
+holds one of those rows, that lock fails at once, the batch is still
+committed (the connection is left in the next, failed transaction), and the
+next batch starts with ROLLBACK and takes its locks the usual way. So no
+batch's answer waits for the next batch's locks.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import uuid
+from collections.abc import Callable
 
 from tortoise.exceptions import IntegrityError
 
@@ -30,12 +40,37 @@ from app.services.sql import MEMBERS_PG, WRITE_BATCH_PG, WRITER_FACTS_PG, begin_
 log = logging.getLogger("parley.writer")
 
 
-async def write(con, items: list[NewMessage], known: set[str]) -> list:
-    """`known`: search_index.known_words of the database `con` belongs to."""
+# Chain.state
+LOCKED = "locked"  # the next batch's transaction is begun, its conversations locked
+ABORTED = "aborted"  # a transaction whose locks failed is open: roll it back first
+
+
+class Chain:
+    """What the writer's connection holds between two of its batches: nothing
+    (state None), or a transaction begun for the next `size` queued sends."""
+
+    __slots__ = ("state", "size")
+
+    def __init__(self) -> None:
+        self.state: str | None = None
+        self.size = 0
+
+
+async def write(con, items: list[NewMessage], known: set[str], chain: Chain | None = None,
+                peek: Callable[[], list[NewMessage]] | None = None) -> list:
+    """`known`: search_index.known_words of the database `con` belongs to.
+    `chain` (with `peek`, the sends queued after these): begin the next batch
+    with this one's COMMIT; a LOCKED chain means `items` are the sends it was
+    begun for."""
     import asyncpg
 
+    state = None
+    if chain is not None:
+        state, chain.state = chain.state, None
     try:
-        await con.execute(begin_and_lock_pg(it.conversation_id for it in items))
+        if state is not LOCKED:
+            begin = begin_and_lock_pg(it.conversation_id for it in items)
+            await con.execute(f"ROLLBACK; {begin}" if state is ABORTED else begin)
         idx = list(range(len(items)))
         rows = await con.fetch(WRITER_FACTS_PG, idx, [it.conversation_id for it in items],
                                [it.sender_id for it in items],
@@ -88,9 +123,15 @@ async def write(con, items: list[NewMessage], known: set[str]) -> list:
             for r in await con.fetch(MEMBERS_PG, load):
                 loaded.setdefault(r["conversation_id"], []).append(str(r["user_id"]))
             loaded = {cid: tuple(loaded.get(cid, ())) for cid in load}
-        await con.execute("COMMIT")
+        upcoming = peek() if chain is not None and peek is not None else None
+        if upcoming:
+            await _commit_and_begin(con, upcoming, chain)
+        else:
+            await con.execute("COMMIT")
         remember_words(known, set(words))
     except BaseException as exc:
+        if chain is not None:
+            chain.state = None  # whatever was begun is rolled back here
         if not con.is_closed():
             try:
                 await con.execute("ROLLBACK")
@@ -102,6 +143,24 @@ async def write(con, items: list[NewMessage], known: set[str]) -> list:
         raise
     return finish(plan.results, seqs, ids,
                   recipients_of(items, facts, seqs, versions, have, loaded))
+
+
+async def _commit_and_begin(con, upcoming: list[NewMessage], chain: Chain) -> None:
+    """COMMIT, and in the same round trip begin the transaction of the sends
+    queued now and lock their conversations, NOWAIT. Raises only when the
+    COMMIT failed."""
+    import asyncpg
+
+    script = "COMMIT; " + begin_and_lock_pg((it.conversation_id for it in upcoming),
+                                             nowait=True)
+    try:
+        await con.execute(script)
+    except asyncpg.PostgresError:
+        if not con.is_in_transaction():
+            raise  # the COMMIT itself failed: the script stopped there
+        chain.state = ABORTED  # committed; the next batch's locks were not free
+        return
+    chain.state, chain.size = LOCKED, len(upcoming)
 
 
 def _search_columns(items, order, seqs) -> tuple[list, list, list]:
