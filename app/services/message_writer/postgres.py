@@ -15,6 +15,7 @@ committed (the connection is left in the next, failed transaction), and the
 next batch starts with ROLLBACK and takes its locks the usual way. So no
 batch's answer waits for the next batch's locks.
 """
+
 from __future__ import annotations
 
 import json
