@@ -2,7 +2,9 @@
 the whole process's, the background workers' included (and on SQLite it counts
 on aiosqlite's thread, where no task is known), so a count taken around an
 await can include a worker's poll that happened meanwhile. This counts the
-statements the current task hands to the database client itself."""
+statements the current task hands to Tortoise's database client itself (ORM
+queries and raw SQL alike); what goes straight to an asyncpg connection, as
+the message writer's statements do, is not counted."""
 
 from __future__ import annotations
 
