@@ -4,6 +4,8 @@ member, only admins can send, transfer ownership, invite link and revoke)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from app.api import web as web_client
@@ -142,3 +144,28 @@ async def test_groups_mentions_and_admin_actions(browser, base_url, deps, app): 
     await assert_accessible(bob, "group info (Chinese)")
     await shot(bob, "08-chinese-group-info")
     assert_no_errors(alice)
+
+
+@pytest.mark.timeout(60)
+async def test_the_mention_picker_opens_when_the_members_arrive_after_the_at(browser, base_url, deps, app):  # noqa: F811
+    from app.services import groups
+
+    a, b, c = await people(deps, "Alice", "Bob", "Carol")
+    await groups.create_group(deps, a.user_id, groups.CreateIn(
+        name="Slow members", member_ids=[b.user_id, c.user_id]))
+    bob = await new_page(browser, base_url, person=b)
+    held: list = []
+    await bob.route("**/api/v1/groups/*", lambda route: held.append(route))
+
+    await open_chat(bob, "Slow members")
+    await bob.locator(".composer-input").type("Ready? @ca")
+    for _ in range(200):
+        if held:
+            break
+        await asyncio.sleep(0.05)
+    assert held, "the chat never asked for the group's members"
+    assert await bob.locator(".mention-picker").is_hidden()
+    for route in held:
+        await route.continue_()
+    await bob.locator(".mention-picker [role=option]", has_text="Carol").wait_for()
+    assert_no_errors(bob)

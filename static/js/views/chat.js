@@ -89,7 +89,13 @@ export function openChat(main, conv) {
   if (!matchMedia("(pointer: coarse)").matches) input.focus();
   if (!conv.loaded) store.loadOlder(conv, true);
   else store.markRead(conv);
-  if (conv.type === "group" && ctx.config.groups) store.group(conv.id).catch(() => {});
+  // The picker reads the members from this fetch; someone who types "@" before it
+  // answers gets the picker when it does, not only on the next key.
+  if (conv.type === "group" && ctx.config.groups) {
+    store.group(conv.id).then(() => {
+      if (view?.conv === conv && document.activeElement === view.input) updatePicker();
+    }).catch(() => {});
+  }
 }
 
 function autosize(ta) {
