@@ -198,6 +198,53 @@ async def test_postgres_a_batch_is_answered_without_waiting_for_the_next_ones_lo
     assert await Message.filter(conversation_id=held.id).count() == 1
 
 
+
+async def test_postgres_a_commit_that_fails_in_the_chained_script_answers_no_one_as_stored(
+        deps, monkeypatch):
+    """A COMMIT that fails inside the script that also begins the next batch
+    (a deferred constraint, checked at COMMIT) fails that batch's sends and
+    stores nothing of it; the next batch begins on its own and gets the seq."""
+    import asyncpg
+
+    from app.services import message_writer
+    from app.services.message_writer import postgres
+
+    client = _postgres_writer_or_skip()
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    chained = []
+    real = postgres._commit_and_begin
+
+    async def counted(con, upcoming, chain):
+        chained.append([it.client_msg_id for it in upcoming])
+        return await real(con, upcoming, chain)
+
+    monkeypatch.setattr(postgres, "_commit_and_begin", counted)
+    monkeypatch.setattr(message_writer, "MAX_BATCH", 1)
+    await client.execute_script(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.text = 'poison' THEN RAISE EXCEPTION 'poison at commit'; END IF;"
+        " RETURN NULL; END $$;"
+        " CREATE CONSTRAINT TRIGGER refuse_poison AFTER INSERT ON messages"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_poison();")
+    writer = MessageWriter()
+    try:
+        first, second = await asyncio.gather(
+            writer.write(new(conv.id, a.user_id, "p1", text="poison")),
+            writer.write(new(conv.id, a.user_id, "ok1", text="fine")),
+            return_exceptions=True)
+    finally:
+        await writer.close()
+        await client.execute_script("DROP TRIGGER refuse_poison ON messages;"
+                                    " DROP FUNCTION refuse_poison();")
+    assert chained == [["ok1"]]  # the poisoned COMMIT was the chained one
+    assert isinstance(first, asyncpg.RaiseError) and "poison at commit" in str(first)
+    assert second.new and second.seq == 1
+    stored = await Message.filter(conversation_id=conv.id).values_list("client_msg_id", "seq")
+    assert stored == [("ok1", 1)]
+    assert (await Conversation.get(id=conv.id)).last_seq == 1
+
+
 # --- supervision, bounded queue, shutdown ---------------------------------------------
 
 
