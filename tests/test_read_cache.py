@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.db import statements_sent
 from app.errors import Unauthorized
 from app.fanout import RecordingFanout
 from app.services import accounts, contacts, erasure, presence, read_cache
 from tests.factories import make_user
+from tests.statements import statements_of_this_task
 
 
 async def auth_of(deps, person) -> accounts.Auth:
@@ -20,9 +20,9 @@ async def auth_of(deps, person) -> accounts.Auth:
 
 
 async def statements_for(coro) -> tuple[int, object]:
-    before = statements_sent()
-    result = await coro
-    return statements_sent() - before, result
+    with statements_of_this_task() as tally:
+        result = await coro
+    return tally.sent, result
 
 
 async def test_a_known_session_is_checked_without_the_database(deps):
