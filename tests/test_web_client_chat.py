@@ -23,6 +23,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     send_text,
     shot,
     sqlite_only,
+    wait_for_js,
 )
 
 
@@ -99,7 +100,9 @@ async def test_chat_text_read_marks_reply_recall_delete(browser, base_url, deps)
     assert await bob.locator(".bubble img").count() == 0
 
     # Render only what changed: one incoming message replaces one chat row and
-    # appends one bubble; every other node stays the same object.
+    # appends one bubble; every other node stays the same object. Alice's own
+    # sends are confirmed first (a confirmed send replaces its local row).
+    await wait_for_js(alice, "!document.querySelector('.msg.local')")
     await alice.evaluate("""() => {
         const list = document.querySelector('.list'), msgs = document.querySelector('.msg-list');
         window.__rows = [...list.children];

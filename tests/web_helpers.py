@@ -103,8 +103,15 @@ async def shot(page, name):
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+SETTLED = """!document.querySelector('#toast.show') && document.getAnimations()
+    .every(a => a.effect?.getComputedTiming().iterations === Infinity)"""
+
+
 async def axe_violations(page) -> list:
-    """Serious and critical axe-core violations on the page as it is now."""
+    """Serious and critical axe-core violations on the page as it is now, once
+    no toast is showing and no transition is running: axe judges the frame it
+    happens to see, and a toast fading in or out has its text at part opacity."""
+    await wait_for_js(page, SETTLED)
     if not await page.evaluate("typeof window.axe === 'object'"):
         # Evaluated through the DevTools protocol, so the page's CSP does not apply.
         await page.evaluate(AXE.read_text() + "\n;0")
