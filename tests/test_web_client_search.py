@@ -4,6 +4,7 @@ with its filters. Real Chromium against a real server (see tests/web_helpers.py)
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     assert_no_errors,
     browser,
     new_page,
+    open_chat,
     shot,
     sqlite_only,
     wait_for_js,
@@ -98,4 +100,33 @@ async def test_search_box_jump_to_message_and_chat_search(browser, base_url, dep
     await panel.locator(".search-hit[data-seq='7']").click()
     found = page.locator(".messages .found[data-seq='7']")
     await found.wait_for()
+    assert_no_errors(page)
+
+
+@pytest.mark.timeout(60)
+async def test_the_member_filter_fills_when_the_members_arrive_after_the_panel(
+        browser, base_url, deps):  # noqa: F811
+    alice = await make_user(deps, "Alice", username="alice", email="alice@example.org")
+    zs = await make_user(deps, "张三", username="zhangsan", email="zs@example.org")
+    await make_contacts(deps, alice, zs)
+    await groups.create_group(deps, alice.user_id, groups.CreateIn(
+        name="Slow members", member_ids=[zs.user_id]))
+    page = await new_page(browser, base_url, person=alice)
+    held: list = []
+    await page.route("**/api/v1/groups/*", lambda route: held.append(route))
+
+    await open_chat(page, "Slow members")
+    await page.click("[data-action=search-history]")
+    member = page.locator(".chat-search [data-role=member]")
+    await member.wait_for()
+    for _ in range(200):
+        if held:
+            break
+        await asyncio.sleep(0.05)
+    assert held, "the chat never asked for the group's members"
+    assert await member.locator(f"option[value='{zs.user_id}']").count() == 0
+    for route in held:
+        await route.continue_()
+    await member.locator(f"option[value='{zs.user_id}']").wait_for(state="attached")
+    assert "张三" in await member.locator(f"option[value='{zs.user_id}']").text_content()
     assert_no_errors(page)

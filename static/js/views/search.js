@@ -118,10 +118,15 @@ export function openChatSearch(convId, q = "") {
   const input = h("input", { type: "search", class: "search", placeholder: t("searchHistory"), "aria-label": t("searchHistory"), "data-role": "chat-search" });
   const members = new Map();
   const group = store.groups.get(convId);
-  for (const m of group?.members || []) members.set(m.user_id || m.user?.id, m.user?.display_name || store.nameOf(m.user_id) || "");
+  const addMembers = (g) => {
+    for (const m of g?.members || []) members.set(m.user_id || m.user?.id, m.user?.display_name || store.nameOf(m.user_id) || "");
+  };
+  addMembers(group);
   if (conv.peer) { members.set(conv.peer.id, convTitle(conv)); members.set(store.me.id, store.me.display_name); }
-  const sender = h("select", { "aria-label": t("member"), "data-role": "member" }, h("option", { value: "" }, t("anyMember")),
-    [...members].map(([id, name]) => h("option", { value: id }, name || id)));
+  const sender = h("select", { "aria-label": t("member"), "data-role": "member" });
+  const fillSender = () => clear(sender, h("option", { value: "" }, t("anyMember")),
+    [...members].map(([id, name]) => h("option", { value: id, selected: id === sender.value }, name || id)));
+  fillSender();
   const type = h("select", { "aria-label": t("mediaType"), "data-role": "type" }, h("option", { value: "" }, t("anyType")),
     ["text", "image", "video", "file"].map((k) => h("option", { value: k }, t(`type_${k}`))));
   const after = h("input", { type: "date", "aria-label": t("fromDate"), "data-role": "after" });
@@ -160,6 +165,12 @@ export function openChatSearch(convId, q = "") {
     h("div", { class: "row" }, input, h("button", { type: "button", class: "icon-btn", "aria-label": t("closeSearch"), onclick: closeChatSearch }, "×")),
     h("div", { class: "row filters" }, sender, type, after, before), results, more);
   ctx.el.main.append(panel);
+  if (!group && conv.type === "group") {
+    // The members come from the chat's own fetch; a panel opened before it
+    // answers gets them in its filter when it does.
+    const opened = panel;
+    store.group(convId).then((g) => { if (panel === opened) { addMembers(g); fillSender(); } }).catch(() => {});
+  }
   input.value = q;
   if (q) run();
   input.focus();
