@@ -4,8 +4,6 @@ member, only admins can send, transfer ownership, invite link and revoke)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from app.api import web as web_client
@@ -15,9 +13,11 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     browser,
     bubble,
     chat_item,
+    hold_requests,
     new_page,
     open_chat,
     people,
+    release,
     send_text,
     shot,
     sqlite_only,
@@ -154,18 +154,11 @@ async def test_the_mention_picker_opens_when_the_members_arrive_after_the_at(bro
     await groups.create_group(deps, a.user_id, groups.CreateIn(
         name="Slow members", member_ids=[b.user_id, c.user_id]))
     bob = await new_page(browser, base_url, person=b)
-    held: list = []
-    await bob.route("**/api/v1/groups/*", lambda route: held.append(route))
+    held = await hold_requests(bob, "**/api/v1/groups/*")
 
     await open_chat(bob, "Slow members")
     await bob.locator(".composer-input").type("Ready? @ca")
-    for _ in range(200):
-        if held:
-            break
-        await asyncio.sleep(0.05)
-    assert held, "the chat never asked for the group's members"
     assert await bob.locator(".mention-picker").is_hidden()
-    for route in held:
-        await route.continue_()
+    await release(held, "the group's members")
     await bob.locator(".mention-picker [role=option]", has_text="Carol").wait_for()
     assert_no_errors(bob)

@@ -4,7 +4,6 @@ with its filters. Real Chromium against a real server (see tests/web_helpers.py)
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -16,8 +15,10 @@ from tests.web_helpers import (  # noqa: F401 - fixtures
     assert_accessible,
     assert_no_errors,
     browser,
+    hold_requests,
     new_page,
     open_chat,
+    release,
     shot,
     sqlite_only,
     wait_for_js,
@@ -112,21 +113,14 @@ async def test_the_member_filter_fills_when_the_members_arrive_after_the_panel(
     await groups.create_group(deps, alice.user_id, groups.CreateIn(
         name="Slow members", member_ids=[zs.user_id]))
     page = await new_page(browser, base_url, person=alice)
-    held: list = []
-    await page.route("**/api/v1/groups/*", lambda route: held.append(route))
+    held = await hold_requests(page, "**/api/v1/groups/*")
 
     await open_chat(page, "Slow members")
     await page.click("[data-action=search-history]")
     member = page.locator(".chat-search [data-role=member]")
     await member.wait_for()
-    for _ in range(200):
-        if held:
-            break
-        await asyncio.sleep(0.05)
-    assert held, "the chat never asked for the group's members"
     assert await member.locator(f"option[value='{zs.user_id}']").count() == 0
-    for route in held:
-        await route.continue_()
+    await release(held, "the group's members")
     await member.locator(f"option[value='{zs.user_id}']").wait_for(state="attached")
     assert "张三" in await member.locator(f"option[value='{zs.user_id}']").text_content()
     assert_no_errors(page)

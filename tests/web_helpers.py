@@ -103,6 +103,24 @@ async def shot(page, name):
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+async def hold_requests(page, url_glob: str) -> list:
+    """Hold every request of `page` to `url_glob` until the test lets it go
+    (`release`): for what the client must do when an answer comes late."""
+    held: list = []
+    await page.route(url_glob, lambda route: held.append(route))
+    return held
+
+
+async def release(held: list, what: str) -> None:
+    """Wait until a request was held, then let every held one go."""
+    deadline = time.monotonic() + WAIT / 1000
+    while not held:
+        assert time.monotonic() < deadline, f"never asked for {what}"
+        await asyncio.sleep(0.05)
+    for route in held:
+        await route.continue_()
+
+
 SETTLED = """!document.querySelector('#toast.show') && document.getAnimations()
     .every(a => a.effect?.getComputedTiming().iterations === Infinity)"""
 
