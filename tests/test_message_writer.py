@@ -198,7 +198,6 @@ async def test_postgres_a_batch_is_answered_without_waiting_for_the_next_ones_lo
     assert await Message.filter(conversation_id=held.id).count() == 1
 
 
-
 async def test_postgres_a_commit_that_fails_in_the_chained_script_answers_no_one_as_stored(
         deps, monkeypatch):
     """A COMMIT that fails inside the script that also begins the next batch
