@@ -76,33 +76,63 @@ async def test_stored_rows_read_back_through_the_orm(deps):
     assert abs((msg.created_at - item.created_at).total_seconds()) < 1e-3
 
 
-async def test_postgres_plans_each_batch_for_the_tables_current_size(deps):
-    """A generic plan cached while `messages` was small would scan the whole table
-    for every dedupe lookup from then on (sql.begin_and_lock_pg)."""
+async def test_postgres_plans_the_writer_once_and_probes_the_dedupe_index(deps):
+    """The writer's statements are planned once per connection (a generic plan,
+    sql.begin_and_lock_pg), and that plan looks each send's earlier copy up in
+    the (sender_id, client_msg_id) index even when it was made while
+    `messages` was empty and the table has grown since."""
     from tortoise import Tortoise
 
     from app.services.message_writer import write_batch
-    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, is_postgres
+    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, begin_and_lock_pg, is_postgres
 
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
         pytest.skip("PostgreSQL's plan cache")
     a = await make_user(deps)
-    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    conv, other = [await Conversation.create(id=uuid.uuid4(), type="group") for _ in range(2)]
     async with client.acquire_connection() as con:
-        for i in range(8):  # PostgreSQL considers a generic plan from the 6th run on
-            [w] = await write_batch([new(conv.id, a.user_id, f"p{i}")], con)
-            assert w.new and w.seq == i + 1
-        rows = await con.fetch("SELECT statement, generic_plans, custom_plans "
-                               "FROM pg_prepared_statements")
-    plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in rows}
-    assert plans[WRITER_FACTS_PG] == (0, 8)
-    assert plans[WRITE_BATCH_PG] == (0, 8)
+        await con.execute('ALTER TABLE "messages" SET (autovacuum_enabled = off)')
+        try:
+            # The plans are made while the statistics say `messages` is empty...
+            await con.execute('ANALYZE "messages"')
+            [w] = await write_batch([new(conv.id, a.user_id, "p0")], con)
+            assert w.new and w.seq == 1
+            # ...and stay in use when it no longer is.
+            await con.execute(
+                'INSERT INTO "messages" ("seq", "client_msg_id", "type", "text", '
+                '"created_at", "conversation_id", "sender_id") '
+                "SELECT g, 'old-' || g, 'text', 'hi', now(), $1, $2 "
+                "FROM generate_series(1, 3000) g", other.id, uuid.UUID(a.user_id))
+            for i in range(1, 8):
+                [w] = await write_batch([new(conv.id, a.user_id, f"p{i}")], con)
+                assert w.new and w.seq == i + 1
+            [again] = await write_batch([new(conv.id, a.user_id, "p3")], con)
+            assert not again.new and again.seq == 4
+            rows = await con.fetch("SELECT name, statement, generic_plans, custom_plans "
+                                   "FROM pg_prepared_statements")
+            named = {r["statement"]: r for r in rows}
+            assert (named[WRITER_FACTS_PG]["generic_plans"],
+                    named[WRITER_FACTS_PG]["custom_plans"]) == (9, 0)
+            assert (named[WRITE_BATCH_PG]["generic_plans"],
+                    named[WRITE_BATCH_PG]["custom_plans"]) == (8, 0)
+            await con.execute(begin_and_lock_pg([conv.id]))
+            try:
+                plan = "\n".join(r[0] for r in await con.fetch(
+                    f'EXPLAIN EXECUTE {named[WRITER_FACTS_PG]["name"]}'
+                    f"('{{0}}', '{{{conv.id}}}', '{{{a.user_id}}}', '{{p0}}')"))
+            finally:
+                await con.execute("ROLLBACK")
+        finally:
+            await con.execute('ALTER TABLE "messages" RESET (autovacuum_enabled)')
+    assert "Seq Scan on messages" not in plan, plan
+    assert "Index Cond: ((sender_id = q.uid)" in plan, plan
 
 
 async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(deps):
-    """The writer's statements are planned in the order they are written
-    (sql.begin_and_lock_pg); other statements on the connection are not."""
+    """The writer's statements are planned in the order they are written, once,
+    without sequential scans (sql.begin_and_lock_pg); other statements on the
+    connection are not."""
     from tortoise import Tortoise
 
     from app.services.sql import begin_and_lock_pg, is_postgres
@@ -116,10 +146,12 @@ async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(dep
         await con.execute(begin_and_lock_pg([conv.id]))
         try:
             assert await con.fetchval("SHOW join_collapse_limit") == "1"
-            assert await con.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+            assert await con.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            assert await con.fetchval("SHOW enable_seqscan") == "off"
         finally:
             await con.execute("ROLLBACK")
         assert await con.fetchval("SHOW join_collapse_limit") == default != "1"
+        assert await con.fetchval("SHOW enable_seqscan") == "on"
 
 
 def _postgres_writer_or_skip():

@@ -185,8 +185,7 @@ async def move_read_mark(conn: BaseDBAsyncClient, membership_id: int, seq: int) 
 # (all NULL when the sender is no active member). Every join is a LEFT JOIN on a
 # unique key, so each q yields exactly one row.
 
-_WRITER_FACTS_FROM = (
-    'LEFT JOIN "messages" d ON d."sender_id" = q.uid AND d."client_msg_id" = q.cmid '
+_WRITER_MEMBER_JOINS = (
     'LEFT JOIN "memberships" m ON m."conversation_id" = q.cid AND m."user_id" = q.uid '
     'AND m."left_at" IS NULL '
     'LEFT JOIN "conversations" c ON c."id" = m."conversation_id" '
@@ -194,17 +193,25 @@ _WRITER_FACTS_FROM = (
 )
 # PostgreSQL also reads each conversation's last_seq (cl): the rows are locked
 # by begin_and_lock_pg's statement before this one, so it is final until COMMIT.
+# Its dedupe lookup is a LATERAL subquery with LIMIT, which the planner cannot
+# flatten into a join: every plan, generic ones included (begin_and_lock_pg),
+# probes the (sender_id, client_msg_id) index once per send. As a join it was
+# planned as a hash join over all of `messages` whenever the statistics said the
+# table was small, and `messages` outgrows its statistics between two ANALYZEs.
 WRITER_FACTS_PG = (
     f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, cl."last_seq" AS conv_last_seq, '
     f'{_FACTS_COLUMNS} '
     'FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[]) AS q(i, cid, uid, cmid) '
     'LEFT JOIN "conversations" cl ON cl."id" = q.cid '
-    f'{_WRITER_FACTS_FROM}'
+    'LEFT JOIN LATERAL (SELECT "id", "seq" FROM "messages" '
+    'WHERE "sender_id" = q.uid AND "client_msg_id" = q.cmid LIMIT 1) d ON TRUE '
+    f'{_WRITER_MEMBER_JOINS}'
 )
 WRITER_FACTS_SQLITE = (
     f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, {_FACTS_COLUMNS} '
     'FROM (SELECT ? AS i, ? AS cid, ? AS uid, ? AS cmid) AS q '
-    f'{_WRITER_FACTS_FROM}'
+    'LEFT JOIN "messages" d ON d."sender_id" = q.uid AND d."client_msg_id" = q.cmid '
+    f'{_WRITER_MEMBER_JOINS}'
 )
 
 
@@ -229,19 +236,22 @@ def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
     ids = sorted({str(c if type(c) in _PRINTS_HEX else uuid.UUID(str(c)))
                   for c in set(conversation_ids)})
     listed = ", ".join(f"'{c}'" for c in ids)
-    # force_custom_plan: the batch statements are prepared once per connection,
-    # and PostgreSQL may switch a prepared statement to a cached generic plan
-    # after five runs. A generic plan made while `messages` is small scans the
-    # whole table for every dedupe lookup and keeps doing so as the table grows
-    # (until an ANALYZE happens to invalidate it). A custom plan per batch costs
-    # a little of the database's CPU and always sees the tables' current size
-    # (docs/benchmarks.md has the figures).
+    # force_generic_plan: the batch statements are prepared once per connection
+    # and planned once, not per batch. Planning a batch cost the database more
+    # than running it when batches are small. A plan that does not see the
+    # batch's values is safe because every table is reached by a key.
+    # enable_seqscan = off: a plan is kept until an ANALYZE of a table it reads,
+    # and one made while `messages` looked empty (a new database, the first
+    # batch after a restore) would scan the table once per send for as long.
+    # Without sequential scans, the dedupe lookup (WRITER_FACTS_PG) probes the
+    # (sender_id, client_msg_id) index whatever the statistics say, and the
+    # small tables are read through their keys too.
     # join_collapse_limit = 1: the writer's statements are written in the order
     # they run best at any size (the batch's rows first, then each table joined
     # by its key), so the planner keeps that order instead of searching every
-    # other one for each batch; it still picks each join's method.
-    return ('BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; '
-            'SET LOCAL join_collapse_limit = 1; '
+    # other one; it still picks each join's method.
+    return ('BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; '
+            'SET LOCAL enable_seqscan = off; SET LOCAL join_collapse_limit = 1; '
             'SELECT 1 FROM "conversations" '
             f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE{" NOWAIT" if nowait else ""}')
 
