@@ -238,14 +238,13 @@ def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_generic_plan: the batch statements are prepared once per connection
     # and planned once, not per batch. Planning a batch cost the database more
-    # than running it when batches are small. A plan that does not see the
-    # batch's values is safe because every table is reached by a key.
-    # enable_seqscan = off: a plan is kept until an ANALYZE of a table it reads,
-    # and one made while `messages` looked empty (a new database, the first
-    # batch after a restore) would scan the table once per send for as long.
-    # Without sequential scans, the dedupe lookup (WRITER_FACTS_PG) probes the
-    # (sender_id, client_msg_id) index whatever the statistics say, and the
-    # small tables are read through their keys too.
+    # than running it when batches are small. A plan is kept until an ANALYZE
+    # of a table it reads; autovacuum runs one whenever a table has grown by a
+    # tenth, so each join method still follows its table's size, except for
+    # `messages`, which can grow tenfold between two runs of autovacuum.
+    # enable_seqscan = off, and the dedupe lookup written as a LATERAL
+    # subquery (WRITER_FACTS_PG): however small `messages` looked when the plan
+    # was made, every send probes the (sender_id, client_msg_id) index.
     # join_collapse_limit = 1: the writer's statements are written in the order
     # they run best at any size (the batch's rows first, then each table joined
     # by its key), so the planner keeps that order instead of searching every
