@@ -84,7 +84,7 @@ async def test_postgres_plans_the_writer_once_and_probes_the_dedupe_index(deps):
     from tortoise import Tortoise
 
     from app.services.message_writer import write_batch
-    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, begin_and_lock_pg, is_postgres
+    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, is_postgres
 
     client = Tortoise.get_connection("default")
     if not is_postgres(client):
@@ -116,17 +116,60 @@ async def test_postgres_plans_the_writer_once_and_probes_the_dedupe_index(deps):
                     named[WRITER_FACTS_PG]["custom_plans"]) == (9, 0)
             assert (named[WRITE_BATCH_PG]["generic_plans"],
                     named[WRITE_BATCH_PG]["custom_plans"]) == (8, 0)
-            await con.execute(begin_and_lock_pg([conv.id]))
-            try:
-                plan = "\n".join(r[0] for r in await con.fetch(
-                    f'EXPLAIN EXECUTE {named[WRITER_FACTS_PG]["name"]}'
-                    f"('{{0}}', '{{{conv.id}}}', '{{{a.user_id}}}', '{{p0}}')"))
-            finally:
-                await con.execute("ROLLBACK")
+            plan = await _facts_plan(con, conv.id, a.user_id)
         finally:
             await con.execute('ALTER TABLE "messages" RESET (autovacuum_enabled)')
     assert "Seq Scan on messages" not in plan, plan
     assert "Index Cond: ((sender_id = q.uid)" in plan, plan
+
+
+async def test_postgres_plans_the_writer_again_after_an_analyze(deps):
+    """The writer's plans follow the other tables' sizes through ANALYZE,
+    which autovacuum runs as a table grows (sql.begin_and_lock_pg): made
+    while `memberships` was small, the plan reads the table whole; after it
+    has grown and been analyzed, each sender is looked up by key."""
+    from tortoise import Tortoise
+
+    from app.models.messaging import Membership
+    from app.services.message_writer import write_batch
+    from app.services.sql import is_postgres
+
+    client = Tortoise.get_connection("default")
+    if not is_postgres(client):
+        pytest.skip("PostgreSQL's plan cache")
+    a = await make_user(deps)
+    conv = await Conversation.create(id=uuid.uuid4(), type="group")
+    async with client.acquire_connection() as con:
+        await con.execute('ANALYZE "memberships"')
+        [w] = await write_batch([new(conv.id, a.user_id, "a0")], con)
+        assert w.new
+        small = await _facts_plan(con, conv.id, a.user_id)
+        others = [Conversation(id=uuid.uuid4(), type="group") for _ in range(5000)]
+        await Conversation.bulk_create(others, batch_size=1000)
+        await Membership.bulk_create([Membership(conversation_id=c.id, user_id=a.user_id)
+                                      for c in others], batch_size=1000)
+        await con.execute('ANALYZE "memberships"')
+        [w] = await write_batch([new(conv.id, a.user_id, "a1")], con)
+        assert w.new
+        grown = await _facts_plan(con, conv.id, a.user_id)
+    by_key = "Index Cond: ((conversation_id = q.cid) AND (user_id = q.uid))"
+    assert by_key not in small, small
+    assert by_key in grown, grown
+
+
+async def _facts_plan(con, conversation_id, user_id) -> str:
+    """The plan the writer's connection `con` has cached for its facts
+    statement, as EXPLAIN prints it inside the writer's transaction."""
+    from app.services.sql import WRITER_FACTS_PG, begin_and_lock_pg
+
+    name = await con.fetchval("SELECT name FROM pg_prepared_statements WHERE statement = $1",
+                              WRITER_FACTS_PG)
+    await con.execute(begin_and_lock_pg([conversation_id]))
+    try:
+        return "\n".join(r[0] for r in await con.fetch(
+            f"EXPLAIN EXECUTE {name}('{{0}}', '{{{conversation_id}}}', '{{{user_id}}}', '{{x}}')"))
+    finally:
+        await con.execute("ROLLBACK")
 
 
 async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(deps):
