@@ -22,12 +22,8 @@ PG_POOL_SIZE = 20
 # Given to every PostgreSQL connection at start-up (so no SET, no reset). No
 # parallel workers: Parley's statements are short and many run at once; a
 # parallel plan spends a worker's start-up, longer than such a statement, on
-# one of them and takes a core from the other clients' statements. No JIT:
-# PostgreSQL compiles a plan whose estimated cost passes jit_above_cost at
-# every execution (the compiled code is not kept with a prepared plan), which
-# takes tens of milliseconds, and a generic plan's estimate (the message
-# writer's) can pass it for a statement that runs in well under one.
-PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+# one of them and takes a core from the other clients' statements.
+PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0"}
 
 
 def pg_credentials(credentials: dict) -> dict:

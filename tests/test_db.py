@@ -17,14 +17,13 @@ def test_settings_given_with_the_credentials_win():
     creds = pg_credentials({"server_settings": {"max_parallel_workers_per_gather": "2",
                                                 "application_name": "parley-a"}})
     assert creds["server_settings"] == {"max_parallel_workers_per_gather": "2",
-                                        "application_name": "parley-a", "jit": "off"}
-    assert pg_credentials({})["server_settings"] == {"max_parallel_workers_per_gather": "0",
-                                                     "jit": "off"}
+                                        "application_name": "parley-a"}
+    assert pg_credentials({})["server_settings"] == {"max_parallel_workers_per_gather": "0"}
 
 
 @pytest.mark.skipif(not TEST_DATABASE_URL.startswith("postgres"),
                     reason="needs TEST_DATABASE_URL (PostgreSQL)")
-async def test_postgres_connections_plan_without_parallel_workers_or_jit():
+async def test_postgres_connections_plan_without_parallel_workers():
     url = await create_database(TEST_DATABASE_URL)
     ctx = await init_db(url)
     try:
@@ -32,8 +31,6 @@ async def test_postgres_connections_plan_without_parallel_workers_or_jit():
         for _ in range(3):
             _n, rows = await conn.execute_query("SHOW max_parallel_workers_per_gather")
             assert rows[0][0] == "0"
-            _n, rows = await conn.execute_query("SHOW jit")
-            assert rows[0][0] == "off"
     finally:
         await ctx.close_connections()
         await drop_database(TEST_DATABASE_URL, url)

@@ -174,8 +174,8 @@ async def _facts_plan(con, conversation_id, user_id) -> str:
 
 async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(deps):
     """The writer's statements are planned in the order they are written, once,
-    without sequential scans (sql.begin_and_lock_pg); other statements on the
-    connection are not."""
+    without sequential scans or JIT (sql.begin_and_lock_pg); other statements
+    on the connection are not."""
     from tortoise import Tortoise
 
     from app.services.sql import begin_and_lock_pg, is_postgres
@@ -191,10 +191,12 @@ async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(dep
             assert await con.fetchval("SHOW join_collapse_limit") == "1"
             assert await con.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
             assert await con.fetchval("SHOW enable_seqscan") == "off"
+            assert await con.fetchval("SHOW jit") == "off"
         finally:
             await con.execute("ROLLBACK")
         assert await con.fetchval("SHOW join_collapse_limit") == default != "1"
         assert await con.fetchval("SHOW enable_seqscan") == "on"
+        assert await con.fetchval("SHOW jit") == "on"
 
 
 def _postgres_writer_or_skip():

@@ -245,12 +245,18 @@ def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
     # enable_seqscan = off, and the dedupe lookup written as a LATERAL
     # subquery (WRITER_FACTS_PG): however small `messages` looked when the plan
     # was made, every send probes the (sender_id, client_msg_id) index.
+    # jit = off: PostgreSQL compiles a plan whose estimated cost passes
+    # jit_above_cost at every execution (compiled code is not kept with a
+    # prepared plan), and a generic plan's estimate for a large group's send
+    # passes it: tens of milliseconds of compiling for a statement that runs
+    # in well under one.
     # join_collapse_limit = 1: the writer's statements are written in the order
     # they run best at any size (the batch's rows first, then each table joined
     # by its key), so the planner keeps that order instead of searching every
     # other one; it still picks each join's method.
     return ('BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; '
-            'SET LOCAL enable_seqscan = off; SET LOCAL join_collapse_limit = 1; '
+            'SET LOCAL enable_seqscan = off; SET LOCAL jit = off; '
+            'SET LOCAL join_collapse_limit = 1; '
             'SELECT 1 FROM "conversations" '
             f'WHERE "id" IN ({listed}) ORDER BY "id" FOR UPDATE{" NOWAIT" if nowait else ""}')
 
