@@ -195,9 +195,9 @@ _WRITER_MEMBER_JOINS = (
 # by begin_and_lock_pg's statement before this one, so it is final until COMMIT.
 # Its dedupe lookup is a LATERAL subquery with LIMIT, which the planner cannot
 # flatten into a join: every plan, generic ones included (begin_and_lock_pg),
-# probes the (sender_id, client_msg_id) index once per send. As a join it was
-# planned as a hash join over all of `messages` whenever the statistics said the
-# table was small, and `messages` outgrows its statistics between two ANALYZEs.
+# probes the (sender_id, client_msg_id) index once per send. A plain join is
+# planned as a hash join over all of `messages` when the statistics say the
+# table is small, and `messages` outgrows its statistics between two ANALYZEs.
 WRITER_FACTS_PG = (
     f'SELECT q.i, d."id" AS dup_id, d."seq" AS dup_seq, cl."last_seq" AS conv_last_seq, '
     f'{_FACTS_COLUMNS} '
@@ -237,8 +237,8 @@ def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
                   for c in set(conversation_ids)})
     listed = ", ".join(f"'{c}'" for c in ids)
     # force_generic_plan: the batch statements are prepared once per connection
-    # and planned once, not per batch. Planning a batch cost the database more
-    # than running it when batches are small. A plan is kept until an ANALYZE
+    # and planned once, not per batch: when batches are small, planning them
+    # costs the database more than running them. A plan is kept until an ANALYZE
     # of a table it reads; autovacuum runs one whenever a table has grown by a
     # tenth, so each join method still follows its table's size, except for
     # `messages`, which can grow tenfold between two runs of autovacuum.
@@ -248,8 +248,7 @@ def begin_and_lock_pg(conversation_ids, *, nowait: bool = False) -> str:
     # jit = off: PostgreSQL compiles a plan whose estimated cost passes
     # jit_above_cost at every execution (compiled code is not kept with a
     # prepared plan), and a generic plan's estimate for a large group's send
-    # passes it: tens of milliseconds of compiling for a statement that runs
-    # in well under one.
+    # passes it: compiling takes far longer than the statement runs.
     # join_collapse_limit = 1: the writer's statements are written in the order
     # they run best at any size (the batch's rows first, then each table joined
     # by its key), so the planner keeps that order instead of searching every
