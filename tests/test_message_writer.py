@@ -81,14 +81,10 @@ async def test_postgres_plans_the_writer_once_and_probes_the_dedupe_index(deps):
     sql.begin_and_lock_pg), and that plan looks each send's earlier copy up in
     the (sender_id, client_msg_id) index even when it was made while
     `messages` was empty and the table has grown since."""
-    from tortoise import Tortoise
-
     from app.services.message_writer import write_batch
-    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG, is_postgres
+    from app.services.sql import WRITE_BATCH_PG, WRITER_FACTS_PG
 
-    client = Tortoise.get_connection("default")
-    if not is_postgres(client):
-        pytest.skip("PostgreSQL's plan cache")
+    client = _postgres_writer_or_skip()
     a = await make_user(deps)
     conv, other = [await Conversation.create(id=uuid.uuid4(), type="group") for _ in range(2)]
     async with client.acquire_connection() as con:
@@ -128,15 +124,10 @@ async def test_postgres_plans_the_writer_again_after_an_analyze(deps):
     which autovacuum runs as a table grows (sql.begin_and_lock_pg): made
     while `memberships` was small, the plan reads the table whole; after it
     has grown and been analyzed, each sender is looked up by key."""
-    from tortoise import Tortoise
-
     from app.models.messaging import Membership
     from app.services.message_writer import write_batch
-    from app.services.sql import is_postgres
 
-    client = Tortoise.get_connection("default")
-    if not is_postgres(client):
-        pytest.skip("PostgreSQL's plan cache")
+    client = _postgres_writer_or_skip()
     a = await make_user(deps)
     conv = await Conversation.create(id=uuid.uuid4(), type="group")
     async with client.acquire_connection() as con:
@@ -176,13 +167,9 @@ async def test_postgres_keeps_the_writers_join_order_in_its_transaction_only(dep
     """The writer's statements are planned in the order they are written, once,
     without sequential scans or JIT (sql.begin_and_lock_pg); other statements
     on the connection are not."""
-    from tortoise import Tortoise
+    from app.services.sql import begin_and_lock_pg
 
-    from app.services.sql import begin_and_lock_pg, is_postgres
-
-    client = Tortoise.get_connection("default")
-    if not is_postgres(client):
-        pytest.skip("PostgreSQL's planner settings")
+    client = _postgres_writer_or_skip()
     conv = await Conversation.create(id=uuid.uuid4(), type="group")
     async with client.acquire_connection() as con:
         default = await con.fetchval("SHOW join_collapse_limit")
