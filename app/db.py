@@ -91,9 +91,11 @@ def _connection_config(url: str):
 def tortoise_config(database_url: str) -> dict:
     url = normalise_db_url(database_url)
     if url.startswith("sqlite://") and "journal_mode" not in url:
-        # WAL lets readers run beside the single writer.
+        # WAL lets readers run beside the single writer. synchronous=FULL
+        # flushes the WAL at every commit, so an acknowledged message survives a
+        # crash of the machine, not only of the server process, as on PostgreSQL.
         sep = "&" if "?" in url else "?"
-        url = f"{url}{sep}journal_mode=WAL&synchronous=NORMAL"
+        url = f"{url}{sep}journal_mode=WAL&synchronous=FULL"
     return {
         "connections": {"default": _connection_config(url)},
         "apps": {

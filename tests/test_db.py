@@ -1,4 +1,4 @@
-"""app/db.py: what every PostgreSQL connection of Parley starts with."""
+"""app/db.py: what every database connection of Parley starts with."""
 
 from __future__ import annotations
 
@@ -34,3 +34,24 @@ async def test_postgres_connections_plan_without_parallel_workers():
     finally:
         await ctx.close_connections()
         await drop_database(TEST_DATABASE_URL, url)
+
+
+async def _sqlite_pragmas(url: str) -> tuple[int, str]:
+    ctx = await init_db(url)
+    try:
+        conn = Tortoise.get_connection("default")
+        _n, sync = await conn.execute_query("PRAGMA synchronous")
+        _n, journal = await conn.execute_query("PRAGMA journal_mode")
+        return sync[0][0], journal[0][0]
+    finally:
+        await ctx.close_connections()
+
+
+async def test_sqlite_flushes_its_log_at_every_commit(tmp_path):
+    # 2 is FULL: a commit, and so an ack, waits for the WAL to reach the disk.
+    assert await _sqlite_pragmas(f"sqlite://{tmp_path}/p.db") == (2, "wal")
+
+
+async def test_a_sqlite_url_that_names_its_journal_keeps_its_own_settings(tmp_path):
+    url = f"sqlite://{tmp_path}/p.db?journal_mode=WAL&synchronous=NORMAL"
+    assert await _sqlite_pragmas(url) == (1, "wal")
