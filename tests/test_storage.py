@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -354,6 +355,55 @@ async def test_local_path_and_atomic_file(tmp_path):
     assert p.read_bytes() == b"partial"
 
 
+@pytest.fixture
+def flushed(monkeypatch) -> list[str]:
+    """The paths os.fsync is called on from now (it still flushes them)."""
+    paths: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return paths
+
+
+@pytest.mark.parametrize("url", ["file://{root}", "{root}", ""])
+async def test_a_local_commit_flushes_the_file_and_each_directory_it_changed(
+        tmp_path, flushed, url):
+    """The media row is committed, and the upload acknowledged, right after the
+    object's commit returns: the file must outlive a power cut as the row does.
+    That takes a flush of the file, of the directory it was renamed into, and of
+    the directories that gained a new subdirectory for it."""
+    root = tmp_path / "media"
+    st = storage_from_url(url.format(root=root), default_root=root)
+    key = new_key(".txt")
+    async with st.open_writer(key) as w:
+        await w.write(b"durable")
+    top, sub, name = key.split("/")
+    base = str(st.root)
+    assert len(flushed) == 4, flushed
+    assert flushed[0].startswith(f"{base}/{top}/{sub}/.{name}.")  # the file, before its rename
+    assert flushed[1:] == [f"{base}/{top}/{sub}", f"{base}/{top}", base]
+    flushed.clear()
+    await st.put_file(f"{top}/{sub}/second", _source(tmp_path, b"again"))
+    assert len(flushed) == 2 and flushed[1:] == [f"{base}/{top}/{sub}"]  # no new directory
+
+
+async def test_a_local_store_opted_out_of_flushing_flushes_nothing(tmp_path, flushed):
+    st = storage_from_url(f"file://{tmp_path}/media?fsync=0")
+    async with st.open_writer(new_key()) as w:
+        await w.write(b"fast")
+    assert flushed == []
+
+
+def _source(tmp_path, data: bytes) -> Path:
+    p = tmp_path / f"src-{uuid.uuid4().hex}"
+    p.write_bytes(data)
+    return p
+
+
 async def test_local_symlink_escape_is_refused(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -396,6 +446,7 @@ async def test_s3_userinfo_credentials_and_prefix(moto_server, aws_env, monkeypa
 def test_storage_from_url_variants(tmp_path, monkeypatch):
     st = storage_from_url(f"file://{tmp_path}/a?fsync=1")
     assert isinstance(st, LocalStorage) and st.root == (tmp_path / "a").resolve() and st.fsync
+    assert not storage_from_url(f"file://{tmp_path}/a?fsync=0").fsync
     st = storage_from_url(str(tmp_path / "b"))
     assert isinstance(st, LocalStorage) and st.root == (tmp_path / "b").resolve()
     st = storage_from_url("", default_root=tmp_path / "c")

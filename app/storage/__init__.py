@@ -18,7 +18,7 @@ Public API::
         local_path(key) -> Path | None      # only LocalStorage (for sendfile)
         async aclose()
 
-    LocalStorage(root, *, fsync=False)
+    LocalStorage(root, *, fsync=True)
     S3Storage(bucket, endpoint_url=None, region=None, access_key=None, secret_key=None,
               *, key_prefix="", create_bucket=False, part_size=8 MiB, ...)
 

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from app.durable import fsync_dir
+
 from .base import (
     ObjectNotFound,
     ObjectWriter,
@@ -258,7 +260,7 @@ class _DecryptingRange(RangeStream):
 class EncryptedLocalStorage(LocalStorage):
     """LocalStorage whose files are encrypted with the data key ring (app/crypto.py)."""
 
-    def __init__(self, root, *, ring=None, fsync: bool = False, chunk: int = CHUNK, **kw):
+    def __init__(self, root, *, ring=None, fsync: bool = True, chunk: int = CHUNK, **kw):
         super().__init__(root, fsync=fsync, **kw)
         self._ring = ring
         self.chunk = chunk
@@ -381,6 +383,10 @@ class EncryptedLocalStorage(LocalStorage):
                     if self.fsync:
                         os.fsync(out.fileno())
                 os.replace(tmp, path)
+                if self.fsync:
+                    # The rename too: once rotation is done the old key may be
+                    # retired, and a file whose rename was lost would still need it.
+                    fsync_dir(path.parent)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

@@ -3,8 +3,11 @@
 Writes go to a hidden temp file in the target directory (``.<name>.<random>.part``,
 which is not a valid key and so can never be read back through the API) and are
 ``os.replace``-d into place on commit: readers see the old object or the new one, never
-a partial one. ``fsync=True`` also flushes the file and its directory before the rename
-returns (durable across power loss; slower).
+a partial one. With ``fsync`` (the default) a commit also flushes the file, then its
+directory and every directory the write created, before it returns: the caller records
+the object in the database and acknowledges it next, so the object must outlive a power
+cut or a kernel crash as the database row does. ``fsync=False`` leaves that to the
+kernel's write-back (the file can be missing or empty after such a crash).
 
 File I/O runs in worker threads (``asyncio.to_thread``) so the event loop never blocks.
 """
@@ -16,6 +19,8 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+
+from app.durable import fsync_dir, make_dirs
 
 from .base import (
     DEFAULT_CHUNK_SIZE,
@@ -37,10 +42,11 @@ class _LocalWriter(ObjectWriter):
         self._final = storage._path(key)
         self._tmp = self._final.with_name(f".{self._final.name}.{secrets.token_hex(8)}.part")
         self._f = None
+        self._new_entries: list[Path] = []
 
     async def _start(self) -> None:
         def _open():
-            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._new_entries = make_dirs(self._final.parent)
             self._storage._check_inside(self._final.parent)
             return open(self._tmp, "xb")
 
@@ -65,11 +71,9 @@ class _LocalWriter(ObjectWriter):
                 f.close()
             os.replace(self._tmp, self._final)
             if fsync:
-                dfd = os.open(self._final.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(self._final.parent)
+                for d in self._new_entries:
+                    fsync_dir(d)
 
         await asyncio.to_thread(_finish)
 
@@ -115,7 +119,7 @@ class _LocalRange(RangeStream):
 class LocalStorage(Storage):
     """Objects stored as files below ``root`` (created if missing)."""
 
-    def __init__(self, root: str | os.PathLike, *, fsync: bool = False,
+    def __init__(self, root: str | os.PathLike, *, fsync: bool = True,
                  chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)

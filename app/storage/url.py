@@ -4,7 +4,9 @@ Local filesystem
     ``file:///var/lib/parley/media``   absolute path
     ``/var/lib/parley/media``          plain path (relative paths are relative to the
                                        working directory)
-    Query options: ``fsync=1`` — fsync file and directory on every commit.
+    Query options: ``fsync=0`` — do not flush file and directories at every commit
+    (faster uploads; an upload acknowledged just before a power cut or kernel crash
+    can be missing or empty after it). The default flushes.
 
 S3-compatible object store
     ``s3://[ACCESS_KEY:SECRET_KEY@]BUCKET[/PREFIX][?OPTIONS]``
@@ -67,7 +69,7 @@ def storage_from_url(url: str, *, default_root: str | os.PathLike | None = None)
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise ValueError("file:// storage URLs need an absolute path")
-        return LocalStorage(Path(path), fsync=_flag(q, "fsync"))
+        return LocalStorage(Path(path), fsync=_flag(q, "fsync", default=True))
     if scheme == "s3":
         from .s3 import DEFAULT_PART_SIZE, S3Storage
 
@@ -100,5 +102,5 @@ def storage_from_url(url: str, *, default_root: str | os.PathLike | None = None)
             addressing_style=addressing,
         )
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
-        return LocalStorage(Path(url).expanduser(), fsync=False)
+        return LocalStorage(Path(url).expanduser())
     raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}")
