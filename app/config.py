@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from app.durable import fsync_dir, make_dirs
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 
@@ -25,23 +27,31 @@ def local_secret_file(path: Path, make) -> str:
     Several processes starting at once agree on one value and never read a
     half-written file: the new value is written to a private temporary file
     that is then hard-linked to `path`, which fails if another process got
-    there first (its value is then read and used)."""
+    there first (its value is then read and used). The file and the link are
+    flushed to the disk before the value is used: data encrypted or signed
+    with a key that a crash of the machine then took away could not be read."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    new_entries = make_dirs(path.parent)
     value = make()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
         with os.fdopen(fd, "w") as f:
             f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return path.read_text().strip()
+            value = path.read_text().strip()  # another process's, perhaps not flushed yet
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
     finally:
         os.unlink(tmp)
+    for d in (path.parent, *new_entries):
+        fsync_dir(d)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,27 @@ def test_a_generated_secret_is_kept_across_restarts(tmp_path):
     path = tmp_path / "secret"
     first = local_secret_file(path, lambda: "first")
     assert local_secret_file(path, lambda: "second") == first == "first"
+
+
+def test_a_generated_secret_is_on_the_disk_before_it_is_used(tmp_path, monkeypatch):
+    """The data keys encrypt emails and media as soon as they exist: a crash of
+    the machine must not take back the file (or the directories made for it)."""
+    flushed: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd):
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = tmp_path / "var" / "keys" / "data_keys"
+    assert local_secret_file(path, lambda: "k1") == "k1"
+    assert len(flushed) == 4, flushed
+    assert flushed[0].startswith(f"{path.parent}/.data_keys.")  # the value, before its link
+    assert flushed[1:] == [str(path.parent), str(tmp_path / "var"), str(tmp_path)]
+    flushed.clear()
+    assert local_secret_file(path, lambda: "k2") == "k1"
+    assert flushed == []  # read back: nothing to flush
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])
