@@ -62,6 +62,10 @@ def parse_args(argv):
                    help="S6 conversations the searching user is in (200; quick 20)")
     p.add_argument("--cpu-rate", type=float,
                    help="offered msg/s of the cpu scenarios (200)")
+    p.add_argument("--media-mb", type=int,
+                   help="media scenarios: MiB per uploaded object (32; quick 16)")
+    p.add_argument("--media-rounds", type=int,
+                   help="media scenarios: uploads and downloads measured (9; quick 5)")
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="py-spy the Parley server in S1 near its limit (default: on, quick off)")
     p.add_argument("--delivered", action="store_true",
@@ -98,7 +102,8 @@ def make_config(a) -> Config:
                       ("storm_during", a.storm_during),
                       ("search_messages", a.search_messages),
                       ("search_conversations", a.search_conversations),
-                      ("search_member_of", a.search_member_of), ("cpu_rate", a.cpu_rate)):
+                      ("search_member_of", a.search_member_of), ("cpu_rate", a.cpu_rate),
+                      ("media_mb", a.media_mb), ("media_rounds", a.media_rounds)):
         if val is not None:
             setattr(cfg, attr, val)
     cfg.p99_ms = a.p99_ms
@@ -284,6 +289,8 @@ AGAINST_REFERENCE = (
     ("sign-in CPU this tree / reference", "login", "cpu_ms_per_login"),
     ("CPU per message this tree / reference", "cpu", "value"),
     ("CPU per message, read as they arrive, this tree / reference", "cpu-read", "value"),
+    ("media upload MB/s this tree / reference", "media", "upload_MBps"),
+    ("media upload CPU per MB this tree / reference", "media", "upload_cpu_ms_per_MB"),
 )
 
 

@@ -769,7 +769,8 @@ class _Reference:
     measured in one invocation."""
 
     reference = REFERENCE
-    scenarios = ("s1", "s2", "s3", "s5", "cpu", "cpu-read", "login", "s1-noindex", "cpu-noindex", "s6")
+    scenarios = ("s1", "s2", "s3", "s5", "cpu", "cpu-read", "login", "s1-noindex", "cpu-noindex", "s6",
+                 "media")
 
     async def prepare(self, env) -> None:
         self._ref_dir = tempfile.TemporaryDirectory(prefix="parley-bench-ref-")
