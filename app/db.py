@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
 
 from app.models import MODEL_MODULES
+
+log = logging.getLogger("parley.db")
 
 
 def normalise_db_url(url: str) -> str:
@@ -31,7 +35,29 @@ def pg_credentials(credentials: dict) -> dict:
     credentials["connection_class"] = _LeanConnection
     credentials["server_settings"] = {**PG_SERVER_SETTINGS,
                                       **(credentials.get("server_settings") or {})}
+    credentials["init"] = commits_reach_the_disk
     return credentials
+
+
+_warned_fsync_off = False
+
+
+async def commits_reach_the_disk(con) -> None:
+    """Run on each new connection. Parley acks a message once its commit
+    returns, so a commit must wait for the WAL to reach the disk: a server or
+    database that says `synchronous_commit = off` (a common tuning tip) gets it
+    turned back on for Parley's sessions. Every other value waits for the local
+    flush already and is kept, with whatever it asks of synchronous standbys.
+    `fsync = off` cannot be undone per session: say so, once per process."""
+    global _warned_fsync_off
+    sync, fsync = await con.fetchrow(
+        "SELECT current_setting('synchronous_commit'), current_setting('fsync')")
+    if sync == "off":
+        await con.execute("SET synchronous_commit = on")
+    if fsync == "off" and not _warned_fsync_off:
+        _warned_fsync_off = True
+        log.warning("PostgreSQL runs with fsync = off: messages Parley has acknowledged "
+                    "can be lost, and the database corrupted, if its machine crashes")
 
 
 class StatementCounter:
@@ -50,9 +76,11 @@ def statements_sent() -> int:
 class _LeanConnection(asyncpg.connection.Connection):
     """asyncpg runs a reset statement (advisory unlock, CLOSE ALL, UNLISTEN, RESET
     ALL) each time a connection goes back to the pool: a round trip per query
-    through Tortoise. Parley never sets session state (no SET, LISTEN, advisory
-    locks or cursors outside a transaction), so there is nothing to reset; an
-    open transaction is still rolled back by asyncpg before that step."""
+    through Tortoise. Parley sets no session state while it uses a connection
+    (no SET, LISTEN, advisory locks or cursors outside a transaction), so there
+    is nothing to reset; the one SET it may make, when the connection is opened
+    (`commits_reach_the_disk`), is meant to last. An open transaction is still
+    rolled back by asyncpg before that step."""
 
     def get_reset_query(self):
         return ""

@@ -8,7 +8,7 @@ import pytest
 from tortoise import Tortoise
 
 from app.db import init_db, pg_credentials
-from tests.cluster_helpers import create_database, drop_database
+from tests.cluster_helpers import _dsn, create_database, drop_database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 
@@ -31,6 +31,34 @@ async def test_postgres_connections_plan_without_parallel_workers():
         for _ in range(3):
             _n, rows = await conn.execute_query("SHOW max_parallel_workers_per_gather")
             assert rows[0][0] == "0"
+    finally:
+        await ctx.close_connections()
+        await drop_database(TEST_DATABASE_URL, url)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL.startswith("postgres"),
+                    reason="needs TEST_DATABASE_URL (PostgreSQL)")
+@pytest.mark.parametrize("configured,used", [("off", "on"), ("local", "local"),
+                                             ("remote_apply", "remote_apply")])
+async def test_postgres_commits_wait_for_the_disk_whatever_the_database_says(configured, used):
+    """A database set to `synchronous_commit = off` would let the writer ack a
+    message whose commit is not on the disk yet: Parley's sessions turn it back
+    on, and keep every setting that waits for the local flush."""
+    import asyncpg
+
+    url = await create_database(TEST_DATABASE_URL)
+    name = url.rpartition("/")[2]
+    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = {configured}')
+    finally:
+        await admin.close()
+    ctx = await init_db(url)
+    try:
+        conn = Tortoise.get_connection("default")
+        for _ in range(3):
+            _n, rows = await conn.execute_query("SHOW synchronous_commit")
+            assert rows[0][0] == used
     finally:
         await ctx.close_connections()
         await drop_database(TEST_DATABASE_URL, url)
