@@ -108,6 +108,21 @@ def make_settings(database_url: str, tmp_path, **overrides):
 
 
 @pytest.fixture
+def flushed(monkeypatch) -> list[str]:
+    """The paths `os.fsync` is called on from now, in order (it still flushes
+    them): what a write promised to be on the disk before it returned."""
+    paths: list[str] = []
+    fsync = os.fsync
+
+    def spy(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return paths
+
+
+@pytest.fixture
 def settings_overrides():
     """Override in a test module (or with indirect parametrisation) to change settings."""
     return {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -42,17 +41,9 @@ def test_a_generated_secret_is_kept_across_restarts(tmp_path):
     assert local_secret_file(path, lambda: "second") == first == "first"
 
 
-def test_a_generated_secret_is_on_the_disk_before_it_is_used(tmp_path, monkeypatch):
+def test_a_generated_secret_is_on_the_disk_before_it_is_used(tmp_path, flushed):
     """The data keys encrypt emails and media as soon as they exist: a crash of
     the machine must not take back the file (or the directories made for it)."""
-    flushed: list[str] = []
-    fsync = os.fsync
-
-    def spy(fd):
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
     path = tmp_path / "var" / "keys" / "data_keys"
     assert local_secret_file(path, lambda: "k1") == "k1"
     assert len(flushed) == 4, flushed

@@ -171,7 +171,7 @@ async def test_rotation_encrypts_old_plaintext_and_rekeys_files(tmp_path):
     assert await only_b.read_bytes("aa/cc/legacy") == data
 
 
-async def test_encrypted_writes_and_their_rotation_are_flushed(tmp_path, settings, monkeypatch):
+async def test_encrypted_writes_and_their_rotation_are_flushed(tmp_path, settings, flushed):
     """What the app builds for local media flushes every commit (the upload's
     ack follows it), and rotation flushes its rename: once rotation is done the
     old key may be retired, and a file whose rename was lost would need it."""
@@ -181,14 +181,7 @@ async def test_encrypted_writes_and_their_rotation_are_flushed(tmp_path, setting
     assert st.fsync
     async with st.open_writer("aa/dd/file") as w:
         await w.write(b"sealed")
-    flushed: list[str] = []
-    fsync = os.fsync
-
-    def spy(fd):
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+    flushed.clear()
     rotated = EncryptedLocalStorage(st.root, ring=crypto.parse_keys(f"{KEY_B},{KEY_A}"))
     assert await rotated.rotate_all() == (1, 0)
     assert flushed[-1] == str(st.root / "aa" / "dd"), flushed

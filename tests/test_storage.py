@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import uuid
 from pathlib import Path
 
@@ -353,20 +352,6 @@ async def test_local_path_and_atomic_file(tmp_path):
         with pytest.raises(InvalidKey):
             validate_key(f"{key.rsplit('/', 1)[0]}/{temps[0].name}")
     assert p.read_bytes() == b"partial"
-
-
-@pytest.fixture
-def flushed(monkeypatch) -> list[str]:
-    """The paths os.fsync is called on from now (it still flushes them)."""
-    paths: list[str] = []
-    fsync = os.fsync
-
-    def spy(fd):
-        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
-    return paths
 
 
 @pytest.mark.parametrize("url", ["file://{root}", "{root}", ""])
