@@ -13,6 +13,23 @@ from app.models import MODEL_MODULES
 log = logging.getLogger("parley.db")
 
 
+def is_database_error(exc: BaseException) -> bool:
+    """The database (or the way to it) failed, as opposed to a bug or bad input."""
+    from tortoise import exceptions as orm
+
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if type(e) in (orm.OperationalError, orm.DBConnectionError,
+                       orm.TransactionManagementError):
+            return True
+        if isinstance(e, (ConnectionError, OSError, TimeoutError)):
+            return True
+        if type(e).__module__.split(".")[0] in ("asyncpg", "sqlite3", "aiosqlite"):
+            return True
+    return False
+
+
 def normalise_db_url(url: str) -> str:
     # Heroku-style URLs say postgresql://; Tortoise's asyncpg backend wants postgres://.
     if url.startswith("postgresql://"):

@@ -3,6 +3,7 @@ for bad input, never a traceback in a body."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -12,6 +13,8 @@ import uuid
 import jwt
 import pytest
 
+from tests.cluster_helpers import _dsn
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import make_user
 
 API = "/api/v1"
@@ -358,3 +361,32 @@ async def test_times_at_the_edge_of_the_calendar(client, deps, caplog):
         if "14:00" in when:  # not a date in UTC
             await assert_error(r, 400, "invalid")
     assert_no_traceback(caplog)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL not set")
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_database_outage_is_503_unavailable_and_passes(client, deps, database_url):
+    """The database going away is not a bug: the client is told to retry
+    (docs/api.md, 503 unavailable), and once it is back the same request works."""
+    import asyncpg
+
+    ann = await make_user(deps, "Ann")
+    name = database_url.rpartition("/")[2]
+    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1", name)
+        r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
+        err = await assert_error(r, 503, "unavailable")
+        assert err["message"] == "The database is unavailable; retry shortly."
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    for _ in range(50):  # the pool replaces the connections it lost, one per failure
+        r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
+        if r.status != 503:
+            break
+        await asyncio.sleep(0.05)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["user"]["display_name"] == "Ann B"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 import uuid
 from datetime import timedelta
@@ -733,3 +734,27 @@ async def test_links_stop_working_after_delete_for_me(deps, client):
     await messaging.delete_for_me(deps, bob.user_id, messaging.MessageRef(message_id=msg["id"]))
     assert (await client.get(bob_link)).status == 404
     assert (await client.get(msg["media"]["url"])).status == 200  # Alice's is hers
+
+
+async def test_a_media_storage_outage_is_503_unavailable(deps, client, tmp_path, settings):
+    """The media volume gone (here: a file where its directory was) is not a
+    bug: both paths of an upload, streamed into storage or spooled and
+    processed first, tell the client to retry (docs/api.md, 503 unavailable)."""
+    alice = await make_user(deps)
+    root = Path(settings.media_root)
+    _volume_gone(root)
+    document = samples.make_pdf(tmp_path / "doc.pdf").read_bytes()
+    for data, name in ((document, "doc.pdf"), (noise_png(), "photo.png")):
+        r = await upload(client, alice, data, name=name)
+        body = await r.json()
+        assert r.status == 503, body
+        assert body["error"] == {"code": "unavailable",
+                                 "message": "The media storage is unavailable; retry shortly."}
+    assert await Media.all().count() == 0
+    os.unlink(root)  # the volume is back
+    assert (await uploaded(client, alice, document, name="doc.pdf"))["kind"] == "file"
+
+
+def _volume_gone(root: Path) -> None:
+    shutil.rmtree(root)
+    root.write_bytes(b"")

@@ -15,10 +15,12 @@ import msgspec
 from aiohttp import http_exceptions, web
 
 from app import netaddr
+from app.db import is_database_error
 from app.deps import Deps
 from app.errors import DomainError, Invalid, NotFound, Stalled, TooLarge
 from app.logs import Timer, log_request
 from app.services import accounts
+from app.storage import StorageError
 from app.validation import HAS_NUL, convert_query, decode
 
 T = TypeVar("T")
@@ -147,6 +149,23 @@ def _internal(request_id: str) -> web.Response:
     return error_response(500, "internal", "Something went wrong on our side.")
 
 
+def _unavailable(request_id: str, exc: Exception) -> web.Response | None:
+    """The database or the media storage failed (down, unreachable, its disk
+    full): not a bug, and the client may retry. None for anything else."""
+    if isinstance(exc, StorageError):
+        if type(exc) is not StorageError:  # a subclass names a key or a range: no outage
+            return None
+        what = "media storage"
+    elif is_database_error(exc):
+        what = "database"
+    else:
+        return None
+    log.warning("request failed: the %s is unavailable (%s: %s)", what,
+                type(exc).__name__, str(exc)[:200],
+                extra={"fields": {"request_id": request_id}})
+    return error_response(503, "unavailable", f"The {what} is unavailable; retry shortly.")
+
+
 @web.middleware
 async def error_and_log_middleware(request: web.Request, handler):
     timer = Timer()
@@ -188,8 +207,8 @@ async def error_and_log_middleware(request: web.Request, handler):
         # multipart part (a NUL or a bare CR in a file name): the client's fault.
         reason = str(getattr(exc, "message", "") or "").splitlines()[0][:200]
         response = error_response(400, "invalid", f"Malformed request: {reason or 'bad syntax'}.")
-    except Exception:
-        response = _internal(request_id)
+    except Exception as exc:
+        response = _unavailable(request_id, exc) or _internal(request_id)
     response.headers["X-Request-Id"] = request_id
     log_request(
         request_id=request_id,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import socketio
 
 from app import netaddr
+from app.db import is_database_error
 from app.deps import Deps
 from app.errors import DomainError, Invalid, Unauthorized, Unavailable
 from app.fanout import NAMESPACE, session_room, user_room
@@ -59,23 +60,6 @@ def ok(**data) -> dict:
 
 def error_ack(exc: DomainError) -> dict:
     return {"ok": False, "error": exc.to_dict()}
-
-
-def is_database_error(exc: BaseException) -> bool:
-    """The database (or the way to it) failed, as opposed to a bug or bad input."""
-    from tortoise import exceptions as orm
-
-    for e in (exc, exc.__cause__, exc.__context__):
-        if e is None:
-            continue
-        if type(e) in (orm.OperationalError, orm.DBConnectionError,
-                       orm.TransactionManagementError):
-            return True
-        if isinstance(e, (ConnectionError, OSError, TimeoutError)):
-            return True
-        if type(e).__module__.split(".")[0] in ("asyncpg", "sqlite3", "aiosqlite"):
-            return True
-    return False
 
 
 class ChatNamespace(socketio.AsyncNamespace):

@@ -70,7 +70,14 @@ from app.models.media import Media, MediaAttachment
 from app.models.messaging import HiddenMessage, Membership, Message
 from app.ratelimit import Limit
 from app.services.workers import Periodic
-from app.storage import RangeStream, Storage, derive_key, new_key, storage_from_url
+from app.storage import (
+    RangeStream,
+    Storage,
+    StorageError,
+    derive_key,
+    new_key,
+    storage_from_url,
+)
 
 log = logging.getLogger("parley.media")
 
@@ -476,7 +483,7 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
     s = deps.settings
     spool_root = Path(s.media_root) / ".spool"
     work = spool_root / uuid.uuid4().hex
-    await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+    await _on_disk(lambda: work.mkdir(parents=True, exist_ok=True))
     try:
         src = work / "upload"
         await _spool(body, src)
@@ -508,18 +515,28 @@ async def _store_processed(deps: Deps, storage: Storage, user_id, body, declared
 
 
 async def _spool(body: AsyncIterator[bytes], path: Path) -> None:
-    f = await asyncio.to_thread(open, path, "wb")
+    f = await _on_disk(open, path, "wb")
     try:
         buf = bytearray()
         async for chunk in body:
             buf += chunk
             if len(buf) >= SPOOL_BUFFER:
                 data, buf = bytes(buf), bytearray()
-                await asyncio.to_thread(f.write, data)
+                await _on_disk(f.write, data)
         if buf:
-            await asyncio.to_thread(f.write, bytes(buf))
+            await _on_disk(f.write, bytes(buf))
     finally:
         await asyncio.to_thread(f.close)
+
+
+async def _on_disk(call, *args):
+    """A file operation on the spool; its disk failing (full, gone) is the
+    media storage's outage, not a bug (nor the client's connection, whose
+    errors come from `body`)."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except OSError as exc:
+        raise StorageError(f"cannot spool an upload: {exc}") from exc
 
 
 async def _stored_bytes(user_id) -> int:

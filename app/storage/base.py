@@ -187,6 +187,12 @@ class RangeStream(AsyncIterator[bytes]):
         await self.aclose()
 
 
+def store_failed(exc: BaseException) -> bool:
+    """An OSError of the store's own (its disk full, its volume gone), to be
+    raised as the StorageError it is: the caller can tell it from a bug."""
+    return isinstance(exc, OSError) and not isinstance(exc, StorageError)
+
+
 class ObjectWriter(abc.ABC):
     """Streamed write of one object; see the module docstring for the protocol."""
 
@@ -210,14 +216,22 @@ class ObjectWriter(abc.ABC):
         self.size += len(chunk)
         try:
             await self._write(chunk)
-        except BaseException:
+        except BaseException as exc:
             await self.abort()
+            if store_failed(exc):
+                raise StorageError(f"cannot write {self.key}: {exc}") from exc
             raise
 
     async def start(self) -> None:
         if not self._started:
             self._started = True
-            await self._start()
+            try:
+                await self._start()
+            except BaseException as exc:
+                await self.abort()
+                if store_failed(exc):
+                    raise StorageError(f"cannot write {self.key}: {exc}") from exc
+                raise
 
     async def commit(self) -> None:
         """Finish the object and make it visible under :attr:`key`."""
@@ -227,8 +241,10 @@ class ObjectWriter(abc.ABC):
             await self.start()
         try:
             await self._commit()
-        except BaseException:
+        except BaseException as exc:
             await self.abort()
+            if store_failed(exc):
+                raise StorageError(f"cannot write {self.key}: {exc}") from exc
             raise
         self._done = True
 

@@ -38,6 +38,7 @@ from .base import (
     RangeStream,
     StorageError,
     resolve_range,
+    store_failed,
 )
 from .local import LocalStorage, _LocalRange, _LocalWriter
 
@@ -300,8 +301,10 @@ class EncryptedLocalStorage(LocalStorage):
         try:
             writer.size = await asyncio.to_thread(_copy)
             await writer.commit()
-        except BaseException:
+        except BaseException as exc:
             await writer.abort()
+            if store_failed(exc):
+                raise StorageError(f"cannot write {key}: {exc}") from exc
             raise
         return writer.size
 

@@ -31,6 +31,7 @@ from .base import (
     Storage,
     StorageError,
     resolve_range,
+    store_failed,
     validate_key,
 )
 
@@ -82,7 +83,10 @@ class _LocalWriter(ObjectWriter):
             f, self._f = self._f, None
             if f is not None:
                 f.close()
-            self._tmp.unlink(missing_ok=True)
+            try:
+                self._tmp.unlink(missing_ok=True)
+            except NotADirectoryError:
+                pass  # its directory could not be made: nothing was written
 
         await asyncio.to_thread(_cleanup)
 
@@ -165,8 +169,10 @@ class LocalStorage(Storage):
         try:
             writer.size = await asyncio.to_thread(_copy)
             await writer.commit()
-        except BaseException:
+        except BaseException as exc:
             await writer.abort()
+            if store_failed(exc):
+                raise StorageError(f"cannot write {key}: {exc}") from exc
             raise
         return writer.size
 
