@@ -69,6 +69,22 @@ async def drop_database(admin_url: str, url: str) -> None:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def database_refusing(url: str):
+    """The database at `url` refuses new connections and has lost its open ones
+    (superusers included, unlike a CONNECTION LIMIT), until the block ends."""
+    name = url.rpartition("/")[2]
+    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1", name)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
 def via(url: str, port: int) -> str:
     """The same database URL, reached through 127.0.0.1:port."""
     scheme, rest = url.split("://", 1)

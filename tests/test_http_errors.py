@@ -13,7 +13,7 @@ import uuid
 import jwt
 import pytest
 
-from tests.cluster_helpers import _dsn
+from tests.cluster_helpers import database_refusing
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import make_user
 
@@ -368,21 +368,11 @@ async def test_times_at_the_edge_of_the_calendar(client, deps, caplog):
 async def test_a_database_outage_is_503_unavailable_and_passes(client, deps, database_url):
     """The database going away is not a bug: the client is told to retry
     (docs/api.md, 503 unavailable), and once it is back the same request works."""
-    import asyncpg
-
     ann = await make_user(deps, "Ann")
-    name = database_url.rpartition("/")[2]
-    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1", name)
+    async with database_refusing(database_url):
         r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
         err = await assert_error(r, 503, "unavailable")
         assert err["message"] == "The database is unavailable; retry shortly."
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
     for _ in range(50):  # the pool replaces the connections it lost, one per failure
         r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
         if r.status != 503:

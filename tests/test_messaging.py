@@ -355,6 +355,26 @@ async def test_connect_refused_without_valid_token(base_url, deps, client):
     assert await _refused_reason(base_url, p.access_token) == "unauthorized"
 
 
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="TEST_DATABASE_URL not set")
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_connect_while_the_database_is_down_is_refused_at_once(base_url, deps,
+                                                                     database_url):
+    """Not left waiting for its CONNECT's answer: refused with `unavailable`,
+    and admitted once the database is back."""
+    from tests.cluster_helpers import database_refusing
+
+    p = await make_user(deps)
+    async with database_refusing(database_url):
+        assert await _refused_reason(base_url, p.access_token) == "unavailable"
+    for _ in range(50):  # the pool replaces the connections it lost, one per failure
+        if await _refused_reason(base_url, p.access_token) is None:
+            break
+        await asyncio.sleep(0.05)
+    sio = await connect(base_url, p.access_token)
+    assert (await call(sio, "sync", {"cursors": {}}))["ok"] is True
+    await sio.disconnect()
+
+
 async def test_bad_input_and_non_members(deps, base_url):
     alice, bob, eve = await make_user(deps), await make_user(deps), await make_user(deps)
     cid = await chat_between(deps, alice, bob)

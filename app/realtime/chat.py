@@ -84,8 +84,29 @@ class ChatNamespace(socketio.AsyncNamespace):
         return await self.dispatch(sid, event_name, payload)
 
     async def handle_connect(self, sid, environ, auth=None):
+        """Any failure refuses the connection with a reason (`connect_error`):
+        python-socketio would otherwise leave the client waiting for an answer
+        to its CONNECT until its own timeout."""
         token = auth.get("token") if isinstance(auth, dict) else None
         timer = Timer()
+        try:
+            await self._connect(sid, environ, token, timer)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:
+            # Whatever was registered is undone (the disconnect hooks of what
+            # the connect hooks did); nothing if the session check failed.
+            await self.handle_disconnect(sid)
+            if is_database_error(exc):
+                reason = "unavailable"
+                log.warning("connect failed: database unavailable (%s)", type(exc).__name__)
+            else:
+                reason = "internal"
+                log.exception("connect failed", extra={"fields": {"sid": sid}})
+            log_event(event="connect", sid=sid, status=reason, duration_ms=timer.ms())
+            raise socketio.exceptions.ConnectionRefusedError(reason) from None
+
+    async def _connect(self, sid, environ, token, timer: Timer) -> None:
         try:
             session = await accounts.authenticate_session(
                 self.deps, token if isinstance(token, str) else None)
@@ -95,10 +116,10 @@ class ChatNamespace(socketio.AsyncNamespace):
         ip = netaddr.of_environ(environ, netaddr.parse_networks(self.deps.settings.trusted_proxies))
         conn = Conn(sid=sid, user_id=str(session.user_id), session_id=str(session.id), ip=ip)
         self.conns[sid] = conn
+        self.metrics.connected_sockets.inc()
         bind = getattr(self.server, "bind_user_budget", None)
         if bind is not None:  # from now on the socket spends its user's event budget
             bind(self.server.manager.eio_sid_from_sid(sid, NAMESPACE), conn.user_id)
-        self.metrics.connected_sockets.inc()
         await self.enter_room(sid, user_room(conn.user_id))
         await self.enter_room(sid, session_room(conn.session_id))
         for hook in ON_CONNECT:

@@ -308,6 +308,29 @@ test("a refused send fails with the server's error and is not retried on reconne
   assert.equal(socket.sentOf("message:send").length, 1);
 });
 
+test("a connection refused for now is tried again, each wait longer; one refused for good is not", async () => {
+  const store = new Store({ api: async () => { throw new Error("no REST here"); }, refusalRetryMs: 20 });
+  const socket = new FakeSocket({ sync: () => ({ ok: true, conversations: [] }) });
+  socket.active = false; // socket.io after the server's CONNECT_ERROR: it will not retry
+  const at = [];
+  const started = Date.now();
+  socket.connect = () => { at.push(Date.now() - started); socket.fire("connect_error", { message: "unavailable" }); };
+  store.connect(socket);
+  socket.fire("connect_error", { message: "unavailable" });
+  await sleep(120);
+  // Waits of 10-20, 20-40 then 40-80 ms: three tries within 120 ms, the gaps growing.
+  assert.ok(at.length >= 2 && at.length <= 4, JSON.stringify(at));
+  assert.ok(at[1] - at[0] >= 18, JSON.stringify(at));
+  socket.connect = () => { at.push("again"); socket.up(); };
+  await sleep(200);
+  assert.ok(socket.connected && store.connected && store.refusals === 0);
+  const tries = at.length;
+  socket.connected = false;
+  socket.fire("connect_error", { message: "unauthorized" }); // the token: reauth's business
+  await sleep(60);
+  assert.equal(at.length, tries);
+});
+
 test("'busy' and 'rate_limited' sends are retried after the wait, same client_msg_id", async () => {
   const answers = [
     { ok: false, error: { code: "busy", message: "busy", details: { retry_after: 0.01 } } },

@@ -33,6 +33,12 @@ const DELIVERED_BATCH_MS = 2000;
 // sync: one sent through another server process can arrive just after a later one.
 // Half a second, as Telegram's clients wait for a pts gap to fill.
 const GAP_GRACE_MS = 500;
+// Connection refusals that mean "not now" (docs/protocol.md, `connect_error`):
+// socket.io retries a dropped connection by itself, never a refused one, so
+// the store does, waiting twice as long each time, up to the cap.
+const REFUSED_FOR_NOW = new Set(["unavailable", "internal", "rate_limited"]);
+const REFUSAL_RETRY_MS = 1000;
+const REFUSAL_RETRY_MAX_MS = 30000;
 
 export class Store extends Emitter {
   /**
@@ -40,12 +46,15 @@ export class Store extends Emitter {
    * @param {(method: string, path: string, body?: any) => Promise<any>} deps.api REST client
    * @param {() => object} [deps.createSocket] returns a socket.io-like client
    * @param {number} [deps.gapGraceMs] how long a seq gap waits before a sync
+   * @param {number} [deps.refusalRetryMs] the first wait after a "not now" refusal
    */
-  constructor({ api, createSocket, gapGraceMs = GAP_GRACE_MS } = {}) {
+  constructor({ api, createSocket, gapGraceMs = GAP_GRACE_MS,
+    refusalRetryMs = REFUSAL_RETRY_MS } = {}) {
     super();
     this.api = api;
     this.createSocket = createSocket;
     this.gapGraceMs = gapGraceMs;
+    this.refusalRetryMs = refusalRetryMs;
     this.gapTimers = new Map();    // conv id → timer of a gap waiting to fill
     this.me = null;
     this.convs = new Map();        // id → conversation (summary + msgs + pending)
@@ -61,6 +70,8 @@ export class Store extends Emitter {
     this.socket = null;
     this.connected = false;
     this.everConnected = false;
+    this.refusals = 0;             // connection refusals in a row ("not now" ones)
+    this.refusalTimer = null;
     this.openId = null;            // the chat on screen (set by the views)
     this.visible = true;           // the page is visible (set by the views)
     this.syncing = null;
@@ -248,6 +259,17 @@ export class Store extends Emitter {
 
   // ------------------------------------------------------------ socket
 
+  /** Connect again after a refusal for a passing reason; `socket.active` is
+   * false once the server refused (true while socket.io retries by itself). */
+  retryRefused(socket, reason) {
+    if (socket.active || !REFUSED_FOR_NOW.has(reason) || this.refusalTimer) return;
+    const wait = Math.min(REFUSAL_RETRY_MAX_MS, this.refusalRetryMs * 2 ** this.refusals++);
+    this.refusalTimer = setTimeout(() => {
+      this.refusalTimer = null;
+      if (this.socket === socket && !socket.connected) socket.connect();
+    }, wait * (0.5 + Math.random() / 2));
+  }
+
   emitAck(event, data, timeout = 10000) {
     if (!this.socket?.connected) {
       return Promise.resolve({ ok: false, error: { code: "offline" } });
@@ -262,6 +284,7 @@ export class Store extends Emitter {
     socket.on("connect", () => {
       this.connected = true;
       this.everConnected = true;
+      this.refusals = 0;
       if (!this.visible) this.reportState(); // a new socket counts as foreground until told
       this.emit("connection");
       this.sync();
@@ -281,6 +304,7 @@ export class Store extends Emitter {
     socket.on("connect_error", (err) => {
       this.connected = false;
       this.emit("connection", err?.message);
+      this.retryRefused(socket, err?.message);
     });
     socket.on("message:new", (m) => this.onMessageNew(m));
     socket.on("message:recalled", (e) => this.onRecalled(e));
