@@ -73,6 +73,10 @@ class Metrics:
         self.database_errors = Counter(
             "parley_database_errors", "Events that failed because the database did.",
             registry=r)
+        self.http_unavailable = Counter(
+            "parley_http_unavailable",
+            "REST requests answered 503 unavailable because a dependency failed, by "
+            "dependency (database, media_storage).", ["dependency"], registry=r)
         self.fanout_errors = Counter(
             "parley_fanout_errors", "Emits after a commit that failed or timed out "
             "(the ack still goes out; clients catch up with sync).", registry=r)

@@ -373,6 +373,8 @@ async def test_a_database_outage_is_503_unavailable_and_passes(client, deps, dat
         r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
         err = await assert_error(r, 503, "unavailable")
         assert err["message"] == "The database is unavailable; retry shortly."
+    metrics = await (await client.get("/metrics")).text()
+    assert 'parley_http_unavailable_total{dependency="database"} 1.0' in metrics
     for _ in range(50):  # the pool replaces the connections it lost, one per failure
         r = await client.patch(f"{API}/me", json={"display_name": "Ann B"}, headers=ann.headers)
         if r.status != 503:

@@ -751,6 +751,8 @@ async def test_a_media_storage_outage_is_503_unavailable(deps, client, tmp_path,
         assert body["error"] == {"code": "unavailable",
                                  "message": "The media storage is unavailable; retry shortly."}
     assert await Media.all().count() == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'parley_http_unavailable_total{dependency="media_storage"} 2.0' in metrics
     os.unlink(root)  # the volume is back
     assert (await uploaded(client, alice, document, name="doc.pdf"))["kind"] == "file"
 

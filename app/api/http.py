@@ -19,6 +19,7 @@ from app.db import is_database_error
 from app.deps import Deps
 from app.errors import DomainError, Invalid, NotFound, Stalled, TooLarge
 from app.logs import Timer, log_request
+from app.metrics import METRICS_KEY
 from app.services import accounts
 from app.storage import StorageError
 from app.validation import HAS_NUL, convert_query, decode
@@ -149,7 +150,7 @@ def _internal(request_id: str) -> web.Response:
     return error_response(500, "internal", "Something went wrong on our side.")
 
 
-def _unavailable(request_id: str, exc: Exception) -> web.Response | None:
+def _unavailable(request: web.Request, request_id: str, exc: Exception) -> web.Response | None:
     """The database or the media storage failed (down, unreachable, its disk
     full): not a bug, and the client may retry. None for anything else."""
     if isinstance(exc, StorageError):
@@ -160,6 +161,9 @@ def _unavailable(request_id: str, exc: Exception) -> web.Response | None:
         what = "database"
     else:
         return None
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is not None:
+        metrics.http_unavailable.labels(what.replace(" ", "_")).inc()
     log.warning("request failed: the %s is unavailable (%s: %s)", what,
                 type(exc).__name__, str(exc)[:200],
                 extra={"fields": {"request_id": request_id}})
@@ -208,7 +212,7 @@ async def error_and_log_middleware(request: web.Request, handler):
         reason = str(getattr(exc, "message", "") or "").splitlines()[0][:200]
         response = error_response(400, "invalid", f"Malformed request: {reason or 'bad syntax'}.")
     except Exception as exc:
-        response = _unavailable(request_id, exc) or _internal(request_id)
+        response = _unavailable(request, request_id, exc) or _internal(request_id)
     response.headers["X-Request-Id"] = request_id
     log_request(
         request_id=request_id,
