@@ -77,6 +77,10 @@ class Settings:
     # for this many seconds is cut off (nginx's client_body_timeout/send_timeout).
     http_stall_timeout: float = 60.0
     database_url: str = f"sqlite://{VAR_DIR / 'parley.db'}"
+    # PostgreSQL: a statement of the server's that has no answer after this many
+    # seconds fails (the database, or the network to it, stopped answering
+    # without refusing); 0: wait as long as TCP does. Not for migrations or CLI.
+    database_command_timeout: float = 30.0
     # PostgreSQL streaming replicas serving history, sync and search reads (app/replicas.py)
     database_replica_urls: str = ""  # comma-separated postgres:// URLs
     replica_max_lag_seconds: float = 5.0  # a replica further behind is skipped
@@ -281,6 +285,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         raise ValueError("REPLICA_CHECK_INTERVAL must be above 0")
     if values.get("http_stall_timeout", 1.0) <= 0:
         raise ValueError("HTTP_STALL_TIMEOUT must be above 0")
+    if values.get("database_command_timeout", 0.0) < 0:
+        raise ValueError("DATABASE_COMMAND_TIMEOUT is seconds, 0 for none")
     if not 0 <= values.get("message_order_hold", 0.1) <= 5:
         raise ValueError("MESSAGE_ORDER_HOLD is seconds from 0 (off) to 5")
     if values.get("listen_backlog", 1) < 1:

@@ -47,8 +47,12 @@ PG_POOL_SIZE = 20
 PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0"}
 
 
-def pg_credentials(credentials: dict) -> dict:
-    """Tortoise asyncpg credentials with Parley's connection class and settings."""
+def pg_credentials(credentials: dict, command_timeout: float | None = None) -> dict:
+    """Tortoise asyncpg credentials with Parley's connection class and settings.
+    `command_timeout` (seconds): asyncpg's default for every statement, unless
+    the URL gives its own (`?command_timeout=`)."""
+    if command_timeout:
+        credentials.setdefault("command_timeout", command_timeout)
     credentials["connection_class"] = _LeanConnection
     credentials["server_settings"] = {**PG_SERVER_SETTINGS,
                                       **(credentials.get("server_settings") or {})}
@@ -118,7 +122,7 @@ class _LeanConnection(asyncpg.connection.Connection):
         return await super()._executemany(*args, **kwargs)
 
 
-def _connection_config(url: str):
+def _connection_config(url: str, command_timeout: float | None = None):
     from tortoise.backends.base.config_generator import expand_db_url
 
     if url.startswith("sqlite://"):
@@ -129,11 +133,11 @@ def _connection_config(url: str):
         return url
     config = expand_db_url(url)
     config["credentials"].setdefault("maxsize", PG_POOL_SIZE)
-    pg_credentials(config["credentials"])
+    pg_credentials(config["credentials"], command_timeout)
     return config
 
 
-def tortoise_config(database_url: str) -> dict:
+def tortoise_config(database_url: str, *, command_timeout: float | None = None) -> dict:
     url = normalise_db_url(database_url)
     if url.startswith("sqlite://") and "journal_mode" not in url:
         # WAL lets readers run beside the single writer. synchronous=FULL
@@ -142,7 +146,7 @@ def tortoise_config(database_url: str) -> dict:
         sep = "&" if "?" in url else "?"
         url = f"{url}{sep}journal_mode=WAL&synchronous=FULL"
     return {
-        "connections": {"default": _connection_config(url)},
+        "connections": {"default": _connection_config(url, command_timeout)},
         "apps": {
             "models": {
                 "models": MODEL_MODULES,
@@ -163,8 +167,11 @@ def _ensure_sqlite_dir(url: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-async def init_db(database_url: str, *, generate_schemas: bool = False) -> TortoiseContext:
+async def init_db(database_url: str, *, generate_schemas: bool = False,
+                  command_timeout: float | None = None) -> TortoiseContext:
     """Connect and return the context; close it with `ctx.close_connections()`.
+    `command_timeout`: PostgreSQL statements without an answer after that many
+    seconds fail (DATABASE_COMMAND_TIMEOUT, for the server; None: no limit).
 
     The global fallback makes the context visible to every task (aiohttp handlers,
     Socket.IO event tasks), not only the one that ran the start-up.
@@ -177,7 +184,8 @@ async def init_db(database_url: str, *, generate_schemas: bool = False) -> Torto
 
     executor.EXECUTOR_CACHE.clear()
     ctx = await Tortoise.init(
-        config=tortoise_config(database_url), _enable_global_fallback=True
+        config=tortoise_config(database_url, command_timeout=command_timeout),
+        _enable_global_fallback=True
     )
     if generate_schemas:
         await ctx.generate_schemas(safe=True)

@@ -136,6 +136,7 @@ class ReplicaSet:
     clients: list = field(default_factory=list)
     states: list[ReplicaState] = field(default_factory=list)
     metrics: object | None = None
+    command_timeout: float | None = None  # DATABASE_COMMAND_TIMEOUT, as for the primary
     _turn: int = 0
     _samples: deque = field(default_factory=deque)  # trimmed to the lag horizon
     _task: asyncio.Task | None = None
@@ -154,7 +155,8 @@ class ReplicaSet:
             creds.setdefault("minsize", 1)
             creds.setdefault("timeout", CONNECT_TIMEOUT)  # asyncpg's connect timeout
             name = f"replica{i}"
-            self.clients.append(AsyncpgDBClient(connection_name=name, **pg_credentials(creds)))
+            self.clients.append(AsyncpgDBClient(
+                connection_name=name, **pg_credentials(creds, self.command_timeout)))
             self.states.append(ReplicaState(name))
 
     # --- choosing -------------------------------------------------------------

@@ -77,7 +77,8 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
         aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
 
     async def database(app: web.Application):
-        ctx = await init_db(settings.database_url, generate_schemas=generate_schemas)
+        ctx = await init_db(settings.database_url, generate_schemas=generate_schemas,
+                            command_timeout=settings.database_command_timeout)
         try:
             await activate_data_keys(settings)
         except BaseException:
@@ -121,7 +122,8 @@ def create_app(settings: Settings, *, generate_schemas: bool = False) -> web.App
             yield
             return
         replicas = ReplicaSet(urls, settings.replica_max_lag_seconds,
-                              settings.replica_check_interval, metrics=metrics)
+                              settings.replica_check_interval, metrics=metrics,
+                              command_timeout=settings.database_command_timeout)
         # One round first (bounded by the connect timeout), so a healthy replica
         # serves from the first read; a missing one is left to the checker.
         await replicas.check()

@@ -198,7 +198,10 @@ def worker_env(database_url: str, redis_url: str, tmp: Path, **extra) -> dict:
 
 class TcpProxy:
     """127.0.0.1:port → target. `cut()` drops every connection and refuses new ones
-    (the database is "unreachable"); `restore()` listens again on the same port."""
+    (the database is "unreachable"); `restore()` listens again on the same port.
+    `freeze()` keeps every connection open and accepts new ones but passes no
+    byte either way (the database, or the network to it, stopped answering
+    without refusing); `thaw()` lets what was held through."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
@@ -206,6 +209,14 @@ class TcpProxy:
         self.server: asyncio.Server | None = None
         self.pipes: set[asyncio.Task] = set()
         self.writers: set[asyncio.StreamWriter] = set()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -221,6 +232,7 @@ class TcpProxy:
         async def pipe(src, dst):
             try:
                 while data := await src.read(65536):
+                    await self.flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):

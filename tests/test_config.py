@@ -54,6 +54,13 @@ def test_a_generated_secret_is_on_the_disk_before_it_is_used(tmp_path, flushed):
     assert flushed == []  # read back: nothing to flush
 
 
+def test_a_negative_database_command_timeout_is_refused():
+    with pytest.raises(ValueError, match="DATABASE_COMMAND_TIMEOUT"):
+        load_settings(environ={"DATABASE_COMMAND_TIMEOUT": "-1", "SECRET_KEY": "x" * 32})
+    assert load_settings(environ={"DATABASE_COMMAND_TIMEOUT": "0", "SECRET_KEY": "x" * 32}
+                         ).database_command_timeout == 0
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_a_listen_backlog_below_one_is_refused(value):
     with pytest.raises(ValueError, match="LISTEN_BACKLOG must be at least 1"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -61,6 +62,60 @@ async def test_postgres_commits_wait_for_the_disk_whatever_the_database_says(con
             assert rows[0][0] == used
     finally:
         await ctx.close_connections()
+        await drop_database(TEST_DATABASE_URL, url)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL.startswith("postgres"),
+                    reason="needs TEST_DATABASE_URL (PostgreSQL)")
+async def test_a_database_that_stops_answering_gets_unavailable_not_a_hang(tmp_path,
+                                                                         aiohttp_client):
+    """Packets to PostgreSQL go unanswered (nothing refuses, nothing resets):
+    after DATABASE_COMMAND_TIMEOUT a request is 503 and a send `unavailable`,
+    and once the database answers again the resent message is stored once."""
+    import time
+
+    from app.api.http import DEPS_KEY
+    from app.server import create_app
+    from app.services import conversations as convs
+    from tests.cluster_helpers import TcpProxy, via
+    from tests.conftest import make_settings
+    from tests.factories import call, connect, make_contacts, make_user
+
+    url = await create_database(TEST_DATABASE_URL)
+    proxy = TcpProxy(int(url.rpartition(":")[2].split("/")[0]))
+    await proxy.start()
+    try:
+        settings = make_settings(via(url, proxy.port), tmp_path, database_command_timeout=1.0)
+        client = await aiohttp_client(create_app(settings, generate_schemas=True))
+        deps = client.app[DEPS_KEY]
+        ann, bob = await make_user(deps, "Ann"), await make_user(deps, "Bob")
+        await make_contacts(deps, ann, bob)
+        cid = str((await convs.get_or_create_direct(deps, ann.user_id, bob.user_id))[0].id)
+        sio = await connect(str(client.make_url("")), ann.access_token)
+        send = {"conversation_id": cid, "client_msg_id": "m2", "text": "during"}
+        assert (await call(sio, "message:send", {**send, "client_msg_id": "m1"}))["ok"]
+
+        proxy.freeze()
+        started = time.monotonic()
+        r = await client.patch("/api/v1/me", json={"display_name": "Ann B"}, headers=ann.headers)
+        assert r.status == 503, await r.text()
+        assert (await call(sio, "message:send", send, timeout=20))["error"]["code"] \
+            == "unavailable"
+        waited = time.monotonic() - started  # both; each a statement's timeout or two
+        assert waited < 10, waited
+
+        proxy.thaw()
+        for _ in range(50):
+            ack = await call(sio, "message:send", send)
+            if ack["ok"]:
+                break
+            await asyncio.sleep(0.1)
+        assert ack["ok"] and ack["message"]["seq"] == 2, ack
+        assert (await call(sio, "message:send", send))["message"]["seq"] == 2  # not doubled
+        await sio.disconnect()
+    finally:
+        proxy.thaw()
+        await proxy.close()
         await drop_database(TEST_DATABASE_URL, url)
 
 
