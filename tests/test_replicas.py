@@ -31,7 +31,7 @@ from app.server import create_app
 from app.services import conversations as convs
 from app.services import groups, message_changes, messaging, search
 from app.services import history as reading
-from tests.cluster_helpers import free_port
+from tests.cluster_helpers import TcpProxy, free_port, via
 from tests.conftest import make_settings
 from tests.factories import make_contacts, make_user, until
 
@@ -418,6 +418,59 @@ async def test_a_lost_replica_is_skipped_and_used_again_when_back(replicated, pg
     page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
     assert texts(page) == ["one", "two"]
     assert served(rs, "replica") == before + 1
+
+
+@NEEDS_PG
+async def test_a_replica_that_stops_answering_is_skipped_after_the_command_timeout(
+        pg_pair, tmp_path, aiohttp_server):
+    """A replica that neither answers nor refuses (DATABASE_COMMAND_TIMEOUT):
+    the read waits one timeout, is redone on the primary, and the replica is
+    skipped from then on."""
+    primary, replica = pg_pair
+    name = f"parley_rep_{uuid.uuid4().hex[:10]}"
+    await _sql(primary.dsn(), f'CREATE DATABASE "{name}"')
+    proxy = TcpProxy(replica.port)
+    await proxy.start()
+    try:
+        settings = make_settings(primary.url(name), tmp_path,
+                                 database_replica_urls=via(replica.url(name), proxy.port),
+                                 replica_max_lag_seconds=60.0,
+                                 # Checked by hand only: the read alone must find out.
+                                 replica_check_interval=3600.0,
+                                 database_command_timeout=1.0)
+        app = create_app(settings, generate_schemas=True)
+        server = await aiohttp_server(app)
+        deps = app[DEPS_KEY]
+        rs = deps.extras["replicas"]
+        await caught_up(primary, replica)
+        await until(lambda: rs.states[0].reason == "ok", "the replica in use", step=rs.check)
+        a, b, cid = await chat(deps)
+        await say(deps, a, cid, "one")
+        await caught_up(primary, replica)
+        page = await reading.history(deps, b.user_id, reading.HistoryIn(
+            conversation_id=str(cid)))
+        assert texts(page) == ["one"]
+        replica_reads = served(rs, "replica")
+        assert replica_reads >= 1
+        proxy.freeze()
+        await say(deps, a, cid, "two")
+        started = time.monotonic()
+        page = await reading.history(deps, b.user_id, reading.HistoryIn(
+            conversation_id=str(cid)))
+        assert texts(page) == ["one", "two"]
+        assert time.monotonic() - started < 10
+        assert served(rs, "replica") == replica_reads
+        await until(lambda: rs.states[0].reason != "ok", "the replica skipped",
+                    step=rs.check)
+        before = served(rs, "primary")
+        page = await reading.history(deps, b.user_id, reading.HistoryIn(
+            conversation_id=str(cid)))
+        assert texts(page) == ["one", "two"] and served(rs, "primary") == before + 1
+        await server.close()
+    finally:
+        proxy.thaw()
+        await proxy.close()
+        await _sql(primary.dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @NEEDS_PG
