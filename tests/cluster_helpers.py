@@ -50,23 +50,24 @@ def _dsn(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
-async def create_database(admin_url: str) -> str:
-    name = f"parley_cluster_{uuid.uuid4().hex[:10]}"
+async def admin_execute(admin_url: str, sql: str, *args) -> None:
+    """One statement on its own connection to the server of `admin_url`."""
     conn = await asyncpg.connect(_dsn(admin_url), timeout=10)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql, *args)
     finally:
         await conn.close()
+
+
+async def create_database(admin_url: str) -> str:
+    name = f"parley_cluster_{uuid.uuid4().hex[:10]}"
+    await admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     return admin_url.rpartition("/")[0] + "/" + name
 
 
 async def drop_database(admin_url: str, url: str) -> None:
     name = url.rpartition("/")[2]
-    conn = await asyncpg.connect(_dsn(admin_url), timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager
@@ -74,15 +75,14 @@ async def database_refusing(url: str):
     """The database at `url` refuses new connections and has lost its open ones
     (superusers included, unlike a CONNECTION LIMIT), until the block ends."""
     name = url.rpartition("/")[2]
-    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
+    await admin_execute(TEST_DATABASE_URL, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1", name)
+        await admin_execute(TEST_DATABASE_URL, "SELECT pg_terminate_backend(pid) "
+                            "FROM pg_stat_activity WHERE datname = $1", name)
         yield
     finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
+        await admin_execute(TEST_DATABASE_URL,
+                            f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
 def via(url: str, port: int) -> str:

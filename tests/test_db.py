@@ -9,7 +9,7 @@ import pytest
 from tortoise import Tortoise
 
 from app.db import init_db, pg_credentials
-from tests.cluster_helpers import _dsn, create_database, drop_database
+from tests.cluster_helpers import admin_execute, create_database, drop_database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 
@@ -45,15 +45,10 @@ async def test_postgres_commits_wait_for_the_disk_whatever_the_database_says(con
     """A database set to `synchronous_commit = off` would let the writer ack a
     message whose commit is not on the disk yet: Parley's sessions turn it back
     on, and keep every setting that waits for the local flush."""
-    import asyncpg
-
     url = await create_database(TEST_DATABASE_URL)
     name = url.rpartition("/")[2]
-    admin = await asyncpg.connect(_dsn(TEST_DATABASE_URL), timeout=10)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = {configured}')
-    finally:
-        await admin.close()
+    await admin_execute(TEST_DATABASE_URL,
+                        f'ALTER DATABASE "{name}" SET synchronous_commit = {configured}')
     ctx = await init_db(url)
     try:
         conn = Tortoise.get_connection("default")

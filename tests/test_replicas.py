@@ -194,6 +194,19 @@ async def caught_up(primary: PgNode, replica: PgNode) -> None:
 
 
 @pytest.fixture
+async def replica_proxy(pg_pair):
+    """A TcpProxy in front of the replica; `replicated` reads through it when
+    a test asks for both."""
+    proxy = TcpProxy(pg_pair[1].port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.thaw()
+        await proxy.close()
+
+
+@pytest.fixture
 async def replicated(pg_pair, tmp_path, aiohttp_server, request):
     """A running app on a fresh database of the pair, its replica in use.
     Settings overrides: the `replica_settings` marker's kwargs."""
@@ -204,8 +217,11 @@ async def replicated(pg_pair, tmp_path, aiohttp_server, request):
     overrides = dict(replica_max_lag_seconds=60.0, replica_check_interval=0.1,
                      search_rate_limit="100000/60")
     overrides.update(marker.kwargs if marker else {})
+    replica_url = replica.url(name)
+    if "replica_proxy" in request.fixturenames:
+        replica_url = via(replica_url, request.getfixturevalue("replica_proxy").port)
     settings = make_settings(primary.url(name), tmp_path,
-                             database_replica_urls=replica.url(name), **overrides)
+                             database_replica_urls=replica_url, **overrides)
     app = create_app(settings, generate_schemas=True)
     server = await aiohttp_server(app)
     deps = app[DEPS_KEY]
@@ -421,56 +437,33 @@ async def test_a_lost_replica_is_skipped_and_used_again_when_back(replicated, pg
 
 
 @NEEDS_PG
+# The lag checker is run by hand only: the read alone must find out.
+@pytest.mark.replica_settings(replica_check_interval=3600.0, database_command_timeout=1.0)
 async def test_a_replica_that_stops_answering_is_skipped_after_the_command_timeout(
-        pg_pair, tmp_path, aiohttp_server):
+        replica_proxy, replicated, pg_pair):
     """A replica that neither answers nor refuses (DATABASE_COMMAND_TIMEOUT):
     the read waits one timeout, is redone on the primary, and the replica is
     skipped from then on."""
+    deps, rs, _server = replicated
     primary, replica = pg_pair
-    name = f"parley_rep_{uuid.uuid4().hex[:10]}"
-    await _sql(primary.dsn(), f'CREATE DATABASE "{name}"')
-    proxy = TcpProxy(replica.port)
-    await proxy.start()
-    try:
-        settings = make_settings(primary.url(name), tmp_path,
-                                 database_replica_urls=via(replica.url(name), proxy.port),
-                                 replica_max_lag_seconds=60.0,
-                                 # Checked by hand only: the read alone must find out.
-                                 replica_check_interval=3600.0,
-                                 database_command_timeout=1.0)
-        app = create_app(settings, generate_schemas=True)
-        server = await aiohttp_server(app)
-        deps = app[DEPS_KEY]
-        rs = deps.extras["replicas"]
-        await caught_up(primary, replica)
-        await until(lambda: rs.states[0].reason == "ok", "the replica in use", step=rs.check)
-        a, b, cid = await chat(deps)
-        await say(deps, a, cid, "one")
-        await caught_up(primary, replica)
-        page = await reading.history(deps, b.user_id, reading.HistoryIn(
-            conversation_id=str(cid)))
-        assert texts(page) == ["one"]
-        replica_reads = served(rs, "replica")
-        assert replica_reads >= 1
-        proxy.freeze()
-        await say(deps, a, cid, "two")
-        started = time.monotonic()
-        page = await reading.history(deps, b.user_id, reading.HistoryIn(
-            conversation_id=str(cid)))
-        assert texts(page) == ["one", "two"]
-        assert time.monotonic() - started < 10
-        assert served(rs, "replica") == replica_reads
-        await until(lambda: rs.states[0].reason != "ok", "the replica skipped",
-                    step=rs.check)
-        before = served(rs, "primary")
-        page = await reading.history(deps, b.user_id, reading.HistoryIn(
-            conversation_id=str(cid)))
-        assert texts(page) == ["one", "two"] and served(rs, "primary") == before + 1
-        await server.close()
-    finally:
-        proxy.thaw()
-        await proxy.close()
-        await _sql(primary.dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    a, b, cid = await chat(deps)
+    await say(deps, a, cid, "one")
+    await caught_up(primary, replica)
+    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
+    assert texts(page) == ["one"]
+    replica_reads = served(rs, "replica")
+    assert replica_reads >= 1
+    replica_proxy.freeze()
+    await say(deps, a, cid, "two")
+    started = time.monotonic()
+    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
+    assert texts(page) == ["one", "two"]
+    assert time.monotonic() - started < 10
+    assert served(rs, "replica") == replica_reads
+    await until(lambda: rs.states[0].reason != "ok", "the replica skipped", step=rs.check)
+    before = served(rs, "primary")
+    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
+    assert texts(page) == ["one", "two"] and served(rs, "primary") == before + 1
 
 
 @NEEDS_PG

@@ -41,6 +41,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 from app.media.errors import TooLarge
 
@@ -217,10 +218,7 @@ class ObjectWriter(abc.ABC):
         try:
             await self._write(chunk)
         except BaseException as exc:
-            await self.abort()
-            if store_failed(exc):
-                raise StorageError(f"cannot write {self.key}: {exc}") from exc
-            raise
+            await self.fail(exc)
 
     async def start(self) -> None:
         if not self._started:
@@ -228,10 +226,7 @@ class ObjectWriter(abc.ABC):
             try:
                 await self._start()
             except BaseException as exc:
-                await self.abort()
-                if store_failed(exc):
-                    raise StorageError(f"cannot write {self.key}: {exc}") from exc
-                raise
+                await self.fail(exc)
 
     async def commit(self) -> None:
         """Finish the object and make it visible under :attr:`key`."""
@@ -242,11 +237,16 @@ class ObjectWriter(abc.ABC):
         try:
             await self._commit()
         except BaseException as exc:
-            await self.abort()
-            if store_failed(exc):
-                raise StorageError(f"cannot write {self.key}: {exc}") from exc
-            raise
+            await self.fail(exc)
         self._done = True
+
+    async def fail(self, exc: BaseException) -> NoReturn:
+        """Discard everything written, then raise `exc` (from an `except` block):
+        a store's own OSError as the StorageError it is."""
+        await self.abort()
+        if store_failed(exc):
+            raise StorageError(f"cannot write {self.key}: {exc}") from exc
+        raise exc
 
     async def abort(self) -> None:
         """Discard everything written; safe to call repeatedly."""

@@ -38,7 +38,6 @@ from .base import (
     RangeStream,
     StorageError,
     resolve_range,
-    store_failed,
 )
 from .local import LocalStorage, _LocalRange, _LocalWriter
 
@@ -302,10 +301,7 @@ class EncryptedLocalStorage(LocalStorage):
             writer.size = await asyncio.to_thread(_copy)
             await writer.commit()
         except BaseException as exc:
-            await writer.abort()
-            if store_failed(exc):
-                raise StorageError(f"cannot write {key}: {exc}") from exc
-            raise
+            await writer.fail(exc)
         return writer.size
 
     def _open(self, key: str):

@@ -31,7 +31,6 @@ from .base import (
     Storage,
     StorageError,
     resolve_range,
-    store_failed,
     validate_key,
 )
 
@@ -170,10 +169,7 @@ class LocalStorage(Storage):
             writer.size = await asyncio.to_thread(_copy)
             await writer.commit()
         except BaseException as exc:
-            await writer.abort()
-            if store_failed(exc):
-                raise StorageError(f"cannot write {key}: {exc}") from exc
-            raise
+            await writer.fail(exc)
         return writer.size
 
     async def open_range(self, key: str, start: int | None = 0,
