@@ -50,9 +50,14 @@ PG_SERVER_SETTINGS = {"max_parallel_workers_per_gather": "0"}
 def pg_credentials(credentials: dict, command_timeout: float | None = None) -> dict:
     """Tortoise asyncpg credentials with Parley's connection class and settings.
     `command_timeout` (seconds): asyncpg's default for every statement, unless
-    the URL gives its own (`?command_timeout=`)."""
+    the URL gives its own (`?command_timeout=`), and the limit on opening a
+    connection (unless `?timeout=`). A statement that times out costs its
+    connection (asyncpg cannot confirm the cancel through a silent network), so
+    the next statement opens one; without the second limit it would wait for
+    asyncpg's own connect timeout, a minute, and not get its answer in time."""
     if command_timeout:
         credentials.setdefault("command_timeout", command_timeout)
+        credentials.setdefault("timeout", command_timeout)
     credentials["connection_class"] = _LeanConnection
     credentials["server_settings"] = {**PG_SERVER_SETTINGS,
                                       **(credentials.get("server_settings") or {})}
