@@ -15,6 +15,12 @@ from prometheus_client.exposition import generate_latest
 
 # Ack latency: loopback sends take a few ms, a loaded PostgreSQL tens of ms.
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# REST requests: the same, and the long tail of uploads, downloads and the
+# statement timeout's 503s.
+HTTP_BUCKETS = ACK_BUCKETS + (30.0, 60.0)
+# Label values must come from a small set: a client picks the method and the
+# path, so anything else is counted as `other` / `unmatched`, never as itself.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _DatabaseStatements:
@@ -77,6 +83,14 @@ class Metrics:
             "parley_http_unavailable",
             "REST requests answered 503 unavailable because a dependency failed, by "
             "dependency (database, media_storage).", ["dependency"], registry=r)
+        self.http_requests = Counter(
+            "parley_http_requests", "HTTP requests answered, by method, route (its "
+            "template; `unmatched` when no route took the path and method) and status.",
+            ["method", "route", "status"], registry=r)
+        self.http_seconds = Histogram(
+            "parley_http_request_seconds", "Time from a request's arrival to its answer "
+            "(a streamed body included), by route; WebSocket upgrades are not timed.",
+            ["route"], buckets=HTTP_BUCKETS, registry=r)
         self.fanout_errors = Counter(
             "parley_fanout_errors", "Emits after a commit that failed or timed out "
             "(the ack still goes out; clients catch up with sync).", registry=r)
@@ -140,6 +154,17 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+    def http_request(self, method: str, route: str | None, status: int,
+                     seconds: float) -> None:
+        """One answered request. `route`: the matched route's template, None
+        when no route matched."""
+        route = route or "unmatched"
+        self.http_requests.labels(method if method in HTTP_METHODS else "other", route,
+                                  str(status)).inc()
+        if status != 101:  # an upgrade's "answer" comes when its socket closes
+            self.http_seconds.labels(route).observe(seconds)
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)

@@ -131,3 +131,29 @@ async def test_metrics_show_the_read_cache(client, deps):
     assert metric(body, 'parley_cache_hits_total{cache="session"}') >= 1
     assert metric(body, 'parley_cache_misses_total{cache="session"}') >= 1
     assert metric(body, 'parley_cache_entries{cache="user"}') >= 1
+
+
+async def test_metrics_count_requests_by_route_template_never_by_path(client, deps):
+    from tests.factories import make_user
+
+    alice = await make_user(deps, "alice")
+    assert (await client.get("/api/v1/me", headers=alice.headers)).status == 200
+    assert (await client.get("/api/v1/me")).status == 401
+    # A client chooses the path and the method: neither becomes a label value.
+    assert (await client.get("/api/v1/no-such-route-x7q")).status == 404
+    assert (await client.request("TRACE", "/api/v1/me", headers=alice.headers)).status == 405
+    gone = "/api/v1/conversations/00000000-0000-4000-8000-000000000000"
+    assert (await client.get(gone, headers=alice.headers)).status == 404
+
+    body = await (await client.get("/metrics")).text()
+    me = 'parley_http_requests_total{method="%s",route="/api/v1/me",status="%s"}'
+    assert metric(body, me % ("GET", "200")) == 1
+    assert metric(body, me % ("GET", "401")) == 1
+    unmatched = 'parley_http_requests_total{method="%s",route="unmatched",status="%s"}'
+    assert metric(body, unmatched % ("GET", "404")) == 1
+    assert metric(body, unmatched % ("other", "405")) == 1
+    assert metric(body, 'parley_http_requests_total{method="GET",'
+                        'route="/api/v1/conversations/{conversation_id}",status="404"}') == 1
+    assert metric(body, 'parley_http_request_seconds_count{route="/api/v1/me"}') == 2
+    assert "no-such-route-x7q" not in body and "TRACE" not in body
+    assert "00000000-0000-4000" not in body

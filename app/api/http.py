@@ -139,9 +139,9 @@ async def auth_of(request: web.Request) -> accounts.Auth:
     return auth
 
 
-def _route_name(request: web.Request) -> str:
+def _route_template(request: web.Request) -> str | None:
     info = request.match_info.route.resource
-    return info.canonical if info is not None else request.path
+    return info.canonical if info is not None else None
 
 
 def _internal(request_id: str) -> web.Response:
@@ -214,13 +214,17 @@ async def error_and_log_middleware(request: web.Request, handler):
     except Exception as exc:
         response = _unavailable(request, request_id, exc) or _internal(request_id)
     response.headers["X-Request-Id"] = request_id
+    route, duration_ms = _route_template(request), timer.ms()
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is not None:
+        metrics.http_request(request.method, route, response.status, duration_ms / 1000)
     log_request(
         request_id=request_id,
         user_id=request.get(USER_ID_KEY),
         method=request.method,
-        route=_route_name(request),
+        route=route or request.path,
         status=response.status,
-        duration_ms=timer.ms(),
+        duration_ms=duration_ms,
     )
     return response
 
