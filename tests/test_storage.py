@@ -71,6 +71,10 @@ def _payload(n: int) -> bytes:
     return bytes(out[:n])
 
 
+async def _read_all(st: Storage, key: str) -> bytes:
+    return await (await st.open_range(key, 0, None)).read_all()
+
+
 async def _write_chunks(st: Storage, key: str, data: bytes, chunk: int = 64 * 1024) -> int:
     async with st.open_writer(key) as w:
         for i in range(0, len(data), chunk):
@@ -428,6 +432,40 @@ async def test_s3_userinfo_credentials_and_prefix(moto_server, aws_env, monkeypa
         await st.aclose()
 
 
+async def test_s3_that_stops_answering_fails_within_its_timeout(moto_server, aws_env):
+    """Packets to S3 go unanswered (nothing refuses, nothing resets): a write and
+    a read fail as StorageError (503 at the API) after the URL's `timeout` per
+    attempt, not after botocore's minute; once S3 answers, both work again."""
+    import time
+
+    from app.storage import StorageError
+    from tests.cluster_helpers import TcpProxy
+
+    proxy = TcpProxy(int(moto_server.rpartition(":")[2]))
+    await proxy.start()
+    st = storage_from_url(f"s3://t-{uuid.uuid4().hex[:12]}?endpoint=http://127.0.0.1:"
+                          f"{proxy.port}&create_bucket=1&timeout=1")
+    try:
+        assert isinstance(st, S3Storage)
+        key = new_key()
+        await _write_chunks(st, key, b"before")
+        proxy.freeze()
+        for attempt in (lambda: _write_chunks(st, new_key(), b"during"),
+                        lambda: _read_all(st, key)):
+            started = time.monotonic()
+            with pytest.raises(StorageError):
+                await attempt()
+            # Three attempts of one second each, and botocore's short backoffs.
+            assert time.monotonic() - started < 10
+        proxy.thaw()
+        assert await _read_all(st, key) == b"before"
+        await _write_chunks(st, new_key(), b"after")
+    finally:
+        proxy.thaw()
+        await st.aclose()
+        await proxy.close()
+
+
 def test_storage_from_url_variants(tmp_path, monkeypatch):
     st = storage_from_url(f"file://{tmp_path}/a?fsync=1")
     assert isinstance(st, LocalStorage) and st.root == (tmp_path / "a").resolve() and st.fsync
@@ -443,7 +481,9 @@ def test_storage_from_url_variants(tmp_path, monkeypatch):
     assert isinstance(s3, S3Storage)
     assert (s3.bucket, s3.endpoint_url, s3.region, s3.part_size) == (
         "bkt", "http://127.0.0.1:9", "eu-west-3", 6 * MIB)
-    for bad in ("ftp://x/y", "file://remotehost/x", "s3://", "s3://b?part_size=100", ""):
+    assert s3.timeout == 10 and storage_from_url("s3://b?timeout=2.5").timeout == 2.5
+    for bad in ("ftp://x/y", "file://remotehost/x", "s3://", "s3://b?part_size=100", "",
+                "s3://b?timeout=0", "s3://b?timeout=soon"):
         with pytest.raises(ValueError):
             storage_from_url(bad)
 

@@ -38,6 +38,12 @@ from .base import (
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# Seconds to connect, and to wait for each read of an answer, per attempt.
+# botocore's 60 s would hold an upload or a download for minutes on an S3 that
+# stops answering without refusing; S3 answers in milliseconds and keeps a slow
+# CompleteMultipartUpload alive with whitespace.
+DEFAULT_TIMEOUT = 10.0
+ATTEMPTS = 3
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -85,18 +91,19 @@ class _S3Writer(ObjectWriter):
             with memoryview(self._buf) as mv:
                 part = bytes(mv[:size])
             del self._buf[:size]
-            await self._s3._call(self._upload_part(part))
+            await self._s3._call(self._upload_part(part), len(part))
 
     async def _commit(self) -> None:
         client = await self._s3._client()
         if self._upload_id is None:
             data, self._buf = bytes(self._buf), bytearray()
             await self._s3._call(client.put_object(
-                Bucket=self._s3.bucket, Key=self._name, Body=data, **self._extra()))
+                Bucket=self._s3.bucket, Key=self._name, Body=data, **self._extra()),
+                len(data))
             return
         if self._buf:
             data, self._buf = bytes(self._buf), bytearray()
-            await self._s3._call(self._upload_part(data))
+            await self._s3._call(self._upload_part(data), len(data))
         await self._s3._call(client.complete_multipart_upload(
             Bucket=self._s3.bucket, Key=self._name, UploadId=self._upload_id,
             MultipartUpload={"Parts": self._parts}))
@@ -107,9 +114,10 @@ class _S3Writer(ObjectWriter):
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             client = await self._s3._client()
-            with contextlib.suppress(ClientError, BotoCoreError):
-                await client.abort_multipart_upload(
-                    Bucket=self._s3.bucket, Key=self._name, UploadId=upload_id)
+            with contextlib.suppress(ClientError, BotoCoreError, TimeoutError):
+                async with self._s3.deadline():
+                    await client.abort_multipart_upload(
+                        Bucket=self._s3.bucket, Key=self._name, UploadId=upload_id)
 
 
 class _S3Range(RangeStream):
@@ -162,9 +170,11 @@ class S3Storage(Storage):
                  secret_key: str | None = None, *, session_token: str | None = None,
                  key_prefix: str = "", create_bucket: bool = False,
                  part_size: int = DEFAULT_PART_SIZE, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 addressing_style: str | None = None):
+                 addressing_style: str | None = None, timeout: float = DEFAULT_TIMEOUT):
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be ≥ {MIN_PART_SIZE} bytes (S3 minimum)")
+        if not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
         if key_prefix:
             validate_key(key_prefix.strip("/"))
             key_prefix = key_prefix.strip("/") + "/"
@@ -180,7 +190,9 @@ class S3Storage(Storage):
             aws_session_token=session_token, region_name=self.region)
         style = addressing_style or ("path" if self.endpoint_url else "auto")
         self._config = AioConfig(signature_version="s3v4", s3={"addressing_style": style},
-                                 retries={"max_attempts": 3, "mode": "standard"})
+                                 retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+                                 connect_timeout=timeout, read_timeout=timeout)
+        self.timeout = timeout
         self._stack: contextlib.AsyncExitStack | None = None
         self._client_obj = None
         self._lock = asyncio.Lock()
@@ -203,7 +215,7 @@ class S3Storage(Storage):
                     "s3", endpoint_url=self.endpoint_url, config=self._config))
                 try:
                     if self.create_bucket:
-                        await self._ensure_bucket(client)
+                        await self._call(self._ensure_bucket(client))
                 except BaseException:
                     await stack.aclose()
                     raise
@@ -226,16 +238,27 @@ class S3Storage(Storage):
             if _code(e) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageError(f"cannot create bucket {self.bucket!r}: {e}") from e
 
-    async def _call(self, coro):
-        """Await a boto call, mapping errors to storage errors."""
+    def deadline(self, size: int = 0):
+        """A whole call's limit, its retries included. aiohttp times reads only
+        once a request's body is sent, so waiting for `100 Continue` or sending
+        into a network that takes nothing has no other limit. A body gets
+        `timeout` more per MiB: an upload slower than 1 MiB per `timeout`
+        seconds fails."""
+        return asyncio.timeout(self.timeout * (2 * ATTEMPTS + size / (1024 * 1024)))
+
+    async def _call(self, coro, size: int = 0):
+        """Await a boto call within its deadline, mapping errors to storage errors."""
         try:
-            return await coro
+            async with self.deadline(size):
+                return await coro
         except ClientError as e:
             if _code(e) in _NOT_FOUND:
                 raise ObjectNotFound(str(e)) from e
             raise StorageError(str(e)) from e
         except BotoCoreError as e:
             raise StorageError(str(e)) from e
+        except TimeoutError as e:
+            raise StorageError(f"S3 did not answer within {self.timeout:g} s") from e
 
     async def aclose(self) -> None:
         stack, self._stack, self._client_obj = self._stack, None, None
@@ -263,7 +286,10 @@ class S3Storage(Storage):
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
         client = await self._client()
         try:
-            resp = await client.get_object(Bucket=self.bucket, Key=name, **kwargs)
+            async with self.deadline():
+                resp = await client.get_object(Bucket=self.bucket, Key=name, **kwargs)
+        except TimeoutError as e:
+            raise StorageError(f"S3 did not answer within {self.timeout:g} s") from e
         except ClientError as e:
             code = _code(e)
             if code in _NOT_FOUND:

@@ -18,6 +18,10 @@ S3-compatible object store
     ``create_bucket=1``                 create the bucket on first use if missing
     ``part_size=8388608``               multipart part size in bytes (≥ 5 MiB)
     ``addressing=path|virtual|auto``    override the addressing style
+    ``timeout=10``                      seconds to connect and to wait for each read
+                                        of an answer, per attempt (3 attempts): an S3
+                                        that stops answering fails an upload or a
+                                        download (503) within about three times this
     ``/PREFIX``                         optional key prefix inside the bucket
 
     Credentials: the URL userinfo (percent-encode ``/``, ``+``, ``@``, ``:`` in the
@@ -71,7 +75,7 @@ def storage_from_url(url: str, *, default_root: str | os.PathLike | None = None)
             raise ValueError("file:// storage URLs need an absolute path")
         return LocalStorage(Path(path), fsync=_flag(q, "fsync", default=True))
     if scheme == "s3":
-        from .s3 import DEFAULT_PART_SIZE, S3Storage
+        from .s3 import DEFAULT_PART_SIZE, DEFAULT_TIMEOUT, S3Storage
 
         bucket = parts.hostname
         if not bucket:
@@ -100,6 +104,7 @@ def storage_from_url(url: str, *, default_root: str | os.PathLike | None = None)
             create_bucket=_flag(q, "create_bucket"),
             part_size=int(opt("part_size") or DEFAULT_PART_SIZE),
             addressing_style=addressing,
+            timeout=float(opt("timeout") or DEFAULT_TIMEOUT),
         )
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
         return LocalStorage(Path(url).expanduser())
