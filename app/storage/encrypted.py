@@ -39,7 +39,7 @@ from .base import (
     StorageError,
     resolve_range,
 )
-from .local import LocalStorage, _LocalRange, _LocalWriter
+from .local import COPY_BLOCK, LocalStorage, _LocalRange, _LocalWriter
 
 MAGIC = b"PARLEYE1"
 HEADER = struct.Struct(">8s16s16sI")
@@ -146,6 +146,15 @@ class _EncryptedWriter(_LocalWriter):
         self._pending_size += len(chunk)
         if self._pending_size >= WRITE_BATCH:  # one trip to the thread pool per WRITE_BATCH
             await asyncio.to_thread(self._seal_pending)
+
+    def _copy_in(self, src) -> int:
+        n = 0
+        while block := src.read(COPY_BLOCK):
+            n += len(block)
+            sealed = self._sealer.feed(block)
+            if sealed:
+                self._f.write(sealed)
+        return n
 
     def _seal_pending(self) -> None:
         pending, self._pending, self._pending_size = self._pending, [], 0
@@ -284,25 +293,7 @@ class EncryptedLocalStorage(LocalStorage):
         return _EncryptedWriter(self, key, max_size)
 
     async def put_file(self, key, path, *, content_type=None) -> int:
-        writer = _EncryptedWriter(self, key, None)
-        await writer.start()
-
-        def _copy() -> int:
-            n = 0
-            with open(path, "rb") as src:
-                while block := src.read(4 * 1024 * 1024):
-                    n += len(block)
-                    sealed = writer._sealer.feed(block)
-                    if sealed:
-                        writer._f.write(sealed)
-            return n
-
-        try:
-            writer.size = await asyncio.to_thread(_copy)
-            await writer.commit()
-        except BaseException as exc:
-            await writer.fail(exc)
-        return writer.size
+        return await _EncryptedWriter(self, key, None).copy_in(path)
 
     def _open(self, key: str):
         p = self._path(key)

@@ -34,6 +34,8 @@ from .base import (
     validate_key,
 )
 
+COPY_BLOCK = 4 * 1024 * 1024  # put_file's reads: few, large, in one worker thread
+
 
 class _LocalWriter(ObjectWriter):
     def __init__(self, storage: LocalStorage, key: str, max_size: int | None):
@@ -57,6 +59,10 @@ class _LocalWriter(ObjectWriter):
 
     async def _write(self, chunk: bytes) -> None:
         await asyncio.to_thread(self._f.write, chunk)
+
+    def _copy_in(self, src) -> int:
+        shutil.copyfileobj(src, self._f, COPY_BLOCK)
+        return self._f.tell()
 
     async def _commit(self) -> None:
         fsync = self._storage.fsync
@@ -157,20 +163,7 @@ class LocalStorage(Storage):
     async def put_file(self, key: str, path: str | os.PathLike, *,
                        content_type: str | None = None) -> int:
         """Copy ``path`` in (temp file + atomic rename); the source is left untouched."""
-        writer = _LocalWriter(self, key, None)
-        await writer.start()
-
-        def _copy() -> int:
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, writer._f, 4 * 1024 * 1024)
-            return writer._f.tell()
-
-        try:
-            writer.size = await asyncio.to_thread(_copy)
-            await writer.commit()
-        except BaseException as exc:
-            await writer.fail(exc)
-        return writer.size
+        return await _LocalWriter(self, key, None).copy_in(path)
 
     async def open_range(self, key: str, start: int | None = 0,
                          end: int | None = None) -> RangeStream:
