@@ -242,9 +242,16 @@ class TcpProxy:
 
         tasks = {asyncio.create_task(pipe(reader, up_w)), asyncio.create_task(pipe(up_r, writer))}
         self.pipes |= tasks
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.pipes -= tasks
-        self.writers.difference_update((writer, up_w))
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # The loop is closing under a held connection: asyncio would log a
+            # cancelled connection handler as an error.
+            for t in tasks:
+                t.cancel()
+        finally:
+            self.pipes -= tasks
+            self.writers.difference_update((writer, up_w))
 
     async def cut(self) -> None:
         if self.server is not None:
