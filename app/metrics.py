@@ -155,7 +155,6 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
     def http_request(self, method: str, route: str | None, status: int,
                      seconds: float) -> None:
         """One answered request. `route`: the matched route's template, None

@@ -104,9 +104,10 @@ class _S3Writer(ObjectWriter):
         if self._buf:
             data, self._buf = bytes(self._buf), bytearray()
             await self._s3._call(self._upload_part(data), len(data))
+        # S3 may take a while to assemble a large object: its whole size counts.
         await self._s3._call(client.complete_multipart_upload(
             Bucket=self._s3.bucket, Key=self._name, UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts}))
+            MultipartUpload={"Parts": self._parts}), self.size)
         self._upload_id = None
 
     async def _abort(self) -> None:
