@@ -611,6 +611,49 @@ class TestS3Backend:
         assert resp.status == 200 and await resp.read() == voice
 
 
+class TestS3Outage:
+    """S3 behind a proxy that can stop passing bytes without refusing."""
+
+    @pytest.fixture
+    async def s3_proxy(self, s3_endpoint):
+        from tests.cluster_helpers import TcpProxy
+
+        proxy = TcpProxy(int(s3_endpoint.rpartition(":")[2]))
+        await proxy.start()
+        yield proxy
+        proxy.thaw()
+        await proxy.close()
+
+    @pytest.fixture
+    def settings_overrides(self, s3_proxy):
+        bucket = "media-" + uuid.uuid4().hex[:12]
+        return {"media_storage_url": f"s3://{ACCESS_KEY}:{SECRET_KEY}@{bucket}/parley"
+                                     f"?endpoint=http://127.0.0.1:{s3_proxy.port}"
+                                     "&create_bucket=1&timeout=1"}
+
+    async def test_an_s3_that_stops_answering_is_503_within_seconds(self, deps, client,
+                                                                     s3_proxy, tmp_path):
+        alice, bob = await make_user(deps), await make_user(deps)
+        cid = await chat_between(deps, alice, bob)
+        document = samples.make_pdf(tmp_path / "doc.pdf").read_bytes()
+        m = await uploaded(client, alice, document, name="doc.pdf")
+        msg = await sent(client, alice, cid, m["id"], "file")
+
+        s3_proxy.freeze()
+        for request in (lambda: upload(client, alice, document, name="doc.pdf"),
+                        lambda: client.get(msg["media"]["url"])):
+            started = time.monotonic()
+            r = await request()
+            body = await r.json()
+            assert r.status == 503 and body["error"]["code"] == "unavailable", body
+            assert time.monotonic() - started < 15  # timeout=1: six seconds at most
+
+        s3_proxy.thaw()
+        assert (await uploaded(client, alice, document, name="doc.pdf"))["kind"] == "file"
+        r = await client.get(msg["media"]["url"])
+        assert r.status == 200 and await r.read() == document
+
+
 # --- per-user upload limits and quota ---------------------------------------------------
 
 
