@@ -21,7 +21,7 @@ from app.errors import DomainError, Invalid, NotFound, Stalled, TooLarge
 from app.logs import Timer, log_request
 from app.metrics import METRICS_KEY
 from app.services import accounts
-from app.storage import StorageError
+from app.storage import RangeStream, StorageError
 from app.validation import HAS_NUL, convert_query, decode
 
 T = TypeVar("T")
@@ -137,6 +137,24 @@ async def auth_of(request: web.Request) -> accounts.Auth:
     auth = await accounts.authenticate(deps_of(request), bearer_token(request))
     request[USER_ID_KEY] = auth.user_id
     return auth
+
+
+async def send_stream(request: web.Request, resp: web.StreamResponse,
+                      stream: RangeStream | None) -> web.StreamResponse:
+    """Send `resp` with `stream` (None: no body) and close the stream. The
+    caller opens the stream first, before the status line goes out, so a store
+    that cannot open it (down, unreachable) is still answered 503, not a 200
+    whose body breaks off."""
+    try:
+        await resp.prepare(request)
+        if stream is not None:
+            async for chunk in stream:
+                await send_chunk(request, resp, chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        if stream is not None:
+            await stream.aclose()
 
 
 def _route_template(request: web.Request) -> str | None:

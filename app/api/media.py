@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api.http import auth_of, body_read, deps_of, json_response, send_chunk
+from app.api.http import auth_of, body_read, deps_of, json_response, send_stream
 from app.errors import Invalid, NotFound
 from app.services import media
 from app.storage import RangeNotSatisfiable, StorageError, parse_range
@@ -107,23 +107,12 @@ async def _download(request: web.Request, variant: str) -> web.StreamResponse:
         headers["Content-Range"] = f"bytes */{total}"
         return web.Response(status=416, headers=headers)
     start, end = rng if rng is not None else (0, total - 1)
-    # Opened before the status line goes out: a store that fails to open it
-    # (down, unreachable) is still a 503, not a 200 with a cut-off body.
     stream = await d.open(start, end) if request.method != "HEAD" and total > 0 else None
-    try:
-        resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)
-        resp.content_length = end - start + 1
-        if rng is not None:
-            resp.headers["Content-Range"] = f"bytes {start}-{end}/{total}"
-        await resp.prepare(request)
-        if stream is not None:
-            async for chunk in stream:
-                await send_chunk(request, resp, chunk)
-        await resp.write_eof()
-        return resp
-    finally:
-        if stream is not None:
-            await stream.aclose()
+    resp = web.StreamResponse(status=206 if rng is not None else 200, headers=headers)
+    resp.content_length = end - start + 1
+    if rng is not None:
+        resp.headers["Content-Range"] = f"bytes {start}-{end}/{total}"
+    return await send_stream(request, resp, stream)
 
 
 async def upload_chunks(request: web.Request):

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from app.api.http import auth_of, deps_of, json_response, send_chunk
+from app.api.http import auth_of, deps_of, json_response, send_stream
 from app.services import export
 
 
@@ -29,10 +29,5 @@ async def download_export(request: web.Request) -> web.StreamResponse:
         "X-Content-Type-Options": "nosniff",
     })
     resp.content_length = size
-    await resp.prepare(request)
-    if request.method != "HEAD":
-        async with await storage.open_range(key, 0, None) as stream:
-            async for chunk in stream:
-                await send_chunk(request, resp, chunk)
-    await resp.write_eof()
-    return resp
+    stream = await storage.open_range(key, 0, None) if request.method != "HEAD" else None
+    return await send_stream(request, resp, stream)
