@@ -259,6 +259,17 @@ def texts(page) -> list[str]:
     return [m["text"] for m in page["messages"]]
 
 
+async def chat_read_on_the_replica(deps, primary, replica):
+    """A chat with one message, replayed by the replica and read there once
+    (which opens the replica's pool)."""
+    a, b, cid = await chat(deps)
+    await say(deps, a, cid, "one")
+    await caught_up(primary, replica)
+    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
+    assert texts(page) == ["one"]
+    return a, b, cid
+
+
 def sync_texts(answer, cid) -> list[str]:
     for c in answer["conversations"]:
         if c["id"] == str(cid):
@@ -395,11 +406,7 @@ async def test_a_lost_replica_is_skipped_and_used_again_when_back(replicated, pg
                                                                 aiohttp_client):
     deps, rs, server = replicated
     primary, replica = pg_pair
-    a, b, cid = await chat(deps)
-    await say(deps, a, cid, "one")
-    await caught_up(primary, replica)
-    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
-    assert texts(page) == ["one"]  # opens the replica's pool
+    a, b, cid = await chat_read_on_the_replica(deps, primary, replica)
     replica.stop()
     try:
         await say(deps, a, cid, "two")
@@ -446,11 +453,7 @@ async def test_a_replica_that_stops_answering_is_skipped_after_the_command_timeo
     skipped from then on."""
     deps, rs, _server = replicated
     primary, replica = pg_pair
-    a, b, cid = await chat(deps)
-    await say(deps, a, cid, "one")
-    await caught_up(primary, replica)
-    page = await reading.history(deps, b.user_id, reading.HistoryIn(conversation_id=str(cid)))
-    assert texts(page) == ["one"]
+    a, b, cid = await chat_read_on_the_replica(deps, primary, replica)
     replica_reads = served(rs, "replica")
     assert replica_reads >= 1
     replica_proxy.freeze()
