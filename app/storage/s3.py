@@ -286,21 +286,17 @@ class S3Storage(Storage):
         elif start != 0 or end is not None:
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
         client = await self._client()
-        try:
-            async with self.deadline():
-                resp = await client.get_object(Bucket=self.bucket, Key=name, **kwargs)
-        except TimeoutError as e:
-            raise StorageError(f"S3 did not answer within {self.timeout:g} s") from e
-        except ClientError as e:
-            code = _code(e)
-            if code in _NOT_FOUND:
-                raise ObjectNotFound(key) from e
-            if code == "InvalidRange" or e.response.get("ResponseMetadata", {}).get(
-                    "HTTPStatusCode") == 416:
-                raise RangeNotSatisfiable(await self.size(key)) from e
-            raise StorageError(str(e)) from e
-        except BotoCoreError as e:
-            raise StorageError(str(e)) from e
+
+        async def get():
+            try:
+                return await client.get_object(Bucket=self.bucket, Key=name, **kwargs)
+            except ClientError as e:
+                if _code(e) == "InvalidRange" or e.response.get(
+                        "ResponseMetadata", {}).get("HTTPStatusCode") == 416:
+                    raise RangeNotSatisfiable(await self.size(key)) from e
+                raise
+
+        resp = await self._call(get())
         length = int(resp.get("ContentLength") or 0)
         m = _CONTENT_RANGE_RE.fullmatch(resp.get("ContentRange") or "")
         if m:
