@@ -19,6 +19,7 @@ from app.models.media import Media
 from app.models.messaging import Message
 from app.services import conversations as convs
 from app.services import media as media_service
+from app.storage import StorageError
 from tests import media_samples as samples
 from tests.factories import call, connect, make_contacts, make_user
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, moto_server
@@ -777,6 +778,19 @@ async def test_links_stop_working_after_delete_for_me(deps, client):
     await messaging.delete_for_me(deps, bob.user_id, messaging.MessageRef(message_id=msg["id"]))
     assert (await client.get(bob_link)).status == 404
     assert (await client.get(msg["media"]["url"])).status == 200  # Alice's is hers
+
+
+async def test_a_disk_that_fills_at_the_spools_last_flush_is_a_storage_failure(tmp_path):
+    """A full disk may show only when closing the spool flushes its last
+    block; that too is the storage's outage (503), not a bug (500)."""
+    path = tmp_path / "upload"
+    path.symlink_to("/dev/full")  # takes the open and buffered writes, fails the flush
+
+    async def body():
+        yield b"x" * 100
+
+    with pytest.raises(StorageError, match="cannot spool an upload"):
+        await media_service._spool(body(), path)
 
 
 async def test_a_media_storage_outage_is_503_unavailable(deps, client, tmp_path, settings):

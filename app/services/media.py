@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -525,8 +526,11 @@ async def _spool(body: AsyncIterator[bytes], path: Path) -> None:
                 await _on_disk(f.write, data)
         if buf:
             await _on_disk(f.write, bytes(buf))
-    finally:
-        await asyncio.to_thread(f.close)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the first failure is the one to report
+            await asyncio.to_thread(f.close)
+        raise
+    await _on_disk(f.close)  # a full disk may show only when the last block is flushed
 
 
 async def _on_disk(call, *args):
