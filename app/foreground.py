@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from app.logs import Retrying
 from app.presence import Coalesced, MemoryPresence, PresenceStore, RedisPresence
 
 log = logging.getLogger("parley.foreground")
@@ -67,12 +68,15 @@ class ForegroundTracker:
         return await self.store.online(user_ids)
 
     async def _heartbeat(self) -> None:
+        failures = Retrying(log, "foreground heartbeat")
         while True:
             await asyncio.sleep(self.store.heartbeat_interval)
             try:
                 await self.store.mark(list(self.local))
-            except Exception:
-                log.warning("foreground heartbeat failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - Redis is away; next beat
+                failures.failed(exc)
+            else:
+                failures.ok()
 
 
 def build_foreground(redis=None) -> ForegroundTracker:

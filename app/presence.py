@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from app.logs import Retrying
+
 log = logging.getLogger("parley.presence")
 
 
@@ -336,14 +338,17 @@ class PresenceTracker:
             done.set_result(None)
 
     async def _heartbeat(self) -> None:
+        failures = Retrying(log, "presence heartbeat")
         while True:
             await asyncio.sleep(self.store.heartbeat_interval)
             # Users inside their grace period are still marked: keep them alive too.
             users = set(self.local) | (set(self._timers) - set(self._expiring))
             try:
                 await self.store.mark(users)
-            except Exception:
-                log.warning("presence heartbeat failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - Redis is away; next beat
+                failures.failed(exc)
+            else:
+                failures.ok()
 
 
 def build_presence(settings, redis=None) -> PresenceTracker:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import pytest
@@ -114,6 +115,51 @@ async def test_a_database_that_stops_answering_gets_unavailable_not_a_hang(tmp_p
         await sio.disconnect()
     finally:
         proxy.thaw()
+        await proxy.close()
+        await drop_database(TEST_DATABASE_URL, url)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL.startswith("postgres"),
+                    reason="needs TEST_DATABASE_URL (PostgreSQL)")
+async def test_background_loops_tell_a_database_outage_once_and_its_end(tmp_path, aiohttp_client,
+                                                                       caplog):
+    """While the database refuses connections, each background loop says once
+    that it fails, not every round (the push worker tries every 2 s, the
+    search index's merger every second), and says when it works again."""
+    from collections import Counter
+
+    from app.server import create_app
+    from tests.cluster_helpers import TcpProxy, via
+    from tests.conftest import make_settings
+    from tests.factories import until
+
+    caplog.set_level(logging.INFO)
+    loops = ("push worker: reading the outbox", "search index: merging the pending list",
+             "export job")
+    url = await create_database(TEST_DATABASE_URL)
+    proxy = TcpProxy(int(url.rpartition(":")[2].split("/")[0]))
+    await proxy.start()
+    try:
+        await aiohttp_client(create_app(make_settings(via(url, proxy.port), tmp_path),
+                                        generate_schemas=True))
+        await asyncio.sleep(1)  # the loops' first rounds
+        caplog.clear()
+        await proxy.cut()
+        await asyncio.sleep(7)
+        told = Counter(r.getMessage() for r in caplog.records
+                       if r.name.startswith("parley.") and r.levelno >= logging.WARNING)
+        for loop in loops:
+            assert told[f"{loop} failed; retrying"] == 1, told
+        assert set(told.values()) == {1}, told
+
+        await proxy.restore()
+
+        def back(loop: str) -> bool:
+            return any(r.levelname == "INFO" and r.getMessage().startswith(
+                f"{loop} works again after ") for r in caplog.records)
+
+        await until(lambda: all(back(loop) for loop in loops), "every loop says it is back")
+    finally:
         await proxy.close()
         await drop_database(TEST_DATABASE_URL, url)
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 import socketio
 
-from app.logs import JsonFormatter
+from app.logs import JsonFormatter, Retrying
 from tests.factories import connect, make_user
 
 API = "/api/v1"
@@ -135,3 +135,57 @@ async def test_secrets_never_reach_the_logs(client, deps, base_url, lines):
         return any(code in str(v) for k, v in x.items() if k not in ("ts", "duration_ms"))
 
     assert [x for x in lines() if carries_code(x)] == sender_lines
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_run_of_failures_is_told_once_then_once_a_minute_then_its_end(caplog):
+    caplog.set_level(logging.INFO, "parley.test")
+    clock = Clock()
+    failures = Retrying(logging.getLogger("parley.test"), "the job", clock=clock)
+    failures.ok()  # nothing was failing: nothing to say
+    for step in (0, 10, 20, 30, 40, 50):  # one minute of the same failure
+        clock.t = 1000.0 + step
+        failures.failed(ConnectionRefusedError("refused"))
+    clock.t = 1060.0
+    failures.failed(ConnectionRefusedError("refused"))  # a minute since it was told
+    clock.t = 1065.0
+    failures.failed(TimeoutError("slow"))  # another kind: told in full at once
+    clock.t = 1070.0
+    failures.failed(TimeoutError("slow"), "(3 events)")
+    clock.t = 1090.0
+    failures.ok()
+    failures.ok()
+    said = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said == [
+        ("WARNING", "the job failed; retrying", True),
+        ("WARNING", "the job still failing after 60 s (7 attempts): "
+                    "ConnectionRefusedError: refused", False),
+        ("WARNING", "the job failed; retrying", True),
+        ("INFO", "the job works again after 90 s (9 failed attempts)", False),
+    ], said
+    assert caplog.records[0].exc_info[0] is ConnectionRefusedError
+    assert caplog.records[2].exc_info[0] is TimeoutError
+    assert not failures.failing and failures.failures == 0
+
+
+def test_a_failure_after_the_end_of_a_run_is_told_in_full_again(caplog):
+    caplog.set_level(logging.INFO, "parley.test")
+    clock = Clock()
+    failures = Retrying(logging.getLogger("parley.test"), "the job", level=logging.ERROR,
+                        clock=clock)
+    failures.failed(OSError("gone"))
+    failures.ok()
+    clock.t += 1
+    failures.failed(OSError("gone"), "(2 events)")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "the job failed; retrying"),
+        ("INFO", "the job works again after 0 s (1 failed attempt)"),
+        ("ERROR", "the job (2 events) failed; retrying"),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from app.services.workers import Supervised
 from tests.factories import until
@@ -115,13 +116,19 @@ async def test_a_periodic_job_that_fails_is_logged_and_runs_again_on_time(caplog
 
     async def job():
         rounds.append(len(rounds))
-        if len(rounds) == 1:
+        if len(rounds) <= 3:
             raise RuntimeError("the database went away")
 
+    caplog.set_level(logging.INFO, "parley.workers")
     async with running(Periodic("test job", job, 0.05)) as worker:
-        await until(lambda: len(rounds) >= 3, "rounds after the failed one")
+        await until(lambda: len(rounds) >= 5, "rounds after the failed ones")
         assert worker.restarts == 0  # the loop went on; it did not die
-    assert "test job failed" in caplog.text and "the database went away" in caplog.text
+    said = [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
+    # Three failures in a row are one outage: told once, with its traceback.
+    assert said[0] == ("ERROR", "test job failed; retrying", True), said
+    assert "the database went away" in caplog.text
+    assert said[1][:1] == ("INFO",) and said[1][1].startswith("test job works again after "), said
+    assert said[1][1].endswith("(3 failed attempts)") and len(said) == 2, said
 
 
 async def test_a_periodic_job_runs_at_once_when_woken_and_can_wait_its_first_interval():

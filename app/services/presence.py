@@ -16,6 +16,7 @@ import logging
 from datetime import UTC, datetime
 
 from app.deps import Deps
+from app.logs import Retrying
 from app.models.accounts import User
 from app.models.contacts import Block, Contact
 
@@ -142,6 +143,7 @@ class Announcer:
         self.queue: list[tuple[Change, asyncio.Future | None]] = []
         self.task: asyncio.Task | None = None
         self.closed = False
+        self.failures = Retrying(log, "presence announcement")  # a batch is not sent again
 
     def add(self, changes: list[Change], *, wait: bool = False) -> asyncio.Future | None:
         done = asyncio.get_running_loop().create_future() if wait else None
@@ -180,8 +182,10 @@ class Announcer:
             batch, self.queue = self.queue[:self.BATCH], self.queue[self.BATCH:]
             try:
                 await _announce_many(self.deps, [c for c, _f in batch])
-            except Exception:
-                log.exception("presence announcement failed")
+            except Exception as exc:  # noqa: BLE001 - the database is away
+                self.failures.failed(exc, f"({len(batch)} changes)")
+            else:
+                self.failures.ok()
             finally:
                 for _c, f in batch:
                     if f is not None and not f.done():

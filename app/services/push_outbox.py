@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise import Tortoise
 
 from app.clock import now
+from app.logs import Retrying
 from app.models.accounts import User
 from app.models.messaging import Conversation
 from app.models.push import PushSubscription
@@ -246,16 +247,19 @@ class Planner(Supervised):
             await self.idle.wait()
 
     async def _run(self) -> None:
+        recovering = Retrying(log, "push planner: start-up recovery")
         while not self.recovered:
             try:
                 await self.recover()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("push planner: start-up recovery failed; retrying", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the database is away
+                recovering.failed(exc)
                 if self._closed:
                     return
                 await asyncio.sleep(1.0)
+        recovering.ok()
+        planning = Retrying(log, "push planner: queueing events")
         while True:
             while self.queue:
                 batch, self.queue = self.queue[:PLANNER_BATCH], self.queue[PLANNER_BATCH:]
@@ -264,15 +268,15 @@ class Planner(Supervised):
                 except asyncio.CancelledError:
                     self.queue = batch + self.queue
                     raise
-                except Exception:
+                except Exception as exc:  # noqa: BLE001
                     # The database is away: keep the events and try again shortly.
-                    log.warning("push planner: could not queue %d events; retrying",
-                                len(batch), exc_info=True)
+                    planning.failed(exc, f"({len(batch)} events)")
                     self.queue = batch + self.queue
                     if self._closed:
                         return
                     await asyncio.sleep(1.0)
                     continue
+                planning.ok()
                 if not self.queue:
                     self.idle.set()  # everything submitted is in the outbox
                 if not self._closed and len(self.queue) < PLANNER_BATCH:
@@ -570,19 +574,21 @@ class Worker(Supervised):
         return self.deps.extras.get("metrics")
 
     async def _run(self) -> None:
+        failures = Retrying(log, "push worker: reading the outbox")
         while not self._closed:
             self._wakeup.clear()
             try:
                 n = await self.run_once()
+                idle_for = await self._idle_for() if n == 0 and not self._closed else None
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("push worker: outbox unavailable; retrying", exc_info=True)
-                n = 0
+            except Exception as exc:  # noqa: BLE001 - the database is away
+                failures.failed(exc)
                 await self._sleep(2.0)
                 continue
-            if n == 0 and not self._closed:
-                await self._sleep(await self._idle_for())
+            failures.ok()
+            if idle_for is not None:
+                await self._sleep(idle_for)
 
     async def _idle_for(self) -> float:
         rows = await run_sql("SELECT MIN(due_at) AS due FROM push_outbox "

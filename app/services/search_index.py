@@ -52,6 +52,7 @@ from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
+from app.logs import Retrying
 from app.services.search_text import Term, document_tokens, listed, listed_words
 from app.services.workers import Supervised
 
@@ -489,7 +490,7 @@ class PendingListMerger(Supervised):
 
     async def _run(self) -> None:
         backend = self._backend
-        failing = False
+        failures = Retrying(log, "search index: merging the pending list")
         merged_up_to = None  # the first round looks: entries may be left from before
         while not self._closed:
             await self._sleep(backend.merge_every)
@@ -506,14 +507,11 @@ class PendingListMerger(Supervised):
                     # Only a backend that counts its writes (SQLite) gets here; a
                     # round that moved a full batch left more: look again.
                     merged_up_to = written if moved < backend.MERGE_ROWS else None
-                failing = False
+                failures.ok()
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
                 merged_up_to = None
                 self.failures += 1
-                if not failing:
-                    log.warning("search index: merging the pending list failed (%s); "
-                                "retrying every %s s", type(exc).__name__, backend.merge_every)
-                failing = True
+                failures.failed(exc)
 
 
 def nothing_matches(prepared: dict | None) -> bool:

@@ -8,6 +8,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from app.logs import Retrying
+
 log = logging.getLogger("parley.workers")
 
 
@@ -80,7 +82,7 @@ class Supervised:
 
 class Periodic(Supervised):
     """`job` every `interval` seconds, and at once when woken. A round that fails
-    is logged and the next one comes on time; `delay_first` makes the first
+    is logged (`Retrying`) and the next one comes on time; `delay_first` makes the first
     round wait an interval too (a job with nothing to do at start-up)."""
 
     def __init__(self, name: str, job: Callable[[], Awaitable[object]], interval: float,
@@ -94,9 +96,12 @@ class Periodic(Supervised):
     async def _run(self) -> None:
         if self._delay_first:
             await self._sleep(self.interval)
+        failures = Retrying(log, self.name, level=logging.ERROR)
         while not self._closed:
             try:
                 await self._job()
-            except Exception:
-                log.exception("%s failed", self.name)
+            except Exception as exc:  # noqa: BLE001 - the next round comes on time
+                failures.failed(exc)
+            else:
+                failures.ok()
             await self._sleep(self.interval)
