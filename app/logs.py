@@ -66,15 +66,15 @@ class Timer:
 
 
 class Retrying:
-    """How a background loop that tries again logs a run of failures: the first
-    in full (with its traceback), the same kind again at most once every
-    `remind_every` seconds as one line, a different kind in full, and the end
-    of the run with how long it lasted. A database or Redis that is away for an
-    hour is then a few lines, not a traceback every round, and the line that
-    says it is back is there to find."""
+    """How a background loop that tries again logs a run of failures: each kind
+    of failure the first time in full (with its traceback), the same kind again
+    at most once every `remind_every` seconds as one line, and the end of the
+    run with how long it lasted. A database or Redis that is away for an hour
+    is then a few lines, not a traceback every round, and the line that says
+    it is back is there to find."""
 
-    __slots__ = ("_log", "_what", "_level", "_remind_every", "_clock",
-                 "_since", "_said_at", "_kind", "failures")
+    __slots__ = ("_log", "_what", "_level", "_remind_every", "_clock", "_since", "_told",
+                 "failures")
 
     def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.WARNING,
                  remind_every: float = 60.0,
@@ -82,8 +82,7 @@ class Retrying:
         self._log, self._what, self._level = logger, what, level
         self._remind_every, self._clock = remind_every, clock
         self._since: float | None = None  # when the run of failures began
-        self._said_at = 0.0
-        self._kind: type | None = None
+        self._told: dict[type, float] = {}  # kind of failure → when it was last told
         self.failures = 0  # in the current run
 
     @property
@@ -93,16 +92,18 @@ class Retrying:
     def failed(self, exc: BaseException, detail: str = "") -> None:
         now = self._clock()
         self.failures += 1
+        if self._since is None:
+            self._since = now
         what = f"{self._what} {detail}".rstrip()
-        if self._since is None or type(exc) is not self._kind:
-            if self._since is None:
-                self._since = now
-            self._kind, self._said_at = type(exc), now
+        kind = type(exc)
+        told = self._told.get(kind)
+        if told is None:
+            self._told[kind] = now
             self._log.log(self._level, "%s failed; retrying", what, exc_info=exc)
-        elif now - self._said_at >= self._remind_every:
-            self._said_at = now
+        elif now - told >= self._remind_every:
+            self._told[kind] = now
             self._log.log(self._level, "%s still failing after %.0f s (%d attempts): %s: %s",
-                          what, now - self._since, self.failures, type(exc).__name__, exc)
+                          what, now - self._since, self.failures, kind.__name__, exc)
 
     def ok(self) -> None:
         if self._since is None:
@@ -110,4 +111,5 @@ class Retrying:
         self._log.info("%s works again after %.0f s (%d failed attempt%s)",
                        self._what, self._clock() - self._since, self.failures,
                        "" if self.failures == 1 else "s")
-        self._since, self._kind, self.failures = None, None, 0
+        self._since, self.failures = None, 0
+        self._told.clear()

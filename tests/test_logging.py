@@ -189,3 +189,18 @@ def test_a_failure_after_the_end_of_a_run_is_told_in_full_again(caplog):
         ("INFO", "the job works again after 0 s (1 failed attempt)"),
         ("ERROR", "the job (2 events) failed; retrying"),
     ]
+
+
+def test_failures_that_take_turns_are_each_told_once(caplog):
+    """An outage may fail in more than one way (a refused connect, then a
+    timeout, then a refused connect again): each way is told once."""
+    caplog.set_level(logging.INFO, "parley.test")
+    clock = Clock()
+    failures = Retrying(logging.getLogger("parley.test"), "the job", clock=clock)
+    for i in range(20):  # 40 s, every other round another way
+        clock.t = 1000.0 + 2 * i
+        failures.failed(TimeoutError("slow") if i % 2 else ConnectionRefusedError("refused"))
+    assert [(r.getMessage(), r.exc_info[0]) for r in caplog.records] == [
+        ("the job failed; retrying", ConnectionRefusedError),
+        ("the job failed; retrying", TimeoutError),
+    ]
