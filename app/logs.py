@@ -99,7 +99,8 @@ class Retrying:
         told = self._told.get(kind)
         if told is None:
             self._told[kind] = now
-            self._log.log(self._level, "%s failed; retrying", what, exc_info=exc)
+            self._log.log(self._level, "%s failed (%s); retrying", what, kind.__name__,
+                          exc_info=exc)
         elif now - told >= self._remind_every:
             self._told[kind] = now
             self._log.log(self._level, "%s still failing after %.0f s (%d attempts): %s: %s",

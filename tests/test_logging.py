@@ -164,10 +164,10 @@ def test_a_run_of_failures_is_told_once_then_once_a_minute_then_its_end(caplog):
     failures.ok()
     said = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert said == [
-        ("WARNING", "the job failed; retrying", True),
+        ("WARNING", "the job failed (ConnectionRefusedError); retrying", True),
         ("WARNING", "the job still failing after 60 s (7 attempts): "
                     "ConnectionRefusedError: refused", False),
-        ("WARNING", "the job failed; retrying", True),
+        ("WARNING", "the job failed (TimeoutError); retrying", True),
         ("INFO", "the job works again after 90 s (9 failed attempts)", False),
     ], said
     assert caplog.records[0].exc_info[0] is ConnectionRefusedError
@@ -185,9 +185,9 @@ def test_a_failure_after_the_end_of_a_run_is_told_in_full_again(caplog):
     clock.t += 1
     failures.failed(OSError("gone"), "(2 events)")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("ERROR", "the job failed; retrying"),
+        ("ERROR", "the job failed (OSError); retrying"),
         ("INFO", "the job works again after 0 s (1 failed attempt)"),
-        ("ERROR", "the job (2 events) failed; retrying"),
+        ("ERROR", "the job (2 events) failed (OSError); retrying"),
     ]
 
 
@@ -201,6 +201,6 @@ def test_failures_that_take_turns_are_each_told_once(caplog):
         clock.t = 1000.0 + 2 * i
         failures.failed(TimeoutError("slow") if i % 2 else ConnectionRefusedError("refused"))
     assert [(r.getMessage(), r.exc_info[0]) for r in caplog.records] == [
-        ("the job failed; retrying", ConnectionRefusedError),
-        ("the job failed; retrying", TimeoutError),
+        ("the job failed (ConnectionRefusedError); retrying", ConnectionRefusedError),
+        ("the job failed (TimeoutError); retrying", TimeoutError),
     ]

@@ -125,7 +125,7 @@ async def test_a_periodic_job_that_fails_is_logged_and_runs_again_on_time(caplog
         assert worker.restarts == 0  # the loop went on; it did not die
     said = [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records]
     # Three failures in a row are one outage: told once, with its traceback.
-    assert said[0] == ("ERROR", "test job failed; retrying", True), said
+    assert said[0] == ("ERROR", "test job failed (RuntimeError); retrying", True), said
     assert "the database went away" in caplog.text
     assert said[1][:1] == ("INFO",) and said[1][1].startswith("test job works again after "), said
     assert said[1][1].endswith("(3 failed attempts)") and len(said) == 2, said
