@@ -236,6 +236,7 @@ class PresenceTracker:
         self._expiring: dict[str, asyncio.Future] = {}  # being told to store / contacts
         self._sweeper: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
+        self._expiry_failures = Retrying(log, "presence offline handling")
         self._beat: asyncio.Task | None = None
         self._closed = False
 
@@ -329,8 +330,10 @@ class PresenceTracker:
                     await cb(offline)
                 except Exception:
                     log.exception("presence offline handling failed")
-        except Exception:
-            log.exception("presence offline handling failed")
+        except Exception as exc:  # noqa: BLE001 - the store (Redis) is away
+            self._expiry_failures.failed(exc)
+        else:
+            self._expiry_failures.ok()
         finally:
             for u in users:
                 self._expiring.pop(u, None)

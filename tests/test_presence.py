@@ -3,6 +3,7 @@ means fail), the per-process tracker with its reload grace period, and the
 `presence` events seen by contacts across several devices and processes."""
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -142,6 +143,43 @@ async def test_tracker_goes_offline_after_the_grace(make_store):
         assert await tracker.connect(u) is True  # a later visit is "online" again
     finally:
         await tracker.close()
+
+
+@needs_redis
+async def test_a_redis_away_at_each_expiry_is_told_once_and_its_end(caplog):
+    """Users going offline while Redis is unreachable: the tracker cannot
+    unmark them, says so once for the whole outage, and says when it can again."""
+    from tests.cluster_helpers import TcpProxy, via
+
+    caplog.set_level(logging.INFO, "parley.presence")
+    proxy = TcpProxy(int(TEST_REDIS_URL.rpartition(":")[2].split("/")[0]))
+    await proxy.start()
+    client = redis.from_url(via(TEST_REDIS_URL, proxy.port), socket_timeout=2)
+    tracker = PresenceTracker(RedisPresence(client, prefix=f"parley:test:{uuid.uuid4().hex}:"),
+                              grace=0.05)
+    offline = Offline()
+    users = [uid() for _ in range(3)]
+    try:
+        for u in users:
+            await tracker.connect(u)
+        await proxy.cut()
+        for u in users[:2]:  # two expiries, each failing
+            tracker.disconnect(u, offline)
+            await until(lambda u=u: u not in tracker._timers, "the expiry ran")
+        told = [r.getMessage() for r in caplog.records]
+        assert len(told) == 1 and told[0].startswith("presence offline handling failed ("), told
+        await proxy.restore()
+        tracker.disconnect(users[2], offline)
+        await asyncio.wait_for(offline.event.wait(), 5)
+        assert offline.users == [users[2]]
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 2 and said[1].startswith(
+            "presence offline handling works again after "), said
+        assert said[1].endswith("(2 failed attempts)"), said
+    finally:
+        await tracker.close()
+        await client.aclose()
+        await proxy.close()
 
 
 async def test_tracker_handles_a_storm_of_disconnects_in_batches(make_store):
