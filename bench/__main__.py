@@ -27,7 +27,7 @@ from .scenarios import SCENARIOS, Config, NotApplicable
 from .targets import ALL_TARGETS, DEFAULT_TARGETS, PEER_DIR, ROOT, RunEnv, kill_all
 
 DEFAULT_SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "flood", "s6")
-# CI smoke run (< 2 min): L1 (the ratio base) and Parley; L0/P only in full runs or on request
+# CI smoke run (a few minutes): L1 (the ratio base) and Parley; L0/P only in full runs or on request
 QUICK_TARGETS = ("l1", "parley-sqlite", "parley-pg", "parley-redis2")
 
 
@@ -38,7 +38,7 @@ def log(msg: str) -> None:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small scale, < 2 min (CI)")
+    p.add_argument("--quick", action="store_true", help="small scale, a few minutes (CI)")
     p.add_argument("--targets", default=None,
                    help=f"comma list of {', '.join(ALL_TARGETS)} (default "
                         f"{','.join(DEFAULT_TARGETS)}; --quick: {','.join(QUICK_TARGETS)})")
