@@ -677,7 +677,7 @@ class ParleyRedis2Target(ParleyPgTarget):
     n_procs = 2
     start_rates = {"s1": 250.0}
     quick_start_rates = {"s1": 100.0, "s2": 10.0}
-    quick_scenarios = ("s1", "s5")  # the pair adds the least to --quick that covers it
+    quick_scenarios = ("s1", "s5")  # sends and reconnects across processes, nothing more
 
     def available(self):
         if not shutil.which("redis-server"):
