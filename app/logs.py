@@ -89,7 +89,10 @@ class Retrying:
     def failing(self) -> bool:
         return self._since is not None
 
-    def failed(self, exc: BaseException, detail: str = "") -> None:
+    def failed(self, exc: BaseException, detail: str = "",
+               fields: dict | None = None) -> None:
+        """`detail` is added to the what of the lines it causes, `fields` to
+        their JSON (who and what this failure was about)."""
         now = self._clock()
         self.failures += 1
         if self._since is None:
@@ -100,11 +103,12 @@ class Retrying:
         if told is None:
             self._told[kind] = now
             self._log.log(self._level, "%s failed (%s); retrying", what, kind.__name__,
-                          exc_info=exc)
+                          exc_info=exc, extra={"fields": fields} if fields else None)
         elif now - told >= self._remind_every:
             self._told[kind] = now
             self._log.log(self._level, "%s still failing after %.0f s (%d attempts): %s: %s",
-                          what, now - self._since, self.failures, kind.__name__, exc)
+                          what, now - self._since, self.failures, kind.__name__, exc,
+                          extra={"fields": fields} if fields else None)
 
     def ok(self) -> None:
         if self._since is None:

@@ -480,3 +480,45 @@ async def test_shutdown_sends_queued_announcements_before_the_database_closes(
     # Nothing is taken once closed; a caller waiting on it is not left hanging.
     done = announcer.add([(alice.user_id, False, None)], wait=True)
     assert done.done() and announcer.queue == []
+
+
+@needs_redis
+async def test_clients_come_and_go_while_redis_is_away_and_the_log_says_so_once(
+        tmp_path, aiohttp_client, caplog):
+    """Presence and foreground state are best effort: with their Redis away
+    every connect and disconnect still succeeds, and each hook's failures are
+    one line for the outage, not a traceback per client."""
+    from app.api.http import DEPS_KEY
+    from app.server import create_app
+    from tests.cluster_helpers import TcpProxy, via
+    from tests.conftest import make_settings
+
+    caplog.set_level(logging.INFO)
+    proxy = TcpProxy(int(TEST_REDIS_URL.rpartition(":")[2].split("/")[0]))
+    await proxy.start()
+    try:
+        settings = make_settings(f"sqlite://{tmp_path}/p.db", tmp_path,
+                                 redis_url=via(TEST_REDIS_URL, proxy.port))
+        client = await aiohttp_client(create_app(settings, generate_schemas=True))
+        url = str(client.make_url(""))
+        deps = client.app[DEPS_KEY]
+        users = [await make_user(deps) for _ in range(3)]
+        await proxy.cut()
+        caplog.clear()
+        for user in users:
+            sio = await connect(url, user.access_token)  # not refused
+            await sio.disconnect()
+        await asyncio.sleep(1.5)  # the disconnect hooks and the grace period's expiry
+        hooks = [r.getMessage() for r in caplog.records if " hook " in r.getMessage()]
+        assert sorted(hooks) == [
+            "connect hook app.realtime.contacts._online failed (ConnectionError); retrying",
+            "connect hook app.realtime.push._connected failed (ConnectionError); retrying",
+            "disconnect hook app.realtime.push._disconnected failed (ConnectionError); "
+            "retrying",
+        ], hooks
+        # Going offline waits for the grace period; its expiries fail in turn.
+        assert [r.getMessage() for r in caplog.records if "offline" in r.getMessage()] == [
+            "presence offline handling failed (ConnectionError); retrying"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        await proxy.close()

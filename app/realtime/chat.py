@@ -20,7 +20,7 @@ from app.db import is_database_error
 from app.deps import Deps
 from app.errors import DomainError, Invalid, Unauthorized, Unavailable
 from app.fanout import NAMESPACE, session_room, user_room
-from app.logs import Timer, event_log, log_event
+from app.logs import Retrying, Timer, event_log, log_event
 from app.metrics import Metrics
 from app.services import accounts
 
@@ -41,7 +41,8 @@ class Conn:
 Handler = Callable[[Deps, Conn, object], Awaitable[dict]]
 # name → handler; filled by the domain modules in app/realtime/ (see register()).
 EVENTS: dict[str, Handler] = {}
-# Called after a socket is authenticated / after it is gone (presence etc.).
+# Called after a socket is authenticated / after it is gone (presence etc.), best
+# effort: see ChatNamespace._run_hooks.
 ON_CONNECT: list[Callable[[Deps, Conn], Awaitable[None]]] = []
 ON_DISCONNECT: list[Callable[[Deps, Conn], Awaitable[None]]] = []
 
@@ -71,6 +72,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._hook_failures: dict[Callable, Retrying] = {}
         # Read when scraped: no gauge update (and its lock) twice per event.
         self.metrics.inflight_events.set_function(lambda: self.inflight)
 
@@ -122,8 +124,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             bind(self.server.manager.eio_sid_from_sid(sid, NAMESPACE), conn.user_id)
         await self.enter_room(sid, user_room(conn.user_id))
         await self.enter_room(sid, session_room(conn.session_id))
-        for hook in ON_CONNECT:
-            await hook(self.deps, conn)
+        await self._run_hooks(ON_CONNECT, conn, "connect")
         log_event(event="connect", sid=sid, user_id=conn.user_id, status="ok",
                   duration_ms=timer.ms())
 
@@ -132,14 +133,28 @@ class ChatNamespace(socketio.AsyncNamespace):
         if conn is None:
             return
         self.metrics.connected_sockets.dec()
-        for hook in ON_DISCONNECT:
+        await self._run_hooks(ON_DISCONNECT, conn, "disconnect")
+        log_event(event="disconnect", sid=sid, user_id=conn.user_id, status="ok")
+
+    async def _run_hooks(self, hooks, conn: Conn, when: str) -> None:
+        """The hooks are best effort (presence, foreground state): one that fails
+        neither refuses the connection nor stops the others. Their store (Redis)
+        being away fails every connect and disconnect, so a run of failures is
+        told once per hook (Retrying), not once per client."""
+        for hook in hooks:
             try:
                 await hook(self.deps, conn)
-            except Exception:
-                log.exception("disconnect hook failed",
-                              extra={"fields": {"hook": getattr(hook, "__name__", "?"),
-                                                "sid": sid, "user_id": conn.user_id}})
-        log_event(event="disconnect", sid=sid, user_id=conn.user_id, status="ok")
+            except Exception as exc:  # noqa: BLE001 - see above
+                failures = self._hook_failures.get(hook)
+                if failures is None:
+                    failures = self._hook_failures[hook] = Retrying(
+                        log, f"{when} hook {hook.__module__}.{hook.__name__}")
+                failures.failed(exc, fields={"hook": hook.__name__, "sid": conn.sid,
+                                             "user_id": conn.user_id})
+            else:
+                failures = self._hook_failures.get(hook)
+                if failures is not None:
+                    failures.ok()
 
     async def dispatch(self, sid: str, name: str, payload) -> dict:
         started = time.perf_counter()

@@ -2,20 +2,12 @@
 contact:accepted, contact:updated, contact:removed, presence) are emitted by
 the services through deps.fanout; clients manage contacts over REST."""
 
-import logging
-
 from app.realtime.chat import ON_CONNECT, ON_DISCONNECT, Conn
 from app.services import presence
 
-log = logging.getLogger("parley.realtime")
-
 
 async def _online(deps, conn: Conn) -> None:
-    try:
-        await presence.user_connected(deps, conn.user_id)
-    except Exception:
-        # Presence is best effort: never refuse a connection because of it.
-        log.exception("presence connect failed")
+    await presence.user_connected(deps, conn.user_id)
 
 
 async def _offline(deps, conn: Conn) -> None:

@@ -1,13 +1,10 @@
 """`client:state`: the page says whether it is in the foreground (push
 notifications skip users with a foreground session; app/foreground.py)."""
 
-import logging
 from typing import Literal
 
 from app.realtime.chat import ON_CONNECT, ON_DISCONNECT, Conn, event, ok
 from app.validation import Payload, convert
-
-log = logging.getLogger("parley.realtime")
 
 
 class ClientStateIn(Payload):
@@ -30,13 +27,8 @@ async def client_state(deps, conn: Conn, payload):
 async def _connected(deps, conn: Conn) -> None:
     # A socket that never said otherwise is in the foreground.
     tracker = _tracker(deps)
-    if tracker is None:
-        return
-    try:
+    if tracker is not None:
         await tracker.set(conn.user_id, conn.sid, True)
-    except Exception:
-        # Best effort, like presence: never refuse a connection because of it.
-        log.warning("foreground state not recorded", exc_info=True)
 
 
 async def _disconnected(deps, conn: Conn) -> None:
