@@ -73,13 +73,14 @@ class Retrying:
     is then a few lines, not a traceback every round, and the line that says
     it is back is there to find."""
 
-    __slots__ = ("_log", "_what", "_level", "_remind_every", "_clock", "_since", "_told",
-                 "failures")
+    __slots__ = ("_log", "_what", "_level", "_meanwhile", "_remind_every", "_clock", "_since",
+                 "_told", "failures")
 
     def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.WARNING,
-                 remind_every: float = 60.0,
+                 meanwhile: str = "retrying", remind_every: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._log, self._what, self._level = logger, what, level
+        self._meanwhile = meanwhile  # what the loop does until it works again
         self._remind_every, self._clock = remind_every, clock
         self._since: float | None = None  # when the run of failures began
         self._told: dict[type, float] = {}  # kind of failure → when it was last told
@@ -102,8 +103,8 @@ class Retrying:
         told = self._told.get(kind)
         if told is None:
             self._told[kind] = now
-            self._log.log(self._level, "%s failed (%s); retrying", what, kind.__name__,
-                          exc_info=exc, extra={"fields": fields} if fields else None)
+            self._log.log(self._level, "%s failed (%s); %s", what, kind.__name__,
+                          self._meanwhile, exc_info=exc, extra={"fields": fields} if fields else None)
         elif now - told >= self._remind_every:
             self._told[kind] = now
             self._log.log(self._level, "%s still failing after %.0f s (%d attempts): %s: %s",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import RateLimited
+from app.logs import Retrying
 
 log = logging.getLogger("parley.ratelimit")
 
@@ -139,7 +140,7 @@ class RedisRateLimiter:
         self.metrics = metrics
         self.fallback = MemoryRateLimiter()
         self._down_until = 0.0
-        self._last_log = 0.0
+        self._outage = Retrying(log, "rate limiter: Redis", meanwhile="counting in memory")
         # Redis key → (window in ms, (future, cost) of the hits waiting for their count)
         self._pending: dict[str, tuple[int, list[tuple[asyncio.Future, int]]]] = {}
         self._flusher: asyncio.Task | None = None
@@ -207,13 +208,9 @@ class RedisRateLimiter:
         return f"{self.prefix}{{{zlib.crc32(key.encode()) % HASH_TAGS}}}:{key}"
 
     def _mark_down(self, exc: BaseException) -> None:
-        """Leave Redis alone for a while; log (at most every 5 s)."""
-        now = time.monotonic()
-        self._down_until = now + self.retry_after
-        if now - self._last_log >= 5:
-            self._last_log = now
-            log.warning("rate limiter: Redis unavailable (%s); counting in memory",
-                        type(exc).__name__)
+        """Leave Redis alone for a while (`retry_after`)."""
+        self._down_until = time.monotonic() + self.retry_after
+        self._outage.failed(exc)
 
     def _failed(self, exc: BaseException | None) -> None:
         if exc is not None:
@@ -338,6 +335,7 @@ class RedisRateLimiter:
                 for f, _c in futs:
                     f.cancel()
             raise
+        self._outage.ok()
         for i, k in enumerate(keys):
             total, pttl = int(out[2 * i]), int(out[2 * i + 1])
             futs = batch[k][1]

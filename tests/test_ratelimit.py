@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -100,6 +101,31 @@ async def test_redis_down_fails_open_to_memory_quickly(tmp_path):
         assert time.monotonic() - t < 1.5
         assert metrics.ratelimit_fallbacks._value.get() == 6
     finally:
+        await client.aclose()
+
+
+async def test_a_redis_outage_is_told_once_and_so_is_its_end(tmp_path, caplog):
+    """Redis is tried again every `retry_after` and fails each time: the log
+    says so once, and says when the limiter counts in Redis again."""
+    caplog.set_level(logging.INFO, "parley.ratelimit")
+    server = RedisServer(tmp_path)  # not started yet: nothing listens
+    client = aioredis.from_url(server.url, socket_connect_timeout=0.2)
+    limiter = RedisRateLimiter(client, timeout=0.5, retry_after=0.1)
+    try:
+        for _ in range(3):
+            assert await outcomes(limiter, "k", Limit(100, 60), 5) == [True] * 5
+            await asyncio.sleep(0.15)  # past retry_after: the next hit tries Redis
+        assert limiter._outage.failures >= 3
+        await server.start()
+        assert await outcomes(limiter, "k", Limit(100, 60), 1) == [True]
+        said = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert len(said) == 2, said
+        assert said[0][0] == "WARNING" and said[0][1].startswith("rate limiter: Redis failed (")
+        assert said[0][1].endswith("); counting in memory"), said
+        assert said[1][0] == "INFO" and said[1][1].startswith(
+            "rate limiter: Redis works again after "), said
+    finally:
+        server.stop()
         await client.aclose()
 
 
