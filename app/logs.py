@@ -1,5 +1,5 @@
 """One structured (JSON) log line per request and per Socket.IO event, and
-how background loops log a dependency that is away (`Retrying`).
+how code that keeps trying a dependency logs it being away (`Retrying`).
 
 Only identifiers, routes, statuses and durations are logged: never bodies,
 passwords, tokens or codes.
@@ -66,12 +66,13 @@ class Timer:
 
 
 class Retrying:
-    """How a background loop that tries again logs a run of failures: each kind
-    of failure the first time in full (with its traceback), the same kind again
-    at most once every `remind_every` seconds as one line, and the end of the
-    run with how long it lasted. A database or Redis that is away for an hour
-    is then a few lines, not a traceback every round, and the line that says
-    it is back is there to find."""
+    """How code that keeps trying a dependency (a background loop, a connect
+    hook, the rate limiter) logs a run of failures: each kind of failure the
+    first time in full (with its traceback), the same kind again at most once
+    every `remind_every` seconds as one line, and the end of the run with how
+    long it lasted. A database or Redis that is away for an hour is then a few
+    lines, not a traceback every round or every client, and the line that
+    says it is back is there to find."""
 
     __slots__ = ("_log", "_what", "_level", "_meanwhile", "_remind_every", "_clock", "_since",
                  "_told", "failures")
