@@ -148,8 +148,10 @@ async def test_background_loops_tell_a_database_outage_once_and_its_end(tmp_path
         await asyncio.sleep(7)
         told = Counter(r.getMessage() for r in caplog.records
                        if r.name.startswith("parley.") and r.levelno >= logging.WARNING)
+        # Refused connects, or first a pooled connection the cut broke: each
+        # kind once, never a line again.
         for loop in loops:
-            assert told[f"{loop} failed (ConnectionRefusedError); retrying"] == 1, told
+            assert any(m.startswith(f"{loop} failed (") for m in told), told
         assert set(told.values()) == {1}, told
 
         await proxy.restore()
