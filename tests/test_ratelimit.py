@@ -115,14 +115,17 @@ async def test_a_redis_outage_is_told_once_and_so_is_its_end(tmp_path, caplog):
         for _ in range(3):
             assert await outcomes(limiter, "k", Limit(100, 60), 5) == [True] * 5
             await asyncio.sleep(0.15)  # past retry_after: the next hit tries Redis
-        assert limiter._outage.failures >= 3
+        tries = limiter._outage.failures
+        assert tries >= 3
         await server.start()
         assert await outcomes(limiter, "k", Limit(100, 60), 1) == [True]
         said = [(r.levelname, r.getMessage()) for r in caplog.records]
-        assert len(said) == 2, said
-        assert said[0][0] == "WARNING" and said[0][1].startswith("rate limiter: Redis failed (")
-        assert said[0][1].endswith("); counting in memory"), said
-        assert said[1][0] == "INFO" and said[1][1].startswith(
+        *failed, back = said
+        # Each kind of failure once (refused, or a timeout on a slow machine).
+        assert failed and len(set(failed)) == len(failed) < tries, said
+        assert all(level == "WARNING" and m.startswith("rate limiter: Redis failed (")
+                   and m.endswith("); counting in memory") for level, m in failed), said
+        assert back[0] == "INFO" and back[1].startswith(
             "rate limiter: Redis works again after "), said
     finally:
         server.stop()
