@@ -68,15 +68,15 @@ class ForegroundTracker:
         return await self.store.online(user_ids)
 
     async def _heartbeat(self) -> None:
-        failures = Retrying(log, "foreground heartbeat")
+        outage = Retrying(log, "foreground heartbeat")
         while True:
             await asyncio.sleep(self.store.heartbeat_interval)
             try:
                 await self.store.mark(list(self.local))
             except Exception as exc:  # noqa: BLE001 - Redis is away; next beat
-                failures.failed(exc)
+                outage.failed(exc)
             else:
-                failures.ok()
+                outage.ok()
 
 
 def build_foreground(redis=None) -> ForegroundTracker:

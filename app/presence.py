@@ -236,7 +236,7 @@ class PresenceTracker:
         self._expiring: dict[str, asyncio.Future] = {}  # being told to store / contacts
         self._sweeper: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
-        self._expiry_failures = Retrying(log, "presence offline handling")
+        self._expiry_outage = Retrying(log, "presence offline handling")
         self._beat: asyncio.Task | None = None
         self._closed = False
 
@@ -331,9 +331,9 @@ class PresenceTracker:
                 except Exception:
                     log.exception("presence offline handling failed")
         except Exception as exc:  # noqa: BLE001 - the store (Redis) is away
-            self._expiry_failures.failed(exc)
+            self._expiry_outage.failed(exc)
         else:
-            self._expiry_failures.ok()
+            self._expiry_outage.ok()
         finally:
             for u in users:
                 self._expiring.pop(u, None)
@@ -341,7 +341,7 @@ class PresenceTracker:
             done.set_result(None)
 
     async def _heartbeat(self) -> None:
-        failures = Retrying(log, "presence heartbeat")
+        outage = Retrying(log, "presence heartbeat")
         while True:
             await asyncio.sleep(self.store.heartbeat_interval)
             # Users inside their grace period are still marked: keep them alive too.
@@ -349,9 +349,9 @@ class PresenceTracker:
             try:
                 await self.store.mark(users)
             except Exception as exc:  # noqa: BLE001 - Redis is away; next beat
-                failures.failed(exc)
+                outage.failed(exc)
             else:
-                failures.ok()
+                outage.ok()
 
 
 def build_presence(settings, redis=None) -> PresenceTracker:

@@ -72,7 +72,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._hook_failures: dict[Callable, Retrying] = {}
+        self._hook_outages: dict[Callable, Retrying] = {}
         # Read when scraped: no gauge update (and its lock) twice per event.
         self.metrics.inflight_events.set_function(lambda: self.inflight)
 
@@ -145,16 +145,16 @@ class ChatNamespace(socketio.AsyncNamespace):
             try:
                 await hook(self.deps, conn)
             except Exception as exc:  # noqa: BLE001 - see above
-                failures = self._hook_failures.get(hook)
-                if failures is None:
-                    failures = self._hook_failures[hook] = Retrying(
+                outage = self._hook_outages.get(hook)
+                if outage is None:
+                    outage = self._hook_outages[hook] = Retrying(
                         log, f"{when} hook {hook.__module__}.{hook.__name__}")
-                failures.failed(exc, fields={"hook": hook.__name__, "sid": conn.sid,
-                                             "user_id": conn.user_id})
+                outage.failed(exc, fields={"hook": hook.__name__, "sid": conn.sid,
+                                           "user_id": conn.user_id})
             else:
-                failures = self._hook_failures.get(hook)
-                if failures is not None:
-                    failures.ok()
+                outage = self._hook_outages.get(hook)
+                if outage is not None:
+                    outage.ok()
 
     async def dispatch(self, sid: str, name: str, payload) -> dict:
         started = time.perf_counter()

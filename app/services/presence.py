@@ -143,7 +143,7 @@ class Announcer:
         self.queue: list[tuple[Change, asyncio.Future | None]] = []
         self.task: asyncio.Task | None = None
         self.closed = False
-        self.failures = Retrying(log, "presence announcement")  # a batch is not sent again
+        self._outage = Retrying(log, "presence announcement")  # a batch is not sent again
 
     def add(self, changes: list[Change], *, wait: bool = False) -> asyncio.Future | None:
         done = asyncio.get_running_loop().create_future() if wait else None
@@ -183,9 +183,9 @@ class Announcer:
             try:
                 await _announce_many(self.deps, [c for c, _f in batch])
             except Exception as exc:  # noqa: BLE001 - the database is away
-                self.failures.failed(exc, f"({len(batch)} changes)")
+                self._outage.failed(exc, f"({len(batch)} changes)")
             else:
-                self.failures.ok()
+                self._outage.ok()
             finally:
                 for _c, f in batch:
                     if f is not None and not f.done():

@@ -574,7 +574,7 @@ class Worker(Supervised):
         return self.deps.extras.get("metrics")
 
     async def _run(self) -> None:
-        failures = Retrying(log, "push worker: reading the outbox")
+        outage = Retrying(log, "push worker: reading the outbox")
         while not self._closed:
             self._wakeup.clear()
             try:
@@ -583,10 +583,10 @@ class Worker(Supervised):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the database is away
-                failures.failed(exc)
+                outage.failed(exc)
                 await self._sleep(2.0)
                 continue
-            failures.ok()
+            outage.ok()
             if idle_for is not None:
                 await self._sleep(idle_for)
 

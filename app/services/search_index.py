@@ -490,7 +490,7 @@ class PendingListMerger(Supervised):
 
     async def _run(self) -> None:
         backend = self._backend
-        failures = Retrying(log, "search index: merging the pending list")
+        outage = Retrying(log, "search index: merging the pending list")
         merged_up_to = None  # the first round looks: entries may be left from before
         while not self._closed:
             await self._sleep(backend.merge_every)
@@ -507,11 +507,11 @@ class PendingListMerger(Supervised):
                     # Only a backend that counts its writes (SQLite) gets here; a
                     # round that moved a full batch left more: look again.
                     merged_up_to = written if moved < backend.MERGE_ROWS else None
-                failures.ok()
+                outage.ok()
             except Exception as exc:  # noqa: BLE001 - the database is away; next round
                 merged_up_to = None
                 self.failures += 1
-                failures.failed(exc)
+                outage.failed(exc)
 
 
 def nothing_matches(prepared: dict | None) -> bool:

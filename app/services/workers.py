@@ -96,12 +96,12 @@ class Periodic(Supervised):
     async def _run(self) -> None:
         if self._delay_first:
             await self._sleep(self.interval)
-        failures = Retrying(log, self.name, level=logging.ERROR)
+        outage = Retrying(log, self.name, level=logging.ERROR)
         while not self._closed:
             try:
                 await self._job()
             except Exception as exc:  # noqa: BLE001 - the next round comes on time
-                failures.failed(exc)
+                outage.failed(exc)
             else:
-                failures.ok()
+                outage.ok()
             await self._sleep(self.interval)
