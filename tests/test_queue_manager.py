@@ -9,12 +9,14 @@ its own manager and broker connections; clients are real Socket.IO clients.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from app.fanout import NAMESPACE
 from app.realtime.managers import RESYNC_EVENT
 from tests.cluster_helpers import RedisServer, TcpProxy
+from tests.factories import until
 from tests.queue_helpers import (
     QUEUES,
     TEST_AMQP_URL,
@@ -221,54 +223,106 @@ async def test_an_overflowing_outbox_is_followed_by_a_resync(cluster):
     assert bob.events[-1][0] == RESYNC_EVENT  # after the last message that made it
 
 
-async def test_after_an_outage_resync_goes_out_without_further_traffic(cluster, tmp_path):
-    """The broker goes away (a private redis-server killed, or a TCP proxy in front
-    of RabbitMQ cut) and comes back: emits meanwhile return at once and are
-    counted; afterwards every client hears `resync`, and emits flow again."""
-    redis = proxy = None
-    if cluster.kind == "redis":
-        redis = RedisServer(tmp_path)
-        await redis.start()
-        url = redis.url
-    else:
-        proxy = TcpProxy(5672)
-        await proxy.start()
+class Broker:
+    """The test's broker behind something that can take it away: a private
+    redis-server (stopped and started again on its port), or a TCP proxy in
+    front of RabbitMQ (cut and restored)."""
+
+    def __init__(self, kind: str, tmp_path) -> None:
+        self.redis = RedisServer(tmp_path) if kind == "redis" else None
+        self.proxy = None if self.redis else TcpProxy(5672)
+
+    async def start(self) -> str:
+        if self.redis:
+            await self.redis.start()
+            return self.redis.url
+        await self.proxy.start()
         host = TEST_AMQP_URL.split("://", 1)[1].rpartition("@")
-        url = f"amqp://{host[0]}@127.0.0.1:{proxy.port}/"
+        return f"amqp://{host[0]}@127.0.0.1:{self.proxy.port}/"
+
+    async def away(self) -> None:
+        if self.redis:
+            self.redis.stop()
+        else:
+            await self.proxy.cut()
+
+    async def back(self) -> None:
+        if self.redis:
+            await self.redis.start()  # same port
+        else:
+            await self.proxy.restore()
+
+    async def close(self) -> None:
+        if self.redis:
+            self.redis.stop()
+        else:
+            await self.proxy.close()
+
+
+@pytest.fixture
+async def broker(kind, tmp_path):
+    b = Broker(kind, tmp_path)
     try:
-        a, b = await cluster(2, url, heartbeat=0.5)
-        bob = await cluster.client("bob", b)
-        await emit(a, "u:bob", 1)
-        await bob.wait_for(lambda: seqs(bob) == [1])
-        if redis:
-            redis.stop()
-        else:
-            await proxy.cut()
-        for seq in (2, 3, 4):
-            await asyncio.wait_for(emit(a, "u:bob", seq), 1)
-            await asyncio.sleep(0.2)
-        assert failures(a) >= 1
-        if redis:
-            await redis.start()  # same port
-        else:
-            await proxy.restore()
-        # Nobody emits: the processes notice by themselves.
-        await bob.wait_for(lambda: bob.of(RESYNC_EVENT), 8)
-
-        async def crossed():
-            await emit(a, "u:bob", 5)
-            await asyncio.sleep(0.2)
-            return 5 in seqs(bob)
-
-        deadline = asyncio.get_running_loop().time() + 8
-        while not await crossed():
-            assert asyncio.get_running_loop().time() < deadline, "emits never crossed again"
-        assert not {2, 3, 4} & set(seqs(bob))  # lost live, as expected: sync fetches them
+        yield b
     finally:
-        if redis:
-            redis.stop()
-        if proxy:
-            await proxy.close()
+        await b.close()
+
+
+async def test_after_an_outage_resync_goes_out_without_further_traffic(cluster, broker):
+    """The broker goes away and comes back: emits meanwhile return at once and
+    are counted; afterwards every client hears `resync`, and emits flow again."""
+    a, b = await cluster(2, await broker.start(), heartbeat=0.5)
+    bob = await cluster.client("bob", b)
+    await emit(a, "u:bob", 1)
+    await bob.wait_for(lambda: seqs(bob) == [1])
+    await broker.away()
+    for seq in (2, 3, 4):
+        await asyncio.wait_for(emit(a, "u:bob", seq), 1)
+        await asyncio.sleep(0.2)
+    assert failures(a) >= 1
+    await broker.back()
+    # Nobody emits: the processes notice by themselves.
+    await bob.wait_for(lambda: bob.of(RESYNC_EVENT), 8)
+
+    async def crossed():
+        await emit(a, "u:bob", 5)
+        await asyncio.sleep(0.2)
+        return 5 in seqs(bob)
+
+    deadline = asyncio.get_running_loop().time() + 8
+    while not await crossed():
+        assert asyncio.get_running_loop().time() < deadline, "emits never crossed again"
+    assert not {2, 3, 4} & set(seqs(bob))  # lost live, as expected: sync fetches them
+
+
+async def test_a_broker_outage_is_told_once_and_so_is_its_end(cluster, broker, caplog):
+    """While the broker is away, every emit is skipped and the publisher probes
+    it again and again: the log names each kind of failure once, and says when
+    publishing works again."""
+    caplog.set_level(logging.INFO, "parley.queue")
+    # One process: the log is its own (a second one would tell its outage too).
+    a, = await cluster(1, await broker.start(), heartbeat=0.5, max_backoff=0.2)
+    await emit(a, None, 1)
+    await until(lambda: a.manager.frames_sent >= 1, "a broadcast published", 8)
+    caplog.clear()
+    await broker.away()
+    for seq in range(2, 32):  # 3 s of broadcasts, and about 15 probes
+        await asyncio.wait_for(emit(a, None, seq), 1)
+        await asyncio.sleep(0.1)
+    probes = a.manager._outage.failures
+    assert probes >= 5
+    await broker.back()
+    await until(lambda: not a.manager._down, "publishing resumed", 8)
+    name = a.manager.transport.name
+    said = [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.getMessage().startswith(f"{name} publish")]
+    failed = [m for m in said if m[1].startswith(f"{name} publish failed (")]
+    back = [m for m in said if m[1].startswith(f"{name} publish works again after ")]
+    # Each kind of failure once (refused, reset, or a timeout on a slow machine).
+    assert failed and len(set(failed)) == len(failed) < probes, said
+    assert all(level == "WARNING" for level, _ in failed), said
+    assert len(back) == 1 and back[0][0] == "INFO", said
+    assert len(said) == len(failed) + 1, said  # nothing per skipped emit
 
 
 async def test_logout_drops_a_session_sockets_on_every_process(cluster):

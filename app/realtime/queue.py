@@ -65,6 +65,7 @@ from collections import deque
 import msgspec
 
 from app.fanout import NAMESPACE
+from app.logs import Retrying
 from app.realtime.managers import (
     RESYNC_EVENT,
     DirectEmit,
@@ -382,7 +383,6 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self.batch_size = batch_size
         self.resync_interval = resync_interval
         self.heartbeat = heartbeat
-        self.expiry = expiry if expiry is not None else 3 * heartbeat + 1
         self.fence_timeout = fence_timeout
         # (destination, record) in emit order; the publisher groups them per destination.
         self._outbox: deque[tuple[str, bytes]] = deque()
@@ -397,7 +397,13 @@ class QueueManager(SidRoomIndex, DirectEmit):
         self._last_resync = 0.0
         self._local_resync_at = 0.0
         self._local_resync_later: asyncio.TimerHandle | None = None
-        self._last_error_log = 0.0
+        # A broker outage is a few lines: its first failure of each kind, a
+        # reminder a minute, and its end; emits skipped meanwhile are counted.
+        self._outage = Retrying(log, f"{self.transport.name} publish",
+                                meanwhile="other processes miss live events until it is back, "
+                                          "their clients catch up with sync")
+        self._overflow_told = -math.inf
+        self._overflowed = 0  # emits dropped since the outbox was last told full
         self.subscribed = asyncio.Event()
         # Registry: who holds sockets of whom.
         self.peers: dict[str, _Peer] = {}
@@ -526,24 +532,25 @@ class QueueManager(SidRoomIndex, DirectEmit):
 
     # --- publishing -----------------------------------------------------------
 
-    def _note_failure(self, what: str, exc: BaseException | None, n: int = 1) -> None:
+    def _note_lost(self, n: int = 1) -> None:
         self._gap = True
         if self.metrics is not None:
             self.metrics.redis_publish_failures.inc(n)
-        now = time.monotonic()
-        if now - self._last_error_log >= 5:  # one line per 5 s, not one per message
-            self._last_error_log = now
-            log.warning("%s publish failed (%s): %s; other processes miss live events until "
-                        "it is back, their clients catch up with sync", self.transport.name,
-                        what, type(exc).__name__ if exc else "unavailable")
 
     def _queue(self, dest: str, rec: bytes) -> None:
         """For the publisher task. Never raises, never waits for the broker."""
         if self._down:
-            self._note_failure("skipped", None)
+            self._note_lost()  # the outage is told by the publisher
             return
         if len(self._outbox) >= self.outbox_size:
-            self._note_failure("outbox full", None)
+            self._note_lost()
+            self._overflowed += 1
+            now = time.monotonic()
+            if now - self._overflow_told >= 60:  # one line a minute, not one per emit
+                log.warning("%s publish outbox full: %d live event(s) not sent to other "
+                            "processes; their clients catch up with sync",
+                            self.transport.name, self._overflowed)
+                self._overflow_told, self._overflowed = now, 0
             return
         if self._announce:
             self._flush_announcements()  # registrations keep their place in the order
@@ -586,13 +593,13 @@ class QueueManager(SidRoomIndex, DirectEmit):
                         (ALL, _record({"k": "rs"})), (ALL, self._snapshot_record())]))
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
+                    self._outage.failed(exc)
                     await self.transport.close_publisher()
                     continue
                 self._down, self._gap, backoff = False, False, 0.1
                 self._last_resync = time.monotonic()
-                log.warning("%s publish recovered; other processes' clients resync",
-                            self.transport.name)
+                self._outage.ok()
                 continue
             if self._gap and not self._outbox:
                 # Outbox overflowed while the broker was up: resync, at most once per interval.
@@ -626,7 +633,8 @@ class QueueManager(SidRoomIndex, DirectEmit):
                 lost = n + len(self._outbox)
                 self._outbox.clear()
                 self._down = True
-                self._note_failure("error", exc, lost)
+                self._note_lost(lost)
+                self._outage.failed(exc)
                 self._release_fences()
                 await self.transport.close_publisher()
 
