@@ -87,10 +87,6 @@ class Retrying:
         self._told: dict[type, float] = {}  # kind of failure → when it was last told
         self.failures = 0  # in the current run
 
-    @property
-    def failing(self) -> bool:
-        return self._since is not None
-
     def failed(self, exc: BaseException, detail: str = "",
                fields: dict | None = None) -> None:
         """`detail` is added to the what of the lines it causes, `fields` to
