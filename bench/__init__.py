@@ -1,1 +1,1 @@
-"""Parley benchmark harness (issue 9): load generator, reference targets, scenarios."""
+"""Parley benchmark harness: load generator, reference targets, scenarios."""

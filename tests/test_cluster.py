@@ -1,4 +1,4 @@
-"""Scale-out fault tests (issue #7): real `python -m app serve` processes sharing a
+"""Scale-out fault tests: real `python -m app serve` processes sharing a
 real PostgreSQL database and a real Redis, with clients on every process.
 
 1. every kind of event crosses processes;

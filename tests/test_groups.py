@@ -1,4 +1,4 @@
-"""Group chats (issue #5): every route, role rule and system line; the member
+"""Group chats: every route, role rule and system line; the member
 limit; invite links; visibility before/after join and after leave; mentions;
 read lists; removal taking effect on the next message."""
 
