@@ -211,7 +211,8 @@ async def test_a_skipped_frame_makes_the_receivers_clients_resync(cluster):
     assert bob.of(RESYNC_EVENT)[0] == {"reason": cluster.kind}
 
 
-async def test_an_overflowing_outbox_is_followed_by_a_resync(cluster):
+async def test_an_overflowing_outbox_is_followed_by_a_resync(cluster, caplog):
+    caplog.set_level(logging.INFO, "parley.queue")
     a, b = await cluster(2, outbox_size=10)
     bob = await cluster.client("bob", b)
     await asyncio.gather(*(emit(a, "u:bob", i) for i in range(100)))
@@ -221,6 +222,8 @@ async def test_an_overflowing_outbox_is_followed_by_a_resync(cluster):
     assert delivered == sorted(delivered)
     assert failures(a) == 100 - len(delivered)
     assert bob.events[-1][0] == RESYNC_EVENT  # after the last message that made it
+    full = [r for r in caplog.records if "outbox full" in r.getMessage()]
+    assert len(full) == 1, [r.getMessage() for r in full]  # not one per dropped emit
 
 
 class Broker:

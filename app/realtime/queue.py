@@ -403,7 +403,6 @@ class QueueManager(SidRoomIndex, DirectEmit):
                                 meanwhile="other processes miss live events until it is back, "
                                           "their clients catch up with sync")
         self._overflow_told = -math.inf
-        self._overflowed = 0  # emits dropped since the outbox was last told full
         self.subscribed = asyncio.Event()
         # Registry: who holds sockets of whom.
         self.peers: dict[str, _Peer] = {}
@@ -544,13 +543,12 @@ class QueueManager(SidRoomIndex, DirectEmit):
             return
         if len(self._outbox) >= self.outbox_size:
             self._note_lost()
-            self._overflowed += 1
             now = time.monotonic()
             if now - self._overflow_told >= 60:  # one line a minute, not one per emit
-                log.warning("%s publish outbox full: %d live event(s) not sent to other "
-                            "processes; their clients catch up with sync",
-                            self.transport.name, self._overflowed)
-                self._overflow_told, self._overflowed = now, 0
+                self._overflow_told = now
+                log.warning("%s publish outbox full: live events are dropped (and counted) "
+                            "until it drains; other processes' clients catch up with sync",
+                            self.transport.name)
             return
         if self._announce:
             self._flush_announcements()  # registrations keep their place in the order
