@@ -325,15 +325,18 @@ class PresenceTracker:
             for u, cb in due:
                 if u in gone and u not in still:
                     by_callback.setdefault(cb, []).append(u)
+            handled = True
             for cb, offline in by_callback.items():
                 try:
-                    await cb(offline)
-                except Exception:
-                    log.exception("presence offline handling failed")
+                    await cb(offline)  # records last seen: the database
+                except Exception as exc:  # noqa: BLE001 - the others still run
+                    self._expiry_outage.failed(exc)
+                    handled = False
         except Exception as exc:  # noqa: BLE001 - the store (Redis) is away
             self._expiry_outage.failed(exc)
         else:
-            self._expiry_outage.ok()
+            if handled:
+                self._expiry_outage.ok()
         finally:
             for u in users:
                 self._expiring.pop(u, None)

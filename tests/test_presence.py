@@ -182,6 +182,39 @@ async def test_a_redis_away_at_each_expiry_is_told_once_and_its_end(caplog):
         await proxy.close()
 
 
+async def test_an_offline_callback_failing_at_each_expiry_is_told_once_and_its_end(caplog):
+    """The callback records who went offline in the database: while it fails,
+    each expiry's failure is not a traceback of its own."""
+    caplog.set_level(logging.INFO, "parley.presence")
+    tracker = PresenceTracker(MemoryPresence(), grace=0.05)
+    offline = Offline()
+    failing = True
+
+    async def on_offline(user_ids):
+        if failing:
+            raise ConnectionRefusedError("the database is away")
+        await offline(user_ids)
+
+    users = [uid() for _ in range(4)]
+    try:
+        for u in users:
+            await tracker.connect(u)
+        for u in users[:3]:  # three expiries, each failing
+            tracker.disconnect(u, on_offline)
+            await until(lambda u=u: u not in tracker._timers, "the expiry ran")
+        told = [r.getMessage() for r in caplog.records]
+        assert told == ["presence offline handling failed (ConnectionRefusedError); retrying"], told
+        failing = False
+        tracker.disconnect(users[3], on_offline)
+        await asyncio.wait_for(offline.event.wait(), 5)
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 2 and said[1].startswith(
+            "presence offline handling works again after "), said
+        assert said[1].endswith("(3 failed attempts)"), said
+    finally:
+        await tracker.close()
+
+
 async def test_tracker_handles_a_storm_of_disconnects_in_batches(make_store):
     """Thousands of sockets dropping at once: one sweep, one on_offline call for
     everyone due, no task per user; the ones who came back are left out."""
