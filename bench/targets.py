@@ -180,6 +180,16 @@ class L1Target(Target):
         return [sys.executable, "-m", "bench.refs.l1_socketio", str(port)]
 
 
+class L1GcTarget(L1Target):
+    key = "l1-gc"
+    title = "L1 with Parley's collector settings (gc.freeze, larger young generation)"
+
+    def command(self, port):
+        from app.realtime.engine import GC_THRESHOLDS  # Parley's own: the two stay alike
+
+        return [*super().command(port), "--gc-tuned=" + ",".join(map(str, GC_THRESHOLDS))]
+
+
 class PeerTarget(Target):
     key = "p"
     title = "P peer: Node socket.io v4 relay"
@@ -212,8 +222,8 @@ class PeerTarget(Target):
 def _all_targets() -> dict:
     from .parley import PARLEY_TARGETS
 
-    return {t.key: t for t in (L0Target, L1Target, PeerTarget, *PARLEY_TARGETS)}
+    return {t.key: t for t in (L0Target, L1Target, L1GcTarget, PeerTarget, *PARLEY_TARGETS)}
 
 
 ALL_TARGETS = _all_targets()
-DEFAULT_TARGETS = ("l0", "l1", "p", "parley-sqlite", "parley-pg", "parley-redis2")
+DEFAULT_TARGETS = ("l0", "l1", "l1-gc", "p", "parley-sqlite", "parley-pg", "parley-redis2")
