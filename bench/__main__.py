@@ -392,8 +392,7 @@ def print_table(results, scenarios) -> None:
             if not isinstance(r, dict):
                 continue
             if "value" not in r:
-                rows.append((sid, key, "-", (r.get("skipped") or r.get("error") or "?")[:60],
-                             "", "", "", "", "", "", ""))
+                rows.append((sid, key, "-", (r.get("skipped") or r.get("error") or "?")[:60]))
                 continue
             at = r.get("at_max") or {}
             p99 = (at.get("latency") or {}).get("p99_ms", "")
@@ -410,7 +409,7 @@ def print_table(results, scenarios) -> None:
             v = r["value"]
             other = at.get("other_cpu_pct", "")
             if v is None:
-                rows.append((sid, key, "none passed", unit, "", "", "", "", "", "", ""))
+                rows.append((sid, key, "none passed", unit))
                 continue
             if sid in ("s4", "s5", "flood", "s6", "s6-trgm"):
                 p99 = (r.get("socketio") or {}).get("p99_ms", "") if sid == "s4" else ""
@@ -418,12 +417,13 @@ def print_table(results, scenarios) -> None:
                     p99 = f"alone {r.get('victim_ack_p99_ms_alone')}"
                 srv = r.get("server_cpu_pct", r.get("server_cpu_pct_storm", ""))
                 rows.append((sid, key, f"{v:.2f}", unit, str(p99), str(r.get("gen_cpu_pct", "")),
-                             str(srv), str(r.get("other_cpu_pct", "")), "", "", ""))
+                             str(srv), str(r.get("other_cpu_pct", ""))))
                 continue
             rows.append((sid, key, f"{v:,.0f}" if sid != "s3" else f"{v:.1f}", unit,
                          str(p99), str(gen), str(srv) + (" idle" if sid == "s3" else ""),
                          str(other), _ratio(v, base["l1"]), _ratio(v, base["l1-gc"]),
                          _ratio(v, base["l0"])))
+    rows = [r + ("",) * (len(rows[0]) - len(r)) for r in rows]  # short rows: blank ratios
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

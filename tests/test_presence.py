@@ -145,6 +145,21 @@ async def test_tracker_goes_offline_after_the_grace(make_store):
         await tracker.close()
 
 
+async def expire_each(tracker, users, on_offline) -> None:
+    """Disconnect the users one by one, each expiry run before the next."""
+    for u in users:
+        tracker.disconnect(u, on_offline)
+        await until(lambda u=u: u not in tracker._timers, "the expiry ran")
+
+
+def assert_end_told(caplog, *, failed: int) -> None:
+    """The outage's first line, then one line for its end and nothing between."""
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and said[1].startswith(
+        "presence offline handling works again after "), said
+    assert said[1].endswith(f"({failed} failed attempts)"), said
+
+
 @needs_redis
 async def test_a_redis_away_at_each_expiry_is_told_once_and_its_end(caplog):
     """Users going offline while Redis is unreachable: the tracker cannot
@@ -163,19 +178,14 @@ async def test_a_redis_away_at_each_expiry_is_told_once_and_its_end(caplog):
         for u in users:
             await tracker.connect(u)
         await proxy.cut()
-        for u in users[:2]:  # two expiries, each failing
-            tracker.disconnect(u, offline)
-            await until(lambda u=u: u not in tracker._timers, "the expiry ran")
+        await expire_each(tracker, users[:2], offline)  # two expiries, each failing
         told = [r.getMessage() for r in caplog.records]
         assert len(told) == 1 and told[0].startswith("presence offline handling failed ("), told
         await proxy.restore()
         tracker.disconnect(users[2], offline)
         await asyncio.wait_for(offline.event.wait(), 5)
         assert offline.users == [users[2]]
-        said = [r.getMessage() for r in caplog.records]
-        assert len(said) == 2 and said[1].startswith(
-            "presence offline handling works again after "), said
-        assert said[1].endswith("(2 failed attempts)"), said
+        assert_end_told(caplog, failed=2)
     finally:
         await tracker.close()
         await client.aclose()
@@ -199,18 +209,13 @@ async def test_an_offline_callback_failing_at_each_expiry_is_told_once_and_its_e
     try:
         for u in users:
             await tracker.connect(u)
-        for u in users[:3]:  # three expiries, each failing
-            tracker.disconnect(u, on_offline)
-            await until(lambda u=u: u not in tracker._timers, "the expiry ran")
+        await expire_each(tracker, users[:3], on_offline)  # three expiries, each failing
         told = [r.getMessage() for r in caplog.records]
         assert told == ["presence offline handling failed (ConnectionRefusedError); retrying"], told
         failing = False
         tracker.disconnect(users[3], on_offline)
         await asyncio.wait_for(offline.event.wait(), 5)
-        said = [r.getMessage() for r in caplog.records]
-        assert len(said) == 2 and said[1].startswith(
-            "presence offline handling works again after "), said
-        assert said[1].endswith("(3 failed attempts)"), said
+        assert_end_told(caplog, failed=3)
     finally:
         await tracker.close()
 
