@@ -6,14 +6,21 @@ consumers, and the packet class's binary check."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
+import itertools
 import json
 import logging
+import os
+import socket
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from socketio.packet import Packet
+from yarl import URL
 
 from app.realtime import engine
 from app.realtime.chat import EVENTS
@@ -91,6 +98,99 @@ async def test_peer_that_stops_answering_is_closed_with_ping_timeout(sio, base_u
             break
         await asyncio.sleep(0.05)
     assert hello["sid"] not in sio.eio.sockets
+
+
+def _client_frame(payload: bytes, mask: bytes = b"\x5a\xc3\x17\x88") -> bytes:
+    """One masked text frame, as a client sends it (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_lone_pong_is_taken_as_its_bytes_arrive(sio, base_url):
+    async with aiohttp.ClientSession() as session:
+        ws, hello = await _open_raw(session, base_url)
+        assert await _text(ws) == "2"
+        sock = sio.eio.sockets[hello["sid"]]
+        assert sock.last_ping  # waiting for the PONG
+        sock._ws.data_received(_client_frame(b"3"))
+        assert sock.last_ping is None  # at once: no read task had a turn
+        assert await _text(ws) == "2"  # and the next PING follows
+        await ws.send_str("3")
+        assert await _text(ws) == "2"
+        await ws.close()
+
+
+async def test_bytes_that_look_like_a_pong_inside_a_frame_stay_in_it(sio, base_url):
+    """A frame arrives in three chunks, the middle one 7 bytes shaped like a
+    masked "3": it is the frame's payload, and the frame is read whole."""
+    url = URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET {EIO_WS} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    async def frame_text() -> str:
+        _, b1 = await reader.readexactly(2)
+        assert b1 < 126  # the server's answers here are short
+        return (await reader.readexactly(b1)).decode()
+
+    try:
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert (await asyncio.wait_for(frame_text(), 10))[0] == "0"  # OPEN
+        # A Socket.IO CONNECT with a token that is no token. At payload offset
+        # 20 (a multiple of 4), "@@A" masked by C1 C1 00 is 81 81 41, and "r"
+        # masked by 00 is 41 ^ 33.
+        text = b'40/chat,{"token":"ab@@Axyzrbbbb"}'
+        wire = _client_frame(text, mask=b"\xc1\xc1\x00\x00")
+        start = 6 + 20
+        middle = wire[start:start + 7]
+        assert middle[:2] == b"\x81\x81" and middle[2] ^ middle[6] == 0x33
+        for chunk in (wire[:start], middle, wire[start + 7:]):
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.2)  # each chunk on its own
+        answer = await asyncio.wait_for(frame_text(), 10)
+        while answer == "2":  # a PING came first (a slow machine): answer it
+            writer.write(_client_frame(b"3"))
+            answer = await asyncio.wait_for(frame_text(), 10)
+        assert answer.startswith("44/chat,"), answer  # refused: the frame was read whole
+        assert len(sio.eio.sockets) == 1
+    finally:
+        writer.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames=hs.lists(hs.tuples(hs.integers(0, 200) | hs.sampled_from(
+                           [125, 126, 127, 65535, 65536, 70_000]), hs.booleans()),
+                       min_size=1, max_size=6),
+       cuts=hs.lists(hs.integers(0, 10**6), max_size=12))
+def test_frame_edges_know_where_every_frame_ends(frames, cuts):
+    """Any frames (sizes of every length form, masked or not), cut anywhere."""
+    parts = []
+    for size, masked in frames:
+        code = size if size < 126 else 126 if size < 65536 else 127
+        ext = b"" if code < 126 else size.to_bytes(2 if code == 126 else 8, "big")
+        parts.append(bytes((0x81, code | (0x80 if masked else 0))) + ext
+                     + (b"mask" if masked else b"") + b"x" * size)
+    stream = b"".join(parts)
+    ends = set(itertools.accumulate(len(p) for p in parts))
+    edges = engine.FrameEdges()
+    assert edges.between
+    done = 0
+    for cut in sorted({c % (len(stream) + 1) for c in cuts} | {len(stream)}):
+        if cut == done:
+            continue
+        edges.feed(stream[done:cut])
+        done = cut
+        assert edges.between == (cut in ends), cut
 
 
 async def test_unsolicited_pong_does_not_double_the_pings(sio, base_url):
