@@ -100,16 +100,21 @@ async def test_peer_that_stops_answering_is_closed_with_ping_timeout(sio, base_u
     assert hello["sid"] not in sio.eio.sockets
 
 
-def _client_frame(payload: bytes, mask: bytes = b"\x5a\xc3\x17\x88") -> bytes:
-    """One masked text frame, as a client sends it (RFC 6455 5.2)."""
+def _client_frame(payload: bytes, mask: bytes | None = b"\x5a\xc3\x17\x88") -> bytes:
+    """One text frame as a client sends it (RFC 6455 5.2); `mask` None: unmasked."""
     n = len(payload)
+    flag = 0 if mask is None else 0x80
     if n < 126:
-        head = bytes((0x81, 0x80 | n))
+        head = bytes((0x81, flag | n))
     elif n < 65536:
-        head = bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+        head = bytes((0x81, flag | 126)) + n.to_bytes(2, "big")
     else:
-        head = bytes((0x81, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head = bytes((0x81, flag | 127)) + n.to_bytes(8, "big")
+    if mask is None:
+        return head + payload
+    keys = (mask * (n // 4 + 1))[:n]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")
+    return head + mask + masked.to_bytes(n, "big")
 
 
 async def test_a_lone_pong_is_taken_as_its_bytes_arrive(sio, base_url):
@@ -174,12 +179,8 @@ async def test_bytes_that_look_like_a_pong_inside_a_frame_stay_in_it(sio, base_u
        cuts=hs.lists(hs.integers(0, 10**6), max_size=12))
 def test_frame_edges_know_where_every_frame_ends(frames, cuts):
     """Any frames (sizes of every length form, masked or not), cut anywhere."""
-    parts = []
-    for size, masked in frames:
-        code = size if size < 126 else 126 if size < 65536 else 127
-        ext = b"" if code < 126 else size.to_bytes(2 if code == 126 else 8, "big")
-        parts.append(bytes((0x81, code | (0x80 if masked else 0))) + ext
-                     + (b"mask" if masked else b"") + b"x" * size)
+    parts = [_client_frame(b"x" * size, mask=b"mask" if masked else None)
+             for size, masked in frames]
     stream = b"".join(parts)
     ends = set(itertools.accumulate(len(p) for p in parts))
     edges = engine.FrameEdges()
